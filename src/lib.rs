@@ -1,11 +1,14 @@
 //! racker: operating-system containers on systemd-nspawn, built on a content-addressed
 //! image store with snapshot overlays.
 //!
-//! The modules follow the data path, top-down:
-//! [`reference`] names an image, a source ([`source`]) yields its manifest, config and
-//! layer blobs, the [`store`] keeps blobs by digest and unpacks each layer once through
-//! [`unpack`]; snapshots and the runtime build on the store.
+//! The modules follow the data path, top-down: a [`reference`] names an image, a
+//! [`source`] yields its manifest, config and layer blobs, the [`store`] keeps blobs
+//! by [`digest`] and unpacks each layer once through [`unpack`]. [`progress`] carries
+//! long work's progress to the frontends (`racker`, `postroj`).
 
 pub mod digest;
+pub mod progress;
 pub mod reference;
+pub mod source;
+pub mod store;
 pub mod unpack;

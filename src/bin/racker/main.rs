@@ -1,1 +1,171 @@
-fn main() {}
+//! `racker`: the docker-compatible command line over the racker library. It parses
+//! arguments, calls the library and prints; the work is done in the library.
+
+mod format;
+mod images;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "racker",
+    version,
+    about = "Operating-system containers on systemd-nspawn, fast"
+)]
+struct Cli {
+    /// Root of the image store.
+    #[arg(long, global = true, env = "RACKER_ROOT", default_value = racker::store::DEFAULT_ROOT)]
+    root: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, Default, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    #[default]
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List images
+    #[command(alias = "image-ls")]
+    Images(images::ImagesArgs),
+    /// Load images from a `docker save` archive or an OCI archive (tar, optionally compressed)
+    Load {
+        /// Archive to read
+        #[arg(short, long)]
+        input: PathBuf,
+        /// Suppress the progress output
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Import a root filesystem tarball (file, URL or - for stdin) as a one-layer image
+    Import {
+        source: String,
+        /// Name for the image, NAME[:TAG]
+        reference: Option<String>,
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Pull an image: `oci:DIR[:REF]` for an OCI layout directory
+    Pull {
+        reference: String,
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Create a tag TARGET that refers to SOURCE
+    Tag { source: String, target: String },
+    /// Remove images
+    Rmi {
+        #[arg(required = true)]
+        images: Vec<String>,
+        /// Remove an image id even when several tags name it
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Show images' configuration and layers as JSON
+    Inspect {
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Remove blobs, layers and leftovers that no image references
+    Gc {
+        /// Only show what would be removed
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Manage images (docker's `image` subcommands)
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// System information
+    #[command(subcommand)]
+    System(SystemCommand),
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// List images
+    Ls(images::ImagesArgs),
+    /// Remove unreferenced blobs and layers (same as `racker gc`)
+    Prune {
+        #[arg(long)]
+        dry_run: bool,
+        /// Accepted for docker compatibility; prune never asks
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Remove images
+    Rm {
+        #[arg(required = true)]
+        images: Vec<String>,
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Show images as JSON
+    Inspect {
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SystemCommand {
+    /// Show the store's disk usage and how much sharing saves
+    Df {
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let open = || {
+        racker::store::Store::open(&cli.root)
+            .with_context(|| format!("opening the image store at {}", cli.root.display()))
+    };
+    match cli.command {
+        Command::Images(args) | Command::Image(ImageCommand::Ls(args)) => {
+            images::list(&open()?, &args)
+        }
+        Command::Load { input, quiet } => images::load(&open()?, &input, quiet),
+        Command::Import {
+            source,
+            reference,
+            quiet,
+        } => images::import(&open()?, &source, reference.as_deref(), quiet),
+        Command::Pull { reference, quiet } => images::pull(&open()?, &reference, quiet),
+        Command::Tag { source, target } => images::tag(&open()?, &source, &target),
+        Command::Rmi { images, force } | Command::Image(ImageCommand::Rm { images, force }) => {
+            images::remove(&open()?, &images, force)
+        }
+        Command::Inspect { images } | Command::Image(ImageCommand::Inspect { images }) => {
+            images::inspect(&open()?, &images)
+        }
+        Command::Gc { dry_run } | Command::Image(ImageCommand::Prune { dry_run, .. }) => {
+            images::gc(&open()?, dry_run)
+        }
+        Command::System(SystemCommand::Df { format }) => images::disk_usage(&open()?, format),
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RACKER_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("Error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! Image commands: images, load, import, pull (local layouts), tag, rmi, inspect, gc, system df.
+
+use std::path::Path;
+
+use anyhow::{bail, Context as _, Result};
+use racker::reference::{familiar_name, Reference};
+use racker::source::{self, DirFs, RootfsInput};
+use racker::store::Store;
+
+use crate::format::{human_size, since, table};
+use crate::Format;
+
+#[derive(clap::Args)]
+pub struct ImagesArgs {
+    /// Only images of this repository (and tag)
+    reference: Option<String>,
+    /// Only show image ids
+    #[arg(short, long)]
+    quiet: bool,
+    /// Show digests
+    #[arg(long)]
+    digests: bool,
+    /// Do not truncate ids
+    #[arg(long)]
+    no_trunc: bool,
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+pub fn list(store: &Store, args: &ImagesArgs) -> Result<()> {
+    let filter = args
+        .reference
+        .as_deref()
+        .map(Reference::parse)
+        .transpose()
+        .context("invalid filter")?;
+    // A filter without an explicit tag matches every tag, as in docker.
+    let want_tag = args
+        .reference
+        .as_deref()
+        .filter(|r| r.rsplit_once(':').is_some_and(|(_, t)| !t.contains('/')))
+        .and(filter.as_ref())
+        .and_then(|f| f.tag());
+    let mut rows = Vec::new();
+    let mut json = Vec::new();
+    for image in store.images()? {
+        let id = if args.no_trunc {
+            image.id.to_string()
+        } else {
+            image.id.short().to_owned()
+        };
+        let mut names: Vec<(String, String)> = image.tags.clone();
+        if names.is_empty() {
+            names.push(("<none>".into(), "<none>".into()));
+        }
+        for (repo, tag) in names {
+            if let Some(f) = &filter {
+                if repo != f.name() || want_tag.is_some_and(|t| t != tag) {
+                    continue;
+                }
+            }
+            let digest = image
+                .digests
+                .iter()
+                .find(|(r, _)| *r == repo)
+                .map(|(_, d)| d.to_string())
+                .unwrap_or_else(|| "<none>".into());
+            let repo_shown = if repo == "<none>" {
+                repo.clone()
+            } else {
+                familiar_name(&repo)
+            };
+            json.push(serde_json::json!({
+                "ID": id, "Repository": repo_shown, "Tag": tag, "Digest": digest,
+                "CreatedAt": image.created, "CreatedSince": since(image.created.as_deref()),
+                "Size": human_size(image.size), "VirtualSize": image.size,
+            }));
+            let mut row = vec![repo_shown, tag];
+            if args.digests {
+                row.push(digest);
+            }
+            row.extend([
+                id.clone(),
+                since(image.created.as_deref()),
+                human_size(image.size),
+            ]);
+            rows.push(row);
+        }
+    }
+    if args.quiet {
+        let mut seen = std::collections::BTreeSet::new();
+        for value in &json {
+            let id = value["ID"].as_str().unwrap_or_default().to_owned();
+            if seen.insert(id.clone()) {
+                println!("{id}");
+            }
+        }
+    } else if args.format == Format::Json {
+        for value in json {
+            println!("{value}");
+        }
+    } else {
+        let mut header = vec!["REPOSITORY", "TAG"];
+        if args.digests {
+            header.push("DIGEST");
+        }
+        header.extend(["IMAGE ID", "CREATED", "SIZE"]);
+        print!("{}", table(&header, &rows));
+    }
+    Ok(())
+}
+
+pub fn load(store: &Store, input: &Path, quiet: bool) -> Result<()> {
+    let ids = source::load_archive(store, input, racker::progress::for_stderr(quiet))
+        .with_context(|| format!("loading {}", input.display()))?;
+    for id in ids {
+        let image = store.image(&id)?;
+        if image.summary.tags.is_empty() {
+            println!("Loaded image ID: {id}");
+        }
+        for (repo, tag) in &image.summary.tags {
+            println!("Loaded image: {}:{tag}", familiar_name(repo));
+        }
+    }
+    Ok(())
+}
+
+pub fn import(store: &Store, source_arg: &str, reference: Option<&str>, quiet: bool) -> Result<()> {
+    let names = reference
+        .map(Reference::parse)
+        .transpose()
+        .context("invalid image name")?
+        .into_iter()
+        .collect();
+    let input = RootfsInput::parse(source_arg);
+    let id = source::import_rootfs(store, &input, names, racker::progress::for_stderr(quiet))
+        .with_context(|| format!("importing {source_arg}"))?;
+    println!("{id}");
+    Ok(())
+}
+
+/// Splits `DIR[:REF]`; a colon inside a path component that contains a slash is the path's.
+fn split_location(arg: &str) -> (&str, Option<&str>) {
+    match arg.rsplit_once(':') {
+        Some((dir, r)) if !r.contains('/') && !r.is_empty() => (dir, Some(r)),
+        _ => (arg, None),
+    }
+}
+
+pub fn pull(store: &Store, reference: &str, quiet: bool) -> Result<()> {
+    let progress = racker::progress::for_stderr(quiet);
+    let (transport, rest) = match reference.split_once(':') {
+        Some((t @ ("oci" | "oci-archive"), rest)) => (t, rest),
+        _ => bail!(
+            "pulling {reference:?} from a registry is not supported by this racker build yet; \
+             use `racker pull oci:DIR[:REF]`, `racker load -i ARCHIVE` or `racker import TARBALL`"
+        ),
+    };
+    let (location, wanted) = split_location(rest);
+    let base = Path::new(location)
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_else(|| "image".into());
+    // Unnamed layouts get a local name, as podman gives them.
+    let default_name = match wanted {
+        Some(w) if w.contains('/') => Reference::parse(w)?,
+        Some(w) => Reference::parse(&format!("localhost/{base}:{w}"))
+            .with_context(|| format!("naming the image from {location:?}"))?,
+        None => Reference::parse(&format!("localhost/{base}"))
+            .with_context(|| format!("naming the image from {location:?}"))?,
+    };
+    let ids = match transport {
+        "oci" => source::import_layout(
+            store,
+            &DirFs(location.into()),
+            wanted,
+            &[default_name],
+            progress,
+        ),
+        _ => {
+            let fs = source::ArchiveFs::open(Path::new(location), &store.root().join("ingest"))?;
+            source::import_layout(store, &fs, wanted, &[default_name], progress)
+        }
+    }
+    .with_context(|| format!("pulling {reference}"))?;
+    for id in ids {
+        let image = store.image(&id)?;
+        if !quiet {
+            eprintln!("Digest: {}", image.manifest_digest);
+        }
+        for (repo, tag) in &image.summary.tags {
+            println!("{repo}:{tag}");
+        }
+    }
+    Ok(())
+}
+
+pub fn tag(store: &Store, source_name: &str, target: &str) -> Result<()> {
+    store
+        .tag(source_name, target)
+        .with_context(|| format!("tagging {source_name} as {target}"))?;
+    Ok(())
+}
+
+pub fn remove(store: &Store, names: &[String], force: bool) -> Result<()> {
+    let mut failed = false;
+    for name in names {
+        match store.remove(name, force) {
+            Ok(removal) => {
+                for untagged in removal.untagged {
+                    println!("Untagged: {untagged}");
+                }
+                if let Some(id) = removal.deleted {
+                    println!("Deleted: {id}");
+                }
+            }
+            Err(e) => {
+                eprintln!("Error: {e}");
+                failed = true;
+            }
+        }
+    }
+    // Files go now if nothing else is using the store; otherwise the next gc takes them.
+    store.try_gc()?;
+    if failed {
+        bail!("some images could not be removed");
+    }
+    Ok(())
+}
+
+pub fn inspect(store: &Store, names: &[String]) -> Result<()> {
+    let mut out = Vec::new();
+    for name in names {
+        let id = store.resolve(name)?;
+        let image = store.image(&id)?;
+        let config: serde_json::Value =
+            serde_json::from_slice(&store.read_blob(&image.config_digest)?)
+                .context("reading the image config")?;
+        let layers: Vec<_> = image
+            .layers
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "Digest": l.blob_digest, "MediaType": l.media_type, "Size": l.blob_size,
+                    "DiffID": l.diff_id, "ChainID": l.chain_id, "UnpackedSize": l.size,
+                    "Path": store.layer_dir(l.layer_id),
+                })
+            })
+            .collect();
+        out.push(serde_json::json!({
+            "Id": image.summary.id,
+            "RepoTags": image.summary.tags.iter().map(|(r, t)| format!("{}:{t}", familiar_name(r))).collect::<Vec<_>>(),
+            "RepoDigests": image.summary.digests.iter().map(|(r, d)| format!("{}@{d}", familiar_name(r))).collect::<Vec<_>>(),
+            "Created": image.summary.created,
+            "Architecture": image.architecture,
+            "Os": image.os,
+            "Size": image.summary.size,
+            "Config": config.get("config").cloned().unwrap_or(serde_json::Value::Null),
+            "RootFS": { "Type": "layers", "Layers": image.layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>() },
+            "Manifest": { "Digest": image.manifest_digest, "MediaType": image.manifest_media_type },
+            "Layers": layers,
+            "OciConfig": config,
+        }));
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+pub fn gc(store: &Store, dry_run: bool) -> Result<()> {
+    let report = store.gc(dry_run)?;
+    let verb = if dry_run { "Would remove" } else { "Deleted" };
+    for blob in &report.blobs {
+        println!("{verb} blob: {blob}");
+    }
+    for layer in &report.layers {
+        println!("{verb} layer: {layer}");
+    }
+    for leftover in &report.leftovers {
+        println!("{verb} leftover: {leftover}");
+    }
+    println!(
+        "Total reclaimed space: {}",
+        human_size(report.reclaimed_bytes)
+    );
+    Ok(())
+}
+
+pub fn disk_usage(store: &Store, format: Format) -> Result<()> {
+    let du = store.disk_usage()?;
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&du)?);
+        return Ok(());
+    }
+    let rows = vec![
+        vec![
+            "Images".into(),
+            du.images.to_string(),
+            human_size(du.images_size),
+        ],
+        vec![
+            "Layers".into(),
+            du.layers.to_string(),
+            human_size(du.layers_size),
+        ],
+        vec![
+            "Blobs".into(),
+            du.blobs.to_string(),
+            human_size(du.blobs_size),
+        ],
+    ];
+    print!("{}", table(&["TYPE", "TOTAL", "SIZE"], &rows));
+    println!("\nShared between images: {}", human_size(du.shared_size));
+    println!("Reclaimable by gc: {}", human_size(du.reclaimable_size));
+    println!(
+        "Dedupe ratio: {:.2}x (images' logical size per byte stored)",
+        du.dedupe_ratio
+    );
+    Ok(())
+}

@@ -1,0 +1,68 @@
+//! Where images come from before they are in the store: OCI image layouts (a
+//! directory, or a tar of one), `docker save` archives, and plain rootfs tarballs.
+//! Every source ends in the same [`Ingest`](crate::store::Ingest) path.
+
+mod archive;
+mod docker_archive;
+mod oci_layout;
+mod platform;
+mod rootfs;
+
+use std::io;
+use std::path::PathBuf;
+
+pub use archive::{ArchiveFs, DirFs, LayoutFs};
+pub use oci_layout::import_layout;
+pub use platform::Platform;
+pub use rootfs::{import_rootfs, RootfsInput};
+
+use crate::digest::Digest;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: not a docker save archive or an OCI archive (it has neither manifest.json nor index.json); for a plain root filesystem tarball use `racker import`")]
+    UnknownArchive { path: PathBuf },
+    #[error("{what}: {reason}")]
+    Invalid { what: String, reason: String },
+    #[error("{what}: no image matches {wanted}; the layout has: {available}")]
+    NoMatch {
+        what: String,
+        wanted: String,
+        available: String,
+    },
+    #[error("{url}: download failed: {reason}")]
+    Download { url: String, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub type Result<T, E = SourceError> = std::result::Result<T, E>;
+
+pub(crate) fn invalid(what: impl Into<String>, reason: impl std::fmt::Display) -> SourceError {
+    SourceError::Invalid {
+        what: what.into(),
+        reason: reason.to_string(),
+    }
+}
+
+/// `racker load`: a `docker save` archive or an OCI archive, possibly compressed.
+/// Returns the ids of the images loaded, with the names the archive gives them.
+pub fn load_archive(
+    store: &Store,
+    path: &std::path::Path,
+    progress: std::sync::Arc<dyn crate::progress::Progress>,
+) -> Result<Vec<Digest>> {
+    let fs = ArchiveFs::open(path, &store.root().join("ingest"))?;
+    if fs.exists("manifest.json") {
+        docker_archive::import(store, &fs, progress)
+    } else if fs.exists("index.json") {
+        import_layout(store, &fs, None, &[], progress)
+    } else {
+        Err(SourceError::UnknownArchive {
+            path: path.to_owned(),
+        })
+    }
+}

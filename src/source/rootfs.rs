@@ -1,0 +1,118 @@
+//! `racker import`: a plain root filesystem tarball (a file, a URL or standard input;
+//! plain, gzip, xz or zstd) becomes a one-layer image, as with `docker import`.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::oci_layout::synthesize_manifest;
+use super::{Platform, Result, SourceError};
+use crate::digest::Digest;
+use crate::progress::{Progress, ProgressReader};
+use crate::reference::Reference;
+use crate::store::{NewImage, Store};
+
+/// Where a rootfs tarball comes from.
+#[derive(Clone, Debug)]
+pub enum RootfsInput {
+    File(PathBuf),
+    Url(String),
+    Stdin,
+}
+
+impl RootfsInput {
+    /// `-` is standard input, `http(s)://` a URL, anything else a file.
+    pub fn parse(arg: &str) -> RootfsInput {
+        if arg == "-" {
+            RootfsInput::Stdin
+        } else if arg.starts_with("http://") || arg.starts_with("https://") {
+            RootfsInput::Url(arg.to_owned())
+        } else {
+            RootfsInput::File(PathBuf::from(arg))
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            RootfsInput::File(p) => p.display().to_string(),
+            RootfsInput::Url(u) => u.clone(),
+            RootfsInput::Stdin => "-".into(),
+        }
+    }
+
+    fn open(&self) -> Result<(Box<dyn Read>, Option<u64>)> {
+        match self {
+            RootfsInput::File(path) => {
+                let file = File::open(path).map_err(|source| SourceError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                let len = file.metadata().ok().map(|m| m.len());
+                Ok((Box::new(file), len))
+            }
+            RootfsInput::Stdin => Ok((Box::new(io::stdin()), None)),
+            RootfsInput::Url(url) => {
+                let download = |reason: String| SourceError::Download {
+                    url: url.clone(),
+                    reason,
+                };
+                let response = reqwest::blocking::Client::builder()
+                    .timeout(None)
+                    .build()
+                    .and_then(|c| c.get(url).send())
+                    .map_err(|e| download(e.to_string()))?;
+                if !response.status().is_success() {
+                    return Err(download(format!("server answered {}", response.status())));
+                }
+                let len = response.content_length();
+                Ok((Box::new(response), len))
+            }
+        }
+    }
+}
+
+/// Imports a rootfs tarball as a one-layer image named `names` (none: untagged).
+pub fn import_rootfs(
+    store: &Store,
+    input: &RootfsInput,
+    names: Vec<Reference>,
+    progress: Arc<dyn Progress>,
+) -> Result<Digest> {
+    let source = input.describe();
+    let (reader, len) = input.open()?;
+    progress.begin("import", "Importing", len);
+    let mut reader = ProgressReader::new(reader, "import", &*progress);
+    let ingest = store.ingest()?.with_progress(progress.clone());
+    let layer = ingest.put_layer(&mut reader, None, None, None)?;
+    let platform = Platform::host();
+    let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    let mut config = serde_json::json!({
+        "created": created,
+        "architecture": platform.architecture,
+        "os": platform.os,
+        "config": {},
+        "rootfs": { "type": "layers", "diff_ids": [layer.diff_id.to_string()] },
+        "history": [{ "created": created, "created_by": "racker import", "comment": format!("Imported from {source}") }],
+    });
+    if let Some(variant) = &platform.variant {
+        config["variant"] = serde_json::Value::String(variant.clone());
+    }
+    let config_bytes = serde_json::to_vec(&config).expect("a JSON value always serialises");
+    let config_blob =
+        ingest.put_blob_bytes(&config_bytes, "application/vnd.oci.image.config.v1+json")?;
+    let manifest = synthesize_manifest(&config_blob, std::slice::from_ref(&layer.blob));
+    let manifest_blob = ingest.put_blob_bytes(
+        &manifest,
+        oci_spec::image::MediaType::ImageManifest.as_ref(),
+    )?;
+    let id = ingest.commit(NewImage {
+        manifest: manifest_blob,
+        config: config_blob,
+        layers: vec![layer],
+        tags: names,
+        repo_digests: vec![],
+    })?;
+    progress.end("import", &format!("Imported {}", id.short()));
+    Ok(id)
+}

@@ -1,0 +1,582 @@
+//! Adding content: an [`Ingest`] stages blobs and unpacked layers in `ingest/<op>/`
+//! and [`Ingest::commit`] publishes them together with the image's rows in one
+//! transaction. Dropping an uncommitted ingest removes its staging directory, so a
+//! failed operation leaves the store as it was.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::params;
+use rustix::fs::FlockOperation;
+
+use super::metadata::now;
+use super::{blobs, io_err, Result, Store, StoreError, StoreLock};
+use crate::digest::{chain_ids, Digest, HashingReader};
+use crate::progress::{Progress, ProgressReader, Silent};
+use crate::reference::Reference;
+use crate::unpack::{self, Compression, UnpackOptions, UnpackStats};
+
+/// A blob that is staged in this operation or already in the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlobInfo {
+    pub digest: Digest,
+    pub size: u64,
+    pub media_type: String,
+}
+
+/// A layer: its blob and its unpacked tree.
+#[derive(Clone, Debug)]
+pub struct LayerInfo {
+    pub blob: BlobInfo,
+    pub diff_id: Digest,
+}
+
+/// What [`Ingest::commit`] records: the image's manifest and config blobs, its layers
+/// in order (base first), and the names it gets.
+#[derive(Clone, Debug)]
+pub struct NewImage {
+    pub manifest: BlobInfo,
+    pub config: BlobInfo,
+    pub layers: Vec<LayerInfo>,
+    pub tags: Vec<Reference>,
+    /// `repository@digest` names (for images from a registry).
+    pub repo_digests: Vec<Reference>,
+}
+
+#[derive(Default)]
+struct Staged {
+    /// Blobs staged as `blobs/<hex>` in the operation's directory.
+    blobs: BTreeMap<Digest, BlobInfo>,
+    /// Layers unpacked into the operation's directory, by diff_id.
+    layers: BTreeMap<Digest, (PathBuf, UnpackStats)>,
+}
+
+/// One adding operation in progress. Holds the store's lock shared, so that gc waits.
+pub struct Ingest<'s> {
+    store: &'s Store,
+    _lock: StoreLock,
+    dir: PathBuf,
+    staged: Mutex<Staged>,
+    seq: AtomicU64,
+    progress: Arc<dyn Progress>,
+    unpack_options: UnpackOptions,
+}
+
+/// Copies everything read from `inner` to `out`.
+struct TeeReader<R, W> {
+    inner: R,
+    out: W,
+}
+
+impl<R: Read, W: Write> Read for TeeReader<R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.out.write_all(&buf[..n])?;
+        Ok(n)
+    }
+}
+
+impl<'s> Ingest<'s> {
+    pub(super) fn begin(store: &'s Store) -> Result<Self> {
+        let lock = store
+            .lock(FlockOperation::LockShared)?
+            .ok_or_else(|| StoreError::Invalid {
+                what: "store lock".into(),
+                reason: "a blocking lock returned without being held".into(),
+            })?;
+        let dir = store.root.join("ingest").join(format!(
+            "{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        fs::create_dir_all(dir.join("blobs")).map_err(io_err(&dir))?;
+        Ok(Ingest {
+            store,
+            _lock: lock,
+            dir,
+            staged: Mutex::default(),
+            seq: AtomicU64::new(0),
+            progress: Arc::new(Silent),
+            unpack_options: UnpackOptions::default(),
+        })
+    }
+
+    /// Reports downloads and unpacks to `progress`.
+    pub fn with_progress(mut self, progress: Arc<dyn Progress>) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    fn staged(&self) -> std::sync::MutexGuard<'_, Staged> {
+        self.staged.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn scratch(&self, kind: &str) -> PathBuf {
+        self.dir.join(format!(
+            "{kind}-{}",
+            self.seq.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
+
+    /// The blob if this operation staged it or the store has it.
+    fn known_blob(&self, digest: &Digest, media_type: &str) -> Option<BlobInfo> {
+        if let Some(info) = self.staged().blobs.get(digest) {
+            return Some(info.clone());
+        }
+        let size = fs::metadata(self.store.blob_path(digest)).ok()?.len();
+        Some(BlobInfo {
+            digest: digest.clone(),
+            size,
+            media_type: media_type.to_owned(),
+        })
+    }
+
+    fn blob_file(&self, digest: &Digest) -> PathBuf {
+        let staged = self.dir.join("blobs").join(digest.hex());
+        if staged.exists() {
+            staged
+        } else {
+            self.store.blob_path(digest)
+        }
+    }
+
+    fn have_layer(&self, diff_id: &Digest) -> Result<bool> {
+        Ok(self.staged().layers.contains_key(diff_id)
+            || self.store.db().layer_id(diff_id)?.is_some())
+    }
+
+    fn stage_blob(
+        &self,
+        tmp: &Path,
+        digest: &Digest,
+        size: u64,
+        media_type: &str,
+    ) -> Result<BlobInfo> {
+        let target = self.dir.join("blobs").join(digest.hex());
+        fs::rename(tmp, &target).map_err(io_err(&target))?;
+        let info = BlobInfo {
+            digest: digest.clone(),
+            size,
+            media_type: media_type.to_owned(),
+        };
+        self.staged().blobs.insert(digest.clone(), info.clone());
+        Ok(info)
+    }
+
+    /// Stages a small blob (manifest, config) from memory.
+    pub fn put_blob_bytes(&self, bytes: &[u8], media_type: &str) -> Result<BlobInfo> {
+        self.put_blob(&mut &bytes[..], Some(&Digest::of(bytes)), media_type)
+    }
+
+    /// Stages a blob from a stream, verifying it against `expected`. A blob the store
+    /// already has is not read at all.
+    pub fn put_blob(
+        &self,
+        reader: &mut dyn Read,
+        expected: Option<&Digest>,
+        media_type: &str,
+    ) -> Result<BlobInfo> {
+        if let Some(info) = expected.and_then(|d| self.known_blob(d, media_type)) {
+            return Ok(info);
+        }
+        let tmp = self.scratch("blob");
+        let what = format!(
+            "blob {}",
+            expected.map(|d| d.to_string()).unwrap_or_default()
+        );
+        let (digest, size) = blobs::write_verified(reader, &tmp, what.trim(), expected)
+            .inspect_err(|_| {
+                let _ = fs::remove_file(&tmp);
+            })?;
+        self.stage_blob(&tmp, &digest, size, media_type)
+    }
+
+    /// Stages a layer blob and unpacks it, in one pass over the stream: the bytes are
+    /// hashed, written to the staged blob and decompressed into the layer's tree at once.
+    ///
+    /// `media_type` None means "detect from the magic bytes" (rootfs tarballs); an xz
+    /// tarball is then stored uncompressed, as OCI has no xz layers. Whatever the store
+    /// already has is skipped: a present layer is not unpacked again, a present blob
+    /// is not read from `reader`.
+    pub fn put_layer(
+        &self,
+        reader: &mut dyn Read,
+        expected_blob: Option<&Digest>,
+        media_type: Option<&str>,
+        expected_diff_id: Option<&Digest>,
+    ) -> Result<LayerInfo> {
+        let label = expected_blob
+            .map(|d| d.short().to_owned())
+            .unwrap_or_else(|| "layer".to_owned());
+        let present_layer = match expected_diff_id {
+            Some(d) if self.have_layer(d)? => Some(d.clone()),
+            _ => None,
+        };
+        let known_blob = match (expected_blob, media_type) {
+            (Some(d), Some(mt)) => self.known_blob(d, mt),
+            _ => None,
+        };
+        match (present_layer, known_blob) {
+            (Some(diff_id), Some(blob)) => {
+                self.progress.end(&label, "Already exists");
+                Ok(LayerInfo { blob, diff_id })
+            }
+            (Some(diff_id), None) => {
+                let mt = media_type.unwrap_or_default();
+                let blob = self.put_blob(
+                    &mut ProgressReader::new(reader, &label, &*self.progress),
+                    expected_blob,
+                    mt,
+                )?;
+                self.progress.end(&label, "Layer already unpacked");
+                Ok(LayerInfo { blob, diff_id })
+            }
+            (None, Some(blob)) => {
+                let path = self.blob_file(&blob.digest);
+                let file = File::open(&path).map_err(io_err(&path))?;
+                let compression = compression_of(media_type, &blob.digest)?;
+                let layer = self.unpack(
+                    BufReader::with_capacity(1 << 20, file),
+                    compression,
+                    &blob.digest.to_string(),
+                    &label,
+                )?;
+                blobs::check(
+                    &format!("layer {} (uncompressed)", blob.digest),
+                    expected_diff_id,
+                    &layer.1.diff_id,
+                )?;
+                let diff_id = layer.1.diff_id.clone();
+                self.keep_layer(layer)?;
+                Ok(LayerInfo { blob, diff_id })
+            }
+            (None, None) => {
+                self.put_new_layer(reader, expected_blob, media_type, expected_diff_id, &label)
+            }
+        }
+    }
+
+    fn put_new_layer(
+        &self,
+        reader: &mut dyn Read,
+        expected_blob: Option<&Digest>,
+        media_type: Option<&str>,
+        expected_diff_id: Option<&Digest>,
+        label: &str,
+    ) -> Result<LayerInfo> {
+        let what = expected_blob
+            .map(|d| format!("layer {d}"))
+            .unwrap_or_else(|| "layer".to_owned());
+        let tmp = self.scratch("blob");
+        let file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(io_err(&tmp))?;
+        let counted = ProgressReader::new(reader, label, &*self.progress);
+        let mut input = BufReader::with_capacity(1 << 20, counted);
+        let head = input.fill_buf().map_err(io_err(&tmp))?;
+        let compression = match media_type {
+            Some(mt) => compression_of(Some(mt), &what)?,
+            None => Compression::sniff(head),
+        };
+        let result = (|| -> Result<(BlobInfo, (PathBuf, UnpackStats))> {
+            if compression == Compression::Xz {
+                // Store the decompressed tar: the tee sits after the decompressor.
+                let decompressed = unpack::decompress(input, compression).map_err(|source| {
+                    StoreError::Unpack {
+                        blob: what.clone(),
+                        source,
+                    }
+                })?;
+                let mut tee = TeeReader {
+                    inner: decompressed,
+                    out: BufWriter::with_capacity(1 << 20, file),
+                };
+                let layer = self.unpack_plain(&mut tee, &what, label)?;
+                io::copy(&mut tee, &mut io::sink()).map_err(io_err(&tmp))?;
+                tee.out
+                    .into_inner()
+                    .map_err(|e| io_err(&tmp)(e.into_error()))?;
+                let blob = BlobInfo {
+                    digest: layer.1.diff_id.clone(),
+                    size: layer.1.tar_size,
+                    media_type: Compression::None
+                        .oci_media_type()
+                        .unwrap_or_default()
+                        .to_owned(),
+                };
+                Ok((blob, layer))
+            } else {
+                let mut hashed = HashingReader::new(TeeReader {
+                    inner: input,
+                    out: BufWriter::with_capacity(1 << 20, file),
+                });
+                let layer = self.unpack(
+                    BufReader::with_capacity(1 << 16, &mut hashed),
+                    compression,
+                    &what,
+                    label,
+                )?;
+                let (digest, size, tee) = hashed.finish_into_inner().map_err(io_err(&tmp))?;
+                tee.out
+                    .into_inner()
+                    .map_err(|e| io_err(&tmp)(e.into_error()))?;
+                blobs::check(&what, expected_blob, &digest)?;
+                let mt = media_type
+                    .or(compression.oci_media_type())
+                    .unwrap_or_default();
+                Ok((
+                    BlobInfo {
+                        digest,
+                        size,
+                        media_type: mt.to_owned(),
+                    },
+                    layer,
+                ))
+            }
+        })();
+        let (blob, layer) = result.inspect_err(|_| {
+            let _ = fs::remove_file(&tmp);
+        })?;
+        blobs::check(
+            &format!("{what} (uncompressed)"),
+            expected_diff_id,
+            &layer.1.diff_id,
+        )?;
+        let blob = self.stage_blob(&tmp, &blob.digest, blob.size, &blob.media_type)?;
+        let diff_id = layer.1.diff_id.clone();
+        self.keep_layer(layer)?;
+        Ok(LayerInfo { blob, diff_id })
+    }
+
+    fn unpack(
+        &self,
+        input: impl BufRead,
+        compression: Compression,
+        what: &str,
+        label: &str,
+    ) -> Result<(PathBuf, UnpackStats)> {
+        let tar = unpack::decompress(input, compression).map_err(|source| StoreError::Unpack {
+            blob: what.to_owned(),
+            source,
+        })?;
+        self.unpack_plain(tar, what, label)
+    }
+
+    /// Unpacks a decompressed tar into a new directory in the staging area.
+    fn unpack_plain(
+        &self,
+        tar: impl Read,
+        what: &str,
+        label: &str,
+    ) -> Result<(PathBuf, UnpackStats)> {
+        let dir = self.scratch("layer");
+        fs::create_dir(&dir).map_err(io_err(&dir))?;
+        self.progress.begin(label, "Extracting", None);
+        match unpack::apply_tar(tar, &dir, &self.unpack_options) {
+            Ok(stats) => {
+                self.progress.end(label, "Unpacked");
+                Ok((dir, stats))
+            }
+            Err(source) => {
+                let _ = fs::remove_dir_all(&dir);
+                Err(StoreError::Unpack {
+                    blob: what.to_owned(),
+                    source,
+                })
+            }
+        }
+    }
+
+    fn keep_layer(&self, (dir, stats): (PathBuf, UnpackStats)) -> Result<()> {
+        let mut staged = self.staged();
+        if staged.layers.contains_key(&stats.diff_id) {
+            drop(staged);
+            return fs::remove_dir_all(&dir).map_err(io_err(&dir));
+        }
+        staged.layers.insert(stats.diff_id.clone(), (dir, stats));
+        Ok(())
+    }
+
+    /// Publishes everything staged and records `image`, atomically. Returns the image id.
+    pub fn commit(self, image: NewImage) -> Result<Digest> {
+        let config_path = self.blob_file(&image.config.digest);
+        let config: serde_json::Value =
+            serde_json::from_slice(&fs::read(&config_path).map_err(io_err(&config_path))?)
+                .map_err(|e| StoreError::Invalid {
+                    what: format!("image config {}", image.config.digest),
+                    reason: e.to_string(),
+                })?;
+        let text = |key: &str| config.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+        let id = image.config.digest.clone();
+        let diff_ids: Vec<Digest> = image.layers.iter().map(|l| l.diff_id.clone()).collect();
+
+        // Data first, then names: one syncfs makes every staged file durable before the
+        // renames and the rows that make them reachable.
+        let dir = File::open(&self.dir).map_err(io_err(&self.dir))?;
+        rustix::fs::syncfs(&dir).map_err(|e| io_err(&self.dir)(e.into()))?;
+
+        let staged = std::mem::take(&mut *self.staged());
+        let root = self.store.root.clone();
+        let mut db = self.store.db();
+        let tx = db.write()?;
+        let dberr = |source| StoreError::Database {
+            path: root.join("racker.db"),
+            source,
+        };
+        let now = now();
+        for (digest, staged_blob) in &staged.blobs {
+            blobs::publish(&self.dir.join("blobs").join(digest.hex()), &root, digest)?;
+            tx.execute("INSERT OR IGNORE INTO blobs (digest, size, media_type, added) VALUES (?1, ?2, ?3, ?4)", params![
+                digest.to_string(),
+                staged_blob.size,
+                staged_blob.media_type,
+                now
+            ])
+            .map_err(dberr)?;
+        }
+        // Blobs that were already present may predate their row (a crash between
+        // rename and commit); make sure every referenced blob has one.
+        for blob in [&image.manifest, &image.config]
+            .into_iter()
+            .chain(image.layers.iter().map(|l| &l.blob))
+        {
+            tx.execute("INSERT OR IGNORE INTO blobs (digest, size, media_type, added) VALUES (?1, ?2, ?3, ?4)", params![
+                blob.digest.to_string(),
+                blob.size,
+                blob.media_type,
+                now
+            ])
+            .map_err(dberr)?;
+        }
+        let layers_dir = root.join("layers");
+        for (diff_id, (dir, stats)) in &staged.layers {
+            let exists: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM layers WHERE diff_id = ?1",
+                    [diff_id.to_string()],
+                    |r| r.get(0),
+                )
+                .map(Some)
+                .or_else(|e| {
+                    if e == rusqlite::Error::QueryReturnedNoRows {
+                        Ok(None)
+                    } else {
+                        Err(e)
+                    }
+                })
+                .map_err(dberr)?;
+            if exists.is_some() {
+                continue; // another operation was first; our copy goes with the staging dir
+            }
+            tx.execute(
+                "INSERT INTO layers (diff_id, size, files, added) VALUES (?1, ?2, ?3, ?4)",
+                params![diff_id.to_string(), stats.size, stats.files, now],
+            )
+            .map_err(dberr)?;
+            let target = layers_dir.join(tx.last_insert_rowid().to_string());
+            // A directory left at this id by a crashed commit is garbage: no row names it.
+            if target.exists() {
+                fs::remove_dir_all(&target).map_err(io_err(&target))?;
+            }
+            fs::rename(dir, &target).map_err(io_err(&target))?;
+        }
+        for d in [root.join("blobs").join(Digest::ALGORITHM), layers_dir] {
+            File::open(&d)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err(&d))?;
+        }
+
+        let size: u64 = {
+            let mut size = 0u64;
+            for diff_id in &diff_ids {
+                let s: u64 = tx
+                    .query_row(
+                        "SELECT size FROM layers WHERE diff_id = ?1",
+                        [diff_id.to_string()],
+                        |r| r.get(0),
+                    )
+                    .map_err(dberr)?;
+                size += s;
+            }
+            size
+        };
+        let inserted = tx
+            .execute(
+                "INSERT OR IGNORE INTO images (id, config_digest, manifest_digest, manifest_media_type, created, architecture, os, size, added)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    id.to_string(),
+                    image.config.digest.to_string(),
+                    image.manifest.digest.to_string(),
+                    image.manifest.media_type,
+                    text("created"),
+                    text("architecture"),
+                    text("os"),
+                    size,
+                    now
+                ],
+            )
+            .map_err(dberr)?;
+        if inserted == 1 {
+            for (position, (layer, chain_id)) in
+                image.layers.iter().zip(chain_ids(&diff_ids)).enumerate()
+            {
+                tx.execute(
+                    "INSERT INTO image_layers (image_id, position, blob_digest, media_type, diff_id, chain_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        id.to_string(),
+                        position,
+                        layer.blob.digest.to_string(),
+                        layer.blob.media_type,
+                        layer.diff_id.to_string(),
+                        chain_id.to_string()
+                    ],
+                )
+                .map_err(dberr)?;
+            }
+        }
+        for r in &image.tags {
+            if let Some(tag) = r.tag() {
+                tx.execute(
+                    "INSERT OR REPLACE INTO tags (repository, tag, image_id) VALUES (?1, ?2, ?3)",
+                    params![r.name(), tag, id.to_string()],
+                )
+                .map_err(dberr)?;
+            }
+        }
+        for r in &image.repo_digests {
+            if let Some(digest) = r.digest() {
+                tx.execute(
+                    "INSERT OR REPLACE INTO repo_digests (repository, manifest_digest, image_id) VALUES (?1, ?2, ?3)",
+                    params![r.name(), digest.to_string(), id.to_string()],
+                )
+                .map_err(dberr)?;
+            }
+        }
+        tx.commit().map_err(dberr)?;
+        Ok(id)
+    }
+}
+
+impl Drop for Ingest<'_> {
+    /// Whatever was not committed (or was dropped at commit as a duplicate) goes.
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn compression_of(media_type: Option<&str>, what: &dyn std::fmt::Display) -> Result<Compression> {
+    match media_type {
+        Some(mt) => Compression::from_media_type(mt).map_err(|source| StoreError::Unpack {
+            blob: what.to_string(),
+            source,
+        }),
+        None => Ok(Compression::None),
+    }
+}

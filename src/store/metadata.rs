@@ -1,0 +1,447 @@
+//! The metadata database: the one source of truth for which images, tags, layers and
+//! blobs exist. Foreign keys are the reference graph that gc walks.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+
+use super::{Result, StoreError};
+use crate::digest::Digest;
+use crate::reference::Reference;
+
+/// Schema migrations; `PRAGMA user_version` counts how many have been applied.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE blobs (
+    digest      TEXT PRIMARY KEY,
+    size        INTEGER NOT NULL,
+    media_type  TEXT NOT NULL,
+    added       TEXT NOT NULL
+);
+CREATE TABLE layers (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    diff_id     TEXT NOT NULL UNIQUE,
+    size        INTEGER NOT NULL,
+    files       INTEGER NOT NULL,
+    added       TEXT NOT NULL
+);
+CREATE TABLE images (
+    id                  TEXT PRIMARY KEY,
+    config_digest       TEXT NOT NULL REFERENCES blobs(digest),
+    manifest_digest     TEXT NOT NULL REFERENCES blobs(digest),
+    manifest_media_type TEXT NOT NULL,
+    created             TEXT,
+    architecture        TEXT,
+    os                  TEXT,
+    size                INTEGER NOT NULL,
+    added               TEXT NOT NULL
+);
+CREATE TABLE image_layers (
+    image_id    TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    position    INTEGER NOT NULL,
+    blob_digest TEXT NOT NULL REFERENCES blobs(digest),
+    media_type  TEXT NOT NULL,
+    diff_id     TEXT NOT NULL REFERENCES layers(diff_id),
+    chain_id    TEXT NOT NULL,
+    PRIMARY KEY (image_id, position)
+);
+CREATE INDEX image_layers_blob ON image_layers(blob_digest);
+CREATE INDEX image_layers_diff ON image_layers(diff_id);
+CREATE TABLE tags (
+    repository  TEXT NOT NULL,
+    tag         TEXT NOT NULL,
+    image_id    TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    PRIMARY KEY (repository, tag)
+);
+CREATE INDEX tags_image ON tags(image_id);
+CREATE TABLE repo_digests (
+    repository      TEXT NOT NULL,
+    manifest_digest TEXT NOT NULL,
+    image_id        TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    PRIMARY KEY (repository, manifest_digest)
+);
+CREATE INDEX repo_digests_image ON repo_digests(image_id);
+"#];
+
+/// One row of `racker images`, grouped per image.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ImageSummary {
+    pub id: Digest,
+    /// `(repository, tag)` pairs, repositories fully qualified.
+    pub tags: Vec<(String, String)>,
+    pub digests: Vec<(String, Digest)>,
+    pub created: Option<String>,
+    pub size: u64,
+}
+
+/// One layer of an image, with where its unpacked tree lives.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LayerRecord {
+    pub blob_digest: Digest,
+    pub media_type: String,
+    pub blob_size: u64,
+    pub diff_id: Digest,
+    pub chain_id: Digest,
+    /// `layers.id`: the layer's directory is `layers/<id>`.
+    pub layer_id: i64,
+    pub size: u64,
+}
+
+/// Everything stored about one image.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ImageRecord {
+    #[serde(flatten)]
+    pub summary: ImageSummary,
+    pub config_digest: Digest,
+    pub manifest_digest: Digest,
+    pub manifest_media_type: String,
+    pub architecture: Option<String>,
+    pub os: Option<String>,
+    pub added: String,
+    pub layers: Vec<LayerRecord>,
+}
+
+/// What `remove` did, for printing as docker does.
+#[derive(Debug, Default)]
+pub struct Removal {
+    pub untagged: Vec<String>,
+    pub deleted: Option<Digest>,
+}
+
+pub(crate) struct Db {
+    pub(crate) conn: Connection,
+    path: PathBuf,
+}
+
+pub(crate) fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+fn digest_col(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Digest> {
+    let s: String = row.get(idx)?;
+    s.parse().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+impl Db {
+    pub(crate) fn open(path: &Path) -> Result<Db> {
+        let conn = Connection::open(path).map_err(|source| StoreError::Database {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut db = Db {
+            conn,
+            path: path.to_owned(),
+        };
+        db.setup().map_err(|source| StoreError::Database {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(db)
+    }
+
+    fn setup(&mut self) -> rusqlite::Result<()> {
+        // Writers queue on each other instead of failing; several racker processes share a store.
+        self.conn.busy_timeout(Duration::from_secs(120))?;
+        self.conn.pragma_update(None, "journal_mode", "WAL")?;
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        self.conn.pragma_update(None, "foreign_keys", true)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: usize = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i + 1)?;
+        }
+        tx.commit()
+    }
+
+    pub(crate) fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        move |source| StoreError::Database {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// A write transaction that waits for other writers instead of failing later.
+    pub(crate) fn write(&mut self) -> Result<Transaction<'_>> {
+        let path = self.path.clone();
+        self.conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|source| StoreError::Database { path, source })
+    }
+
+    pub(crate) fn layer_id(&self, diff_id: &Digest) -> Result<Option<i64>> {
+        self.conn
+            .query_row(
+                "SELECT id FROM layers WHERE diff_id = ?1",
+                [diff_id.to_string()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
+    pub(crate) fn images(&self) -> Result<Vec<ImageSummary>> {
+        let q = || -> rusqlite::Result<Vec<ImageSummary>> {
+            let mut stmt = self.conn.prepare(
+                "SELECT id, created, size FROM images ORDER BY COALESCE(created, added) DESC, id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(ImageSummary {
+                    id: digest_col(r, 0)?,
+                    created: r.get(1)?,
+                    size: r.get(2)?,
+                    tags: vec![],
+                    digests: vec![],
+                })
+            })?;
+            let mut images = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            for image in &mut images {
+                self.fill_names(image)?;
+            }
+            Ok(images)
+        };
+        q().map_err(self.err())
+    }
+
+    fn fill_names(&self, image: &mut ImageSummary) -> rusqlite::Result<()> {
+        let id = image.id.to_string();
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT repository, tag FROM tags WHERE image_id = ?1 ORDER BY repository, tag",
+        )?;
+        image.tags = stmt
+            .query_map([&id], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT repository, manifest_digest FROM repo_digests WHERE image_id = ?1 ORDER BY repository")?;
+        image.digests = stmt
+            .query_map([&id], |r| Ok((r.get(0)?, digest_col(r, 1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(())
+    }
+
+    pub(crate) fn image(&self, id: &Digest) -> Result<ImageRecord> {
+        let q = || -> rusqlite::Result<Option<ImageRecord>> {
+            let found = self
+                .conn
+                .query_row(
+                    "SELECT created, size, config_digest, manifest_digest, manifest_media_type, architecture, os, added
+                     FROM images WHERE id = ?1",
+                    [id.to_string()],
+                    |r| {
+                        Ok(ImageRecord {
+                            summary: ImageSummary { id: id.clone(), tags: vec![], digests: vec![], created: r.get(0)?, size: r.get(1)? },
+                            config_digest: digest_col(r, 2)?,
+                            manifest_digest: digest_col(r, 3)?,
+                            manifest_media_type: r.get(4)?,
+                            architecture: r.get(5)?,
+                            os: r.get(6)?,
+                            added: r.get(7)?,
+                            layers: vec![],
+                        })
+                    },
+                )
+                .optional()?;
+            let Some(mut record) = found else {
+                return Ok(None);
+            };
+            self.fill_names(&mut record.summary)?;
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT il.blob_digest, il.media_type, b.size, il.diff_id, il.chain_id, l.id, l.size
+                 FROM image_layers il JOIN blobs b ON b.digest = il.blob_digest JOIN layers l ON l.diff_id = il.diff_id
+                 WHERE il.image_id = ?1 ORDER BY il.position",
+            )?;
+            record.layers = stmt
+                .query_map([id.to_string()], |r| {
+                    Ok(LayerRecord {
+                        blob_digest: digest_col(r, 0)?,
+                        media_type: r.get(1)?,
+                        blob_size: r.get(2)?,
+                        diff_id: digest_col(r, 3)?,
+                        chain_id: digest_col(r, 4)?,
+                        layer_id: r.get(5)?,
+                        size: r.get(6)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(Some(record))
+        };
+        q().map_err(self.err())?
+            .ok_or_else(|| StoreError::ImageNotFound(id.to_string()))
+    }
+
+    /// Name lookup as docker does it: a reference first, then an image id or id prefix.
+    pub(crate) fn resolve(&self, name_or_id: &str) -> Result<Digest> {
+        if let Ok(reference) = Reference::parse(name_or_id) {
+            if let Some(id) = self.lookup_reference(&reference)? {
+                return Ok(id);
+            }
+        }
+        let hex = name_or_id.strip_prefix("sha256:").unwrap_or(name_or_id);
+        if !hex.is_empty()
+            && hex.len() <= 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT id FROM images WHERE id >= ?1 AND id < ?2 LIMIT 2")
+                .map_err(self.err())?;
+            let lo = format!("sha256:{hex}");
+            let hi = format!("sha256:{hex}\u{7f}");
+            let ids = stmt
+                .query_map([lo, hi], |r| digest_col(r, 0))
+                .map_err(self.err())?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(self.err())?;
+            match ids.len() {
+                1 => return Ok(ids[0].clone()),
+                0 => {}
+                count => {
+                    return Err(StoreError::AmbiguousImage {
+                        name: name_or_id.to_owned(),
+                        count,
+                    })
+                }
+            }
+        }
+        Err(StoreError::ImageNotFound(name_or_id.to_owned()))
+    }
+
+    fn lookup_reference(&self, reference: &Reference) -> Result<Option<Digest>> {
+        let name = reference.name();
+        let found = if let Some(digest) = reference.digest() {
+            self.conn
+                .query_row(
+                    "SELECT image_id FROM repo_digests WHERE repository = ?1 AND manifest_digest = ?2
+                     UNION SELECT id FROM images WHERE manifest_digest = ?2 LIMIT 1",
+                    params![name, digest.to_string()],
+                    |r| digest_col(r, 0),
+                )
+                .optional()
+        } else {
+            self.conn
+                .query_row(
+                    "SELECT image_id FROM tags WHERE repository = ?1 AND tag = ?2",
+                    params![
+                        name,
+                        reference.tag().unwrap_or(crate::reference::DEFAULT_TAG)
+                    ],
+                    |r| digest_col(r, 0),
+                )
+                .optional()
+        };
+        found.map_err(self.err())
+    }
+
+    pub(crate) fn set_tag(&mut self, repository: &str, tag: &str, id: &Digest) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO tags (repository, tag, image_id) VALUES (?1, ?2, ?3)",
+                params![repository, tag, id.to_string()],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    pub(crate) fn remove(&mut self, name_or_id: &str, force: bool) -> Result<Removal> {
+        let id = self.resolve(name_or_id)?;
+        // Was the image named by a reference (rather than by its id)?
+        let name = match Reference::parse(name_or_id) {
+            Ok(r) if self.lookup_reference(&r)?.as_ref() == Some(&id) => Some(r),
+            _ => None,
+        };
+        let path = self.path.clone();
+        let e = move |source| StoreError::Database {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.write()?;
+        let key = id.to_string();
+        let count = |sql: &str| -> Result<usize> {
+            tx.query_row(sql, [&key], |r| r.get(0)).map_err(e.clone())
+        };
+        let mut removal = Removal::default();
+        match &name {
+            Some(r) => {
+                match r.digest() {
+                    Some(d) => tx.execute(
+                        "DELETE FROM repo_digests WHERE repository = ?1 AND manifest_digest = ?2",
+                        params![r.name(), d.to_string()],
+                    ),
+                    None => tx.execute(
+                        "DELETE FROM tags WHERE repository = ?1 AND tag = ?2",
+                        params![r.name(), r.tag()],
+                    ),
+                }
+                .map_err(e.clone())?;
+                removal.untagged.push(display_reference(r));
+            }
+            None => {
+                let tags = count("SELECT COUNT(*) FROM tags WHERE image_id = ?1")?;
+                if tags > 1 && !force {
+                    return Err(StoreError::ImageInUse {
+                        id: id.short().to_owned(),
+                        tags,
+                    });
+                }
+            }
+        }
+        // By id the image goes; by name it goes with its last tag, as in docker.
+        if name.is_none() || count("SELECT COUNT(*) FROM tags WHERE image_id = ?1")? == 0 {
+            removal
+                .untagged
+                .extend(untag_all(&tx, &id).map_err(e.clone())?);
+            tx.execute("DELETE FROM images WHERE id = ?1", [&key])
+                .map_err(e.clone())?;
+            removal.deleted = Some(id.clone());
+        }
+        tx.commit().map_err(e)?;
+        Ok(removal)
+    }
+}
+
+/// Removes every tag and repo digest of an image, returning the names as docker prints them.
+fn untag_all(tx: &Transaction<'_>, id: &Digest) -> rusqlite::Result<Vec<String>> {
+    let mut names = Vec::new();
+    {
+        let mut stmt = tx.prepare(
+            "SELECT repository, tag FROM tags WHERE image_id = ?1 ORDER BY repository, tag",
+        )?;
+        for row in stmt.query_map([id.to_string()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })? {
+            let (repo, tag) = row?;
+            names.push(format!("{}:{tag}", crate::reference::familiar_name(&repo)));
+        }
+        let mut stmt = tx.prepare("SELECT repository, manifest_digest FROM repo_digests WHERE image_id = ?1 ORDER BY repository")?;
+        for row in stmt.query_map([id.to_string()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })? {
+            let (repo, digest) = row?;
+            names.push(format!(
+                "{}@{digest}",
+                crate::reference::familiar_name(&repo)
+            ));
+        }
+    }
+    tx.execute("DELETE FROM tags WHERE image_id = ?1", [id.to_string()])?;
+    tx.execute(
+        "DELETE FROM repo_digests WHERE image_id = ?1",
+        [id.to_string()],
+    )?;
+    Ok(names)
+}
+
+fn display_reference(r: &Reference) -> String {
+    match (r.tag(), r.digest()) {
+        (_, Some(d)) => format!("{}@{d}", r.familiar_name()),
+        (Some(t), None) => format!("{}:{t}", r.familiar_name()),
+        (None, None) => r.familiar_name(),
+    }
+}

@@ -1,0 +1,208 @@
+//! The content-addressed image store: blobs by digest, layers unpacked once, and a
+//! SQLite database that says what exists and what refers to what.
+//!
+//! ```text
+//! $ROOT/
+//! ├── store-version        format version (store-format.md)
+//! ├── racker.db            metadata: images, tags, layers, blobs (WAL mode)
+//! ├── lock                 flock: shared while adding, exclusive while collecting
+//! ├── blobs/sha256/<hex>   verified, immutable blobs
+//! ├── layers/<id>/         unpacked layers, overlayfs lowers
+//! └── ingest/<op>/         staging area of operations in progress
+//! ```
+//!
+//! Adding goes through an [`Ingest`] (stage, then commit in one transaction);
+//! removing is a metadata change; files go only in [`Store::gc`]. That split keeps a
+//! failed or killed operation from ever leaving a half-written image visible.
+
+mod blobs;
+mod gc;
+mod ingest;
+mod metadata;
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use rustix::fs::FlockOperation;
+
+use crate::digest::Digest;
+use crate::reference::ReferenceError;
+use crate::unpack::UnpackError;
+
+pub use gc::{DiskUsage, GcReport};
+pub use ingest::{BlobInfo, Ingest, LayerInfo, NewImage};
+pub use metadata::{ImageRecord, ImageSummary, LayerRecord, Removal};
+
+/// The on-disk format version this build reads and writes (store-format.md).
+pub const FORMAT_VERSION: u32 = 1;
+/// Default store root, as `/var/lib/docker` is docker's.
+pub const DEFAULT_ROOT: &str = "/var/lib/racker";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("store database {path}: {source}")]
+    Database {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("store at {path} has format version {found}, this racker reads up to {FORMAT_VERSION}: upgrade racker")]
+    NewerFormat { path: PathBuf, found: String },
+    #[error("{what} digest mismatch: expected {expected}, got {found}; the data is corrupt or was tampered with")]
+    DigestMismatch {
+        what: String,
+        expected: Digest,
+        found: Digest,
+    },
+    #[error("{what} size mismatch: expected {expected} bytes, got {found}")]
+    SizeMismatch {
+        what: String,
+        expected: u64,
+        found: u64,
+    },
+    #[error("layer {blob}: {source}")]
+    Unpack { blob: String, source: UnpackError },
+    #[error("No such image: {0}")]
+    ImageNotFound(String),
+    #[error("{name} is ambiguous: it matches {count} images; give more of the id")]
+    AmbiguousImage { name: String, count: usize },
+    #[error("unable to delete {id} (must be forced): image is referenced by {tags} tags; untag them or use -f")]
+    ImageInUse { id: String, tags: usize },
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    #[error("invalid {what}: {reason}")]
+    Invalid { what: String, reason: String },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> StoreError {
+    let path = path.into();
+    move |source| StoreError::Io { path, source }
+}
+
+/// An open store. Cheap to share between threads of one process; several processes
+/// may open the same root at once.
+pub struct Store {
+    root: PathBuf,
+    db: Mutex<metadata::Db>,
+}
+
+/// A held `flock` on the store's lock file, released on drop.
+pub(crate) struct StoreLock(#[allow(dead_code)] File);
+
+impl Store {
+    /// Opens the store at `root`, creating it (and migrating its database) as needed.
+    pub fn open(root: impl AsRef<Path>) -> Result<Store> {
+        let root = root.as_ref().to_path_buf();
+        for dir in ["blobs/sha256", "layers", "ingest"] {
+            fs::create_dir_all(root.join(dir)).map_err(io_err(root.join(dir)))?;
+        }
+        let version_file = root.join("store-version");
+        match fs::read_to_string(&version_file) {
+            Ok(v) if v.trim() == FORMAT_VERSION.to_string() => {}
+            Ok(v) => {
+                return Err(StoreError::NewerFormat {
+                    path: root,
+                    found: v.trim().to_owned(),
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let tmp = root.join(format!("store-version.{}", std::process::id()));
+                fs::write(&tmp, format!("{FORMAT_VERSION}\n")).map_err(io_err(&tmp))?;
+                fs::rename(&tmp, &version_file).map_err(io_err(&version_file))?;
+            }
+            Err(e) => return Err(io_err(version_file)(e)),
+        }
+        let db = metadata::Db::open(&root.join("racker.db"))?;
+        Ok(Store {
+            root,
+            db: Mutex::new(db),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where a blob lives (whether or not it is present).
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        blobs::path(&self.root, digest)
+    }
+
+    /// Reads a whole (small) blob, such as a manifest or config.
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let path = self.blob_path(digest);
+        fs::read(&path).map_err(io_err(path))
+    }
+
+    /// The directory of an unpacked layer, by its `layers.id`.
+    pub fn layer_dir(&self, id: i64) -> PathBuf {
+        self.root.join("layers").join(id.to_string())
+    }
+
+    /// Starts adding content: blobs and layers are staged, then committed as one image.
+    pub fn ingest(&self) -> Result<Ingest<'_>> {
+        Ingest::begin(self)
+    }
+
+    pub(crate) fn db(&self) -> MutexGuard<'_, metadata::Db> {
+        // A panic while holding the lock leaves the connection itself intact.
+        self.db
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn lock(&self, op: FlockOperation) -> Result<Option<StoreLock>> {
+        let path = self.root.join("lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        match rustix::fs::flock(&file, op) {
+            Ok(()) => Ok(Some(StoreLock(file))),
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+            Err(e) => Err(io_err(path)(e.into())),
+        }
+    }
+
+    /// All images with their tags, newest first.
+    pub fn images(&self) -> Result<Vec<ImageSummary>> {
+        self.db().images()
+    }
+
+    /// Finds an image by name (`debian`, `debian:12`, `x@sha256:..`), full id or id prefix.
+    pub fn resolve(&self, name_or_id: &str) -> Result<Digest> {
+        self.db().resolve(name_or_id)
+    }
+
+    /// Everything the store knows of one image.
+    pub fn image(&self, id: &Digest) -> Result<ImageRecord> {
+        self.db().image(id)
+    }
+
+    /// Points `target` (a reference) at the image `source` names, as `docker tag` does.
+    pub fn tag(&self, source: &str, target: &str) -> Result<Digest> {
+        let target = crate::reference::Reference::parse(target)?;
+        let tag = target.tag().ok_or_else(|| StoreError::Invalid {
+            what: format!("tag {target}"),
+            reason: "a tag target cannot be a digest".into(),
+        })?;
+        let mut db = self.db();
+        let id = db.resolve(source)?;
+        db.set_tag(&target.name(), tag, &id)?;
+        Ok(id)
+    }
+
+    /// Removes a name or an image, as `docker rmi` does: a tag is untagged, and the image
+    /// goes with its last tag; an id removes the image, and with `force` all its tags.
+    /// Files stay until [`Store::gc`].
+    pub fn remove(&self, name_or_id: &str, force: bool) -> Result<Removal> {
+        self.db().remove(name_or_id, force)
+    }
+}

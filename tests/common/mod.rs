@@ -1,0 +1,178 @@
+//! Shared test support: a throw-away store, the racker binary, fixtures, guards.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Privileged tests run as root (CI does); elsewhere they fail loudly instead of skipping.
+pub fn require_root() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test needs root (mounts, device nodes, ownership); run the suite as root as CI does"
+    );
+}
+
+pub fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(rel)
+}
+
+/// A store in a temporary directory, removed on drop.
+pub struct TempStore {
+    dir: tempfile::TempDir,
+}
+
+impl TempStore {
+    pub fn new() -> TempStore {
+        TempStore {
+            dir: tempfile::Builder::new()
+                .prefix("racker-test-")
+                .tempdir()
+                .expect("creating a temporary store"),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_racker"));
+        cmd.arg("--root").arg(self.root());
+        cmd
+    }
+
+    /// Runs racker with `args`; returns the output whatever the exit status.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("running racker")
+    }
+
+    /// Runs racker and insists on success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "racker {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs racker and insists on failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "racker {args:?} should have failed:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    pub fn files(&self, area: &str) -> BTreeSet<String> {
+        let dir = self.root().join(area);
+        match std::fs::read_dir(&dir) {
+            Ok(entries) => entries
+                .map(|e| {
+                    e.expect("listing the store")
+                        .file_name()
+                        .to_string_lossy()
+                        .into_owned()
+                })
+                .collect(),
+            Err(_) => BTreeSet::new(),
+        }
+    }
+
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.root().join("racker.db"))
+            .expect("opening the store database")
+    }
+
+    pub fn count(&self, table: &str) -> i64 {
+        self.db()
+            .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+            .expect("counting rows")
+    }
+
+    /// Everything that makes up the store's visible state: files by area and all rows.
+    pub fn snapshot(&self) -> String {
+        let mut out = String::new();
+        for area in ["blobs/sha256", "layers", "ingest"] {
+            out.push_str(&format!("{area}: {:?}\n", self.files(area)));
+        }
+        if self.root().join("racker.db").exists() {
+            let db = self.db();
+            for table in [
+                "blobs",
+                "layers",
+                "images",
+                "image_layers",
+                "tags",
+                "repo_digests",
+            ] {
+                let mut stmt = db
+                    .prepare(&format!("SELECT * FROM {table}"))
+                    .expect("reading a table");
+                let n = stmt.column_count();
+                let rows: Vec<String> = stmt
+                    .query_map([], |r| {
+                        (0..n)
+                            .map(|i| r.get_ref(i).map(|v| format!("{v:?}")))
+                            .collect::<Result<Vec<_>, _>>()
+                            .map(|v| v.join("|"))
+                    })
+                    .expect("reading rows")
+                    .map(|r| r.expect("reading a row"))
+                    .collect();
+                out.push_str(&format!("{table}: {rows:?}\n"));
+            }
+        }
+        out
+    }
+}
+
+/// A read-only overlayfs mount of layer directories (top first), unmounted on drop.
+pub struct OverlayMount {
+    pub target: tempfile::TempDir,
+}
+
+impl OverlayMount {
+    pub fn new(lowers_top_first: &[PathBuf]) -> OverlayMount {
+        require_root();
+        let target = tempfile::Builder::new()
+            .prefix("racker-overlay-")
+            .tempdir()
+            .expect("creating a mount point");
+        let lowerdir: Vec<String> = lowers_top_first
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "overlay",
+                "overlay",
+                "-o",
+                &format!("ro,lowerdir={}", lowerdir.join(":")),
+            ])
+            .arg(target.path())
+            .status()
+            .expect("running mount");
+        assert!(status.success(), "mounting overlayfs failed");
+        OverlayMount { target }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.target.path()
+    }
+}
+
+impl Drop for OverlayMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.target.path()).status();
+    }
+}
