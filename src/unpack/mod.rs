@@ -1,118 +1,117 @@
-//! TEMPORARY STUB so the store compiles; replaced by the real unpacker (branch `unpack`).
-use std::io::{BufRead, Read};
-use std::path::Path;
+//! Layer unpacking: a (compressed) layer tar applied to a directory, safely.
+//!
+//! The store calls exactly this API: [`Compression::from_media_type`] picks the
+//! decompressor from a descriptor, [`decompress`] checks the stream's magic bytes against
+//! it, and [`apply_tar`] applies the tar to an empty staging directory, returning the
+//! layer's `diff_id` and sizes in the same pass. The on-disk result is described in
+//! `store-format.md`, section "Unpacked layers".
+//!
+//! Every file system operation goes through `*at` system calls relative to directory file
+//! descriptors, and every directory an entry passes through is resolved with
+//! `openat2(RESOLVE_BENEATH)`, so that no entry, symlink or hardlink in a hostile layer can
+//! make the unpacker touch anything outside the destination directory.
 
-use crate::digest::{Digest, HashingReader};
+mod apply;
+mod compression;
 
-#[derive(Debug, thiserror::Error)]
-pub enum UnpackError {
-    #[error("unsupported layer media type {0:?}")]
-    UnsupportedMediaType(String),
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-}
+use std::io;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Gzip,
-    Zstd,
-    Xz,
-}
+use crate::digest::Digest;
 
-impl Compression {
-    pub fn from_media_type(mt: &str) -> Result<Compression, UnpackError> {
-        if mt.ends_with("gzip") {
-            Ok(Compression::Gzip)
-        } else if mt.ends_with("zstd") {
-            Ok(Compression::Zstd)
-        } else if mt.ends_with(".tar") {
-            Ok(Compression::None)
-        } else {
-            Err(UnpackError::UnsupportedMediaType(mt.into()))
-        }
-    }
-    pub fn sniff(head: &[u8]) -> Compression {
-        if head.starts_with(&[0x1f, 0x8b]) {
-            Compression::Gzip
-        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Compression::Zstd
-        } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-            Compression::Xz
-        } else {
-            Compression::None
-        }
-    }
-    pub fn oci_media_type(self) -> Option<&'static str> {
-        match self {
-            Compression::None => Some("application/vnd.oci.image.layer.v1.tar"),
-            Compression::Gzip => Some("application/vnd.oci.image.layer.v1.tar+gzip"),
-            Compression::Zstd => Some("application/vnd.oci.image.layer.v1.tar+zstd"),
-            Compression::Xz => None,
-        }
-    }
-}
+pub use apply::apply_tar;
+pub use compression::{decompress, Compression};
 
-pub fn decompress<'a, R: BufRead + 'a>(
-    reader: R,
-    expected: Compression,
-) -> Result<Box<dyn Read + 'a>, UnpackError> {
-    Ok(match expected {
-        Compression::None => Box::new(reader),
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(reader)),
-        Compression::Zstd => Box::new(zstd::Decoder::with_buffer(reader)?),
-        Compression::Xz => Box::new(liblzma::bufread::XzDecoder::new(reader)),
-    })
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What to do with OCI whiteout entries (`.wh.NAME`, `.wh..wh..opq`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WhiteoutMode {
+    /// Convert them to overlayfs notation (a 0/0 character device, the
+    /// `trusted.overlay.opaque` xattr), so the layer directory can be a `lowerdir`.
+    /// The normal mode: each layer is applied to its own empty directory.
     Overlay,
+    /// Apply them: delete what they name. For applying a layer in place on top of the
+    /// materialised lower layers (e.g. a btrfs snapshot of the parent).
     Delete,
 }
-#[derive(Clone, Debug)]
+
+/// How [`apply_tar`] treats a layer.
+#[derive(Debug, Clone)]
 pub struct UnpackOptions {
     pub whiteouts: WhiteoutMode,
+    /// Whether character and block devices from the tar are created. FIFOs are always
+    /// allowed, and so are the whiteout devices racker makes itself.
     pub allow_devices: bool,
 }
+
 impl Default for UnpackOptions {
+    /// Overlay whiteouts, no devices: the cautious choice.
     fn default() -> Self {
         UnpackOptions {
             whiteouts: WhiteoutMode::Overlay,
-            allow_devices: true,
+            allow_devices: false,
         }
     }
 }
-#[derive(Clone, Debug)]
+
+/// What [`apply_tar`] found and made.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnpackStats {
+    /// sha256 of the whole decompressed tar stream, trailing zero blocks included.
     pub diff_id: Digest,
+    /// Length of the decompressed tar stream in bytes.
     pub tar_size: u64,
+    /// Sum of the sizes of the regular files created (hardlinks counted once).
     pub size: u64,
+    /// Number of file system objects created (files, directories, links, nodes and
+    /// whiteout devices; not directories that already existed).
     pub files: u64,
 }
 
-pub fn apply_tar<R: Read>(
-    tar: R,
-    dest: &Path,
-    _opts: &UnpackOptions,
-) -> Result<UnpackStats, UnpackError> {
-    let mut hr = HashingReader::new(tar);
-    let mut a = tar::Archive::new(&mut hr);
-    a.set_preserve_permissions(true);
-    a.set_preserve_ownerships(true);
-    let mut files = 0;
-    let mut size = 0;
-    for e in a.entries()? {
-        let mut e = e?;
-        files += 1;
-        size += e.header().size().unwrap_or(0);
-        e.unpack_in(dest)?;
-    }
-    let (diff_id, tar_size) = hr.finish()?;
-    Ok(UnpackStats {
-        diff_id,
-        tar_size,
-        size,
-        files,
-    })
+/// Why a layer could not be unpacked. Every variant names what it is about, so that a
+/// refused layer can be reported precisely.
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    /// The media type is not one of a layer tar this racker knows.
+    #[error("unsupported layer media type {0:?}")]
+    UnsupportedMediaType(String),
+
+    /// The stream's magic bytes disagree with the compression the media type declares.
+    #[error("layer declared as {expected} but its data is {found}")]
+    CompressionMismatch {
+        expected: Compression,
+        found: Compression,
+    },
+
+    /// An entry that would write outside the layer root: a `..` component, an absolute
+    /// path, or a parent that resolves through a symlink out of the root.
+    #[error("layer entry {entry:?}: {reason}")]
+    UnsafePath { entry: String, reason: &'static str },
+
+    /// A hardlink whose target is outside the layer root or missing from it.
+    #[error("layer entry {entry:?}: hardlink target {target:?} {reason}")]
+    HardlinkTarget {
+        entry: String,
+        target: String,
+        reason: &'static str,
+    },
+
+    /// A character or block device while [`UnpackOptions::allow_devices`] is false.
+    #[error("layer entry {entry:?}: device nodes are not allowed in this layer")]
+    DeviceNotAllowed { entry: String },
+
+    /// An entry that is well-formed tar but cannot be applied (unsupported type,
+    /// a parent that is not a directory, ...).
+    #[error("layer entry {entry:?}: {reason}")]
+    BadEntry { entry: String, reason: String },
+
+    /// The tar stream could not be read: truncated, corrupt, or failed to decompress.
+    #[error("corrupt layer tar ({context}): {source}")]
+    Corrupt { context: String, source: io::Error },
+
+    /// A file system operation failed while applying `entry` (`"."`: the root itself).
+    #[error("layer entry {entry:?}: {action}: {source}")]
+    Io {
+        entry: String,
+        action: &'static str,
+        source: io::Error,
+    },
 }
