@@ -495,3 +495,57 @@ fn images_output_formats() {
         "the OCI config's config section: {inspect}"
     );
 }
+
+#[test]
+fn the_stored_layers_of_the_whiteout_image_compose_with_overlayfs() {
+    common::require_root();
+    let store = TempStore::new();
+    pull_layout(&store, "whiteouts");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&store.ok(&["inspect", "localhost/whiteouts"])).expect("inspect JSON");
+    let mut lowers: Vec<std::path::PathBuf> = inspect[0]["Layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| l["Path"].as_str().expect("layer path").into())
+        .collect();
+    lowers.reverse(); // overlayfs wants the top layer first
+    let mount = common::OverlayMount::new(&lowers);
+    let root = mount.path();
+    let exists = |p: &str| root.join(p).symlink_metadata().is_ok();
+    assert!(!exists("etc/motd"), "a whited-out file is visible");
+    assert!(
+        !exists("usr/share/doc/old"),
+        "a whited-out directory is visible"
+    );
+    assert!(exists("usr/share/doc/readme") && exists("etc/hostname") && exists("etc/added"));
+    let app: Vec<String> = std::fs::read_dir(root.join("var/lib/app"))
+        .expect("opaque dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        app,
+        ["fresh"],
+        "the opaque directory shows only the upper layer's file"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/greeting")).expect("greeting"),
+        "hello from top\n"
+    );
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    assert_eq!(
+        std::fs::metadata(root.join("bin/su-ish"))
+            .expect("su-ish")
+            .mode()
+            & 0o7777,
+        0o4755
+    );
+    let dev = std::fs::symlink_metadata(root.join("dev/null-ish")).expect("device node");
+    assert!(dev.file_type().is_char_device() && dev.rdev() == rustix::fs::makedev(1, 3));
+    assert_eq!(
+        std::fs::metadata(root.join("home/user/notes.txt"))
+            .expect("notes")
+            .uid(),
+        1000
+    );
+}

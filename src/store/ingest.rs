@@ -101,7 +101,11 @@ impl<'s> Ingest<'s> {
             staged: Mutex::default(),
             seq: AtomicU64::new(0),
             progress: Arc::new(Silent),
-            unpack_options: UnpackOptions::default(),
+            // Images carry device nodes (a debootstrapped /dev); as root, docker keeps them too.
+            unpack_options: UnpackOptions {
+                allow_devices: true,
+                ..UnpackOptions::default()
+            },
         })
     }
 

@@ -25,13 +25,16 @@ pub struct TempStore {
 }
 
 impl TempStore {
+    /// A new, initialised (empty) store.
     pub fn new() -> TempStore {
-        TempStore {
+        let store = TempStore {
             dir: tempfile::Builder::new()
                 .prefix("racker-test-")
                 .tempdir()
                 .expect("creating a temporary store"),
-        }
+        };
+        store.ok(&["images", "-q"]);
+        store
     }
 
     pub fn root(&self) -> &Path {
