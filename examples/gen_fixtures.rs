@@ -6,11 +6,7 @@ mod fixturegen;
 use std::path::PathBuf;
 
 fn main() -> std::io::Result<()> {
-    let out = PathBuf::from(
-        std::env::args_os()
-            .nth(1)
-            .unwrap_or_else(|| "fixtures".into()),
-    );
+    let out = PathBuf::from(std::env::args_os().nth(1).unwrap_or_else(|| "fixtures".into()));
     // Start from scratch so that fixtures the generator no longer makes disappear;
     // fixtures/README.md is written by hand and kept.
     for sub in ["layers", "oci", "archives", "rootfs"] {

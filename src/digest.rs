@@ -26,14 +26,8 @@ impl Digest {
 
     /// Builds a digest from the 64 hex digits alone.
     pub fn from_hex(hex: &str) -> Result<Self, DigestError> {
-        if hex.len() == 64
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            Ok(Digest {
-                hex: hex.to_owned(),
-            })
+        if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            Ok(Digest { hex: hex.to_owned() })
         } else {
             Err(DigestError::Invalid(hex.to_owned()))
         }
@@ -41,9 +35,7 @@ impl Digest {
 
     /// The digest of a byte slice.
     pub fn of(bytes: &[u8]) -> Self {
-        Digest {
-            hex: hex::encode(Sha256::digest(bytes)),
-        }
+        Digest { hex: hex::encode(Sha256::digest(bytes)) }
     }
 
     pub fn hex(&self) -> &str {
@@ -60,9 +52,7 @@ impl FromStr for Digest {
     type Err = DigestError;
     fn from_str(s: &str) -> Result<Self, DigestError> {
         match s.split_once(':') {
-            Some((Self::ALGORITHM, hex)) => {
-                Digest::from_hex(hex).map_err(|_| DigestError::Invalid(s.to_owned()))
-            }
+            Some((Self::ALGORITHM, hex)) => Digest::from_hex(hex).map_err(|_| DigestError::Invalid(s.to_owned())),
             _ => Err(DigestError::Invalid(s.to_owned())),
         }
     }
@@ -115,9 +105,7 @@ impl Hasher {
         self.len == 0
     }
     pub fn finish(self) -> Digest {
-        Digest {
-            hex: hex::encode(self.sha.finalize()),
-        }
+        Digest { hex: hex::encode(self.sha.finalize()) }
     }
 }
 
@@ -129,10 +117,7 @@ pub struct HashingReader<R> {
 
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
-        HashingReader {
-            inner,
-            hasher: Hasher::new(),
-        }
+        HashingReader { inner, hasher: Hasher::new() }
     }
     /// Reads the rest of the stream (e.g. a tar's trailing zero blocks) and returns
     /// the digest and length of everything read.
@@ -165,10 +150,7 @@ pub struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            hasher: Hasher::new(),
-        }
+        HashingWriter { inner, hasher: Hasher::new() }
     }
     pub fn finish(self) -> (W, Digest, u64) {
         let len = self.hasher.len();
@@ -207,17 +189,11 @@ mod tests {
 
     #[test]
     fn parses_and_prints() {
-        let d: Digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-            .parse()
-            .unwrap();
+        let d: Digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".parse().unwrap();
         assert_eq!(d, Digest::of(b""));
         assert_eq!(d.short(), "e3b0c44298fc");
         assert!("sha512:00".parse::<Digest>().is_err());
-        assert!(
-            "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855"
-                .parse::<Digest>()
-                .is_err()
-        );
+        assert!("sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855".parse::<Digest>().is_err());
     }
 
     #[test]

@@ -24,11 +24,7 @@ pub struct ProgressReader<'p, R> {
 
 impl<'p, R> ProgressReader<'p, R> {
     pub fn new(inner: R, id: impl Into<String>, progress: &'p dyn Progress) -> Self {
-        ProgressReader {
-            inner,
-            id: id.into(),
-            progress,
-        }
+        ProgressReader { inner, id: id.into(), progress }
     }
 }
 
@@ -48,19 +44,14 @@ pub struct Bars {
 
 impl Default for Bars {
     fn default() -> Self {
-        Bars {
-            multi: indicatif::MultiProgress::new(),
-            bars: Default::default(),
-        }
+        Bars { multi: indicatif::MultiProgress::new(), bars: Default::default() }
     }
 }
 
 impl Bars {
     fn bar(&self, id: &str) -> indicatif::ProgressBar {
         let mut bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
-        bars.entry(id.to_owned())
-            .or_insert_with(|| self.multi.add(indicatif::ProgressBar::new(0)))
-            .clone()
+        bars.entry(id.to_owned()).or_insert_with(|| self.multi.add(indicatif::ProgressBar::new(0))).clone()
     }
 }
 

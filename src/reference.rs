@@ -26,17 +26,11 @@ pub struct Reference {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ReferenceError {
     #[error("invalid reference {reference:?}: {reason}")]
-    Invalid {
-        reference: String,
-        reason: &'static str,
-    },
+    Invalid { reference: String, reason: &'static str },
 }
 
 fn invalid(reference: &str, reason: &'static str) -> ReferenceError {
-    ReferenceError::Invalid {
-        reference: reference.to_owned(),
-        reason,
-    }
+    ReferenceError::Invalid { reference: reference.to_owned(), reason }
 }
 
 fn is_registry_host(component: &str) -> bool {
@@ -46,10 +40,7 @@ fn is_registry_host(component: &str) -> bool {
 fn valid_path_component(c: &str) -> bool {
     // [a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*
     let bytes = c.as_bytes();
-    if bytes.is_empty()
-        || !bytes[0].is_ascii_alphanumeric()
-        || !bytes[bytes.len() - 1].is_ascii_alphanumeric()
-    {
+    if bytes.is_empty() || !bytes[0].is_ascii_alphanumeric() || !bytes[bytes.len() - 1].is_ascii_alphanumeric() {
         return false;
     }
     let mut prev_sep: Option<u8> = None;
@@ -84,8 +75,7 @@ fn valid_tag(t: &str) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 impl Reference {
@@ -96,13 +86,9 @@ impl Reference {
             return Err(invalid(input, "empty name"));
         }
         let (rest, digest) = match s.split_once('@') {
-            Some((r, d)) => (
-                r,
-                Some(
-                    d.parse::<Digest>()
-                        .map_err(|_| invalid(input, "digest must be sha256:<64 hex>"))?,
-                ),
-            ),
+            Some((r, d)) => {
+                (r, Some(d.parse::<Digest>().map_err(|_| invalid(input, "digest must be sha256:<64 hex>"))?))
+            }
             None => (s, None),
         };
         // A tag follows the last colon, unless that colon belongs to a host:port.
@@ -112,34 +98,21 @@ impl Reference {
         };
         if let Some(t) = tag {
             if !valid_tag(t) {
-                return Err(invalid(
-                    input,
-                    "tag must match [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}",
-                ));
+                return Err(invalid(input, "tag must match [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"));
             }
         }
         let (registry, path) = match name.split_once('/') {
             Some((first, path)) if is_registry_host(first) => (first.to_owned(), path.to_owned()),
             _ => (DEFAULT_REGISTRY.to_owned(), name.to_owned()),
         };
-        let registry = if registry == "index.docker.io" {
-            DEFAULT_REGISTRY.to_owned()
-        } else {
-            registry
-        };
-        let repository = if registry == DEFAULT_REGISTRY && !path.contains('/') {
-            format!("{OFFICIAL_PREFIX}{path}")
-        } else {
-            path
-        };
+        let registry = if registry == "index.docker.io" { DEFAULT_REGISTRY.to_owned() } else { registry };
+        let repository =
+            if registry == DEFAULT_REGISTRY && !path.contains('/') { format!("{OFFICIAL_PREFIX}{path}") } else { path };
         if repository.chars().any(|c| c.is_ascii_uppercase()) {
             return Err(invalid(input, "repository name must be lowercase"));
         }
         if !repository.split('/').all(valid_path_component) {
-            return Err(invalid(
-                input,
-                "repository path components are [a-z0-9] separated by '.', '_', '__' or '-'",
-            ));
+            return Err(invalid(input, "repository path components are [a-z0-9] separated by '.', '_', '__' or '-'"));
         }
         if registry.len() + 1 + repository.len() > 255 {
             return Err(invalid(input, "name is longer than 255 characters"));
@@ -149,12 +122,7 @@ impl Reference {
             (None, None) => Some(DEFAULT_TAG.to_owned()),
             (None, Some(_)) => None,
         };
-        Ok(Reference {
-            registry,
-            repository,
-            tag,
-            digest,
-        })
+        Ok(Reference { registry, repository, tag, digest })
     }
 
     pub fn registry(&self) -> &str {
@@ -182,21 +150,14 @@ impl Reference {
 
     /// A copy with another tag (and no digest), as `racker tag` makes.
     pub fn with_tag(&self, tag: &str) -> Self {
-        Reference {
-            tag: Some(tag.to_owned()),
-            digest: None,
-            ..self.clone()
-        }
+        Reference { tag: Some(tag.to_owned()), digest: None, ..self.clone() }
     }
 }
 
 /// Shortens a fully qualified repository name the way docker displays it.
 pub fn familiar_name(name: &str) -> String {
     match name.strip_prefix("docker.io/") {
-        Some(rest) => rest
-            .strip_prefix(OFFICIAL_PREFIX)
-            .unwrap_or(rest)
-            .to_owned(),
+        Some(rest) => rest.strip_prefix(OFFICIAL_PREFIX).unwrap_or(rest).to_owned(),
         None => name.to_owned(),
     }
 }
@@ -232,63 +193,30 @@ mod tests {
     #[test]
     fn normalises_like_docker() {
         assert_eq!(norm("debian"), "docker.io/library/debian:latest");
-        assert_eq!(
-            norm("docker://debian:bookworm-slim"),
-            "docker.io/library/debian:bookworm-slim"
-        );
+        assert_eq!(norm("docker://debian:bookworm-slim"), "docker.io/library/debian:bookworm-slim");
         assert_eq!(norm("fedora:37"), "docker.io/library/fedora:37");
         assert_eq!(norm("user/app"), "docker.io/user/app:latest");
-        assert_eq!(
-            norm("index.docker.io/library/debian"),
-            "docker.io/library/debian:latest"
-        );
-        assert_eq!(
-            norm("quay.io/centos/centos:stream9"),
-            "quay.io/centos/centos:stream9"
-        );
+        assert_eq!(norm("index.docker.io/library/debian"), "docker.io/library/debian:latest");
+        assert_eq!(norm("quay.io/centos/centos:stream9"), "quay.io/centos/centos:stream9");
         assert_eq!(norm("localhost/x"), "localhost/x:latest");
         assert_eq!(norm("localhost:5000/x:1"), "localhost:5000/x:1");
         assert_eq!(norm("127.0.0.1:5000/a/b"), "127.0.0.1:5000/a/b:latest");
         let d = format!("sha256:{}", "a".repeat(64));
-        assert_eq!(
-            norm(&format!("debian@{d}")),
-            format!("docker.io/library/debian@{d}")
-        );
-        assert_eq!(
-            norm(&format!("debian:12@{d}")),
-            format!("docker.io/library/debian:12@{d}")
-        );
+        assert_eq!(norm(&format!("debian@{d}")), format!("docker.io/library/debian@{d}"));
+        assert_eq!(norm(&format!("debian:12@{d}")), format!("docker.io/library/debian:12@{d}"));
     }
 
     #[test]
     fn refuses_bad_names() {
-        for bad in [
-            "",
-            "Debian",
-            "debian:",
-            "a//b",
-            "debian@sha256:xyz",
-            "-x",
-            "x:tag with space",
-            "a/B",
-        ] {
+        for bad in ["", "Debian", "debian:", "a//b", "debian@sha256:xyz", "-x", "x:tag with space", "a/B"] {
             assert!(Reference::parse(bad).is_err(), "{bad:?} should be refused");
         }
     }
 
     #[test]
     fn familiar_names() {
-        assert_eq!(
-            Reference::parse("debian").unwrap().familiar_name(),
-            "debian"
-        );
-        assert_eq!(
-            Reference::parse("user/app").unwrap().familiar_name(),
-            "user/app"
-        );
-        assert_eq!(
-            Reference::parse("quay.io/a/b").unwrap().familiar_name(),
-            "quay.io/a/b"
-        );
+        assert_eq!(Reference::parse("debian").unwrap().familiar_name(), "debian");
+        assert_eq!(Reference::parse("user/app").unwrap().familiar_name(), "user/app");
+        assert_eq!(Reference::parse("quay.io/a/b").unwrap().familiar_name(), "quay.io/a/b");
     }
 }

@@ -14,12 +14,7 @@ fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
         .map(|e| e.unwrap())
         .filter(|e| e.file_type().is_file())
         .map(|e| {
-            let rel = e
-                .path()
-                .strip_prefix(root)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
+            let rel = e.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
             (rel, std::fs::read(e.path()).unwrap())
         })
         .collect()
@@ -33,14 +28,8 @@ fn committed_fixtures_are_reproducible() {
     let mut committed = files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures"));
     committed.remove("README.md");
 
-    let missing: Vec<_> = generated
-        .keys()
-        .filter(|k| !committed.contains_key(*k))
-        .collect();
-    let extra: Vec<_> = committed
-        .keys()
-        .filter(|k| !generated.contains_key(*k))
-        .collect();
+    let missing: Vec<_> = generated.keys().filter(|k| !committed.contains_key(*k)).collect();
+    let extra: Vec<_> = committed.keys().filter(|k| !generated.contains_key(*k)).collect();
     assert!(
         missing.is_empty() && extra.is_empty(),
         "fixtures/ is out of date (regenerate: cargo run --example gen_fixtures -- fixtures)\n\

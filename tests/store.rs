@@ -11,37 +11,20 @@ use common::{fixture, TempStore};
 const WHITEOUTS_NAME: &str = "racker-fixtures/whiteouts:latest";
 
 fn load(store: &TempStore, archive: &str) -> String {
-    store.ok(&[
-        "load",
-        "-q",
-        "-i",
-        fixture(archive).to_str().expect("utf-8 path"),
-    ])
+    store.ok(&["load", "-q", "-i", fixture(archive).to_str().expect("utf-8 path")])
 }
 
 fn pull_layout(store: &TempStore, name: &str) -> String {
-    store.ok(&[
-        "pull",
-        "-q",
-        &format!("oci:{}", fixture(&format!("oci/{name}")).display()),
-    ])
+    store.ok(&["pull", "-q", &format!("oci:{}", fixture(&format!("oci/{name}")).display())])
 }
 
 #[test]
 fn load_of_docker_save_archive_lists_the_tagged_image() {
     let store = TempStore::new();
     let out = load(&store, "archives/whiteouts-docker-save.tar");
-    assert!(
-        out.contains(&format!("Loaded image: {WHITEOUTS_NAME}")),
-        "{out}"
-    );
+    assert!(out.contains(&format!("Loaded image: {WHITEOUTS_NAME}")), "{out}");
     let images = store.ok(&["images"]);
-    assert!(
-        images
-            .lines()
-            .any(|l| l.starts_with("racker-fixtures/whiteouts") && l.contains("latest")),
-        "{images}"
-    );
+    assert!(images.lines().any(|l| l.starts_with("racker-fixtures/whiteouts") && l.contains("latest")), "{images}");
     assert_eq!(store.count("images"), 1);
     assert_eq!(store.count("layers"), 3);
 }
@@ -78,8 +61,7 @@ fn images_sharing_a_layer_store_it_once_and_df_shows_the_sharing() {
     let blob_files = store.files("blobs/sha256").len() as i64;
     assert_eq!(blob_files, store.count("blobs"));
     let df: serde_json::Value =
-        serde_json::from_str(&store.ok(&["system", "df", "--format", "json"]))
-            .expect("df prints JSON");
+        serde_json::from_str(&store.ok(&["system", "df", "--format", "json"])).expect("df prints JSON");
     assert_eq!(df["images"], 2);
     assert_eq!(df["layers"], 4);
     let base_size: i64 = store
@@ -92,10 +74,7 @@ fn images_sharing_a_layer_store_it_once_and_df_shows_the_sharing() {
         )
         .expect("one layer is shared");
     assert!(df["shared_size"].as_i64().expect("shared_size") >= base_size);
-    assert!(
-        df["dedupe_ratio"].as_f64().expect("dedupe_ratio") > 1.0,
-        "{df}"
-    );
+    assert!(df["dedupe_ratio"].as_f64().expect("dedupe_ratio") > 1.0, "{df}");
     let table = store.ok(&["system", "df"]);
     assert!(table.contains("Dedupe ratio"), "{table}");
 }
@@ -106,12 +85,8 @@ fn a_flipped_byte_in_a_blob_is_refused_and_leaves_nothing() {
     let before = store.snapshot();
     let copy = tempfile::tempdir().expect("tempdir");
     let layout = copy.path().join("whiteouts");
-    let status = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(fixture("oci/whiteouts"))
-        .arg(&layout)
-        .status()
-        .expect("cp");
+    let status =
+        std::process::Command::new("cp").arg("-a").arg(fixture("oci/whiteouts")).arg(&layout).status().expect("cp");
     assert!(status.success());
     // Flip one byte in the largest blob (a layer).
     let largest = std::fs::read_dir(layout.join("blobs/sha256"))
@@ -125,58 +100,23 @@ fn a_flipped_byte_in_a_blob_is_refused_and_leaves_nothing() {
     std::fs::write(&largest, bytes).expect("write blob");
 
     let err = store.fails(&["pull", "-q", &format!("oci:{}", layout.display())]);
-    assert!(
-        err.contains("digest mismatch") || err.contains("corrupt"),
-        "unexpected error: {err}"
-    );
-    assert_eq!(
-        err.trim().lines().count(),
-        1,
-        "error should be one line: {err}"
-    );
-    assert_eq!(
-        store.snapshot(),
-        before,
-        "a refused import changed the store"
-    );
+    assert!(err.contains("digest mismatch") || err.contains("corrupt"), "unexpected error: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "error should be one line: {err}");
+    assert_eq!(store.snapshot(), before, "a refused import changed the store");
 }
 
 #[test]
 fn malicious_layers_are_refused_and_leave_nothing() {
     common::require_root();
-    for name in [
-        "evil-dotdot",
-        "evil-absolute",
-        "evil-symlink",
-        "evil-hardlink",
-        "evil-hardlink-symlink",
-    ] {
+    for name in ["evil-dotdot", "evil-absolute", "evil-symlink", "evil-hardlink", "evil-hardlink-symlink"] {
         let store = TempStore::new();
         let before = store.snapshot();
-        let err = store.fails(&[
-            "pull",
-            "-q",
-            &format!("oci:{}", fixture(&format!("oci/{name}")).display()),
-        ]);
-        assert_eq!(
-            err.trim().lines().count(),
-            1,
-            "{name}: error should be one line: {err}"
-        );
-        assert!(
-            err.contains("layer"),
-            "{name}: error should name the layer: {err}"
-        );
-        assert_eq!(
-            store.snapshot(),
-            before,
-            "{name}: a refused layer changed the store"
-        );
+        let err = store.fails(&["pull", "-q", &format!("oci:{}", fixture(&format!("oci/{name}")).display())]);
+        assert_eq!(err.trim().lines().count(), 1, "{name}: error should be one line: {err}");
+        assert!(err.contains("layer"), "{name}: error should name the layer: {err}");
+        assert_eq!(store.snapshot(), before, "{name}: a refused layer changed the store");
         for escaped in ["/tmp/racker-escape", "/etc/racker-escape", "/racker-escape"] {
-            assert!(
-                !std::path::Path::new(escaped).exists(),
-                "{name}: {escaped} was written outside the layer"
-            );
+            assert!(!std::path::Path::new(escaped).exists(), "{name}: {escaped} was written outside the layer");
         }
     }
 }
@@ -191,25 +131,14 @@ fn rootfs_tarballs_import_in_every_compression_with_one_layer() {
         ("rootfs.tar.xz", "rootfs:xz"),
         ("rootfs.tar.zst", "rootfs:zst"),
     ] {
-        let id = store.ok(&[
-            "import",
-            "-q",
-            fixture(&format!("rootfs/{file}")).to_str().expect("utf-8"),
-            name,
-        ]);
+        let id = store.ok(&["import", "-q", fixture(&format!("rootfs/{file}")).to_str().expect("utf-8"), name]);
         let inspect: serde_json::Value =
             serde_json::from_str(&store.ok(&["inspect", name])).expect("inspect prints JSON");
         assert_eq!(inspect[0]["Id"].as_str(), Some(id.trim()));
-        let layers = inspect[0]["RootFS"]["Layers"]
-            .as_array()
-            .expect("layers")
-            .clone();
+        let layers = inspect[0]["RootFS"]["Layers"].as_array().expect("layers").clone();
         assert_eq!(layers.len(), 1, "{file}: one layer");
         diff_ids.push(layers[0].clone());
-        let media_type = inspect[0]["Layers"][0]["MediaType"]
-            .as_str()
-            .expect("media type")
-            .to_owned();
+        let media_type = inspect[0]["Layers"][0]["MediaType"].as_str().expect("media type").to_owned();
         let expected = match file {
             "rootfs.tar.gz" => "application/vnd.oci.image.layer.v1.tar+gzip",
             "rootfs.tar.zst" => "application/vnd.oci.image.layer.v1.tar+zstd",
@@ -217,10 +146,7 @@ fn rootfs_tarballs_import_in_every_compression_with_one_layer() {
         };
         assert_eq!(media_type, expected, "{file}");
     }
-    assert!(
-        diff_ids.windows(2).all(|w| w[0] == w[1]),
-        "all compressions hold the same tar: {diff_ids:?}"
-    );
+    assert!(diff_ids.windows(2).all(|w| w[0] == w[1]), "all compressions hold the same tar: {diff_ids:?}");
     assert_eq!(store.count("layers"), 1, "the one tar is unpacked once");
     let images = store.ok(&["images", "rootfs"]);
     assert_eq!(images.lines().count(), 5, "{images}");
@@ -237,32 +163,16 @@ fn import_from_stdin_and_bad_input_errors() {
         .spawn()
         .expect("spawn");
     let bytes = std::fs::read(fixture("rootfs/rootfs.tar.gz")).expect("fixture");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(&bytes)
-        .expect("write");
+    child.stdin.take().expect("stdin").write_all(&bytes).expect("write");
     assert!(child.wait_with_output().expect("wait").status.success());
     store.ok(&["inspect", "stdin:1"]);
 
     let err = store.fails(&["import", "/nonexistent.tar", "x"]);
     assert!(err.contains("/nonexistent.tar"), "{err}");
-    let err = store.fails(&[
-        "import",
-        fixture("rootfs/rootfs.tar").to_str().expect("utf-8"),
-        "Bad:Name",
-    ]);
+    let err = store.fails(&["import", fixture("rootfs/rootfs.tar").to_str().expect("utf-8"), "Bad:Name"]);
     assert!(err.contains("lowercase"), "{err}");
-    let err = store.fails(&[
-        "load",
-        "-i",
-        fixture("rootfs/rootfs.tar").to_str().expect("utf-8"),
-    ]);
-    assert!(
-        err.contains("racker import"),
-        "a rootfs given to load names the fix: {err}"
-    );
+    let err = store.fails(&["load", "-i", fixture("rootfs/rootfs.tar").to_str().expect("utf-8")]);
+    assert!(err.contains("racker import"), "a rootfs given to load names the fix: {err}");
     let err = store.fails(&["inspect", "nosuchimage"]);
     assert!(err.contains("No such image: nosuchimage"), "{err}");
 }
@@ -274,10 +184,7 @@ fn tag_and_rmi_follow_docker() {
     store.ok(&["tag", "racker-fixtures/whiteouts", "mine:v1"]);
     store.ok(&["tag", "mine:v1", "localhost:5000/other/name:v2"]);
     let images = store.ok(&["images"]);
-    assert!(
-        images.contains("mine") && images.contains("localhost:5000/other/name"),
-        "{images}"
-    );
+    assert!(images.contains("mine") && images.contains("localhost:5000/other/name"), "{images}");
     let id = store.ok(&["images", "-q"]);
     assert_eq!(id.lines().count(), 1, "one image, three names: {id}");
 
@@ -289,18 +196,10 @@ fn tag_and_rmi_follow_docker() {
     assert_eq!(out.trim(), "Untagged: mine:v1");
     assert_eq!(store.count("images"), 1);
     let out = store.ok(&["rmi", "-f", id.trim()]);
-    assert!(
-        out.contains("Untagged: racker-fixtures/whiteouts:latest")
-            && out.contains("Deleted: sha256:"),
-        "{out}"
-    );
+    assert!(out.contains("Untagged: racker-fixtures/whiteouts:latest") && out.contains("Deleted: sha256:"), "{out}");
     assert_eq!(store.count("images"), 0);
     // rmi collects right away when nothing else holds the store.
-    assert!(
-        store.files("blobs/sha256").is_empty(),
-        "{:?}",
-        store.files("blobs/sha256")
-    );
+    assert!(store.files("blobs/sha256").is_empty(), "{:?}", store.files("blobs/sha256"));
     assert!(store.files("layers").is_empty());
     assert_eq!(store.count("blobs") + store.count("layers"), 0);
 }
@@ -312,28 +211,14 @@ fn gc_removes_leftovers_of_crashed_operations_and_keeps_images() {
     let keep = store.snapshot();
     // What a crash can leave: a staging dir, a named blob without a row, a layer dir without a row.
     std::fs::create_dir_all(store.root().join("ingest/1234-deadbeef/layer-0/etc")).expect("mkdir");
-    std::fs::write(
-        store.root().join("blobs/sha256").join("ab".repeat(32)),
-        b"orphan",
-    )
-    .expect("write");
+    std::fs::write(store.root().join("blobs/sha256").join("ab".repeat(32)), b"orphan").expect("write");
     std::fs::create_dir_all(store.root().join("layers/999/usr")).expect("mkdir");
     let out = store.ok(&["gc", "--dry-run"]);
     assert!(out.contains("Would remove leftover: layers/999"), "{out}");
-    assert!(
-        store.root().join("layers/999").exists(),
-        "dry run removed something"
-    );
+    assert!(store.root().join("layers/999").exists(), "dry run removed something");
     let out = store.ok(&["image", "prune", "-f"]);
-    for leftover in [
-        "ingest/1234-deadbeef",
-        "layers/999",
-        &format!("blobs/sha256/{}", "ab".repeat(32)),
-    ] {
-        assert!(
-            out.contains(&format!("Deleted leftover: {leftover}")),
-            "{leftover} not reported: {out}"
-        );
+    for leftover in ["ingest/1234-deadbeef", "layers/999", &format!("blobs/sha256/{}", "ab".repeat(32))] {
+        assert!(out.contains(&format!("Deleted leftover: {leftover}")), "{leftover} not reported: {out}");
     }
     assert!(out.contains("Total reclaimed space: 6B"), "{out}");
     assert_eq!(store.snapshot(), keep, "gc touched what images use");
@@ -343,25 +228,15 @@ fn gc_removes_leftovers_of_crashed_operations_and_keeps_images() {
 fn a_killed_import_leaves_only_garbage_that_gc_removes() {
     let store = TempStore::new();
     let before = store.snapshot();
-    let mut child = store
-        .cmd()
-        .args(["import", "-q", "-", "killed:1"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let mut child = store.cmd().args(["import", "-q", "-", "killed:1"]).stdin(Stdio::piped()).spawn().expect("spawn");
     let bytes = std::fs::read(fixture("rootfs/rootfs.tar")).expect("fixture");
     let mut stdin = child.stdin.take().expect("stdin");
-    stdin
-        .write_all(&bytes[..bytes.len() / 2])
-        .expect("write half");
+    stdin.write_all(&bytes[..bytes.len() / 2]).expect("write half");
     stdin.flush().expect("flush");
     // Wait until the import is staging, then kill it without warning.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while store.files("ingest").is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the import never started staging"
-        );
+        assert!(std::time::Instant::now() < deadline, "the import never started staging");
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     child.kill().expect("SIGKILL");
@@ -392,36 +267,19 @@ fn concurrent_loads_of_one_image_end_with_one_copy_of_everything() {
         .collect();
     for child in children {
         let out = child.wait_with_output().expect("wait");
-        assert!(
-            out.status.success(),
-            "a concurrent load failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "a concurrent load failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     assert_eq!(store.count("images"), 1);
     assert_eq!(store.count("layers"), 3);
     assert_eq!(store.files("layers").len(), 3);
-    assert_eq!(
-        store.files("blobs/sha256").len() as i64,
-        store.count("blobs")
-    );
-    assert!(
-        store.files("ingest").is_empty(),
-        "{:?}",
-        store.files("ingest")
-    );
-    let check: String = store
-        .db()
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .expect("integrity_check");
+    assert_eq!(store.files("blobs/sha256").len() as i64, store.count("blobs"));
+    assert!(store.files("ingest").is_empty(), "{:?}", store.files("ingest"));
+    let check: String = store.db().query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("integrity_check");
     assert_eq!(check, "ok");
     let fk: Vec<String> = {
         let db = store.db();
         let mut stmt = db.prepare("PRAGMA foreign_key_check").expect("prepare");
-        stmt.query_map([], |r| r.get::<_, String>(0))
-            .expect("query")
-            .map(|r| r.expect("row"))
-            .collect()
+        stmt.query_map([], |r| r.get::<_, String>(0)).expect("query").map(|r| r.expect("row")).collect()
     };
     assert!(fk.is_empty(), "dangling references: {fk:?}");
 }
@@ -439,31 +297,13 @@ fn gc_waits_for_a_running_import_and_never_breaks_it() {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn");
-        let collector = store
-            .cmd()
-            .args(["gc"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
+        let collector = store.cmd().args(["gc"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
         let l = loader.wait_with_output().expect("wait");
         let c = collector.wait_with_output().expect("wait");
-        assert!(
-            l.status.success(),
-            "load failed beside gc: {}",
-            String::from_utf8_lossy(&l.stderr)
-        );
-        assert!(
-            c.status.success(),
-            "gc failed beside load: {}",
-            String::from_utf8_lossy(&c.stderr)
-        );
+        assert!(l.status.success(), "load failed beside gc: {}", String::from_utf8_lossy(&l.stderr));
+        assert!(c.status.success(), "gc failed beside load: {}", String::from_utf8_lossy(&c.stderr));
         assert_eq!(store.count("layers"), 3);
-        assert_eq!(
-            store.files("layers").len(),
-            3,
-            "gc removed a layer of a committed image"
-        );
+        assert_eq!(store.files("layers").len(), 3, "gc removed a layer of a committed image");
     }
 }
 
@@ -477,23 +317,16 @@ fn images_output_formats() {
         assert!(header.contains(column), "{header}");
     }
     let json = store.ok(&["images", "--format", "json"]);
-    let row: serde_json::Value =
-        serde_json::from_str(json.lines().next().expect("a line")).expect("JSON line");
+    let row: serde_json::Value = serde_json::from_str(json.lines().next().expect("a line")).expect("JSON line");
     assert_eq!(row["Repository"], "racker-fixtures/whiteouts");
     assert_eq!(row["Tag"], "latest");
     let full = store.ok(&["images", "-q", "--no-trunc"]);
-    assert!(
-        full.trim().starts_with("sha256:") && full.trim().len() == 71,
-        "{full}"
-    );
+    assert!(full.trim().starts_with("sha256:") && full.trim().len() == 71, "{full}");
     let by_prefix = store.ok(&["inspect", &full.trim()[7..19]]);
     let inspect: serde_json::Value = serde_json::from_str(&by_prefix).expect("inspect JSON");
     assert_eq!(inspect[0]["Id"], full.trim());
     assert_eq!(inspect[0]["Layers"].as_array().map(Vec::len), Some(3));
-    assert!(
-        inspect[0]["Config"].is_object(),
-        "the OCI config's config section: {inspect}"
-    );
+    assert!(inspect[0]["Config"].is_object(), "the OCI config's config section: {inspect}");
 }
 
 #[test]
@@ -514,38 +347,17 @@ fn the_stored_layers_of_the_whiteout_image_compose_with_overlayfs() {
     let root = mount.path();
     let exists = |p: &str| root.join(p).symlink_metadata().is_ok();
     assert!(!exists("etc/motd"), "a whited-out file is visible");
-    assert!(
-        !exists("usr/share/doc/old"),
-        "a whited-out directory is visible"
-    );
+    assert!(!exists("usr/share/doc/old"), "a whited-out directory is visible");
     assert!(exists("usr/share/doc/readme") && exists("etc/hostname") && exists("etc/added"));
     let app: Vec<String> = std::fs::read_dir(root.join("var/lib/app"))
         .expect("opaque dir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(
-        app,
-        ["fresh"],
-        "the opaque directory shows only the upper layer's file"
-    );
-    assert_eq!(
-        std::fs::read_to_string(root.join("etc/greeting")).expect("greeting"),
-        "hello from top\n"
-    );
+    assert_eq!(app, ["fresh"], "the opaque directory shows only the upper layer's file");
+    assert_eq!(std::fs::read_to_string(root.join("etc/greeting")).expect("greeting"), "hello from top\n");
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    assert_eq!(
-        std::fs::metadata(root.join("bin/su-ish"))
-            .expect("su-ish")
-            .mode()
-            & 0o7777,
-        0o4755
-    );
+    assert_eq!(std::fs::metadata(root.join("bin/su-ish")).expect("su-ish").mode() & 0o7777, 0o4755);
     let dev = std::fs::symlink_metadata(root.join("dev/null-ish")).expect("device node");
     assert!(dev.file_type().is_char_device() && dev.rdev() == rustix::fs::makedev(1, 3));
-    assert_eq!(
-        std::fs::metadata(root.join("home/user/notes.txt"))
-            .expect("notes")
-            .uid(),
-        1000
-    );
+    assert_eq!(std::fs::metadata(root.join("home/user/notes.txt")).expect("notes").uid(), 1000);
 }

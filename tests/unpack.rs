@@ -14,18 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use racker::digest::Digest;
-use racker::unpack::{
-    apply_tar, decompress, Compression, UnpackError, UnpackOptions, UnpackStats, WhiteoutMode,
-};
+use racker::unpack::{apply_tar, decompress, Compression, UnpackError, UnpackOptions, UnpackStats, WhiteoutMode};
 
-const OVERLAY: UnpackOptions = UnpackOptions {
-    whiteouts: WhiteoutMode::Overlay,
-    allow_devices: true,
-};
-const DELETE: UnpackOptions = UnpackOptions {
-    whiteouts: WhiteoutMode::Delete,
-    allow_devices: true,
-};
+const OVERLAY: UnpackOptions = UnpackOptions { whiteouts: WhiteoutMode::Overlay, allow_devices: true };
+const DELETE: UnpackOptions = UnpackOptions { whiteouts: WhiteoutMode::Delete, allow_devices: true };
 
 fn require_root() {
     assert!(
@@ -36,9 +28,7 @@ fn require_root() {
 }
 
 fn fixture(rel: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(rel);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(rel);
     fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
@@ -57,9 +47,7 @@ fn plain_tar(rel: &str) -> Vec<u8> {
     let bytes = fixture(rel);
     let mut out = Vec::new();
     if rel.ends_with(".gz") {
-        flate2::read::GzDecoder::new(&bytes[..])
-            .read_to_end(&mut out)
-            .unwrap();
+        flate2::read::GzDecoder::new(&bytes[..]).read_to_end(&mut out).unwrap();
     } else if rel.ends_with(".zst") {
         out = zstd::decode_all(&bytes[..]).unwrap();
     } else {
@@ -92,18 +80,9 @@ fn xattr(p: &Path, name: &str) -> Option<Vec<u8>> {
 
 fn assert_whiteout(p: &Path) {
     let m = meta(p);
-    assert!(
-        m.file_type().is_char_device(),
-        "{} is not a whiteout device",
-        p.display()
-    );
+    assert!(m.file_type().is_char_device(), "{} is not a whiteout device", p.display());
     assert_eq!(m.rdev(), 0, "{}: whiteout must be device 0/0", p.display());
-    assert_eq!(
-        m.mode() & 0o7777,
-        0,
-        "{}: whiteout must be mode 0000",
-        p.display()
-    );
+    assert_eq!(m.mode() & 0o7777, 0, "{}: whiteout must be mode 0000", p.display());
 }
 
 #[test]
@@ -150,33 +129,18 @@ fn base_layer_keeps_all_metadata() {
     for e in walkdir::WalkDir::new(root) {
         let e = e.unwrap();
         let m = meta(e.path());
-        assert_eq!(
-            m.mtime(),
-            fixturegen::MTIME as i64,
-            "mtime of {}",
-            e.path().display()
-        );
+        assert_eq!(m.mtime(), fixturegen::MTIME as i64, "mtime of {}", e.path().display());
     }
 
-    assert_eq!(
-        fs::read_link(root.join("bin/sh-link")).unwrap(),
-        Path::new("su-ish")
-    );
+    assert_eq!(fs::read_link(root.join("bin/sh-link")).unwrap(), Path::new("su-ish"));
     assert_eq!(
         fs::read_link(root.join("etc/localtime")).unwrap(),
         Path::new("/usr/share/zoneinfo/UTC"),
         "symlink targets are stored verbatim"
     );
 
-    let (tool, link) = (
-        meta(&root.join("usr/bin/tool")),
-        meta(&root.join("usr/bin/tool-link")),
-    );
-    assert_eq!(
-        (tool.dev(), tool.ino()),
-        (link.dev(), link.ino()),
-        "hardlink pair"
-    );
+    let (tool, link) = (meta(&root.join("usr/bin/tool")), meta(&root.join("usr/bin/tool-link")));
+    assert_eq!((tool.dev(), tool.ino()), (link.dev(), link.ino()), "hardlink pair");
     assert_eq!(tool.nlink(), 2);
 
     let fifo = meta(&root.join("run/fifo"));
@@ -185,17 +149,11 @@ fn base_layer_keeps_all_metadata() {
 
     let dev = meta(&root.join("dev/null-ish"));
     assert!(dev.file_type().is_char_device());
-    assert_eq!(
-        (rustix::fs::major(dev.rdev()), rustix::fs::minor(dev.rdev())),
-        (1, 3)
-    );
+    assert_eq!((rustix::fs::major(dev.rdev()), rustix::fs::minor(dev.rdev())), (1, 3));
     assert_eq!(dev.mode() & 0o7777, 0o666);
 
     let ping = root.join("bin/ping-ish");
-    assert_eq!(
-        xattr(&ping, "security.capability").unwrap(),
-        fixturegen::CAP_NET_RAW_EP
-    );
+    assert_eq!(xattr(&ping, "security.capability").unwrap(), fixturegen::CAP_NET_RAW_EP);
     assert_eq!(xattr(&ping, "user.racker").unwrap(), b"fixture");
     assert_eq!(mode("bin/ping-ish"), 0o755);
 }
@@ -204,15 +162,9 @@ fn base_layer_keeps_all_metadata() {
 fn devices_are_refused_unless_allowed() {
     require_root();
     let tmp = tempfile::tempdir().unwrap();
-    let opts = UnpackOptions {
-        whiteouts: WhiteoutMode::Overlay,
-        allow_devices: false,
-    };
+    let opts = UnpackOptions { whiteouts: WhiteoutMode::Overlay, allow_devices: false };
     let err = unpack("base.tar", tmp.path(), &opts).unwrap_err();
-    assert!(
-        matches!(&err, UnpackError::DeviceNotAllowed { entry } if entry == "dev/null-ish"),
-        "{err}"
-    );
+    assert!(matches!(&err, UnpackError::DeviceNotAllowed { entry } if entry == "dev/null-ish"), "{err}");
 }
 
 #[test]
@@ -227,21 +179,12 @@ fn whiteouts_layer_in_overlay_notation() {
 
     assert_whiteout(&root.join("etc/motd"));
     assert_whiteout(&root.join("usr/share/doc/old"));
-    assert_eq!(
-        xattr(&root.join("var/lib/app"), "trusted.overlay.opaque").unwrap(),
-        b"y"
-    );
+    assert_eq!(xattr(&root.join("var/lib/app"), "trusted.overlay.opaque").unwrap(), b"y");
     assert_eq!(xattr(&root.join("etc"), "trusted.overlay.opaque"), None);
-    assert_eq!(
-        fs::read(root.join("var/lib/app/fresh")).unwrap(),
-        b"fresh state\n"
-    );
+    assert_eq!(fs::read(root.join("var/lib/app/fresh")).unwrap(), b"fresh state\n");
     for e in walkdir::WalkDir::new(root) {
         let name = e.unwrap().file_name().to_string_lossy().into_owned();
-        assert!(
-            !name.starts_with(".wh."),
-            "{name} left in the layer directory"
-        );
+        assert!(!name.starts_with(".wh."), "{name} left in the layer directory");
     }
 }
 
@@ -251,10 +194,7 @@ fn top_layer_zstd() {
     let tmp = tempfile::tempdir().unwrap();
     let stats = unpack("top.tar.zst", tmp.path(), &OVERLAY).unwrap();
     assert_eq!(stats.diff_id, Digest::of(&plain_tar("layers/top.tar.zst")));
-    assert_eq!(
-        fs::read(tmp.path().join("etc/greeting")).unwrap(),
-        b"hello from top\n"
-    );
+    assert_eq!(fs::read(tmp.path().join("etc/greeting")).unwrap(), b"hello from top\n");
 }
 
 #[test]
@@ -286,20 +226,14 @@ fn refuse(name: &str) -> (UnpackError, tempfile::TempDir) {
 }
 
 fn assert_absent(p: &str) {
-    assert!(
-        !Path::new(p).exists(),
-        "{p} exists: written outside the layer (or left over: remove it)"
-    );
+    assert!(!Path::new(p).exists(), "{p} exists: written outside the layer (or left over: remove it)");
 }
 
 #[test]
 fn refuses_dotdot() {
     require_root();
     let (err, tmp) = refuse("evil-dotdot");
-    assert!(
-        matches!(&err, UnpackError::UnsafePath { entry, .. } if entry == "../racker-escape"),
-        "{err}"
-    );
+    assert!(matches!(&err, UnpackError::UnsafePath { entry, .. } if entry == "../racker-escape"), "{err}");
     assert!(!tmp.path().join("racker-escape").exists());
 }
 
@@ -308,10 +242,7 @@ fn refuses_absolute() {
     require_root();
     assert_absent("/etc/racker-escape");
     let (err, tmp) = refuse("evil-absolute");
-    assert!(
-        matches!(&err, UnpackError::UnsafePath { entry, .. } if entry == "/etc/racker-escape"),
-        "{err}"
-    );
+    assert!(matches!(&err, UnpackError::UnsafePath { entry, .. } if entry == "/etc/racker-escape"), "{err}");
     assert_absent("/etc/racker-escape");
     assert!(!tmp.path().join("dest/etc").exists());
 }
@@ -321,10 +252,7 @@ fn refuses_symlink_escape() {
     require_root();
     assert_absent("/tmp/racker-escape");
     let (err, _tmp) = refuse("evil-symlink");
-    assert!(
-        matches!(&err, UnpackError::UnsafePath { entry, .. } if entry == "link/racker-escape"),
-        "{err}"
-    );
+    assert!(matches!(&err, UnpackError::UnsafePath { entry, .. } if entry == "link/racker-escape"), "{err}");
     assert_eq!(
         err.to_string(),
         r#"layer entry "link/racker-escape": path passes through a symlink out of the layer root"#
@@ -371,57 +299,32 @@ fn missing_hardlink_target_is_refused() {
     let tar = fixturegen::build_tar(&[fixturegen::hardlink(b"h", b"nowhere")]).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let err = apply_tar(&tar[..], tmp.path(), &OVERLAY).unwrap_err();
-    assert!(
-        matches!(&err, UnpackError::HardlinkTarget { reason, .. } if reason.contains("does not exist")),
-        "{err}"
-    );
+    assert!(matches!(&err, UnpackError::HardlinkTarget { reason, .. } if reason.contains("does not exist")), "{err}");
 }
 
 #[test]
 fn compression_mismatch_is_a_clear_error() {
     let zst = fixture("layers/top.tar.zst");
-    let err = decompress(BufReader::new(&zst[..]), Compression::Gzip)
-        .err()
-        .unwrap();
-    assert!(matches!(
-        err,
-        UnpackError::CompressionMismatch {
-            expected: Compression::Gzip,
-            found: Compression::Zstd
-        }
-    ));
-    assert_eq!(
-        err.to_string(),
-        "layer declared as gzip but its data is zstd"
-    );
+    let err = decompress(BufReader::new(&zst[..]), Compression::Gzip).err().unwrap();
+    assert!(matches!(err, UnpackError::CompressionMismatch { expected: Compression::Gzip, found: Compression::Zstd }));
+    assert_eq!(err.to_string(), "layer declared as gzip but its data is zstd");
 
     // A gzip layer labelled as a plain docker tar is sniffed and accepted.
     let gz = fixture("layers/whiteouts.tar.gz");
     let c = Compression::from_media_type("application/vnd.docker.image.rootfs.diff.tar").unwrap();
     let mut out = Vec::new();
-    decompress(BufReader::new(&gz[..]), c)
-        .unwrap()
-        .read_to_end(&mut out)
-        .unwrap();
+    decompress(BufReader::new(&gz[..]), c).unwrap().read_to_end(&mut out).unwrap();
     assert_eq!(out, plain_tar("layers/whiteouts.tar.gz"));
 }
 
 #[test]
 fn rootfs_tarballs_all_decompress_to_the_same_tar() {
     let plain = fixture("rootfs/rootfs.tar");
-    for name in [
-        "rootfs.tar",
-        "rootfs.tar.gz",
-        "rootfs.tar.xz",
-        "rootfs.tar.zst",
-    ] {
+    for name in ["rootfs.tar", "rootfs.tar.gz", "rootfs.tar.xz", "rootfs.tar.zst"] {
         let bytes = fixture(&format!("rootfs/{name}"));
         let c = Compression::sniff(&bytes);
         let mut out = Vec::new();
-        decompress(BufReader::new(&bytes[..]), c)
-            .unwrap()
-            .read_to_end(&mut out)
-            .unwrap();
+        decompress(BufReader::new(&bytes[..]), c).unwrap().read_to_end(&mut out).unwrap();
         assert_eq!(out, plain, "{name}");
     }
 }
@@ -452,27 +355,15 @@ fn visible_tree(root: &Path) -> Vec<String> {
         } else if ft.is_symlink() {
             format!("-> {}", fs::read_link(e.path()).unwrap().display())
         } else if ft.is_file() {
-            format!(
-                "file {:?}",
-                String::from_utf8_lossy(&fs::read(e.path()).unwrap())
-            )
+            format!("file {:?}", String::from_utf8_lossy(&fs::read(e.path()).unwrap()))
         } else if ft.is_char_device() {
-            format!(
-                "chr {}:{}",
-                rustix::fs::major(m.rdev()),
-                rustix::fs::minor(m.rdev())
-            )
+            format!("chr {}:{}", rustix::fs::major(m.rdev()), rustix::fs::minor(m.rdev()))
         } else if ft.is_fifo() {
             "fifo".to_string()
         } else {
             "other".to_string()
         };
-        out.push(format!(
-            "{rel} {:o} {}:{} {what}",
-            m.mode() & 0o7777,
-            m.uid(),
-            m.gid()
-        ));
+        out.push(format!("{rel} {:o} {}:{} {what}", m.mode() & 0o7777, m.uid(), m.gid()));
     }
     out
 }
@@ -483,10 +374,7 @@ fn check_visible(root: &Path) {
     let has = |p: &str| tree.iter().any(|l| l.starts_with(&format!("{p} ")));
     assert!(!has("etc/motd"), "whited-out file visible");
     assert!(!has("usr/share/doc/old"), "whited-out directory visible");
-    assert!(
-        !has("usr/share/doc/old/a"),
-        "whited-out directory's file visible"
-    );
+    assert!(!has("usr/share/doc/old/a"), "whited-out directory's file visible");
     assert!(has("usr/share/doc/readme"));
     assert!(has("etc/hostname"));
     assert!(has("etc/added"));
@@ -494,15 +382,8 @@ fn check_visible(root: &Path) {
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert_eq!(
-        app,
-        ["fresh"],
-        "opaque directory shows only the new layer's file"
-    );
-    assert_eq!(
-        fs::read(root.join("etc/greeting")).unwrap(),
-        b"hello from top\n"
-    );
+    assert_eq!(app, ["fresh"], "opaque directory shows only the new layer's file");
+    assert_eq!(fs::read(root.join("etc/greeting")).unwrap(), b"hello from top\n");
     assert_eq!(meta(&root.join("bin/su-ish")).mode() & 0o7777, 0o4755);
 }
 
@@ -511,10 +392,7 @@ struct MountGuard(PathBuf);
 
 impl Drop for MountGuard {
     fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.0)
-            .status()
-            .map(|s| s.success());
+        let ok = Command::new("umount").arg(&self.0).status().map(|s| s.success());
         if !matches!(ok, Ok(true)) {
             eprintln!("warning: could not unmount {}", self.0.display());
         }
@@ -538,12 +416,7 @@ fn overlay_mount_shows_what_a_container_sees() {
     fs::create_dir(&merged).unwrap();
 
     // Read-only overlay of lowers only: top first.
-    let opts = format!(
-        "lowerdir={}:{}:{}",
-        top.display(),
-        wh.display(),
-        base.display()
-    );
+    let opts = format!("lowerdir={}:{}:{}", top.display(), wh.display(), base.display());
     let status = Command::new("mount")
         .args(["-t", "overlay", "overlay", "-o", &opts])
         .arg(&merged)
@@ -571,15 +444,9 @@ fn delete_mode_gives_the_merged_tree() {
     let tmp = tempfile::tempdir().unwrap();
     unpack("base.tar", tmp.path(), &DELETE).unwrap();
     let stats = unpack("whiteouts.tar.gz", tmp.path(), &DELETE).unwrap();
-    assert_eq!(
-        stats.diff_id,
-        Digest::of(&plain_tar("layers/whiteouts.tar.gz"))
-    );
+    assert_eq!(stats.diff_id, Digest::of(&plain_tar("layers/whiteouts.tar.gz")));
     // No overlay notation in delete mode.
-    assert_eq!(
-        xattr(&tmp.path().join("var/lib/app"), "trusted.overlay.opaque"),
-        None
-    );
+    assert_eq!(xattr(&tmp.path().join("var/lib/app"), "trusted.overlay.opaque"), None);
     unpack("top.tar.zst", tmp.path(), &DELETE).unwrap();
     check_visible(tmp.path());
 }

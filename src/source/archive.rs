@@ -19,10 +19,7 @@ pub trait LayoutFs {
         let mut buf = Vec::new();
         self.open(path)
             .and_then(|mut r| r.read_to_end(&mut buf))
-            .map_err(|source| SourceError::Io {
-                path: self.origin().join(path),
-                source,
-            })?;
+            .map_err(|source| SourceError::Io { path: self.origin().join(path), source })?;
         Ok(buf)
     }
 }
@@ -51,29 +48,22 @@ pub struct ArchiveFs {
 }
 
 fn normalise(name: &str) -> String {
-    name.trim_start_matches("./")
-        .trim_start_matches('/')
-        .to_owned()
+    name.trim_start_matches("./").trim_start_matches('/').to_owned()
 }
 
 impl ArchiveFs {
     /// Opens `path`; `scratch` is a directory for the decompressed copy if one is needed.
     pub fn open(path: &Path, scratch: &Path) -> Result<ArchiveFs> {
-        let ioerr = |source| SourceError::Io {
-            path: path.to_owned(),
-            source,
-        };
+        let ioerr = |source| SourceError::Io { path: path.to_owned(), source };
         let mut reader = BufReader::with_capacity(1 << 20, File::open(path).map_err(ioerr)?);
         let compression = Compression::sniff(reader.fill_buf().map_err(ioerr)?);
         let mut file = if compression == Compression::None {
             reader.into_inner()
         } else {
-            let mut tmp = tempfile::tempfile_in(scratch).map_err(|source| SourceError::Io {
-                path: scratch.to_owned(),
-                source,
-            })?;
-            let mut decompressed = unpack::decompress(reader, compression)
-                .map_err(|e| invalid(path.display().to_string(), e))?;
+            let mut tmp = tempfile::tempfile_in(scratch)
+                .map_err(|source| SourceError::Io { path: scratch.to_owned(), source })?;
+            let mut decompressed =
+                unpack::decompress(reader, compression).map_err(|e| invalid(path.display().to_string(), e))?;
             io::copy(&mut decompressed, &mut tmp).map_err(ioerr)?;
             tmp
         };
@@ -89,28 +79,18 @@ impl ArchiveFs {
                 }
             }
         }
-        Ok(ArchiveFs {
-            path: path.to_owned(),
-            file,
-            members,
-        })
+        Ok(ArchiveFs { path: path.to_owned(), file, members })
     }
 }
 
 impl LayoutFs for ArchiveFs {
     fn open(&self, path: &str) -> io::Result<Box<dyn Read + '_>> {
-        let &(offset, size) = self.members.get(&normalise(path)).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("{path} is not in the archive"),
-            )
-        })?;
+        let &(offset, size) = self
+            .members
+            .get(&normalise(path))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{path} is not in the archive")))?;
         // Duplicated descriptors share one offset: read with pread instead.
-        Ok(Box::new(PositionedReader {
-            file: self.file.try_clone()?,
-            pos: offset,
-            end: offset + size,
-        }))
+        Ok(Box::new(PositionedReader { file: self.file.try_clone()?, pos: offset, end: offset + size }))
     }
     fn exists(&self, path: &str) -> bool {
         self.members.contains_key(&normalise(path))

@@ -31,14 +31,9 @@ fn digest_in_name(path: &str) -> Option<Digest> {
     Digest::from_hex(name.strip_suffix(".json").unwrap_or(name)).ok()
 }
 
-pub(crate) fn import(
-    store: &Store,
-    fs: &dyn LayoutFs,
-    progress: Arc<dyn Progress>,
-) -> Result<Vec<Digest>> {
+pub(crate) fn import(store: &Store, fs: &dyn LayoutFs, progress: Arc<dyn Progress>) -> Result<Vec<Digest>> {
     let what = fs.origin().join("manifest.json").display().to_string();
-    let entries: Vec<Entry> =
-        serde_json::from_slice(&fs.read_all("manifest.json")?).map_err(|e| invalid(&what, e))?;
+    let entries: Vec<Entry> = serde_json::from_slice(&fs.read_all("manifest.json")?).map_err(|e| invalid(&what, e))?;
     let mut ids = Vec::new();
     for entry in entries {
         let config_bytes = fs.read_all(&entry.config)?;
@@ -53,16 +48,13 @@ pub(crate) fn import(
                 .into());
             }
         }
-        let config: ImageConfiguration = serde_json::from_slice(&config_bytes)
-            .map_err(|e| invalid(format!("config {}", entry.config), e))?;
+        let config: ImageConfiguration =
+            serde_json::from_slice(&config_bytes).map_err(|e| invalid(format!("config {}", entry.config), e))?;
         let diff_ids: Vec<Digest> = config
             .rootfs()
             .diff_ids()
             .iter()
-            .map(|d| {
-                d.parse()
-                    .map_err(|e| invalid(format!("config {}", entry.config), e))
-            })
+            .map(|d| d.parse().map_err(|e| invalid(format!("config {}", entry.config), e)))
             .collect::<Result<_>>()?;
         if diff_ids.len() != entry.layers.len() {
             return Err(invalid(
@@ -86,18 +78,12 @@ pub(crate) fn import(
         let config_blob = ingest.put_blob_bytes(&config_bytes, CONFIG_MEDIA_TYPE)?;
         let mut layers = Vec::new();
         for (path, diff_id) in entry.layers.iter().zip(&diff_ids) {
-            let ioerr = |source| SourceError::Io {
-                path: fs.origin().join(path),
-                source,
-            };
+            let ioerr = |source| SourceError::Io { path: fs.origin().join(path), source };
             let mut reader = BufReader::with_capacity(1 << 20, fs.open(path).map_err(ioerr)?);
             let compression = Compression::sniff(reader.fill_buf().map_err(ioerr)?);
             // An uncompressed layer's blob digest is its diff_id; otherwise the name may say it.
-            let expected_blob = if compression == Compression::None {
-                Some(diff_id.clone())
-            } else {
-                digest_in_name(path)
-            };
+            let expected_blob =
+                if compression == Compression::None { Some(diff_id.clone()) } else { digest_in_name(path) };
             layers.push(ingest.put_layer(
                 &mut reader,
                 expected_blob.as_ref(),
@@ -107,10 +93,7 @@ pub(crate) fn import(
         }
         let blobs: Vec<_> = layers.iter().map(|l| l.blob.clone()).collect();
         let manifest = synthesize_manifest(&config_blob, &blobs);
-        let manifest_blob = ingest.put_blob_bytes(
-            &manifest,
-            oci_spec::image::MediaType::ImageManifest.as_ref(),
-        )?;
+        let manifest_blob = ingest.put_blob_bytes(&manifest, oci_spec::image::MediaType::ImageManifest.as_ref())?;
         ids.push(ingest.commit(NewImage {
             manifest: manifest_blob,
             config: config_blob,

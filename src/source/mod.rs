@@ -28,11 +28,7 @@ pub enum SourceError {
     #[error("{what}: {reason}")]
     Invalid { what: String, reason: String },
     #[error("{what}: no image matches {wanted}; the layout has: {available}")]
-    NoMatch {
-        what: String,
-        wanted: String,
-        available: String,
-    },
+    NoMatch { what: String, wanted: String, available: String },
     #[error("{url}: download failed: {reason}")]
     Download { url: String, reason: String },
     #[error(transparent)]
@@ -42,10 +38,7 @@ pub enum SourceError {
 pub type Result<T, E = SourceError> = std::result::Result<T, E>;
 
 pub(crate) fn invalid(what: impl Into<String>, reason: impl std::fmt::Display) -> SourceError {
-    SourceError::Invalid {
-        what: what.into(),
-        reason: reason.to_string(),
-    }
+    SourceError::Invalid { what: what.into(), reason: reason.to_string() }
 }
 
 /// `racker load`: a `docker save` archive or an OCI archive, possibly compressed.
@@ -61,8 +54,6 @@ pub fn load_archive(
     } else if fs.exists("index.json") {
         import_layout(store, &fs, None, &[], progress)
     } else {
-        Err(SourceError::UnknownArchive {
-            path: path.to_owned(),
-        })
+        Err(SourceError::UnknownArchive { path: path.to_owned() })
     }
 }

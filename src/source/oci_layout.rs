@@ -20,8 +20,7 @@ pub(crate) fn blob_path(digest: &Digest) -> String {
 
 fn descriptor_digest(desc: &Descriptor) -> Result<Digest> {
     let text = desc.digest().to_string();
-    text.parse()
-        .map_err(|e| invalid(format!("descriptor {text}"), e))
+    text.parse().map_err(|e| invalid(format!("descriptor {text}"), e))
 }
 
 /// Reads a blob named by a descriptor and checks its digest and size.
@@ -49,8 +48,7 @@ fn read_verified(fs: &dyn LayoutFs, desc: &Descriptor) -> Result<(Digest, Vec<u8
 }
 
 fn is_index(mt: &MediaType) -> bool {
-    matches!(mt, MediaType::ImageIndex)
-        || mt.to_string() == "application/vnd.docker.distribution.manifest.list.v2+json"
+    matches!(mt, MediaType::ImageIndex) || mt.to_string() == "application/vnd.docker.distribution.manifest.list.v2+json"
 }
 
 /// Imports the images of a layout's `index.json`: the one whose ref name is `wanted`,
@@ -63,48 +61,34 @@ pub fn import_layout(
     progress: Arc<dyn Progress>,
 ) -> Result<Vec<Digest>> {
     let what = fs.origin().join("index.json").display().to_string();
-    let index: ImageIndex =
-        serde_json::from_slice(&fs.read_all("index.json")?).map_err(|e| invalid(&what, e))?;
-    let annotation =
-        |d: &Descriptor, key: &str| d.annotations().as_ref().and_then(|a| a.get(key)).cloned();
+    let index: ImageIndex = serde_json::from_slice(&fs.read_all("index.json")?).map_err(|e| invalid(&what, e))?;
+    let annotation = |d: &Descriptor, key: &str| d.annotations().as_ref().and_then(|a| a.get(key)).cloned();
     let chosen: Vec<&Descriptor> = index
         .manifests()
         .iter()
         .filter(|d| match wanted {
             None => true,
             Some(w) => {
-                annotation(d, REF_NAME).as_deref() == Some(w)
-                    || annotation(d, CONTAINERD_NAME).as_deref() == Some(w)
+                annotation(d, REF_NAME).as_deref() == Some(w) || annotation(d, CONTAINERD_NAME).as_deref() == Some(w)
             }
         })
         .collect();
     if chosen.is_empty() {
-        let available: Vec<String> = index
-            .manifests()
-            .iter()
-            .filter_map(|d| annotation(d, REF_NAME))
-            .collect();
+        let available: Vec<String> = index.manifests().iter().filter_map(|d| annotation(d, REF_NAME)).collect();
         return Err(SourceError::NoMatch {
             what: fs.origin().display().to_string(),
             wanted: wanted.unwrap_or("an image").to_owned(),
-            available: if available.is_empty() {
-                "no named images".into()
-            } else {
-                available.join(", ")
-            },
+            available: if available.is_empty() { "no named images".into() } else { available.join(", ") },
         });
     }
     let mut ids = Vec::new();
     for desc in chosen {
-        let mut names: Vec<Reference> = [
-            annotation(desc, CONTAINERD_NAME),
-            annotation(desc, REF_NAME),
-        ]
-        .into_iter()
-        .flatten()
-        .filter(|n| n.contains('/'))
-        .filter_map(|n| Reference::parse(&n).ok())
-        .collect();
+        let mut names: Vec<Reference> = [annotation(desc, CONTAINERD_NAME), annotation(desc, REF_NAME)]
+            .into_iter()
+            .flatten()
+            .filter(|n| n.contains('/'))
+            .filter_map(|n| Reference::parse(&n).ok())
+            .collect();
         if names.is_empty() {
             names = default_names.to_vec();
         }
@@ -117,24 +101,15 @@ pub fn import_layout(
 }
 
 /// Follows an image index down to the manifest for `platform`.
-fn resolve_platform(
-    fs: &dyn LayoutFs,
-    desc: &Descriptor,
-    platform: &Platform,
-) -> Result<Descriptor> {
+fn resolve_platform(fs: &dyn LayoutFs, desc: &Descriptor, platform: &Platform) -> Result<Descriptor> {
     if !is_index(desc.media_type()) {
         return Ok(desc.clone());
     }
     let (digest, bytes) = read_verified(fs, desc)?;
-    let index: ImageIndex =
-        serde_json::from_slice(&bytes).map_err(|e| invalid(format!("index {digest}"), e))?;
+    let index: ImageIndex = serde_json::from_slice(&bytes).map_err(|e| invalid(format!("index {digest}"), e))?;
     let found = index.manifests().iter().find(|m| {
         m.platform().as_ref().is_some_and(|p| {
-            platform.matches(
-                &p.os().to_string(),
-                &p.architecture().to_string(),
-                p.variant().as_deref(),
-            )
+            platform.matches(&p.os().to_string(), &p.architecture().to_string(), p.variant().as_deref())
         })
     });
     match found {
@@ -143,11 +118,7 @@ fn resolve_platform(
             let have: Vec<String> = index
                 .manifests()
                 .iter()
-                .filter_map(|m| {
-                    m.platform()
-                        .as_ref()
-                        .map(|p| format!("{}/{}", p.os(), p.architecture()))
-                })
+                .filter_map(|m| m.platform().as_ref().map(|p| format!("{}/{}", p.os(), p.architecture())))
                 .collect();
             Err(SourceError::NoMatch {
                 what: format!("index {digest}"),
@@ -169,55 +140,39 @@ pub(crate) fn import_manifest(
     let value: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| invalid(format!("manifest {digest}"), e))?;
     if value.get("schemaVersion").and_then(|v| v.as_u64()) == Some(1) {
-        return Err(invalid(format!("manifest {digest}"), "Docker schema 1 manifests are not supported; push the image again with a current docker or skopeo"));
+        return Err(invalid(
+            format!("manifest {digest}"),
+            "Docker schema 1 manifests are not supported; push the image again with a current docker or skopeo",
+        ));
     }
     let manifest: ImageManifest =
         serde_json::from_value(value).map_err(|e| invalid(format!("manifest {digest}"), e))?;
-    let manifest_type = manifest
-        .media_type()
-        .as_ref()
-        .unwrap_or(desc.media_type())
-        .to_string();
+    let manifest_type = manifest.media_type().as_ref().unwrap_or(desc.media_type()).to_string();
     let manifest_blob = ingest.put_blob_bytes(&bytes, &manifest_type)?;
 
     let (config_digest, config_bytes) = read_verified(fs, manifest.config())?;
-    let config: ImageConfiguration = serde_json::from_slice(&config_bytes)
-        .map_err(|e| invalid(format!("config {config_digest}"), e))?;
-    let config_blob =
-        ingest.put_blob_bytes(&config_bytes, manifest.config().media_type().as_ref())?;
+    let config: ImageConfiguration =
+        serde_json::from_slice(&config_bytes).map_err(|e| invalid(format!("config {config_digest}"), e))?;
+    let config_blob = ingest.put_blob_bytes(&config_bytes, manifest.config().media_type().as_ref())?;
     let diff_ids: Vec<Digest> = config
         .rootfs()
         .diff_ids()
         .iter()
-        .map(|d| {
-            d.parse()
-                .map_err(|e| invalid(format!("config {config_digest}"), e))
-        })
+        .map(|d| d.parse().map_err(|e| invalid(format!("config {config_digest}"), e)))
         .collect::<Result<_>>()?;
     if diff_ids.len() != manifest.layers().len() {
         return Err(invalid(
             format!("image {config_digest}"),
-            format!(
-                "manifest lists {} layers but the config {} diff_ids",
-                manifest.layers().len(),
-                diff_ids.len()
-            ),
+            format!("manifest lists {} layers but the config {} diff_ids", manifest.layers().len(), diff_ids.len()),
         ));
     }
     let mut layers = Vec::new();
     for (layer, diff_id) in manifest.layers().iter().zip(&diff_ids) {
         let blob_digest = descriptor_digest(layer)?;
         let path = blob_path(&blob_digest);
-        let mut reader = fs.open(&path).map_err(|source| SourceError::Io {
-            path: fs.origin().join(&path),
-            source,
-        })?;
-        let info = ingest.put_layer(
-            &mut reader,
-            Some(&blob_digest),
-            Some(layer.media_type().as_ref()),
-            Some(diff_id),
-        )?;
+        let mut reader = fs.open(&path).map_err(|source| SourceError::Io { path: fs.origin().join(&path), source })?;
+        let info =
+            ingest.put_layer(&mut reader, Some(&blob_digest), Some(layer.media_type().as_ref()), Some(diff_id))?;
         if info.blob.size != layer.size() {
             return Err(crate::store::StoreError::SizeMismatch {
                 what: format!("layer {blob_digest}"),
@@ -228,13 +183,7 @@ pub(crate) fn import_manifest(
         }
         layers.push(info);
     }
-    Ok(NewImage {
-        manifest: manifest_blob,
-        config: config_blob,
-        layers,
-        tags,
-        repo_digests: vec![],
-    })
+    Ok(NewImage { manifest: manifest_blob, config: config_blob, layers, tags, repo_digests: vec![] })
 }
 
 /// A descriptor-shaped record for synthesised manifests.

@@ -21,11 +21,7 @@ impl Platform {
             "powerpc64" => ("ppc64le", None),
             other => (other, None),
         };
-        Platform {
-            os: "linux".into(),
-            architecture: architecture.into(),
-            variant: variant.map(Into::into),
-        }
+        Platform { os: "linux".into(), architecture: architecture.into(), variant: variant.map(Into::into) }
     }
 
     /// Whether an index entry's platform fits; a missing variant fits any.
@@ -44,21 +40,13 @@ impl FromStr for Platform {
     fn from_str(s: &str) -> Result<Self, String> {
         let parts: Vec<&str> = s.split('/').collect();
         match parts.as_slice() {
-            [os, arch] if !os.is_empty() && !arch.is_empty() => Ok(Platform {
-                os: (*os).into(),
-                architecture: (*arch).into(),
-                variant: None,
-            }),
-            [os, arch, variant] if !os.is_empty() && !arch.is_empty() && !variant.is_empty() => {
-                Ok(Platform {
-                    os: (*os).into(),
-                    architecture: (*arch).into(),
-                    variant: Some((*variant).into()),
-                })
+            [os, arch] if !os.is_empty() && !arch.is_empty() => {
+                Ok(Platform { os: (*os).into(), architecture: (*arch).into(), variant: None })
             }
-            _ => Err(format!(
-                "invalid platform {s:?}: expected OS/ARCH[/VARIANT], e.g. linux/arm64"
-            )),
+            [os, arch, variant] if !os.is_empty() && !arch.is_empty() && !variant.is_empty() => {
+                Ok(Platform { os: (*os).into(), architecture: (*arch).into(), variant: Some((*variant).into()) })
+            }
+            _ => Err(format!("invalid platform {s:?}: expected OS/ARCH[/VARIANT], e.g. linux/arm64")),
         }
     }
 }

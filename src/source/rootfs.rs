@@ -44,19 +44,13 @@ impl RootfsInput {
     fn open(&self) -> Result<(Box<dyn Read>, Option<u64>)> {
         match self {
             RootfsInput::File(path) => {
-                let file = File::open(path).map_err(|source| SourceError::Io {
-                    path: path.clone(),
-                    source,
-                })?;
+                let file = File::open(path).map_err(|source| SourceError::Io { path: path.clone(), source })?;
                 let len = file.metadata().ok().map(|m| m.len());
                 Ok((Box::new(file), len))
             }
             RootfsInput::Stdin => Ok((Box::new(io::stdin()), None)),
             RootfsInput::Url(url) => {
-                let download = |reason: String| SourceError::Download {
-                    url: url.clone(),
-                    reason,
-                };
+                let download = |reason: String| SourceError::Download { url: url.clone(), reason };
                 let response = reqwest::blocking::Client::builder()
                     .timeout(None)
                     .build()
@@ -99,13 +93,9 @@ pub fn import_rootfs(
         config["variant"] = serde_json::Value::String(variant.clone());
     }
     let config_bytes = serde_json::to_vec(&config).expect("a JSON value always serialises");
-    let config_blob =
-        ingest.put_blob_bytes(&config_bytes, "application/vnd.oci.image.config.v1+json")?;
+    let config_blob = ingest.put_blob_bytes(&config_bytes, "application/vnd.oci.image.config.v1+json")?;
     let manifest = synthesize_manifest(&config_blob, std::slice::from_ref(&layer.blob));
-    let manifest_blob = ingest.put_blob_bytes(
-        &manifest,
-        oci_spec::image::MediaType::ImageManifest.as_ref(),
-    )?;
+    let manifest_blob = ingest.put_blob_bytes(&manifest, oci_spec::image::MediaType::ImageManifest.as_ref())?;
     let id = ingest.commit(NewImage {
         manifest: manifest_blob,
         config: config_blob,

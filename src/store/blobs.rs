@@ -9,9 +9,7 @@ use super::{io_err, Result, StoreError};
 use crate::digest::{Digest, HashingWriter};
 
 pub(crate) fn path(root: &Path, digest: &Digest) -> PathBuf {
-    root.join("blobs")
-        .join(Digest::ALGORITHM)
-        .join(digest.hex())
+    root.join("blobs").join(Digest::ALGORITHM).join(digest.hex())
 }
 
 /// Copies `reader` to a new file at `tmp`, hashing on the way, and checks the result
@@ -22,30 +20,20 @@ pub(crate) fn write_verified(
     what: &str,
     expected: Option<&Digest>,
 ) -> Result<(Digest, u64)> {
-    let file = File::options()
-        .write(true)
-        .create_new(true)
-        .open(tmp)
-        .map_err(io_err(tmp))?;
+    let file = File::options().write(true).create_new(true).open(tmp).map_err(io_err(tmp))?;
     let mut writer = HashingWriter::new(io::BufWriter::with_capacity(1 << 20, file));
     io::copy(reader, &mut writer).map_err(io_err(tmp))?;
     let (buffered, digest, size) = writer.finish();
-    buffered
-        .into_inner()
-        .map_err(|e| io_err(tmp)(e.into_error()))?
-        .flush()
-        .map_err(io_err(tmp))?;
+    buffered.into_inner().map_err(|e| io_err(tmp)(e.into_error()))?.flush().map_err(io_err(tmp))?;
     check(what, expected, &digest)?;
     Ok((digest, size))
 }
 
 pub(crate) fn check(what: &str, expected: Option<&Digest>, found: &Digest) -> Result<()> {
     match expected {
-        Some(expected) if expected != found => Err(StoreError::DigestMismatch {
-            what: what.to_owned(),
-            expected: expected.clone(),
-            found: found.clone(),
-        }),
+        Some(expected) if expected != found => {
+            Err(StoreError::DigestMismatch { what: what.to_owned(), expected: expected.clone(), found: found.clone() })
+        }
         _ => Ok(()),
     }
 }

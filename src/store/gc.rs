@@ -52,9 +52,7 @@ fn tree_size(path: &Path) -> u64 {
     if !meta.is_dir() {
         return if meta.is_file() { meta.len() } else { 0 };
     }
-    fs::read_dir(path)
-        .map(|entries| entries.flatten().map(|e| tree_size(&e.path())).sum())
-        .unwrap_or(0)
+    fs::read_dir(path).map(|entries| entries.flatten().map(|e| tree_size(&e.path())).sum()).unwrap_or(0)
 }
 
 fn remove_path(path: &Path) -> Result<()> {
@@ -67,8 +65,7 @@ fn remove_path(path: &Path) -> Result<()> {
 }
 
 fn query_u64(conn: &Connection, sql: &str) -> rusqlite::Result<u64> {
-    conn.query_row(sql, [], |r| r.get::<_, Option<u64>>(0))
-        .map(|v| v.unwrap_or(0))
+    conn.query_row(sql, [], |r| r.get::<_, Option<u64>>(0)).map(|v| v.unwrap_or(0))
 }
 
 impl Store {
@@ -90,10 +87,7 @@ impl Store {
         let mut report = GcReport::default();
         let mut db = self.db();
         let path = self.root.join("racker.db");
-        let dberr = |source| StoreError::Database {
-            path: path.clone(),
-            source,
-        };
+        let dberr = |source| StoreError::Database { path: path.clone(), source };
         let tx = db.write()?;
         let (blobs, layers) = {
             let mut stmt = tx.prepare(UNREFERENCED_BLOBS).map_err(dberr)?;
@@ -103,38 +97,28 @@ impl Store {
                 .map_err(dberr)?;
             let mut stmt = tx.prepare(UNREFERENCED_LAYERS).map_err(dberr)?;
             let layers = stmt
-                .query_map([], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, u64>(2)?,
-                    ))
-                })
+                .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, u64>(2)?)))
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
                 .map_err(dberr)?;
             (blobs, layers)
         };
         for (digest, size) in &blobs {
             if !dry_run {
-                tx.execute("DELETE FROM blobs WHERE digest = ?1", [digest])
-                    .map_err(dberr)?;
+                tx.execute("DELETE FROM blobs WHERE digest = ?1", [digest]).map_err(dberr)?;
             }
             report.blobs.push(digest.clone());
             report.reclaimed_bytes += size;
         }
         for (id, diff_id, size) in &layers {
             if !dry_run {
-                tx.execute("DELETE FROM layers WHERE id = ?1", [id])
-                    .map_err(dberr)?;
+                tx.execute("DELETE FROM layers WHERE id = ?1", [id]).map_err(dberr)?;
             }
             report.layers.push(diff_id.clone());
             report.reclaimed_bytes += size;
         }
         // Names of everything that stays, to find files no row names.
         let live_blobs: std::collections::HashSet<String> = {
-            let mut stmt = tx
-                .prepare("SELECT substr(digest, 8) FROM blobs")
-                .map_err(dberr)?;
+            let mut stmt = tx.prepare("SELECT substr(digest, 8) FROM blobs").map_err(dberr)?;
             let rows = stmt
                 .query_map([], |r| r.get(0))
                 .and_then(|rows| rows.collect::<rusqlite::Result<_>>())
@@ -142,9 +126,7 @@ impl Store {
             rows
         };
         let live_layers: std::collections::HashSet<String> = {
-            let mut stmt = tx
-                .prepare("SELECT CAST(id AS TEXT) FROM layers")
-                .map_err(dberr)?;
+            let mut stmt = tx.prepare("SELECT CAST(id AS TEXT) FROM layers").map_err(dberr)?;
             let rows = stmt
                 .query_map([], |r| r.get(0))
                 .and_then(|rows| rows.collect::<rusqlite::Result<_>>())
@@ -159,10 +141,8 @@ impl Store {
         drop(db);
 
         // Rows are gone; now the files. Known garbage is counted above, the rest here.
-        let dropped_blobs: std::collections::HashSet<&str> = blobs
-            .iter()
-            .map(|(d, _)| d.trim_start_matches("sha256:"))
-            .collect();
+        let dropped_blobs: std::collections::HashSet<&str> =
+            blobs.iter().map(|(d, _)| d.trim_start_matches("sha256:")).collect();
         let dropped_layers: std::collections::HashSet<String> =
             layers.iter().map(|(id, _, _)| id.to_string()).collect();
         let keep = |area: &str, name: &str| match area {
@@ -179,8 +159,8 @@ impl Store {
                 if keep(area, &name) {
                     continue;
                 }
-                let known = dropped_blobs.contains(name.as_str())
-                    || (area == "layers" && dropped_layers.contains(&name));
+                let known =
+                    dropped_blobs.contains(name.as_str()) || (area == "layers" && dropped_layers.contains(&name));
                 if !known {
                     report.reclaimed_bytes += tree_size(&entry.path());
                     report.leftovers.push(format!("{area}/{name}"));
@@ -216,9 +196,8 @@ impl Store {
                 "SELECT SUM(size) FROM blobs WHERE digest IN
                    (SELECT blob_digest FROM image_layers GROUP BY blob_digest HAVING COUNT(DISTINCT image_id) > 1)",
             )?;
-            du.reclaimable_size =
-                query_u64(c, &format!("SELECT SUM(size) FROM ({UNREFERENCED_BLOBS})"))?
-                    + query_u64(c, &format!("SELECT SUM(size) FROM ({UNREFERENCED_LAYERS})"))?;
+            du.reclaimable_size = query_u64(c, &format!("SELECT SUM(size) FROM ({UNREFERENCED_BLOBS})"))?
+                + query_u64(c, &format!("SELECT SUM(size) FROM ({UNREFERENCED_LAYERS})"))?;
             // Logical: each image counted with all its layers and blobs; physical: stored once.
             let logical = du.images_size
                 + query_u64(
@@ -228,11 +207,7 @@ impl Store {
                      JOIN blobs b ON b.digest = u.d",
                 )?;
             let physical = du.layers_size + du.blobs_size - du.reclaimable_size;
-            du.dedupe_ratio = if physical == 0 {
-                1.0
-            } else {
-                logical as f64 / physical as f64
-            };
+            du.dedupe_ratio = if physical == 0 { 1.0 } else { logical as f64 / physical as f64 };
             Ok(du)
         };
         q().map_err(db.err())

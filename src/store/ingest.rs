@@ -55,11 +55,16 @@ struct Staged {
     layers: BTreeMap<Digest, (PathBuf, UnpackStats)>,
 }
 
-/// One adding operation in progress. Holds the store's lock shared, so that gc waits.
+/// One adding operation in progress. Holds the store's lock shared, so that gc waits,
+/// and its staging directory's lock exclusive, so that nobody adopts it while it lives.
 pub struct Ingest<'s> {
     store: &'s Store,
     _lock: StoreLock,
+    _dir_lock: File,
     dir: PathBuf,
+    /// Verified blobs left by operations that died (a killed pull), by digest: used
+    /// instead of downloading again.
+    adoptable: Mutex<BTreeMap<Digest, PathBuf>>,
     staged: Mutex<Staged>,
     seq: AtomicU64,
     progress: Arc<dyn Progress>,
@@ -82,30 +87,26 @@ impl<R: Read, W: Write> Read for TeeReader<R, W> {
 
 impl<'s> Ingest<'s> {
     pub(super) fn begin(store: &'s Store) -> Result<Self> {
-        let lock = store
-            .lock(FlockOperation::LockShared)?
-            .ok_or_else(|| StoreError::Invalid {
-                what: "store lock".into(),
-                reason: "a blocking lock returned without being held".into(),
-            })?;
-        let dir = store.root.join("ingest").join(format!(
-            "{}-{:016x}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
+        let lock = store.lock(FlockOperation::LockShared)?.ok_or_else(|| StoreError::Invalid {
+            what: "store lock".into(),
+            reason: "a blocking lock returned without being held".into(),
+        })?;
+        let dir = store.root.join("ingest").join(format!("{}-{:016x}", std::process::id(), rand::random::<u64>()));
         fs::create_dir_all(dir.join("blobs")).map_err(io_err(&dir))?;
+        let dir_lock = File::open(&dir).map_err(io_err(&dir))?;
+        rustix::fs::flock(&dir_lock, FlockOperation::LockExclusive).map_err(|e| io_err(&dir)(e.into()))?;
+        let adoptable = adopt_stale(&store.root.join("ingest"), &dir)?;
         Ok(Ingest {
             store,
             _lock: lock,
+            _dir_lock: dir_lock,
             dir,
+            adoptable: Mutex::new(adoptable),
             staged: Mutex::default(),
             seq: AtomicU64::new(0),
             progress: Arc::new(Silent),
             // Images carry device nodes (a debootstrapped /dev); as root, docker keeps them too.
-            unpack_options: UnpackOptions {
-                allow_devices: true,
-                ..UnpackOptions::default()
-            },
+            unpack_options: UnpackOptions { allow_devices: true, ..UnpackOptions::default() },
         })
     }
 
@@ -120,23 +121,26 @@ impl<'s> Ingest<'s> {
     }
 
     fn scratch(&self, kind: &str) -> PathBuf {
-        self.dir.join(format!(
-            "{kind}-{}",
-            self.seq.fetch_add(1, Ordering::Relaxed)
-        ))
+        self.dir.join(format!("{kind}-{}", self.seq.fetch_add(1, Ordering::Relaxed)))
     }
 
-    /// The blob if this operation staged it or the store has it.
+    /// The blob if this operation staged it, the store has it, or a dead operation
+    /// left it verified (checked again before it is used).
     fn known_blob(&self, digest: &Digest, media_type: &str) -> Option<BlobInfo> {
         if let Some(info) = self.staged().blobs.get(digest) {
             return Some(info.clone());
         }
-        let size = fs::metadata(self.store.blob_path(digest)).ok()?.len();
-        Some(BlobInfo {
-            digest: digest.clone(),
-            size,
-            media_type: media_type.to_owned(),
-        })
+        if let Ok(meta) = fs::metadata(self.store.blob_path(digest)) {
+            return Some(BlobInfo { digest: digest.clone(), size: meta.len(), media_type: media_type.to_owned() });
+        }
+        let leftover = self.adoptable.lock().unwrap_or_else(|p| p.into_inner()).remove(digest)?;
+        let (found, size) = File::open(&leftover).and_then(|f| HashingReader::new(f).finish()).ok()?;
+        if &found != digest {
+            let _ = fs::remove_file(&leftover);
+            return None;
+        }
+        tracing::info!(%digest, "reusing a blob an interrupted operation had verified");
+        self.stage_blob(&leftover, digest, size, media_type).ok()
     }
 
     fn blob_file(&self, digest: &Digest) -> PathBuf {
@@ -149,24 +153,13 @@ impl<'s> Ingest<'s> {
     }
 
     fn have_layer(&self, diff_id: &Digest) -> Result<bool> {
-        Ok(self.staged().layers.contains_key(diff_id)
-            || self.store.db().layer_id(diff_id)?.is_some())
+        Ok(self.staged().layers.contains_key(diff_id) || self.store.db().layer_id(diff_id)?.is_some())
     }
 
-    fn stage_blob(
-        &self,
-        tmp: &Path,
-        digest: &Digest,
-        size: u64,
-        media_type: &str,
-    ) -> Result<BlobInfo> {
+    fn stage_blob(&self, tmp: &Path, digest: &Digest, size: u64, media_type: &str) -> Result<BlobInfo> {
         let target = self.dir.join("blobs").join(digest.hex());
         fs::rename(tmp, &target).map_err(io_err(&target))?;
-        let info = BlobInfo {
-            digest: digest.clone(),
-            size,
-            media_type: media_type.to_owned(),
-        };
+        let info = BlobInfo { digest: digest.clone(), size, media_type: media_type.to_owned() };
         self.staged().blobs.insert(digest.clone(), info.clone());
         Ok(info)
     }
@@ -178,24 +171,15 @@ impl<'s> Ingest<'s> {
 
     /// Stages a blob from a stream, verifying it against `expected`. A blob the store
     /// already has is not read at all.
-    pub fn put_blob(
-        &self,
-        reader: &mut dyn Read,
-        expected: Option<&Digest>,
-        media_type: &str,
-    ) -> Result<BlobInfo> {
+    pub fn put_blob(&self, reader: &mut dyn Read, expected: Option<&Digest>, media_type: &str) -> Result<BlobInfo> {
         if let Some(info) = expected.and_then(|d| self.known_blob(d, media_type)) {
             return Ok(info);
         }
         let tmp = self.scratch("blob");
-        let what = format!(
-            "blob {}",
-            expected.map(|d| d.to_string()).unwrap_or_default()
-        );
-        let (digest, size) = blobs::write_verified(reader, &tmp, what.trim(), expected)
-            .inspect_err(|_| {
-                let _ = fs::remove_file(&tmp);
-            })?;
+        let what = format!("blob {}", expected.map(|d| d.to_string()).unwrap_or_default());
+        let (digest, size) = blobs::write_verified(reader, &tmp, what.trim(), expected).inspect_err(|_| {
+            let _ = fs::remove_file(&tmp);
+        })?;
         self.stage_blob(&tmp, &digest, size, media_type)
     }
 
@@ -213,9 +197,7 @@ impl<'s> Ingest<'s> {
         media_type: Option<&str>,
         expected_diff_id: Option<&Digest>,
     ) -> Result<LayerInfo> {
-        let label = expected_blob
-            .map(|d| d.short().to_owned())
-            .unwrap_or_else(|| "layer".to_owned());
+        let label = expected_blob.map(|d| d.short().to_owned()).unwrap_or_else(|| "layer".to_owned());
         let present_layer = match expected_diff_id {
             Some(d) if self.have_layer(d)? => Some(d.clone()),
             _ => None,
@@ -231,11 +213,8 @@ impl<'s> Ingest<'s> {
             }
             (Some(diff_id), None) => {
                 let mt = media_type.unwrap_or_default();
-                let blob = self.put_blob(
-                    &mut ProgressReader::new(reader, &label, &*self.progress),
-                    expected_blob,
-                    mt,
-                )?;
+                let blob =
+                    self.put_blob(&mut ProgressReader::new(reader, &label, &*self.progress), expected_blob, mt)?;
                 self.progress.end(&label, "Layer already unpacked");
                 Ok(LayerInfo { blob, diff_id })
             }
@@ -249,18 +228,12 @@ impl<'s> Ingest<'s> {
                     &blob.digest.to_string(),
                     &label,
                 )?;
-                blobs::check(
-                    &format!("layer {} (uncompressed)", blob.digest),
-                    expected_diff_id,
-                    &layer.1.diff_id,
-                )?;
+                blobs::check(&format!("layer {} (uncompressed)", blob.digest), expected_diff_id, &layer.1.diff_id)?;
                 let diff_id = layer.1.diff_id.clone();
                 self.keep_layer(layer)?;
                 Ok(LayerInfo { blob, diff_id })
             }
-            (None, None) => {
-                self.put_new_layer(reader, expected_blob, media_type, expected_diff_id, &label)
-            }
+            (None, None) => self.put_new_layer(reader, expected_blob, media_type, expected_diff_id, &label),
         }
     }
 
@@ -272,15 +245,9 @@ impl<'s> Ingest<'s> {
         expected_diff_id: Option<&Digest>,
         label: &str,
     ) -> Result<LayerInfo> {
-        let what = expected_blob
-            .map(|d| format!("layer {d}"))
-            .unwrap_or_else(|| "layer".to_owned());
+        let what = expected_blob.map(|d| format!("layer {d}")).unwrap_or_else(|| "layer".to_owned());
         let tmp = self.scratch("blob");
-        let file = File::options()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(io_err(&tmp))?;
+        let file = File::options().write(true).create_new(true).open(&tmp).map_err(io_err(&tmp))?;
         let counted = ProgressReader::new(reader, label, &*self.progress);
         let mut input = BufReader::with_capacity(1 << 20, counted);
         let head = input.fill_buf().map_err(io_err(&tmp))?;
@@ -291,67 +258,44 @@ impl<'s> Ingest<'s> {
         let result = (|| -> Result<(BlobInfo, (PathBuf, UnpackStats))> {
             if compression == Compression::Xz {
                 // Store the decompressed tar: the tee sits after the decompressor.
-                let decompressed = unpack::decompress(input, compression).map_err(|source| {
-                    StoreError::Unpack {
-                        blob: what.clone(),
-                        source,
-                    }
-                })?;
-                let mut tee = TeeReader {
-                    inner: decompressed,
-                    out: BufWriter::with_capacity(1 << 20, file),
-                };
+                let decompressed = unpack::decompress(input, compression)
+                    .map_err(|source| StoreError::Unpack { blob: what.clone(), source })?;
+                let mut tee = TeeReader { inner: decompressed, out: BufWriter::with_capacity(1 << 20, file) };
                 let layer = self.unpack_plain(&mut tee, &what, label)?;
                 io::copy(&mut tee, &mut io::sink()).map_err(io_err(&tmp))?;
-                tee.out
-                    .into_inner()
-                    .map_err(|e| io_err(&tmp)(e.into_error()))?;
+                tee.out.into_inner().map_err(|e| io_err(&tmp)(e.into_error()))?;
                 let blob = BlobInfo {
                     digest: layer.1.diff_id.clone(),
                     size: layer.1.tar_size,
-                    media_type: Compression::None
-                        .oci_media_type()
-                        .unwrap_or_default()
-                        .to_owned(),
+                    media_type: Compression::None.oci_media_type().unwrap_or_default().to_owned(),
                 };
                 Ok((blob, layer))
             } else {
-                let mut hashed = HashingReader::new(TeeReader {
-                    inner: input,
-                    out: BufWriter::with_capacity(1 << 20, file),
-                });
-                let layer = self.unpack(
-                    BufReader::with_capacity(1 << 16, &mut hashed),
-                    compression,
-                    &what,
-                    label,
-                )?;
+                let mut hashed =
+                    HashingReader::new(TeeReader { inner: input, out: BufWriter::with_capacity(1 << 20, file) });
+                let layer = match self.unpack(BufReader::with_capacity(1 << 16, &mut hashed), compression, &what, label)
+                {
+                    Ok(layer) => layer,
+                    Err(err) => {
+                        // Corrupt bytes usually show first as a broken gzip or tar stream:
+                        // read the rest and name the real cause when the digest is off.
+                        if let (Some(expected), Ok((found, _, _))) = (expected_blob, hashed.finish_into_inner()) {
+                            blobs::check(&what, Some(expected), &found)?;
+                        }
+                        return Err(err);
+                    }
+                };
                 let (digest, size, tee) = hashed.finish_into_inner().map_err(io_err(&tmp))?;
-                tee.out
-                    .into_inner()
-                    .map_err(|e| io_err(&tmp)(e.into_error()))?;
+                tee.out.into_inner().map_err(|e| io_err(&tmp)(e.into_error()))?;
                 blobs::check(&what, expected_blob, &digest)?;
-                let mt = media_type
-                    .or(compression.oci_media_type())
-                    .unwrap_or_default();
-                Ok((
-                    BlobInfo {
-                        digest,
-                        size,
-                        media_type: mt.to_owned(),
-                    },
-                    layer,
-                ))
+                let mt = media_type.or(compression.oci_media_type()).unwrap_or_default();
+                Ok((BlobInfo { digest, size, media_type: mt.to_owned() }, layer))
             }
         })();
         let (blob, layer) = result.inspect_err(|_| {
             let _ = fs::remove_file(&tmp);
         })?;
-        blobs::check(
-            &format!("{what} (uncompressed)"),
-            expected_diff_id,
-            &layer.1.diff_id,
-        )?;
+        blobs::check(&format!("{what} (uncompressed)"), expected_diff_id, &layer.1.diff_id)?;
         let blob = self.stage_blob(&tmp, &blob.digest, blob.size, &blob.media_type)?;
         let diff_id = layer.1.diff_id.clone();
         self.keep_layer(layer)?;
@@ -365,20 +309,13 @@ impl<'s> Ingest<'s> {
         what: &str,
         label: &str,
     ) -> Result<(PathBuf, UnpackStats)> {
-        let tar = unpack::decompress(input, compression).map_err(|source| StoreError::Unpack {
-            blob: what.to_owned(),
-            source,
-        })?;
+        let tar = unpack::decompress(input, compression)
+            .map_err(|source| StoreError::Unpack { blob: what.to_owned(), source })?;
         self.unpack_plain(tar, what, label)
     }
 
     /// Unpacks a decompressed tar into a new directory in the staging area.
-    fn unpack_plain(
-        &self,
-        tar: impl Read,
-        what: &str,
-        label: &str,
-    ) -> Result<(PathBuf, UnpackStats)> {
+    fn unpack_plain(&self, tar: impl Read, what: &str, label: &str) -> Result<(PathBuf, UnpackStats)> {
         let dir = self.scratch("layer");
         fs::create_dir(&dir).map_err(io_err(&dir))?;
         self.progress.begin(label, "Extracting", None);
@@ -389,10 +326,7 @@ impl<'s> Ingest<'s> {
             }
             Err(source) => {
                 let _ = fs::remove_dir_all(&dir);
-                Err(StoreError::Unpack {
-                    blob: what.to_owned(),
-                    source,
-                })
+                Err(StoreError::Unpack { blob: what.to_owned(), source })
             }
         }
     }
@@ -411,11 +345,9 @@ impl<'s> Ingest<'s> {
     pub fn commit(self, image: NewImage) -> Result<Digest> {
         let config_path = self.blob_file(&image.config.digest);
         let config: serde_json::Value =
-            serde_json::from_slice(&fs::read(&config_path).map_err(io_err(&config_path))?)
-                .map_err(|e| StoreError::Invalid {
-                    what: format!("image config {}", image.config.digest),
-                    reason: e.to_string(),
-                })?;
+            serde_json::from_slice(&fs::read(&config_path).map_err(io_err(&config_path))?).map_err(|e| {
+                StoreError::Invalid { what: format!("image config {}", image.config.digest), reason: e.to_string() }
+            })?;
         let text = |key: &str| config.get(key).and_then(|v| v.as_str()).map(str::to_owned);
         let id = image.config.digest.clone();
         let diff_ids: Vec<Digest> = image.layers.iter().map(|l| l.diff_id.clone()).collect();
@@ -429,51 +361,31 @@ impl<'s> Ingest<'s> {
         let root = self.store.root.clone();
         let mut db = self.store.db();
         let tx = db.write()?;
-        let dberr = |source| StoreError::Database {
-            path: root.join("racker.db"),
-            source,
-        };
+        let dberr = |source| StoreError::Database { path: root.join("racker.db"), source };
         let now = now();
         for (digest, staged_blob) in &staged.blobs {
             blobs::publish(&self.dir.join("blobs").join(digest.hex()), &root, digest)?;
-            tx.execute("INSERT OR IGNORE INTO blobs (digest, size, media_type, added) VALUES (?1, ?2, ?3, ?4)", params![
-                digest.to_string(),
-                staged_blob.size,
-                staged_blob.media_type,
-                now
-            ])
+            tx.execute(
+                "INSERT OR IGNORE INTO blobs (digest, size, media_type, added) VALUES (?1, ?2, ?3, ?4)",
+                params![digest.to_string(), staged_blob.size, staged_blob.media_type, now],
+            )
             .map_err(dberr)?;
         }
         // Blobs that were already present may predate their row (a crash between
         // rename and commit); make sure every referenced blob has one.
-        for blob in [&image.manifest, &image.config]
-            .into_iter()
-            .chain(image.layers.iter().map(|l| &l.blob))
-        {
-            tx.execute("INSERT OR IGNORE INTO blobs (digest, size, media_type, added) VALUES (?1, ?2, ?3, ?4)", params![
-                blob.digest.to_string(),
-                blob.size,
-                blob.media_type,
-                now
-            ])
+        for blob in [&image.manifest, &image.config].into_iter().chain(image.layers.iter().map(|l| &l.blob)) {
+            tx.execute(
+                "INSERT OR IGNORE INTO blobs (digest, size, media_type, added) VALUES (?1, ?2, ?3, ?4)",
+                params![blob.digest.to_string(), blob.size, blob.media_type, now],
+            )
             .map_err(dberr)?;
         }
         let layers_dir = root.join("layers");
         for (diff_id, (dir, stats)) in &staged.layers {
             let exists: Option<i64> = tx
-                .query_row(
-                    "SELECT id FROM layers WHERE diff_id = ?1",
-                    [diff_id.to_string()],
-                    |r| r.get(0),
-                )
+                .query_row("SELECT id FROM layers WHERE diff_id = ?1", [diff_id.to_string()], |r| r.get(0))
                 .map(Some)
-                .or_else(|e| {
-                    if e == rusqlite::Error::QueryReturnedNoRows {
-                        Ok(None)
-                    } else {
-                        Err(e)
-                    }
-                })
+                .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(None) } else { Err(e) })
                 .map_err(dberr)?;
             if exists.is_some() {
                 continue; // another operation was first; our copy goes with the staging dir
@@ -491,20 +403,14 @@ impl<'s> Ingest<'s> {
             fs::rename(dir, &target).map_err(io_err(&target))?;
         }
         for d in [root.join("blobs").join(Digest::ALGORITHM), layers_dir] {
-            File::open(&d)
-                .and_then(|f| f.sync_all())
-                .map_err(io_err(&d))?;
+            File::open(&d).and_then(|f| f.sync_all()).map_err(io_err(&d))?;
         }
 
         let size: u64 = {
             let mut size = 0u64;
             for diff_id in &diff_ids {
                 let s: u64 = tx
-                    .query_row(
-                        "SELECT size FROM layers WHERE diff_id = ?1",
-                        [diff_id.to_string()],
-                        |r| r.get(0),
-                    )
+                    .query_row("SELECT size FROM layers WHERE diff_id = ?1", [diff_id.to_string()], |r| r.get(0))
                     .map_err(dberr)?;
                 size += s;
             }
@@ -528,9 +434,7 @@ impl<'s> Ingest<'s> {
             )
             .map_err(dberr)?;
         if inserted == 1 {
-            for (position, (layer, chain_id)) in
-                image.layers.iter().zip(chain_ids(&diff_ids)).enumerate()
-            {
+            for (position, (layer, chain_id)) in image.layers.iter().zip(chain_ids(&diff_ids)).enumerate() {
                 tx.execute(
                     "INSERT INTO image_layers (image_id, position, blob_digest, media_type, diff_id, chain_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     params![
@@ -575,12 +479,44 @@ impl Drop for Ingest<'_> {
     }
 }
 
+/// Takes the verified blobs of staging directories whose operation died (their lock is
+/// free), moves them under `ours/adopted/`, and removes the rest of those directories.
+fn adopt_stale(ingest_root: &Path, ours: &Path) -> Result<BTreeMap<Digest, PathBuf>> {
+    let mut adopted = BTreeMap::new();
+    let entries = fs::read_dir(ingest_root).map_err(io_err(ingest_root))?;
+    for entry in entries.flatten() {
+        let stale = entry.path();
+        if stale == ours || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let Ok(handle) = File::open(&stale) else { continue };
+        if rustix::fs::flock(&handle, FlockOperation::NonBlockingLockExclusive).is_err() {
+            continue; // alive
+        }
+        // Only files named by their digest were verified before they got that name.
+        if let Ok(blobs) = fs::read_dir(stale.join("blobs")) {
+            let target = ours.join("adopted");
+            fs::create_dir_all(&target).map_err(io_err(&target))?;
+            for blob in blobs.flatten() {
+                let name = blob.file_name().to_string_lossy().into_owned();
+                if let Ok(digest) = Digest::from_hex(&name) {
+                    let to = target.join(&name);
+                    if fs::rename(blob.path(), &to).is_ok() {
+                        adopted.insert(digest, to);
+                    }
+                }
+            }
+        }
+        let _ = fs::remove_dir_all(&stale);
+    }
+    Ok(adopted)
+}
+
 fn compression_of(media_type: Option<&str>, what: &dyn std::fmt::Display) -> Result<Compression> {
     match media_type {
-        Some(mt) => Compression::from_media_type(mt).map_err(|source| StoreError::Unpack {
-            blob: what.to_string(),
-            source,
-        }),
+        Some(mt) => {
+            Compression::from_media_type(mt).map_err(|source| StoreError::Unpack { blob: what.to_string(), source })
+        }
         None => Ok(Compression::None),
     }
 }

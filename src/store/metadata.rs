@@ -119,25 +119,14 @@ pub(crate) fn now() -> String {
 
 fn digest_col(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Digest> {
     let s: String = row.get(idx)?;
-    s.parse().map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
-    })
+    s.parse().map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e)))
 }
 
 impl Db {
     pub(crate) fn open(path: &Path) -> Result<Db> {
-        let conn = Connection::open(path).map_err(|source| StoreError::Database {
-            path: path.to_owned(),
-            source,
-        })?;
-        let mut db = Db {
-            conn,
-            path: path.to_owned(),
-        };
-        db.setup().map_err(|source| StoreError::Database {
-            path: path.to_owned(),
-            source,
-        })?;
+        let conn = Connection::open(path).map_err(|source| StoreError::Database { path: path.to_owned(), source })?;
+        let mut db = Db { conn, path: path.to_owned() };
+        db.setup().map_err(|source| StoreError::Database { path: path.to_owned(), source })?;
         Ok(db)
     }
 
@@ -147,9 +136,7 @@ impl Db {
         self.conn.pragma_update(None, "journal_mode", "WAL")?;
         self.conn.pragma_update(None, "synchronous", "NORMAL")?;
         self.conn.pragma_update(None, "foreign_keys", true)?;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let version: usize = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
             tx.execute_batch(sql)?;
@@ -159,10 +146,7 @@ impl Db {
     }
 
     pub(crate) fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-        move |source| StoreError::Database {
-            path: self.path.clone(),
-            source,
-        }
+        move |source| StoreError::Database { path: self.path.clone(), source }
     }
 
     /// A write transaction that waits for other writers instead of failing later.
@@ -175,20 +159,15 @@ impl Db {
 
     pub(crate) fn layer_id(&self, diff_id: &Digest) -> Result<Option<i64>> {
         self.conn
-            .query_row(
-                "SELECT id FROM layers WHERE diff_id = ?1",
-                [diff_id.to_string()],
-                |r| r.get(0),
-            )
+            .query_row("SELECT id FROM layers WHERE diff_id = ?1", [diff_id.to_string()], |r| r.get(0))
             .optional()
             .map_err(self.err())
     }
 
     pub(crate) fn images(&self) -> Result<Vec<ImageSummary>> {
         let q = || -> rusqlite::Result<Vec<ImageSummary>> {
-            let mut stmt = self.conn.prepare(
-                "SELECT id, created, size FROM images ORDER BY COALESCE(created, added) DESC, id",
-            )?;
+            let mut stmt =
+                self.conn.prepare("SELECT id, created, size FROM images ORDER BY COALESCE(created, added) DESC, id")?;
             let rows = stmt.query_map([], |r| {
                 Ok(ImageSummary {
                     id: digest_col(r, 0)?,
@@ -209,18 +188,15 @@ impl Db {
 
     fn fill_names(&self, image: &mut ImageSummary) -> rusqlite::Result<()> {
         let id = image.id.to_string();
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT repository, tag FROM tags WHERE image_id = ?1 ORDER BY repository, tag",
-        )?;
-        image.tags = stmt
-            .query_map([&id], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT repository, manifest_digest FROM repo_digests WHERE image_id = ?1 ORDER BY repository")?;
-        image.digests = stmt
-            .query_map([&id], |r| Ok((r.get(0)?, digest_col(r, 1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
+            .prepare_cached("SELECT repository, tag FROM tags WHERE image_id = ?1 ORDER BY repository, tag")?;
+        image.tags = stmt.query_map([&id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT repository, manifest_digest FROM repo_digests WHERE image_id = ?1 ORDER BY repository",
+        )?;
+        image.digests =
+            stmt.query_map([&id], |r| Ok((r.get(0)?, digest_col(r, 1)?)))?.collect::<rusqlite::Result<_>>()?;
         Ok(())
     }
 
@@ -234,7 +210,13 @@ impl Db {
                     [id.to_string()],
                     |r| {
                         Ok(ImageRecord {
-                            summary: ImageSummary { id: id.clone(), tags: vec![], digests: vec![], created: r.get(0)?, size: r.get(1)? },
+                            summary: ImageSummary {
+                                id: id.clone(),
+                                tags: vec![],
+                                digests: vec![],
+                                created: r.get(0)?,
+                                size: r.get(1)?,
+                            },
                             config_digest: digest_col(r, 2)?,
                             manifest_digest: digest_col(r, 3)?,
                             manifest_media_type: r.get(4)?,
@@ -270,8 +252,7 @@ impl Db {
                 .collect::<rusqlite::Result<_>>()?;
             Ok(Some(record))
         };
-        q().map_err(self.err())?
-            .ok_or_else(|| StoreError::ImageNotFound(id.to_string()))
+        q().map_err(self.err())?.ok_or_else(|| StoreError::ImageNotFound(id.to_string()))
     }
 
     /// Name lookup as docker does it: a reference first, then an image id or id prefix.
@@ -282,16 +263,9 @@ impl Db {
             }
         }
         let hex = name_or_id.strip_prefix("sha256:").unwrap_or(name_or_id);
-        if !hex.is_empty()
-            && hex.len() <= 64
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        {
-            let mut stmt = self
-                .conn
-                .prepare("SELECT id FROM images WHERE id >= ?1 AND id < ?2 LIMIT 2")
-                .map_err(self.err())?;
+        if !hex.is_empty() && hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+            let mut stmt =
+                self.conn.prepare("SELECT id FROM images WHERE id >= ?1 AND id < ?2 LIMIT 2").map_err(self.err())?;
             let lo = format!("sha256:{hex}");
             let hi = format!("sha256:{hex}\u{7f}");
             let ids = stmt
@@ -302,12 +276,7 @@ impl Db {
             match ids.len() {
                 1 => return Ok(ids[0].clone()),
                 0 => {}
-                count => {
-                    return Err(StoreError::AmbiguousImage {
-                        name: name_or_id.to_owned(),
-                        count,
-                    })
-                }
+                count => return Err(StoreError::AmbiguousImage { name: name_or_id.to_owned(), count }),
             }
         }
         Err(StoreError::ImageNotFound(name_or_id.to_owned()))
@@ -328,10 +297,7 @@ impl Db {
             self.conn
                 .query_row(
                     "SELECT image_id FROM tags WHERE repository = ?1 AND tag = ?2",
-                    params![
-                        name,
-                        reference.tag().unwrap_or(crate::reference::DEFAULT_TAG)
-                    ],
+                    params![name, reference.tag().unwrap_or(crate::reference::DEFAULT_TAG)],
                     |r| digest_col(r, 0),
                 )
                 .optional()
@@ -357,15 +323,10 @@ impl Db {
             _ => None,
         };
         let path = self.path.clone();
-        let e = move |source| StoreError::Database {
-            path: path.clone(),
-            source,
-        };
+        let e = move |source| StoreError::Database { path: path.clone(), source };
         let tx = self.write()?;
         let key = id.to_string();
-        let count = |sql: &str| -> Result<usize> {
-            tx.query_row(sql, [&key], |r| r.get(0)).map_err(e.clone())
-        };
+        let count = |sql: &str| -> Result<usize> { tx.query_row(sql, [&key], |r| r.get(0)).map_err(e.clone()) };
         let mut removal = Removal::default();
         match &name {
             Some(r) => {
@@ -374,10 +335,9 @@ impl Db {
                         "DELETE FROM repo_digests WHERE repository = ?1 AND manifest_digest = ?2",
                         params![r.name(), d.to_string()],
                     ),
-                    None => tx.execute(
-                        "DELETE FROM tags WHERE repository = ?1 AND tag = ?2",
-                        params![r.name(), r.tag()],
-                    ),
+                    None => {
+                        tx.execute("DELETE FROM tags WHERE repository = ?1 AND tag = ?2", params![r.name(), r.tag()])
+                    }
                 }
                 .map_err(e.clone())?;
                 removal.untagged.push(display_reference(r));
@@ -385,20 +345,14 @@ impl Db {
             None => {
                 let tags = count("SELECT COUNT(*) FROM tags WHERE image_id = ?1")?;
                 if tags > 1 && !force {
-                    return Err(StoreError::ImageInUse {
-                        id: id.short().to_owned(),
-                        tags,
-                    });
+                    return Err(StoreError::ImageInUse { id: id.short().to_owned(), tags });
                 }
             }
         }
         // By id the image goes; by name it goes with its last tag, as in docker.
         if name.is_none() || count("SELECT COUNT(*) FROM tags WHERE image_id = ?1")? == 0 {
-            removal
-                .untagged
-                .extend(untag_all(&tx, &id).map_err(e.clone())?);
-            tx.execute("DELETE FROM images WHERE id = ?1", [&key])
-                .map_err(e.clone())?;
+            removal.untagged.extend(untag_all(&tx, &id).map_err(e.clone())?);
+            tx.execute("DELETE FROM images WHERE id = ?1", [&key]).map_err(e.clone())?;
             removal.deleted = Some(id.clone());
         }
         tx.commit().map_err(e)?;
@@ -410,31 +364,20 @@ impl Db {
 fn untag_all(tx: &Transaction<'_>, id: &Digest) -> rusqlite::Result<Vec<String>> {
     let mut names = Vec::new();
     {
-        let mut stmt = tx.prepare(
-            "SELECT repository, tag FROM tags WHERE image_id = ?1 ORDER BY repository, tag",
-        )?;
-        for row in stmt.query_map([id.to_string()], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-        })? {
+        let mut stmt = tx.prepare("SELECT repository, tag FROM tags WHERE image_id = ?1 ORDER BY repository, tag")?;
+        for row in stmt.query_map([id.to_string()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
             let (repo, tag) = row?;
             names.push(format!("{}:{tag}", crate::reference::familiar_name(&repo)));
         }
-        let mut stmt = tx.prepare("SELECT repository, manifest_digest FROM repo_digests WHERE image_id = ?1 ORDER BY repository")?;
-        for row in stmt.query_map([id.to_string()], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-        })? {
+        let mut stmt =
+            tx.prepare("SELECT repository, manifest_digest FROM repo_digests WHERE image_id = ?1 ORDER BY repository")?;
+        for row in stmt.query_map([id.to_string()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
             let (repo, digest) = row?;
-            names.push(format!(
-                "{}@{digest}",
-                crate::reference::familiar_name(&repo)
-            ));
+            names.push(format!("{}@{digest}", crate::reference::familiar_name(&repo)));
         }
     }
     tx.execute("DELETE FROM tags WHERE image_id = ?1", [id.to_string()])?;
-    tx.execute(
-        "DELETE FROM repo_digests WHERE image_id = ?1",
-        [id.to_string()],
-    )?;
+    tx.execute("DELETE FROM repo_digests WHERE image_id = ?1", [id.to_string()])?;
     Ok(names)
 }
 

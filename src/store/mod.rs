@@ -45,24 +45,13 @@ pub enum StoreError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error("store database {path}: {source}")]
-    Database {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
+    Database { path: PathBuf, source: rusqlite::Error },
     #[error("store at {path} has format version {found}, this racker reads up to {FORMAT_VERSION}: upgrade racker")]
     NewerFormat { path: PathBuf, found: String },
     #[error("{what} digest mismatch: expected {expected}, got {found}; the data is corrupt or was tampered with")]
-    DigestMismatch {
-        what: String,
-        expected: Digest,
-        found: Digest,
-    },
+    DigestMismatch { what: String, expected: Digest, found: Digest },
     #[error("{what} size mismatch: expected {expected} bytes, got {found}")]
-    SizeMismatch {
-        what: String,
-        expected: u64,
-        found: u64,
-    },
+    SizeMismatch { what: String, expected: u64, found: u64 },
     #[error("layer {blob}: {source}")]
     Unpack { blob: String, source: UnpackError },
     #[error("No such image: {0}")]
@@ -104,12 +93,7 @@ impl Store {
         let version_file = root.join("store-version");
         match fs::read_to_string(&version_file) {
             Ok(v) if v.trim() == FORMAT_VERSION.to_string() => {}
-            Ok(v) => {
-                return Err(StoreError::NewerFormat {
-                    path: root,
-                    found: v.trim().to_owned(),
-                })
-            }
+            Ok(v) => return Err(StoreError::NewerFormat { path: root, found: v.trim().to_owned() }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let tmp = root.join(format!("store-version.{}", std::process::id()));
                 fs::write(&tmp, format!("{FORMAT_VERSION}\n")).map_err(io_err(&tmp))?;
@@ -118,10 +102,7 @@ impl Store {
             Err(e) => return Err(io_err(version_file)(e)),
         }
         let db = metadata::Db::open(&root.join("racker.db"))?;
-        Ok(Store {
-            root,
-            db: Mutex::new(db),
-        })
+        Ok(Store { root, db: Mutex::new(db) })
     }
 
     pub fn root(&self) -> &Path {
@@ -151,19 +132,12 @@ impl Store {
 
     pub(crate) fn db(&self) -> MutexGuard<'_, metadata::Db> {
         // A panic while holding the lock leaves the connection itself intact.
-        self.db
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.db.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn lock(&self, op: FlockOperation) -> Result<Option<StoreLock>> {
         let path = self.root.join("lock");
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        let file = File::options().create(true).truncate(false).write(true).open(&path).map_err(io_err(&path))?;
         match rustix::fs::flock(&file, op) {
             Ok(()) => Ok(Some(StoreLock(file))),
             Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),

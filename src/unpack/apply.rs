@@ -10,8 +10,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use rustix::fs::{
-    self as rfs, AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags, Timespec, Timestamps, Uid,
-    XattrFlags,
+    self as rfs, AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags, Timespec, Timestamps, Uid, XattrFlags,
 };
 use rustix::io::Errno;
 use tar::EntryType;
@@ -38,17 +37,9 @@ const PAX_XATTR_PREFIX: &[u8] = b"SCHILY.xattr.";
 /// directory is kept (and its metadata updated) when the entry is a directory too, anything
 /// else is removed first. Whiteouts are handled as [`UnpackOptions::whiteouts`] says; per
 /// the OCI spec a whiteout never hides something this same layer created.
-pub fn apply_tar<R: Read>(
-    tar: R,
-    dest: &Path,
-    opts: &UnpackOptions,
-) -> Result<UnpackStats, UnpackError> {
-    let root = rfs::open(
-        dest,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| io_err(".", "opening the destination directory", e))?;
+pub fn apply_tar<R: Read>(tar: R, dest: &Path, opts: &UnpackOptions) -> Result<UnpackStats, UnpackError> {
+    let root = rfs::open(dest, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| io_err(".", "opening the destination directory", e))?;
     let mut applier = Applier {
         root,
         opts,
@@ -60,24 +51,14 @@ pub fn apply_tar<R: Read>(
         buf: vec![0; 128 * 1024],
     };
     let mut archive = tar::Archive::new(HashingReader::new(tar));
-    for entry in archive
-        .entries()
-        .map_err(|e| corrupt("reading the first entry", e))?
-    {
+    for entry in archive.entries().map_err(|e| corrupt("reading the first entry", e))? {
         let mut entry = entry.map_err(|e| corrupt("reading the next entry", e))?;
         applier.apply(&mut entry)?;
     }
     applier.set_dir_times()?;
-    let (diff_id, tar_size) = archive
-        .into_inner()
-        .finish()
-        .map_err(|e| corrupt("reading the end of the tar stream", e))?;
-    Ok(UnpackStats {
-        diff_id,
-        tar_size,
-        size: applier.size,
-        files: applier.files,
-    })
+    let (diff_id, tar_size) =
+        archive.into_inner().finish().map_err(|e| corrupt("reading the end of the tar stream", e))?;
+    Ok(UnpackStats { diff_id, tar_size, size: applier.size, files: applier.files })
 }
 
 /// Why an archive path is refused.
@@ -119,10 +100,7 @@ struct Meta {
 
 impl Meta {
     fn times(&self) -> Timestamps {
-        Timestamps {
-            last_access: self.mtime,
-            last_modification: self.mtime,
-        }
+        Timestamps { last_access: self.mtime, last_modification: self.mtime }
     }
 }
 
@@ -160,10 +138,7 @@ impl Applier<'_> {
         let etype = entry.header().entry_type();
         if matches!(
             etype,
-            EntryType::XGlobalHeader
-                | EntryType::XHeader
-                | EntryType::GNULongName
-                | EntryType::GNULongLink
+            EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink
         ) {
             return Ok(());
         }
@@ -193,10 +168,7 @@ impl Applier<'_> {
             } else if name.starts_with(AUFS_META_PREFIX) {
                 Ok(()) // aufs bookkeeping (.wh..wh.plnk, .wh..wh.aufs)
             } else if matches!(hidden, b"" | b"." | b"..") {
-                Err(UnpackError::UnsafePath {
-                    entry: es,
-                    reason: "whiteout of an invalid name",
-                })
+                Err(UnpackError::UnsafePath { entry: es, reason: "whiteout of an invalid name" })
             } else {
                 self.whiteout(dir, hidden, &es)
             };
@@ -219,13 +191,7 @@ impl Applier<'_> {
     /// Resolves the directory `dir` (archive components) beneath the root, creating
     /// missing components (mode 0755, owned by us) if `create`; `Ok(None)` if it is
     /// missing and not `create`. A path through a symlink that leaves the root is refused.
-    fn parent(
-        &mut self,
-        dir: &[&[u8]],
-        key: &[u8],
-        es: &str,
-        create: bool,
-    ) -> Result<Option<OwnedFd>, UnpackError> {
+    fn parent(&mut self, dir: &[&[u8]], key: &[u8], es: &str, create: bool) -> Result<Option<OwnedFd>, UnpackError> {
         if matches!(&self.cache, Some((k, _)) if k == key) {
             if let Some((_, fd)) = self.cache.take() {
                 return Ok(Some(fd));
@@ -238,8 +204,7 @@ impl Applier<'_> {
             Err(e) => return Err(resolve_err(es, e)),
         }
         // Slow path: create what is missing, one component at a time.
-        let mut cur =
-            open_beneath(&self.root, b"", OFlags::PATH).map_err(|e| resolve_err(es, e))?;
+        let mut cur = open_beneath(&self.root, b"", OFlags::PATH).map_err(|e| resolve_err(es, e))?;
         for (i, &c) in dir.iter().enumerate() {
             let prefix = join(&dir[..=i]);
             match open_beneath(&self.root, &prefix, OFlags::PATH) {
@@ -253,13 +218,7 @@ impl Applier<'_> {
             match rfs::mkdirat(&cur, c, Mode::from_raw_mode(0o755)) {
                 Ok(()) => {}
                 Err(Errno::EXIST) => {
-                    return Err(bad(
-                        es,
-                        format!(
-                            "parent {:?} is a dangling symlink",
-                            String::from_utf8_lossy(&prefix)
-                        ),
-                    ))
+                    return Err(bad(es, format!("parent {:?} is a dangling symlink", String::from_utf8_lossy(&prefix))))
                 }
                 Err(e) => return Err(io_err(es, "creating a parent directory", e)),
             }
@@ -295,12 +254,10 @@ impl Applier<'_> {
             Ok(st) => {
                 let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
                 if is_dir && matches!(kind, Kind::Dir) {
-                    let fd =
-                        open_dir(parent, name).map_err(|e| io_err(es, "opening directory", e))?;
+                    let fd = open_dir(parent, name).map_err(|e| io_err(es, "opening directory", e))?;
                     return self.dir_meta(&fd, rel, &meta, es);
                 }
-                remove_all(parent, name)
-                    .map_err(|e| io_err(es, "removing what the entry replaces", e))?;
+                remove_all(parent, name).map_err(|e| io_err(es, "removing what the entry replaces", e))?;
             }
             Err(Errno::NOENT) => {}
             Err(e) => return Err(io_err(es, "inspecting the entry's path", e)),
@@ -311,11 +268,7 @@ impl Applier<'_> {
                 let fd = rfs::openat(
                     parent,
                     name,
-                    OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::WRONLY
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
+                    OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )
                 .map_err(|e| io_err(es, "creating file", e))?;
@@ -326,27 +279,22 @@ impl Applier<'_> {
                         Ok(0) => break,
                         Ok(n) => n,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => {
-                            return Err(corrupt(&format!("reading the contents of {es:?}"), e))
-                        }
+                        Err(e) => return Err(corrupt(&format!("reading the contents of {es:?}"), e)),
                     };
-                    file.write_all(&self.buf[..n])
-                        .map_err(|e| UnpackError::Io {
-                            entry: es.into(),
-                            action: "writing file",
-                            source: e,
-                        })?;
+                    file.write_all(&self.buf[..n]).map_err(|e| UnpackError::Io {
+                        entry: es.into(),
+                        action: "writing file",
+                        source: e,
+                    })?;
                     written += n as u64;
                 }
                 self.size += written;
                 // chown before chmod: chown clears setuid/setgid; xattrs after chown too,
                 // which clears security.capability.
-                rfs::fchown(&file, Some(meta.uid), Some(meta.gid))
-                    .map_err(|e| io_err(es, "changing owner", e))?;
+                rfs::fchown(&file, Some(meta.uid), Some(meta.gid)).map_err(|e| io_err(es, "changing owner", e))?;
                 rfs::fchmod(&file, meta.mode).map_err(|e| io_err(es, "changing mode", e))?;
                 for (k, v) in &meta.xattrs {
-                    rfs::fsetxattr(&file, k, v, XattrFlags::empty())
-                        .map_err(|e| io_err(es, "setting an xattr", e))?;
+                    rfs::fsetxattr(&file, k, v, XattrFlags::empty()).map_err(|e| io_err(es, "setting an xattr", e))?;
                 }
                 rfs::futimens(&file, &meta.times()).map_err(|e| io_err(es, "setting times", e))?;
             }
@@ -359,8 +307,7 @@ impl Applier<'_> {
             }
             Kind::Symlink(target) => {
                 // Stored verbatim: a symlink may point anywhere; only traversal is checked.
-                rfs::symlinkat(&target, parent, name)
-                    .map_err(|e| io_err(es, "creating symlink", e))?;
+                rfs::symlinkat(&target, parent, name).map_err(|e| io_err(es, "creating symlink", e))?;
                 self.special_meta(parent, name, &meta, false, es)?;
             }
             Kind::Hardlink(_) => {
@@ -370,14 +317,8 @@ impl Applier<'_> {
                 }
             }
             Kind::Node(ft, major, minor) => {
-                rfs::mknodat(
-                    parent,
-                    name,
-                    ft,
-                    Mode::from_raw_mode(0o600),
-                    rfs::makedev(major, minor),
-                )
-                .map_err(|e| io_err(es, "creating device node or fifo", e))?;
+                rfs::mknodat(parent, name, ft, Mode::from_raw_mode(0o600), rfs::makedev(major, minor))
+                    .map_err(|e| io_err(es, "creating device node or fifo", e))?;
                 self.special_meta(parent, name, &meta, true, es)?;
             }
         }
@@ -387,13 +328,7 @@ impl Applier<'_> {
     }
 
     /// Owner, mode, xattrs of a directory now; its mtime at the end.
-    fn dir_meta(
-        &mut self,
-        fd: &OwnedFd,
-        rel: Vec<u8>,
-        meta: &Meta,
-        es: &str,
-    ) -> Result<(), UnpackError> {
+    fn dir_meta(&mut self, fd: &OwnedFd, rel: Vec<u8>, meta: &Meta, es: &str) -> Result<(), UnpackError> {
         set_dir_meta(fd.as_fd(), meta, es)?;
         self.dir_times.insert(rel.clone(), meta.mtime);
         self.mark_added(rel);
@@ -409,26 +344,18 @@ impl Applier<'_> {
         chmod: bool,
         es: &str,
     ) -> Result<(), UnpackError> {
-        rfs::chownat(
-            parent,
-            name,
-            Some(meta.uid),
-            Some(meta.gid),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| io_err(es, "changing owner", e))?;
+        rfs::chownat(parent, name, Some(meta.uid), Some(meta.gid), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| io_err(es, "changing owner", e))?;
         if chmod {
             // Follows symlinks, but `name` is the node just created in our staging dir.
-            rfs::chmodat(parent, name, meta.mode, AtFlags::empty())
-                .map_err(|e| io_err(es, "changing mode", e))?;
+            rfs::chmodat(parent, name, meta.mode, AtFlags::empty()).map_err(|e| io_err(es, "changing mode", e))?;
         }
         if !meta.xattrs.is_empty() {
             // There is no lsetxattrat: go through the parent's /proc/self/fd entry.
             let mut path = format!("/proc/self/fd/{}/", parent.as_raw_fd()).into_bytes();
             path.extend_from_slice(name);
             for (k, v) in &meta.xattrs {
-                rfs::lsetxattr(&path, k, v, XattrFlags::empty())
-                    .map_err(|e| io_err(es, "setting an xattr", e))?;
+                rfs::lsetxattr(&path, k, v, XattrFlags::empty()).map_err(|e| io_err(es, "setting an xattr", e))?;
             }
         }
         rfs::utimensat(parent, name, &meta.times(), AtFlags::SYMLINK_NOFOLLOW)
@@ -454,16 +381,12 @@ impl Applier<'_> {
         };
         let tparent = match open_beneath(&self.root, &join(tdir), OFlags::PATH) {
             Ok(fd) => fd,
-            Err(Errno::XDEV) => {
-                return Err(refuse("passes through a symlink out of the layer root"))
-            }
+            Err(Errno::XDEV) => return Err(refuse("passes through a symlink out of the layer root")),
             Err(Errno::NOENT | Errno::NOTDIR) => return Err(refuse("does not exist in the layer")),
             Err(e) => return Err(io_err(es, "resolving the hardlink target", e)),
         };
         match rfs::statat(&tparent, tname, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
-                Err(refuse("is a directory"))
-            }
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => Err(refuse("is a directory")),
             Ok(_) => Ok((tparent, tname.to_vec())),
             Err(Errno::NOENT) => Err(refuse("does not exist in the layer")),
             Err(e) => Err(io_err(es, "inspecting the hardlink target", e)),
@@ -485,38 +408,18 @@ impl Applier<'_> {
         result
     }
 
-    fn whiteout_in(
-        &mut self,
-        parent: BorrowedFd<'_>,
-        name: &[u8],
-        es: &str,
-    ) -> Result<(), UnpackError> {
+    fn whiteout_in(&mut self, parent: BorrowedFd<'_>, name: &[u8], es: &str) -> Result<(), UnpackError> {
         match rfs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(_) => {
-                remove_all(parent, name).map_err(|e| io_err(es, "removing a whited-out path", e))?
-            }
+            Ok(_) => remove_all(parent, name).map_err(|e| io_err(es, "removing a whited-out path", e))?,
             Err(Errno::NOENT) => {}
             Err(e) => return Err(io_err(es, "inspecting a whited-out path", e)),
         }
         if self.opts.whiteouts == WhiteoutMode::Overlay {
-            rfs::mknodat(
-                parent,
-                name,
-                FileType::CharacterDevice,
-                Mode::empty(),
-                rfs::makedev(0, 0),
-            )
-            .map_err(|e| io_err(es, "creating a whiteout device", e))?;
-            rfs::chownat(
-                parent,
-                name,
-                Some(Uid::ROOT),
-                Some(Gid::ROOT),
-                AtFlags::SYMLINK_NOFOLLOW,
-            )
-            .map_err(|e| io_err(es, "changing owner", e))?;
-            rfs::chmodat(parent, name, Mode::empty(), AtFlags::empty())
-                .map_err(|e| io_err(es, "changing mode", e))?;
+            rfs::mknodat(parent, name, FileType::CharacterDevice, Mode::empty(), rfs::makedev(0, 0))
+                .map_err(|e| io_err(es, "creating a whiteout device", e))?;
+            rfs::chownat(parent, name, Some(Uid::ROOT), Some(Gid::ROOT), AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| io_err(es, "changing owner", e))?;
+            rfs::chmodat(parent, name, Mode::empty(), AtFlags::empty()).map_err(|e| io_err(es, "changing mode", e))?;
             self.files += 1;
         }
         Ok(())
@@ -529,17 +432,15 @@ impl Applier<'_> {
         let Some(parent) = self.parent(dir, &key, es, create)? else {
             return Ok(());
         };
-        let result = open_dir(&parent, b".")
-            .map_err(|e| io_err(es, "opening the opaque directory", e))
-            .and_then(|fd| match self.opts.whiteouts {
-                WhiteoutMode::Overlay => {
-                    rfs::fsetxattr(&fd, OVERLAY_OPAQUE_XATTR, b"y", XattrFlags::empty())
-                        .map_err(|e| io_err(es, "setting trusted.overlay.opaque", e))
+        let result = open_dir(&parent, b".").map_err(|e| io_err(es, "opening the opaque directory", e)).and_then(
+            |fd| match self.opts.whiteouts {
+                WhiteoutMode::Overlay => rfs::fsetxattr(&fd, OVERLAY_OPAQUE_XATTR, b"y", XattrFlags::empty())
+                    .map_err(|e| io_err(es, "setting trusted.overlay.opaque", e)),
+                WhiteoutMode::Delete => {
+                    self.prune(&fd, &key).map_err(|e| io_err(es, "removing lower contents of an opaque directory", e))
                 }
-                WhiteoutMode::Delete => self
-                    .prune(&fd, &key)
-                    .map_err(|e| io_err(es, "removing lower contents of an opaque directory", e)),
-            });
+            },
+        );
         self.cache = Some((key, parent));
         result
     }
@@ -576,20 +477,11 @@ impl Applier<'_> {
     /// Sets the deferred directory mtimes, deepest first.
     fn set_dir_times(&mut self) -> Result<(), UnpackError> {
         let mut dirs: Vec<_> = self.dir_times.drain().collect();
-        dirs.sort_by_key(|(p, _)| {
-            Reverse(if p.is_empty() {
-                0
-            } else {
-                1 + p.iter().filter(|&&b| b == b'/').count()
-            })
-        });
+        dirs.sort_by_key(|(p, _)| Reverse(if p.is_empty() { 0 } else { 1 + p.iter().filter(|&&b| b == b'/').count() }));
         for (path, mtime) in dirs {
             let es = String::from_utf8_lossy(&path);
             let es = if path.is_empty() { "." } else { &es };
-            let times = Timestamps {
-                last_access: mtime,
-                last_modification: mtime,
-            };
+            let times = Timestamps { last_access: mtime, last_modification: mtime };
             let fd = match open_beneath(&self.root, &path, OFlags::RDONLY | OFlags::NOFOLLOW) {
                 Ok(fd) => fd,
                 // Replaced or removed by a later entry.
@@ -606,8 +498,7 @@ fn set_dir_meta(fd: BorrowedFd<'_>, meta: &Meta, es: &str) -> Result<(), UnpackE
     rfs::fchown(fd, Some(meta.uid), Some(meta.gid)).map_err(|e| io_err(es, "changing owner", e))?;
     rfs::fchmod(fd, meta.mode).map_err(|e| io_err(es, "changing mode", e))?;
     for (k, v) in &meta.xattrs {
-        rfs::fsetxattr(fd, k, v, XattrFlags::empty())
-            .map_err(|e| io_err(es, "setting an xattr", e))?;
+        rfs::fsetxattr(fd, k, v, XattrFlags::empty()).map_err(|e| io_err(es, "setting an xattr", e))?;
     }
     Ok(())
 }
@@ -620,15 +511,9 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>, es: &str) -> Result<Meta, U
     let mut uid = h.uid().map_err(|e| field("uid", e))?;
     let mut gid = h.gid().map_err(|e| field("gid", e))?;
     let secs = h.mtime().map_err(|e| field("mtime", e))?;
-    let mut mtime = Timespec {
-        tv_sec: i64::try_from(secs).unwrap_or(i64::MAX),
-        tv_nsec: 0,
-    };
+    let mut mtime = Timespec { tv_sec: i64::try_from(secs).unwrap_or(i64::MAX), tv_nsec: 0 };
     let mut xattrs = Vec::new();
-    if let Some(pax) = entry
-        .pax_extensions()
-        .map_err(|e| field("pax records", e))?
-    {
+    if let Some(pax) = entry.pax_extensions().map_err(|e| field("pax records", e))? {
         for ext in pax {
             let ext = ext.map_err(|e| field("pax records", e))?;
             let (key, value) = (ext.key_bytes(), ext.value_bytes());
@@ -648,9 +533,7 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>, es: &str) -> Result<Meta, U
             }
         }
     }
-    let id = |v: u64, what: &str| {
-        u32::try_from(v).map_err(|_| bad(es, format!("{what} {v} out of range")))
-    };
+    let id = |v: u64, what: &str| u32::try_from(v).map_err(|_| bad(es, format!("{what} {v} out of range")));
     Ok(Meta {
         mode: Mode::from_raw_mode(mode),
         uid: Uid::from_raw(id(uid, "uid")?),
@@ -660,11 +543,7 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>, es: &str) -> Result<Meta, U
     })
 }
 
-fn read_kind<R: Read>(
-    entry: &tar::Entry<'_, R>,
-    etype: EntryType,
-    es: &str,
-) -> Result<Kind, UnpackError> {
+fn read_kind<R: Read>(entry: &tar::Entry<'_, R>, etype: EntryType, es: &str) -> Result<Kind, UnpackError> {
     let link = || {
         entry
             .link_name_bytes()
@@ -674,12 +553,8 @@ fn read_kind<R: Read>(
     };
     let device = |ft| -> Result<Kind, UnpackError> {
         let h = entry.header();
-        let major = h
-            .device_major()
-            .map_err(|e| corrupt(&format!("header of {es:?}: device major"), e))?;
-        let minor = h
-            .device_minor()
-            .map_err(|e| corrupt(&format!("header of {es:?}: device minor"), e))?;
+        let major = h.device_major().map_err(|e| corrupt(&format!("header of {es:?}: device major"), e))?;
+        let minor = h.device_minor().map_err(|e| corrupt(&format!("header of {es:?}: device minor"), e))?;
         Ok(Kind::Node(ft, major.unwrap_or(0), minor.unwrap_or(0)))
     };
     Ok(match etype {
@@ -690,12 +565,7 @@ fn read_kind<R: Read>(
         EntryType::Char => device(FileType::CharacterDevice)?,
         EntryType::Block => device(FileType::BlockDevice)?,
         EntryType::Fifo => device(FileType::Fifo)?,
-        other => {
-            return Err(bad(
-                es,
-                format!("unsupported tar entry type {:?}", other.as_byte() as char),
-            ))
-        }
+        other => return Err(bad(es, format!("unsupported tar entry type {:?}", other.as_byte() as char))),
     })
 }
 
@@ -714,10 +584,7 @@ fn parse_pax_time(v: &[u8]) -> Option<Timespec> {
         secs -= 1;
         nsec = 1_000_000_000 - nsec;
     }
-    Some(Timespec {
-        tv_sec: secs,
-        tv_nsec: nsec,
-    })
+    Some(Timespec { tv_sec: secs, tv_nsec: nsec })
 }
 
 fn parse_pax_int(v: &[u8]) -> Option<u64> {
@@ -746,12 +613,7 @@ fn open_beneath(dir: impl AsFd, path: &[u8], flags: OFlags) -> rustix::io::Resul
 
 /// Opens the directory `name` in `parent` for reading, not following a symlink.
 fn open_dir(parent: impl AsFd, name: &[u8]) -> rustix::io::Result<OwnedFd> {
-    rfs::openat(
-        parent,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
+    rfs::openat(parent, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
 }
 
 fn list_dir(dir: &OwnedFd) -> rustix::io::Result<Vec<Vec<u8>>> {
@@ -792,35 +654,24 @@ fn child(dir: &[u8], name: &[u8]) -> Vec<u8> {
 
 fn resolve_err(es: &str, e: Errno) -> UnpackError {
     match e {
-        Errno::XDEV => UnpackError::UnsafePath {
-            entry: es.into(),
-            reason: "path passes through a symlink out of the layer root",
-        },
+        Errno::XDEV => {
+            UnpackError::UnsafePath { entry: es.into(), reason: "path passes through a symlink out of the layer root" }
+        }
         Errno::NOTDIR => bad(es, "a parent of the entry is not a directory".into()),
         e => io_err(es, "resolving the parent directory", e),
     }
 }
 
 fn io_err(es: &str, action: &'static str, e: Errno) -> UnpackError {
-    UnpackError::Io {
-        entry: es.into(),
-        action,
-        source: e.into(),
-    }
+    UnpackError::Io { entry: es.into(), action, source: e.into() }
 }
 
 fn bad(es: &str, reason: String) -> UnpackError {
-    UnpackError::BadEntry {
-        entry: es.into(),
-        reason,
-    }
+    UnpackError::BadEntry { entry: es.into(), reason }
 }
 
 fn corrupt(context: &str, source: io::Error) -> UnpackError {
-    UnpackError::Corrupt {
-        context: context.into(),
-        source,
-    }
+    UnpackError::Corrupt { context: context.into(), source }
 }
 
 #[cfg(test)]
@@ -829,11 +680,7 @@ mod tests {
     use std::path::PathBuf;
 
     fn s(p: &str) -> Result<Vec<String>, Unsafe> {
-        sanitize(p.as_bytes()).map(|v| {
-            v.iter()
-                .map(|c| String::from_utf8_lossy(c).into_owned())
-                .collect()
-        })
+        sanitize(p.as_bytes()).map(|v| v.iter().map(|c| String::from_utf8_lossy(c).into_owned()).collect())
     }
 
     #[test]
@@ -892,10 +739,8 @@ mod tests {
 
     fn tree(root: &Path) -> Vec<String> {
         fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) {
-            let mut names: Vec<_> = std::fs::read_dir(dir)
-                .unwrap()
-                .map(|e| e.unwrap().file_name().into_string().unwrap())
-                .collect();
+            let mut names: Vec<_> =
+                std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
             names.sort();
             for n in names {
                 let p: PathBuf = dir.join(&n);
@@ -916,10 +761,7 @@ mod tests {
     #[test]
     fn delete_mode_applies_whiteouts_in_place() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = UnpackOptions {
-            whiteouts: WhiteoutMode::Delete,
-            allow_devices: false,
-        };
+        let opts = UnpackOptions { whiteouts: WhiteoutMode::Delete, allow_devices: false };
         let lower = tar(&[
             "a/",
             "a/keep",
@@ -958,18 +800,7 @@ mod tests {
         let stats = apply_tar(&upper[..], dir.path(), &opts).unwrap();
         assert_eq!(
             tree(dir.path()),
-            [
-                "a/",
-                "a/keep",
-                "b/",
-                "b/new",
-                "c/",
-                "c/new",
-                "c/sub/",
-                "c/sub/new",
-                "e/",
-                "e/x"
-            ]
+            ["a/", "a/keep", "b/", "b/new", "c/", "c/new", "c/sub/", "c/sub/new", "e/", "e/x"]
         );
         assert_eq!(stats.tar_size, upper.len() as u64);
         assert_eq!(stats.diff_id, crate::digest::Digest::of(&upper));

@@ -34,9 +34,7 @@ impl Compression {
             | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
             | "application/vnd.docker.image.rootfs.diff.tar.gzip"
             | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Compression::Gzip,
-            OCI_ZSTD | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => {
-                Compression::Zstd
-            }
+            OCI_ZSTD | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => Compression::Zstd,
             other => return Err(UnpackError::UnsupportedMediaType(other.to_owned())),
         })
     }
@@ -88,10 +86,9 @@ pub fn decompress<'a, R: BufRead + 'a>(
     mut reader: R,
     expected: Compression,
 ) -> Result<Box<dyn Read + 'a>, UnpackError> {
-    let head = reader.fill_buf().map_err(|source| UnpackError::Corrupt {
-        context: "reading the first bytes of the layer".into(),
-        source,
-    })?;
+    let head = reader
+        .fill_buf()
+        .map_err(|source| UnpackError::Corrupt { context: "reading the first bytes of the layer".into(), source })?;
     let found = Compression::sniff(head);
     let actual = match (expected, found) {
         (e, f) if e == f => e,
@@ -101,14 +98,10 @@ pub fn decompress<'a, R: BufRead + 'a>(
     Ok(match actual {
         Compression::None => Box::new(reader),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(reader)),
-        Compression::Zstd => {
-            Box::new(
-                zstd::Decoder::with_buffer(reader).map_err(|source| UnpackError::Corrupt {
-                    context: "starting the zstd decoder".into(),
-                    source,
-                })?,
-            )
-        }
+        Compression::Zstd => Box::new(
+            zstd::Decoder::with_buffer(reader)
+                .map_err(|source| UnpackError::Corrupt { context: "starting the zstd decoder".into(), source })?,
+        ),
         Compression::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(reader)),
     })
 }
@@ -125,43 +118,24 @@ mod tests {
             ("application/vnd.oci.image.layer.v1.tar", None),
             ("application/vnd.oci.image.layer.v1.tar+gzip", Gzip),
             ("application/vnd.oci.image.layer.v1.tar+zstd", Zstd),
-            (
-                "application/vnd.oci.image.layer.nondistributable.v1.tar",
-                None,
-            ),
-            (
-                "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
-                Gzip,
-            ),
-            (
-                "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
-                Zstd,
-            ),
+            ("application/vnd.oci.image.layer.nondistributable.v1.tar", None),
+            ("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", Gzip),
+            ("application/vnd.oci.image.layer.nondistributable.v1.tar+zstd", Zstd),
             ("application/vnd.docker.image.rootfs.diff.tar.gzip", Gzip),
             ("application/vnd.docker.image.rootfs.diff.tar", None),
-            (
-                "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
-                Gzip,
-            ),
+            ("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", Gzip),
         ];
         for (mt, c) in cases {
             assert_eq!(Compression::from_media_type(mt).unwrap(), c, "{mt}");
         }
-        for bad in [
-            "application/vnd.oci.image.manifest.v1+json",
-            "application/vnd.oci.image.layer.v1.tar+bzip2",
-            "",
-        ] {
+        for bad in ["application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.layer.v1.tar+bzip2", ""] {
             assert!(matches!(
                 Compression::from_media_type(bad),
                 Err(UnpackError::UnsupportedMediaType(m)) if m == bad
             ));
         }
         for c in [None, Gzip, Zstd] {
-            assert_eq!(
-                Compression::from_media_type(c.oci_media_type().unwrap()).unwrap(),
-                c
-            );
+            assert_eq!(Compression::from_media_type(c.oci_media_type().unwrap()).unwrap(), c);
         }
         assert_eq!(Xz.oci_media_type(), Option::None);
     }
@@ -169,10 +143,7 @@ mod tests {
     #[test]
     fn sniffing() {
         assert_eq!(Compression::sniff(&[0x1f, 0x8b, 8, 0]), Compression::Gzip);
-        assert_eq!(
-            Compression::sniff(&[0x28, 0xb5, 0x2f, 0xfd, 0]),
-            Compression::Zstd
-        );
+        assert_eq!(Compression::sniff(&[0x28, 0xb5, 0x2f, 0xfd, 0]), Compression::Zstd);
         assert_eq!(Compression::sniff(b"\xfd7zXZ\0\0"), Compression::Xz);
         assert_eq!(Compression::sniff(b"etc/\0\0\0"), Compression::None);
         assert_eq!(Compression::sniff(b""), Compression::None);
@@ -197,47 +168,23 @@ mod tests {
         let gz = gzip(&plain);
         let zst = zstd::encode_all(&plain[..], 3).unwrap();
 
-        assert_eq!(
-            read_all(decompress(&gz[..], Compression::Gzip).unwrap()),
-            plain
-        );
-        assert_eq!(
-            read_all(decompress(&zst[..], Compression::Zstd).unwrap()),
-            plain
-        );
-        assert_eq!(
-            read_all(decompress(&plain[..], Compression::None).unwrap()),
-            plain
-        );
+        assert_eq!(read_all(decompress(&gz[..], Compression::Gzip).unwrap()), plain);
+        assert_eq!(read_all(decompress(&zst[..], Compression::Zstd).unwrap()), plain);
+        assert_eq!(read_all(decompress(&plain[..], Compression::None).unwrap()), plain);
         // Mislabelled plain tar: sniffed.
-        assert_eq!(
-            read_all(decompress(&gz[..], Compression::None).unwrap()),
-            plain
-        );
-        assert_eq!(
-            read_all(decompress(&zst[..], Compression::None).unwrap()),
-            plain
-        );
+        assert_eq!(read_all(decompress(&gz[..], Compression::None).unwrap()), plain);
+        assert_eq!(read_all(decompress(&zst[..], Compression::None).unwrap()), plain);
 
         let err = decompress(&zst[..], Compression::Gzip).err().unwrap();
         assert!(matches!(
             err,
-            UnpackError::CompressionMismatch {
-                expected: Compression::Gzip,
-                found: Compression::Zstd
-            }
+            UnpackError::CompressionMismatch { expected: Compression::Gzip, found: Compression::Zstd }
         ));
-        assert_eq!(
-            err.to_string(),
-            "layer declared as gzip but its data is zstd"
-        );
+        assert_eq!(err.to_string(), "layer declared as gzip but its data is zstd");
         let err = decompress(&plain[..], Compression::Zstd).err().unwrap();
         assert!(matches!(
             err,
-            UnpackError::CompressionMismatch {
-                expected: Compression::Zstd,
-                found: Compression::None
-            }
+            UnpackError::CompressionMismatch { expected: Compression::Zstd, found: Compression::None }
         ));
     }
 }

@@ -45,10 +45,7 @@ pub struct UnpackOptions {
 impl Default for UnpackOptions {
     /// Overlay whiteouts, no devices: the cautious choice.
     fn default() -> Self {
-        UnpackOptions {
-            whiteouts: WhiteoutMode::Overlay,
-            allow_devices: false,
-        }
+        UnpackOptions { whiteouts: WhiteoutMode::Overlay, allow_devices: false }
     }
 }
 
@@ -76,10 +73,7 @@ pub enum UnpackError {
 
     /// The stream's magic bytes disagree with the compression the media type declares.
     #[error("layer declared as {expected} but its data is {found}")]
-    CompressionMismatch {
-        expected: Compression,
-        found: Compression,
-    },
+    CompressionMismatch { expected: Compression, found: Compression },
 
     /// An entry that would write outside the layer root: a `..` component, an absolute
     /// path, or a parent that resolves through a symlink out of the root.
@@ -88,11 +82,7 @@ pub enum UnpackError {
 
     /// A hardlink whose target is outside the layer root or missing from it.
     #[error("layer entry {entry:?}: hardlink target {target:?} {reason}")]
-    HardlinkTarget {
-        entry: String,
-        target: String,
-        reason: &'static str,
-    },
+    HardlinkTarget { entry: String, target: String, reason: &'static str },
 
     /// A character or block device while [`UnpackOptions::allow_devices`] is false.
     #[error("layer entry {entry:?}: device nodes are not allowed in this layer")]
@@ -109,9 +99,5 @@ pub enum UnpackError {
 
     /// A file system operation failed while applying `entry` (`"."`: the root itself).
     #[error("layer entry {entry:?}: {action}: {source}")]
-    Io {
-        entry: String,
-        action: &'static str,
-        source: io::Error,
-    },
+    Io { entry: String, action: &'static str, source: io::Error },
 }

@@ -14,9 +14,7 @@ pub fn require_root() {
 }
 
 pub fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(rel)
 }
 
 /// A store in a temporary directory, removed on drop.
@@ -28,10 +26,7 @@ impl TempStore {
     /// A new, initialised (empty) store.
     pub fn new() -> TempStore {
         let store = TempStore {
-            dir: tempfile::Builder::new()
-                .prefix("racker-test-")
-                .tempdir()
-                .expect("creating a temporary store"),
+            dir: tempfile::Builder::new().prefix("racker-test-").tempdir().expect("creating a temporary store"),
         };
         store.ok(&["images", "-q"]);
         store
@@ -67,38 +62,26 @@ impl TempStore {
     /// Runs racker and insists on failure; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(
-            !out.status.success(),
-            "racker {args:?} should have failed:\n{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        assert!(!out.status.success(), "racker {args:?} should have failed:\n{}", String::from_utf8_lossy(&out.stdout));
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
     pub fn files(&self, area: &str) -> BTreeSet<String> {
         let dir = self.root().join(area);
         match std::fs::read_dir(&dir) {
-            Ok(entries) => entries
-                .map(|e| {
-                    e.expect("listing the store")
-                        .file_name()
-                        .to_string_lossy()
-                        .into_owned()
-                })
-                .collect(),
+            Ok(entries) => {
+                entries.map(|e| e.expect("listing the store").file_name().to_string_lossy().into_owned()).collect()
+            }
             Err(_) => BTreeSet::new(),
         }
     }
 
     pub fn db(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(self.root().join("racker.db"))
-            .expect("opening the store database")
+        rusqlite::Connection::open(self.root().join("racker.db")).expect("opening the store database")
     }
 
     pub fn count(&self, table: &str) -> i64 {
-        self.db()
-            .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
-            .expect("counting rows")
+        self.db().query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0)).expect("counting rows")
     }
 
     /// Everything that makes up the store's visible state: files by area and all rows.
@@ -109,17 +92,8 @@ impl TempStore {
         }
         if self.root().join("racker.db").exists() {
             let db = self.db();
-            for table in [
-                "blobs",
-                "layers",
-                "images",
-                "image_layers",
-                "tags",
-                "repo_digests",
-            ] {
-                let mut stmt = db
-                    .prepare(&format!("SELECT * FROM {table}"))
-                    .expect("reading a table");
+            for table in ["blobs", "layers", "images", "image_layers", "tags", "repo_digests"] {
+                let mut stmt = db.prepare(&format!("SELECT * FROM {table}")).expect("reading a table");
                 let n = stmt.column_count();
                 let rows: Vec<String> = stmt
                     .query_map([], |r| {
@@ -146,22 +120,10 @@ pub struct OverlayMount {
 impl OverlayMount {
     pub fn new(lowers_top_first: &[PathBuf]) -> OverlayMount {
         require_root();
-        let target = tempfile::Builder::new()
-            .prefix("racker-overlay-")
-            .tempdir()
-            .expect("creating a mount point");
-        let lowerdir: Vec<String> = lowers_top_first
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect();
+        let target = tempfile::Builder::new().prefix("racker-overlay-").tempdir().expect("creating a mount point");
+        let lowerdir: Vec<String> = lowers_top_first.iter().map(|p| p.display().to_string()).collect();
         let status = Command::new("mount")
-            .args([
-                "-t",
-                "overlay",
-                "overlay",
-                "-o",
-                &format!("ro,lowerdir={}", lowerdir.join(":")),
-            ])
+            .args(["-t", "overlay", "overlay", "-o", &format!("ro,lowerdir={}", lowerdir.join(":"))])
             .arg(target.path())
             .status()
             .expect("running mount");

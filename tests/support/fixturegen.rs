@@ -50,44 +50,22 @@ pub struct E<'a> {
 }
 
 const fn base(path: &[u8], kind: EntryType, mode: u32) -> E<'_> {
-    E {
-        path,
-        kind,
-        mode,
-        uid: 0,
-        gid: 0,
-        data: b"",
-        link: b"",
-        dev: (0, 0),
-        xattrs: &[],
-    }
+    E { path, kind, mode, uid: 0, gid: 0, data: b"", link: b"", dev: (0, 0), xattrs: &[] }
 }
 pub const fn dir(path: &[u8], mode: u32) -> E<'_> {
     base(path, EntryType::Directory, mode)
 }
 pub const fn file<'a>(path: &'a [u8], mode: u32, data: &'a [u8]) -> E<'a> {
-    E {
-        data,
-        ..base(path, EntryType::Regular, mode)
-    }
+    E { data, ..base(path, EntryType::Regular, mode) }
 }
 pub const fn symlink<'a>(path: &'a [u8], target: &'a [u8]) -> E<'a> {
-    E {
-        link: target,
-        ..base(path, EntryType::Symlink, 0o777)
-    }
+    E { link: target, ..base(path, EntryType::Symlink, 0o777) }
 }
 pub const fn hardlink<'a>(path: &'a [u8], target: &'a [u8]) -> E<'a> {
-    E {
-        link: target,
-        ..base(path, EntryType::Link, 0o644)
-    }
+    E { link: target, ..base(path, EntryType::Link, 0o644) }
 }
 pub const fn node(path: &[u8], kind: EntryType, mode: u32, dev: (u32, u32)) -> E<'_> {
-    E {
-        dev,
-        ..base(path, kind, mode)
-    }
+    E { dev, ..base(path, kind, mode) }
 }
 impl<'a> E<'a> {
     pub const fn owner(self, uid: u64, gid: u64) -> Self {
@@ -104,11 +82,7 @@ pub fn build_tar(entries: &[E]) -> io::Result<Vec<u8>> {
     let mut b = tar::Builder::new(Vec::new());
     for e in entries {
         if !e.xattrs.is_empty() {
-            let recs: Vec<(String, &[u8])> = e
-                .xattrs
-                .iter()
-                .map(|(k, v)| (format!("SCHILY.xattr.{k}"), *v))
-                .collect();
+            let recs: Vec<(String, &[u8])> = e.xattrs.iter().map(|(k, v)| (format!("SCHILY.xattr.{k}"), *v)).collect();
             b.append_pax_extensions(recs.iter().map(|(k, v)| (k.as_str(), *v)))?;
         }
         let mut h = Header::new_ustar();
@@ -137,9 +111,7 @@ pub fn build_tar(entries: &[E]) -> io::Result<Vec<u8>> {
 }
 
 pub fn gzip(data: &[u8]) -> io::Result<Vec<u8>> {
-    let mut e = flate2::GzBuilder::new()
-        .mtime(0)
-        .write(Vec::new(), flate2::Compression::new(6));
+    let mut e = flate2::GzBuilder::new().mtime(0).write(Vec::new(), flate2::Compression::new(6));
     e.write_all(data)?;
     e.finish()
 }
@@ -168,10 +140,8 @@ pub fn base_tar() -> io::Result<Vec<u8>> {
         dir(b"./", 0o755),
         dir(b"bin/", 0o755),
         file(b"bin/su-ish", 0o4755, b"#!/bin/sh\necho setuid\n"),
-        file(b"bin/ping-ish", 0o755, b"#!/bin/sh\necho ping\n").xattrs(&[
-            ("security.capability", &CAP_NET_RAW_EP),
-            ("user.racker", b"fixture"),
-        ]),
+        file(b"bin/ping-ish", 0o755, b"#!/bin/sh\necho ping\n")
+            .xattrs(&[("security.capability", &CAP_NET_RAW_EP), ("user.racker", b"fixture")]),
         symlink(b"bin/sh-link", b"su-ish"),
         dir(b"dev/", 0o755),
         node(b"dev/null-ish", Char, 0o666, (1, 3)),
@@ -223,51 +193,21 @@ pub fn whiteouts_tar() -> io::Result<Vec<u8>> {
 }
 
 pub fn top_tar() -> io::Result<Vec<u8>> {
-    build_tar(&[
-        dir(b"etc/", 0o755),
-        file(b"etc/greeting", 0o644, b"hello from top\n"),
-    ])
+    build_tar(&[dir(b"etc/", 0o755), file(b"etc/greeting", 0o644, b"hello from top\n")])
 }
 
 pub fn shared_extra_tar() -> io::Result<Vec<u8>> {
-    build_tar(&[
-        dir(b"srv/", 0o755),
-        file(b"srv/shared.txt", 0o644, b"only in the shared image\n"),
-    ])
+    build_tar(&[dir(b"srv/", 0o755), file(b"srv/shared.txt", 0o644, b"only in the shared image\n")])
 }
 
 /// The malicious layers: (name, tar). Each is otherwise harmless.
 pub fn evil_tars() -> io::Result<Vec<(&'static str, Vec<u8>)>> {
     Ok(vec![
-        (
-            "evil-dotdot",
-            build_tar(&[
-                file(b"ok", 0o644, b"ok\n"),
-                file(b"../racker-escape", 0o644, b"escaped\n"),
-            ])?,
-        ),
-        (
-            "evil-absolute",
-            build_tar(&[
-                file(b"ok", 0o644, b"ok\n"),
-                file(b"/etc/racker-escape", 0o644, b"escaped\n"),
-            ])?,
-        ),
-        (
-            "evil-symlink",
-            build_tar(&[
-                symlink(b"link", b"/tmp"),
-                file(b"link/racker-escape", 0o644, b"escaped\n"),
-            ])?,
-        ),
-        (
-            "evil-hardlink",
-            build_tar(&[hardlink(b"h", b"../../etc/passwd")])?,
-        ),
-        (
-            "evil-hardlink-symlink",
-            build_tar(&[symlink(b"l", b"/etc"), hardlink(b"h", b"l/passwd")])?,
-        ),
+        ("evil-dotdot", build_tar(&[file(b"ok", 0o644, b"ok\n"), file(b"../racker-escape", 0o644, b"escaped\n")])?),
+        ("evil-absolute", build_tar(&[file(b"ok", 0o644, b"ok\n"), file(b"/etc/racker-escape", 0o644, b"escaped\n")])?),
+        ("evil-symlink", build_tar(&[symlink(b"link", b"/tmp"), file(b"link/racker-escape", 0o644, b"escaped\n")])?),
+        ("evil-hardlink", build_tar(&[hardlink(b"h", b"../../etc/passwd")])?),
+        ("evil-hardlink-symlink", build_tar(&[symlink(b"l", b"/etc"), hardlink(b"h", b"l/passwd")])?),
     ])
 }
 
@@ -313,10 +253,7 @@ fn json_bytes(v: &Value) -> Vec<u8> {
 }
 
 pub fn image(name: &str, layers: &[Layer]) -> Image {
-    let diff_ids: Vec<String> = layers
-        .iter()
-        .map(|l| format!("sha256:{}", sha256_hex(&l.tar)))
-        .collect();
+    let diff_ids: Vec<String> = layers.iter().map(|l| format!("sha256:{}", sha256_hex(&l.tar))).collect();
     let history: Vec<Value> = (0..layers.len())
         .map(|i| json!({"created": CREATED, "created_by": format!("racker fixture {name}, layer {i}")}))
         .collect();
@@ -333,10 +270,7 @@ pub fn image(name: &str, layers: &[Layer]) -> Image {
         "history": history,
     }));
     let config_hex = sha256_hex(&config);
-    let layer_blobs: Vec<(String, Vec<u8>)> = layers
-        .iter()
-        .map(|l| (sha256_hex(&l.blob), l.blob.clone()))
-        .collect();
+    let layer_blobs: Vec<(String, Vec<u8>)> = layers.iter().map(|l| (sha256_hex(&l.blob), l.blob.clone())).collect();
     let manifest = json_bytes(&json!({
         "schemaVersion": 2,
         "mediaType": MT_MANIFEST,
@@ -345,19 +279,13 @@ pub fn image(name: &str, layers: &[Layer]) -> Image {
             "mediaType": l.media_type, "digest": format!("sha256:{hex}"), "size": blob.len(),
         })).collect::<Vec<_>>(),
     }));
-    Image {
-        config: (config_hex, config),
-        manifest: (sha256_hex(&manifest), manifest),
-        layers: layer_blobs,
-    }
+    Image { config: (config_hex, config), manifest: (sha256_hex(&manifest), manifest), layers: layer_blobs }
 }
 
 /// `index.json` naming `img`'s manifest, with the given annotations.
 pub fn index_json(img: &Image, annotations: &[(&str, &str)]) -> Vec<u8> {
-    let ann: serde_json::Map<String, Value> = annotations
-        .iter()
-        .map(|(k, v)| (k.to_string(), Value::from(*v)))
-        .collect();
+    let ann: serde_json::Map<String, Value> =
+        annotations.iter().map(|(k, v)| (k.to_string(), Value::from(*v))).collect();
     json_bytes(&json!({
         "schemaVersion": 2,
         "mediaType": MT_INDEX,
@@ -374,14 +302,9 @@ pub const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
 /// The files of an OCI image layout: (relative path, bytes), sorted.
 pub fn layout_files(img: &Image, annotations: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
-    let mut files = vec![
-        ("oci-layout".to_string(), OCI_LAYOUT.to_vec()),
-        ("index.json".to_string(), index_json(img, annotations)),
-    ];
-    for (hex, bytes) in std::iter::once(&img.config)
-        .chain([&img.manifest])
-        .chain(&img.layers)
-    {
+    let mut files =
+        vec![("oci-layout".to_string(), OCI_LAYOUT.to_vec()), ("index.json".to_string(), index_json(img, annotations))];
+    for (hex, bytes) in std::iter::once(&img.config).chain([&img.manifest]).chain(&img.layers) {
         files.push((format!("blobs/sha256/{hex}"), bytes.clone()));
     }
     files.sort();
@@ -403,16 +326,8 @@ pub fn archive_tar(files: &[(String, Vec<u8>)]) -> io::Result<Vec<u8>> {
         }
         owned.push((path.as_bytes(), false, data));
     }
-    let entries: Vec<E> = owned
-        .iter()
-        .map(|(p, is_dir, data)| {
-            if *is_dir {
-                dir(p, 0o755)
-            } else {
-                file(p, 0o644, data)
-            }
-        })
-        .collect();
+    let entries: Vec<E> =
+        owned.iter().map(|(p, is_dir, data)| if *is_dir { dir(p, 0o755) } else { file(p, 0o644, data) }).collect();
     build_tar(&entries)
 }
 
@@ -439,23 +354,11 @@ pub fn generate(out_dir: &Path) -> io::Result<()> {
     write(out_dir, "layers/top.tar.zst", &top_zst)?;
     write(out_dir, "layers/shared-extra.tar.gz", &extra_gz)?;
 
-    let base_layer = || Layer {
-        blob: base.clone(),
-        media_type: MT_TAR,
-        tar: base.clone(),
-    };
+    let base_layer = || Layer { blob: base.clone(), media_type: MT_TAR, tar: base.clone() };
     let wh_layers = [
         base_layer(),
-        Layer {
-            blob: wh_gz.clone(),
-            media_type: MT_GZIP,
-            tar: wh.clone(),
-        },
-        Layer {
-            blob: top_zst.clone(),
-            media_type: MT_ZSTD,
-            tar: top.clone(),
-        },
+        Layer { blob: wh_gz.clone(), media_type: MT_GZIP, tar: wh.clone() },
+        Layer { blob: top_zst.clone(), media_type: MT_ZSTD, tar: top.clone() },
     ];
     let whiteouts = image("whiteouts", &wh_layers);
     let latest = [("org.opencontainers.image.ref.name", "latest")];
@@ -463,31 +366,14 @@ pub fn generate(out_dir: &Path) -> io::Result<()> {
         write(out_dir, &format!("oci/whiteouts/{rel}"), &bytes)?;
     }
 
-    let shared = image(
-        "shared",
-        &[
-            base_layer(),
-            Layer {
-                blob: extra_gz.clone(),
-                media_type: MT_GZIP,
-                tar: extra,
-            },
-        ],
-    );
+    let shared = image("shared", &[base_layer(), Layer { blob: extra_gz.clone(), media_type: MT_GZIP, tar: extra }]);
     for (rel, bytes) in layout_files(&shared, &latest) {
         write(out_dir, &format!("oci/shared/{rel}"), &bytes)?;
     }
 
     for (name, tar) in evil_tars()? {
         write(out_dir, &format!("layers/{name}.tar"), &tar)?;
-        let img = image(
-            name,
-            &[Layer {
-                blob: tar.clone(),
-                media_type: MT_TAR,
-                tar,
-            }],
-        );
+        let img = image(name, &[Layer { blob: tar.clone(), media_type: MT_TAR, tar }]);
         for (rel, bytes) in layout_files(&img, &latest) {
             write(out_dir, &format!("oci/{name}/{rel}"), &bytes)?;
         }
@@ -504,10 +390,7 @@ pub fn generate(out_dir: &Path) -> io::Result<()> {
         layer_paths.push(format!("{id}/layer.tar"));
     }
     let last_id = sha256_hex(&top);
-    files.push((
-        format!("{}.json", whiteouts.config.0),
-        whiteouts.config.1.clone(),
-    ));
+    files.push((format!("{}.json", whiteouts.config.0), whiteouts.config.1.clone()));
     files.push((
         "manifest.json".into(),
         json_bytes(&json!([{
@@ -516,32 +399,18 @@ pub fn generate(out_dir: &Path) -> io::Result<()> {
             "Layers": layer_paths,
         }])),
     ));
-    files.push((
-        "repositories".into(),
-        json_bytes(&json!({"racker-fixtures/whiteouts": {"latest": last_id}})),
-    ));
-    write(
-        out_dir,
-        "archives/whiteouts-docker-save.tar",
-        &archive_tar(&files)?,
-    )?;
+    files.push(("repositories".into(), json_bytes(&json!({"racker-fixtures/whiteouts": {"latest": last_id}}))));
+    write(out_dir, "archives/whiteouts-docker-save.tar", &archive_tar(&files)?)?;
 
     // docker 25+ / containerd: the OCI layout itself, named by annotations.
     let oci_files = layout_files(
         &whiteouts,
         &[
-            (
-                "io.containerd.image.name",
-                "docker.io/racker-fixtures/whiteouts:latest",
-            ),
+            ("io.containerd.image.name", "docker.io/racker-fixtures/whiteouts:latest"),
             ("org.opencontainers.image.ref.name", "latest"),
         ],
     );
-    write(
-        out_dir,
-        "archives/whiteouts-oci-archive.tar",
-        &archive_tar(&oci_files)?,
-    )?;
+    write(out_dir, "archives/whiteouts-oci-archive.tar", &archive_tar(&oci_files)?)?;
 
     let rootfs = rootfs_tar()?;
     write(out_dir, "rootfs/rootfs.tar", &rootfs)?;

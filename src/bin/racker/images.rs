@@ -28,12 +28,7 @@ pub struct ImagesArgs {
 }
 
 pub fn list(store: &Store, args: &ImagesArgs) -> Result<()> {
-    let filter = args
-        .reference
-        .as_deref()
-        .map(Reference::parse)
-        .transpose()
-        .context("invalid filter")?;
+    let filter = args.reference.as_deref().map(Reference::parse).transpose().context("invalid filter")?;
     // A filter without an explicit tag matches every tag, as in docker.
     let want_tag = args
         .reference
@@ -44,11 +39,7 @@ pub fn list(store: &Store, args: &ImagesArgs) -> Result<()> {
     let mut rows = Vec::new();
     let mut json = Vec::new();
     for image in store.images()? {
-        let id = if args.no_trunc {
-            image.id.to_string()
-        } else {
-            image.id.short().to_owned()
-        };
+        let id = if args.no_trunc { image.id.to_string() } else { image.id.short().to_owned() };
         let mut names: Vec<(String, String)> = image.tags.clone();
         if names.is_empty() {
             names.push(("<none>".into(), "<none>".into()));
@@ -65,11 +56,7 @@ pub fn list(store: &Store, args: &ImagesArgs) -> Result<()> {
                 .find(|(r, _)| *r == repo)
                 .map(|(_, d)| d.to_string())
                 .unwrap_or_else(|| "<none>".into());
-            let repo_shown = if repo == "<none>" {
-                repo.clone()
-            } else {
-                familiar_name(&repo)
-            };
+            let repo_shown = if repo == "<none>" { repo.clone() } else { familiar_name(&repo) };
             json.push(serde_json::json!({
                 "ID": id, "Repository": repo_shown, "Tag": tag, "Digest": digest,
                 "CreatedAt": image.created, "CreatedSince": since(image.created.as_deref()),
@@ -79,11 +66,7 @@ pub fn list(store: &Store, args: &ImagesArgs) -> Result<()> {
             if args.digests {
                 row.push(digest);
             }
-            row.extend([
-                id.clone(),
-                since(image.created.as_deref()),
-                human_size(image.size),
-            ]);
+            row.extend([id.clone(), since(image.created.as_deref()), human_size(image.size)]);
             rows.push(row);
         }
     }
@@ -126,12 +109,7 @@ pub fn load(store: &Store, input: &Path, quiet: bool) -> Result<()> {
 }
 
 pub fn import(store: &Store, source_arg: &str, reference: Option<&str>, quiet: bool) -> Result<()> {
-    let names = reference
-        .map(Reference::parse)
-        .transpose()
-        .context("invalid image name")?
-        .into_iter()
-        .collect();
+    let names = reference.map(Reference::parse).transpose().context("invalid image name")?.into_iter().collect();
     let input = RootfsInput::parse(source_arg);
     let id = source::import_rootfs(store, &input, names, racker::progress::for_stderr(quiet))
         .with_context(|| format!("importing {source_arg}"))?;
@@ -157,10 +135,8 @@ pub fn pull(store: &Store, reference: &str, quiet: bool) -> Result<()> {
         ),
     };
     let (location, wanted) = split_location(rest);
-    let base = Path::new(location)
-        .file_name()
-        .map(|n| n.to_string_lossy().to_lowercase())
-        .unwrap_or_else(|| "image".into());
+    let base =
+        Path::new(location).file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_else(|| "image".into());
     // Unnamed layouts get a local name, as podman gives them.
     let default_name = match wanted {
         Some(w) if w.contains('/') => Reference::parse(w)?,
@@ -170,13 +146,7 @@ pub fn pull(store: &Store, reference: &str, quiet: bool) -> Result<()> {
             .with_context(|| format!("naming the image from {location:?}"))?,
     };
     let ids = match transport {
-        "oci" => source::import_layout(
-            store,
-            &DirFs(location.into()),
-            wanted,
-            &[default_name],
-            progress,
-        ),
+        "oci" => source::import_layout(store, &DirFs(location.into()), wanted, &[default_name], progress),
         _ => {
             let fs = source::ArchiveFs::open(Path::new(location), &store.root().join("ingest"))?;
             source::import_layout(store, &fs, wanted, &[default_name], progress)
@@ -196,9 +166,7 @@ pub fn pull(store: &Store, reference: &str, quiet: bool) -> Result<()> {
 }
 
 pub fn tag(store: &Store, source_name: &str, target: &str) -> Result<()> {
-    store
-        .tag(source_name, target)
-        .with_context(|| format!("tagging {source_name} as {target}"))?;
+    store.tag(source_name, target).with_context(|| format!("tagging {source_name} as {target}"))?;
     Ok(())
 }
 
@@ -234,8 +202,7 @@ pub fn inspect(store: &Store, names: &[String]) -> Result<()> {
         let id = store.resolve(name)?;
         let image = store.image(&id)?;
         let config: serde_json::Value =
-            serde_json::from_slice(&store.read_blob(&image.config_digest)?)
-                .context("reading the image config")?;
+            serde_json::from_slice(&store.read_blob(&image.config_digest)?).context("reading the image config")?;
         let layers: Vec<_> = image
             .layers
             .iter()
@@ -278,10 +245,7 @@ pub fn gc(store: &Store, dry_run: bool) -> Result<()> {
     for leftover in &report.leftovers {
         println!("{verb} leftover: {leftover}");
     }
-    println!(
-        "Total reclaimed space: {}",
-        human_size(report.reclaimed_bytes)
-    );
+    println!("Total reclaimed space: {}", human_size(report.reclaimed_bytes));
     Ok(())
 }
 
@@ -292,28 +256,13 @@ pub fn disk_usage(store: &Store, format: Format) -> Result<()> {
         return Ok(());
     }
     let rows = vec![
-        vec![
-            "Images".into(),
-            du.images.to_string(),
-            human_size(du.images_size),
-        ],
-        vec![
-            "Layers".into(),
-            du.layers.to_string(),
-            human_size(du.layers_size),
-        ],
-        vec![
-            "Blobs".into(),
-            du.blobs.to_string(),
-            human_size(du.blobs_size),
-        ],
+        vec!["Images".into(), du.images.to_string(), human_size(du.images_size)],
+        vec!["Layers".into(), du.layers.to_string(), human_size(du.layers_size)],
+        vec!["Blobs".into(), du.blobs.to_string(), human_size(du.blobs_size)],
     ];
     print!("{}", table(&["TYPE", "TOTAL", "SIZE"], &rows));
     println!("\nShared between images: {}", human_size(du.shared_size));
     println!("Reclaimable by gc: {}", human_size(du.reclaimable_size));
-    println!(
-        "Dedupe ratio: {:.2}x (images' logical size per byte stored)",
-        du.dedupe_ratio
-    );
+    println!("Dedupe ratio: {:.2}x (images' logical size per byte stored)", du.dedupe_ratio);
     Ok(())
 }

@@ -10,11 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(
-    name = "racker",
-    version,
-    about = "Operating-system containers on systemd-nspawn, fast"
-)]
+#[command(name = "racker", version, about = "Operating-system containers on systemd-nspawn, fast")]
 struct Cli {
     /// Root of the image store.
     #[arg(long, global = true, env = "RACKER_ROOT", default_value = racker::store::DEFAULT_ROOT)]
@@ -129,15 +125,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .with_context(|| format!("opening the image store at {}", cli.root.display()))
     };
     match cli.command {
-        Command::Images(args) | Command::Image(ImageCommand::Ls(args)) => {
-            images::list(&open()?, &args)
-        }
+        Command::Images(args) | Command::Image(ImageCommand::Ls(args)) => images::list(&open()?, &args),
         Command::Load { input, quiet } => images::load(&open()?, &input, quiet),
-        Command::Import {
-            source,
-            reference,
-            quiet,
-        } => images::import(&open()?, &source, reference.as_deref(), quiet),
+        Command::Import { source, reference, quiet } => images::import(&open()?, &source, reference.as_deref(), quiet),
         Command::Pull { reference, quiet } => images::pull(&open()?, &reference, quiet),
         Command::Tag { source, target } => images::tag(&open()?, &source, &target),
         Command::Rmi { images, force } | Command::Image(ImageCommand::Rm { images, force }) => {
@@ -146,19 +136,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect { images } | Command::Image(ImageCommand::Inspect { images }) => {
             images::inspect(&open()?, &images)
         }
-        Command::Gc { dry_run } | Command::Image(ImageCommand::Prune { dry_run, .. }) => {
-            images::gc(&open()?, dry_run)
-        }
+        Command::Gc { dry_run } | Command::Image(ImageCommand::Prune { dry_run, .. }) => images::gc(&open()?, dry_run),
         Command::System(SystemCommand::Df { format }) => images::disk_usage(&open()?, format),
     }
 }
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RACKER_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RACKER_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
     match run(Cli::parse()) {
