@@ -2,13 +2,14 @@
 //! image store with snapshot overlays.
 //!
 //! The modules follow the data path, top-down: a [`reference`] names an image, a
-//! [`source`] yields its manifest, config and layer blobs, the [`store`] keeps blobs
+//! [`registry`] or a local [`source`] yields its manifest, config and layer blobs, the [`store`] keeps blobs
 //! by [`digest`] and unpacks each layer once through [`unpack`]. [`progress`] carries
 //! long work's progress to the frontends (`racker`, `postroj`).
 
 pub mod digest;
 pub mod progress;
 pub mod reference;
+pub mod registry;
 pub mod source;
 pub mod store;
 pub mod unpack;

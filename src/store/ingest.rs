@@ -33,6 +33,9 @@ pub struct BlobInfo {
 pub struct LayerInfo {
     pub blob: BlobInfo,
     pub diff_id: Digest,
+    /// Whether the layer's bytes were read from the caller's stream (false: the store
+    /// already had what it needed).
+    pub fetched: bool,
 }
 
 /// What [`Ingest::commit`] records: the image's manifest and config blobs, its layers
@@ -207,31 +210,23 @@ impl<'s> Ingest<'s> {
             _ => None,
         };
         match (present_layer, known_blob) {
-            (Some(diff_id), Some(blob)) => {
-                self.progress.end(&label, "Already exists");
-                Ok(LayerInfo { blob, diff_id })
-            }
+            (Some(diff_id), Some(blob)) => Ok(LayerInfo { blob, diff_id, fetched: false }),
             (Some(diff_id), None) => {
                 let mt = media_type.unwrap_or_default();
                 let blob =
                     self.put_blob(&mut ProgressReader::new(reader, &label, &*self.progress), expected_blob, mt)?;
-                self.progress.end(&label, "Layer already unpacked");
-                Ok(LayerInfo { blob, diff_id })
+                Ok(LayerInfo { blob, diff_id, fetched: true })
             }
             (None, Some(blob)) => {
                 let path = self.blob_file(&blob.digest);
                 let file = File::open(&path).map_err(io_err(&path))?;
                 let compression = compression_of(media_type, &blob.digest)?;
-                let layer = self.unpack(
-                    BufReader::with_capacity(1 << 20, file),
-                    compression,
-                    &blob.digest.to_string(),
-                    &label,
-                )?;
+                let layer =
+                    self.unpack(BufReader::with_capacity(1 << 20, file), compression, &blob.digest.to_string())?;
                 blobs::check(&format!("layer {} (uncompressed)", blob.digest), expected_diff_id, &layer.1.diff_id)?;
                 let diff_id = layer.1.diff_id.clone();
                 self.keep_layer(layer)?;
-                Ok(LayerInfo { blob, diff_id })
+                Ok(LayerInfo { blob, diff_id, fetched: false })
             }
             (None, None) => self.put_new_layer(reader, expected_blob, media_type, expected_diff_id, &label),
         }
@@ -261,7 +256,7 @@ impl<'s> Ingest<'s> {
                 let decompressed = unpack::decompress(input, compression)
                     .map_err(|source| StoreError::Unpack { blob: what.clone(), source })?;
                 let mut tee = TeeReader { inner: decompressed, out: BufWriter::with_capacity(1 << 20, file) };
-                let layer = self.unpack_plain(&mut tee, &what, label)?;
+                let layer = self.unpack_plain(&mut tee, &what)?;
                 io::copy(&mut tee, &mut io::sink()).map_err(io_err(&tmp))?;
                 tee.out.into_inner().map_err(|e| io_err(&tmp)(e.into_error()))?;
                 let blob = BlobInfo {
@@ -273,8 +268,7 @@ impl<'s> Ingest<'s> {
             } else {
                 let mut hashed =
                     HashingReader::new(TeeReader { inner: input, out: BufWriter::with_capacity(1 << 20, file) });
-                let layer = match self.unpack(BufReader::with_capacity(1 << 16, &mut hashed), compression, &what, label)
-                {
+                let layer = match self.unpack(BufReader::with_capacity(1 << 16, &mut hashed), compression, &what) {
                     Ok(layer) => layer,
                     Err(err) => {
                         // Corrupt bytes usually show first as a broken gzip or tar stream:
@@ -299,31 +293,21 @@ impl<'s> Ingest<'s> {
         let blob = self.stage_blob(&tmp, &blob.digest, blob.size, &blob.media_type)?;
         let diff_id = layer.1.diff_id.clone();
         self.keep_layer(layer)?;
-        Ok(LayerInfo { blob, diff_id })
+        Ok(LayerInfo { blob, diff_id, fetched: true })
     }
 
-    fn unpack(
-        &self,
-        input: impl BufRead,
-        compression: Compression,
-        what: &str,
-        label: &str,
-    ) -> Result<(PathBuf, UnpackStats)> {
+    fn unpack(&self, input: impl BufRead, compression: Compression, what: &str) -> Result<(PathBuf, UnpackStats)> {
         let tar = unpack::decompress(input, compression)
             .map_err(|source| StoreError::Unpack { blob: what.to_owned(), source })?;
-        self.unpack_plain(tar, what, label)
+        self.unpack_plain(tar, what)
     }
 
     /// Unpacks a decompressed tar into a new directory in the staging area.
-    fn unpack_plain(&self, tar: impl Read, what: &str, label: &str) -> Result<(PathBuf, UnpackStats)> {
+    fn unpack_plain(&self, tar: impl Read, what: &str) -> Result<(PathBuf, UnpackStats)> {
         let dir = self.scratch("layer");
         fs::create_dir(&dir).map_err(io_err(&dir))?;
-        self.progress.begin(label, "Extracting", None);
         match unpack::apply_tar(tar, &dir, &self.unpack_options) {
-            Ok(stats) => {
-                self.progress.end(label, "Unpacked");
-                Ok((dir, stats))
-            }
+            Ok(stats) => Ok((dir, stats)),
             Err(source) => {
                 let _ = fs::remove_dir_all(&dir);
                 Err(StoreError::Unpack { blob: what.to_owned(), source })

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context as _, Result};
 use racker::reference::{familiar_name, Reference};
-use racker::source::{self, DirFs, RootfsInput};
+use racker::source::{self, RootfsInput};
 use racker::store::Store;
 
 use crate::format::{human_size, since, table};
@@ -114,54 +114,6 @@ pub fn import(store: &Store, source_arg: &str, reference: Option<&str>, quiet: b
     let id = source::import_rootfs(store, &input, names, racker::progress::for_stderr(quiet))
         .with_context(|| format!("importing {source_arg}"))?;
     println!("{id}");
-    Ok(())
-}
-
-/// Splits `DIR[:REF]`; a colon inside a path component that contains a slash is the path's.
-fn split_location(arg: &str) -> (&str, Option<&str>) {
-    match arg.rsplit_once(':') {
-        Some((dir, r)) if !r.contains('/') && !r.is_empty() => (dir, Some(r)),
-        _ => (arg, None),
-    }
-}
-
-pub fn pull(store: &Store, reference: &str, quiet: bool) -> Result<()> {
-    let progress = racker::progress::for_stderr(quiet);
-    let (transport, rest) = match reference.split_once(':') {
-        Some((t @ ("oci" | "oci-archive"), rest)) => (t, rest),
-        _ => bail!(
-            "pulling {reference:?} from a registry is not supported by this racker build yet; \
-             use `racker pull oci:DIR[:REF]`, `racker load -i ARCHIVE` or `racker import TARBALL`"
-        ),
-    };
-    let (location, wanted) = split_location(rest);
-    let base =
-        Path::new(location).file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_else(|| "image".into());
-    // Unnamed layouts get a local name, as podman gives them.
-    let default_name = match wanted {
-        Some(w) if w.contains('/') => Reference::parse(w)?,
-        Some(w) => Reference::parse(&format!("localhost/{base}:{w}"))
-            .with_context(|| format!("naming the image from {location:?}"))?,
-        None => Reference::parse(&format!("localhost/{base}"))
-            .with_context(|| format!("naming the image from {location:?}"))?,
-    };
-    let ids = match transport {
-        "oci" => source::import_layout(store, &DirFs(location.into()), wanted, &[default_name], progress),
-        _ => {
-            let fs = source::ArchiveFs::open(Path::new(location), &store.root().join("ingest"))?;
-            source::import_layout(store, &fs, wanted, &[default_name], progress)
-        }
-    }
-    .with_context(|| format!("pulling {reference}"))?;
-    for id in ids {
-        let image = store.image(&id)?;
-        if !quiet {
-            eprintln!("Digest: {}", image.manifest_digest);
-        }
-        for (repo, tag) in &image.summary.tags {
-            println!("{repo}:{tag}");
-        }
-    }
     Ok(())
 }
 

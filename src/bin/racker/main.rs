@@ -3,6 +3,7 @@
 
 mod format;
 mod images;
+mod registry;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,12 +49,14 @@ enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
-    /// Pull an image: `oci:DIR[:REF]` for an OCI layout directory
-    Pull {
-        reference: String,
-        #[arg(short, long)]
-        quiet: bool,
-    },
+    /// Pull an image from a registry, or from an OCI layout (`oci:DIR[:REF]`)
+    Pull(registry::PullArgs),
+    /// Push an image to a registry
+    Push(registry::PushArgs),
+    /// Log in to a registry (credentials are checked, then saved)
+    Login(registry::LoginArgs),
+    /// Log out of a registry
+    Logout(registry::LogoutArgs),
     /// Create a tag TARGET that refers to SOURCE
     Tag { source: String, target: String },
     /// Remove images
@@ -128,7 +131,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Images(args) | Command::Image(ImageCommand::Ls(args)) => images::list(&open()?, &args),
         Command::Load { input, quiet } => images::load(&open()?, &input, quiet),
         Command::Import { source, reference, quiet } => images::import(&open()?, &source, reference.as_deref(), quiet),
-        Command::Pull { reference, quiet } => images::pull(&open()?, &reference, quiet),
+        Command::Pull(args) => registry::pull(&open()?, &args),
+        Command::Push(args) => registry::push(&open()?, &args),
+        Command::Login(args) => registry::login(&args),
+        Command::Logout(args) => registry::logout(&args),
         Command::Tag { source, target } => images::tag(&open()?, &source, &target),
         Command::Rmi { images, force } | Command::Image(ImageCommand::Rm { images, force }) => {
             images::remove(&open()?, &images, force)

@@ -1,0 +1,165 @@
+//! How to talk to one registry: HTTPS, HTTPS without certificate checks, or plain HTTP.
+//!
+//! Like docker, registries on loopback addresses are insecure by default; like podman,
+//! `--tls-verify=false` and `insecure = true` in registries.conf make one insecure. An
+//! insecure registry is still spoken to over HTTPS when it answers HTTPS (self-signed
+//! certificates accepted), and over plain HTTP otherwise.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use oci_client::client::{ClientConfig, ClientProtocol};
+
+use super::{config, error_chain, RegistryError, Result};
+use crate::reference::Reference;
+
+pub(crate) struct Endpoint {
+    pub registry: String,
+    pub https: bool,
+    pub accept_invalid_certs: bool,
+}
+
+fn is_loopback(registry: &str) -> bool {
+    let host = match registry.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => registry,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+impl Endpoint {
+    /// Decides the transport for `registry`. `tls_verify`: the user's explicit choice.
+    pub fn resolve(registry: &str, tls_verify: Option<bool>) -> Result<Endpoint> {
+        let insecure = match tls_verify {
+            Some(verify) => !verify,
+            None => is_loopback(registry) || config::is_insecure(registry)?,
+        };
+        if !insecure {
+            return Ok(Endpoint { registry: registry.to_owned(), https: true, accept_invalid_certs: false });
+        }
+        let https = Self::probe_https(registry);
+        Ok(Endpoint { registry: registry.to_owned(), https, accept_invalid_certs: https })
+    }
+
+    fn probe_https(registry: &str) -> bool {
+        reqwest::blocking::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .timeout(Duration::from_secs(5))
+            .build()
+            .and_then(|c| c.get(format!("https://{registry}/v2/")).send())
+            .is_ok()
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("{}://{}", if self.https { "https" } else { "http" }, self.registry)
+    }
+
+    pub fn client(&self) -> oci_client::Client {
+        let config = ClientConfig {
+            protocol: if self.https {
+                ClientProtocol::Https
+            } else {
+                ClientProtocol::HttpsExcept(vec![self.registry.clone()])
+            },
+            accept_invalid_certificates: self.accept_invalid_certs,
+            connect_timeout: Some(Duration::from_secs(30)),
+            read_timeout: Some(Duration::from_secs(120)),
+            user_agent: concat!("racker/", env!("CARGO_PKG_VERSION")),
+            ..ClientConfig::default()
+        };
+        oci_client::Client::new(config)
+    }
+
+    /// The reference in oci-client's terms (it maps docker.io to its API host itself).
+    pub fn oci_reference(&self, reference: &Reference, digest: Option<&str>) -> oci_client::Reference {
+        let registry = reference.registry().to_owned();
+        let repository = reference.repository().to_owned();
+        match (digest.map(str::to_owned).or_else(|| reference.digest().map(|d| d.to_string())), reference.tag()) {
+            (Some(digest), _) => oci_client::Reference::with_digest(registry, repository, digest),
+            (None, tag) => oci_client::Reference::with_tag(registry, repository, tag.unwrap_or("latest").to_owned()),
+        }
+    }
+
+    /// Checks credentials the way `docker login` does: against `/v2/`, through the
+    /// bearer-token realm when the registry names one.
+    pub fn check_login(&self, user: &str, password: &str) -> Result<()> {
+        let client = reqwest::blocking::Client::builder()
+            .danger_accept_invalid_certs(self.accept_invalid_certs)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| self.unreachable(&e))?;
+        let url = format!("{}/v2/", self.base_url());
+        let probe = client.get(&url).send().map_err(|e| self.unreachable(&e))?;
+        if probe.status().is_success() {
+            return Ok(()); // a registry without authentication accepts anyone
+        }
+        let challenge = probe
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let answer = match challenge.split_once(' ') {
+            Some((scheme, params)) if scheme.eq_ignore_ascii_case("bearer") => {
+                let param = |key: &str| bearer_param(params, key);
+                let realm = param("realm").ok_or_else(|| RegistryError::Protocol {
+                    registry: self.registry.clone(),
+                    detail: format!("bearer challenge without a realm: {challenge}"),
+                })?;
+                let mut query = vec![("account", user.to_owned())];
+                if let Some(service) = param("service") {
+                    query.push(("service", service));
+                }
+                client.get(realm).query(&query).basic_auth(user, Some(password)).send()
+            }
+            _ => client.get(&url).basic_auth(user, Some(password)).send(),
+        }
+        .map_err(|e| self.unreachable(&e))?;
+        match answer.status() {
+            s if s.is_success() => Ok(()),
+            s if s.as_u16() == 401 || s.as_u16() == 403 => Err(RegistryError::Unauthorized {
+                registry: self.registry.clone(),
+                detail: " (incorrect username or password)".into(),
+            }),
+            s => {
+                Err(RegistryError::Protocol { registry: self.registry.clone(), detail: format!("login answered {s}") })
+            }
+        }
+    }
+
+    fn unreachable(&self, err: &reqwest::Error) -> RegistryError {
+        RegistryError::Unreachable { registry: self.registry.clone(), detail: error_chain(err) }
+    }
+}
+
+/// A `key="value"` parameter of a `WWW-Authenticate: Bearer` challenge.
+fn bearer_param(params: &str, key: &str) -> Option<String> {
+    params.split(',').find_map(|part| {
+        let (k, v) = part.trim().split_once('=')?;
+        (k.trim() == key).then(|| v.trim().trim_matches('"').to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_registries_are_recognised() {
+        for r in ["localhost", "localhost:5000", "127.0.0.1:5000", "127.1.2.3", "[::1]:5000"] {
+            assert!(is_loopback(r), "{r}");
+        }
+        for r in ["docker.io", "quay.io:443", "10.0.0.1:5000", "localhost.example.com"] {
+            assert!(!is_loopback(r), "{r}");
+        }
+    }
+
+    #[test]
+    fn bearer_challenges_parse() {
+        let p = r#"realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:x:pull""#;
+        assert_eq!(bearer_param(p, "realm").as_deref(), Some("https://auth.docker.io/token"));
+        assert_eq!(bearer_param(p, "service").as_deref(), Some("registry.docker.io"));
+        assert_eq!(bearer_param(p, "error"), None);
+    }
+}

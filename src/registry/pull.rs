@@ -1,0 +1,267 @@
+//! `racker pull`: manifest (through an index to the host's platform), config, then the
+//! layers, concurrently, each streamed once through digest check, decompression and
+//! unpacking into the store. What the store has is not fetched; a repeat pull of an
+//! unchanged tag costs one manifest request.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use oci_client::secrets::RegistryAuth;
+use oci_client::RegistryOperation;
+use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
+
+use super::blob_reader::BlobReader;
+use super::endpoint::Endpoint;
+use super::{classify, AuthFiles, RegistryError, Result, MANIFEST_TYPES};
+use crate::digest::Digest;
+use crate::progress::Progress;
+use crate::reference::Reference;
+use crate::source::Platform;
+use crate::store::{LayerInfo, NewImage, Store, StoreError};
+
+pub struct PullOptions {
+    pub platform: Platform,
+    /// `Some(false)`: `--tls-verify=false`; None: decide per registry.
+    pub tls_verify: Option<bool>,
+    pub auth: AuthFiles,
+    /// Layers downloaded at once (docker: 3).
+    pub jobs: usize,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions { platform: Platform::host(), tls_verify: None, auth: AuthFiles::from_env(), jobs: 3 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullOutcome {
+    Downloaded,
+    UpToDate,
+}
+
+/// What a pull ended with: the image id, the digest the reference resolved to (an
+/// index's, for multi-platform images, as docker reports it), and whether anything new came.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    pub id: Digest,
+    pub digest: Digest,
+    pub outcome: PullOutcome,
+}
+
+fn is_index(media_type: Option<&str>) -> bool {
+    matches!(
+        media_type,
+        Some("application/vnd.oci.image.index.v1+json" | "application/vnd.docker.distribution.manifest.list.v2+json")
+    )
+}
+
+fn invalid(what: String, detail: impl std::fmt::Display) -> RegistryError {
+    RegistryError::Unsupported { what, detail: detail.to_string() }
+}
+
+/// Pulls `reference` into `store`.
+pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions, progress: Arc<dyn Progress>) -> Result<Pulled> {
+    let registry = reference.registry().to_owned();
+    let name = reference.to_string();
+    let endpoint = Endpoint::resolve(&registry, opts.tls_verify)?;
+    let client = endpoint.client();
+    let auth = match opts.auth.credentials(&registry, reference.repository())? {
+        Some((user, password)) => RegistryAuth::Basic(user, password),
+        None => RegistryAuth::Anonymous,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| {
+        RegistryError::Store(StoreError::Invalid { what: "async runtime".into(), reason: e.to_string() })
+    })?;
+    let top_ref = endpoint.oci_reference(reference, None);
+    let err = |e| classify(e, &registry, &name);
+    runtime.block_on(client.auth(&top_ref, &auth, RegistryOperation::Pull)).map_err(err)?;
+
+    let (top_bytes, _) = runtime.block_on(client.pull_manifest_raw(&top_ref, &auth, MANIFEST_TYPES)).map_err(err)?;
+    let top_digest = Digest::of(&top_bytes);
+    if let Some(wanted) = reference.digest() {
+        if wanted != &top_digest {
+            return Err(StoreError::DigestMismatch {
+                what: format!("manifest of {name}"),
+                expected: wanted.clone(),
+                found: top_digest,
+            }
+            .into());
+        }
+    }
+    // Up to date: the store already has the image this digest names.
+    if let Ok(id) = store.resolve(&format!("{}@{top_digest}", reference.name())) {
+        let outcome = match reference.tag() {
+            Some(_) if store.resolve(&name).ok().as_ref() != Some(&id) => {
+                store.tag(&id.to_string(), &name)?;
+                PullOutcome::Downloaded
+            }
+            _ => PullOutcome::UpToDate,
+        };
+        return Ok(Pulled { id, digest: top_digest, outcome });
+    }
+
+    let value: serde_json::Value =
+        serde_json::from_slice(&top_bytes).map_err(|e| invalid(format!("manifest of {name}"), e))?;
+    if value.get("schemaVersion").and_then(|v| v.as_u64()) == Some(1) {
+        return Err(invalid(
+            format!("manifest of {name}"),
+            "Docker schema 1 manifests are not supported; push the image again with a current docker or skopeo",
+        ));
+    }
+    let (manifest_bytes, manifest_ref) = if is_index(value.get("mediaType").and_then(|m| m.as_str())) {
+        let index: ImageIndex = serde_json::from_value(value).map_err(|e| invalid(format!("index of {name}"), e))?;
+        let chosen = index
+            .manifests()
+            .iter()
+            .find(|m| {
+                m.platform().as_ref().is_some_and(|p| {
+                    opts.platform.matches(&p.os().to_string(), &p.architecture().to_string(), p.variant().as_deref())
+                })
+            })
+            .ok_or_else(|| {
+                let have: Vec<String> = index
+                    .manifests()
+                    .iter()
+                    .filter_map(|m| m.platform().as_ref().map(|p| format!("{}/{}", p.os(), p.architecture())))
+                    .collect();
+                invalid(
+                    name.clone(),
+                    format!(
+                        "no manifest for platform {} in the index (it has {}); choose one with --platform",
+                        opts.platform,
+                        have.join(", ")
+                    ),
+                )
+            })?;
+        let digest = chosen.digest().to_string();
+        let child = endpoint.oci_reference(reference, Some(&digest));
+        let (bytes, _) = runtime.block_on(client.pull_manifest_raw(&child, &auth, MANIFEST_TYPES)).map_err(err)?;
+        let found = Digest::of(&bytes);
+        if found.to_string() != digest {
+            let expected = digest.parse().map_err(|e| invalid(format!("index of {name}"), e))?;
+            return Err(StoreError::DigestMismatch { what: format!("manifest {digest}"), expected, found }.into());
+        }
+        (bytes.to_vec(), child)
+    } else {
+        (top_bytes.to_vec(), endpoint.oci_reference(reference, Some(&top_digest.to_string())))
+    };
+
+    let manifest: ImageManifest =
+        serde_json::from_slice(&manifest_bytes).map_err(|e| invalid(format!("manifest of {name}"), e))?;
+    let manifest_type = manifest.media_type().as_ref().map(|m| m.to_string()).unwrap_or_else(|| {
+        serde_json::from_slice::<serde_json::Value>(&manifest_bytes)
+            .ok()
+            .and_then(|v| v.get("mediaType").and_then(|m| m.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| MANIFEST_TYPES[0].to_owned())
+    });
+    let config_digest: Digest =
+        manifest.config().digest().to_string().parse().map_err(|e| invalid(format!("manifest of {name}"), e))?;
+    let mut config_bytes = Vec::new();
+    runtime
+        .block_on(client.pull_blob(&manifest_ref, config_digest.to_string().as_str(), &mut config_bytes))
+        .map_err(|e| classify(e, &registry, &config_digest.to_string()))?;
+    let config: ImageConfiguration =
+        serde_json::from_slice(&config_bytes).map_err(|e| invalid(format!("config {config_digest}"), e))?;
+    let diff_ids: Vec<Digest> = config
+        .rootfs()
+        .diff_ids()
+        .iter()
+        .map(|d| d.parse().map_err(|e| invalid(format!("config {config_digest}"), e)))
+        .collect::<Result<_>>()?;
+    if diff_ids.len() != manifest.layers().len() {
+        return Err(invalid(
+            format!("image {name}"),
+            format!("manifest lists {} layers but its config {} diff_ids", manifest.layers().len(), diff_ids.len()),
+        ));
+    }
+
+    let ingest = store.ingest()?.with_progress(progress.clone());
+    let manifest_blob = ingest.put_blob_bytes(&manifest_bytes, &manifest_type)?;
+    let config_blob = ingest.put_blob_bytes(&config_bytes, manifest.config().media_type().as_ref())?;
+    if config_blob.digest != config_digest {
+        return Err(StoreError::DigestMismatch {
+            what: "config".into(),
+            expected: config_digest,
+            found: config_blob.digest,
+        }
+        .into());
+    }
+
+    // Layers: a few workers take the next layer in turn; the first failure cancels the rest.
+    let layers = manifest.layers();
+    let next = AtomicUsize::new(0);
+    let cancelled = AtomicBool::new(false);
+    let results: Mutex<Vec<Option<Result<LayerInfo>>>> = Mutex::new((0..layers.len()).map(|_| None).collect());
+    let handle = runtime.handle();
+    std::thread::scope(|scope| {
+        for _ in 0..opts.jobs.clamp(1, layers.len().max(1)) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= layers.len() || cancelled.load(Ordering::Relaxed) {
+                    break;
+                }
+                let layer = &layers[i];
+                let digest = layer.digest().to_string();
+                let label = digest.strip_prefix("sha256:").map(|h| &h[..12.min(h.len())]).unwrap_or(&digest).to_owned();
+                progress.begin(&label, "Downloading", Some(layer.size()));
+                let result =
+                    digest.parse::<Digest>().map_err(|e| invalid(format!("layer {digest}"), e)).and_then(|expected| {
+                        let mut reader = BlobReader::new(
+                            handle,
+                            &client,
+                            &manifest_ref,
+                            &registry,
+                            digest.clone(),
+                            layer.size(),
+                            &cancelled,
+                        );
+                        let media_type = layer.media_type().to_string();
+                        ingest
+                            .put_layer(&mut reader, Some(&expected), Some(&media_type), Some(&diff_ids[i]))
+                            .map_err(|e| reader.failure.take().unwrap_or(RegistryError::Store(e)))
+                    });
+                match &result {
+                    Ok(info) => progress.end(&label, if info.fetched { "Pull complete" } else { "Already exists" }),
+                    Err(_) => {
+                        cancelled.store(true, Ordering::Relaxed);
+                        progress.end(&label, "Failed");
+                    }
+                }
+                results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(result);
+            });
+        }
+    });
+    let mut infos = Vec::with_capacity(layers.len());
+    let mut first_error = None;
+    for result in results.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        match result {
+            Some(Ok(info)) => infos.push(info),
+            // A layer never started because another failed first.
+            None => {}
+            Some(Err(e)) => {
+                // Cancellation errors are consequences; report the cause.
+                let is_cancel = matches!(&e, RegistryError::Store(StoreError::Unpack { .. } | StoreError::Io { .. }))
+                    && e.to_string().contains("pull cancelled");
+                if first_error.is_none() || (!is_cancel && first_error.as_ref().is_some_and(|(c, _)| *c)) {
+                    first_error = Some((is_cancel, e));
+                }
+            }
+        }
+    }
+    if let Some((_, e)) = first_error {
+        return Err(e);
+    }
+
+    let tags = if reference.tag().is_some() { vec![reference.clone()] } else { vec![] };
+    let repo_digest = Reference::parse(&format!("{}@{top_digest}", reference.name()))
+        .map_err(|e| RegistryError::Store(StoreError::Reference(e)))?;
+    let id = ingest.commit(NewImage {
+        manifest: manifest_blob,
+        config: config_blob,
+        layers: infos,
+        tags,
+        repo_digests: vec![repo_digest],
+    })?;
+    Ok(Pulled { id, digest: top_digest, outcome: PullOutcome::Downloaded })
+}
