@@ -94,10 +94,15 @@ impl<'s> Ingest<'s> {
             what: "store lock".into(),
             reason: "a blocking lock returned without being held".into(),
         })?;
-        let dir = store.root.join("ingest").join(format!("{}-{:016x}", std::process::id(), rand::random::<u64>()));
-        fs::create_dir_all(dir.join("blobs")).map_err(io_err(&dir))?;
-        let dir_lock = File::open(&dir).map_err(io_err(&dir))?;
-        rustix::fs::flock(&dir_lock, FlockOperation::LockExclusive).map_err(|e| io_err(&dir)(e.into()))?;
+        // The directory becomes visible only once locked: others take an unlocked one
+        // for the leftover of a dead operation (hidden names are never adopted).
+        let name = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
+        let hidden = store.root.join("ingest").join(format!(".{name}"));
+        let dir = store.root.join("ingest").join(name);
+        fs::create_dir_all(hidden.join("blobs")).map_err(io_err(&hidden))?;
+        let dir_lock = File::open(&hidden).map_err(io_err(&hidden))?;
+        rustix::fs::flock(&dir_lock, FlockOperation::LockExclusive).map_err(|e| io_err(&hidden)(e.into()))?;
+        fs::rename(&hidden, &dir).map_err(io_err(&dir))?;
         let adoptable = adopt_stale(&store.root.join("ingest"), &dir)?;
         Ok(Ingest {
             store,
@@ -470,7 +475,8 @@ fn adopt_stale(ingest_root: &Path, ours: &Path) -> Result<BTreeMap<Digest, PathB
     let entries = fs::read_dir(ingest_root).map_err(io_err(ingest_root))?;
     for entry in entries.flatten() {
         let stale = entry.path();
-        if stale == ours || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+        let hidden = entry.file_name().to_string_lossy().starts_with('.');
+        if stale == ours || hidden || !entry.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
         let Ok(handle) = File::open(&stale) else { continue };
