@@ -84,12 +84,12 @@ pub(crate) fn import(store: &Store, fs: &dyn LayoutFs, progress: Arc<dyn Progres
             // An uncompressed layer's blob digest is its diff_id; otherwise the name may say it.
             let expected_blob =
                 if compression == Compression::None { Some(diff_id.clone()) } else { digest_in_name(path) };
-            layers.push(ingest.put_layer(
-                &mut reader,
-                expected_blob.as_ref(),
-                compression.oci_media_type(),
-                Some(diff_id),
-            )?);
+            let label = diff_id.short();
+            ingest.progress().begin(label, "Loading", None);
+            let info =
+                ingest.put_layer(&mut reader, expected_blob.as_ref(), compression.oci_media_type(), Some(diff_id))?;
+            ingest.progress().end(label, if info.fetched { "Loaded" } else { "Already exists" });
+            layers.push(info);
         }
         let blobs: Vec<_> = layers.iter().map(|l| l.blob.clone()).collect();
         let manifest = synthesize_manifest(&config_blob, &blobs);

@@ -171,8 +171,10 @@ pub(crate) fn import_manifest(
         let blob_digest = descriptor_digest(layer)?;
         let path = blob_path(&blob_digest);
         let mut reader = fs.open(&path).map_err(|source| SourceError::Io { path: fs.origin().join(&path), source })?;
+        ingest.progress().begin(blob_digest.short(), "Loading", Some(layer.size()));
         let info =
             ingest.put_layer(&mut reader, Some(&blob_digest), Some(layer.media_type().as_ref()), Some(diff_id))?;
+        ingest.progress().end(blob_digest.short(), if info.fetched { "Loaded" } else { "Already exists" });
         if info.blob.size != layer.size() {
             return Err(crate::store::StoreError::SizeMismatch {
                 what: format!("layer {blob_digest}"),

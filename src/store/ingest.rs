@@ -124,6 +124,11 @@ impl<'s> Ingest<'s> {
         self
     }
 
+    /// Where this operation reports progress.
+    pub fn progress(&self) -> &dyn Progress {
+        &*self.progress
+    }
+
     fn staged(&self) -> std::sync::MutexGuard<'_, Staged> {
         self.staged.lock().unwrap_or_else(|p| p.into_inner())
     }
