@@ -464,9 +464,10 @@ pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
 }
 
 pub fn gzip_fast(data: &[u8]) -> io::Result<Vec<u8>> {
-    let mut e = flate2::GzBuilder::new()
-        .mtime(0)
-        .write(Vec::with_capacity(data.len() + data.len() / 64), flate2::Compression::new(1));
+    let mut e = flate2::GzBuilder::new().mtime(0).write(
+        Vec::with_capacity(data.len() + data.len() / 64),
+        flate2::Compression::new(1),
+    );
     e.write_all(data)?;
     e.finish()
 }
@@ -484,10 +485,7 @@ pub fn write_big_layout(out_dir: &Path, big_len: usize) -> io::Result<Image> {
         file(b"small-b/two", 0o644, b"the second small layer\n"),
     ])?;
     let random = random_bytes(0x7261_636b_6572, big_len);
-    let big = build_tar(&[
-        dir(b"big/", 0o755),
-        file(b"big/random.bin", 0o644, &random),
-    ])?;
+    let big = build_tar(&[dir(b"big/", 0o755), file(b"big/random.bin", 0o644, &random)])?;
     drop(random);
     let layers: Vec<Layer> = [small_a, small_b]
         .into_iter()
@@ -644,7 +642,11 @@ pub fn generate(out_dir: &Path) -> io::Result<()> {
                 media_type: MT_GZIP,
                 tar,
             };
-            Ok((arch, variant, image_for(&format!("multiarch-{arch}"), arch, &[layer])))
+            Ok((
+                arch,
+                variant,
+                image_for(&format!("multiarch-{arch}"), arch, &[layer]),
+            ))
         })
         .collect::<io::Result<_>>()?;
     let entries: Vec<(&Image, &str, Option<&str>)> =
