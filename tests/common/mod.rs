@@ -1,6 +1,9 @@
 //! Shared test support: a throw-away store, the racker binary, fixtures, guards.
 #![allow(dead_code)]
 
+pub mod registry;
+pub mod tree;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -17,9 +20,12 @@ pub fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(rel)
 }
 
-/// A store in a temporary directory, removed on drop.
+/// A store in a temporary directory, removed on drop. Every racker it runs gets
+/// `REGISTRY_AUTH_FILE` pointing into a second temporary directory, so that no test ever
+/// reads or writes the host's registry credentials.
 pub struct TempStore {
     dir: tempfile::TempDir,
+    auth: tempfile::TempDir,
 }
 
 impl TempStore {
@@ -27,6 +33,10 @@ impl TempStore {
     pub fn new() -> TempStore {
         let store = TempStore {
             dir: tempfile::Builder::new().prefix("racker-test-").tempdir().expect("creating a temporary store"),
+            auth: tempfile::Builder::new()
+                .prefix("racker-test-auth-")
+                .tempdir()
+                .expect("creating a temporary credentials directory"),
         };
         store.ok(&["images", "-q"]);
         store
@@ -36,9 +46,15 @@ impl TempStore {
         self.dir.path()
     }
 
+    /// The credentials file every racker of this store uses (it may not exist).
+    pub fn auth_file(&self) -> PathBuf {
+        self.auth.path().join("auth.json")
+    }
+
     pub fn cmd(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_racker"));
         cmd.arg("--root").arg(self.root());
+        cmd.env("REGISTRY_AUTH_FILE", self.auth_file());
         cmd
     }
 

@@ -253,12 +253,17 @@ fn json_bytes(v: &Value) -> Vec<u8> {
 }
 
 pub fn image(name: &str, layers: &[Layer]) -> Image {
+    image_for(name, "amd64", layers)
+}
+
+/// An image whose config says `architecture` = `arch` (`os` is always `linux`).
+pub fn image_for(name: &str, arch: &str, layers: &[Layer]) -> Image {
     let diff_ids: Vec<String> = layers.iter().map(|l| format!("sha256:{}", sha256_hex(&l.tar))).collect();
     let history: Vec<Value> = (0..layers.len())
         .map(|i| json!({"created": CREATED, "created_by": format!("racker fixture {name}, layer {i}")}))
         .collect();
     let config = json_bytes(&json!({
-        "architecture": "amd64",
+        "architecture": arch,
         "os": "linux",
         "created": CREATED,
         "config": {
@@ -296,6 +301,120 @@ pub fn index_json(img: &Image, annotations: &[(&str, &str)]) -> Vec<u8> {
             "annotations": ann,
         }],
     }))
+}
+
+/// An OCI image index blob naming each image's manifest with its platform
+/// (`(image, architecture, variant)`; `os` is always `linux`).
+pub fn image_index(images: &[(&Image, &str, Option<&str>)]) -> (String, Vec<u8>) {
+    let manifests: Vec<Value> = images
+        .iter()
+        .map(|(img, arch, variant)| {
+            let mut platform = json!({"architecture": arch, "os": "linux"});
+            if let Some(v) = variant {
+                platform["variant"] = Value::from(*v);
+            }
+            json!({
+                "mediaType": MT_MANIFEST,
+                "digest": format!("sha256:{}", img.manifest.0),
+                "size": img.manifest.1.len(),
+                "platform": platform,
+            })
+        })
+        .collect();
+    let index = json_bytes(&json!({
+        "schemaVersion": 2,
+        "mediaType": MT_INDEX,
+        "manifests": manifests,
+    }));
+    (sha256_hex(&index), index)
+}
+
+/// The files of an OCI image layout whose `index.json` names one image index (`latest`)
+/// that lists `images`: (relative path, bytes), sorted.
+pub fn multiarch_layout_files(images: &[(&Image, &str, Option<&str>)]) -> Vec<(String, Vec<u8>)> {
+    let (index_hex, index) = image_index(images);
+    let top = json_bytes(&json!({
+        "schemaVersion": 2,
+        "mediaType": MT_INDEX,
+        "manifests": [{
+            "mediaType": MT_INDEX,
+            "digest": format!("sha256:{index_hex}"),
+            "size": index.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "latest"},
+        }],
+    }));
+    let mut files = vec![
+        ("oci-layout".to_string(), OCI_LAYOUT.to_vec()),
+        ("index.json".to_string(), top),
+        (format!("blobs/sha256/{index_hex}"), index),
+    ];
+    for (img, _, _) in images {
+        for (hex, bytes) in std::iter::once(&img.config).chain([&img.manifest]).chain(&img.layers) {
+            files.push((format!("blobs/sha256/{hex}"), bytes.clone()));
+        }
+    }
+    files.sort();
+    files.dedup_by(|a, b| a.0 == b.0);
+    files
+}
+
+/// The one layer of the `multiarch` image for `arch`: `etc/arch` says which one it is.
+pub fn arch_tar(arch: &str) -> io::Result<Vec<u8>> {
+    let arch_line = format!("{arch}\n");
+    let motd = format!("multiarch fixture, {arch} flavour\n");
+    build_tar(&[
+        dir(b"./", 0o755),
+        dir(b"etc/", 0o755),
+        file(b"etc/arch", 0o644, arch_line.as_bytes()),
+        file(b"etc/motd", 0o644, motd.as_bytes()),
+        dir(b"usr/", 0o755),
+        dir(b"usr/bin/", 0o755),
+        file(b"usr/bin/hello", 0o755, b"#!/bin/sh\necho hello\n"),
+    ])
+}
+
+/// `len` pseudo-random (incompressible) bytes from a fixed seed (splitmix64).
+pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub fn gzip_fast(data: &[u8]) -> io::Result<Vec<u8>> {
+    let mut e = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(Vec::with_capacity(data.len() + data.len() / 64), flate2::Compression::new(1));
+    e.write_all(data)?;
+    e.finish()
+}
+
+/// Writes (at test time, not committed) an OCI layout `latest` with two small gzip
+/// layers and then one big layer holding `big_len` incompressible bytes (gzip level 1).
+/// Returns the image (its `layers[0..2]` are the small ones, `layers[2]` the big one).
+pub fn write_big_layout(out_dir: &Path, big_len: usize) -> io::Result<Image> {
+    let small_a = build_tar(&[dir(b"small-a/", 0o755), file(b"small-a/one", 0o644, b"the first small layer\n")])?;
+    let small_b = build_tar(&[dir(b"small-b/", 0o755), file(b"small-b/two", 0o644, b"the second small layer\n")])?;
+    let random = random_bytes(0x7261_636b_6572, big_len);
+    let big = build_tar(&[dir(b"big/", 0o755), file(b"big/random.bin", 0o644, &random)])?;
+    drop(random);
+    let layers: Vec<Layer> = [small_a, small_b]
+        .into_iter()
+        .map(|tar| -> io::Result<Layer> { Ok(Layer { blob: gzip(&tar)?, media_type: MT_GZIP, tar }) })
+        .chain(std::iter::once(Ok(Layer { blob: gzip_fast(&big)?, media_type: MT_GZIP, tar: big })))
+        .collect::<io::Result<_>>()?;
+    let img = image("big", &layers);
+    for (rel, bytes) in layout_files(&img, &[("org.opencontainers.image.ref.name", "latest")]) {
+        write(out_dir, &rel, &bytes)?;
+    }
+    Ok(img)
 }
 
 pub const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
@@ -377,6 +496,20 @@ pub fn generate(out_dir: &Path) -> io::Result<()> {
         for (rel, bytes) in layout_files(&img, &latest) {
             write(out_dir, &format!("oci/{name}/{rel}"), &bytes)?;
         }
+    }
+
+    // One index, two platforms; the arm64 entry carries the variant v8 as docker's do.
+    let per_arch: Vec<(&str, Option<&str>, Image)> = [("amd64", None), ("arm64", Some("v8"))]
+        .into_iter()
+        .map(|(arch, variant)| -> io::Result<_> {
+            let tar = arch_tar(arch)?;
+            let layer = Layer { blob: gzip(&tar)?, media_type: MT_GZIP, tar };
+            Ok((arch, variant, image_for(&format!("multiarch-{arch}"), arch, &[layer])))
+        })
+        .collect::<io::Result<_>>()?;
+    let entries: Vec<(&Image, &str, Option<&str>)> = per_arch.iter().map(|(a, v, img)| (img, *a, *v)).collect();
+    for (rel, bytes) in multiarch_layout_files(&entries) {
+        write(out_dir, &format!("oci/multiarch/{rel}"), &bytes)?;
     }
 
     // docker save before docker 25: manifest.json, <config hex>.json, <id>/layer.tar
