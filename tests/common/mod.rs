@@ -131,20 +131,24 @@ impl TempStore {
 /// A read-only overlayfs mount of layer directories (top first), unmounted on drop.
 pub struct OverlayMount {
     pub target: tempfile::TempDir,
+    /// An empty bottom layer: overlayfs mounts read-only only with two lowers or more.
+    _empty: tempfile::TempDir,
 }
 
 impl OverlayMount {
     pub fn new(lowers_top_first: &[PathBuf]) -> OverlayMount {
         require_root();
         let target = tempfile::Builder::new().prefix("racker-overlay-").tempdir().expect("creating a mount point");
-        let lowerdir: Vec<String> = lowers_top_first.iter().map(|p| p.display().to_string()).collect();
+        let empty = tempfile::Builder::new().prefix("racker-empty-").tempdir().expect("creating an empty layer");
+        let lowerdir: Vec<String> =
+            lowers_top_first.iter().chain([&empty.path().to_path_buf()]).map(|p| p.display().to_string()).collect();
         let status = Command::new("mount")
             .args(["-t", "overlay", "overlay", "-o", &format!("ro,lowerdir={}", lowerdir.join(":"))])
             .arg(target.path())
             .status()
             .expect("running mount");
         assert!(status.success(), "mounting overlayfs failed");
-        OverlayMount { target }
+        OverlayMount { target, _empty: empty }
     }
 
     pub fn path(&self) -> &Path {
