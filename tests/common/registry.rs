@@ -107,7 +107,15 @@ impl Registry {
         // Access log (stdout) and application log (stderr) both go to registry.log.
         let log = dir.path().join("registry.log");
         let open_log = || OpenOptions::new().create(true).append(true).open(&log).expect("opening the registry log");
-        let child = Command::new("docker-registry")
+        let mut cmd = Command::new("docker-registry");
+        // distribution reads REGISTRY_* variables as configuration (REGISTRY_AUTH_FILE
+        // would become `auth.file`): none of the caller's may reach it.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("REGISTRY_") {
+                cmd.env_remove(key);
+            }
+        }
+        let child = cmd
             .arg("serve")
             .arg(&config_path)
             .stdin(Stdio::null())
