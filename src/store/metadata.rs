@@ -61,6 +61,20 @@ CREATE TABLE repo_digests (
     PRIMARY KEY (repository, manifest_digest)
 );
 CREATE INDEX repo_digests_image ON repo_digests(image_id);
+"#, r#"
+CREATE TABLE containers (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    image_id    TEXT NOT NULL REFERENCES images(id),
+    snapshotter TEXT NOT NULL,
+    spec        TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    pid         INTEGER,
+    exit_code   INTEGER,
+    created     TEXT NOT NULL,
+    finished    TEXT
+);
+CREATE INDEX containers_image ON containers(image_id);
 "#];
 
 /// One row of `racker images`, grouped per image.
@@ -326,6 +340,10 @@ impl Db {
         let e = move |source| StoreError::Database { path: path.clone(), source };
         let tx = self.write()?;
         let key = id.to_string();
+        let user: Option<String> = tx
+            .query_row("SELECT name FROM containers WHERE image_id = ?1 LIMIT 1", [&key], |r| r.get(0))
+            .optional()
+            .map_err(e.clone())?;
         let count = |sql: &str| -> Result<usize> { tx.query_row(sql, [&key], |r| r.get(0)).map_err(e.clone()) };
         let mut removal = Removal::default();
         match &name {
@@ -351,6 +369,9 @@ impl Db {
         }
         // By id the image goes; by name it goes with its last tag, as in docker.
         if name.is_none() || count("SELECT COUNT(*) FROM tags WHERE image_id = ?1")? == 0 {
+            if let Some(container) = user {
+                return Err(StoreError::ImageUsedByContainer { id: id.short().to_owned(), container });
+            }
             removal.untagged.extend(untag_all(&tx, &id).map_err(e.clone())?);
             tx.execute("DELETE FROM images WHERE id = ?1", [&key]).map_err(e.clone())?;
             removal.deleted = Some(id.clone());

@@ -16,6 +16,7 @@
 //! failed or killed operation from ever leaving a half-written image visible.
 
 mod blobs;
+mod containers;
 mod gc;
 mod ingest;
 mod metadata;
@@ -31,6 +32,7 @@ use crate::digest::Digest;
 use crate::reference::ReferenceError;
 use crate::unpack::UnpackError;
 
+pub use containers::{ContainerRecord, ContainerState};
 pub use gc::{DiskUsage, GcReport};
 pub use ingest::{BlobInfo, Ingest, LayerInfo, NewImage};
 pub use metadata::{ImageRecord, ImageSummary, LayerRecord, Removal};
@@ -60,6 +62,12 @@ pub enum StoreError {
     AmbiguousImage { name: String, count: usize },
     #[error("unable to delete {id} (must be forced): image is referenced by {tags} tags; untag them or use -f")]
     ImageInUse { id: String, tags: usize },
+    #[error("unable to remove image {id}: container {container} uses it; remove the container first (racker rm {container})")]
+    ImageUsedByContainer { id: String, container: String },
+    #[error("No such container: {0}")]
+    ContainerNotFound(String),
+    #[error("the container name {name:?} is already in use by container {id}; remove that container or choose another --name")]
+    NameInUse { name: String, id: String },
     #[error(transparent)]
     Reference(#[from] ReferenceError),
     #[error("invalid {what}: {reason}")]

@@ -1,0 +1,156 @@
+//! Container records: which containers exist, from which image, in which state. They
+//! live in the store's database so that names are unique across racker processes and
+//! an image a container uses cannot be removed under it.
+
+use rusqlite::{params, OptionalExtension};
+
+use super::metadata::now;
+use super::{Result, Store, StoreError};
+use crate::digest::Digest;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerState {
+    Created,
+    Running,
+    Exited,
+}
+
+impl ContainerState {
+    fn as_str(self) -> &'static str {
+        match self {
+            ContainerState::Created => "created",
+            ContainerState::Running => "running",
+            ContainerState::Exited => "exited",
+        }
+    }
+    fn parse(s: &str) -> ContainerState {
+        match s {
+            "running" => ContainerState::Running,
+            "created" => ContainerState::Created,
+            _ => ContainerState::Exited,
+        }
+    }
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ContainerRecord {
+    /// 64 hex digits, as docker's container ids.
+    pub id: String,
+    pub name: String,
+    pub image_id: Digest,
+    /// The snapshotter that holds its root filesystem.
+    pub snapshotter: String,
+    /// What to run and how (the runtime's own JSON).
+    pub spec: serde_json::Value,
+    pub state: ContainerState,
+    /// The process that watches the container while it runs.
+    pub pid: Option<i64>,
+    pub exit_code: Option<i32>,
+    pub created: String,
+    pub finished: Option<String>,
+}
+
+fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<ContainerRecord> {
+    let image: String = r.get(2)?;
+    let spec: String = r.get(4)?;
+    let state: String = r.get(5)?;
+    Ok(ContainerRecord {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        image_id: image
+            .parse()
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e)))?,
+        snapshotter: r.get(3)?,
+        spec: serde_json::from_str(&spec).unwrap_or(serde_json::Value::Null),
+        state: ContainerState::parse(&state),
+        pid: r.get(6)?,
+        exit_code: r.get(7)?,
+        created: r.get(8)?,
+        finished: r.get(9)?,
+    })
+}
+
+const COLUMNS: &str = "id, name, image_id, snapshotter, spec, state, pid, exit_code, created, finished";
+
+impl Store {
+    /// Records a new container; fails if the name is taken.
+    pub fn create_container(
+        &self,
+        id: &str,
+        name: &str,
+        image_id: &Digest,
+        snapshotter: &str,
+        spec: &serde_json::Value,
+    ) -> Result<ContainerRecord> {
+        let mut db = self.db();
+        let tx = db.write()?;
+        let path = self.root.join("racker.db");
+        let e = |source| StoreError::Database { path: path.clone(), source };
+        let taken: Option<String> =
+            tx.query_row("SELECT id FROM containers WHERE name = ?1", [name], |r| r.get(0)).optional().map_err(e)?;
+        if let Some(other) = taken {
+            return Err(StoreError::NameInUse { name: name.to_owned(), id: other[..12.min(other.len())].to_owned() });
+        }
+        tx.execute(
+            &format!("INSERT INTO containers ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, 'created', NULL, NULL, ?6, NULL)"),
+            params![id, name, image_id.to_string(), snapshotter, spec.to_string(), now()],
+        )
+        .map_err(e)?;
+        tx.commit().map_err(e)?;
+        drop(db);
+        self.container(id)
+    }
+
+    /// Records a state change (and the watching process, or the exit code).
+    pub fn set_container_state(&self, id: &str, state: ContainerState, pid: Option<i64>, exit_code: Option<i32>) -> Result<()> {
+        let db = self.db();
+        let finished = (state == ContainerState::Exited).then(now);
+        db.conn
+            .execute(
+                "UPDATE containers SET state = ?2, pid = ?3, exit_code = COALESCE(?4, exit_code), finished = COALESCE(?5, finished) WHERE id = ?1",
+                params![id, state.as_str(), pid, exit_code, finished],
+            )
+            .map_err(db.err())?;
+        Ok(())
+    }
+
+    /// All containers, newest first.
+    pub fn containers(&self) -> Result<Vec<ContainerRecord>> {
+        let db = self.db();
+        let mut stmt =
+            db.conn.prepare(&format!("SELECT {COLUMNS} FROM containers ORDER BY created DESC")).map_err(db.err())?;
+        let rows = stmt.query_map([], record).and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
+        rows.map_err(db.err())
+    }
+
+    /// A container by name, id or unique id prefix.
+    pub fn container(&self, name_or_id: &str) -> Result<ContainerRecord> {
+        let db = self.db();
+        let mut stmt = db
+            .conn
+            .prepare(&format!("SELECT {COLUMNS} FROM containers WHERE name = ?1 OR id = ?1 OR id LIKE ?2 || '%' LIMIT 2"))
+            .map_err(db.err())?;
+        let prefix = if name_or_id.bytes().all(|b| b.is_ascii_hexdigit()) { name_or_id } else { "\u{0}" };
+        let found = stmt
+            .query_map(params![name_or_id, prefix], record)
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(db.err())?;
+        match found.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(StoreError::ContainerNotFound(name_or_id.to_owned())),
+            _ => found
+                .iter()
+                .find(|c| c.name == name_or_id || c.id == name_or_id)
+                .cloned()
+                .ok_or_else(|| StoreError::ContainerNotFound(format!("{name_or_id} (ambiguous id prefix)"))),
+        }
+    }
+
+    /// Forgets a container (its snapshot is the runtime's to remove first).
+    pub fn remove_container(&self, id: &str) -> Result<()> {
+        let db = self.db();
+        db.conn.execute("DELETE FROM containers WHERE id = ?1", [id]).map_err(db.err())?;
+        Ok(())
+    }
+}
