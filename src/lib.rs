@@ -3,13 +3,15 @@
 //!
 //! The modules follow the data path, top-down: a [`reference`] names an image, a
 //! [`registry`] or a local [`source`] yields its manifest, config and layer blobs, the [`store`] keeps blobs
-//! by [`digest`] and unpacks each layer once through [`unpack`]. [`progress`] carries
+//! by [`digest`] and unpacks each layer once through [`unpack`], and a [`snapshot`]ter composes
+//! an image's layers into a container's root file system. [`progress`] carries
 //! long work's progress to the frontends (`racker`, `postroj`).
 
 pub mod digest;
 pub mod progress;
 pub mod reference;
 pub mod registry;
+pub mod snapshot;
 pub mod source;
 pub mod store;
 pub mod unpack;

@@ -81,6 +81,17 @@ pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Stor
     move |source| StoreError::Io { path, source }
 }
 
+/// Where a blob lives in the store at `root`, for code that keeps only the root path
+/// (a snapshotter outlives the [`Store`] it was opened from).
+pub fn blob_path(root: &Path, digest: &Digest) -> PathBuf {
+    blobs::path(root, digest)
+}
+
+/// The directory of an unpacked layer in the store at `root`, by its `layers.id`.
+pub fn layer_dir(root: &Path, id: i64) -> PathBuf {
+    root.join("layers").join(id.to_string())
+}
+
 /// An open store. Cheap to share between threads of one process; several processes
 /// may open the same root at once.
 pub struct Store {
@@ -119,7 +130,7 @@ impl Store {
 
     /// Where a blob lives (whether or not it is present).
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        blobs::path(&self.root, digest)
+        blob_path(&self.root, digest)
     }
 
     /// Reads a whole (small) blob, such as a manifest or config.
@@ -130,7 +141,7 @@ impl Store {
 
     /// The directory of an unpacked layer, by its `layers.id`.
     pub fn layer_dir(&self, id: i64) -> PathBuf {
-        self.root.join("layers").join(id.to_string())
+        layer_dir(&self.root, id)
     }
 
     /// Starts adding content: blobs and layers are staged, then committed as one image.

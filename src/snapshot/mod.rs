@@ -1,0 +1,218 @@
+//! Snapshotters: an image's stored layers composed into a container's writable root file
+//! system in milliseconds, and thrown away as fast.
+//!
+//! Two backends share one [`Snapshotter`] trait (and one conformance test suite):
+//!
+//! - [`OverlaySnapshotter`] stacks the store's unpacked layer directories as overlayfs
+//!   lowers under a per-container upper directory. Nothing is copied: setup and teardown
+//!   are a couple of mounts, whatever the image's size.
+//! - [`BtrfsSnapshotter`] applies an image's layer tars once into a read-only subvolume and
+//!   gives every container a writable btrfs snapshot of it (O(1), copy-on-write).
+//!
+//! [`open`] picks the backend from the store root's file system (btrfs there, overlay
+//! elsewhere), unless a [`Driver`] is forced (`--storage-driver`).
+//!
+//! ```text
+//! $ROOT/snapshots/<key>/            overlay, kept container
+//! │   ├── upper/  work/             its writes, overlayfs bookkeeping
+//! │   └── rootfs/                   the mount point: what the container sees
+//! $ROOT/btrfs/images/<image hex>    btrfs: an image's layers applied, read-only subvolume
+//! $ROOT/btrfs/containers/<key>      btrfs: a container's writable snapshot of it
+//! $RUNTIME/<key>/                   overlay, ephemeral (--rm) container: a tmpfs holding
+//!     ├── upper/  work/             its writes, gone with the tmpfs
+//!     └── rootfs/                   the mount point
+//! ```
+//!
+//! `$RUNTIME` is [`DEFAULT_RUNTIME_DIR`] (on the host's `/run` tmpfs, so a reboot clears
+//! it) unless given to [`open_with`].
+
+mod btrfs;
+mod overlay;
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use crate::digest::Digest;
+use crate::store::{ImageRecord, Store};
+use crate::unpack::UnpackError;
+
+pub use btrfs::BtrfsSnapshotter;
+pub use overlay::{MountStep, Mounter, OverlaySnapshotter, SysMounter};
+
+/// Where ephemeral overlay snapshots keep their tmpfs by default.
+pub const DEFAULT_RUNTIME_DIR: &str = "/run/racker/snapshots";
+
+/// `statfs.f_type` of btrfs (linux/magic.h).
+const BTRFS_SUPER_MAGIC: i64 = 0x9123_683e;
+
+/// Which snapshotter backend to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    Overlay,
+    Btrfs,
+}
+
+impl FromStr for Driver {
+    type Err = SnapshotError;
+    /// Parses a `--storage-driver` value: `overlay` (also `overlayfs`, `overlay2`) or `btrfs`.
+    fn from_str(s: &str) -> Result<Driver> {
+        match s {
+            "overlay" | "overlayfs" | "overlay2" => Ok(Driver::Overlay),
+            "btrfs" => Ok(Driver::Btrfs),
+            _ => Err(SnapshotError::UnknownDriver { name: s.to_owned() }),
+        }
+    }
+}
+
+impl fmt::Display for Driver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Driver::Overlay => "overlay",
+            Driver::Btrfs => "btrfs",
+        })
+    }
+}
+
+/// A prepared container root file system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub key: String,
+    /// The writable root file system, mounted (overlay) or a subvolume (btrfs), ready to use.
+    pub rootfs: PathBuf,
+    pub driver: Driver,
+    pub ephemeral: bool,
+}
+
+/// Composes images into container root file systems. Every method is safe to call from
+/// several threads and processes at once for different keys.
+pub trait Snapshotter: Send + Sync {
+    fn driver(&self) -> Driver;
+
+    /// Makes a writable root for container `key` from `image`'s layers. `ephemeral` (`--rm`)
+    /// lets the backend keep the writes somewhere that vanishes at teardown or reboot.
+    /// Fails with [`SnapshotError::AlreadyExists`] if `key` has a snapshot.
+    fn prepare(&self, key: &str, image: &ImageRecord, ephemeral: bool) -> Result<Snapshot>;
+
+    /// Tears the snapshot of `key` down completely: unmounted, its writes deleted. A missing
+    /// snapshot is not an error, so a half-made one (after a crash) can always be removed.
+    fn remove(&self, key: &str) -> Result<()>;
+
+    /// Keys of the snapshots on disk, sorted (also the stale ones a crash left behind).
+    fn list(&self) -> Result<Vec<String>>;
+
+    /// Deletes what the backend keeps per image for images not in `live_images` (and any
+    /// half-built leftovers); returns the images whose data went. For `racker gc`.
+    fn prune(&self, live_images: &[Digest]) -> Result<Vec<Digest>>;
+}
+
+/// Why a snapshot could not be made or removed. Each variant names what it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("unknown storage driver {name:?}: expected overlay or btrfs")]
+    UnknownDriver { name: String },
+    #[error("invalid container key {key:?}: {reason}")]
+    InvalidKey { key: String, reason: &'static str },
+    #[error("a snapshot for {key:?} already exists at {path}")]
+    AlreadyExists { key: String, path: PathBuf },
+    #[error("the store root {root} is not on btrfs (file system magic {magic:#x}): use --storage-driver overlay, or put the store on a btrfs file system")]
+    NotBtrfs { root: PathBuf, magic: i64 },
+    #[error("{path}: {action}: {source}")]
+    Io { path: PathBuf, action: &'static str, source: io::Error },
+    #[error("mounting {fstype} on {target}: {step}: {source}")]
+    Mount { target: PathBuf, fstype: &'static str, step: MountStep, source: io::Error },
+    #[error("overlay mount options for {target} are {len} bytes, over the kernel's limit of {limit}, and this kernel has no lowerdir+")]
+    OptionsTooLong { target: PathBuf, len: usize, limit: usize },
+    #[error("cannot pass {path} in a classic overlay mount option string: it contains {ch:?}")]
+    UnsafeMountPath { path: PathBuf, ch: char },
+    #[error("unmounting {target}: {source}")]
+    Unmount { target: PathBuf, source: io::Error },
+    #[error("btrfs {op} {path}: {source}")]
+    Btrfs { path: PathBuf, op: &'static str, source: io::Error },
+    #[error("image {image}: layer {blob}: {source}")]
+    Layer { image: Digest, blob: Digest, source: UnpackError },
+    #[error("image {image}: layer {blob} unpacks to {found}, the image says {expected}")]
+    DiffIdMismatch { image: Digest, blob: Digest, expected: Digest, found: Digest },
+}
+
+pub type Result<T, E = SnapshotError> = std::result::Result<T, E>;
+
+pub(crate) fn io_err(path: impl Into<PathBuf>, action: &'static str) -> impl FnOnce(io::Error) -> SnapshotError {
+    let path = path.into();
+    move |source| SnapshotError::Io { path, action, source }
+}
+
+/// Opens the snapshotter for `store`: `driver`, or else btrfs if the store root is on
+/// btrfs and overlay otherwise. Ephemeral overlay snapshots go to [`DEFAULT_RUNTIME_DIR`].
+pub fn open(store: &Store, driver: Option<Driver>) -> Result<Box<dyn Snapshotter>> {
+    open_with(store, driver, Path::new(DEFAULT_RUNTIME_DIR))
+}
+
+/// [`open`] with ephemeral overlay snapshots under `runtime_dir` (tests use a temporary one).
+pub fn open_with(store: &Store, driver: Option<Driver>, runtime_dir: &Path) -> Result<Box<dyn Snapshotter>> {
+    let root = store.root();
+    let magic = rustix::fs::statfs(root).map_err(|e| io_err(root, "statfs")(e.into()))?.f_type as i64;
+    let on_btrfs = magic == BTRFS_SUPER_MAGIC;
+    Ok(match driver {
+        Some(Driver::Btrfs) if !on_btrfs => return Err(SnapshotError::NotBtrfs { root: root.to_owned(), magic }),
+        Some(Driver::Btrfs) => Box::new(BtrfsSnapshotter::new(root)?),
+        None if on_btrfs => Box::new(BtrfsSnapshotter::new(root)?),
+        Some(Driver::Overlay) | None => Box::new(OverlaySnapshotter::new(root, runtime_dir, Box::new(SysMounter))?),
+    })
+}
+
+/// Keys become directory names: one plain path component, as container names are.
+pub(crate) fn check_key(key: &str) -> Result<()> {
+    let bad = |reason| Err(SnapshotError::InvalidKey { key: key.to_owned(), reason });
+    if key.is_empty() || key.len() > 128 {
+        return bad("it must be 1 to 128 characters long");
+    }
+    if !key.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric()) {
+        return bad("it must start with a letter or digit");
+    }
+    if !key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
+        return bad("only letters, digits, '_', '.' and '-' are allowed");
+    }
+    Ok(())
+}
+
+/// Names of the entries of `dir` that are valid keys (none if `dir` does not exist).
+pub(crate) fn keys_in(dir: &Path) -> Result<Vec<String>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(dir, "listing")(e)),
+    };
+    let mut keys = Vec::new();
+    for entry in entries {
+        let name = entry.map_err(io_err(dir, "listing"))?.file_name();
+        if let Some(name) = name.to_str().filter(|n| check_key(n).is_ok()) {
+            keys.push(name.to_owned());
+        }
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drivers_parse_from_flag_values() {
+        assert_eq!("overlay".parse::<Driver>().unwrap(), Driver::Overlay);
+        assert_eq!("overlay2".parse::<Driver>().unwrap(), Driver::Overlay);
+        assert_eq!("btrfs".parse::<Driver>().unwrap(), Driver::Btrfs);
+        assert!(matches!("zfs".parse::<Driver>(), Err(SnapshotError::UnknownDriver { .. })));
+    }
+
+    #[test]
+    fn keys_are_single_safe_path_components() {
+        for ok in ["web", "a.b-c_1", "0"] {
+            check_key(ok).unwrap();
+        }
+        for bad in ["", "..", ".hidden", "a/b", "-x", "a b", &"x".repeat(129)] {
+            assert!(check_key(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}
