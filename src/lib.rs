@@ -11,6 +11,7 @@ pub mod digest;
 pub mod progress;
 pub mod reference;
 pub mod registry;
+pub mod runtime;
 pub mod snapshot;
 pub mod source;
 pub mod store;

@@ -103,7 +103,13 @@ impl Store {
     }
 
     /// Records a state change (and the watching process, or the exit code).
-    pub fn set_container_state(&self, id: &str, state: ContainerState, pid: Option<i64>, exit_code: Option<i32>) -> Result<()> {
+    pub fn set_container_state(
+        &self,
+        id: &str,
+        state: ContainerState,
+        pid: Option<i64>,
+        exit_code: Option<i32>,
+    ) -> Result<()> {
         let db = self.db();
         let finished = (state == ContainerState::Exited).then(now);
         db.conn
@@ -111,6 +117,15 @@ impl Store {
                 "UPDATE containers SET state = ?2, pid = ?3, exit_code = COALESCE(?4, exit_code), finished = COALESCE(?5, finished) WHERE id = ?1",
                 params![id, state.as_str(), pid, exit_code, finished],
             )
+            .map_err(db.err())?;
+        Ok(())
+    }
+
+    /// Stores what the container runs, once it is known.
+    pub fn update_container_spec(&self, id: &str, spec: &serde_json::Value) -> Result<()> {
+        let db = self.db();
+        db.conn
+            .execute("UPDATE containers SET spec = ?2 WHERE id = ?1", params![id, spec.to_string()])
             .map_err(db.err())?;
         Ok(())
     }
@@ -129,7 +144,9 @@ impl Store {
         let db = self.db();
         let mut stmt = db
             .conn
-            .prepare(&format!("SELECT {COLUMNS} FROM containers WHERE name = ?1 OR id = ?1 OR id LIKE ?2 || '%' LIMIT 2"))
+            .prepare(&format!(
+                "SELECT {COLUMNS} FROM containers WHERE name = ?1 OR id = ?1 OR id LIKE ?2 || '%' LIMIT 2"
+            ))
             .map_err(db.err())?;
         let prefix = if name_or_id.bytes().all(|b| b.is_ascii_hexdigit()) { name_or_id } else { "\u{0}" };
         let found = stmt

@@ -11,7 +11,8 @@ use crate::digest::Digest;
 use crate::reference::Reference;
 
 /// Schema migrations; `PRAGMA user_version` counts how many have been applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE blobs (
     digest      TEXT PRIMARY KEY,
     size        INTEGER NOT NULL,
@@ -61,7 +62,8 @@ CREATE TABLE repo_digests (
     PRIMARY KEY (repository, manifest_digest)
 );
 CREATE INDEX repo_digests_image ON repo_digests(image_id);
-"#, r#"
+"#,
+    r#"
 CREATE TABLE containers (
     id          TEXT PRIMARY KEY,
     name        TEXT NOT NULL UNIQUE,
@@ -75,7 +77,8 @@ CREATE TABLE containers (
     finished    TEXT
 );
 CREATE INDEX containers_image ON containers(image_id);
-"#];
+"#,
+];
 
 /// One row of `racker images`, grouped per image.
 #[derive(Clone, Debug, serde::Serialize)]

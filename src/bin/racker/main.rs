@@ -1,6 +1,7 @@
 //! `racker`: the docker-compatible command line over the racker library. It parses
 //! arguments, calls the library and prints; the work is done in the library.
 
+mod containers;
 mod format;
 mod images;
 mod registry;
@@ -57,6 +58,8 @@ enum Command {
     Login(registry::LoginArgs),
     /// Log out of a registry
     Logout(registry::LogoutArgs),
+    /// Run a command in a new container
+    Run(containers::RunArgs),
     /// Create a tag TARGET that refers to SOURCE
     Tag { source: String, target: String },
     /// Remove images
@@ -121,29 +124,36 @@ enum SystemCommand {
     },
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs the command; returns the exit status (a container's own, for `run`).
+fn run(cli: Cli) -> anyhow::Result<i32> {
     use anyhow::Context as _;
     let open = || {
         racker::store::Store::open(&cli.root)
             .with_context(|| format!("opening the image store at {}", cli.root.display()))
     };
+    let done = |r: anyhow::Result<()>| r.map(|()| 0);
     match cli.command {
-        Command::Images(args) | Command::Image(ImageCommand::Ls(args)) => images::list(&open()?, &args),
-        Command::Load { input, quiet } => images::load(&open()?, &input, quiet),
-        Command::Import { source, reference, quiet } => images::import(&open()?, &source, reference.as_deref(), quiet),
-        Command::Pull(args) => registry::pull(&open()?, &args),
-        Command::Push(args) => registry::push(&open()?, &args),
-        Command::Login(args) => registry::login(&args),
-        Command::Logout(args) => registry::logout(&args),
-        Command::Tag { source, target } => images::tag(&open()?, &source, &target),
+        Command::Images(args) | Command::Image(ImageCommand::Ls(args)) => done(images::list(&open()?, &args)),
+        Command::Load { input, quiet } => done(images::load(&open()?, &input, quiet)),
+        Command::Import { source, reference, quiet } => {
+            done(images::import(&open()?, &source, reference.as_deref(), quiet))
+        }
+        Command::Pull(args) => done(registry::pull(&open()?, &args)),
+        Command::Push(args) => done(registry::push(&open()?, &args)),
+        Command::Login(args) => done(registry::login(&args)),
+        Command::Logout(args) => done(registry::logout(&args)),
+        Command::Run(args) => containers::run(&open()?, args),
+        Command::Tag { source, target } => done(images::tag(&open()?, &source, &target)),
         Command::Rmi { images, force } | Command::Image(ImageCommand::Rm { images, force }) => {
-            images::remove(&open()?, &images, force)
+            done(images::remove(&open()?, &images, force))
         }
         Command::Inspect { images } | Command::Image(ImageCommand::Inspect { images }) => {
-            images::inspect(&open()?, &images)
+            done(images::inspect(&open()?, &images))
         }
-        Command::Gc { dry_run } | Command::Image(ImageCommand::Prune { dry_run, .. }) => images::gc(&open()?, dry_run),
-        Command::System(SystemCommand::Df { format }) => images::disk_usage(&open()?, format),
+        Command::Gc { dry_run } | Command::Image(ImageCommand::Prune { dry_run, .. }) => {
+            done(images::gc(&open()?, dry_run))
+        }
+        Command::System(SystemCommand::Df { format }) => done(images::disk_usage(&open()?, format)),
     }
 }
 
@@ -152,11 +162,15 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RACKER_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
-    match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+    let cli = Cli::parse();
+    // docker's convention: `run` fails with 125 (126/127 when the command cannot run).
+    let failure = if matches!(cli.command, Command::Run(_)) { 125 } else { 1 };
+    match run(cli) {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
         Err(err) => {
             eprintln!("Error: {err:#}");
-            ExitCode::FAILURE
+            let code = err.downcast_ref::<racker::runtime::RuntimeError>().map_or(failure, |e| e.exit_code());
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
     }
 }

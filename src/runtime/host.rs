@@ -1,0 +1,77 @@
+//! What the host offers: registration with systemd-machined where systemd runs the
+//! host, direct nspawn otherwise; and the runtime directory for sockets and logs.
+
+use std::path::{Path, PathBuf};
+
+use super::{Result, RuntimeError};
+
+/// How containers relate to the host's systemd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Registration {
+    /// systemd is PID 1 with machined: nspawn registers the machine (`machinectl list`).
+    Machined,
+    /// No systemd as PID 1: `--register=no --keep-unit`, entered through the leader's namespaces.
+    Direct,
+}
+
+impl Registration {
+    /// Machined when systemd runs the host and machined's bus name can be reached.
+    pub fn detect() -> Registration {
+        let systemd_host = Path::new("/run/systemd/system").is_dir()
+            && std::fs::read_to_string("/proc/1/comm").is_ok_and(|c| c.trim() == "systemd");
+        let bus = Path::new("/run/dbus/system_bus_socket").exists();
+        if systemd_host && bus {
+            Registration::Machined
+        } else {
+            Registration::Direct
+        }
+    }
+
+    pub fn nspawn_args(self) -> &'static [&'static str] {
+        match self {
+            Registration::Machined => &["--register=yes"],
+            Registration::Direct => &["--register=no", "--keep-unit"],
+        }
+    }
+}
+
+/// `/run/racker` (or `RACKER_RUNTIME_DIR`): notify sockets and logs of running containers.
+pub fn runtime_dir() -> Result<PathBuf> {
+    let dir = std::env::var_os("RACKER_RUNTIME_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/run/racker"));
+    std::fs::create_dir_all(&dir).map_err(|source| RuntimeError::Io { path: dir.clone(), source })?;
+    Ok(dir)
+}
+
+/// systemd-nspawn keeps per-machine state under /run/systemd/nspawn and refuses to clean
+/// it up (warning on every run) unless it is on a tmpfs, as /run is on systemd hosts.
+/// On hosts whose /run is on disk, give it a tmpfs once.
+pub fn prepare_nspawn_state() -> Result<()> {
+    let dir = Path::new("/run/systemd/nspawn");
+    let on_tmpfs = |p: &Path| rustix::fs::statfs(p).is_ok_and(|s| s.f_type as i64 == 0x0102_1994);
+    if on_tmpfs(Path::new("/run")) || on_tmpfs(dir) {
+        return Ok(());
+    }
+    // Concurrent runs must not stack mounts: decide under a lock.
+    let lock_path = runtime_dir()?.join("nspawn-state.lock");
+    let lock =
+        std::fs::File::create(&lock_path).map_err(|source| RuntimeError::Io { path: lock_path.clone(), source })?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| RuntimeError::Io { path: lock_path.clone(), source: e.into() })?;
+    if on_tmpfs(dir) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(|source| RuntimeError::Io { path: dir.to_owned(), source })?;
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "mode=0755,size=16m", "tmpfs"])
+        .arg(dir)
+        .status()
+        .map_err(|source| RuntimeError::Io { path: dir.to_owned(), source })?;
+    if !status.success() && !on_tmpfs(dir) {
+        return Err(RuntimeError::Invalid {
+            what: dir.display().to_string(),
+            reason: "could not mount a tmpfs there".into(),
+        });
+    }
+    Ok(())
+}

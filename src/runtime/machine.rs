@@ -1,0 +1,176 @@
+//! A running container: the systemd-nspawn process, the container's leader (its PID 1
+//! on the host), and how to end it. Teardown kills the leader, which ends the whole PID
+//! namespace at once: killing nspawn alone would orphan the container's processes.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use rustix::process::{Pid, Signal};
+
+use super::host::Registration;
+use super::notify::NotifySocket;
+use super::spec::RunSpec;
+use super::{nspawn, Result, RuntimeError};
+
+/// Where a container's standard streams go.
+pub enum Console {
+    /// The caller's terminal or pipes (`racker run` in the foreground).
+    Inherit,
+    /// A log file (booted consoles, detached containers).
+    Log(PathBuf),
+}
+
+pub struct Machine {
+    pub name: String,
+    child: Child,
+    notify: NotifySocket,
+    leader: Option<i32>,
+    console: Option<PathBuf>,
+}
+
+impl Machine {
+    /// Starts systemd-nspawn for `spec` on `rootfs`.
+    pub fn start(
+        spec: &RunSpec,
+        rootfs: &Path,
+        name: &str,
+        id: &str,
+        registration: Registration,
+        runtime_dir: &Path,
+        console: Console,
+    ) -> Result<Machine> {
+        let machine = nspawn::machine_name(name, id);
+        let notify = NotifySocket::bind(runtime_dir, id)?;
+        let mut cmd = nspawn::command(spec, rootfs, &machine, id, registration);
+        cmd.env("NOTIFY_SOCKET", notify.path());
+        let console_path = match console {
+            Console::Inherit => {
+                cmd.stdin(if spec.interactive { Stdio::inherit() } else { Stdio::null() });
+                None
+            }
+            Console::Log(path) => {
+                let log = File::create(&path).map_err(|source| RuntimeError::Io { path: path.clone(), source })?;
+                let err = log.try_clone().map_err(|source| RuntimeError::Io { path: path.clone(), source })?;
+                cmd.stdin(Stdio::null()).stdout(log).stderr(err);
+                Some(path)
+            }
+        };
+        // Without a terminal, nspawn gets its own process group: racker forwards signals
+        // itself, once. With one, nspawn must own the terminal's foreground.
+        if !spec.tty {
+            use std::os::unix::process::CommandExt;
+            cmd.process_group(0);
+        }
+        let child = cmd.spawn().map_err(|source| RuntimeError::Spawn { program: "systemd-nspawn".into(), source })?;
+        Ok(Machine { name: machine, child, notify, leader: None, console: console_path })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn leader(&self) -> Option<i32> {
+        self.leader
+    }
+
+    /// Waits for the leader PID (and, for a boot, READY=1). On a timeout or an early
+    /// death the container is torn down and the error carries the console's last lines.
+    pub fn wait_started(&mut self, boot: bool, timeout: Duration) -> Result<i32> {
+        match self.notify.wait(&mut self.child, boot, timeout) {
+            Ok(state) => {
+                self.leader = state.leader;
+                state.leader.ok_or(RuntimeError::ExitedEarly { status: -1 })
+            }
+            Err(err) => {
+                let tail = self.console_tail(15);
+                let _ = self.terminate();
+                Err(match tail {
+                    Some(tail) if !tail.is_empty() => RuntimeError::WithConsole { source: Box::new(err), tail },
+                    _ => err,
+                })
+            }
+        }
+    }
+
+    /// The last `lines` lines of the console log, if it is logged.
+    pub fn console_tail(&self, lines: usize) -> Option<String> {
+        let text = std::fs::read_to_string(self.console.as_ref()?).ok()?;
+        let all: Vec<&str> = text.lines().collect();
+        Some(all[all.len().saturating_sub(lines)..].join("\n"))
+    }
+
+    /// Runs `spec.argv` inside the booted container, with the caller's stdio.
+    pub fn enter(&self, spec: &RunSpec, ids: Option<(u32, u32)>) -> Result<Command> {
+        let leader = self.leader.ok_or(RuntimeError::ExitedEarly { status: -1 })?;
+        let mut cmd = nspawn::enter(spec, leader, ids);
+        cmd.stdin(if spec.interactive { Stdio::inherit() } else { Stdio::null() });
+        Ok(cmd)
+    }
+
+    /// Waits for nspawn to end; its status is the command's (command mode).
+    pub fn wait(&mut self) -> Result<ExitStatus> {
+        self.child.wait().map_err(|source| RuntimeError::Spawn { program: "systemd-nspawn".into(), source })
+    }
+
+    /// Ends the container now: SIGKILL to its leader ends every process in it, then
+    /// nspawn exits and is reaped.
+    pub fn terminate(&mut self) -> Result<()> {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return Ok(());
+        }
+        let target = self.leader.and_then(Pid::from_raw).or_else(|| Pid::from_raw(self.pid()));
+        if let Some(pid) = target {
+            let _ = rustix::process::kill_process(pid, Signal::KILL);
+        }
+        // nspawn tears its side down once the container is gone; do not wait forever.
+        for _ in 0..200 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = self.child.kill();
+        self.wait().map(|_| ())
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        let _ = self.terminate();
+    }
+}
+
+/// Forwards SIGINT, SIGTERM, SIGHUP and SIGQUIT to a process group while the guard lives,
+/// so that Ctrl-C and `kill` reach the container while racker stays to clean up.
+pub struct SignalForwarder {
+    handle: signal_hook::iterator::Handle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SignalForwarder {
+    pub fn to_group(pgid: i32) -> Result<SignalForwarder> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT])
+            .map_err(|source| RuntimeError::Spawn { program: "signal handler".into(), source })?;
+        let handle = signals.handle();
+        let thread = std::thread::spawn(move || {
+            for signal in signals.forever() {
+                if let (Some(pid), Ok(sig)) = (Pid::from_raw(pgid), Signal::from_named_raw(signal).ok_or(())) {
+                    let _ = rustix::process::kill_process_group(pid, sig);
+                }
+            }
+        });
+        Ok(SignalForwarder { handle, thread: Some(thread) })
+    }
+}
+
+impl Drop for SignalForwarder {
+    fn drop(&mut self) {
+        self.handle.close();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

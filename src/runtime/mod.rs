@@ -1,0 +1,265 @@
+//! Running containers with systemd-nspawn: an image's snapshot as the root, the
+//! command run directly (command mode) or inside a booted systemd (boot mode), and
+//! teardown that leaves no mount, process or snapshot behind.
+//!
+//! ```text
+//! racker run ──> image (pulled if missing) ──> snapshot.prepare ──> Machine::start
+//!                   command mode: nspawn runs argv as PID 1; its status is the result
+//!                   boot mode:    nspawn --boot, wait READY=1, nsenter argv, terminate
+//!            <── snapshot.remove (--rm) ── record exit
+//! ```
+
+mod host;
+mod machine;
+mod notify;
+mod nspawn;
+pub mod rootfs;
+mod spec;
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use host::{prepare_nspawn_state, runtime_dir, Registration};
+pub use machine::{Console, Machine, SignalForwarder};
+pub use spec::{Bind, Network, RunOptions, RunSpec, DEFAULT_PATH};
+
+use crate::snapshot::{self, Driver, SnapshotError};
+use crate::store::{ContainerRecord, ContainerState, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("starting {program}: {source}")]
+    Spawn { program: String, source: io::Error },
+    #[error("the container did not {what} within {after:?}")]
+    Timeout { what: &'static str, after: Duration },
+    #[error("systemd-nspawn exited (status {status}) before the container started")]
+    ExitedEarly { status: i32 },
+    #[error("{source}; the container's console ended with:\n{tail}")]
+    WithConsole { source: Box<RuntimeError>, tail: String },
+    #[error("invalid {what}: {reason}")]
+    Invalid { what: String, reason: String },
+    #[error("{0}: executable file not found in $PATH")]
+    NotFound(String),
+    #[error("{0}: permission denied (not an executable file)")]
+    NotExecutable(String),
+    #[error("container {name} is not running")]
+    NotRunning { name: String },
+    #[error("container {name} is running: stop it first or use -f")]
+    Running { name: String },
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
+
+impl RuntimeError {
+    /// The exit status docker gives for this failure: 127 not found, 126 not runnable,
+    /// 125 for racker's own failures.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RuntimeError::NotFound(_) => 127,
+            RuntimeError::NotExecutable(_) => 126,
+            _ => 125,
+        }
+    }
+}
+
+/// `racker run`'s choices beyond the command itself.
+#[derive(Clone, Debug)]
+pub struct RunRequest {
+    pub options: RunOptions,
+    pub name: Option<String>,
+    /// `--rm`: remove the container (and its writes) when it ends.
+    pub remove: bool,
+    /// None: boot when the image has systemd, as the original tool did.
+    pub boot: Option<bool>,
+    pub driver: Option<Driver>,
+    pub boot_timeout: Duration,
+}
+
+impl Default for RunRequest {
+    fn default() -> Self {
+        RunRequest {
+            options: RunOptions::default(),
+            name: None,
+            remove: false,
+            boot: None,
+            driver: None,
+            boot_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+fn new_id() -> String {
+    format!(
+        "{:016x}{:016x}{:016x}{:016x}",
+        rand::random::<u64>(),
+        rand::random::<u64>(),
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    )
+}
+
+/// Removes the container's snapshot and (for `--rm`) its record, whatever happened.
+struct Cleanup<'a> {
+    store: &'a Store,
+    snapshotter: &'a dyn snapshot::Snapshotter,
+    id: String,
+    remove: bool,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        if self.remove {
+            if let Err(e) = self.snapshotter.remove(&self.id) {
+                tracing::warn!("removing the snapshot of {}: {e}", self.id);
+            }
+            let _ = self.store.remove_container(&self.id);
+        }
+    }
+}
+
+/// Runs `image` in the foreground with the caller's stdio and returns the command's
+/// exit status (docker's numbers for failures to start it).
+pub fn run(store: &Store, image: &str, request: &RunRequest) -> Result<i32> {
+    let image_id = store.resolve(image)?;
+    let record = store.image(&image_id)?;
+    let config: serde_json::Value = serde_json::from_slice(&store.read_blob(&record.config_digest)?).map_err(|e| {
+        RuntimeError::Invalid { what: format!("config of image {}", image_id.short()), reason: e.to_string() }
+    })?;
+    let snapshotter = snapshot::open(store, request.driver)?;
+    let id = new_id();
+    let name = request.name.clone().unwrap_or_else(|| format!("racker-{}", &id[..12]));
+    // The record first: it claims the name, so two runs never collide.
+    let placeholder = serde_json::json!({});
+    store.create_container(&id, &name, &image_id, &snapshotter.driver().to_string(), &placeholder)?;
+    let _cleanup = Cleanup { store, snapshotter: &*snapshotter, id: id.clone(), remove: request.remove };
+    let snap = snapshotter.prepare(&id, &record, request.remove)?;
+    let boot = request.boot.unwrap_or_else(|| rootfs::has_systemd(&snap.rootfs));
+    let spec = RunSpec::new(&request.options, &config, boot)?;
+    store.update_container_spec(&id, &serde_json::to_value(&spec).unwrap_or_default())?;
+    prepare_rootfs(&snap.rootfs, &spec)?;
+    prepare_nspawn_state()?;
+    let runtime = runtime_dir()?;
+    let registration = Registration::detect();
+
+    let code = if boot {
+        run_booted(store, &id, &name, &spec, &snap.rootfs, registration, &runtime, request.boot_timeout)?
+    } else {
+        check_command(&snap.rootfs, &spec)?;
+        let mut machine = Machine::start(&spec, &snap.rootfs, &name, &id, registration, &runtime, Console::Inherit)?;
+        let _signals = if spec.tty { None } else { Some(SignalForwarder::to_group(machine.pid())?) };
+        store.set_container_state(&id, ContainerState::Running, Some(machine.pid() as i64), None)?;
+        let status = machine.wait()?;
+        exit_code(status)
+    };
+    store.set_container_state(&id, ContainerState::Exited, None, Some(code))?;
+    Ok(code)
+}
+
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// Docker's 127/126 before anything starts: nspawn itself says only "exit 1".
+fn check_command(rootfs: &std::path::Path, spec: &RunSpec) -> Result<()> {
+    match rootfs::find_executable(rootfs, &spec.argv[0], spec.path_env(), &spec.workdir) {
+        rootfs::Lookup::Found(_) => Ok(()),
+        rootfs::Lookup::NotExecutable(path) => Err(RuntimeError::NotExecutable(path)),
+        rootfs::Lookup::NotFound => Err(RuntimeError::NotFound(spec.argv[0].clone())),
+    }
+}
+
+/// What systemd-nspawn needs of a root that images do not always have: a `/usr`
+/// directory, and `getent` for `--user` (nspawn resolves users with it).
+fn prepare_rootfs(rootfs: &std::path::Path, spec: &RunSpec) -> Result<()> {
+    let usr = rootfs.join("usr");
+    if std::fs::symlink_metadata(&usr).is_err() {
+        std::fs::create_dir(&usr).map_err(|source| RuntimeError::Io { path: usr.clone(), source })?;
+    }
+    if let (Some(user), false) = (&spec.user, spec.boot) {
+        rootfs::resolve_user(rootfs, user)
+            .map_err(|reason| RuntimeError::Invalid { what: format!("--user {user}"), reason })?;
+        let has_getent = ["/usr/bin/getent", "/bin/getent"].iter().any(|p| rootfs::read_file(rootfs, p).is_some());
+        if !has_getent {
+            let path = usr.join("bin/getent");
+            let write = || -> io::Result<()> {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::create_dir_all(usr.join("bin"))?;
+                std::fs::write(&path, GETENT_SHIM)?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            };
+            write().map_err(|source| RuntimeError::Io { path: path.clone(), source })?;
+        }
+    }
+    Ok(())
+}
+
+/// `getent passwd|group|initgroups KEY` for images without one (busybox): systemd-nspawn
+/// runs it inside the container to resolve `--user`. A numeric user without an entry
+/// gets gid 0, as in docker. Written into the container's own writable layer only.
+const GETENT_SHIM: &str = r#"#!/bin/sh
+# written by racker for systemd-nspawn --user; not part of the image
+db=$1; key=$2
+[ "$db" = initgroups ] && { echo "$key"; exit 0; }
+while IFS= read -r line; do
+  name=${line%%:*}; rest=${line#*:}; rest=${rest#*:}; id=${rest%%:*}
+  if [ "$name" = "$key" ] || [ "$id" = "$key" ]; then echo "$line"; exit 0; fi
+done < "/etc/$db"
+case "$db:$key" in
+  passwd:*[!0-9]*|passwd:) exit 2 ;;
+  passwd:*) echo "$key:x:$key:0::/:/bin/sh"; exit 0 ;;
+esac
+exit 2
+"#;
+
+#[allow(clippy::too_many_arguments)]
+fn run_booted(
+    store: &Store,
+    id: &str,
+    name: &str,
+    spec: &RunSpec,
+    root: &std::path::Path,
+    registration: Registration,
+    runtime: &std::path::Path,
+    timeout: Duration,
+) -> Result<i32> {
+    let ids = spec
+        .user
+        .as_deref()
+        .map(|u| {
+            rootfs::resolve_user(root, u)
+                .map_err(|reason| RuntimeError::Invalid { what: format!("--user {u}"), reason })
+        })
+        .transpose()?;
+    let console = runtime.join(format!("{id}.console"));
+    let mut machine = Machine::start(spec, root, name, id, registration, runtime, Console::Log(console.clone()))?;
+    let result = (|| {
+        let leader = machine.wait_started(true, timeout)?;
+        store.set_container_state(id, ContainerState::Running, Some(leader as i64), None)?;
+        check_command(root, spec)?;
+        let mut cmd = machine.enter(spec, ids)?;
+        if !spec.tty {
+            use std::os::unix::process::CommandExt;
+            cmd.process_group(0);
+        }
+        let mut child = cmd.spawn().map_err(|source| RuntimeError::Spawn { program: "nsenter".into(), source })?;
+        let _signals = if spec.tty { None } else { Some(SignalForwarder::to_group(child.id() as i32)?) };
+        let status = child.wait().map_err(|source| RuntimeError::Spawn { program: "nsenter".into(), source })?;
+        Ok(exit_code(status))
+    })();
+    machine.terminate()?;
+    let _ = std::fs::remove_file(&console);
+    result
+}
+
+/// A container's record with its spec decoded.
+pub fn spec_of(record: &ContainerRecord) -> Option<RunSpec> {
+    serde_json::from_value(record.spec.clone()).ok()
+}

@@ -1,0 +1,80 @@
+//! The sd_notify socket racker gives systemd-nspawn: nspawn reports the container's
+//! leader PID at once and, with `--notify-ready=yes`, `READY=1` when the container's
+//! systemd says it has booted. Readiness is this event, never a polling loop.
+
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use super::{Result, RuntimeError};
+
+pub struct NotifySocket {
+    socket: UnixDatagram,
+    path: PathBuf,
+}
+
+/// What nspawn has told so far.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Readiness {
+    pub leader: Option<i32>,
+    pub ready: bool,
+}
+
+impl NotifySocket {
+    pub fn bind(dir: &Path, name: &str) -> Result<NotifySocket> {
+        let path = dir.join(format!("{name}.notify"));
+        let _ = std::fs::remove_file(&path);
+        let socket = UnixDatagram::bind(&path).map_err(|source| RuntimeError::Io { path: path.clone(), source })?;
+        Ok(NotifySocket { socket, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Waits until nspawn reports what `want` asks for (`ready`: READY=1, else the leader
+    /// PID), the child exits, or `timeout` passes.
+    pub fn wait(&self, child: &mut Child, want_ready: bool, timeout: Duration) -> Result<Readiness> {
+        let deadline = Instant::now() + timeout;
+        let mut state = Readiness::default();
+        let mut buf = vec![0u8; 4096];
+        loop {
+            if state.leader.is_some() && (state.ready || !want_ready) {
+                return Ok(state);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(RuntimeError::Timeout { what: if want_ready { "boot" } else { "start" }, after: timeout });
+            }
+            // Wake up now and then to notice a child that died without a word.
+            let slice = left.min(Duration::from_millis(100));
+            self.socket
+                .set_read_timeout(Some(slice))
+                .map_err(|source| RuntimeError::Io { path: self.path.clone(), source })?;
+            match self.socket.recv(&mut buf) {
+                Ok(n) => {
+                    for line in String::from_utf8_lossy(&buf[..n]).lines() {
+                        if let Some(pid) = line.strip_prefix("X_NSPAWN_LEADER_PID=") {
+                            state.leader = pid.trim().parse().ok();
+                        } else if line == "READY=1" {
+                            state.ready = true;
+                        }
+                    }
+                }
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        return Err(RuntimeError::ExitedEarly { status: status.code().unwrap_or(-1) });
+                    }
+                }
+                Err(source) => return Err(RuntimeError::Io { path: self.path.clone(), source }),
+            }
+        }
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}

@@ -1,0 +1,141 @@
+//! Looking into a container's root filesystem from the host, resolving paths as the
+//! container would (absolute symlinks stay inside the root): finding the command to
+//! run (docker's 126 and 127) and the user to run it as.
+
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+
+/// The outcome of looking a command up inside the container.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup {
+    Found(String),
+    NotExecutable(String),
+    NotFound,
+}
+
+fn open_in_root(root: &OwnedFd, path: &str, flags: OFlags) -> Option<OwnedFd> {
+    loop {
+        match rustix::fs::openat2(root, path, flags | OFlags::CLOEXEC, Mode::empty(), ResolveFlags::IN_ROOT) {
+            Err(rustix::io::Errno::AGAIN) => continue,
+            other => return other.ok(),
+        }
+    }
+}
+
+fn open_root(rootfs: &Path) -> Option<OwnedFd> {
+    rustix::fs::open(rootfs, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).ok()
+}
+
+/// Looks `argv0` up as `execvp` would inside the container: as a path if it has a slash
+/// (relative to `workdir`), else in each `PATH` entry.
+pub fn find_executable(rootfs: &Path, argv0: &str, path_env: &str, workdir: &str) -> Lookup {
+    let Some(root) = open_root(rootfs) else { return Lookup::NotFound };
+    let candidates: Vec<String> = if argv0.contains('/') {
+        vec![if argv0.starts_with('/') {
+            argv0.to_owned()
+        } else {
+            format!("{}/{argv0}", workdir.trim_end_matches('/'))
+        }]
+    } else {
+        path_env.split(':').filter(|d| !d.is_empty()).map(|d| format!("{}/{argv0}", d.trim_end_matches('/'))).collect()
+    };
+    let mut not_executable = None;
+    for candidate in candidates {
+        let Some(fd) = open_in_root(&root, &candidate, OFlags::PATH) else { continue };
+        let Ok(stat) = rustix::fs::fstat(&fd) else { continue };
+        let is_file = rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::RegularFile;
+        if is_file && stat.st_mode & 0o111 != 0 {
+            return Lookup::Found(candidate);
+        }
+        not_executable.get_or_insert(candidate);
+    }
+    not_executable.map(Lookup::NotExecutable).unwrap_or(Lookup::NotFound)
+}
+
+/// Whether the image boots: it has systemd as its init.
+pub fn has_systemd(rootfs: &Path) -> bool {
+    let Some(root) = open_root(rootfs) else { return false };
+    ["/lib/systemd/systemd", "/usr/lib/systemd/systemd"].iter().any(|p| open_in_root(&root, p, OFlags::PATH).is_some())
+}
+
+/// Reads a small file of the container's (`/etc/passwd`), if it exists.
+pub fn read_file(rootfs: &Path, path: &str) -> Option<String> {
+    let root = open_root(rootfs)?;
+    let fd = open_in_root(&root, path, OFlags::RDONLY)?;
+    let mut text = String::new();
+    std::fs::File::from(fd).take(1 << 20).read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+/// Resolves `user[:group]` (names or numbers) with the container's passwd and group
+/// files, as docker does: a numeric uid needs no entry (its gid is then 0).
+pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<(u32, u32), String> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let passwd = read_file(rootfs, "/etc/passwd").unwrap_or_default();
+    let entry = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 4 && (f[0] == user || f[2] == user));
+    let (uid, mut gid) = match (entry, user.parse::<u32>()) {
+        (Some(f), _) => {
+            (f[2].parse().map_err(|_| format!("bad uid in /etc/passwd for {user}"))?, f[3].parse().unwrap_or(0))
+        }
+        (None, Ok(uid)) => (uid, 0),
+        (None, Err(_)) => {
+            return Err(format!("unable to find user {user}: no matching entries in the container's /etc/passwd"))
+        }
+    };
+    if let Some(group) = group {
+        let groups = read_file(rootfs, "/etc/group").unwrap_or_default();
+        gid = match groups
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.len() >= 3 && (f[0] == group || f[2] == group))
+        {
+            Some(f) => f[2].parse().map_err(|_| format!("bad gid in /etc/group for {group}"))?,
+            None => group.parse().map_err(|_| {
+                format!("unable to find group {group}: no matching entries in the container's /etc/group")
+            })?,
+        };
+    }
+    Ok((uid, gid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookups_resolve_inside_the_root() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let r = root.path();
+        std::fs::create_dir_all(r.join("usr/bin")).expect("mkdir");
+        std::os::unix::fs::symlink("usr/bin", r.join("bin")).expect("symlink");
+        std::fs::write(r.join("usr/bin/tool"), "#!/bin/sh\n").expect("write");
+        std::fs::write(r.join("usr/bin/data"), "").expect("write");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(r.join("usr/bin/tool"), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        // An absolute symlink resolves inside the root, as in the container.
+        std::os::unix::fs::symlink("/usr/bin/tool", r.join("usr/bin/alias")).expect("symlink");
+        assert_eq!(find_executable(r, "tool", "/bin", "/"), Lookup::Found("/bin/tool".into()));
+        assert_eq!(find_executable(r, "alias", "/usr/bin", "/"), Lookup::Found("/usr/bin/alias".into()));
+        assert_eq!(find_executable(r, "data", "/bin", "/"), Lookup::NotExecutable("/bin/data".into()));
+        assert_eq!(find_executable(r, "nope", "/bin:/usr/bin", "/"), Lookup::NotFound);
+        assert_eq!(find_executable(r, "./tool", "/", "/usr/bin"), Lookup::Found("/usr/bin/./tool".into()));
+
+        std::fs::create_dir_all(r.join("etc")).expect("mkdir");
+        std::fs::write(r.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\napp:x:1000:100::/home/app:/bin/sh\n")
+            .expect("write");
+        std::fs::write(r.join("etc/group"), "root:x:0:\nstaff:x:50:\n").expect("write");
+        assert_eq!(resolve_user(r, "app"), Ok((1000, 100)));
+        assert_eq!(resolve_user(r, "1000:staff"), Ok((1000, 50)));
+        assert_eq!(resolve_user(r, "4242"), Ok((4242, 0)));
+        assert!(resolve_user(r, "ghost").is_err());
+    }
+}

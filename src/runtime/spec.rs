@@ -1,0 +1,225 @@
+//! What to run: the user's `racker run` options merged with the image config the way
+//! docker merges them (Env, Entrypoint, Cmd, WorkingDir, User).
+
+use std::path::PathBuf;
+
+use super::{Result, RuntimeError};
+
+/// docker's PATH for images that do not set one.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// The host's network (systemd-nspawn's default).
+    #[default]
+    Host,
+    /// Only a loopback interface.
+    None,
+}
+
+impl std::str::FromStr for Network {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "host" => Ok(Network::Host),
+            "none" => Ok(Network::None),
+            other => Err(format!("network {other:?} is not supported: use host or none")),
+        }
+    }
+}
+
+/// A bind mount `-v SRC:DST[:ro]`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Bind {
+    pub source: PathBuf,
+    pub target: String,
+    pub read_only: bool,
+}
+
+impl std::str::FromStr for Bind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let parts: Vec<&str> = s.split(':').collect();
+        let (source, target, read_only) = match parts.as_slice() {
+            [src, dst] => (*src, *dst, false),
+            [src, dst, "ro"] => (*src, *dst, true),
+            [src, dst, "rw"] => (*src, *dst, false),
+            _ => return Err(format!("invalid volume {s:?}: expected SRC:DST[:ro|rw]")),
+        };
+        if !source.starts_with('/') || !target.starts_with('/') {
+            return Err(format!("invalid volume {s:?}: both paths must be absolute"));
+        }
+        Ok(Bind { source: source.into(), target: target.to_owned(), read_only })
+    }
+}
+
+/// Everything that decides how a container runs; stored with the container.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct RunSpec {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub workdir: String,
+    pub user: Option<String>,
+    pub hostname: Option<String>,
+    pub binds: Vec<Bind>,
+    pub network: Network,
+    /// Boot systemd as PID 1 and run `argv` inside the booted system.
+    pub boot: bool,
+    pub tty: bool,
+    pub interactive: bool,
+}
+
+/// The user's side of `racker run`, before the image config is applied.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    pub command: Vec<String>,
+    pub entrypoint: Option<String>,
+    pub env: Vec<String>,
+    pub env_files: Vec<PathBuf>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    pub hostname: Option<String>,
+    pub binds: Vec<Bind>,
+    pub network: Network,
+    pub tty: bool,
+    pub interactive: bool,
+}
+
+fn set_env(env: &mut Vec<(String, String)>, key: &str, value: String) {
+    match env.iter_mut().find(|(k, _)| k == key) {
+        Some(slot) => slot.1 = value,
+        None => env.push((key.to_owned(), value)),
+    }
+}
+
+/// Parses `K=V` (or `K`, taking the value from racker's own environment, as docker does).
+fn env_entry(entry: &str) -> Option<(String, String)> {
+    match entry.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Some((k.to_owned(), v.to_owned())),
+        Some(_) => None,
+        None => std::env::var(entry).ok().map(|v| (entry.to_owned(), v)),
+    }
+}
+
+impl RunSpec {
+    /// Applies docker's rules: `-e` over `--env-file` over the image's Env; `--entrypoint`
+    /// replaces the image's entrypoint and drops its Cmd; a command replaces Cmd.
+    pub fn new(opts: &RunOptions, config: &serde_json::Value, boot: bool) -> Result<RunSpec> {
+        let image = config.get("config").cloned().unwrap_or(serde_json::Value::Null);
+        let strings = |key: &str| -> Vec<String> {
+            image
+                .get(key)
+                .and_then(|v| v.as_array())
+                .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+                .unwrap_or_default()
+        };
+        let text = |key: &str| image.get(key).and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(str::to_owned);
+
+        let mut env = Vec::new();
+        for entry in strings("Env") {
+            if let Some((k, v)) = env_entry(&entry) {
+                set_env(&mut env, &k, v);
+            }
+        }
+        if !env.iter().any(|(k, _)| k == "PATH") {
+            set_env(&mut env, "PATH", DEFAULT_PATH.to_owned());
+        }
+        for file in &opts.env_files {
+            let content =
+                std::fs::read_to_string(file).map_err(|source| RuntimeError::Io { path: file.clone(), source })?;
+            for line in content.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+                let (k, v) = env_entry(line).ok_or_else(|| RuntimeError::Invalid {
+                    what: format!("env file {}", file.display()),
+                    reason: format!("line {line:?} is not KEY=VALUE"),
+                })?;
+                set_env(&mut env, &k, v);
+            }
+        }
+        for entry in &opts.env {
+            let (k, v) = env_entry(entry).ok_or_else(|| RuntimeError::Invalid {
+                what: format!("-e {entry}"),
+                reason: "expected KEY=VALUE".into(),
+            })?;
+            set_env(&mut env, &k, v);
+        }
+
+        let mut argv = match &opts.entrypoint {
+            Some(e) if e.is_empty() => vec![],
+            Some(e) => vec![e.clone()],
+            None => strings("Entrypoint"),
+        };
+        if !opts.command.is_empty() {
+            argv.extend(opts.command.iter().cloned());
+        } else if opts.entrypoint.is_none() {
+            argv.extend(strings("Cmd"));
+        }
+        if argv.is_empty() {
+            return Err(RuntimeError::Invalid {
+                what: "command".into(),
+                reason: "no command specified: the image has no Entrypoint or Cmd; give one after the image name"
+                    .into(),
+            });
+        }
+        Ok(RunSpec {
+            argv,
+            env,
+            workdir: opts.workdir.clone().or_else(|| text("WorkingDir")).unwrap_or_else(|| "/".into()),
+            user: opts.user.clone().or_else(|| text("User")),
+            hostname: opts.hostname.clone(),
+            binds: opts.binds.clone(),
+            network: opts.network,
+            boot,
+            tty: opts.tty,
+            interactive: opts.interactive,
+        })
+    }
+
+    pub fn path_env(&self) -> &str {
+        self.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str()).unwrap_or(DEFAULT_PATH)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> serde_json::Value {
+        serde_json::json!({"config": {"Env": ["PATH=/bin", "A=1"], "Entrypoint": ["/bin/ep"], "Cmd": ["x", "y"], "WorkingDir": "/srv", "User": "app"}})
+    }
+
+    #[test]
+    fn image_config_applies_as_docker_does() {
+        let spec = RunSpec::new(&RunOptions::default(), &config(), false).expect("spec");
+        assert_eq!(spec.argv, ["/bin/ep", "x", "y"]);
+        assert_eq!(spec.workdir, "/srv");
+        assert_eq!(spec.user.as_deref(), Some("app"));
+        assert_eq!(spec.path_env(), "/bin");
+
+        let opts =
+            RunOptions { command: vec!["z".into()], env: vec!["A=2".into(), "B=3".into()], ..Default::default() };
+        let spec = RunSpec::new(&opts, &config(), false).expect("spec");
+        assert_eq!(spec.argv, ["/bin/ep", "z"], "a command replaces Cmd, keeps Entrypoint");
+        assert_eq!(spec.env, [("PATH".into(), "/bin".into()), ("A".into(), "2".into()), ("B".into(), "3".into())]);
+
+        let opts = RunOptions { entrypoint: Some("/bin/sh".into()), ..Default::default() };
+        assert_eq!(RunSpec::new(&opts, &config(), false).expect("spec").argv, ["/bin/sh"], "--entrypoint drops Cmd");
+
+        let empty = serde_json::json!({"config": {}});
+        let err = RunSpec::new(&RunOptions::default(), &empty, false).expect_err("nothing to run");
+        assert!(err.to_string().contains("no command specified"));
+        assert_eq!(
+            RunSpec::new(&RunOptions { command: vec!["sh".into()], ..Default::default() }, &empty, false)
+                .expect("spec")
+                .path_env(),
+            DEFAULT_PATH
+        );
+    }
+
+    #[test]
+    fn volumes_parse() {
+        assert_eq!("/a:/b:ro".parse::<Bind>(), Ok(Bind { source: "/a".into(), target: "/b".into(), read_only: true }));
+        assert!("a:/b".parse::<Bind>().is_err());
+        assert!("/a:/b:xx".parse::<Bind>().is_err());
+    }
+}
