@@ -61,7 +61,10 @@ pub fn command(spec: &RunSpec, rootfs: &Path, machine: &str, id: &str, registrat
 /// Enters a booted container (through its leader's namespaces) to run `spec.argv`.
 pub fn enter(spec: &RunSpec, leader: i32, ids: Option<(u32, u32)>) -> Command {
     let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--target={leader}")).args(["--all", &format!("--wd={}", spec.workdir)]);
+    // nsenter opens --root and --wd before it enters: name them through the leader's root.
+    let root = format!("/proc/{leader}/root");
+    let workdir = format!("{root}/{}", spec.workdir.trim_start_matches('/'));
+    cmd.arg(format!("--target={leader}")).args(["--all", &format!("--root={root}"), &format!("--wd={workdir}")]);
     if let Some((uid, gid)) = ids {
         cmd.arg(format!("--setuid={uid}")).arg(format!("--setgid={gid}"));
     }
