@@ -48,7 +48,7 @@ pub fn runtime_dir() -> Result<PathBuf> {
 /// On hosts whose /run is on disk, give it a tmpfs once.
 pub fn prepare_nspawn_state() -> Result<()> {
     let dir = Path::new("/run/systemd/nspawn");
-    let on_tmpfs = |p: &Path| rustix::fs::statfs(p).is_ok_and(|s| s.f_type as i64 == 0x0102_1994);
+    let on_tmpfs = |p: &Path| rustix::fs::statfs(p).is_ok_and(|s| s.f_type == 0x0102_1994);
     if on_tmpfs(Path::new("/run")) || on_tmpfs(dir) {
         return Ok(());
     }

@@ -75,6 +75,15 @@ impl Machine {
         self.leader
     }
 
+    /// The leader PID, which nspawn reports right after it starts the container
+    /// (None if nspawn failed first).
+    pub fn leader_now(&mut self) -> Option<i32> {
+        if self.leader.is_none() {
+            self.leader = self.notify.wait(&mut self.child, false, Duration::from_secs(10)).ok().and_then(|s| s.leader);
+        }
+        self.leader
+    }
+
     /// Waits for the leader PID (and, for a boot, READY=1). On a timeout or an early
     /// death the container is torn down and the error carries the console's last lines.
     pub fn wait_started(&mut self, boot: bool, timeout: Duration) -> Result<i32> {

@@ -10,6 +10,7 @@
 //! ```
 
 mod host;
+mod lifecycle;
 mod machine;
 mod notify;
 mod nspawn;
@@ -21,6 +22,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use host::{prepare_nspawn_state, runtime_dir, Registration};
+pub use lifecycle::{
+    collect, exec, kill, list, logs, monitor, remove, run_detached, stop, ContainerStatus, ExecOptions,
+};
 pub use machine::{Console, Machine, SignalForwarder};
 pub use spec::{Bind, Network, RunOptions, RunSpec, DEFAULT_PATH};
 
@@ -82,6 +86,9 @@ pub struct RunRequest {
     pub boot_timeout: Duration,
 }
 
+/// How long a boot may take by default.
+pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl Default for RunRequest {
     fn default() -> Self {
         RunRequest {
@@ -90,7 +97,7 @@ impl Default for RunRequest {
             remove: false,
             boot: None,
             driver: None,
-            boot_timeout: Duration::from_secs(60),
+            boot_timeout: DEFAULT_BOOT_TIMEOUT,
         }
     }
 }
@@ -105,28 +112,19 @@ fn new_id() -> String {
     )
 }
 
-/// Removes the container's snapshot and (for `--rm`) its record, whatever happened.
-struct Cleanup<'a> {
-    store: &'a Store,
-    snapshotter: &'a dyn snapshot::Snapshotter,
-    id: String,
-    remove: bool,
+/// A container made ready to start: its record claims the name, its snapshot is
+/// prepared, its spec decided.
+pub(crate) struct Prepared {
+    pub id: String,
+    pub name: String,
+    pub spec: RunSpec,
+    pub rootfs: PathBuf,
+    pub snapshotter: Box<dyn snapshot::Snapshotter>,
 }
 
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        if self.remove {
-            if let Err(e) = self.snapshotter.remove(&self.id) {
-                tracing::warn!("removing the snapshot of {}: {e}", self.id);
-            }
-            let _ = self.store.remove_container(&self.id);
-        }
-    }
-}
-
-/// Runs `image` in the foreground with the caller's stdio and returns the command's
-/// exit status (docker's numbers for failures to start it).
-pub fn run(store: &Store, image: &str, request: &RunRequest) -> Result<i32> {
+/// Everything up to starting nspawn, shared by foreground and detached runs. On error,
+/// whatever was made is removed again.
+pub(crate) fn prepare(store: &Store, image: &str, request: &RunRequest, detached: bool) -> Result<Prepared> {
     let image_id = store.resolve(image)?;
     let record = store.image(&image_id)?;
     let config: serde_json::Value = serde_json::from_slice(&store.read_blob(&record.config_digest)?).map_err(|e| {
@@ -136,30 +134,81 @@ pub fn run(store: &Store, image: &str, request: &RunRequest) -> Result<i32> {
     let id = new_id();
     let name = request.name.clone().unwrap_or_else(|| format!("racker-{}", &id[..12]));
     // The record first: it claims the name, so two runs never collide.
-    let placeholder = serde_json::json!({});
-    store.create_container(&id, &name, &image_id, &snapshotter.driver().to_string(), &placeholder)?;
-    let _cleanup = Cleanup { store, snapshotter: &*snapshotter, id: id.clone(), remove: request.remove };
-    let snap = snapshotter.prepare(&id, &record, request.remove)?;
-    let boot = request.boot.unwrap_or_else(|| rootfs::has_systemd(&snap.rootfs));
-    let spec = RunSpec::new(&request.options, &config, boot)?;
-    store.update_container_spec(&id, &serde_json::to_value(&spec).unwrap_or_default())?;
-    prepare_rootfs(&snap.rootfs, &spec)?;
-    prepare_nspawn_state()?;
-    let runtime = runtime_dir()?;
-    let registration = Registration::detect();
+    store.create_container(&id, &name, &image_id, &snapshotter.driver().to_string(), &serde_json::json!({}))?;
+    let made = (|| {
+        let snap = snapshotter.prepare(&id, &record, request.remove)?;
+        let boot = request.boot.unwrap_or_else(|| rootfs::has_systemd(&snap.rootfs));
+        let mut spec = RunSpec::new(&request.options, &config, boot)?;
+        spec.remove = request.remove;
+        spec.rootfs = Some(snap.rootfs.clone());
+        spec.boot_timeout = Some(request.boot_timeout.as_secs());
+        if spec.argv.is_empty() && !detached {
+            return Err(RuntimeError::Invalid {
+                what: "command".into(),
+                reason: "no command specified: give one after the image name, or run the booted system with -d".into(),
+            });
+        }
+        if boot || detached {
+            let dir = if request.remove { runtime_dir()? } else { store.root().join("containers").join(&id) };
+            std::fs::create_dir_all(&dir).map_err(|source| RuntimeError::Io { path: dir.clone(), source })?;
+            spec.console = Some(dir.join(format!("{id}.console")));
+        }
+        store.update_container_spec(&id, &serde_json::to_value(&spec).unwrap_or_default())?;
+        prepare_rootfs(&snap.rootfs, &spec)?;
+        prepare_nspawn_state()?;
+        Ok((spec, snap.rootfs))
+    })();
+    match made {
+        Ok((spec, rootfs)) => Ok(Prepared { id, name, spec, rootfs, snapshotter }),
+        Err(e) => {
+            discard(store, &*snapshotter, &id);
+            Err(e)
+        }
+    }
+}
 
-    let code = if boot {
-        run_booted(store, &id, &name, &spec, &snap.rootfs, registration, &runtime, request.boot_timeout)?
-    } else {
-        check_command(&snap.rootfs, &spec)?;
-        let mut machine = Machine::start(&spec, &snap.rootfs, &name, &id, registration, &runtime, Console::Inherit)?;
-        let _signals = if spec.tty { None } else { Some(SignalForwarder::to_group(machine.pid())?) };
-        store.set_container_state(&id, ContainerState::Running, Some(machine.pid() as i64), None)?;
-        let status = machine.wait()?;
-        exit_code(status)
+/// Removes a container's snapshot, logs and record.
+pub(crate) fn discard(store: &Store, snapshotter: &dyn snapshot::Snapshotter, id: &str) {
+    if let Err(e) = snapshotter.remove(id) {
+        tracing::warn!("removing the snapshot of {id}: {e}");
+    }
+    let _ = std::fs::remove_dir_all(store.root().join("containers").join(id));
+    if let Ok(dir) = runtime_dir() {
+        let _ = std::fs::remove_file(dir.join(format!("{id}.console")));
+    }
+    let _ = store.remove_container(id);
+}
+
+/// Runs `image` in the foreground with the caller's stdio and returns the command's
+/// exit status (docker's numbers for failures to start it).
+pub fn run(store: &Store, image: &str, request: &RunRequest) -> Result<i32> {
+    let prepared = prepare(store, image, request, false)?;
+    let result = execute(store, &prepared, request.boot_timeout);
+    let code = match &result {
+        Ok(code) => Some(*code),
+        Err(e) => Some(e.exit_code()),
     };
-    store.set_container_state(&id, ContainerState::Exited, None, Some(code))?;
-    Ok(code)
+    if request.remove {
+        discard(store, &*prepared.snapshotter, &prepared.id);
+    } else {
+        store.set_container_state(&prepared.id, ContainerState::Exited, None, code)?;
+    }
+    result
+}
+
+/// Starts the prepared container and waits for its command.
+fn execute(store: &Store, p: &Prepared, boot_timeout: Duration) -> Result<i32> {
+    let registration = Registration::detect();
+    let runtime = runtime_dir()?;
+    if p.spec.boot {
+        return run_booted(store, p, registration, &runtime, boot_timeout);
+    }
+    check_command(&p.rootfs, &p.spec)?;
+    let mut machine = Machine::start(&p.spec, &p.rootfs, &p.name, &p.id, registration, &runtime, Console::Inherit)?;
+    let _signals = if p.spec.tty { None } else { Some(SignalForwarder::to_group(machine.pid())?) };
+    store.set_container_state(&p.id, ContainerState::Running, machine.leader_now().map(i64::from), None)?;
+    let status = machine.wait()?;
+    Ok(exit_code(status))
 }
 
 fn exit_code(status: std::process::ExitStatus) -> i32 {
@@ -219,31 +268,28 @@ esac
 exit 2
 "#;
 
-#[allow(clippy::too_many_arguments)]
 fn run_booted(
     store: &Store,
-    id: &str,
-    name: &str,
-    spec: &RunSpec,
-    root: &std::path::Path,
+    p: &Prepared,
     registration: Registration,
     runtime: &std::path::Path,
     timeout: Duration,
 ) -> Result<i32> {
+    let spec = &p.spec;
     let ids = spec
         .user
         .as_deref()
         .map(|u| {
-            rootfs::resolve_user(root, u)
+            rootfs::resolve_user(&p.rootfs, u)
                 .map_err(|reason| RuntimeError::Invalid { what: format!("--user {u}"), reason })
         })
         .transpose()?;
-    let console = runtime.join(format!("{id}.console"));
-    let mut machine = Machine::start(spec, root, name, id, registration, runtime, Console::Log(console.clone()))?;
+    let console = spec.console.clone().unwrap_or_else(|| runtime.join(format!("{}.console", p.id)));
+    let mut machine = Machine::start(spec, &p.rootfs, &p.name, &p.id, registration, runtime, Console::Log(console))?;
     let result = (|| {
         let leader = machine.wait_started(true, timeout)?;
-        store.set_container_state(id, ContainerState::Running, Some(leader as i64), None)?;
-        check_command(root, spec)?;
+        store.set_container_state(&p.id, ContainerState::Running, Some(leader as i64), None)?;
+        check_command(&p.rootfs, spec)?;
         let mut cmd = machine.enter(spec, ids)?;
         if !spec.tty {
             use std::os::unix::process::CommandExt;
@@ -255,7 +301,6 @@ fn run_booted(
         Ok(exit_code(status))
     })();
     machine.terminate()?;
-    let _ = std::fs::remove_file(&console);
     result
 }
 

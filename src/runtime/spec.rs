@@ -68,6 +68,18 @@ pub struct RunSpec {
     pub boot: bool,
     pub tty: bool,
     pub interactive: bool,
+    /// `--rm`: the container goes when it ends.
+    #[serde(default)]
+    pub remove: bool,
+    /// Where the console is logged (booted and detached containers).
+    #[serde(default)]
+    pub console: Option<PathBuf>,
+    /// The prepared root file system (the snapshot's).
+    #[serde(default)]
+    pub rootfs: Option<PathBuf>,
+    /// Seconds a boot may take before it counts as failed.
+    #[serde(default)]
+    pub boot_timeout: Option<u64>,
 }
 
 /// The user's side of `racker run`, before the image config is applied.
@@ -154,7 +166,8 @@ impl RunSpec {
         } else if opts.entrypoint.is_none() {
             argv.extend(strings("Cmd"));
         }
-        if argv.is_empty() {
+        // A booted system needs no command: it runs until stopped (`racker run -d`).
+        if argv.is_empty() && !boot {
             return Err(RuntimeError::Invalid {
                 what: "command".into(),
                 reason: "no command specified: the image has no Entrypoint or Cmd; give one after the image name"
@@ -172,7 +185,16 @@ impl RunSpec {
             boot,
             tty: opts.tty,
             interactive: opts.interactive,
+            remove: false,
+            console: None,
+            rootfs: None,
+            boot_timeout: None,
         })
+    }
+
+    /// The command as one line, for `racker ps`.
+    pub fn command_line(&self) -> String {
+        self.argv.join(" ")
     }
 
     pub fn path_env(&self) -> &str {

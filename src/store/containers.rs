@@ -44,8 +44,10 @@ pub struct ContainerRecord {
     /// What to run and how (the runtime's own JSON).
     pub spec: serde_json::Value,
     pub state: ContainerState,
-    /// The process that watches the container while it runs.
+    /// The container's leader (its PID 1, as the host sees it) while it runs.
     pub pid: Option<i64>,
+    /// The racker process that owns the container while it runs (foreground or monitor).
+    pub monitor_pid: Option<i64>,
     pub exit_code: Option<i32>,
     pub created: String,
     pub finished: Option<String>,
@@ -65,13 +67,14 @@ fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<ContainerRecord> {
         spec: serde_json::from_str(&spec).unwrap_or(serde_json::Value::Null),
         state: ContainerState::parse(&state),
         pid: r.get(6)?,
-        exit_code: r.get(7)?,
-        created: r.get(8)?,
-        finished: r.get(9)?,
+        monitor_pid: r.get(7)?,
+        exit_code: r.get(8)?,
+        created: r.get(9)?,
+        finished: r.get(10)?,
     })
 }
 
-const COLUMNS: &str = "id, name, image_id, snapshotter, spec, state, pid, exit_code, created, finished";
+const COLUMNS: &str = "id, name, image_id, snapshotter, spec, state, pid, monitor_pid, exit_code, created, finished";
 
 impl Store {
     /// Records a new container; fails if the name is taken.
@@ -93,8 +96,10 @@ impl Store {
             return Err(StoreError::NameInUse { name: name.to_owned(), id: other[..12.min(other.len())].to_owned() });
         }
         tx.execute(
-            &format!("INSERT INTO containers ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, 'created', NULL, NULL, ?6, NULL)"),
-            params![id, name, image_id.to_string(), snapshotter, spec.to_string(), now()],
+            &format!(
+                "INSERT INTO containers ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, 'created', NULL, ?6, NULL, ?7, NULL)"
+            ),
+            params![id, name, image_id.to_string(), snapshotter, spec.to_string(), std::process::id(), now()],
         )
         .map_err(e)?;
         tx.commit().map_err(e)?;
@@ -102,7 +107,8 @@ impl Store {
         self.container(id)
     }
 
-    /// Records a state change (and the watching process, or the exit code).
+    /// Records a state change: the leader while running, the exit code when exited.
+    /// The calling process becomes the container's owner (`monitor_pid`).
     pub fn set_container_state(
         &self,
         id: &str,
@@ -114,8 +120,9 @@ impl Store {
         let finished = (state == ContainerState::Exited).then(now);
         db.conn
             .execute(
-                "UPDATE containers SET state = ?2, pid = ?3, exit_code = COALESCE(?4, exit_code), finished = COALESCE(?5, finished) WHERE id = ?1",
-                params![id, state.as_str(), pid, exit_code, finished],
+                "UPDATE containers SET state = ?2, pid = ?3, monitor_pid = ?4, exit_code = COALESCE(?5, exit_code),
+                 finished = COALESCE(?6, finished) WHERE id = ?1",
+                params![id, state.as_str(), pid, std::process::id(), exit_code, finished],
             )
             .map_err(db.err())?;
         Ok(())

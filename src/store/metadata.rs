@@ -72,6 +72,7 @@ CREATE TABLE containers (
     spec        TEXT NOT NULL,
     state       TEXT NOT NULL,
     pid         INTEGER,
+    monitor_pid INTEGER,
     exit_code   INTEGER,
     created     TEXT NOT NULL,
     finished    TEXT

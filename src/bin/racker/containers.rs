@@ -1,12 +1,18 @@
-//! Container commands: run (and later ps, exec, stop, kill, rm, logs).
+//! Container commands: run, ps, exec, stop, kill, rm, logs.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
+use racker::reference::familiar_name;
 use racker::reference::Reference;
 use racker::registry::{self, PullOptions};
-use racker::runtime::{self, Bind, Network, RunOptions, RunRequest};
+use racker::runtime::{self, Bind, ExecOptions, Network, RunOptions, RunRequest};
+use racker::store::ContainerState;
+use rustix::process::Signal;
+
+use crate::format::{since, table};
+use crate::Format;
 use racker::snapshot::Driver;
 use racker::store::{Store, StoreError};
 
@@ -22,6 +28,9 @@ pub struct RunArgs {
     /// Remove the container when it exits
     #[arg(long)]
     rm: bool,
+    /// Run in the background and print the container id
+    #[arg(short, long)]
+    detach: bool,
     /// Assign a name to the container
     #[arg(long)]
     name: Option<String>,
@@ -82,8 +91,9 @@ pub fn ensure_image(store: &Store, image: &str) -> Result<String> {
     }
 }
 
-pub fn run(store: &Store, args: RunArgs) -> Result<i32> {
+pub fn run(store: &Store, root: &std::path::Path, args: RunArgs) -> Result<i32> {
     let image = ensure_image(store, &args.image)?;
+    let detach = args.detach;
     let request = RunRequest {
         options: RunOptions {
             command: args.command,
@@ -104,5 +114,178 @@ pub fn run(store: &Store, args: RunArgs) -> Result<i32> {
         driver: args.storage_driver,
         boot_timeout: Duration::from_secs(args.boot_timeout),
     };
+    if detach {
+        let mut monitor = std::process::Command::new(std::env::current_exe().context("finding the racker binary")?);
+        monitor.arg("--root").arg(root).arg("container-monitor");
+        let record = runtime::run_detached(store, &image, &request, monitor)?;
+        println!("{}", record.id);
+        return Ok(0);
+    }
     Ok(runtime::run(store, &image, &request)?)
+}
+
+#[derive(clap::Args)]
+pub struct PsArgs {
+    /// Show all containers (default: only running ones)
+    #[arg(short, long)]
+    all: bool,
+    /// Only show ids
+    #[arg(short, long)]
+    quiet: bool,
+    /// Do not truncate ids and commands
+    #[arg(long)]
+    no_trunc: bool,
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+fn status_text(c: &runtime::ContainerStatus) -> String {
+    let r = &c.record;
+    match (c.running, r.state) {
+        (true, _) => format!("Up {}", since(Some(&r.created)).trim_end_matches(" ago")),
+        (false, ContainerState::Created) => "Created".into(),
+        (false, _) => match (r.exit_code, &r.finished) {
+            (Some(code), finished) => format!("Exited ({code}) {}", since(finished.as_deref())),
+            (None, _) => "Exited (unknown)".into(),
+        },
+    }
+}
+
+pub fn ps(store: &Store, args: &PsArgs) -> Result<()> {
+    let images: std::collections::HashMap<String, String> = store
+        .images()?
+        .into_iter()
+        .map(|i| {
+            let shown = i
+                .tags
+                .first()
+                .map(|(r, t)| format!("{}:{t}", familiar_name(r)))
+                .unwrap_or_else(|| i.id.short().to_owned());
+            (i.id.to_string(), shown)
+        })
+        .collect();
+    let mut rows = Vec::new();
+    for c in runtime::list(store, args.all)? {
+        let r = &c.record;
+        let id = if args.no_trunc { r.id.clone() } else { r.id[..12.min(r.id.len())].to_owned() };
+        if args.quiet {
+            println!("{id}");
+            continue;
+        }
+        let spec = runtime::spec_of(r).unwrap_or_default();
+        let mut command = spec.command_line();
+        if spec.boot {
+            command = if command.is_empty() { "(booted)".into() } else { format!("(booted) {command}") };
+        }
+        if !args.no_trunc && command.chars().count() > 20 {
+            command = command.chars().take(19).collect::<String>() + "…";
+        }
+        let image = images.get(&r.image_id.to_string()).cloned().unwrap_or_else(|| r.image_id.short().to_owned());
+        if args.format == Format::Json {
+            println!(
+                "{}",
+                serde_json::json!({"ID": id, "Image": image, "Command": spec.command_line(), "CreatedAt": r.created,
+                    "Status": status_text(&c), "State": if c.running { "running" } else { "exited" }, "Names": r.name,
+                    "Boot": spec.boot, "Pid": r.pid})
+            );
+        } else {
+            rows.push(vec![
+                id,
+                image,
+                format!("\"{command}\""),
+                since(Some(&r.created)),
+                status_text(&c),
+                r.name.clone(),
+            ]);
+        }
+    }
+    if !args.quiet && args.format == Format::Table {
+        print!("{}", table(&["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"], &rows));
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+#[command(trailing_var_arg = true)]
+pub struct ExecArgs {
+    #[arg(short, long)]
+    interactive: bool,
+    #[arg(short, long)]
+    tty: bool,
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    #[arg(short, long)]
+    workdir: Option<String>,
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Container name or id
+    container: String,
+    #[arg(required = true)]
+    command: Vec<String>,
+}
+
+pub fn exec(store: &Store, args: ExecArgs) -> Result<i32> {
+    let opts = ExecOptions {
+        argv: args.command,
+        env: args.env,
+        workdir: args.workdir,
+        user: args.user,
+        tty: args.tty,
+        interactive: args.interactive,
+    };
+    Ok(runtime::exec(store, &args.container, &opts)?)
+}
+
+pub fn stop(store: &Store, names: &[String], timeout: u64) -> Result<()> {
+    each(names, |n| runtime::stop(store, n, Duration::from_secs(timeout)))
+}
+
+/// Parses `-s`: a name (`TERM`, `SIGTERM`) or a number.
+pub fn parse_signal(s: &str) -> std::result::Result<Signal, String> {
+    let name = s.trim_start_matches("SIG").to_ascii_uppercase();
+    let sig = match name.as_str() {
+        "KILL" => Signal::KILL,
+        "TERM" => Signal::TERM,
+        "INT" => Signal::INT,
+        "HUP" => Signal::HUP,
+        "QUIT" => Signal::QUIT,
+        "USR1" => Signal::USR1,
+        "USR2" => Signal::USR2,
+        "STOP" => Signal::STOP,
+        "CONT" => Signal::CONT,
+        other => {
+            other.parse::<i32>().ok().and_then(Signal::from_named_raw).ok_or_else(|| format!("unknown signal {s:?}"))?
+        }
+    };
+    Ok(sig)
+}
+
+pub fn kill(store: &Store, names: &[String], signal: Signal) -> Result<()> {
+    each(names, |n| runtime::kill(store, n, signal))
+}
+
+pub fn remove(store: &Store, names: &[String], force: bool) -> Result<()> {
+    each(names, |n| runtime::remove(store, n, force))
+}
+
+pub fn logs(store: &Store, name: &str) -> Result<()> {
+    Ok(runtime::logs(store, name, &mut std::io::stdout().lock())?)
+}
+
+/// Applies `f` to every name, printing each as docker does; fails if any failed.
+fn each(names: &[String], f: impl Fn(&str) -> racker::runtime::Result<()>) -> Result<()> {
+    let mut failed = 0;
+    for name in names {
+        match f(name) {
+            Ok(()) => println!("{name}"),
+            Err(e) => {
+                eprintln!("Error: {e}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} containers failed", names.len());
+    }
+    Ok(())
 }

@@ -186,6 +186,12 @@ pub fn inspect(store: &Store, names: &[String]) -> Result<()> {
 }
 
 pub fn gc(store: &Store, dry_run: bool) -> Result<()> {
+    // Containers first: stale ones and orphan snapshots go, then what no image needs.
+    if !dry_run {
+        for cleaned in racker::runtime::collect(store)? {
+            println!("Deleted {cleaned}");
+        }
+    }
     let report = store.gc(dry_run)?;
     let verb = if dry_run { "Would remove" } else { "Deleted" };
     for blob in &report.blobs {

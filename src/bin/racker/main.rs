@@ -60,6 +60,38 @@ enum Command {
     Logout(registry::LogoutArgs),
     /// Run a command in a new container
     Run(containers::RunArgs),
+    /// List containers
+    Ps(containers::PsArgs),
+    /// Run a command in a running container
+    Exec(containers::ExecArgs),
+    /// Stop containers (SIGTERM, or poweroff for booted ones; SIGKILL after a timeout)
+    Stop {
+        #[arg(required = true)]
+        containers: Vec<String>,
+        /// Seconds to wait before killing
+        #[arg(short, long, default_value_t = 10)]
+        time: u64,
+    },
+    /// Send a signal to containers
+    Kill {
+        #[arg(required = true)]
+        containers: Vec<String>,
+        #[arg(short, long, default_value = "KILL", value_parser = containers::parse_signal)]
+        signal: rustix::process::Signal,
+    },
+    /// Remove containers
+    Rm {
+        #[arg(required = true)]
+        containers: Vec<String>,
+        /// Kill running containers first
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Show a container's console output (and journal, for booted containers)
+    Logs { container: String },
+    /// (internal) own a detached container until it ends
+    #[command(hide = true)]
+    ContainerMonitor { id: String },
     /// Create a tag TARGET that refers to SOURCE
     Tag { source: String, target: String },
     /// Remove images
@@ -142,7 +174,14 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Push(args) => done(registry::push(&open()?, &args)),
         Command::Login(args) => done(registry::login(&args)),
         Command::Logout(args) => done(registry::logout(&args)),
-        Command::Run(args) => containers::run(&open()?, args),
+        Command::Run(args) => containers::run(&open()?, &cli.root, args),
+        Command::Ps(args) => done(containers::ps(&open()?, &args)),
+        Command::Exec(args) => containers::exec(&open()?, args),
+        Command::Stop { containers: names, time } => done(containers::stop(&open()?, &names, time)),
+        Command::Kill { containers: names, signal } => done(containers::kill(&open()?, &names, signal)),
+        Command::Rm { containers: names, force } => done(containers::remove(&open()?, &names, force)),
+        Command::Logs { container } => done(containers::logs(&open()?, &container)),
+        Command::ContainerMonitor { id } => Ok(racker::runtime::monitor(&open()?, &id).unwrap_or(125)),
         Command::Tag { source, target } => done(images::tag(&open()?, &source, &target)),
         Command::Rmi { images, force } | Command::Image(ImageCommand::Rm { images, force }) => {
             done(images::remove(&open()?, &images, force))
@@ -164,13 +203,29 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     // docker's convention: `run` fails with 125 (126/127 when the command cannot run).
-    let failure = if matches!(cli.command, Command::Run(_)) { 125 } else { 1 };
+    let failure = if matches!(cli.command, Command::Run(_) | Command::Exec(_)) { 125 } else { 1 };
     match run(cli) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
         Err(err) => {
-            eprintln!("Error: {err:#}");
+            eprintln!("Error: {}", one_line(&err));
             let code = err.downcast_ref::<racker::runtime::RuntimeError>().map_or(failure, |e| e.exit_code());
             ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
     }
+}
+
+/// The error and its causes on one line, each cause once: library errors already
+/// include their source in their message.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+    }
+    text
 }

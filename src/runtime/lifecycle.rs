@@ -1,0 +1,378 @@
+//! Containers beyond one foreground run: detached containers owned by a monitor
+//! process (as conmon owns podman's), and `ps`, `exec`, `stop`, `kill`, `rm`, `logs`.
+//! Waiting for a process to end uses a pidfd, never a polling loop.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::net::UnixStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal};
+
+use super::machine::{Console, Machine, SignalForwarder};
+use super::{
+    check_command, discard, exit_code, nspawn, prepare, rootfs, runtime_dir, spec_of, Registration, Result, RunRequest,
+    RunSpec, RuntimeError,
+};
+use crate::snapshot;
+use crate::store::{ContainerRecord, ContainerState, Store};
+
+/// The environment variable that tells a monitor which descriptor reports its start.
+pub const STATUS_FD_ENV: &str = "RACKER_MONITOR_STATUS_FD";
+
+/// systemd powers off on SIGRTMIN+4 (glibc's SIGRTMIN is 34 on Linux).
+const SIGRTMIN_PLUS_4: i32 = 38;
+
+fn alive(pid: Option<i64>) -> bool {
+    pid.and_then(|p| Pid::from_raw(p as i32)).is_some_and(|p| rustix::process::test_kill_process(p).is_ok())
+}
+
+/// Whether `pid` is the leader of container `id`: nspawn puts the `--uuid` racker
+/// derives from the id into its PID 1's environment. Guards signals against a reused pid.
+fn is_leader(pid: i64, id: &str) -> bool {
+    let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { return false };
+    let hex = &id[..32.min(id.len())];
+    if hex.len() < 32 {
+        return false;
+    }
+    let uuid =
+        format!("container_uuid={}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]);
+    environ.split(|b| *b == 0).any(|var| var == uuid.as_bytes())
+}
+
+/// Waits until `pid` has exited, or `timeout` passes; true if it exited.
+fn wait_exit(pid: Option<i64>, timeout: Duration) -> bool {
+    let Some(pid) = pid.and_then(|p| Pid::from_raw(p as i32)) else { return true };
+    let Ok(fd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) else { return true };
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let spec = rustix::event::Timespec { tv_sec: left.as_secs() as i64, tv_nsec: left.subsec_nanos() as i64 };
+        let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
+        match rustix::event::poll(&mut fds, Some(&spec)) {
+            Ok(n) if n > 0 => return true,
+            Ok(_) => return false,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return !alive(Some(pid.as_raw_nonzero().get() as i64)),
+        }
+    }
+}
+
+/// A container as `ps` shows it: its record, and whether it really runs.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ContainerStatus {
+    #[serde(flatten)]
+    pub record: ContainerRecord,
+    /// The record says running and its owner process lives.
+    pub running: bool,
+}
+
+/// Containers, with stale "running" records (their owner died) shown as not running.
+pub fn list(store: &Store, all: bool) -> Result<Vec<ContainerStatus>> {
+    Ok(store
+        .containers()?
+        .into_iter()
+        .map(|record| {
+            let running =
+                record.state == ContainerState::Running && record.pid.is_some_and(|p| is_leader(p, &record.id));
+            ContainerStatus { record, running }
+        })
+        .filter(|c| all || c.running)
+        .collect())
+}
+
+/// `racker run -d`: prepares the container, hands it to a monitor process (`monitor`
+/// is the command that runs [`monitor`]), and returns once it runs.
+pub fn run_detached(store: &Store, image: &str, request: &RunRequest, mut monitor: Command) -> Result<ContainerRecord> {
+    let prepared = prepare(store, image, request, true)?;
+    let started = (|| {
+        if !prepared.spec.boot {
+            check_command(&prepared.rootfs, &prepared.spec)?;
+        }
+        let (ours, theirs) =
+            UnixStream::pair().map_err(|source| RuntimeError::Spawn { program: "monitor".into(), source })?;
+        // The monitor inherits `theirs` (and only it) to report its start.
+        rustix::io::fcntl_setfd(&theirs, rustix::io::FdFlags::empty())
+            .map_err(|e| RuntimeError::Spawn { program: "monitor".into(), source: e.into() })?;
+        use std::os::unix::process::CommandExt;
+        monitor
+            .arg(&prepared.id)
+            .env(STATUS_FD_ENV, theirs.as_raw_fd().to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        let mut child =
+            monitor.spawn().map_err(|source| RuntimeError::Spawn { program: "racker monitor".into(), source })?;
+        drop(theirs);
+        let mut line = String::new();
+        BufReader::new(ours)
+            .read_line(&mut line)
+            .map_err(|source| RuntimeError::Spawn { program: "racker monitor".into(), source })?;
+        match line.trim_end().split_once(' ') {
+            Some(("ok", _)) | None if line.starts_with("ok") => Ok(()),
+            Some(("error", message)) => {
+                Err(RuntimeError::Invalid { what: format!("container {}", prepared.name), reason: message.to_owned() })
+            }
+            _ => {
+                let status = child.wait().ok().and_then(|s| s.code()).unwrap_or(-1);
+                Err(RuntimeError::ExitedEarly { status })
+            }
+        }
+    })();
+    match started {
+        Ok(()) => Ok(store.container(&prepared.id)?),
+        Err(e) => {
+            discard(store, &*prepared.snapshotter, &prepared.id);
+            Err(e)
+        }
+    }
+}
+
+/// The monitor of a detached container: starts it, reports the start on the status
+/// descriptor, waits for the end, records it and cleans up (`--rm`).
+pub fn monitor(store: &Store, id: &str) -> Result<i32> {
+    // SAFETY: the descriptor number comes from run_detached, which left it open for us.
+    let status: Option<UnixStream> = std::env::var(STATUS_FD_ENV)
+        .ok()
+        .and_then(|fd| fd.parse::<i32>().ok())
+        .map(|fd| unsafe { UnixStream::from_raw_fd(fd) });
+    let report = |status: &Option<UnixStream>, line: &str| {
+        if let Some(mut s) = status.as_ref() {
+            let _ = writeln!(s, "{line}");
+        }
+    };
+    let record = store.container(id)?;
+    let spec = spec_of(&record).ok_or_else(|| RuntimeError::Invalid {
+        what: format!("container {id}"),
+        reason: "no run spec recorded".into(),
+    })?;
+    let snapshotter = snapshot::open(store, record.snapshotter.parse().ok())?;
+    let result: Result<i32> = (|| {
+        let rootfs = spec.rootfs.clone().ok_or_else(|| RuntimeError::Invalid {
+            what: format!("container {id}"),
+            reason: "no root file system recorded".into(),
+        })?;
+        let console = spec.console.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("{id}.console")));
+        let runtime = runtime_dir()?;
+        let mut machine = Machine::start(
+            &spec,
+            &rootfs,
+            &record.name,
+            id,
+            Registration::detect(),
+            &runtime,
+            Console::Log(console.clone()),
+        )?;
+        let timeout = Duration::from_secs(spec.boot_timeout.unwrap_or(super::DEFAULT_BOOT_TIMEOUT.as_secs()));
+        let leader = machine.wait_started(spec.boot, timeout)?;
+        store.set_container_state(id, ContainerState::Running, Some(leader as i64), None)?;
+        report(&status, &format!("ok {leader}"));
+        if spec.boot && !spec.argv.is_empty() {
+            // The container lives as long as its command, as in docker.
+            let log = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&console)
+                .map_err(|source| RuntimeError::Io { path: console.clone(), source })?;
+            let err = log.try_clone().map_err(|source| RuntimeError::Io { path: console.clone(), source })?;
+            let ids = spec.user.as_deref().and_then(|u| rootfs::resolve_user(&rootfs, u).ok());
+            let mut cmd = machine.enter(&spec, ids)?;
+            let code = cmd
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(err)
+                .status()
+                .map(exit_code)
+                .map_err(|source| RuntimeError::Spawn { program: "nsenter".into(), source })?;
+            machine.terminate()?;
+            Ok(code)
+        } else {
+            Ok(exit_code(machine.wait()?))
+        }
+    })();
+    match &result {
+        Ok(_) => {}
+        Err(e) => report(&status, &format!("error {e}")),
+    }
+    let code = match &result {
+        Ok(code) => *code,
+        Err(e) => e.exit_code(),
+    };
+    if spec.remove {
+        discard(store, &*snapshotter, id);
+    } else {
+        store.set_container_state(id, ContainerState::Exited, None, Some(code))?;
+    }
+    result
+}
+
+/// The container's record, spec and leader, if its leader lives (whatever its owner
+/// does: a container whose owner died still runs and must still be stoppable).
+fn running(store: &Store, name: &str) -> Result<(ContainerRecord, RunSpec, i32)> {
+    let record = store.container(name)?;
+    let leader = record.pid.filter(|_| record.state == ContainerState::Running);
+    let Some(leader) = leader.filter(|p| is_leader(*p, &record.id)) else {
+        return Err(RuntimeError::NotRunning { name: record.name });
+    };
+    let spec = spec_of(&record).unwrap_or_default();
+    Ok((record, spec, leader as i32))
+}
+
+/// `racker exec`'s options.
+#[derive(Clone, Debug, Default)]
+pub struct ExecOptions {
+    pub argv: Vec<String>,
+    pub env: Vec<String>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    pub tty: bool,
+    pub interactive: bool,
+}
+
+/// Runs a command in a running container (either mode), returning its exit status.
+pub fn exec(store: &Store, name: &str, opts: &ExecOptions) -> Result<i32> {
+    let (_, mut spec, leader) = running(store, name)?;
+    for entry in &opts.env {
+        let (k, v) = entry.split_once('=').ok_or_else(|| RuntimeError::Invalid {
+            what: format!("-e {entry}"),
+            reason: "expected KEY=VALUE".into(),
+        })?;
+        spec.env.retain(|(key, _)| key != k);
+        spec.env.push((k.to_owned(), v.to_owned()));
+    }
+    spec.argv = opts.argv.clone();
+    spec.tty = opts.tty;
+    spec.interactive = opts.interactive;
+    if let Some(w) = &opts.workdir {
+        spec.workdir = w.clone();
+    }
+    let root = std::path::PathBuf::from(format!("/proc/{leader}/root"));
+    match rootfs::find_executable(&root, &spec.argv[0], spec.path_env(), &spec.workdir) {
+        rootfs::Lookup::Found(_) => {}
+        rootfs::Lookup::NotExecutable(p) => return Err(RuntimeError::NotExecutable(p)),
+        rootfs::Lookup::NotFound => return Err(RuntimeError::NotFound(spec.argv[0].clone())),
+    }
+    let ids = opts
+        .user
+        .as_deref()
+        .map(|u| {
+            rootfs::resolve_user(&root, u)
+                .map_err(|reason| RuntimeError::Invalid { what: format!("--user {u}"), reason })
+        })
+        .transpose()?;
+    let mut cmd = nspawn::enter(&spec, leader, ids);
+    cmd.stdin(if opts.interactive { Stdio::inherit() } else { Stdio::null() });
+    if !opts.tty {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+    }
+    let mut child = cmd.spawn().map_err(|source| RuntimeError::Spawn { program: "nsenter".into(), source })?;
+    let _signals = if opts.tty { None } else { Some(SignalForwarder::to_group(child.id() as i32)?) };
+    child.wait().map(exit_code).map_err(|source| RuntimeError::Spawn { program: "nsenter".into(), source })
+}
+
+fn signal_leader(leader: i32, signal: Signal) -> Result<()> {
+    let pid = Pid::from_raw(leader).ok_or(RuntimeError::ExitedEarly { status: -1 })?;
+    rustix::process::kill_process(pid, signal)
+        .map_err(|e| RuntimeError::Io { path: format!("/proc/{leader}").into(), source: e.into() })
+}
+
+/// Sends `signal` to the container's leader (its PID 1).
+pub fn kill(store: &Store, name: &str, signal: Signal) -> Result<()> {
+    let (_, _, leader) = running(store, name)?;
+    signal_leader(leader, signal)
+}
+
+/// Stops a container as docker does: a polite signal (systemd's poweroff for a booted
+/// one, SIGTERM otherwise), then SIGKILL after `timeout`. Stopping a stopped one is fine.
+pub fn stop(store: &Store, name: &str, timeout: Duration) -> Result<()> {
+    let (record, spec, leader) = match running(store, name) {
+        Ok(found) => found,
+        Err(RuntimeError::NotRunning { .. }) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    // SAFETY: 38 is a valid real-time signal number on Linux.
+    let polite = if spec.boot { unsafe { Signal::from_raw_unchecked(SIGRTMIN_PLUS_4) } } else { Signal::TERM };
+    signal_leader(leader, polite)?;
+    if !wait_exit(Some(leader as i64), timeout) {
+        let _ = signal_leader(leader, Signal::KILL);
+    }
+    // The owner records the end and cleans up; wait for it so that the caller sees it.
+    wait_exit(record.monitor_pid, Duration::from_secs(30));
+    Ok(())
+}
+
+/// Removes a container: a running one only with `force` (killed first).
+pub fn remove(store: &Store, name: &str, force: bool) -> Result<()> {
+    let record = store.container(name)?;
+    if let Ok((_, _, leader)) = running(store, name) {
+        if !force {
+            return Err(RuntimeError::Running { name: record.name });
+        }
+        let _ = signal_leader(leader, Signal::KILL);
+        wait_exit(Some(leader as i64), Duration::from_secs(10));
+        wait_exit(record.monitor_pid, Duration::from_secs(30));
+    }
+    let snapshotter = snapshot::open(store, record.snapshotter.parse().ok())?;
+    discard(store, &*snapshotter, &record.id);
+    Ok(())
+}
+
+/// Writes the container's console log to `out`, and for a running booted container
+/// its journal too.
+pub fn logs(store: &Store, name: &str, out: &mut dyn Write) -> Result<()> {
+    let record = store.container(name)?;
+    let spec = spec_of(&record).unwrap_or_default();
+    if let Some(console) = &spec.console {
+        match std::fs::read(console) {
+            Ok(bytes) => out.write_all(&bytes).map_err(|source| RuntimeError::Io { path: console.clone(), source })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(RuntimeError::Io { path: console.clone(), source }),
+        }
+    }
+    if let (true, Ok((_, mut spec, leader))) = (spec.boot, running(store, name)) {
+        spec.argv = ["journalctl", "--no-pager", "--quiet", "--boot"].map(String::from).to_vec();
+        spec.workdir = "/".into();
+        let output = nspawn::enter(&spec, leader, None)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| RuntimeError::Spawn { program: "nsenter journalctl".into(), source })?;
+        out.write_all(&output.stdout).map_err(|source| RuntimeError::Io { path: "stdout".into(), source })?;
+    }
+    Ok(())
+}
+
+/// Finds what crashed runs left: records whose owner died (marked exited, removed if
+/// `--rm`), and snapshots without a record. Returns what it cleaned.
+pub fn collect(store: &Store) -> Result<Vec<String>> {
+    let mut cleaned = Vec::new();
+    let snapshotter = snapshot::open(store, None)?;
+    let records = store.containers()?;
+    for record in &records {
+        let owner_alive = alive(record.monitor_pid);
+        if record.state != ContainerState::Exited && !owner_alive {
+            if record.pid.is_some_and(|p| is_leader(p, &record.id)) {
+                continue; // the container still runs without its owner: `racker rm -f` ends it
+            }
+            if spec_of(record).is_some_and(|s| s.remove) {
+                discard(store, &*snapshotter, &record.id);
+                cleaned.push(format!("container {}", record.name));
+            } else {
+                store.set_container_state(&record.id, ContainerState::Exited, None, None)?;
+            }
+        }
+    }
+    let known: std::collections::HashSet<String> = store.containers()?.into_iter().map(|r| r.id).collect();
+    for key in snapshotter.list()? {
+        if !known.contains(&key) {
+            snapshotter.remove(&key)?;
+            cleaned.push(format!("snapshot {key}"));
+        }
+    }
+    let live: Vec<_> = store.images()?.into_iter().map(|i| i.id).collect();
+    for image in snapshotter.prune(&live)? {
+        cleaned.push(format!("materialised image {image}"));
+    }
+    Ok(cleaned)
+}
