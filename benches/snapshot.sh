@@ -49,9 +49,10 @@ bench() { # $1: label, $2: driver, $3: store root
     for name in small big; do
         "$RACKER" --root "$root" pull -q "oci:$CACHE/$name" >/dev/null
     done
-    small=$("$BENCH" run "$root" localhost/small "$driver" "$RUNS" | tee /dev/stderr | sed -n 's/^MEDIANS //p')
-    big=$("$BENCH" run "$root" localhost/big "$driver" "$RUNS" | tee /dev/stderr | sed -n 's/^MEDIANS //p')
-    set -- $small $big
+    sync # the pulls' writeback must not land in the timed runs
+    small=$("$BENCH" run "$root" localhost/small "$driver" "$RUNS") && echo "$small" >&2
+    big=$("$BENCH" run "$root" localhost/big "$driver" "$RUNS") && echo "$big" >&2
+    set -- $(echo "$small" | sed -n 's/^MEDIANS //p') $(echo "$big" | sed -n 's/^MEDIANS //p')
     printf '%-22s kept: small %6.2f ms  big %6.2f ms  ratio %.2f | ephemeral: small %6.2f ms  big %6.2f ms  ratio %.2f\n' \
         "$label" "$1" "$3" "$(echo "$3 / $1" | bc -l)" "$2" "$4" "$(echo "$4 / $2" | bc -l)" >>"$WORK/results"
 }
