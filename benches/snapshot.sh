@@ -49,7 +49,10 @@ bench() { # $1: label, $2: driver, $3: store root
     for name in small big; do
         "$RACKER" --root "$root" pull -q "oci:$CACHE/$name" >/dev/null
     done
-    sync # the pulls' writeback must not land in the timed runs
+    # Materialise both images (btrfs) before any timed run, and let writeback settle, so
+    # that neither the pulls' nor the 1 GB materialisation's I/O lands in the timed runs.
+    for name in small big; do "$BENCH" run "$root" "localhost/$name" "$driver" 1 >/dev/null; done
+    sync && sleep 2
     small=$("$BENCH" run "$root" localhost/small "$driver" "$RUNS") && echo "$small" >&2
     big=$("$BENCH" run "$root" localhost/big "$driver" "$RUNS") && echo "$big" >&2
     set -- $(echo "$small" | sed -n 's/^MEDIANS //p') $(echo "$big" | sed -n 's/^MEDIANS //p')
