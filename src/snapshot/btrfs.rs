@@ -18,7 +18,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, BufReader};
-use std::os::fd::AsFd;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -98,7 +98,7 @@ fn snapshot(source: &Path, parent: &Path, name: &str) -> Result<()> {
     let path = parent.join(name);
     let src = open_dir(source)?;
     let args = VolArgsV2 {
-        fd: src.as_fd().as_raw_fd_i64(),
+        fd: i64::from(src.as_raw_fd()),
         transid: 0,
         flags: 0,
         unused: [0; 4],
@@ -108,16 +108,6 @@ fn snapshot(source: &Path, parent: &Path, name: &str) -> Result<()> {
     // SAFETY: SNAP_CREATE_V2 reads a btrfs_ioctl_vol_args_v2, which VolArgsV2 is; `src`
     // outlives the call.
     unsafe { ioctl(&dir, Setter::<SNAP_CREATE_V2, VolArgsV2>::new(args)) }.map_err(btrfs_err(&path, "snapshot"))
-}
-
-trait RawFdI64 {
-    fn as_raw_fd_i64(&self) -> i64;
-}
-impl RawFdI64 for std::os::fd::BorrowedFd<'_> {
-    fn as_raw_fd_i64(&self) -> i64 {
-        use std::os::fd::AsRawFd;
-        i64::from(self.as_raw_fd())
-    }
 }
 
 /// Sets the read-only flag of the subvolume at `path`.

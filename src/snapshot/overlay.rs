@@ -182,7 +182,6 @@ impl OverlaySnapshotter {
     fn prepare_in(&self, key: &str, image: &ImageRecord, ephemeral: bool) -> Result<PathBuf> {
         let base = self.base(key, ephemeral);
         if ephemeral {
-            make_private_dir(&self.runtime)?;
             // The tmpfs holds upper, work and the mount point: teardown is two unmounts and
             // an rmdir, and a reboot forgets it.
             self.mount("tmpfs", &[("source", "tmpfs"), ("mode", "0700")], &base)?;
@@ -245,10 +244,9 @@ impl Snapshotter for OverlaySnapshotter {
 
     fn prepare(&self, key: &str, image: &ImageRecord, ephemeral: bool) -> Result<Snapshot> {
         check_key(key)?;
-        for other in [self.base(key, !ephemeral)] {
-            if other.symlink_metadata().is_ok() {
-                return Err(SnapshotError::AlreadyExists { key: key.to_owned(), path: other });
-            }
+        let other = self.base(key, !ephemeral);
+        if other.symlink_metadata().is_ok() {
+            return Err(SnapshotError::AlreadyExists { key: key.to_owned(), path: other });
         }
         let base = self.base(key, ephemeral);
         if ephemeral {

@@ -31,8 +31,17 @@ pub struct TempStore {
 impl TempStore {
     /// A new, initialised (empty) store.
     pub fn new() -> TempStore {
+        TempStore::at(&std::env::temp_dir())
+    }
+
+    /// A new, initialised (empty) store in a temporary directory below `parent` (for a
+    /// store on a particular file system, such as a loop-mounted btrfs).
+    pub fn at(parent: &Path) -> TempStore {
         let store = TempStore {
-            dir: tempfile::Builder::new().prefix("racker-test-").tempdir().expect("creating a temporary store"),
+            dir: tempfile::Builder::new()
+                .prefix("racker-test-")
+                .tempdir_in(parent)
+                .expect("creating a temporary store"),
             auth: tempfile::Builder::new()
                 .prefix("racker-test-auth-")
                 .tempdir()

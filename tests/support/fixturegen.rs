@@ -417,6 +417,24 @@ pub fn write_big_layout(out_dir: &Path, big_len: usize) -> io::Result<Image> {
     Ok(img)
 }
 
+/// Writes (at test time, not committed) an OCI layout `latest` of `n` plain-tar layers:
+/// layer `i` adds only the file `f/NNN` (`i`, three digits or more) holding `i` and a
+/// newline. For the many-layers snapshot tests.
+pub fn write_many_layers_layout(out_dir: &Path, n: usize) -> io::Result<Image> {
+    let layers: Vec<Layer> = (0..n)
+        .map(|i| -> io::Result<Layer> {
+            let (path, data) = (format!("f/{i:03}"), format!("{i}\n"));
+            let tar = build_tar(&[dir(b"f/", 0o755), file(path.as_bytes(), 0o644, data.as_bytes())])?;
+            Ok(Layer { blob: tar.clone(), media_type: MT_TAR, tar })
+        })
+        .collect::<io::Result<_>>()?;
+    let img = image("many", &layers);
+    for (rel, bytes) in layout_files(&img, &[("org.opencontainers.image.ref.name", "latest")]) {
+        write(out_dir, &rel, &bytes)?;
+    }
+    Ok(img)
+}
+
 pub const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
 /// The files of an OCI image layout: (relative path, bytes), sorted.

@@ -1,0 +1,377 @@
+//! The snapshotters, privileged: one conformance suite run by every backend (overlay on the
+//! test store's own file system, btrfs on a loop-mounted file system made here), and images
+//! of many layers. Every mount and loop device is undone by guards, even on panic.
+
+mod common;
+#[path = "support/fixturegen.rs"]
+mod fixturegen;
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{fixture, tree, TempStore};
+use racker::digest::Digest;
+use racker::snapshot::{self, Driver, Snapshot, SnapshotError, Snapshotter};
+use racker::store::{ImageRecord, Store};
+
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+
+/// Mount points in this process's mount namespace at or below `dir`.
+fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("reading mountinfo");
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(p.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n")))
+        .filter(|p| p.starts_with(dir))
+        .collect()
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Lazily unmounts, on drop, whatever is still mounted below its directories (deepest
+/// first): a failed assertion must not leave mounts behind.
+struct MountSweep(Vec<PathBuf>);
+
+impl Drop for MountSweep {
+    fn drop(&mut self) {
+        for dir in &self.0 {
+            let mut left = mounts_under(dir);
+            left.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+            for m in left {
+                let _ = rustix::mount::unmount(&m, rustix::mount::UnmountFlags::DETACH);
+            }
+        }
+    }
+}
+
+/// A fresh btrfs file system in a sparse 1 GiB file, loop-mounted; unmounted and its loop
+/// device detached on drop.
+struct BtrfsLoop {
+    mount: tempfile::TempDir,
+    _image_dir: tempfile::TempDir,
+    device: String,
+}
+
+impl BtrfsLoop {
+    fn new() -> BtrfsLoop {
+        let image_dir = tempfile::Builder::new().prefix("racker-btrfs-img-").tempdir().expect("temporary dir");
+        let mount = tempfile::Builder::new().prefix("racker-btrfs-").tempdir().expect("mount point");
+        let img = image_dir.path().join("fs.img");
+        run(Command::new("truncate").args(["-s", "1G"]).arg(&img));
+        run(Command::new("mkfs.btrfs").arg("-q").arg(&img));
+        let device = run(Command::new("losetup").args(["--find", "--show"]).arg(&img));
+        // From here on the guard exists, so the loop device is detached whatever happens.
+        let guard = BtrfsLoop { mount, _image_dir: image_dir, device };
+        run(Command::new("mount").arg(&guard.device).arg(guard.mount.path()));
+        guard
+    }
+
+    fn path(&self) -> &Path {
+        self.mount.path()
+    }
+}
+
+impl Drop for BtrfsLoop {
+    fn drop(&mut self) {
+        drop(MountSweep(vec![self.mount.path().to_owned()]));
+        let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
+    }
+}
+
+/// One backend under test, with everything it needs; fields drop in order: snapshotter,
+/// leftover mounts, store, runtime dir, then the btrfs file system under them.
+struct Env {
+    snap: Box<dyn Snapshotter>,
+    _sweep: MountSweep,
+    store: TempStore,
+    runtime: tempfile::TempDir,
+    _btrfs: Option<BtrfsLoop>,
+}
+
+impl Env {
+    fn new(store: TempStore, btrfs: Option<BtrfsLoop>, driver: Option<Driver>) -> Env {
+        let runtime = tempfile::Builder::new().prefix("racker-run-").tempdir().expect("runtime dir");
+        let sweep = MountSweep(vec![store.root().to_owned(), runtime.path().to_owned()]);
+        let snap = snapshot::open_with(&open_store(&store), driver, runtime.path()).expect("opening the snapshotter");
+        Env { snap, _sweep: sweep, store, runtime, _btrfs: btrfs }
+    }
+
+    /// Another snapshotter on the same store, as a second racker process would open.
+    fn reopen(&self) -> Box<dyn Snapshotter> {
+        snapshot::open_with(&open_store(&self.store), Some(self.snap.driver()), self.runtime.path()).expect("reopening")
+    }
+
+    fn pull_layout(&self, layout: &Path) -> ImageRecord {
+        self.store.ok(&["pull", "-q", &format!("oci:{}", layout.display())]);
+        let name = format!("localhost/{}", layout.file_name().expect("layout name").to_string_lossy());
+        let store = open_store(&self.store);
+        store.image(&store.resolve(&name).expect("resolving the pulled image")).expect("image record")
+    }
+
+    /// The directories that hold the image's stored content: its layer directories, and
+    /// for btrfs its materialised subvolume (if made yet).
+    fn image_dirs(&self, image: &ImageRecord) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> =
+            image.layers.iter().map(|l| racker::store::layer_dir(self.store.root(), l.layer_id)).collect();
+        let materialised = self.store.root().join("btrfs/images").join(image.summary.id.hex());
+        if materialised.exists() {
+            dirs.push(materialised);
+        }
+        dirs
+    }
+
+    fn lowers_top_first(&self, image: &ImageRecord) -> Vec<PathBuf> {
+        image.layers.iter().rev().map(|l| racker::store::layer_dir(self.store.root(), l.layer_id)).collect()
+    }
+}
+
+fn open_store(store: &TempStore) -> Store {
+    Store::open(store.root()).expect("opening the store")
+}
+
+fn overlay_env() -> Env {
+    Env::new(TempStore::new(), None, Some(Driver::Overlay))
+}
+
+/// btrfs chosen by detection, not by force: the store root is on btrfs.
+fn btrfs_env() -> Env {
+    common::require_root();
+    let fs = BtrfsLoop::new();
+    let store = TempStore::at(fs.path());
+    let env = Env::new(store, Some(fs), None);
+    assert_eq!(env.snap.driver(), Driver::Btrfs, "a store on btrfs did not get the btrfs snapshotter");
+    env
+}
+
+/// Removes a snapshot on drop, so a failing assertion leaves nothing mounted.
+struct Prepared<'a> {
+    snap: &'a dyn Snapshotter,
+    s: Snapshot,
+}
+
+impl Drop for Prepared<'_> {
+    fn drop(&mut self) {
+        let _ = self.snap.remove(&self.s.key);
+    }
+}
+
+fn prepare<'a>(snap: &'a dyn Snapshotter, key: &str, image: &ImageRecord, ephemeral: bool) -> Prepared<'a> {
+    let s = snap.prepare(key, image, ephemeral).unwrap_or_else(|e| panic!("prepare {key}: {e}"));
+    assert_eq!((s.key.as_str(), s.ephemeral, s.driver), (key, ephemeral, snap.driver()));
+    Prepared { snap, s }
+}
+
+/// A fingerprint of trees: every entry's type, mode, owner, contents, xattrs, links.
+fn fingerprint(dirs: &[PathBuf]) -> String {
+    dirs.iter()
+        .map(|d| {
+            let t = tree::scan(d);
+            format!("{}: {:?} {:?}\n", d.display(), t.entries, t.hardlinks)
+        })
+        .collect()
+}
+
+/// What a container of the `whiteouts` image must see (as in tests/store.rs).
+fn assert_whiteouts_view(root: &Path) {
+    let exists = |p: &str| root.join(p).symlink_metadata().is_ok();
+    assert!(!exists("etc/motd"), "a whited-out file is visible");
+    assert!(!exists("usr/share/doc/old"), "a whited-out directory is visible");
+    assert!(exists("usr/share/doc/readme") && exists("etc/hostname") && exists("etc/added"));
+    let app: Vec<String> = std::fs::read_dir(root.join("var/lib/app"))
+        .expect("opaque dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(app, ["fresh"], "the opaque directory shows only the upper layer's file");
+    assert_eq!(std::fs::read_to_string(root.join("etc/greeting")).expect("greeting"), "hello from top\n");
+    assert_eq!(std::fs::metadata(root.join("bin/su-ish")).expect("su-ish").mode() & 0o7777, 0o4755);
+    let dev = std::fs::symlink_metadata(root.join("dev/null-ish")).expect("device node");
+    assert!(dev.file_type().is_char_device() && dev.rdev() == rustix::fs::makedev(1, 3));
+    assert_eq!(std::fs::metadata(root.join("home/user/notes.txt")).expect("notes").uid(), 1000);
+}
+
+/// The container's writes: a new file, a modified lower file, a deleted lower file, a
+/// deleted lower directory, a metadata change.
+fn write_into(root: &Path, tag: &str) {
+    std::fs::write(root.join("new-file"), tag).expect("creating a file");
+    std::fs::write(root.join("etc/hostname"), tag).expect("modifying a lower file");
+    std::fs::remove_file(root.join("usr/share/doc/readme")).expect("deleting a lower file");
+    std::fs::remove_dir_all(root.join("var/lib/app")).expect("deleting a lower directory");
+    rustix::fs::chown(root.join("etc/added"), Some(rustix::fs::Uid::from_raw(42)), None).expect("chown");
+}
+
+fn assert_written(root: &Path, tag: &str) {
+    assert_eq!(std::fs::read_to_string(root.join("new-file")).expect("new file"), tag);
+    assert_eq!(std::fs::read_to_string(root.join("etc/hostname")).expect("hostname"), tag);
+    assert!(!root.join("usr/share/doc/readme").exists() && !root.join("var/lib/app").exists());
+    assert_eq!(std::fs::metadata(root.join("etc/added")).expect("added").uid(), 42);
+}
+
+fn list(snap: &dyn Snapshotter) -> Vec<String> {
+    snap.list().expect("listing snapshots")
+}
+
+/// The suite every backend passes.
+fn conformance(env: Env) {
+    common::require_root();
+    let snap = &*env.snap;
+    let image = env.pull_layout(&fixture("oci/whiteouts"));
+    assert!(list(snap).is_empty());
+
+    // A container sees the image composed: exactly what an overlay of the layers shows.
+    let kept = prepare(snap, "kept", &image, false);
+    let eph = prepare(snap, "eph", &image, true);
+    let stored = fingerprint(&env.image_dirs(&image));
+    let reference = common::OverlayMount::new(&env.lowers_top_first(&image));
+    for p in [&kept, &eph] {
+        assert_whiteouts_view(&p.s.rootfs);
+        tree::assert_same_tree(&p.s.rootfs, reference.path());
+    }
+    drop(reference);
+    assert_eq!(list(snap), ["eph", "kept"]);
+
+    // A key is taken until removed, whichever kind of snapshot holds it.
+    for ephemeral in [false, true] {
+        let err = snap.prepare("kept", &image, ephemeral).expect_err("preparing a taken key");
+        assert!(matches!(err, SnapshotError::AlreadyExists { .. }), "{err}");
+    }
+    assert_whiteouts_view(&kept.s.rootfs);
+
+    // Writes stay in the container: not in the store, not in the other container.
+    write_into(&kept.s.rootfs, "kept's own");
+    assert_written(&kept.s.rootfs, "kept's own");
+    assert_whiteouts_view(&eph.s.rootfs);
+    write_into(&eph.s.rootfs, "eph's own");
+    assert_written(&kept.s.rootfs, "kept's own");
+    assert_written(&eph.s.rootfs, "eph's own");
+    assert_eq!(fingerprint(&env.image_dirs(&image)), stored, "a container's writes reached the stored image");
+
+    // Ephemeral writes live in memory; kept ones on disk, seen by another process too.
+    if snap.driver() == Driver::Overlay {
+        let upper = env.runtime.path().join("eph/upper");
+        assert_eq!(rustix::fs::statfs(&upper).expect("statfs").f_type as i64, TMPFS_MAGIC);
+        let upper = env.store.root().join("snapshots/kept/upper");
+        assert_eq!(std::fs::read_to_string(upper.join("new-file")).expect("kept's upper"), "kept's own");
+    }
+    let other = env.reopen();
+    assert_eq!(list(&*other), ["eph", "kept"]);
+    assert_written(&kept.s.rootfs, "kept's own");
+
+    // Two prepares of one image at once are independent.
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| prepare(snap, "par-a", &image, false));
+        let b = s.spawn(|| prepare(&*other, "par-b", &image, true));
+        (a.join().expect("prepare a"), b.join().expect("prepare b"))
+    });
+    assert_whiteouts_view(&a.s.rootfs);
+    write_into(&a.s.rootfs, "a");
+    assert_whiteouts_view(&b.s.rootfs);
+    assert_eq!(list(snap), ["eph", "kept", "par-a", "par-b"]);
+
+    // Remove leaves no mount and no directory; twice is fine; list follows.
+    let rootfs: Vec<PathBuf> = [&kept, &eph, &a, &b].iter().map(|p| p.s.rootfs.clone()).collect();
+    for key in ["kept", "eph", "par-a", "par-b"] {
+        snap.remove(key).unwrap_or_else(|e| panic!("remove {key}: {e}"));
+        snap.remove(key).unwrap_or_else(|e| panic!("second remove {key}: {e}"));
+    }
+    drop((kept, eph, a, b));
+    for r in &rootfs {
+        assert!(!r.exists(), "{} is still there", r.display());
+    }
+    for dir in [env.store.root(), env.runtime.path()] {
+        assert_eq!(mounts_under(dir), Vec::<PathBuf>::new(), "mounts left below {}", dir.display());
+    }
+    let leftovers: BTreeSet<String> = ["snapshots", "btrfs/containers"]
+        .iter()
+        .flat_map(|area| env.store.files(area))
+        .chain(std::fs::read_dir(env.runtime.path()).into_iter().flatten().map(|e| {
+            let e = e.expect("runtime entry");
+            e.file_name().to_string_lossy().into_owned()
+        }))
+        .collect();
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+    assert!(list(snap).is_empty());
+    assert_eq!(fingerprint(&env.image_dirs(&image)), stored, "the stored image changed");
+    snap.remove("never-existed").expect("removing a missing snapshot");
+
+    // prune keeps what live images need and drops the rest (overlay keeps nothing per image).
+    let id = image.summary.id.clone();
+    assert_eq!(snap.prune(std::slice::from_ref(&id)).expect("prune"), Vec::<Digest>::new());
+    let held = prepare(snap, "held", &image, false);
+    let pruned = snap.prune(&[]).expect("prune");
+    match snap.driver() {
+        Driver::Btrfs => {
+            assert_eq!(pruned, std::slice::from_ref(&id));
+            assert!(!env.store.root().join("btrfs/images").join(id.hex()).exists());
+            assert!(env.store.files("btrfs/images").is_empty(), "{:?}", env.store.files("btrfs/images"));
+        }
+        Driver::Overlay => assert!(pruned.is_empty()),
+    }
+    // A container outlives its image's pruned data; a new one brings it back.
+    assert_whiteouts_view(&held.s.rootfs);
+    let again = prepare(snap, "again", &image, false);
+    assert_whiteouts_view(&again.s.rootfs);
+    drop((held, again));
+    assert!(list(snap).is_empty());
+}
+
+#[test]
+fn overlay_passes_the_conformance_suite() {
+    common::require_root();
+    conformance(overlay_env());
+}
+
+#[test]
+fn btrfs_passes_the_conformance_suite() {
+    common::require_root();
+    conformance(btrfs_env());
+}
+
+/// An image of 120 layers, each adding one file: all 120 are visible.
+fn many_layers(env: Env) {
+    let layout = tempfile::Builder::new().prefix("racker-many-").tempdir().expect("layout dir");
+    let layout_dir = layout.path().join("many");
+    fixturegen::write_many_layers_layout(&layout_dir, 120).expect("writing the layout");
+    let image = env.pull_layout(&layout_dir);
+    assert_eq!(image.layers.len(), 120);
+    let p = prepare(&*env.snap, "many", &image, false);
+    let names: Vec<String> = std::fs::read_dir(p.s.rootfs.join("f"))
+        .expect("f/")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let want: Vec<String> = (0..120).map(|i| format!("{i:03}")).collect();
+    assert_eq!(names, want);
+    assert_eq!(std::fs::read_to_string(p.s.rootfs.join("f/119")).expect("f/119"), "119\n");
+    let eph = prepare(&*env.snap, "many-eph", &image, true);
+    assert_eq!(std::fs::read_dir(eph.s.rootfs.join("f")).expect("f/").count(), 120);
+}
+
+#[test]
+fn overlay_mounts_an_image_of_120_layers() {
+    common::require_root();
+    many_layers(overlay_env());
+}
+
+#[test]
+fn btrfs_materialises_an_image_of_120_layers() {
+    common::require_root();
+    many_layers(btrfs_env());
+}
+
+#[test]
+fn btrfs_on_a_store_not_on_btrfs_is_refused_with_the_fix() {
+    common::require_root();
+    let store = TempStore::new();
+    let err = snapshot::open(&open_store(&store), Some(Driver::Btrfs)).err().expect("btrfs on a non-btrfs store");
+    assert!(matches!(err, SnapshotError::NotBtrfs { .. }), "{err}");
+    assert!(err.to_string().contains("--storage-driver overlay"), "{err}");
+    let auto = snapshot::open(&open_store(&store), None).expect("detecting");
+    assert_eq!(auto.driver(), Driver::Overlay);
+}
