@@ -9,80 +9,14 @@ mod fixturegen;
 use std::collections::BTreeSet;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use common::btrfs::{mounts_under, BtrfsLoop, MountSweep};
 use common::{fixture, tree, TempStore};
 use racker::digest::Digest;
 use racker::snapshot::{self, Driver, Snapshot, SnapshotError, Snapshotter};
 use racker::store::{ImageRecord, Store};
 
 const TMPFS_MAGIC: i64 = 0x0102_1994;
-
-/// Mount points in this process's mount namespace at or below `dir`.
-fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("reading mountinfo");
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(p.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n")))
-        .filter(|p| p.starts_with(dir))
-        .collect()
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// Lazily unmounts, on drop, whatever is still mounted below its directories (deepest
-/// first): a failed assertion must not leave mounts behind.
-struct MountSweep(Vec<PathBuf>);
-
-impl Drop for MountSweep {
-    fn drop(&mut self) {
-        for dir in &self.0 {
-            let mut left = mounts_under(dir);
-            left.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
-            for m in left {
-                let _ = rustix::mount::unmount(&m, rustix::mount::UnmountFlags::DETACH);
-            }
-        }
-    }
-}
-
-/// A fresh btrfs file system in a sparse 1 GiB file, loop-mounted; unmounted and its loop
-/// device detached on drop.
-struct BtrfsLoop {
-    mount: tempfile::TempDir,
-    _image_dir: tempfile::TempDir,
-    device: String,
-}
-
-impl BtrfsLoop {
-    fn new() -> BtrfsLoop {
-        let image_dir = tempfile::Builder::new().prefix("racker-btrfs-img-").tempdir().expect("temporary dir");
-        let mount = tempfile::Builder::new().prefix("racker-btrfs-").tempdir().expect("mount point");
-        let img = image_dir.path().join("fs.img");
-        run(Command::new("truncate").args(["-s", "1G"]).arg(&img));
-        run(Command::new("mkfs.btrfs").arg("-q").arg(&img));
-        let device = run(Command::new("losetup").args(["--find", "--show"]).arg(&img));
-        // From here on the guard exists, so the loop device is detached whatever happens.
-        let guard = BtrfsLoop { mount, _image_dir: image_dir, device };
-        run(Command::new("mount").arg(&guard.device).arg(guard.mount.path()));
-        guard
-    }
-
-    fn path(&self) -> &Path {
-        self.mount.path()
-    }
-}
-
-impl Drop for BtrfsLoop {
-    fn drop(&mut self) {
-        drop(MountSweep(vec![self.mount.path().to_owned()]));
-        let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
-    }
-}
 
 /// One backend under test, with everything it needs; fields drop in order: snapshotter,
 /// leftover mounts, store, runtime dir, then the btrfs file system under them.

@@ -1,6 +1,7 @@
 //! Shared test support: a throw-away store, the racker binary, fixtures, guards.
 #![allow(dead_code)]
 
+pub mod btrfs;
 pub mod registry;
 pub mod tree;
 

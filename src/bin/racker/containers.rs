@@ -69,7 +69,8 @@ pub struct RunArgs {
     storage_driver: Option<Driver>,
     /// Image to run
     image: String,
-    /// Command and arguments
+    /// Command and arguments (everything after the image, options included)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
 }
 
@@ -220,7 +221,8 @@ pub struct ExecArgs {
     user: Option<String>,
     /// Container name or id
     container: String,
-    #[arg(required = true)]
+    /// Command and arguments (everything after the container, options included)
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
 }
 

@@ -92,11 +92,28 @@ fn split_location(arg: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// A directory name made into a valid repository path component (`.tmpAB_c` → `tmpab-c`).
+fn repository_component(name: &str) -> String {
+    let mapped: String = name.to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let mut out = String::new();
+    for part in mapped.split('-').filter(|p| !p.is_empty()) {
+        if !out.is_empty() {
+            out.push('-');
+        }
+        out.push_str(part);
+    }
+    if out.is_empty() {
+        "image".into()
+    } else {
+        out
+    }
+}
+
 fn pull_layout(store: &Store, transport: &str, rest: &str, quiet: bool) -> Result<()> {
     let progress = racker::progress::for_stderr(quiet);
     let (location, wanted) = split_location(rest);
     let base =
-        Path::new(location).file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_else(|| "image".into());
+        repository_component(Path::new(location).file_name().map(|n| n.to_string_lossy()).as_deref().unwrap_or(""));
     // Unnamed layouts get a local name, as podman gives them.
     let default_name = match wanted {
         Some(w) if w.contains('/') => Reference::parse(w)?,

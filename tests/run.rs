@@ -1,0 +1,407 @@
+//! `racker run` and the container lifecycle on real systemd-nspawn containers: command
+//! mode on a busybox image, boot mode on a Debian bookworm image with systemd. Every
+//! test checks that teardown leaves no mount, no process and no snapshot behind.
+
+mod common;
+#[path = "common/images.rs"]
+mod images;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use common::{require_root, TempStore};
+use serde_json::json;
+
+fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A store with the busybox image as `bb` (config: `config`) plus `layers` extra layers.
+fn busybox_store(config: serde_json::Value, layers: usize) -> (TempStore, tempfile::TempDir) {
+    require_root();
+    busybox_image_in(TempStore::new(), config, layers)
+}
+
+fn busybox_image_in(store: TempStore, config: serde_json::Value, layers: usize) -> (TempStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut all = vec![images::busybox_layer()];
+    all.extend((0..layers).map(images::numbered_layer));
+    let location = images::write_layout(dir.path(), &images::image(&all, config));
+    store.ok(&["pull", "-q", &location]);
+    let name = store.ok(&["images", "--format", "json"]);
+    let row: serde_json::Value = serde_json::from_str(name.lines().next().expect("an image")).expect("json");
+    let full = format!("{}:{}", row["Repository"].as_str().expect("repo"), row["Tag"].as_str().expect("tag"));
+    store.ok(&["tag", &full, "bb"]);
+    (store, dir)
+}
+
+/// Nothing of the store's is mounted and no container process runs.
+fn assert_clean(store: &TempStore) {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let root = store.root().display().to_string();
+    let leaked: Vec<&str> = mounts.lines().filter(|l| l.contains(&root)).collect();
+    assert!(leaked.is_empty(), "mounts left behind: {leaked:#?}");
+    let ps = Command::new("ps").args(["-eo", "args"]).output().expect("ps");
+    let procs: Vec<String> =
+        out(&ps).lines().filter(|l| l.contains("systemd-nspawn") && l.contains(&root)).map(str::to_owned).collect();
+    assert!(procs.is_empty(), "container processes left behind: {procs:#?}");
+    let snapshots = store.files("snapshots");
+    assert!(snapshots.is_empty(), "snapshots left behind: {snapshots:?}");
+}
+
+#[test]
+fn exit_codes_follow_docker() {
+    let (store, _dir) = busybox_store(images::busybox_config(), 0);
+    assert_eq!(store.run(&["run", "--rm", "bb", "sh", "-c", "exit 7"]).status.code(), Some(7));
+    assert_eq!(store.run(&["run", "--rm", "bb", "true"]).status.code(), Some(0));
+    let missing = store.run(&["run", "--rm", "bb", "no-such-command"]);
+    assert_eq!(missing.status.code(), Some(127), "{}", err(&missing));
+    assert!(err(&missing).contains("no-such-command: executable file not found"), "{}", err(&missing));
+    let not_exec = store.run(&["run", "--rm", "bb", "/srv/not-executable"]);
+    assert_eq!(not_exec.status.code(), Some(126), "{}", err(&not_exec));
+    let no_image = store.run(&["run", "--rm", "localhost:1/nothing-here", "true"]);
+    assert_eq!(no_image.status.code(), Some(125), "{}", err(&no_image));
+    assert_clean(&store);
+}
+
+#[test]
+fn stdin_is_piped_only_with_i() {
+    let (store, _dir) = busybox_store(images::busybox_config(), 0);
+    let mut child = store
+        .cmd()
+        .args(["run", "-i", "--rm", "bb", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child.stdin.take().expect("stdin").write_all(b"hi\n").expect("write");
+    let o = child.wait_with_output().expect("wait");
+    assert_eq!((o.status.code(), out(&o).as_str()), (Some(0), "hi\n"));
+    // Without -i the command reads an empty stdin, as in docker.
+    let o = store.cmd().args(["run", "--rm", "bb", "cat"]).stdin(Stdio::piped()).output().expect("run");
+    assert_eq!((o.status.code(), out(&o).as_str()), (Some(0), ""));
+    assert_clean(&store);
+}
+
+#[test]
+fn image_config_env_workdir_user_entrypoint_apply() {
+    let config = json!({
+        "Env": ["PATH=/bin", "GREETING=hello", "KEEP=1"],
+        "Entrypoint": ["/bin/echo", "ep"],
+        "Cmd": ["default"],
+        "WorkingDir": "/srv",
+        "User": "app",
+    });
+    let (store, _dir) = busybox_store(config, 0);
+    assert_eq!(store.ok(&["run", "--rm", "bb"]), "ep default\n", "Entrypoint + Cmd");
+    assert_eq!(store.ok(&["run", "--rm", "bb", "given"]), "ep given\n", "a command replaces Cmd");
+    let env_file = tempfile::NamedTempFile::new().expect("env file");
+    std::fs::write(env_file.path(), "# comment\nFROM_FILE=yes\nGREETING=from-file\n").expect("write");
+    let o = store.ok(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "/bin/sh",
+        "--env-file",
+        env_file.path().to_str().expect("utf-8"),
+        "-e",
+        "GREETING=override",
+        "bb",
+        "-c",
+        "echo $GREETING $KEEP $FROM_FILE; pwd; id -un",
+    ]);
+    assert_eq!(o, "override 1 yes\n/srv\napp\n");
+    let o = store.ok(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "/bin/sh",
+        "-w",
+        "/tmp",
+        "-u",
+        "nobody",
+        "bb",
+        "-c",
+        "pwd; id -u; id -g",
+    ]);
+    assert_eq!(o, "/tmp\n65534\n65534\n");
+    let o = store.ok(&["run", "--rm", "--entrypoint", "/bin/sh", "-u", "4242", "bb", "-c", "id -u"]);
+    assert_eq!(o, "4242\n", "a numeric user needs no passwd entry");
+    let bad = store.run(&["run", "--rm", "-u", "ghost", "bb"]);
+    assert_eq!(bad.status.code(), Some(125));
+    assert!(err(&bad).contains("ghost"), "{}", err(&bad));
+    assert_clean(&store);
+}
+
+#[test]
+fn volumes_hostname_and_network_none() {
+    let (store, _dir) = busybox_store(images::busybox_config(), 0);
+    let rw = tempfile::tempdir().expect("rw");
+    let ro = tempfile::tempdir().expect("ro");
+    std::fs::write(ro.path().join("in.txt"), "host data\n").expect("write");
+    let vol = |d: &tempfile::TempDir, dst: &str, opt: &str| format!("{}:{dst}{opt}", d.path().display());
+    let o = store.run(&[
+        "run", "--rm", "-v", &vol(&rw, "/out", ""), "-v", &vol(&ro, "/in", ":ro"), "bb", "sh", "-c",
+        "cat /in/in.txt; echo written > /out/new.txt; echo x > /in/denied 2>/dev/null && echo WROTE-RO || echo ro-refused",
+    ]);
+    assert_eq!(out(&o), "host data\nro-refused\n", "{}", err(&o));
+    assert_eq!(std::fs::read_to_string(rw.path().join("new.txt")).expect("written through the volume"), "written\n");
+    assert!(!ro.path().join("denied").exists());
+    assert_eq!(store.ok(&["run", "--rm", "--hostname", "box-1", "bb", "hostname"]), "box-1\n");
+    assert_eq!(store.ok(&["run", "--rm", "--network", "none", "bb", "ls", "/sys/class/net"]), "lo\n");
+    let bad = store.run(&["run", "--rm", "-v", "relative:/x", "bb", "true"]);
+    assert!(!bad.status.success() && err(&bad).contains("absolute"), "{}", err(&bad));
+    assert_clean(&store);
+}
+
+#[test]
+fn writes_do_not_leak_into_the_image() {
+    let (store, _dir) = busybox_store(images::busybox_config(), 0);
+    let scan = |p: &std::path::Path| format!("{:?}", common::tree::scan(p).entries);
+    let layers_before = scan(&store.root().join("layers"));
+    store.ok(&["run", "--rm", "bb", "sh", "-c", "echo changed > /srv/data.txt; rm /bin/cat; echo new > /new-file"]);
+    assert_eq!(
+        store.ok(&["run", "--rm", "bb", "sh", "-c", "cat /srv/data.txt; ls /new-file 2>&1 || true"]).lines().next(),
+        Some("from the image")
+    );
+    assert!(store.ok(&["run", "--rm", "bb", "sh", "-c", "test -e /bin/cat && echo present"]).contains("present"));
+    assert_eq!(scan(&store.root().join("layers")), layers_before, "a container wrote into the store's layers");
+    assert_clean(&store);
+}
+
+#[test]
+fn an_image_of_120_layers_runs() {
+    let (store, _dir) = busybox_store(images::busybox_config(), 120);
+    let o = store.ok(&["run", "--rm", "bb", "sh", "-c", "ls /layers | wc -l; cat /layers/119"]);
+    assert_eq!(o, "120\nlayers/119");
+    assert_clean(&store);
+}
+
+#[test]
+fn ten_parallel_runs_of_one_image_all_succeed() {
+    let (store, _dir) = busybox_store(images::busybox_config(), 0);
+    let children: Vec<_> = (0..10)
+        .map(|i| {
+            store
+                .cmd()
+                .args(["run", "--rm", "bb", "sh", "-c", &format!("echo run-{i}; exit {i}")])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    for (i, child) in children.into_iter().enumerate() {
+        let o = child.wait_with_output().expect("wait");
+        assert_eq!(o.status.code(), Some(i as i32), "run {i}: {}", err(&o));
+        assert_eq!(out(&o), format!("run-{i}\n"));
+    }
+    assert_eq!(store.ok(&["ps", "-aq"]), "", "--rm containers are gone");
+    assert_clean(&store);
+}
+
+#[test]
+fn names_are_unique_and_kept_containers_keep_their_writes_until_rm() {
+    let (store, _dir) = busybox_store(images::busybox_config(), 0);
+    store.ok(&["run", "--name", "keeper", "bb", "sh", "-c", "echo kept > /srv/mine"]);
+    let clash = store.run(&["run", "--name", "keeper", "bb", "true"]);
+    assert_eq!(clash.status.code(), Some(125));
+    assert!(err(&clash).contains("already in use"), "{}", err(&clash));
+    let ps = store.ok(&["ps", "-a"]);
+    assert!(ps.contains("keeper") && ps.contains("Exited (0)"), "{ps}");
+    let snapshots = store.files("snapshots");
+    assert_eq!(snapshots.len(), 1, "the kept container's snapshot stays: {snapshots:?}");
+    store.ok(&["rm", "keeper"]);
+    assert_eq!(store.ok(&["ps", "-aq"]), "");
+    assert_clean(&store);
+}
+
+#[test]
+fn detached_containers_exec_logs_stop_kill_rm() {
+    let (store, _dir) = busybox_store(images::busybox_config(), 0);
+    let id = store.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "svc",
+        "bb",
+        "sh",
+        "-c",
+        "echo started; trap 'echo got-term; exit 3' TERM; while :; do sleep 0.1; done",
+    ]);
+    assert_eq!(id.trim().len(), 64, "run -d prints the id: {id}");
+    let ps = store.ok(&["ps"]);
+    assert!(ps.contains("svc") && ps.contains("Up"), "{ps}");
+    let o = store.run(&["exec", "-e", "X=1", "svc", "sh", "-c", "echo in-$X; exit 4"]);
+    assert_eq!((o.status.code(), out(&o).as_str()), (Some(4), "in-1\n"));
+    assert_eq!(store.run(&["exec", "svc", "no-such"]).status.code(), Some(127));
+    store.ok(&["stop", "svc"]);
+    let logs = store.ok(&["logs", "svc"]);
+    assert!(logs.contains("started") && logs.contains("got-term"), "SIGTERM reached the command: {logs}");
+    assert!(store.ok(&["ps", "-a"]).contains("Exited (3)"));
+    assert!(!store.run(&["exec", "svc", "true"]).status.success(), "exec into a stopped container fails");
+
+    store.ok(&["run", "-d", "--rm", "--name", "victim", "bb", "sleep", "1000"]);
+    let busy = store.run(&["rm", "victim"]);
+    assert!(!busy.status.success() && err(&busy).contains("is running"), "{}", err(&busy));
+    store.ok(&["kill", "victim"]);
+    store.ok(&["rm", "-f", "svc"]);
+    // The --rm container removes itself once killed; wait for its monitor to finish.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !store.ok(&["ps", "-aq"]).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the killed --rm container was not removed");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_clean(&store);
+}
+
+#[test]
+fn signals_reach_a_foreground_command() {
+    let (store, _dir) = busybox_store(images::busybox_config(), 0);
+    let mut child = store
+        .cmd()
+        .args([
+            "run",
+            "--rm",
+            "bb",
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 5' TERM; echo ready; while :; do sleep 0.1; done",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).expect("read");
+    assert_eq!(line, "ready\n");
+    rustix::process::kill_process(rustix::process::Pid::from_child(&child), rustix::process::Signal::TERM)
+        .expect("SIGTERM");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).expect("read");
+    assert_eq!(child.wait().expect("wait").code(), Some(5));
+    assert_eq!(rest, "got-term\n");
+    assert_clean(&store);
+}
+
+/// The Debian bookworm + systemd image, imported once per test store.
+fn debian_store() -> TempStore {
+    require_root();
+    let store = TempStore::new();
+    let tarball = images::debian_rootfs_tarball();
+    store.ok(&["import", "-q", tarball.to_str().expect("utf-8"), "debian:bookworm-systemd"]);
+    store
+}
+
+#[test]
+fn boot_mode_runs_commands_inside_a_booted_systemd() {
+    let store = debian_store();
+    // An image with systemd boots by default.
+    let o = store.run(&["run", "--rm", "debian:bookworm-systemd", "systemctl", "is-active", "systemd-journald"]);
+    assert_eq!((o.status.code(), out(&o).as_str()), (Some(0), "active\n"), "{}", err(&o));
+    let o = store.run(&[
+        "run",
+        "--rm",
+        "-w",
+        "/etc",
+        "debian:bookworm-systemd",
+        "sh",
+        "-c",
+        "pwd; cat /proc/1/comm; exit 6",
+    ]);
+    assert_eq!((o.status.code(), out(&o).as_str()), (Some(6), "/etc\nsystemd\n"), "{}", err(&o));
+    let mut child = store
+        .cmd()
+        .args(["run", "-i", "--rm", "-u", "nobody", "debian:bookworm-systemd", "sh", "-c", "id -un; cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child.stdin.take().expect("stdin").write_all(b"through\n").expect("write");
+    assert_eq!(out(&child.wait_with_output().expect("wait")), "nobody\nthrough\n");
+    // --boot=false runs the command as PID 1 instead.
+    assert_eq!(store.ok(&["run", "--rm", "--boot=false", "debian:bookworm-systemd", "cat", "/proc/1/comm"]), "cat\n");
+    assert_clean(&store);
+}
+
+#[test]
+fn two_boots_of_one_image_at_once() {
+    let store = debian_store();
+    let a =
+        store.cmd().args(["run", "--rm", "debian:bookworm-systemd", "cat", "/etc/machine-id"]).output().expect("run");
+    let b =
+        store.cmd().args(["run", "--rm", "debian:bookworm-systemd", "cat", "/etc/machine-id"]).output().expect("run");
+    let (mut c1, mut c2) = (
+        store
+            .cmd()
+            .args(["run", "--rm", "debian:bookworm-systemd", "systemctl", "is-system-running", "--wait"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn"),
+        store
+            .cmd()
+            .args(["run", "--rm", "debian:bookworm-systemd", "systemctl", "is-system-running", "--wait"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn"),
+    );
+    assert!(a.status.success() && b.status.success(), "{} {}", err(&a), err(&b));
+    assert_ne!(out(&a), out(&b), "each boot has its own machine id");
+    let (o1, o2) = (c1.wait().expect("wait"), c2.wait().expect("wait"));
+    let _ = (c1.stdout.take(), c2.stdout.take());
+    assert!(o1.code().is_some() && o2.code().is_some());
+    assert_clean(&store);
+}
+
+#[test]
+fn a_detached_boot_is_a_machine_to_exec_into_and_stop() {
+    let store = debian_store();
+    store.ok(&["run", "-d", "--name", "vm1", "debian:bookworm-systemd"]);
+    let o = store.run(&["exec", "vm1", "systemctl", "is-system-running", "--wait"]);
+    assert!(matches!(out(&o).trim(), "running" | "degraded"), "{} {}", out(&o), err(&o));
+    assert!(store.ok(&["logs", "vm1"]).contains("Startup finished"), "logs show the boot");
+    store.ok(&["stop", "vm1"]);
+    assert!(store.ok(&["ps", "-a"]).contains("Exited (0)"), "a clean poweroff");
+    store.ok(&["rm", "vm1"]);
+    assert_clean(&store);
+}
+
+#[test]
+fn a_boot_that_never_becomes_ready_fails_with_the_console_tail() {
+    let (store, _dir) = busybox_store(images::busybox_config(), 0);
+    // busybox's init never reports READY=1 to nspawn.
+    let o = store.run(&["run", "--rm", "--boot", "--boot-timeout", "2", "bb", "true"]);
+    assert_eq!(o.status.code(), Some(125), "{}", err(&o));
+    assert!(err(&o).contains("did not boot within"), "{}", err(&o));
+    assert_clean(&store);
+}
+
+#[test]
+fn runs_on_a_btrfs_store_with_subvolume_snapshots() {
+    require_root();
+    let fs = common::btrfs::BtrfsLoop::new();
+    let _sweep = common::btrfs::MountSweep(vec![fs.path().to_owned()]);
+    let (store, _dir) = busybox_image_in(TempStore::at(fs.path()), images::busybox_config(), 3);
+    assert_eq!(store.run(&["run", "--rm", "bb", "sh", "-c", "ls /layers | wc -l; exit 3"]).status.code(), Some(3));
+    store.ok(&["run", "--name", "kept", "bb", "sh", "-c", "echo mine > /srv/mine"]);
+    let ps = store.ok(&["ps", "-a", "--format", "json"]);
+    assert!(ps.contains("kept"), "{ps}");
+    let driver: String =
+        store.db().query_row("SELECT snapshotter FROM containers WHERE name = 'kept'", [], |r| r.get(0)).expect("row");
+    assert_eq!(driver, "btrfs", "a store on btrfs uses subvolume snapshots");
+    assert_eq!(store.files("btrfs/containers").len(), 1);
+    let o = store.run(&["run", "--rm", "--storage-driver", "overlay", "bb", "true"]);
+    assert!(o.status.success(), "overlay can still be chosen on btrfs: {}", err(&o));
+    store.ok(&["rm", "kept"]);
+    assert!(store.files("btrfs/containers").is_empty());
+    // With no container left, gc drops the materialised image once the image is gone.
+    let id = store.ok(&["images", "-q"]);
+    store.ok(&["rmi", "-f", id.trim()]);
+    store.ok(&["gc"]);
+    assert!(store.files("btrfs/images").is_empty(), "{:?}", store.files("btrfs/images"));
+    drop(store);
+}
