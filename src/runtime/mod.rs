@@ -126,7 +126,7 @@ pub(crate) struct Prepared {
 /// whatever was made is removed again.
 pub(crate) fn prepare(store: &Store, image: &str, request: &RunRequest, detached: bool) -> Result<Prepared> {
     let image_id = store.resolve(image)?;
-    let record = store.image(&image_id)?;
+    let record = store.ready_image(&image_id)?;
     let config: serde_json::Value = serde_json::from_slice(&store.read_blob(&record.config_digest)?).map_err(|e| {
         RuntimeError::Invalid { what: format!("config of image {}", image_id.short()), reason: e.to_string() }
     })?;

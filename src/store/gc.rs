@@ -72,6 +72,9 @@ impl Store {
     /// Removes everything no image references, waiting for operations in progress.
     pub fn gc(&self, dry_run: bool) -> Result<GcReport> {
         let _lock = self.lock(FlockOperation::LockExclusive)?;
+        if !dry_run {
+            self.settle()?;
+        }
         self.sweep(dry_run)
     }
 

@@ -346,12 +346,16 @@ impl<'s> Ingest<'s> {
         let id = image.config.digest.clone();
         let diff_ids: Vec<Digest> = image.layers.iter().map(|l| l.diff_id.clone()).collect();
 
-        // Data first, then names: one syncfs makes every staged file durable before the
-        // renames and the rows that make them reachable.
-        let dir = File::open(&self.dir).map_err(io_err(&self.dir))?;
-        rustix::fs::syncfs(&dir).map_err(|e| io_err(&self.dir)(e.into()))?;
-
         let staged = std::mem::take(&mut *self.staged());
+        // Blobs are made durable before they get their names. Unpacked layers are not
+        // (a syncfs of a whole tree costs seconds on a slow disk): their rows carry the
+        // boot they were written in, and a later boot rebuilds them from their blobs
+        // unless they were settled (durability.rs).
+        for digest in staged.blobs.keys() {
+            let path = self.dir.join("blobs").join(digest.hex());
+            File::open(&path).and_then(|f| f.sync_all()).map_err(io_err(&path))?;
+        }
+        let boot = super::durability::boot_id();
         let root = self.store.root.clone();
         let mut db = self.store.db();
         let tx = db.write()?;
@@ -385,8 +389,8 @@ impl<'s> Ingest<'s> {
                 continue; // another operation was first; our copy goes with the staging dir
             }
             tx.execute(
-                "INSERT INTO layers (diff_id, size, files, added) VALUES (?1, ?2, ?3, ?4)",
-                params![diff_id.to_string(), stats.size, stats.files, now],
+                "INSERT INTO layers (diff_id, size, files, added, unsynced_boot) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![diff_id.to_string(), stats.size, stats.files, now, boot],
             )
             .map_err(dberr)?;
             let target = layers_dir.join(tx.last_insert_rowid().to_string());

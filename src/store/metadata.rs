@@ -79,6 +79,9 @@ CREATE TABLE containers (
 );
 CREATE INDEX containers_image ON containers(image_id);
 "#,
+    r#"
+ALTER TABLE layers ADD COLUMN unsynced_boot TEXT;
+"#,
 ];
 
 /// One row of `racker images`, grouped per image.

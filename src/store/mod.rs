@@ -17,6 +17,7 @@
 
 mod blobs;
 mod containers;
+mod durability;
 mod gc;
 mod ingest;
 mod metadata;

@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Run benchmark: container cycles of racker against bare systemd-nspawn and podman, on
+# the same Debian bookworm + systemd root file system, side by side in one run.
+#
+#   cargo build --release && sudo benches/run.sh [-n RUNS]
+#
+#   command cycle  racker run --rm --boot=false IMG /bin/true
+#                  systemd-nspawn --volatile=overlay -D ROOTFS /bin/true
+#                  podman run --rm --network=none IMG /bin/true   (if podman and runc are installed)
+#   boot cycle     racker run --rm IMG systemctl is-active systemd-journald
+#                  by hand: systemd-nspawn --boot --volatile=overlay, poll
+#                  `systemctl is-system-running` through nsenter until it is up, ask
+#                  is-active, kill the container
+#
+# Runs are interleaved round-robin; it prints medians and ratios. The root file system
+# is built once with mmdebstrap from the configured Debian mirror and cached in
+# $BENCH_CACHE (default /var/cache/racker-bench). The store, podman's storage and the
+# extracted root live in a temporary directory under $BENCH_WORK (default /var/tmp),
+# removed on exit. Snapshot setup/teardown by image size: benches/snapshot.sh.
+set -euo pipefail
+
+runs=10
+while (($#)); do
+  case "$1" in
+    -n) runs="$2"; shift 2 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
+  esac
+done
+[[ "$runs" =~ ^[1-9][0-9]*$ ]] || { echo "-n wants a positive number" >&2; exit 2; }
+((EUID == 0)) || { echo "run as root" >&2; exit 1; }
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+racker=${RACKER:-$repo/target/release/racker}
+[[ -x "$racker" ]] || { echo "no racker at $racker: cargo build --release first" >&2; exit 1; }
+cache=${BENCH_CACHE:-/var/cache/racker-bench}
+tarball=$cache/bookworm-systemd.tar
+work=$(mktemp -d "${BENCH_WORK:-/var/tmp}/racker-run-bench.XXXXXX")
+log() { printf '== %s\n' "$*" >&2; }
+
+cleanup() {
+  set +e
+  pkill -9 -f "systemd-nspawn.*$work" 2>/dev/null
+  { findmnt -rn -o TARGET | grep -F "$work" | sort -r || true; } | while read -r m; do umount -l "$m"; done
+  "$racker" --root "$work/store" gc >/dev/null 2>&1
+  { findmnt -rn -o TARGET | grep -F "$work" | sort -r || true; } | while read -r m; do umount -l "$m"; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+mkdir -p "$cache"
+if [[ ! -f "$tarball" ]]; then
+  log "building Debian bookworm + systemd with mmdebstrap (once)"
+  mmdebstrap --quiet --variant=minbase --include=systemd,systemd-sysv,dbus bookworm "$tarball.partial"
+  mv "$tarball.partial" "$tarball"
+fi
+
+log "setting up: racker store, extracted root, podman storage"
+"$racker" --root "$work/store" import -q "$tarball" bench:debian >/dev/null
+mkdir "$work/rootfs" && tar -C "$work/rootfs" -xf "$tarball"
+podman=()
+if command -v podman >/dev/null && command -v runc >/dev/null; then
+  podman=(podman --root "$work/podman/root" --runroot "$work/podman/runroot" --tmpdir "$work/podman/tmp"
+    --cgroup-manager cgroupfs --events-backend file --runtime runc)
+  "${podman[@]}" import -q "$tarball" localhost/bench:debian >/dev/null
+fi
+
+declare -A results
+time_run() { # label command...
+  local label=$1; shift
+  local start end
+  start=$(date +%s%N)
+  if "$@" >/dev/null 2>"$work/err"; then
+    end=$(date +%s%N)
+    results[$label]+="$(((end - start) / 1000000)) "
+  else
+    results[$label]+="FAIL "
+    [[ -f "$work/fail-$label" ]] || cp "$work/err" "$work/fail-$label"
+  fi
+}
+
+nspawn_true() {
+  systemd-nspawn -q --register=no --keep-unit --link-journal=no --volatile=overlay -D "$work/rootfs" /bin/true
+}
+
+boot_by_hand() {
+  systemd-nspawn -q --register=no --keep-unit --link-journal=no --volatile=overlay --boot \
+    -D "$work/rootfs" </dev/null >/dev/null 2>&1 &
+  local nspawn=$! leader= state=
+  until leader=$(pgrep -P "$nspawn" | head -n1) && [[ -n "$leader" ]]; do sleep 0.01; done
+  until state=$(nsenter -t "$leader" -a systemctl is-system-running 2>/dev/null); [[ "$state" == running || "$state" == degraded ]]; do
+    sleep 0.05
+  done
+  nsenter -t "$leader" -a systemctl is-active systemd-journald
+  kill -9 "$leader"
+  wait "$nspawn" || true
+}
+
+log "warming up"
+"$racker" --root "$work/store" run --rm bench:debian systemctl is-active systemd-journald >/dev/null
+nspawn_true >/dev/null 2>&1 || true
+
+log "$runs rounds"
+for ((i = 1; i <= runs; i++)); do
+  time_run "command racker" "$racker" --root "$work/store" run --rm --boot=false bench:debian /bin/true
+  time_run "command nspawn" nspawn_true
+  if ((${#podman[@]})); then
+    time_run "command podman" "${podman[@]}" run --rm --network=none --ulimit nofile=4096:4096 --ulimit nproc=4096:4096 localhost/bench:debian /bin/true
+  fi
+  time_run "boot racker" "$racker" --root "$work/store" run --rm bench:debian systemctl is-active systemd-journald
+  time_run "boot by-hand" boot_by_hand
+done
+
+median() {
+  local v
+  v=$(tr ' ' '\n' <<<"$1" | grep -v '^$' || true)
+  if grep -q FAIL <<<"$v"; then echo FAIL; return; fi
+  sort -g <<<"$v" | awk '{a[NR]=$1} END{ if (NR%2) printf "%d", a[(NR+1)/2]; else printf "%d", (a[NR/2]+a[NR/2+1])/2 }'
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
+
+printf '\ncontainer cycles on Debian bookworm + systemd, %d runs each, medians in ms\n' "$runs"
+declare -A med
+for key in "command racker" "command nspawn" "command podman" "boot racker" "boot by-hand"; do
+  [[ -n "${results[$key]:-}" ]] || { printf '%-16s %8s\n' "$key" "n/a"; continue; }
+  med[$key]=$(median "${results[$key]}")
+  printf '%-16s %8s   %s\n' "$key" "${med[$key]}" "${results[$key]}"
+  [[ ! -f "$work/fail-$key" ]] || printf '                 first failure: %s\n' "$(tail -n1 "$work/fail-$key")"
+done
+ok() { [[ -n "${med[$1]:-}" && "${med[$1]}" != FAIL ]]; }
+echo
+if ok "command racker" && ok "command nspawn"; then
+  echo "command: racker / bare nspawn = $(ratio "${med[command racker]}" "${med[command nspawn]}")x (target <= 1.1)"
+fi
+if ok "command racker" && ok "command podman"; then
+  echo "command: podman / racker = $(ratio "${med[command podman]}" "${med[command racker]}")x (target >= 2.5)"
+fi
+if ok "boot racker" && ok "boot by-hand"; then
+  echo "boot:    by-hand / racker = $(ratio "${med[boot by-hand]}" "${med[boot racker]}")x (target >= 2)"
+fi

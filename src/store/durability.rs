@@ -1,0 +1,105 @@
+//! When unpacked layers become durable. Blobs are fsynced before they get their names;
+//! an unpacked tree is not (one syncfs of a large layer costs seconds on a slow disk,
+//! which is why containerd makes it optional). Instead every layer row records the boot
+//! it was written in (`layers.unsynced_boot`). Within that boot the page cache serves
+//! it whole; after a reboot its files may be missing what never reached the disk, so
+//! the first use in a later boot rebuilds it from its (durable) blob. `gc` settles
+//! the current boot's layers with one syncfs, so they never need rebuilding.
+
+use std::fs::{self, File};
+use std::io::BufReader;
+
+use rustix::fs::FlockOperation;
+
+use super::{io_err, ImageRecord, Result, Store, StoreError};
+use crate::digest::Digest;
+use crate::unpack::{self, Compression, UnpackOptions};
+
+/// This boot's id, as the kernel gives it (empty if unreadable: every row then looks
+/// written in another boot, and is rebuilt rather than trusted).
+pub(crate) fn boot_id() -> String {
+    fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_owned()).unwrap_or_default()
+}
+
+impl Store {
+    /// Makes the layers written in this boot durable (one syncfs) and records it.
+    /// Returns how many layers were settled.
+    pub fn settle(&self) -> Result<usize> {
+        let root = File::open(&self.root).map_err(io_err(&self.root))?;
+        rustix::fs::syncfs(&root).map_err(|e| io_err(&self.root)(e.into()))?;
+        let db = self.db();
+        db.conn
+            .execute("UPDATE layers SET unsynced_boot = NULL WHERE unsynced_boot = ?1", [boot_id()])
+            .map_err(db.err())
+    }
+
+    /// The image, with every layer it needs known to be whole: layers written in an
+    /// earlier boot without being settled are rebuilt from their blobs first.
+    pub fn ready_image(&self, id: &Digest) -> Result<ImageRecord> {
+        let image = self.image(id)?;
+        let boot = boot_id();
+        let stale: Vec<_> = {
+            let db = self.db();
+            let mut stmt = db.conn.prepare("SELECT unsynced_boot FROM layers WHERE id = ?1").map_err(db.err())?;
+            let mut stale = Vec::new();
+            for layer in &image.layers {
+                let written: Option<String> = stmt.query_row([layer.layer_id], |r| r.get(0)).map_err(db.err())?;
+                if written.is_some_and(|b| b != boot || boot.is_empty()) {
+                    stale.push(layer.clone());
+                }
+            }
+            stale
+        };
+        if stale.is_empty() {
+            return Ok(image);
+        }
+        // Rare (the first use after an unclean reboot): hold the store alone.
+        let _lock = self.lock(FlockOperation::LockExclusive)?;
+        for layer in stale {
+            let still: Option<String> = {
+                let db = self.db();
+                db.conn
+                    .query_row("SELECT unsynced_boot FROM layers WHERE id = ?1", [layer.layer_id], |r| r.get(0))
+                    .map_err(db.err())?
+            };
+            if !still.is_some_and(|b| b != boot || boot.is_empty()) {
+                continue; // another process rebuilt it meanwhile
+            }
+            tracing::warn!(diff_id = %layer.diff_id, "rebuilding a layer written before the last reboot from its blob");
+            let fresh = self.root.join("ingest").join(format!(".rebuild-{}-{}", layer.layer_id, std::process::id()));
+            let _ = fs::remove_dir_all(&fresh);
+            fs::create_dir_all(&fresh).map_err(io_err(&fresh))?;
+            let blob = self.blob_path(&layer.blob_digest);
+            let what = layer.blob_digest.to_string();
+            let unpacked = (|| {
+                let file = File::open(&blob).map_err(io_err(&blob))?;
+                let compression = Compression::from_media_type(&layer.media_type)
+                    .map_err(|source| StoreError::Unpack { blob: what.clone(), source })?;
+                let tar = unpack::decompress(BufReader::with_capacity(1 << 20, file), compression)
+                    .map_err(|source| StoreError::Unpack { blob: what.clone(), source })?;
+                let options = UnpackOptions { allow_devices: true, ..UnpackOptions::default() };
+                let stats = unpack::apply_tar(tar, &fresh, &options)
+                    .map_err(|source| StoreError::Unpack { blob: what.clone(), source })?;
+                super::blobs::check(&format!("layer {what} (uncompressed)"), Some(&layer.diff_id), &stats.diff_id)?;
+                let dir = File::open(&fresh).map_err(io_err(&fresh))?;
+                rustix::fs::syncfs(&dir).map_err(|e| io_err(&fresh)(e.into()))
+            })();
+            if let Err(e) = unpacked {
+                let _ = fs::remove_dir_all(&fresh);
+                return Err(e);
+            }
+            let target = self.layer_dir(layer.layer_id);
+            let old = self.root.join("ingest").join(format!(".old-{}-{}", layer.layer_id, std::process::id()));
+            if target.exists() {
+                fs::rename(&target, &old).map_err(io_err(&target))?;
+            }
+            fs::rename(&fresh, &target).map_err(io_err(&target))?;
+            let _ = fs::remove_dir_all(&old);
+            let db = self.db();
+            db.conn
+                .execute("UPDATE layers SET unsynced_boot = NULL WHERE id = ?1", [layer.layer_id])
+                .map_err(db.err())?;
+        }
+        Ok(image)
+    }
+}
