@@ -49,10 +49,13 @@ cleanup() {
 trap cleanup EXIT
 
 mkdir -p "$cache"
+[[ ! -d "$tarball" ]] || rm -rf "$tarball" # an older build wrote a directory by this name
 if [[ ! -f "$tarball" ]]; then
   log "building Debian bookworm + systemd with mmdebstrap (once)"
-  mmdebstrap --quiet --variant=minbase --include=systemd,systemd-sysv,dbus bookworm "$tarball.partial"
-  mv "$tarball.partial" "$tarball"
+  # mmdebstrap takes the output format from the name: keep .tar at the end.
+  rm -rf "$cache/partial.tar"
+  mmdebstrap --quiet --format=tar --variant=minbase --include=systemd,systemd-sysv,dbus bookworm "$cache/partial.tar"
+  mv "$cache/partial.tar" "$tarball"
 fi
 
 log "setting up: racker store, extracted root, podman storage"

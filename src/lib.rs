@@ -8,6 +8,7 @@
 //! long work's progress to the frontends (`racker`, `postroj`).
 
 pub mod digest;
+pub mod oci;
 pub mod progress;
 pub mod reference;
 pub mod registry;

@@ -7,7 +7,7 @@ mod common;
 mod fixturegen;
 
 use std::collections::BTreeSet;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use common::btrfs::{mounts_under, BtrfsLoop, MountSweep};
@@ -111,24 +111,6 @@ fn fingerprint(dirs: &[PathBuf]) -> String {
         .collect()
 }
 
-/// What a container of the `whiteouts` image must see (as in tests/store.rs).
-fn assert_whiteouts_view(root: &Path) {
-    let exists = |p: &str| root.join(p).symlink_metadata().is_ok();
-    assert!(!exists("etc/motd"), "a whited-out file is visible");
-    assert!(!exists("usr/share/doc/old"), "a whited-out directory is visible");
-    assert!(exists("usr/share/doc/readme") && exists("etc/hostname") && exists("etc/added"));
-    let app: Vec<String> = std::fs::read_dir(root.join("var/lib/app"))
-        .expect("opaque dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(app, ["fresh"], "the opaque directory shows only the upper layer's file");
-    assert_eq!(std::fs::read_to_string(root.join("etc/greeting")).expect("greeting"), "hello from top\n");
-    assert_eq!(std::fs::metadata(root.join("bin/su-ish")).expect("su-ish").mode() & 0o7777, 0o4755);
-    let dev = std::fs::symlink_metadata(root.join("dev/null-ish")).expect("device node");
-    assert!(dev.file_type().is_char_device() && dev.rdev() == rustix::fs::makedev(1, 3));
-    assert_eq!(std::fs::metadata(root.join("home/user/notes.txt")).expect("notes").uid(), 1000);
-}
-
 /// The container's writes: a new file, a modified lower file, a deleted lower file, a
 /// deleted lower directory, a metadata change.
 fn write_into(root: &Path, tag: &str) {
@@ -163,7 +145,7 @@ fn conformance(env: Env) {
     let stored = fingerprint(&env.image_dirs(&image));
     let reference = common::OverlayMount::new(&env.lowers_top_first(&image));
     for p in [&kept, &eph] {
-        assert_whiteouts_view(&p.s.rootfs);
+        common::assert_whiteouts_view(&p.s.rootfs);
         tree::assert_same_tree(&p.s.rootfs, reference.path());
     }
     drop(reference);
@@ -174,12 +156,12 @@ fn conformance(env: Env) {
         let err = snap.prepare("kept", &image, ephemeral).expect_err("preparing a taken key");
         assert!(matches!(err, SnapshotError::AlreadyExists { .. }), "{err}");
     }
-    assert_whiteouts_view(&kept.s.rootfs);
+    common::assert_whiteouts_view(&kept.s.rootfs);
 
     // Writes stay in the container: not in the store, not in the other container.
     write_into(&kept.s.rootfs, "kept's own");
     assert_written(&kept.s.rootfs, "kept's own");
-    assert_whiteouts_view(&eph.s.rootfs);
+    common::assert_whiteouts_view(&eph.s.rootfs);
     write_into(&eph.s.rootfs, "eph's own");
     assert_written(&kept.s.rootfs, "kept's own");
     assert_written(&eph.s.rootfs, "eph's own");
@@ -202,9 +184,9 @@ fn conformance(env: Env) {
         let b = s.spawn(|| prepare(&*other, "par-b", &image, true));
         (a.join().expect("prepare a"), b.join().expect("prepare b"))
     });
-    assert_whiteouts_view(&a.s.rootfs);
+    common::assert_whiteouts_view(&a.s.rootfs);
     write_into(&a.s.rootfs, "a");
-    assert_whiteouts_view(&b.s.rootfs);
+    common::assert_whiteouts_view(&b.s.rootfs);
     assert_eq!(list(snap), ["eph", "kept", "par-a", "par-b"]);
 
     // Remove leaves no mount and no directory; twice is fine; list follows.
@@ -247,9 +229,9 @@ fn conformance(env: Env) {
         Driver::Overlay => assert!(pruned.is_empty()),
     }
     // A container outlives its image's pruned data; a new one brings it back.
-    assert_whiteouts_view(&held.s.rootfs);
+    common::assert_whiteouts_view(&held.s.rootfs);
     let again = prepare(snap, "again", &image, false);
-    assert_whiteouts_view(&again.s.rootfs);
+    common::assert_whiteouts_view(&again.s.rootfs);
     drop((held, again));
     assert!(list(snap).is_empty());
 }

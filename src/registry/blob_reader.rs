@@ -108,7 +108,8 @@ impl Read for BlobReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             if self.cancelled.load(Ordering::Relaxed) {
-                return Err(io::Error::new(io::ErrorKind::Interrupted, "pull cancelled"));
+                // Not ErrorKind::Interrupted: std's readers retry that forever.
+                return Err(io::Error::other("pull cancelled"));
             }
             if !self.chunk.is_empty() {
                 let n = buf.len().min(self.chunk.len());

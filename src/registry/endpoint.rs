@@ -10,8 +10,12 @@ use std::time::Duration;
 
 use oci_client::client::{ClientConfig, ClientProtocol};
 
-use super::{config, error_chain, RegistryError, Result};
+use oci_client::secrets::RegistryAuth;
+use oci_client::RegistryOperation;
+
+use super::{classify, config, error_chain, AuthFiles, RegistryError, Result};
 use crate::reference::Reference;
+use crate::store::StoreError;
 
 pub(crate) struct Endpoint {
     pub registry: String,
@@ -130,6 +134,41 @@ impl Endpoint {
 
     fn unreachable(&self, err: &reqwest::Error) -> RegistryError {
         RegistryError::Unreachable { registry: self.registry.clone(), detail: error_chain(err) }
+    }
+}
+
+/// A client for one registry and repository with its credentials, authenticated for one
+/// operation, and the runtime its async calls run on.
+pub(crate) struct Session {
+    pub endpoint: Endpoint,
+    pub client: oci_client::Client,
+    pub auth: RegistryAuth,
+    pub runtime: tokio::runtime::Runtime,
+}
+
+impl Session {
+    pub fn open(
+        reference: &Reference,
+        tls_verify: Option<bool>,
+        auth: &AuthFiles,
+        operation: RegistryOperation,
+    ) -> Result<Session> {
+        let registry = reference.registry();
+        let endpoint = Endpoint::resolve(registry, tls_verify)?;
+        let client = endpoint.client();
+        let auth = match auth.credentials(registry, reference.repository())? {
+            Some((user, password)) => RegistryAuth::Basic(user, password),
+            None => RegistryAuth::Anonymous,
+        };
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| {
+                RegistryError::Store(StoreError::Invalid { what: "async runtime".into(), reason: e.to_string() })
+            })?;
+        let oci_ref = endpoint.oci_reference(reference, None);
+        runtime
+            .block_on(client.auth(&oci_ref, &auth, operation))
+            .map_err(|e| classify(e, registry, &reference.to_string()))?;
+        Ok(Session { endpoint, client, auth, runtime })
     }
 }
 

@@ -6,12 +6,11 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use oci_client::secrets::RegistryAuth;
 use oci_client::RegistryOperation;
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 
 use super::blob_reader::BlobReader;
-use super::endpoint::Endpoint;
+use super::endpoint::Session;
 use super::{classify, AuthFiles, RegistryError, Result, MANIFEST_TYPES};
 use crate::digest::Digest;
 use crate::progress::Progress;
@@ -64,18 +63,10 @@ fn invalid(what: String, detail: impl std::fmt::Display) -> RegistryError {
 pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions, progress: Arc<dyn Progress>) -> Result<Pulled> {
     let registry = reference.registry().to_owned();
     let name = reference.to_string();
-    let endpoint = Endpoint::resolve(&registry, opts.tls_verify)?;
-    let client = endpoint.client();
-    let auth = match opts.auth.credentials(&registry, reference.repository())? {
-        Some((user, password)) => RegistryAuth::Basic(user, password),
-        None => RegistryAuth::Anonymous,
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| {
-        RegistryError::Store(StoreError::Invalid { what: "async runtime".into(), reason: e.to_string() })
-    })?;
+    let Session { endpoint, client, auth, runtime } =
+        Session::open(reference, opts.tls_verify, &opts.auth, RegistryOperation::Pull)?;
     let top_ref = endpoint.oci_reference(reference, None);
     let err = |e| classify(e, &registry, &name);
-    runtime.block_on(client.auth(&top_ref, &auth, RegistryOperation::Pull)).map_err(err)?;
 
     let (top_bytes, _) = runtime.block_on(client.pull_manifest_raw(&top_ref, &auth, MANIFEST_TYPES)).map_err(err)?;
     let top_digest = Digest::of(&top_bytes);
@@ -103,12 +94,7 @@ pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions, progress: 
 
     let value: serde_json::Value =
         serde_json::from_slice(&top_bytes).map_err(|e| invalid(format!("manifest of {name}"), e))?;
-    if value.get("schemaVersion").and_then(|v| v.as_u64()) == Some(1) {
-        return Err(invalid(
-            format!("manifest of {name}"),
-            "Docker schema 1 manifests are not supported; push the image again with a current docker or skopeo",
-        ));
-    }
+    crate::oci::reject_schema1(&value).map_err(|e| invalid(format!("manifest of {name}"), e))?;
     let (manifest_bytes, manifest_ref) = if is_index(value.get("mediaType").and_then(|m| m.as_str())) {
         let index: ImageIndex = serde_json::from_value(value).map_err(|e| invalid(format!("index of {name}"), e))?;
         let chosen = index
@@ -163,18 +149,8 @@ pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions, progress: 
         .map_err(|e| classify(e, &registry, &config_digest.to_string()))?;
     let config: ImageConfiguration =
         serde_json::from_slice(&config_bytes).map_err(|e| invalid(format!("config {config_digest}"), e))?;
-    let diff_ids: Vec<Digest> = config
-        .rootfs()
-        .diff_ids()
-        .iter()
-        .map(|d| d.parse().map_err(|e| invalid(format!("config {config_digest}"), e)))
-        .collect::<Result<_>>()?;
-    if diff_ids.len() != manifest.layers().len() {
-        return Err(invalid(
-            format!("image {name}"),
-            format!("manifest lists {} layers but its config {} diff_ids", manifest.layers().len(), diff_ids.len()),
-        ));
-    }
+    let diff_ids =
+        crate::oci::diff_ids(&config, manifest.layers().len()).map_err(|e| invalid(format!("image {name}"), e))?;
 
     let ingest = store.ingest()?.with_progress(progress.clone());
     let manifest_blob = ingest.put_blob_bytes(&manifest_bytes, &manifest_type)?;

@@ -4,15 +4,14 @@
 use std::sync::Arc;
 
 use futures_util::TryStreamExt;
-use oci_client::secrets::RegistryAuth;
 use oci_client::RegistryOperation;
 
-use super::endpoint::Endpoint;
+use super::endpoint::Session;
 use super::{classify, AuthFiles, RegistryError, Result};
 use crate::digest::Digest;
 use crate::progress::Progress;
 use crate::reference::Reference;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
 pub struct PushOptions {
     pub tls_verify: Option<bool>,
@@ -37,18 +36,10 @@ pub fn push(
     let image = store.image(&id)?;
     let registry = target.registry().to_owned();
     let name = target.to_string();
-    let endpoint = Endpoint::resolve(&registry, opts.tls_verify)?;
-    let client = endpoint.client();
-    let auth = match opts.auth.credentials(&registry, target.repository())? {
-        Some((user, password)) => RegistryAuth::Basic(user, password),
-        None => RegistryAuth::Anonymous,
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| {
-        RegistryError::Store(StoreError::Invalid { what: "async runtime".into(), reason: e.to_string() })
-    })?;
-    let oci_ref = endpoint.oci_reference(target, None);
+    let session = Session::open(target, opts.tls_verify, &opts.auth, RegistryOperation::Push)?;
+    let (client, runtime) = (&session.client, &session.runtime);
+    let oci_ref = session.endpoint.oci_reference(target, None);
     let err = |e| classify(e, &registry, &name);
-    runtime.block_on(client.auth(&oci_ref, &auth, RegistryOperation::Push)).map_err(err)?;
 
     let blobs =
         image.layers.iter().map(|l| (l.blob_digest.clone(), l.blob_size)).chain([(image.config_digest.clone(), 0)]);

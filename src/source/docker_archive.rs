@@ -50,23 +50,8 @@ pub(crate) fn import(store: &Store, fs: &dyn LayoutFs, progress: Arc<dyn Progres
         }
         let config: ImageConfiguration =
             serde_json::from_slice(&config_bytes).map_err(|e| invalid(format!("config {}", entry.config), e))?;
-        let diff_ids: Vec<Digest> = config
-            .rootfs()
-            .diff_ids()
-            .iter()
-            .map(|d| d.parse().map_err(|e| invalid(format!("config {}", entry.config), e)))
-            .collect::<Result<_>>()?;
-        if diff_ids.len() != entry.layers.len() {
-            return Err(invalid(
-                &what,
-                format!(
-                    "{} lists {} layers but its config {} diff_ids",
-                    entry.config,
-                    entry.layers.len(),
-                    diff_ids.len()
-                ),
-            ));
-        }
+        let diff_ids = crate::oci::diff_ids(&config, entry.layers.len())
+            .map_err(|e| invalid(format!("{what}: {}", entry.config), e))?;
         let tags = entry
             .repo_tags
             .unwrap_or_default()

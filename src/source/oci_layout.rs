@@ -139,12 +139,7 @@ pub(crate) fn import_manifest(
     let (digest, bytes) = read_verified(fs, desc)?;
     let value: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| invalid(format!("manifest {digest}"), e))?;
-    if value.get("schemaVersion").and_then(|v| v.as_u64()) == Some(1) {
-        return Err(invalid(
-            format!("manifest {digest}"),
-            "Docker schema 1 manifests are not supported; push the image again with a current docker or skopeo",
-        ));
-    }
+    crate::oci::reject_schema1(&value).map_err(|e| invalid(format!("manifest {digest}"), e))?;
     let manifest: ImageManifest =
         serde_json::from_value(value).map_err(|e| invalid(format!("manifest {digest}"), e))?;
     let manifest_type = manifest.media_type().as_ref().unwrap_or(desc.media_type()).to_string();
@@ -154,18 +149,8 @@ pub(crate) fn import_manifest(
     let config: ImageConfiguration =
         serde_json::from_slice(&config_bytes).map_err(|e| invalid(format!("config {config_digest}"), e))?;
     let config_blob = ingest.put_blob_bytes(&config_bytes, manifest.config().media_type().as_ref())?;
-    let diff_ids: Vec<Digest> = config
-        .rootfs()
-        .diff_ids()
-        .iter()
-        .map(|d| d.parse().map_err(|e| invalid(format!("config {config_digest}"), e)))
-        .collect::<Result<_>>()?;
-    if diff_ids.len() != manifest.layers().len() {
-        return Err(invalid(
-            format!("image {config_digest}"),
-            format!("manifest lists {} layers but the config {} diff_ids", manifest.layers().len(), diff_ids.len()),
-        ));
-    }
+    let diff_ids = crate::oci::diff_ids(&config, manifest.layers().len())
+        .map_err(|e| invalid(format!("image {config_digest}"), e))?;
     let mut layers = Vec::new();
     for (layer, diff_id) in manifest.layers().iter().zip(&diff_ids) {
         let blob_digest = descriptor_digest(layer)?;

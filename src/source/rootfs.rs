@@ -45,7 +45,14 @@ impl RootfsInput {
         match self {
             RootfsInput::File(path) => {
                 let file = File::open(path).map_err(|source| SourceError::Io { path: path.clone(), source })?;
-                let len = file.metadata().ok().map(|m| m.len());
+                let meta = file.metadata().map_err(|source| SourceError::Io { path: path.clone(), source })?;
+                if meta.is_dir() {
+                    return Err(SourceError::Invalid {
+                        what: path.display().to_string(),
+                        reason: "is a directory; give a tarball (tar -C DIR -c . | racker import - NAME)".into(),
+                    });
+                }
+                let len = Some(meta.len());
                 Ok((Box::new(file), len))
             }
             RootfsInput::Stdin => Ok((Box::new(io::stdin()), None)),

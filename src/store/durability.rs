@@ -1,10 +1,11 @@
-//! When unpacked layers become durable. Blobs are fsynced before they get their names;
-//! an unpacked tree is not (one syncfs of a large layer costs seconds on a slow disk,
-//! which is why containerd makes it optional). Instead every layer row records the boot
-//! it was written in (`layers.unsynced_boot`). Within that boot the page cache serves
-//! it whole; after a reboot its files may be missing what never reached the disk, so
-//! the first use in a later boot rebuilds it from its (durable) blob. `gc` settles
-//! the current boot's layers with one syncfs, so they never need rebuilding.
+//! When blobs and unpacked layers become durable. Nothing is synced when an image is
+//! committed: one syncfs of a large unpack costs seconds on a slow disk (containerd
+//! makes it optional for that reason), and on ext4 even one fsync of a small file
+//! flushes all of it. Instead every blob and layer row records the boot it was written
+//! in (`unsynced_boot`). Within that boot the page cache serves it whole. In a later
+//! boot it may lack what never reached the disk, so it is checked before it is trusted:
+//! a blob is hashed again (and dropped if wrong, to be fetched again), a layer is
+//! rebuilt from its blob. `gc` settles the current boot's rows with one syncfs.
 
 use std::fs::{self, File};
 use std::io::BufReader;
@@ -28,9 +29,42 @@ impl Store {
         let root = File::open(&self.root).map_err(io_err(&self.root))?;
         rustix::fs::syncfs(&root).map_err(|e| io_err(&self.root)(e.into()))?;
         let db = self.db();
-        db.conn
-            .execute("UPDATE layers SET unsynced_boot = NULL WHERE unsynced_boot = ?1", [boot_id()])
-            .map_err(db.err())
+        let boot = boot_id();
+        db.conn.execute("UPDATE blobs SET unsynced_boot = NULL WHERE unsynced_boot = ?1", [&boot]).map_err(db.err())?;
+        db.conn.execute("UPDATE layers SET unsynced_boot = NULL WHERE unsynced_boot = ?1", [&boot]).map_err(db.err())
+    }
+
+    /// Whether the blob file can be trusted: its row says it was written in this boot or
+    /// settled; otherwise (an earlier boot, or no row after a crash) it is hashed again,
+    /// and removed if its bytes no longer match its name.
+    pub(crate) fn blob_is_whole(&self, digest: &Digest) -> Result<bool> {
+        let boot = boot_id();
+        let row: Option<Option<String>> = {
+            let db = self.db();
+            db.conn
+                .query_row("SELECT unsynced_boot FROM blobs WHERE digest = ?1", [digest.to_string()], |r| r.get(0))
+                .map(Some)
+                .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(None) } else { Err(e) })
+                .map_err(db.err())?
+        };
+        match row {
+            Some(None) => return Ok(true),
+            Some(Some(written)) if written == boot && !boot.is_empty() => return Ok(true),
+            _ => {}
+        }
+        let path = self.blob_path(digest);
+        let found =
+            File::open(&path).and_then(|f| crate::digest::HashingReader::new(f).finish()).map_err(io_err(&path))?.0;
+        if &found == digest {
+            let db = self.db();
+            db.conn
+                .execute("UPDATE blobs SET unsynced_boot = NULL WHERE digest = ?1", [digest.to_string()])
+                .map_err(db.err())?;
+            return Ok(true);
+        }
+        tracing::warn!(%digest, "a blob written before the last reboot lost data; it will be fetched again");
+        fs::remove_file(&path).map_err(io_err(&path))?;
+        Ok(false)
     }
 
     /// The image, with every layer it needs known to be whole: layers written in an
@@ -71,6 +105,13 @@ impl Store {
             fs::create_dir_all(&fresh).map_err(io_err(&fresh))?;
             let blob = self.blob_path(&layer.blob_digest);
             let what = layer.blob_digest.to_string();
+            if !self.blob_is_whole(&layer.blob_digest)? {
+                let _ = fs::remove_dir_all(&fresh);
+                return Err(StoreError::Invalid {
+                    what: format!("layer {what}"),
+                    reason: "its blob lost data in an unclean reboot; remove the image and pull it again".into(),
+                });
+            }
             let unpacked = (|| {
                 let file = File::open(&blob).map_err(io_err(&blob))?;
                 let compression = Compression::from_media_type(&layer.media_type)

@@ -144,7 +144,9 @@ impl<'s> Ingest<'s> {
             return Some(info.clone());
         }
         if let Ok(meta) = fs::metadata(self.store.blob_path(digest)) {
-            return Some(BlobInfo { digest: digest.clone(), size: meta.len(), media_type: media_type.to_owned() });
+            if self.store.blob_is_whole(digest).ok()? {
+                return Some(BlobInfo { digest: digest.clone(), size: meta.len(), media_type: media_type.to_owned() });
+            }
         }
         let leftover = self.adoptable.lock().unwrap_or_else(|p| p.into_inner()).remove(digest)?;
         let (found, size) = File::open(&leftover).and_then(|f| HashingReader::new(f).finish()).ok()?;
@@ -347,14 +349,9 @@ impl<'s> Ingest<'s> {
         let diff_ids: Vec<Digest> = image.layers.iter().map(|l| l.diff_id.clone()).collect();
 
         let staged = std::mem::take(&mut *self.staged());
-        // Blobs are made durable before they get their names. Unpacked layers are not
-        // (a syncfs of a whole tree costs seconds on a slow disk): their rows carry the
-        // boot they were written in, and a later boot rebuilds them from their blobs
-        // unless they were settled (durability.rs).
-        for digest in staged.blobs.keys() {
-            let path = self.dir.join("blobs").join(digest.hex());
-            File::open(&path).and_then(|f| f.sync_all()).map_err(io_err(&path))?;
-        }
+        // Nothing is synced here (on ext4 even one fsync flushes every dirty page of the
+        // whole unpack): new rows carry the boot they were written in, and a later boot
+        // checks them before trusting them, unless gc settled them (durability.rs).
         let boot = super::durability::boot_id();
         let root = self.store.root.clone();
         let mut db = self.store.db();
@@ -364,8 +361,9 @@ impl<'s> Ingest<'s> {
         for (digest, staged_blob) in &staged.blobs {
             blobs::publish(&self.dir.join("blobs").join(digest.hex()), &root, digest)?;
             tx.execute(
-                "INSERT OR IGNORE INTO blobs (digest, size, media_type, added) VALUES (?1, ?2, ?3, ?4)",
-                params![digest.to_string(), staged_blob.size, staged_blob.media_type, now],
+                "INSERT INTO blobs (digest, size, media_type, added, unsynced_boot) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(digest) DO UPDATE SET unsynced_boot = excluded.unsynced_boot",
+                params![digest.to_string(), staged_blob.size, staged_blob.media_type, now, boot],
             )
             .map_err(dberr)?;
         }

@@ -81,6 +81,7 @@ CREATE INDEX containers_image ON containers(image_id);
 "#,
     r#"
 ALTER TABLE layers ADD COLUMN unsynced_boot TEXT;
+ALTER TABLE blobs ADD COLUMN unsynced_boot TEXT;
 "#,
 ];
 

@@ -108,7 +108,7 @@ pub fn debian_rootfs_tarball() -> PathBuf {
     if !tarball.exists() {
         let partial = tarball.with_extension("partial.tar");
         let status = Command::new("mmdebstrap")
-            .args(["--quiet", "--variant=minbase", "--include=systemd,systemd-sysv,dbus", "bookworm"])
+            .args(["--quiet", "--format=tar", "--variant=minbase", "--include=systemd,systemd-sysv,dbus", "bookworm"])
             .arg(&partial)
             .status()
             .expect("running mmdebstrap (scripts/prerequisites installs it)");

@@ -171,3 +171,22 @@ impl Drop for OverlayMount {
         let _ = Command::new("umount").arg(self.target.path()).status();
     }
 }
+
+/// What a container of the `whiteouts` fixture image must see.
+pub fn assert_whiteouts_view(root: &Path) {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let exists = |p: &str| root.join(p).symlink_metadata().is_ok();
+    assert!(!exists("etc/motd"), "a whited-out file is visible");
+    assert!(!exists("usr/share/doc/old"), "a whited-out directory is visible");
+    assert!(exists("usr/share/doc/readme") && exists("etc/hostname") && exists("etc/added"));
+    let app: Vec<String> = std::fs::read_dir(root.join("var/lib/app"))
+        .expect("opaque dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(app, ["fresh"], "the opaque directory shows only the upper layer's file");
+    assert_eq!(std::fs::read_to_string(root.join("etc/greeting")).expect("greeting"), "hello from top\n");
+    assert_eq!(std::fs::metadata(root.join("bin/su-ish")).expect("su-ish").mode() & 0o7777, 0o4755);
+    let dev = std::fs::symlink_metadata(root.join("dev/null-ish")).expect("device node");
+    assert!(dev.file_type().is_char_device() && dev.rdev() == rustix::fs::makedev(1, 3));
+    assert_eq!(std::fs::metadata(root.join("home/user/notes.txt")).expect("notes").uid(), 1000);
+}
