@@ -451,3 +451,42 @@ fn a_layer_from_before_an_unclean_reboot_is_rebuilt_from_its_blob() {
     assert_eq!(settled, None);
     assert_clean(&store);
 }
+
+#[test]
+fn a_killed_foreground_run_leaves_only_what_gc_removes() {
+    let (store, _dir) = busybox_store(images::busybox_config(), 0);
+    let mut child = store.cmd().args(["run", "--rm", "--name", "orphan", "bb", "sleep", "1"]).spawn().expect("spawn");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !store.ok(&["ps"]).contains("orphan") {
+        assert!(std::time::Instant::now() < deadline, "the container never showed as running");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // racker dies without cleaning up; its container runs on and ends by itself.
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while store.ok(&["ps"]).contains("orphan") {
+        assert!(std::time::Instant::now() < deadline, "the orphaned container never ended");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(store.ok(&["ps", "-a"]).contains("Exited (unknown)"), "ps -a shows the stale container");
+    let gc = store.ok(&["gc"]);
+    assert!(gc.contains("Deleted container orphan"), "{gc}");
+    assert_eq!(store.ok(&["ps", "-aq"]), "");
+    assert_clean(&store);
+}
+
+#[test]
+fn t_gives_the_command_a_terminal() {
+    let (store, _dir) = busybox_store(images::busybox_config(), 0);
+    let racker = format!(
+        "{} --root {} run -it --rm bb sh -c 'test -t 0 && test -t 1 && echo on-a-tty; exit 4'",
+        env!("CARGO_BIN_EXE_racker"),
+        store.root().display()
+    );
+    // script(1) gives racker a real pseudo-terminal, as an interactive user has.
+    let o = Command::new("script").args(["-qec", &racker, "/dev/null"]).stdin(Stdio::null()).output().expect("script");
+    assert_eq!(o.status.code(), Some(4), "{}", err(&o));
+    assert!(out(&o).contains("on-a-tty"), "{}", out(&o));
+    assert_clean(&store);
+}

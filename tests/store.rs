@@ -382,3 +382,23 @@ fn a_blob_from_before_an_unclean_reboot_is_checked_before_it_is_trusted() {
         .expect("count");
     assert_eq!(left, 0, "checked blobs count as durable");
 }
+
+#[test]
+fn docker_schema_1_manifests_are_refused_with_the_fix() {
+    let store = TempStore::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest =
+        serde_json::json!({"schemaVersion": 1, "name": "x", "tag": "1", "fsLayers": [], "history": []}).to_string();
+    let hex = racker::digest::Digest::of(manifest.as_bytes()).hex().to_owned();
+    std::fs::create_dir_all(dir.path().join("blobs/sha256")).expect("mkdir");
+    std::fs::write(dir.path().join("blobs/sha256").join(&hex), &manifest).expect("write");
+    std::fs::write(dir.path().join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).expect("write");
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": format!("sha256:{hex}"), "size": manifest.len()}]});
+    std::fs::write(dir.path().join("index.json"), index.to_string()).expect("write");
+    let before = store.snapshot();
+    let err = store.fails(&["pull", "-q", &format!("oci:{}", dir.path().display())]);
+    assert!(err.contains("schema 1") && err.contains("push the image again"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(store.snapshot(), before);
+}
