@@ -366,8 +366,11 @@ pub fn collect(store: &Store) -> Result<Vec<String>> {
     let known: std::collections::HashSet<String> = store.containers()?.into_iter().map(|r| r.id).collect();
     for key in snapshotter.list()? {
         if !known.contains(&key) {
-            snapshotter.remove(&key)?;
-            cleaned.push(format!("snapshot {key}"));
+            // Best effort: one snapshot that cannot go must not stop the rest of gc.
+            match snapshotter.remove(&key) {
+                Ok(()) => cleaned.push(format!("snapshot {key}")),
+                Err(e) => tracing::warn!("leaving snapshot {key}: {e}"),
+            }
         }
     }
     let live: Vec<_> = store.images()?.into_iter().map(|i| i.id).collect();

@@ -23,8 +23,8 @@
 //!     └── rootfs/                   the mount point
 //! ```
 //!
-//! `$RUNTIME` is [`DEFAULT_RUNTIME_DIR`] (on the host's `/run` tmpfs, so a reboot clears
-//! it) unless given to [`open_with`].
+//! `$RUNTIME` is [`DEFAULT_RUNTIME_DIR`]`/<store>` (on the host's `/run` tmpfs, so a
+//! reboot clears it; one directory per store) unless given to [`open_with`].
 
 mod btrfs;
 mod overlay;
@@ -144,9 +144,14 @@ pub(crate) fn io_err(path: impl Into<PathBuf>, action: &'static str) -> impl FnO
 }
 
 /// Opens the snapshotter for `store`: `driver`, or else btrfs if the store root is on
-/// btrfs and overlay otherwise. Ephemeral overlay snapshots go to [`DEFAULT_RUNTIME_DIR`].
+/// btrfs and overlay otherwise. Ephemeral overlay snapshots go to [`DEFAULT_RUNTIME_DIR`]`/<store>`,
+/// one directory per store (the first 12 hex of the sha256 of its canonical root path).
 pub fn open(store: &Store, driver: Option<Driver>) -> Result<Box<dyn Snapshotter>> {
-    open_with(store, driver, Path::new(DEFAULT_RUNTIME_DIR))
+    // Each store has its own area: `list` (and so gc) must never see another store's
+    // live containers.
+    let root = std::fs::canonicalize(store.root()).unwrap_or_else(|_| store.root().to_owned());
+    let id = Digest::of(root.as_os_str().as_encoded_bytes());
+    open_with(store, driver, &Path::new(DEFAULT_RUNTIME_DIR).join(id.short()))
 }
 
 /// [`open`] with ephemeral overlay snapshots under `runtime_dir` (tests use a temporary one).

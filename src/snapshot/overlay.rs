@@ -249,16 +249,21 @@ impl Snapshotter for OverlaySnapshotter {
             return Err(SnapshotError::AlreadyExists { key: key.to_owned(), path: other });
         }
         let base = self.base(key, ephemeral);
-        if ephemeral {
-            make_private_dir(&self.runtime)?;
-        }
-        // mkdir is the claim on the key: whoever creates it owns the snapshot.
-        match fs::create_dir(&base) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                return Err(SnapshotError::AlreadyExists { key: key.to_owned(), path: base })
+        // mkdir is the claim on the key: whoever creates it owns the snapshot. The store's
+        // ephemeral area may vanish meanwhile (remove drops it once empty): then again.
+        let mut attempts = 0;
+        loop {
+            if ephemeral {
+                make_private_dir(&self.runtime)?;
             }
-            Err(e) => return Err(io_err(&base, "creating")(e)),
+            match fs::create_dir(&base) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    return Err(SnapshotError::AlreadyExists { key: key.to_owned(), path: base })
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound && ephemeral && attempts < 3 => attempts += 1,
+                Err(e) => return Err(io_err(&base, "creating")(e)),
+            }
         }
         match self.prepare_in(key, image, ephemeral) {
             Ok(rootfs) => Ok(Snapshot { key: key.to_owned(), rootfs, driver: Driver::Overlay, ephemeral }),
@@ -287,6 +292,10 @@ impl Snapshotter for OverlaySnapshotter {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io_err(&base, "deleting")(e)),
+            }
+            if ephemeral {
+                // The store's ephemeral area goes with its last snapshot (fails while not empty).
+                let _ = fs::remove_dir(&self.runtime);
             }
         }
         Ok(())

@@ -31,7 +31,13 @@ impl Store {
         let db = self.db();
         let boot = boot_id();
         db.conn.execute("UPDATE blobs SET unsynced_boot = NULL WHERE unsynced_boot = ?1", [&boot]).map_err(db.err())?;
-        db.conn.execute("UPDATE layers SET unsynced_boot = NULL WHERE unsynced_boot = ?1", [&boot]).map_err(db.err())
+        let settled = db
+            .conn
+            .execute("UPDATE layers SET unsynced_boot = NULL WHERE unsynced_boot = ?1", [&boot])
+            .map_err(db.err())?;
+        // Closing does not checkpoint (metadata.rs): fold the WAL into the database here.
+        db.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(db.err())?;
+        Ok(settled)
     }
 
     /// Whether the blob file can be trusted: its row says it was written in this boot or
