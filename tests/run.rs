@@ -251,11 +251,7 @@ fn detached_containers_exec_logs_stop_kill_rm() {
     store.ok(&["kill", "victim"]);
     store.ok(&["rm", "-f", "svc"]);
     // The --rm container removes itself once killed; wait for its monitor to finish.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !store.ok(&["ps", "-aq"]).is_empty() {
-        assert!(std::time::Instant::now() < deadline, "the killed --rm container was not removed");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    common::wait_until(20, "the killed --rm container was not removed", || store.ok(&["ps", "-aq"]).is_empty());
     assert_clean(&store);
 }
 
@@ -456,19 +452,11 @@ fn a_layer_from_before_an_unclean_reboot_is_rebuilt_from_its_blob() {
 fn a_killed_foreground_run_leaves_only_what_gc_removes() {
     let (store, _dir) = busybox_store(images::busybox_config(), 0);
     let mut child = store.cmd().args(["run", "--rm", "--name", "orphan", "bb", "sleep", "1"]).spawn().expect("spawn");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !store.ok(&["ps"]).contains("orphan") {
-        assert!(std::time::Instant::now() < deadline, "the container never showed as running");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    common::wait_until(20, "the container never showed as running", || store.ok(&["ps"]).contains("orphan"));
     // racker dies without cleaning up; its container runs on and ends by itself.
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while store.ok(&["ps"]).contains("orphan") {
-        assert!(std::time::Instant::now() < deadline, "the orphaned container never ended");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    common::wait_until(20, "the orphaned container never ended", || !store.ok(&["ps"]).contains("orphan"));
     assert!(store.ok(&["ps", "-a"]).contains("Exited (unknown)"), "ps -a shows the stale container");
     let gc = store.ok(&["gc"]);
     assert!(gc.contains("Deleted container orphan"), "{gc}");

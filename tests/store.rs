@@ -235,11 +235,7 @@ fn a_killed_import_leaves_only_garbage_that_gc_removes() {
     stdin.write_all(&bytes[..bytes.len() / 2]).expect("write half");
     stdin.flush().expect("flush");
     // Wait until the import is staging, then kill it without warning.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while store.files("ingest").is_empty() {
-        assert!(std::time::Instant::now() < deadline, "the import never started staging");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    common::wait_until(30, "the import never started staging", || !store.files("ingest").is_empty());
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
     drop(stdin);

@@ -190,3 +190,13 @@ pub fn assert_whiteouts_view(root: &Path) {
     assert!(dev.file_type().is_char_device() && dev.rdev() == rustix::fs::makedev(1, 3));
     assert_eq!(std::fs::metadata(root.join("home/user/notes.txt")).expect("notes").uid(), 1000);
 }
+
+/// Polls `done` until it holds, failing with `what` after `secs` seconds: for states a
+/// test observes from outside (another process's progress), not for readiness in racker.
+pub fn wait_until(secs: u64, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what} (waited {secs} s)");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}

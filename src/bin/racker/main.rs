@@ -95,18 +95,9 @@ enum Command {
     /// Create a tag TARGET that refers to SOURCE
     Tag { source: String, target: String },
     /// Remove images
-    Rmi {
-        #[arg(required = true)]
-        images: Vec<String>,
-        /// Remove an image id even when several tags name it
-        #[arg(short, long)]
-        force: bool,
-    },
+    Rmi(RmiArgs),
     /// Show images' configuration and layers as JSON
-    Inspect {
-        #[arg(required = true)]
-        images: Vec<String>,
-    },
+    Inspect(InspectArgs),
     /// Remove blobs, layers and leftovers that no image references
     Gc {
         /// Only show what would be removed
@@ -134,17 +125,24 @@ enum ImageCommand {
         force: bool,
     },
     /// Remove images
-    Rm {
-        #[arg(required = true)]
-        images: Vec<String>,
-        #[arg(short, long)]
-        force: bool,
-    },
-    /// Show images as JSON
-    Inspect {
-        #[arg(required = true)]
-        images: Vec<String>,
-    },
+    Rm(RmiArgs),
+    /// Show images' configuration and layers as JSON
+    Inspect(InspectArgs),
+}
+
+#[derive(clap::Args)]
+struct RmiArgs {
+    #[arg(required = true)]
+    images: Vec<String>,
+    /// Remove an image id even when several tags name it
+    #[arg(short, long)]
+    force: bool,
+}
+
+#[derive(clap::Args)]
+struct InspectArgs {
+    #[arg(required = true)]
+    images: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -183,11 +181,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Logs { container } => done(containers::logs(&open()?, &container)),
         Command::ContainerMonitor { id } => Ok(racker::runtime::monitor(&open()?, &id).unwrap_or(125)),
         Command::Tag { source, target } => done(images::tag(&open()?, &source, &target)),
-        Command::Rmi { images, force } | Command::Image(ImageCommand::Rm { images, force }) => {
-            done(images::remove(&open()?, &images, force))
+        Command::Rmi(args) | Command::Image(ImageCommand::Rm(args)) => {
+            done(images::remove(&open()?, &args.images, args.force))
         }
-        Command::Inspect { images } | Command::Image(ImageCommand::Inspect { images }) => {
-            done(images::inspect(&open()?, &images))
+        Command::Inspect(args) | Command::Image(ImageCommand::Inspect(args)) => {
+            done(images::inspect(&open()?, &args.images))
         }
         Command::Gc { dry_run } | Command::Image(ImageCommand::Prune { dry_run, .. }) => {
             done(images::gc(&open()?, dry_run))
