@@ -12,7 +12,8 @@
 #                  `systemctl is-system-running` through nsenter until it is up, ask
 #                  is-active, kill the container
 #
-# Runs are interleaved round-robin; it prints medians and ratios. The root file system
+# Runs are interleaved round-robin, each after an untimed 0.3 s pause so that no tool
+# pays for the previous one's teardown; it prints medians and ratios. The root file system
 # is built once with mmdebstrap from the configured Debian mirror and cached in
 # $BENCH_CACHE (default /var/cache/racker-bench). The store, podman's storage and the
 # extracted root live in a temporary directory under $BENCH_WORK (default /var/tmp),
@@ -72,6 +73,9 @@ declare -A results
 time_run() { # label command...
   local label=$1; shift
   local start end
+  # Untimed: let the previous cycle's teardown (pid namespace, mounts) finish first, so
+  # that no tool pays for the one measured before it.
+  sleep 0.3
   start=$(date +%s%N)
   if "$@" >/dev/null 2>"$work/err"; then
     end=$(date +%s%N)
