@@ -15,14 +15,37 @@ use super::{classify, RegistryError};
 
 const MAX_ATTEMPTS: u32 = 5;
 
+/// What every layer of one pull reads from: the registry, the repository, and the flag
+/// that stops all of them once one has failed.
+pub(crate) struct BlobSource<'a> {
+    pub runtime: &'a tokio::runtime::Handle,
+    pub client: &'a oci_client::Client,
+    pub reference: &'a oci_client::Reference,
+    pub registry: &'a str,
+    pub cancelled: &'a AtomicBool,
+}
+
+impl<'a> BlobSource<'a> {
+    /// A reader of the blob `digest` (`size` bytes, from the manifest).
+    pub fn reader(&'a self, digest: String, size: u64) -> BlobReader<'a> {
+        BlobReader {
+            source: self,
+            digest,
+            size,
+            stream: None,
+            chunk: Bytes::new(),
+            offset: 0,
+            skip: 0,
+            attempts: 0,
+            failure: None,
+        }
+    }
+}
+
 pub(crate) struct BlobReader<'a> {
-    runtime: &'a tokio::runtime::Handle,
-    client: &'a oci_client::Client,
-    reference: &'a oci_client::Reference,
-    registry: &'a str,
+    source: &'a BlobSource<'a>,
     digest: String,
     size: u64,
-    cancelled: &'a AtomicBool,
     stream: Option<BoxStream<'static, io::Result<Bytes>>>,
     chunk: Bytes,
     offset: u64,
@@ -33,33 +56,7 @@ pub(crate) struct BlobReader<'a> {
     pub failure: Option<RegistryError>,
 }
 
-impl<'a> BlobReader<'a> {
-    pub fn new(
-        runtime: &'a tokio::runtime::Handle,
-        client: &'a oci_client::Client,
-        reference: &'a oci_client::Reference,
-        registry: &'a str,
-        digest: String,
-        size: u64,
-        cancelled: &'a AtomicBool,
-    ) -> Self {
-        BlobReader {
-            runtime,
-            client,
-            reference,
-            registry,
-            digest,
-            size,
-            cancelled,
-            stream: None,
-            chunk: Bytes::new(),
-            offset: 0,
-            skip: 0,
-            attempts: 0,
-            failure: None,
-        }
-    }
-
+impl BlobReader<'_> {
     fn fail(&mut self, err: RegistryError) -> io::Error {
         let e = io::Error::other(err.to_string());
         self.failure = Some(err);
@@ -71,7 +68,7 @@ impl<'a> BlobReader<'a> {
         self.stream = None;
         self.attempts += 1;
         if self.attempts >= MAX_ATTEMPTS {
-            let registry = self.registry.to_owned();
+            let registry = self.source.registry.to_owned();
             let detail = format!("downloading {} failed {MAX_ATTEMPTS} times: {why}", self.digest);
             return Err(self.fail(RegistryError::Unreachable { registry, detail }));
         }
@@ -81,8 +78,9 @@ impl<'a> BlobReader<'a> {
     }
 
     fn open(&mut self) -> io::Result<()> {
-        let request = self.client.pull_blob_stream_partial(self.reference, self.digest.as_str(), self.offset, None);
-        match self.runtime.block_on(request) {
+        let request =
+            self.source.client.pull_blob_stream_partial(self.source.reference, self.digest.as_str(), self.offset, None);
+        match self.source.runtime.block_on(request) {
             // Asked from an offset, a registry may still send the whole blob.
             Ok(BlobResponse::Full(s)) => {
                 self.skip = self.offset;
@@ -94,7 +92,7 @@ impl<'a> BlobReader<'a> {
                 self.stream = Some(s.stream);
                 Ok(())
             }
-            Err(e) => match classify(e, self.registry, &self.digest) {
+            Err(e) => match classify(e, self.source.registry, &self.digest) {
                 err @ (RegistryError::Unreachable { .. } | RegistryError::Protocol { .. }) => {
                     self.retry(err.to_string())
                 }
@@ -107,7 +105,7 @@ impl<'a> BlobReader<'a> {
 impl Read for BlobReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            if self.cancelled.load(Ordering::Relaxed) {
+            if self.source.cancelled.load(Ordering::Relaxed) {
                 // Not ErrorKind::Interrupted: std's readers retry that forever.
                 return Err(io::Error::other("pull cancelled"));
             }
@@ -125,7 +123,7 @@ impl Read for BlobReader<'_> {
                 self.open()?;
                 continue;
             };
-            match self.runtime.block_on(stream.next()) {
+            match self.source.runtime.block_on(stream.next()) {
                 Some(Ok(mut bytes)) => {
                     let skipped = self.skip.min(bytes.len() as u64);
                     bytes.advance(skipped as usize);

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use oci_client::RegistryOperation;
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 
-use super::blob_reader::BlobReader;
+use super::blob_reader::BlobSource;
 use super::endpoint::Session;
 use super::{classify, AuthFiles, RegistryError, Result, MANIFEST_TYPES};
 use crate::digest::Digest;
@@ -169,7 +169,13 @@ pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions, progress: 
     let next = AtomicUsize::new(0);
     let cancelled = AtomicBool::new(false);
     let results: Mutex<Vec<Option<Result<LayerInfo>>>> = Mutex::new((0..layers.len()).map(|_| None).collect());
-    let handle = runtime.handle();
+    let source = BlobSource {
+        runtime: runtime.handle(),
+        client: &client,
+        reference: &manifest_ref,
+        registry: &registry,
+        cancelled: &cancelled,
+    };
     std::thread::scope(|scope| {
         for _ in 0..opts.jobs.clamp(1, layers.len().max(1)) {
             scope.spawn(|| loop {
@@ -183,15 +189,7 @@ pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions, progress: 
                 progress.begin(&label, "Downloading", Some(layer.size()));
                 let result =
                     digest.parse::<Digest>().map_err(|e| invalid(format!("layer {digest}"), e)).and_then(|expected| {
-                        let mut reader = BlobReader::new(
-                            handle,
-                            &client,
-                            &manifest_ref,
-                            &registry,
-                            digest.clone(),
-                            layer.size(),
-                            &cancelled,
-                        );
+                        let mut reader = source.reader(digest.clone(), layer.size());
                         let media_type = layer.media_type().to_string();
                         ingest
                             .put_layer(&mut reader, Some(&expected), Some(&media_type), Some(&diff_ids[i]))

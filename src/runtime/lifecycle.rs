@@ -248,11 +248,7 @@ pub fn exec(store: &Store, name: &str, opts: &ExecOptions) -> Result<i32> {
         spec.workdir = w.clone();
     }
     let root = std::path::PathBuf::from(format!("/proc/{leader}/root"));
-    match rootfs::find_executable(&root, &spec.argv[0], spec.path_env(), &spec.workdir) {
-        rootfs::Lookup::Found(_) => {}
-        rootfs::Lookup::NotExecutable(p) => return Err(RuntimeError::NotExecutable(p)),
-        rootfs::Lookup::NotFound => return Err(RuntimeError::NotFound(spec.argv[0].clone())),
-    }
+    check_command(&root, &spec)?;
     let ids = opts
         .user
         .as_deref()
