@@ -5,10 +5,11 @@
 //! [`registry`] or a local [`source`] yields its manifest, config and layer blobs, the [`store`] keeps blobs
 //! by [`digest`] and unpacks each layer once through [`unpack`], and a [`snapshot`]ter composes
 //! an image's layers into a container's root file system. [`progress`] carries
-//! long work's progress to the frontends (`racker`, `postroj`).
+//! long work's progress to the frontends (`racker`, `postroj`). [`postroj`] is the package-testing front's library half.
 
 pub mod digest;
 pub mod oci;
+pub mod postroj;
 pub mod progress;
 pub mod reference;
 pub mod registry;

@@ -1,4 +1,57 @@
-fn main() {
-    eprintln!("postroj: not built yet; see issue 5");
-    std::process::exit(2)
+//! `postroj`: curated OS images and fast package probes in booted throw-away containers.
+//! A thin command line over `racker::postroj`.
+
+#[path = "../common/cli.rs"]
+mod cli;
+mod images;
+mod probe;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "postroj", version, about = "Test packages in booted OS containers on systemd-nspawn, fast")]
+struct Cli {
+    /// Root of the image store (shared with racker).
+    #[arg(long, global = true, env = "RACKER_ROOT", default_value = racker::store::DEFAULT_ROOT)]
+    root: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the curated images (labels, sources, distribution families)
+    ListImages(images::ListArgs),
+    /// Pull curated images into the store, provisioned with systemd
+    Pull(images::PullArgs),
+    /// Install a package in booted containers of curated images and check its units and network services
+    Pkgprobe(probe::PkgprobeArgs),
+    /// Check that the curated images in the store work
+    Selftest(probe::SelftestArgs),
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    use anyhow::Context as _;
+    let store = racker::store::Store::open(&cli.root)
+        .with_context(|| format!("opening the image store at {}", cli.root.display()))?;
+    match cli.command {
+        Command::ListImages(args) => images::list(&store, &args).map(|()| 0),
+        Command::Pull(args) => images::pull(&store, &args).map(|()| 0),
+        Command::Pkgprobe(args) => probe::pkgprobe(&store, &args),
+        Command::Selftest(args) => probe::selftest(&store, &args),
+    }
+}
+
+fn main() -> ExitCode {
+    cli::init_logging();
+    match run(Cli::parse()) {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
+        Err(err) => {
+            eprintln!("Error: {}", cli::one_line(&err));
+            ExitCode::from(2)
+        }
+    }
 }

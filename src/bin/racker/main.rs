@@ -1,6 +1,8 @@
 //! `racker`: the docker-compatible command line over the racker library. It parses
 //! arguments, calls the library and prints; the work is done in the library.
 
+#[path = "../common/cli.rs"]
+mod cli;
 mod containers;
 mod format;
 mod images;
@@ -195,35 +197,16 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RACKER_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    cli::init_logging();
     let cli = Cli::parse();
     // docker's convention: `run` fails with 125 (126/127 when the command cannot run).
     let failure = if matches!(cli.command, Command::Run(_) | Command::Exec(_)) { 125 } else { 1 };
     match run(cli) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
         Err(err) => {
-            eprintln!("Error: {}", one_line(&err));
+            eprintln!("Error: {}", cli::one_line(&err));
             let code = err.downcast_ref::<racker::runtime::RuntimeError>().map_or(failure, |e| e.exit_code());
             ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
     }
-}
-
-/// The error and its causes on one line, each cause once: library errors already
-/// include their source in their message.
-fn one_line(err: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in err.chain() {
-        let part = cause.to_string();
-        if !text.contains(&part) {
-            if !text.is_empty() {
-                text.push_str(": ");
-            }
-            text.push_str(&part);
-        }
-    }
-    text
 }
