@@ -325,6 +325,24 @@ fn boot_mode_runs_commands_inside_a_booted_systemd() {
 }
 
 #[test]
+fn a_minimal_boot_starts_the_journal_and_what_is_asked_for() {
+    let store = debian_store();
+    let script = "systemctl is-active systemd-journald; systemctl is-active dbus.socket; \
+                  systemctl start dbus.socket && systemctl is-active dbus.socket";
+    let o = store.run(&["run", "--rm", "--boot-target", "minimal", "debian:bookworm-systemd", "sh", "-c", script]);
+    assert_eq!(out(&o), "active\ninactive\nactive\n", "{}", err(&o));
+    // The full boot starts the sockets a minimal one leaves out.
+    let o = store.run(&["run", "--rm", "debian:bookworm-systemd", "systemctl", "is-active", "dbus.socket"]);
+    assert_eq!(out(&o), "active\n", "{}", err(&o));
+    // racker's target lives in the container's writes only, never in the image.
+    let o = store.run(&["run", "--rm", "--boot=false", "debian:bookworm-systemd", "ls", "/etc/systemd/system"]);
+    assert!(o.status.success() && !out(&o).contains("racker"), "{}", out(&o));
+    let bad = store.fails(&["run", "--rm", "--boot-target", "a b", "debian:bookworm-systemd", "true"]);
+    assert!(bad.contains("boot target") && bad.contains("minimal"), "{bad}");
+    assert_clean(&store);
+}
+
+#[test]
 fn two_boots_of_one_image_at_once() {
     let store = debian_store();
     let a =

@@ -26,7 +26,7 @@ pub use lifecycle::{
     collect, exec, kill, list, logs, monitor, remove, run_detached, stop, ContainerStatus, ExecOptions,
 };
 pub use machine::{Console, Machine, SignalForwarder};
-pub use spec::{Bind, Network, RunOptions, RunSpec, DEFAULT_PATH};
+pub use spec::{Bind, BootTarget, Network, RunOptions, RunSpec, DEFAULT_PATH, MINIMAL_TARGET};
 
 use crate::snapshot::{self, Driver, SnapshotError};
 use crate::store::{ContainerRecord, ContainerState, Store, StoreError};
@@ -82,6 +82,8 @@ pub struct RunRequest {
     pub remove: bool,
     /// None: boot when the image has systemd, as the original tool did.
     pub boot: Option<bool>,
+    /// What a boot starts.
+    pub boot_target: BootTarget,
     pub driver: Option<Driver>,
     pub boot_timeout: Duration,
 }
@@ -96,6 +98,7 @@ impl Default for RunRequest {
             name: None,
             remove: false,
             boot: None,
+            boot_target: BootTarget::Default,
             driver: None,
             boot_timeout: DEFAULT_BOOT_TIMEOUT,
         }
@@ -140,6 +143,7 @@ pub(crate) fn prepare(store: &Store, image: &str, request: &RunRequest, detached
         let boot = request.boot.unwrap_or_else(|| rootfs::has_systemd(&snap.rootfs));
         let mut spec = RunSpec::new(&request.options, &config, boot)?;
         spec.remove = request.remove;
+        spec.boot_target = request.boot_target.clone();
         spec.rootfs = Some(snap.rootfs.clone());
         spec.boot_timeout = Some(request.boot_timeout.as_secs());
         if spec.argv.is_empty() && !detached {
@@ -232,19 +236,16 @@ fn prepare_rootfs(rootfs: &std::path::Path, spec: &RunSpec) -> Result<()> {
     if std::fs::symlink_metadata(&usr).is_err() {
         std::fs::create_dir(&usr).map_err(|source| RuntimeError::Io { path: usr.clone(), source })?;
     }
+    if spec.boot && spec.boot_target == BootTarget::Minimal {
+        rootfs::prepare_minimal_boot(rootfs).map_err(|source| RuntimeError::Io { path: rootfs.to_owned(), source })?;
+    }
     if let (Some(user), false) = (&spec.user, spec.boot) {
         rootfs::resolve_user(rootfs, user)
             .map_err(|reason| RuntimeError::Invalid { what: format!("--user {user}"), reason })?;
         let has_getent = ["/usr/bin/getent", "/bin/getent"].iter().any(|p| rootfs::read_file(rootfs, p).is_some());
         if !has_getent {
-            let path = usr.join("bin/getent");
-            let write = || -> io::Result<()> {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::create_dir_all(usr.join("bin"))?;
-                std::fs::write(&path, GETENT_SHIM)?;
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-            };
-            write().map_err(|source| RuntimeError::Io { path: path.clone(), source })?;
+            rootfs::write_file(rootfs, "/usr/bin", "getent", GETENT_SHIM.as_bytes(), 0o755)
+                .map_err(|source| RuntimeError::Io { path: rootfs.join("usr/bin/getent"), source })?;
         }
     }
     Ok(())

@@ -41,6 +41,10 @@ pub fn command(spec: &RunSpec, rootfs: &Path, machine: &str, id: &str, registrat
     }
     if spec.boot {
         cmd.args(["--boot", "--notify-ready=yes", "--console=pipe"]);
+        // Arguments after the options go to the container's init, as on a kernel command line.
+        if let Some(unit) = spec.boot_target.unit() {
+            cmd.arg(format!("systemd.unit={unit}"));
+        }
     } else {
         cmd.arg(if spec.tty { "--console=interactive" } else { "--console=pipe" });
         // SIGTERM to nspawn reaches the command as SIGTERM, as `docker stop` would send.
@@ -76,7 +80,7 @@ pub fn enter(spec: &RunSpec, leader: i32, ids: Option<(u32, u32)>) -> Command {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::spec::Bind;
+    use crate::runtime::spec::{Bind, BootTarget};
 
     fn args(cmd: &Command) -> Vec<String> {
         cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect()
@@ -112,9 +116,14 @@ mod tests {
             assert!(a.contains(&want.to_owned()), "{want} missing from {a:?}");
         }
         assert_eq!(&a[a.len() - 4..], ["--", "/bin/sh", "-c", "exit 7"]);
-        let boot = args(&command(&RunSpec { boot: true, ..spec }, Path::new("/r"), "m", id, Registration::Machined));
+        let booted = RunSpec { boot: true, ..spec };
+        let boot = args(&command(&booted, Path::new("/r"), "m", id, Registration::Machined));
         assert!(boot.contains(&"--boot".to_owned()) && boot.contains(&"--notify-ready=yes".to_owned()));
         assert!(boot.contains(&"--register=yes".to_owned()) && !boot.contains(&"--".to_owned()));
+        assert!(!boot.iter().any(|a| a.starts_with("systemd.unit=")), "the image's default target by default");
+        let minimal = RunSpec { boot_target: BootTarget::Minimal, ..booted };
+        let lean = args(&command(&minimal, Path::new("/r"), "m", id, Registration::Direct));
+        assert_eq!(lean.last().map(String::as_str), Some("systemd.unit=racker-minimal.target"));
     }
 
     #[test]

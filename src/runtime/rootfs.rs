@@ -2,11 +2,13 @@
 //! container would (absolute symlinks stay inside the root): finding the command to
 //! run (docker's 126 and 127) and the user to run it as.
 
-use std::io::Read;
+use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
+
+use super::spec::MINIMAL_TARGET;
 
 /// The outcome of looking a command up inside the container.
 #[derive(Debug, PartialEq, Eq)]
@@ -107,6 +109,67 @@ pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<(u32, u32), String> {
     Ok((uid, gid))
 }
 
+/// The directory `path` of the container (made, 0755, where missing), opened with every
+/// symlink resolved inside the root: an image's `etc -> /` cannot send a write to the host.
+fn dir_in_root(root: &OwnedFd, path: &str) -> io::Result<OwnedFd> {
+    let mut made = String::new();
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        let parent = if made.is_empty() { "/".to_owned() } else { made.clone() };
+        made = format!("{made}/{part}");
+        if open_in_root(root, &made, OFlags::PATH | OFlags::DIRECTORY).is_none() {
+            let dir = open_in_root(root, &parent, OFlags::PATH | OFlags::DIRECTORY).ok_or(io::ErrorKind::NotFound)?;
+            match rustix::fs::mkdirat(&dir, part, Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    open_in_root(root, &made, OFlags::PATH | OFlags::DIRECTORY).ok_or_else(|| io::ErrorKind::NotADirectory.into())
+}
+
+/// Writes `contents` to the container's `dir/name` (never through a symlink).
+pub fn write_file(rootfs: &Path, dir: &str, name: &str, contents: &[u8], mode: u32) -> io::Result<()> {
+    let root = open_root(rootfs).ok_or(io::ErrorKind::NotFound)?;
+    let dir = dir_in_root(&root, dir)?;
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(&dir, name, flags, Mode::from_raw_mode(mode))?;
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
+    std::fs::File::from(fd).write_all(contents)
+}
+
+/// systemd's generators that have no work in a container (disks, swap, consoles,
+/// hibernation, offline updates) and cost a boot their start-up; SysV scripts, rc.local
+/// and `systemd.run=` keep theirs, as packages under test may need them.
+const IDLE_GENERATORS: &[&str] = &[
+    "systemd-cryptsetup-generator",
+    "systemd-fstab-generator",
+    "systemd-getty-generator",
+    "systemd-gpt-auto-generator",
+    "systemd-hibernate-resume-generator",
+    "systemd-integritysetup-generator",
+    "systemd-system-update-generator",
+    "systemd-veritysetup-generator",
+];
+
+/// Prepares a minimal boot in the container's own writable layer (never the image):
+/// [`MINIMAL_TARGET`] starts the journal and nothing else, and the idle generators are
+/// masked. Units started later (`systemctl start`) still pull in what they depend on.
+pub fn prepare_minimal_boot(rootfs: &Path) -> io::Result<()> {
+    let target = "# written by racker for a minimal boot; not part of the image\n\
+                  [Unit]\nDescription=racker minimal boot: the journal only\n\
+                  Wants=systemd-journald.socket systemd-journald.service\nAllowIsolate=yes\n";
+    write_file(rootfs, "/etc/systemd/system", MINIMAL_TARGET, target.as_bytes(), 0o644)?;
+    let root = open_root(rootfs).ok_or(io::ErrorKind::NotFound)?;
+    let generators = dir_in_root(&root, "/etc/systemd/system-generators")?;
+    for name in IDLE_GENERATORS {
+        match rustix::fs::symlinkat("/dev/null", &generators, *name) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,5 +200,25 @@ mod tests {
         assert_eq!(resolve_user(r, "1000:staff"), Ok((1000, 50)));
         assert_eq!(resolve_user(r, "4242"), Ok((4242, 0)));
         assert!(resolve_user(r, "ghost").is_err());
+    }
+
+    #[test]
+    fn a_minimal_boot_writes_inside_the_root_even_through_absolute_symlinks() {
+        let outside = tempfile::tempdir().expect("tempdir");
+        let root = tempfile::tempdir().expect("tempdir");
+        // An image whose /etc points at a host path: the write must stay in the root.
+        std::os::unix::fs::symlink(outside.path(), root.path().join("etc")).expect("symlink");
+        assert!(prepare_minimal_boot(root.path()).is_err(), "dangling inside the root: an error, not a host write");
+        assert_eq!(std::fs::read_dir(outside.path()).expect("read_dir").count(), 0, "nothing written outside");
+        let mirrored = root.path().join(outside.path().strip_prefix("/").expect("absolute"));
+        std::fs::create_dir_all(&mirrored).expect("mkdir");
+        prepare_minimal_boot(root.path()).expect("prepare");
+        assert_eq!(std::fs::read_dir(outside.path()).expect("read_dir").count(), 0, "nothing written outside");
+        let inside = mirrored.join("systemd");
+        let target = std::fs::read_to_string(inside.join("system").join(MINIMAL_TARGET)).expect("target written");
+        assert!(target.contains("Wants=systemd-journald.socket systemd-journald.service"), "{target}");
+        let masked = std::fs::read_link(inside.join("system-generators/systemd-getty-generator")).expect("masked");
+        assert_eq!(masked, Path::new("/dev/null"));
+        prepare_minimal_boot(root.path()).expect("a second time is fine");
     }
 }

@@ -29,6 +29,46 @@ impl std::str::FromStr for Network {
     }
 }
 
+/// What a boot starts: the image's own default target, racker's minimal target (the
+/// journal and nothing else, for probes that start what they need themselves), or a
+/// unit of the caller's choice.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BootTarget {
+    #[default]
+    Default,
+    Minimal,
+    Unit(String),
+}
+
+impl BootTarget {
+    /// The unit systemd is told to start instead of `default.target`, if any.
+    pub fn unit(&self) -> Option<&str> {
+        match self {
+            BootTarget::Default => None,
+            BootTarget::Minimal => Some(MINIMAL_TARGET),
+            BootTarget::Unit(unit) => Some(unit),
+        }
+    }
+}
+
+/// The unit racker writes into a container's own writable layer for a minimal boot.
+pub const MINIMAL_TARGET: &str = "racker-minimal.target";
+
+impl std::str::FromStr for BootTarget {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "default" => Ok(BootTarget::Default),
+            "minimal" => Ok(BootTarget::Minimal),
+            unit if unit.contains('.') && !unit.contains(['/', ' ']) => Ok(BootTarget::Unit(unit.to_owned())),
+            other => Err(format!(
+                "boot target {other:?} is not valid: use default, minimal or a unit name such as multi-user.target"
+            )),
+        }
+    }
+}
+
 /// A bind mount `-v SRC:DST[:ro]`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Bind {
@@ -66,6 +106,9 @@ pub struct RunSpec {
     pub network: Network,
     /// Boot systemd as PID 1 and run `argv` inside the booted system.
     pub boot: bool,
+    /// What the boot starts.
+    #[serde(default)]
+    pub boot_target: BootTarget,
     pub tty: bool,
     pub interactive: bool,
     /// `--rm`: the container goes when it ends.
@@ -183,6 +226,7 @@ impl RunSpec {
             binds: opts.binds.clone(),
             network: opts.network,
             boot,
+            boot_target: BootTarget::Default,
             tty: opts.tty,
             interactive: opts.interactive,
             remove: false,

@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result};
 use racker::reference::familiar_name;
 use racker::reference::Reference;
 use racker::registry::{self, PullOptions};
-use racker::runtime::{self, Bind, ExecOptions, Network, RunOptions, RunRequest};
+use racker::runtime::{self, Bind, BootTarget, ExecOptions, Network, RunOptions, RunRequest};
 use racker::store::ContainerState;
 use rustix::process::Signal;
 
@@ -61,6 +61,10 @@ pub struct RunArgs {
     /// Boot systemd as PID 1 and run the command inside (default: when the image has systemd)
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
     boot: Option<bool>,
+    /// What a boot starts: default (the image's default.target), minimal (the journal
+    /// only; units started later pull in what they need) or a unit name
+    #[arg(long, default_value = "default", value_name = "TARGET")]
+    boot_target: BootTarget,
     /// Seconds to wait for a booted container to become ready
     #[arg(long, default_value_t = 60)]
     boot_timeout: u64,
@@ -112,6 +116,7 @@ pub fn run(store: &Store, root: &std::path::Path, args: RunArgs) -> Result<i32> 
         name: args.name,
         remove: args.rm,
         boot: args.boot,
+        boot_target: args.boot_target,
         driver: args.storage_driver,
         boot_timeout: Duration::from_secs(args.boot_timeout),
     };
