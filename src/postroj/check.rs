@@ -1,1 +1,294 @@
-//! (being built)
+//! Network checks of a probed package's services, run from the host: probe containers
+//! share the host's network, so `localhost:PORT` reaches the container's service.
+//!
+//! A freshly started service needs a moment before it listens, so a check retries
+//! connection-level failures (refused, reset) every [`RETRY_INTERVAL`] until its timeout.
+//! An answer is final: an HTTP 503 is the service's verdict, not a reason to wait.
+
+use std::fmt;
+use std::io;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+/// How long a check waits between attempts while the service does not listen yet.
+pub const RETRY_INTERVAL: Duration = Duration::from_millis(50);
+
+/// What a network check reaches: a TCP port, or an HTTP(S) URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// `tcp://HOST:PORT`: passes when a connection is accepted.
+    Tcp { host: String, port: u16 },
+    /// `http://…` or `https://…`: passes on any status below 500.
+    Http { url: reqwest::Url },
+}
+
+/// A check target that is not one of the accepted forms.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "network check target {value:?} is not understood ({reason}); \
+     use tcp://HOST:PORT, http://HOST[:PORT]/PATH or https://HOST[:PORT]/PATH"
+)]
+pub struct InvalidTarget {
+    pub value: String,
+    pub reason: String,
+}
+
+impl Target {
+    /// Parses `tcp://HOST:PORT`, `http://HOST[:PORT]/PATH` or `https://HOST[:PORT]/PATH`.
+    pub fn parse(value: &str) -> Result<Target, InvalidTarget> {
+        let invalid = |reason: &str| InvalidTarget { value: value.to_owned(), reason: reason.to_owned() };
+        let Some((scheme, rest)) = value.split_once("://") else {
+            return Err(invalid("no scheme"));
+        };
+        match scheme.to_ascii_lowercase().as_str() {
+            "tcp" => {
+                let rest = rest.strip_suffix('/').unwrap_or(rest);
+                if rest.contains('/') {
+                    return Err(invalid("a tcp target has no path"));
+                }
+                let Some((host, port)) = rest.rsplit_once(':') else {
+                    return Err(invalid("a tcp target needs a port"));
+                };
+                // `[::1]:80`: the brackets belong to the URL form, not to the address.
+                let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+                if host.is_empty() {
+                    return Err(invalid("no host"));
+                }
+                match port.parse::<u16>() {
+                    Ok(0) | Err(_) => Err(invalid("the port must be a number from 1 to 65535")),
+                    Ok(port) => Ok(Target::Tcp { host: host.to_owned(), port }),
+                }
+            }
+            "http" | "https" => {
+                let url = reqwest::Url::parse(value).map_err(|e| invalid(&e.to_string()))?;
+                if url.host_str().is_none_or(str::is_empty) {
+                    return Err(invalid("no host"));
+                }
+                Ok(Target::Http { url })
+            }
+            _ => Err(invalid(&format!("unknown scheme {scheme:?}"))),
+        }
+    }
+}
+
+impl FromStr for Target {
+    type Err = InvalidTarget;
+    fn from_str(s: &str) -> Result<Target, InvalidTarget> {
+        Target::parse(s)
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Tcp { host, port } if host.contains(':') => write!(f, "tcp://[{host}]:{port}"),
+            Target::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
+            Target::Http { url } => f.write_str(url.as_str()),
+        }
+    }
+}
+
+/// How a check runs.
+#[derive(Clone, Debug)]
+pub struct CheckOptions {
+    /// How long to keep trying while the service does not listen yet.
+    pub timeout: Duration,
+    /// Verify HTTPS certificates against the system's roots. Off by default: a service
+    /// in a throw-away container serves a certificate made at install time (a snakeoil
+    /// or self-signed one), and the check asks whether the service answers, not
+    /// whether a client would trust it.
+    pub verify_tls: bool,
+}
+
+impl CheckOptions {
+    pub fn new(timeout: Duration) -> CheckOptions {
+        CheckOptions { timeout, verify_tls: false }
+    }
+}
+
+/// The result of one check, with what a report shows of it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CheckOutcome {
+    pub passed: bool,
+    /// One line: `HTTP 200 OK`, `connected to 127.0.0.1:22`, `connection refused after 5.0 s`.
+    pub detail: String,
+    /// The HTTP status code, when the service answered HTTP.
+    pub status: Option<u16>,
+    /// The HTTP response headers, in the order the service sent them.
+    pub headers: Vec<(String, String)>,
+    /// From the first attempt to the outcome.
+    #[serde(serialize_with = "crate::postroj::report::serialize_secs")]
+    pub duration: Duration,
+    /// How many connection attempts were made.
+    pub attempts: u32,
+}
+
+/// Checks `target`, retrying for up to `timeout`, with HTTPS certificates not verified.
+pub fn check(target: &Target, timeout: Duration) -> CheckOutcome {
+    check_with(target, &CheckOptions::new(timeout))
+}
+
+/// Checks `target` as `options` say.
+pub fn check_with(target: &Target, options: &CheckOptions) -> CheckOutcome {
+    let started = Instant::now();
+    let deadline = started + options.timeout;
+    let (passed, detail, status, headers, attempts) = match target {
+        Target::Tcp { host, port } => {
+            let (result, attempts) = retry(deadline, || connect(host, *port, deadline));
+            match result {
+                Ok(peer) => (true, format!("connected to {peer}"), None, Vec::new(), attempts),
+                Err(e) => (false, failure_detail(&e, started), None, Vec::new(), attempts),
+            }
+        }
+        Target::Http { url } => match http(url, options, deadline) {
+            Ok((response, attempts)) => {
+                let status = response.status();
+                let headers = response
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                    .collect();
+                let detail = format!("HTTP {} {}", status.as_u16(), status.canonical_reason().unwrap_or(""))
+                    .trim_end()
+                    .to_owned();
+                (status.as_u16() < 500, detail, Some(status.as_u16()), headers, attempts)
+            }
+            Err((e, attempts)) => (false, failure_detail(&e, started), None, Vec::new(), attempts),
+        },
+    };
+    CheckOutcome { passed, detail, status, headers, duration: started.elapsed(), attempts }
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or the deadline passes.
+fn retry<T>(deadline: Instant, mut attempt: impl FnMut() -> io::Result<T>) -> (io::Result<T>, u32) {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match attempt() {
+            Err(e) if is_transient(e.kind()) && Instant::now() + RETRY_INTERVAL < deadline => {
+                std::thread::sleep(RETRY_INTERVAL)
+            }
+            result => return (result, attempts),
+        }
+    }
+}
+
+/// Failures of a service that is still starting (or restarting).
+fn is_transient(kind: io::ErrorKind) -> bool {
+    use io::ErrorKind::*;
+    matches!(kind, ConnectionRefused | ConnectionReset | ConnectionAborted | NotConnected | UnexpectedEof | BrokenPipe)
+}
+
+/// Connects to every address `host` resolves to (`localhost`: `::1` and `127.0.0.1`) until
+/// one accepts; the error is the first address's, which is the one a client would report.
+fn connect(host: &str, port: u16, deadline: Instant) -> io::Result<std::net::SocketAddr> {
+    let addrs: Vec<_> = (host, port).to_socket_addrs()?.collect();
+    let mut first_error = None;
+    for addr in addrs {
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(10));
+        match TcpStream::connect_timeout(&addr, left) {
+            Ok(_) => return Ok(addr),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address"))))
+}
+
+/// One GET, retried while the service refuses or drops connections. Redirects are not
+/// followed (a 3xx is an answer) and proxies are ignored (the service is on this host).
+fn http(
+    url: &reqwest::Url,
+    options: &CheckOptions,
+    deadline: Instant,
+) -> Result<(reqwest::blocking::Response, u32), (io::Error, u32)> {
+    let client = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .tls_danger_accept_invalid_certs(!options.verify_tls)
+        .build()
+        .map_err(|e| (io::Error::other(error_chain(&e)), 0))?;
+    let (result, attempts) = retry(deadline, || {
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(10));
+        client.get(url.clone()).timeout(left).send().map_err(|e| {
+            let kind =
+                if e.is_timeout() { io::ErrorKind::TimedOut } else { io_kind(&e).unwrap_or(io::ErrorKind::Other) };
+            io::Error::new(kind, error_chain(&e))
+        })
+    });
+    result.map(|r| (r, attempts)).map_err(|e| (e, attempts))
+}
+
+/// The kind of the innermost I/O error below `err`, which tells refused from reset.
+fn io_kind(err: &(dyn std::error::Error + 'static)) -> Option<io::ErrorKind> {
+    let mut found = None;
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            found = Some(io.kind());
+        }
+        next = e.source();
+    }
+    found
+}
+
+/// `err` and its causes on one line, without repeating a cause that its parent quotes.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = err.to_string();
+    let mut next = err.source();
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !line.contains(&text) {
+            line = format!("{line}: {text}");
+        }
+        next = e.source();
+    }
+    line
+}
+
+/// `connection refused after 5.0 s`; other failures keep their own words.
+fn failure_detail(err: &io::Error, started: Instant) -> String {
+    let after = format!("after {:.1} s", started.elapsed().as_secs_f64());
+    match err.kind() {
+        io::ErrorKind::ConnectionRefused => format!("connection refused {after}"),
+        io::ErrorKind::ConnectionReset => format!("connection reset {after}"),
+        io::ErrorKind::TimedOut => format!("no answer {after} (timed out)"),
+        _ => format!("{err} ({after})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_three_forms() {
+        assert_eq!(Target::parse("tcp://localhost:22").ok(), Some(Target::Tcp { host: "localhost".into(), port: 22 }));
+        assert_eq!(Target::parse("tcp://[::1]:8080/").ok(), Some(Target::Tcp { host: "::1".into(), port: 8080 }));
+        let http = Target::parse("http://localhost:8080/health").ok().map(|t| t.to_string());
+        assert_eq!(http.as_deref(), Some("http://localhost:8080/health"));
+        assert!(matches!(Target::parse("https://localhost/"), Ok(Target::Http { .. })));
+        assert_eq!(Target::parse("tcp://[::1]:80").ok().map(|t| t.to_string()).as_deref(), Some("tcp://[::1]:80"));
+    }
+
+    #[test]
+    fn rejects_other_forms_naming_the_value_and_the_accepted_ones() {
+        for (value, reason) in [
+            ("localhost:80", "no scheme"),
+            ("udp://localhost:53", "unknown scheme"),
+            ("tcp://localhost", "needs a port"),
+            ("tcp://localhost:http", "1 to 65535"),
+            ("tcp://localhost:0", "1 to 65535"),
+            ("tcp://:80", "no host"),
+            ("tcp://localhost:80/path", "no path"),
+            ("http://", "empty host"),
+        ] {
+            let err = Target::parse(value).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains(&format!("{value:?}")) && err.contains(reason), "{value}: {err}");
+            assert!(err.contains("tcp://HOST:PORT") && err.contains("https://"), "{err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+    }
+}

@@ -1,1 +1,591 @@
-//! (being built)
+//! What a probe found, and its three renderings: a summary table for people, JSON for
+//! scripts and JUnit XML for CI systems (one `<testsuite>` per image).
+//!
+//! A [`Report`] has one [`Suite`] per image; a suite has one [`Case`] per check (`boot`,
+//! `install foo_1.0_all.deb`, `unit foo.service`, `network http://localhost:8080/`).
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use quick_xml::events::{BytesDecl, BytesText, Event};
+use quick_xml::Writer;
+use serde::Serialize;
+
+use super::check::CheckOutcome;
+
+/// Everything one `pkgprobe` run found.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// The host the probe ran on (JUnit's `hostname`).
+    pub hostname: String,
+    pub timestamp: DateTime<Utc>,
+    pub suites: Vec<Suite>,
+}
+
+/// The checks of one image.
+#[derive(Clone, Debug, Serialize)]
+pub struct Suite {
+    /// The image's label (`debian-bookworm`).
+    pub image: String,
+    /// When the image's checks started.
+    pub timestamp: DateTime<Utc>,
+    pub cases: Vec<Case>,
+}
+
+/// One check and how it went.
+#[derive(Clone, Debug, Serialize)]
+pub struct Case {
+    /// What was checked: `boot`, `unit foo.service`, …; its first word is the check's kind.
+    pub name: String,
+    #[serde(rename = "time", serialize_with = "serialize_secs")]
+    pub duration: Duration,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    /// What the check saw beyond its outcome (response headers, say): JUnit's `<system-out>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+}
+
+/// How a check went. In JSON, `result` names the variant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", rename_all = "lowercase")]
+pub enum Outcome {
+    /// The check passed; `detail` says what was seen (`HTTP 200 OK`).
+    Passed { detail: String },
+    /// The package does not do what it should: `message` is one line, `details` the
+    /// evidence (`systemctl status`, the unit's last journal lines).
+    Failed { message: String, details: String },
+    /// The check did not run, for `reason` (the install before it failed, say).
+    Skipped { reason: String },
+    /// The probe itself failed (the container did not boot), so nothing is known.
+    Error { message: String, details: String },
+}
+
+impl Outcome {
+    fn word(&self) -> &'static str {
+        match self {
+            Outcome::Passed { .. } => "passed",
+            Outcome::Failed { .. } => "FAILED",
+            Outcome::Skipped { .. } => "skipped",
+            Outcome::Error { .. } => "ERROR",
+        }
+    }
+}
+
+impl Case {
+    pub fn passed(name: impl Into<String>, duration: Duration, detail: impl Into<String>) -> Case {
+        Case { name: name.into(), duration, outcome: Outcome::Passed { detail: detail.into() }, output: None }
+    }
+
+    pub fn failed(
+        name: impl Into<String>,
+        duration: Duration,
+        message: impl Into<String>,
+        details: impl Into<String>,
+    ) -> Case {
+        let outcome = Outcome::Failed { message: message.into(), details: details.into() };
+        Case { name: name.into(), duration, outcome, output: None }
+    }
+
+    pub fn skipped(name: impl Into<String>, reason: impl Into<String>) -> Case {
+        let outcome = Outcome::Skipped { reason: reason.into() };
+        Case { name: name.into(), duration: Duration::ZERO, outcome, output: None }
+    }
+
+    pub fn error(
+        name: impl Into<String>,
+        duration: Duration,
+        message: impl Into<String>,
+        details: impl Into<String>,
+    ) -> Case {
+        let outcome = Outcome::Error { message: message.into(), details: details.into() };
+        Case { name: name.into(), duration, outcome, output: None }
+    }
+
+    /// The case `network TARGET` for a network check's outcome, with the response
+    /// headers as its output.
+    pub fn from_check(target: &super::check::Target, outcome: &CheckOutcome) -> Case {
+        let name = format!("network {target}");
+        let headers: String = outcome.headers.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
+        let mut case = if outcome.passed {
+            Case::passed(name, outcome.duration, &outcome.detail)
+        } else {
+            Case::failed(name, outcome.duration, &outcome.detail, headers.clone())
+        };
+        if let Some(status) = outcome.status {
+            case.output = Some(format!("{}\n{headers}", status_line(status, &outcome.detail)));
+        }
+        case
+    }
+
+    /// Attaches what the check saw beyond its outcome.
+    pub fn with_output(mut self, output: impl Into<String>) -> Case {
+        self.output = Some(output.into());
+        self
+    }
+
+    /// The check's kind, the first word of its name: JUnit's failure `type`.
+    fn kind(&self) -> &str {
+        self.name.split_whitespace().next().unwrap_or("check")
+    }
+}
+
+fn status_line(status: u16, detail: &str) -> String {
+    if detail.starts_with("HTTP ") {
+        detail.to_owned()
+    } else {
+        format!("HTTP {status}")
+    }
+}
+
+/// Counts of cases by outcome. JSON carries JUnit's four (`passed` there is the verdict).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub tests: usize,
+    #[serde(skip)]
+    pub passed: usize,
+    pub failures: usize,
+    pub errors: usize,
+    pub skipped: usize,
+}
+
+impl Counts {
+    fn of<'a>(cases: impl IntoIterator<Item = &'a Case>) -> Counts {
+        let mut counts = Counts::default();
+        for case in cases {
+            counts.tests += 1;
+            match case.outcome {
+                Outcome::Passed { .. } => counts.passed += 1,
+                Outcome::Failed { .. } => counts.failures += 1,
+                Outcome::Skipped { .. } => counts.skipped += 1,
+                Outcome::Error { .. } => counts.errors += 1,
+            }
+        }
+        counts
+    }
+}
+
+impl Suite {
+    pub fn new(image: impl Into<String>) -> Suite {
+        Suite { image: image.into(), timestamp: Utc::now(), cases: Vec::new() }
+    }
+
+    pub fn push(&mut self, case: Case) {
+        self.cases.push(case);
+    }
+
+    pub fn counts(&self) -> Counts {
+        Counts::of(&self.cases)
+    }
+
+    /// The sum of the cases' durations.
+    pub fn duration(&self) -> Duration {
+        self.cases.iter().map(|c| c.duration).sum()
+    }
+
+    /// No case failed or erred (skipped cases do not fail a suite).
+    pub fn passed(&self) -> bool {
+        let counts = self.counts();
+        counts.failures == 0 && counts.errors == 0
+    }
+}
+
+impl Default for Report {
+    fn default() -> Self {
+        Report::new()
+    }
+}
+
+impl Report {
+    /// An empty report, stamped now, on this host.
+    pub fn new() -> Report {
+        Report { hostname: hostname(), timestamp: Utc::now(), suites: Vec::new() }
+    }
+
+    pub fn push(&mut self, suite: Suite) {
+        self.suites.push(suite);
+    }
+
+    pub fn counts(&self) -> Counts {
+        Counts::of(self.suites.iter().flat_map(|s| &s.cases))
+    }
+
+    pub fn duration(&self) -> Duration {
+        self.suites.iter().map(Suite::duration).sum()
+    }
+
+    /// Whether the probe passed, which decides the exit status: every suite passed and
+    /// at least one check ran (an empty report proves nothing).
+    pub fn passed(&self) -> bool {
+        self.counts().tests > 0 && self.suites.iter().all(Suite::passed)
+    }
+
+    /// The summary for people: a table of image, check, result and time, then the
+    /// reasons of every failure and error, then one line of counts.
+    pub fn render_text(&self) -> String {
+        let header = ["IMAGE", "CHECK", "RESULT", "TIME"];
+        let mut rows: Vec<[String; 4]> = Vec::new();
+        for suite in &self.suites {
+            for case in &suite.cases {
+                let result = match &case.outcome {
+                    Outcome::Passed { detail } if !detail.is_empty() => format!("passed ({})", one_line(detail)),
+                    Outcome::Skipped { reason } => format!("skipped ({})", one_line(reason)),
+                    outcome => outcome.word().to_owned(),
+                };
+                rows.push([suite.image.clone(), case.name.clone(), result, format!("{:.1} s", secs(case.duration))]);
+            }
+        }
+        let mut widths = header.map(str::len);
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let mut out = String::new();
+        for row in std::iter::once(header.map(str::to_owned)).chain(rows) {
+            let line = format!(
+                "{:w0$}  {:w1$}  {:w2$}  {:>w3$}",
+                row[0],
+                row[1],
+                row[2],
+                row[3],
+                w0 = widths[0],
+                w1 = widths[1],
+                w2 = widths[2],
+                w3 = widths[3]
+            );
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        for suite in &self.suites {
+            for case in &suite.cases {
+                let (Outcome::Failed { message, details } | Outcome::Error { message, details }) = &case.outcome else {
+                    continue;
+                };
+                let _ = writeln!(out, "\n{} / {}: {}", suite.image, case.name, message);
+                for line in details.lines() {
+                    let _ = writeln!(out, "    {line}");
+                }
+            }
+        }
+        let c = self.counts();
+        let _ = writeln!(
+            out,
+            "\n{} checks on {} images: {} passed, {} failed, {} errors, {} skipped in {:.1} s",
+            c.tests,
+            self.suites.len(),
+            c.passed,
+            c.failures,
+            c.errors,
+            c.skipped,
+            secs(self.duration())
+        );
+        out
+    }
+
+    /// `--format json`: the report with its counts and overall result; times in seconds.
+    pub fn render_json(&self) -> String {
+        #[derive(Serialize)]
+        struct SuiteView<'a> {
+            #[serde(flatten)]
+            suite: &'a Suite,
+            passed: bool,
+            #[serde(serialize_with = "serialize_secs")]
+            time: Duration,
+            #[serde(flatten)]
+            counts: Counts,
+        }
+        #[derive(Serialize)]
+        struct ReportView<'a> {
+            passed: bool,
+            hostname: &'a str,
+            timestamp: &'a DateTime<Utc>,
+            #[serde(serialize_with = "serialize_secs")]
+            time: Duration,
+            #[serde(flatten)]
+            counts: Counts,
+            suites: Vec<SuiteView<'a>>,
+        }
+        let view = ReportView {
+            passed: self.passed(),
+            hostname: &self.hostname,
+            timestamp: &self.timestamp,
+            time: self.duration(),
+            counts: self.counts(),
+            suites: self
+                .suites
+                .iter()
+                .map(|suite| SuiteView {
+                    suite,
+                    passed: suite.passed(),
+                    time: suite.duration(),
+                    counts: suite.counts(),
+                })
+                .collect(),
+        };
+        serde_json::to_string_pretty(&view).expect("a report always serialises")
+    }
+
+    /// `--format junit`: JUnit XML as CI systems read it (Jenkins, GitLab, GitHub
+    /// actions): `<testsuites>` ⊃ `<testsuite name=IMAGE>` ⊃ `<testcase>` with
+    /// `<failure>`, `<error>` or `<skipped>`. Characters that XML 1.0 forbids (journal
+    /// lines carry terminal escapes) are written as `\xNN`.
+    pub fn render_junit(&self) -> String {
+        let mut writer = Writer::new_with_indent(Vec::new(), b' ', 2);
+        self.write_junit(&mut writer).expect("writing XML to memory cannot fail");
+        let mut xml = String::from_utf8(writer.into_inner()).expect("the writer writes the UTF-8 it is given");
+        xml.push('\n');
+        xml
+    }
+
+    fn write_junit(&self, w: &mut Writer<Vec<u8>>) -> std::io::Result<()> {
+        w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
+        let c = self.counts();
+        let (tests, failures, errors, skipped) =
+            (c.tests.to_string(), c.failures.to_string(), c.errors.to_string(), c.skipped.to_string());
+        let time = format!("{:.3}", secs(self.duration()));
+        let timestamp = junit_timestamp(&self.timestamp);
+        w.create_element("testsuites")
+            .with_attributes([
+                ("name", "postroj pkgprobe"),
+                ("tests", tests.as_str()),
+                ("failures", failures.as_str()),
+                ("errors", errors.as_str()),
+                ("skipped", skipped.as_str()),
+                ("time", time.as_str()),
+                ("timestamp", timestamp.as_str()),
+            ])
+            .write_inner_content(|w| self.suites.iter().try_for_each(|suite| self.write_suite(w, suite)))?;
+        Ok(())
+    }
+
+    fn write_suite(&self, w: &mut Writer<Vec<u8>>, suite: &Suite) -> std::io::Result<()> {
+        let c = suite.counts();
+        let (tests, failures, errors, skipped) =
+            (c.tests.to_string(), c.failures.to_string(), c.errors.to_string(), c.skipped.to_string());
+        let time = format!("{:.3}", secs(suite.duration()));
+        let timestamp = junit_timestamp(&suite.timestamp);
+        let name = xml_safe(&suite.image);
+        let hostname = xml_safe(&self.hostname);
+        let classname = format!("postroj.pkgprobe.{name}");
+        let element = w.create_element("testsuite").with_attributes([
+            ("name", name.as_str()),
+            ("tests", tests.as_str()),
+            ("failures", failures.as_str()),
+            ("errors", errors.as_str()),
+            ("skipped", skipped.as_str()),
+            ("time", time.as_str()),
+            ("timestamp", timestamp.as_str()),
+            ("hostname", hostname.as_str()),
+        ]);
+        if suite.cases.is_empty() {
+            element.write_empty()?;
+            return Ok(());
+        }
+        element.write_inner_content(|w| suite.cases.iter().try_for_each(|case| write_case(w, &classname, case)))?;
+        Ok(())
+    }
+}
+
+fn write_case(w: &mut Writer<Vec<u8>>, classname: &str, case: &Case) -> std::io::Result<()> {
+    let name = xml_safe(&case.name);
+    let time = format!("{:.3}", secs(case.duration));
+    let element = w.create_element("testcase").with_attributes([
+        ("classname", classname),
+        ("name", name.as_str()),
+        ("time", time.as_str()),
+    ]);
+    let output = match (&case.outcome, &case.output) {
+        (_, Some(output)) => Some(output.clone()),
+        (Outcome::Passed { detail }, None) if !detail.is_empty() => Some(detail.clone()),
+        _ => None,
+    };
+    if matches!(case.outcome, Outcome::Passed { .. }) && output.is_none() {
+        element.write_empty()?;
+        return Ok(());
+    }
+    element.write_inner_content(|w| {
+        match &case.outcome {
+            Outcome::Passed { .. } => {}
+            Outcome::Failed { message, details } | Outcome::Error { message, details } => {
+                let tag = if matches!(case.outcome, Outcome::Failed { .. }) { "failure" } else { "error" };
+                let message = xml_safe(&one_line(message));
+                let element = w
+                    .create_element(tag)
+                    .with_attributes([("message", message.as_str()), ("type", &xml_safe(case.kind()))]);
+                if details.is_empty() {
+                    element.write_empty()?;
+                } else {
+                    element.write_text_content(BytesText::new(&xml_safe(details)))?;
+                }
+            }
+            Outcome::Skipped { reason } => {
+                w.create_element("skipped")
+                    .with_attribute(("message", xml_safe(&one_line(reason)).as_str()))
+                    .write_empty()?;
+            }
+        }
+        if let Some(output) = &output {
+            w.create_element("system-out").write_text_content(BytesText::new(&xml_safe(output)))?;
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// `text` with the characters XML 1.0 forbids (controls other than tab, newline and
+/// carriage return; U+FFFE, U+FFFF) written as `\xNN` or `\u{FFFE}`, so that the
+/// document stays well-formed and the reader still sees that something was there.
+pub fn xml_safe(text: &str) -> String {
+    let allowed = |c: char| matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}');
+    if text.chars().all(allowed) {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if allowed(c) {
+            out.push(c);
+        } else if (c as u32) < 0x100 {
+            let _ = write!(out, "\\x{:02X}", c as u32);
+        } else {
+            let _ = write!(out, "\\u{{{:X}}}", c as u32);
+        }
+    }
+    out
+}
+
+/// The first line of `text`, for attributes and table cells.
+fn one_line(text: &str) -> String {
+    let mut lines = text.trim().lines();
+    let first = lines.next().unwrap_or("").to_owned();
+    if lines.next().is_some() {
+        format!("{first} …")
+    } else {
+        first
+    }
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// JUnit's timestamp: ISO 8601 without a zone suffix (the XSD's `xs:dateTime` pattern
+/// that Jenkins reads), in UTC.
+fn junit_timestamp(t: &DateTime<Utc>) -> String {
+    t.naive_utc().format("%Y-%m-%dT%H:%M:%S").to_string()
+}
+
+/// Durations as seconds (a float), as JUnit and most JSON consumers expect.
+pub(crate) fn serialize_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((d.as_secs_f64() * 1000.0).round() / 1000.0)
+}
+
+/// This host's name, for JUnit's `hostname`.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Report {
+        let mut report = Report::new();
+        let mut suite = Suite::new("debian-bookworm");
+        suite.push(Case::passed("boot", Duration::from_millis(812), "running"));
+        suite.push(Case::passed("install foo_1.0_all.deb", Duration::from_millis(2500), ""));
+        suite.push(Case::failed(
+            "unit foo.service",
+            Duration::from_millis(1200),
+            "foo.service is failed, not active",
+            "\u{1b}[0;1;31m\u{25cf}\u{1b}[0m foo.service - Foo <&\"'>\nMain PID: 42 (code=exited, status=1/FAILURE)\u{7}",
+        ));
+        suite.push(Case::skipped("network http://localhost:8080/", "the unit did not start"));
+        report.push(suite);
+        let mut other = Suite::new("fedora-42");
+        other.push(Case::error("boot", Duration::from_secs(30), "no READY=1 within 30 s", "console:\n..."));
+        report.push(other);
+        report
+    }
+
+    #[test]
+    fn counts_and_verdict() {
+        let report = sample();
+        assert_eq!(report.counts(), Counts { tests: 5, passed: 2, failures: 1, errors: 1, skipped: 1 });
+        assert!(!report.passed());
+        assert!(!Report::new().passed(), "an empty report proves nothing");
+        let mut ok = Report::new();
+        let mut suite = Suite::new("debian-bookworm");
+        suite.push(Case::passed("boot", Duration::ZERO, ""));
+        suite.push(Case::skipped("network tcp://localhost:1", "none asked"));
+        ok.push(suite);
+        assert!(ok.passed());
+    }
+
+    #[test]
+    fn junit_is_well_formed_and_counts() {
+        let xml = sample().render_junit();
+        let doc = roxmltree::Document::parse(&xml).unwrap_or_else(|e| panic!("{e}\n{xml}"));
+        let root = doc.root_element();
+        assert_eq!(root.tag_name().name(), "testsuites");
+        let attr = |n: roxmltree::Node, a: &str| n.attribute(a).unwrap_or_default().to_owned();
+        assert_eq!(
+            [attr(root, "tests"), attr(root, "failures"), attr(root, "errors"), attr(root, "skipped")],
+            ["5", "1", "1", "1"]
+        );
+        let suites: Vec<_> = root.children().filter(|n| n.has_tag_name("testsuite")).collect();
+        assert_eq!(suites.len(), 2);
+        assert_eq!(attr(suites[0], "name"), "debian-bookworm");
+        assert_eq!(attr(suites[0], "tests"), "4");
+        assert!(!attr(suites[0], "hostname").is_empty() && !attr(suites[0], "timestamp").is_empty());
+        let cases: Vec<_> = suites[0].children().filter(|n| n.has_tag_name("testcase")).collect();
+        assert_eq!(cases.len(), 4);
+        assert_eq!(attr(cases[0], "classname"), "postroj.pkgprobe.debian-bookworm");
+        assert_eq!(attr(cases[0], "time"), "0.812");
+        let failure = cases[2].children().find(|n| n.has_tag_name("failure")).expect("a failure element");
+        assert_eq!(attr(failure, "type"), "unit");
+        assert_eq!(attr(failure, "message"), "foo.service is failed, not active");
+        let text = failure.text().unwrap_or_default();
+        assert!(
+            text.contains("Foo <&\"'>") && text.contains("\\x1B[0;1;31m\u{25cf}") && text.ends_with("\\x07"),
+            "{text}"
+        );
+        assert!(cases[3].children().any(|n| n.has_tag_name("skipped")));
+        assert!(suites[1].descendants().any(|n| n.has_tag_name("error")));
+    }
+
+    #[test]
+    fn json_has_stable_fields_and_seconds() {
+        let json: serde_json::Value = serde_json::from_str(&sample().render_json()).expect("JSON");
+        assert_eq!(json["passed"], false);
+        assert_eq!(json["tests"], 5);
+        let case = &json["suites"][0]["cases"][2];
+        assert_eq!(case["name"], "unit foo.service");
+        assert_eq!(case["result"], "failed");
+        assert_eq!(case["time"], 1.2);
+        assert!(case["details"].as_str().is_some_and(|d| d.contains("Main PID")));
+        assert_eq!(json["suites"][0]["cases"][3]["reason"], "the unit did not start");
+        assert_eq!(json["suites"][1]["errors"], 1);
+    }
+
+    #[test]
+    fn text_lists_every_check_and_the_reasons_below() {
+        let text = sample().render_text();
+        assert!(text.starts_with("IMAGE"), "{text}");
+        assert!(text.contains("unit foo.service") && text.contains("FAILED") && text.contains("skipped (the unit"));
+        assert!(text.contains("debian-bookworm / unit foo.service: foo.service is failed, not active"), "{text}");
+        assert!(text.contains("    Main PID: 42"), "{text}");
+        assert!(text.contains("5 checks on 2 images: 2 passed, 1 failed, 1 errors, 1 skipped"), "{text}");
+    }
+
+    #[test]
+    fn xml_safe_keeps_text_and_marks_forbidden_characters() {
+        assert_eq!(xml_safe("a\tb\nc"), "a\tb\nc");
+        assert_eq!(xml_safe("\u{1b}[0m\u{0}\u{FFFE}"), "\\x1B[0m\\x00\\u{FFFE}");
+    }
+}
