@@ -8,6 +8,7 @@
 #                  systemd-nspawn --volatile=overlay -D ROOTFS /bin/true
 #                  podman run --rm --network=none IMG /bin/true   (if podman and runc are installed)
 #   boot cycle     racker run --rm IMG systemctl is-active systemd-journald
+#                  racker run --rm --boot-target minimal IMG systemctl is-active systemd-journald
 #                  by hand: systemd-nspawn --boot --volatile=overlay, poll
 #                  `systemctl is-system-running` through nsenter until it is up, ask
 #                  is-active, kill the container
@@ -115,6 +116,7 @@ for ((i = 1; i <= runs; i++)); do
     time_run "command podman" "${podman[@]}" run --rm --network=none --ulimit nofile=4096:4096 --ulimit nproc=4096:4096 localhost/bench:debian /bin/true
   fi
   time_run "boot racker" "$racker" --root "$work/store" run --rm bench:debian systemctl is-active systemd-journald
+  time_run "boot racker-min" "$racker" --root "$work/store" run --rm --boot-target minimal bench:debian systemctl is-active systemd-journald
   time_run "boot by-hand" boot_by_hand
 done
 
@@ -128,7 +130,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
 
 printf '\ncontainer cycles on Debian bookworm + systemd, %d runs each, medians in ms\n' "$runs"
 declare -A med
-for key in "command racker" "command nspawn" "command podman" "boot racker" "boot by-hand"; do
+for key in "command racker" "command nspawn" "command podman" "boot racker" "boot racker-min" "boot by-hand"; do
   [[ -n "${results[$key]:-}" ]] || { printf '%-16s %8s\n' "$key" "n/a"; continue; }
   med[$key]=$(median "${results[$key]}")
   printf '%-16s %8s   %s\n' "$key" "${med[$key]}" "${results[$key]}"
@@ -143,5 +145,8 @@ if ok "command racker" && ok "command podman"; then
   echo "command: podman / racker = $(ratio "${med[command podman]}" "${med[command racker]}")x (target >= 2.5)"
 fi
 if ok "boot racker" && ok "boot by-hand"; then
-  echo "boot:    by-hand / racker = $(ratio "${med[boot by-hand]}" "${med[boot racker]}")x (target >= 2)"
+  echo "boot:    by-hand / racker = $(ratio "${med[boot by-hand]}" "${med[boot racker]}")x (full boot both; target >= 2)"
+fi
+if ok "boot racker-min" && ok "boot by-hand"; then
+  echo "boot:    by-hand / racker minimal boot = $(ratio "${med[boot by-hand]}" "${med[boot racker-min]}")x (target >= 2)"
 fi

@@ -9,6 +9,7 @@
 //!            <── snapshot.remove (--rm) ── record exit
 //! ```
 
+mod booted;
 mod host;
 mod lifecycle;
 mod machine;
@@ -21,6 +22,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use booted::Booted;
 pub use host::{prepare_nspawn_state, runtime_dir, Registration};
 pub use lifecycle::{
     collect, exec, kill, list, logs, monitor, remove, run_detached, stop, ContainerStatus, ExecOptions,

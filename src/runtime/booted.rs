@@ -1,0 +1,125 @@
+//! A booted throw-away container that a caller drives step by step (postroj's probes:
+//! install, start units, ask their state), with every command's output captured. It is
+//! torn down when dropped: the leader killed, the snapshot and record removed.
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use super::machine::{Console, Machine};
+use super::{discard, prepare, runtime_dir, Prepared, Registration, Result, RunRequest, RuntimeError};
+use crate::store::{ContainerState, Store};
+
+pub struct Booted<'s> {
+    store: &'s Store,
+    prepared: Prepared,
+    machine: Machine,
+}
+
+impl<'s> Booted<'s> {
+    /// Boots `image` (always in boot mode, always removed at the end) and waits until
+    /// systemd reports it ready, at most `request.boot_timeout`.
+    pub fn start(store: &'s Store, image: &str, request: &RunRequest) -> Result<Booted<'s>> {
+        let request = RunRequest { boot: Some(true), remove: true, ..request.clone() };
+        let prepared = prepare(store, image, &request, true)?;
+        let started = (|| {
+            let runtime = runtime_dir()?;
+            let console =
+                prepared.spec.console.clone().unwrap_or_else(|| runtime.join(format!("{}.console", prepared.id)));
+            let mut machine = Machine::start(
+                &prepared.spec,
+                &prepared.rootfs,
+                &prepared.name,
+                &prepared.id,
+                Registration::detect(),
+                &runtime,
+                Console::Log(console),
+            )?;
+            let leader = machine.wait_started(true, request.boot_timeout)?;
+            store.set_container_state(&prepared.id, ContainerState::Running, Some(i64::from(leader)), None)?;
+            Ok(machine)
+        })();
+        match started {
+            Ok(machine) => Ok(Booted { store, prepared, machine }),
+            Err(e) => {
+                discard(store, &*prepared.snapshotter, &prepared.id);
+                Err(e)
+            }
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.prepared.name
+    }
+
+    /// The container's root file system as the host sees it.
+    pub fn rootfs(&self) -> &Path {
+        &self.prepared.rootfs
+    }
+
+    /// Runs `argv` inside the booted system with the image's environment and no input;
+    /// returns its status and captured output. `timeout` ends a command that hangs.
+    pub fn exec(&self, argv: &[&str], timeout: Duration) -> Result<Output> {
+        let spec = super::RunSpec {
+            argv: argv.iter().map(|a| (*a).to_owned()).collect(),
+            interactive: false,
+            tty: false,
+            ..self.prepared.spec.clone()
+        };
+        super::check_command(&self.prepared.rootfs, &spec)?;
+        let mut cmd = self.machine.enter(&spec, None)?;
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let child = cmd.spawn().map_err(|source| RuntimeError::Spawn { program: "nsenter".into(), source })?;
+        wait_with_timeout(child, timeout)
+    }
+
+    /// The last lines of the container's console (systemd's own messages).
+    pub fn console_tail(&self, lines: usize) -> Option<String> {
+        self.machine.console_tail(lines)
+    }
+}
+
+impl Drop for Booted<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.machine.terminate() {
+            tracing::warn!("ending container {}: {e}", self.prepared.name);
+        }
+        discard(self.store, &*self.prepared.snapshotter, &self.prepared.id);
+    }
+}
+
+/// Collects a child's output; kills it (and reports a timeout) when it runs too long.
+fn wait_with_timeout(mut child: std::process::Child, timeout: Duration) -> Result<Output> {
+    use std::io::Read;
+    let spawn_err = |source| RuntimeError::Spawn { program: "nsenter".into(), source };
+    // Drain both pipes on threads, so a chatty command cannot block on a full pipe.
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let out = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(s) = stdout.as_mut() {
+            let _ = s.read_to_end(&mut buf);
+        }
+        buf
+    });
+    let err = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(s) = stderr.as_mut() {
+            let _ = s.read_to_end(&mut buf);
+        }
+        buf
+    });
+    let deadline = std::time::Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(spawn_err)? {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(RuntimeError::Timeout { what: "finish the command", after: timeout });
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    Ok(Output { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() })
+}
