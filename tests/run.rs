@@ -39,20 +39,6 @@ fn busybox_image_in(store: TempStore, config: serde_json::Value, layers: usize) 
     (store, dir)
 }
 
-/// Nothing of the store's is mounted and no container process runs.
-fn assert_clean(store: &TempStore) {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    let root = store.root().display().to_string();
-    let leaked: Vec<&str> = mounts.lines().filter(|l| l.contains(&root)).collect();
-    assert!(leaked.is_empty(), "mounts left behind: {leaked:#?}");
-    let ps = Command::new("ps").args(["-eo", "args"]).output().expect("ps");
-    let procs: Vec<String> =
-        out(&ps).lines().filter(|l| l.contains("systemd-nspawn") && l.contains(&root)).map(str::to_owned).collect();
-    assert!(procs.is_empty(), "container processes left behind: {procs:#?}");
-    let snapshots = store.files("snapshots");
-    assert!(snapshots.is_empty(), "snapshots left behind: {snapshots:?}");
-}
-
 #[test]
 fn exit_codes_follow_docker() {
     let (store, _dir) = busybox_store(images::busybox_config(), 0);
@@ -65,7 +51,7 @@ fn exit_codes_follow_docker() {
     assert_eq!(not_exec.status.code(), Some(126), "{}", err(&not_exec));
     let no_image = store.run(&["run", "--rm", "localhost:1/nothing-here", "true"]);
     assert_eq!(no_image.status.code(), Some(125), "{}", err(&no_image));
-    assert_clean(&store);
+    store.assert_clean();
 }
 
 #[test]
@@ -84,7 +70,7 @@ fn stdin_is_piped_only_with_i() {
     // Without -i the command reads an empty stdin, as in docker.
     let o = store.cmd().args(["run", "--rm", "bb", "cat"]).stdin(Stdio::piped()).output().expect("run");
     assert_eq!((o.status.code(), out(&o).as_str()), (Some(0), ""));
-    assert_clean(&store);
+    store.assert_clean();
 }
 
 #[test]
@@ -134,7 +120,7 @@ fn image_config_env_workdir_user_entrypoint_apply() {
     let bad = store.run(&["run", "--rm", "-u", "ghost", "bb"]);
     assert_eq!(bad.status.code(), Some(125));
     assert!(err(&bad).contains("ghost"), "{}", err(&bad));
-    assert_clean(&store);
+    store.assert_clean();
 }
 
 #[test]
@@ -155,7 +141,7 @@ fn volumes_hostname_and_network_none() {
     assert_eq!(store.ok(&["run", "--rm", "--network", "none", "bb", "ls", "/sys/class/net"]), "lo\n");
     let bad = store.run(&["run", "--rm", "-v", "relative:/x", "bb", "true"]);
     assert!(!bad.status.success() && err(&bad).contains("absolute"), "{}", err(&bad));
-    assert_clean(&store);
+    store.assert_clean();
 }
 
 #[test]
@@ -170,7 +156,7 @@ fn writes_do_not_leak_into_the_image() {
     );
     assert!(store.ok(&["run", "--rm", "bb", "sh", "-c", "test -e /bin/cat && echo present"]).contains("present"));
     assert_eq!(scan(&store.root().join("layers")), layers_before, "a container wrote into the store's layers");
-    assert_clean(&store);
+    store.assert_clean();
 }
 
 #[test]
@@ -178,7 +164,7 @@ fn an_image_of_120_layers_runs() {
     let (store, _dir) = busybox_store(images::busybox_config(), 120);
     let o = store.ok(&["run", "--rm", "bb", "sh", "-c", "ls /layers | wc -l; cat /layers/119"]);
     assert_eq!(o, "120\nlayers/119");
-    assert_clean(&store);
+    store.assert_clean();
 }
 
 #[test]
@@ -201,7 +187,7 @@ fn ten_parallel_runs_of_one_image_all_succeed() {
         assert_eq!(out(&o), format!("run-{i}\n"));
     }
     assert_eq!(store.ok(&["ps", "-aq"]), "", "--rm containers are gone");
-    assert_clean(&store);
+    store.assert_clean();
 }
 
 #[test]
@@ -217,7 +203,7 @@ fn names_are_unique_and_kept_containers_keep_their_writes_until_rm() {
     assert_eq!(snapshots.len(), 1, "the kept container's snapshot stays: {snapshots:?}");
     store.ok(&["rm", "keeper"]);
     assert_eq!(store.ok(&["ps", "-aq"]), "");
-    assert_clean(&store);
+    store.assert_clean();
 }
 
 #[test]
@@ -252,7 +238,7 @@ fn detached_containers_exec_logs_stop_kill_rm() {
     store.ok(&["rm", "-f", "svc"]);
     // The --rm container removes itself once killed; wait for its monitor to finish.
     common::wait_until(20, "the killed --rm container was not removed", || store.ok(&["ps", "-aq"]).is_empty());
-    assert_clean(&store);
+    store.assert_clean();
 }
 
 #[test]
@@ -281,7 +267,7 @@ fn signals_reach_a_foreground_command() {
     std::io::Read::read_to_string(&mut stdout, &mut rest).expect("read");
     assert_eq!(child.wait().expect("wait").code(), Some(5));
     assert_eq!(rest, "got-term\n");
-    assert_clean(&store);
+    store.assert_clean();
 }
 
 /// The Debian bookworm + systemd image, imported once per test store.
@@ -321,7 +307,7 @@ fn boot_mode_runs_commands_inside_a_booted_systemd() {
     assert_eq!(out(&child.wait_with_output().expect("wait")), "nobody\nthrough\n");
     // --boot=false runs the command as PID 1 instead.
     assert_eq!(store.ok(&["run", "--rm", "--boot=false", "debian:bookworm-systemd", "cat", "/proc/1/comm"]), "cat\n");
-    assert_clean(&store);
+    store.assert_clean();
 }
 
 #[test]
@@ -339,7 +325,7 @@ fn a_minimal_boot_starts_the_journal_and_what_is_asked_for() {
     assert!(o.status.success() && !out(&o).contains("racker"), "{}", out(&o));
     let bad = store.fails(&["run", "--rm", "--boot-target", "a b", "debian:bookworm-systemd", "true"]);
     assert!(bad.contains("boot target") && bad.contains("minimal"), "{bad}");
-    assert_clean(&store);
+    store.assert_clean();
 }
 
 #[test]
@@ -368,7 +354,7 @@ fn two_boots_of_one_image_at_once() {
     let (o1, o2) = (c1.wait().expect("wait"), c2.wait().expect("wait"));
     let _ = (c1.stdout.take(), c2.stdout.take());
     assert!(o1.code().is_some() && o2.code().is_some());
-    assert_clean(&store);
+    store.assert_clean();
 }
 
 #[test]
@@ -381,7 +367,7 @@ fn a_detached_boot_is_a_machine_to_exec_into_and_stop() {
     store.ok(&["stop", "vm1"]);
     assert!(store.ok(&["ps", "-a"]).contains("Exited (0)"), "a clean poweroff");
     store.ok(&["rm", "vm1"]);
-    assert_clean(&store);
+    store.assert_clean();
 }
 
 #[test]
@@ -391,7 +377,7 @@ fn a_boot_that_never_becomes_ready_fails_with_the_console_tail() {
     let o = store.run(&["run", "--rm", "--boot", "--boot-timeout", "2", "bb", "true"]);
     assert_eq!(o.status.code(), Some(125), "{}", err(&o));
     assert!(err(&o).contains("did not boot within"), "{}", err(&o));
-    assert_clean(&store);
+    store.assert_clean();
 }
 
 #[test]
@@ -433,7 +419,7 @@ fn run_pulls_a_missing_image_as_docker_does() {
     assert_eq!((o.status.code(), out(&o).as_str()), (Some(0), "pulled\n"), "{}", err(&o));
     assert!(err(&o).contains("Unable to find image"), "{}", err(&o));
     assert!(store.ok(&["images"]).contains("bb"), "the pulled image stays in the store");
-    assert_clean(&store);
+    store.assert_clean();
 }
 
 #[test]
@@ -463,7 +449,7 @@ fn a_layer_from_before_an_unclean_reboot_is_rebuilt_from_its_blob() {
     let settled: Option<String> =
         store.db().query_row("SELECT unsynced_boot FROM layers", [], |r| r.get(0)).expect("row");
     assert_eq!(settled, None);
-    assert_clean(&store);
+    store.assert_clean();
 }
 
 #[test]
@@ -479,7 +465,7 @@ fn a_killed_foreground_run_leaves_only_what_gc_removes() {
     let gc = store.ok(&["gc"]);
     assert!(gc.contains("Deleted container orphan"), "{gc}");
     assert_eq!(store.ok(&["ps", "-aq"]), "");
-    assert_clean(&store);
+    store.assert_clean();
 }
 
 #[test]
@@ -494,5 +480,5 @@ fn t_gives_the_command_a_terminal() {
     let o = Command::new("script").args(["-qec", &racker, "/dev/null"]).stdin(Stdio::null()).output().expect("script");
     assert_eq!(o.status.code(), Some(4), "{}", err(&o));
     assert!(out(&o).contains("on-a-tty"), "{}", out(&o));
-    assert_clean(&store);
+    store.assert_clean();
 }

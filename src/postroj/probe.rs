@@ -1,1 +1,220 @@
-//! (being built)
+//! `pkgprobe`: for each image, boot a throw-away container lean (racker's minimal
+//! target: the journal only; whatever the package's units need is started on demand),
+//! install the package, enable and start the units and ask whether each is active, check
+//! the network addresses from the host (containers share its network), tear down by
+//! termination. Several images run in parallel, each in its own container; every step
+//! becomes a [`Case`] of the image's [`Suite`].
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::catalog::CuratedImage;
+use super::check::{self, Target};
+use super::package::Package;
+use super::report::{Case, Report, Suite};
+use crate::runtime::{Bind, BootTarget, Booted, RunOptions, RunRequest};
+use crate::store::Store;
+
+/// Where the package is bound (read-only) inside the container.
+const PACKAGE_DIR: &str = "/run/postroj";
+
+/// How long one command inside the container may take (an install downloads dependencies).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// What to probe in each image.
+#[derive(Clone, Debug)]
+pub struct ProbeSpec {
+    pub package: Option<Package>,
+    pub units: Vec<String>,
+    /// Commands that must exit 0 inside the container (`selftest hostnamectl`).
+    pub commands: Vec<Vec<String>>,
+    pub network: Vec<Target>,
+    pub network_timeout: Duration,
+    pub boot_timeout: Duration,
+    /// Boot the image's full default target instead of the minimal one.
+    pub full_boot: bool,
+}
+
+/// Receives one line per finished step, for people watching (`debian-bookworm: unit x: active`).
+pub type StepLog<'a> = &'a (dyn Fn(&str, &Case) + Sync);
+
+/// Probes `images` with up to `jobs` at once; the report lists them in the given order.
+/// Each worker opens its own connection to the store at `store_root`.
+pub fn probe_all(store_root: &Path, images: &[&CuratedImage], spec: &ProbeSpec, jobs: usize, log: StepLog) -> Report {
+    let next = AtomicUsize::new(0);
+    let suites: Mutex<Vec<Option<Suite>>> = Mutex::new(vec![None; images.len()]);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.clamp(1, images.len().max(1)) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(image) = images.get(i) else { break };
+                let suite = match Store::open(store_root) {
+                    Ok(store) => probe_image(&store, image, spec, log),
+                    Err(e) => {
+                        let mut suite = Suite::new(image.label);
+                        suite.push(Case::error("boot", Duration::ZERO, format!("opening the store: {e}"), ""));
+                        suite
+                    }
+                };
+                suites.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(suite);
+            });
+        }
+    });
+    let mut report = Report::new();
+    for suite in suites.into_inner().unwrap_or_else(|p| p.into_inner()).into_iter().flatten() {
+        report.push(suite);
+    }
+    report
+}
+
+/// Probes one image: its provisioned image must be in the store (`postroj pull`).
+pub fn probe_image(store: &Store, image: &CuratedImage, spec: &ProbeSpec, log: StepLog) -> Suite {
+    let mut suite = Suite::new(image.label);
+    let mut record = |suite: &mut Suite, case: Case| {
+        log(image.label, &case);
+        suite.push(case);
+    };
+    let mut binds = Vec::new();
+    if let Some(package) = &spec.package {
+        binds.push(Bind {
+            source: package.path.clone(),
+            target: format!("{PACKAGE_DIR}/{}", package.file_name),
+            read_only: true,
+        });
+    }
+    let request = RunRequest {
+        options: RunOptions { binds, ..RunOptions::default() },
+        boot_target: if spec.full_boot { BootTarget::Default } else { BootTarget::Minimal },
+        boot_timeout: spec.boot_timeout,
+        ..RunRequest::default()
+    };
+    let started = Instant::now();
+    let container = match Booted::start(store, &image.local_name(), &request) {
+        Ok(container) => {
+            record(&mut suite, Case::passed("boot", started.elapsed(), format!("booted {}", container.name())));
+            container
+        }
+        Err(e) => {
+            record(&mut suite, Case::error("boot", started.elapsed(), e.to_string(), ""));
+            skip_rest(&mut suite, spec, "the container did not boot", &mut record);
+            return suite;
+        }
+    };
+
+    if let Some(package) = &spec.package {
+        let name = format!("install {}", package.file_name);
+        let path = format!("{PACKAGE_DIR}/{}", package.file_name);
+        let started = Instant::now();
+        let script = image.package_manager.install_script();
+        let case = match container.exec(&["sh", "-c", script, "install", &path], COMMAND_TIMEOUT) {
+            Ok(out) if out.status.success() => Case::passed(name, started.elapsed(), "installed"),
+            Ok(out) => Case::failed(
+                name,
+                started.elapsed(),
+                format!("the package manager failed ({})", out.status),
+                tail(&combined(&out), 30),
+            ),
+            Err(e) => Case::error(name, started.elapsed(), e.to_string(), ""),
+        };
+        let failed = !matches!(case.outcome, super::report::Outcome::Passed { .. });
+        record(&mut suite, case);
+        if failed {
+            skip_rest(&mut suite, spec, "the package did not install", &mut record);
+            return suite;
+        }
+    }
+
+    for unit in &spec.units {
+        let case = check_unit(&container, unit);
+        record(&mut suite, case);
+    }
+    for command in &spec.commands {
+        let case = check_command(&container, command);
+        record(&mut suite, case);
+    }
+    for target in &spec.network {
+        let outcome = check::check(target, spec.network_timeout);
+        record(&mut suite, Case::from_check(target, &outcome));
+    }
+    suite
+}
+
+/// Runs `command` inside; it passes when it exits 0, with its first line of output.
+fn check_command(container: &Booted, command: &[String]) -> Case {
+    let name = format!("command {}", command.join(" "));
+    let started = Instant::now();
+    let argv: Vec<&str> = command.iter().map(String::as_str).collect();
+    match container.exec(&argv, COMMAND_TIMEOUT) {
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            Case::passed(name, started.elapsed(), text.lines().next().unwrap_or("exit 0").trim()).with_output(text)
+        }
+        Ok(out) => {
+            Case::failed(name, started.elapsed(), format!("exited with {}", out.status), tail(&combined(&out), 30))
+        }
+        Err(e) => Case::error(name, started.elapsed(), e.to_string(), ""),
+    }
+}
+
+/// Enables (where the unit can be) and starts `unit`, then asks whether it is active; a
+/// unit that is not shows its status and last journal lines.
+fn check_unit(container: &Booted, unit: &str) -> Case {
+    let name = format!("unit {unit}");
+    let started = Instant::now();
+    let script = "systemctl enable --quiet \"$1\" 2>/dev/null; systemctl start \"$1\" 2>&1; \
+                  echo \"state=$(systemctl is-active \"$1\")\"";
+    let out = match container.exec(&["sh", "-c", script, "unit", unit], COMMAND_TIMEOUT) {
+        Ok(out) => out,
+        Err(e) => return Case::error(name, started.elapsed(), e.to_string(), ""),
+    };
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let state = text.lines().rev().find_map(|l| l.strip_prefix("state=")).unwrap_or("unknown").to_owned();
+    if state == "active" {
+        return Case::passed(name, started.elapsed(), "active");
+    }
+    let start_output = text.lines().filter(|l| !l.starts_with("state=")).collect::<Vec<_>>().join("\n");
+    let message = if start_output.contains("not found") {
+        format!("unit {unit} is not installed: {}", start_output.trim())
+    } else {
+        format!("unit {unit} is {state}")
+    };
+    let evidence = container
+        .exec(
+            &[
+                "sh",
+                "-c",
+                "systemctl status --no-pager --full \"$1\" 2>&1; echo; echo \"-- last journal lines of $1:\"; \
+                 journalctl --no-pager --quiet -n 20 -u \"$1\" 2>&1",
+                "status",
+                unit,
+            ],
+            COMMAND_TIMEOUT,
+        )
+        .map(|o| combined(&o))
+        .unwrap_or_else(|e| e.to_string());
+    Case::failed(name, started.elapsed(), message, format!("{start_output}\n{evidence}").trim().to_owned())
+}
+
+fn skip_rest(suite: &mut Suite, spec: &ProbeSpec, reason: &str, record: &mut impl FnMut(&mut Suite, Case)) {
+    for unit in &spec.units {
+        record(suite, Case::skipped(format!("unit {unit}"), reason));
+    }
+    for command in &spec.commands {
+        record(suite, Case::skipped(format!("command {}", command.join(" ")), reason));
+    }
+    for target in &spec.network {
+        record(suite, Case::skipped(format!("network {target}"), reason));
+    }
+}
+
+fn combined(out: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// The last `lines` lines of `text`.
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

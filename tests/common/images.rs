@@ -1,3 +1,4 @@
+#![allow(dead_code)]
 //! Test images for the runtime: a busybox image built from Debian's static busybox with
 //! a chosen image config, and a Debian bookworm root with systemd built by mmdebstrap
 //! from the configured mirror (cached across runs).

@@ -92,6 +92,32 @@ impl TempStore {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
+    /// Runs `postroj` on this store.
+    pub fn postroj(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_postroj"));
+        cmd.arg("--root").arg(self.root());
+        cmd.env("REGISTRY_AUTH_FILE", self.auth_file());
+        cmd
+    }
+
+    /// Nothing of the store's is mounted, no container process runs, no snapshot or
+    /// container record is left.
+    pub fn assert_clean(&self) {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        let root = self.root().display().to_string();
+        let leaked: Vec<&str> = mounts.lines().filter(|l| l.contains(&root)).collect();
+        assert!(leaked.is_empty(), "mounts left behind: {leaked:#?}");
+        let ps = Command::new("ps").args(["-eo", "args"]).output().expect("ps");
+        let procs: Vec<String> = String::from_utf8_lossy(&ps.stdout)
+            .lines()
+            .filter(|l| l.contains("systemd-nspawn") && l.contains(&root))
+            .map(str::to_owned)
+            .collect();
+        assert!(procs.is_empty(), "container processes left behind: {procs:#?}");
+        let snapshots = self.files("snapshots");
+        assert!(snapshots.is_empty(), "snapshots left behind: {snapshots:?}");
+    }
+
     pub fn files(&self, area: &str) -> BTreeSet<String> {
         let dir = self.root().join(area);
         match std::fs::read_dir(&dir) {

@@ -1,17 +1,210 @@
 //! `postroj pkgprobe` and `postroj selftest`.
 
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use racker::postroj::catalog::{self, CuratedImage};
+use racker::postroj::check::Target;
+use racker::postroj::package::{self, Package, PackageCache};
+use racker::postroj::probe::{self, ProbeSpec};
+use racker::postroj::report::{Case, Outcome, Report};
 use racker::store::Store;
 
-#[derive(clap::Args)]
-pub struct PkgprobeArgs {}
-
-#[derive(clap::Args)]
-pub struct SelftestArgs {}
-
-pub fn pkgprobe(_store: &Store, _args: &PkgprobeArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("pkgprobe is being built (issue 5)")
+#[derive(Clone, Copy, Debug, Default, clap::ValueEnum, PartialEq, Eq)]
+pub enum ReportFormat {
+    /// A summary table for people
+    #[default]
+    Table,
+    Json,
+    /// JUnit XML, as CI systems read it
+    Junit,
 }
 
-pub fn selftest(_store: &Store, _args: &SelftestArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("selftest is being built (issue 5)")
+/// What every probe run shares.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Probe images in parallel, up to N at once
+    #[arg(short, long, default_value_t = 1, value_name = "N")]
+    jobs: usize,
+    /// Report format
+    #[arg(long, value_enum, default_value_t)]
+    format: ReportFormat,
+    /// Write the report to FILE instead of standard output
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Seconds a boot may take
+    #[arg(long, default_value_t = 60, value_name = "S")]
+    boot_timeout: u64,
+    /// No progress lines on standard error
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(clap::Args)]
+pub struct PkgprobeArgs {
+    /// Curated image label (see list-images); repeat for a matrix
+    #[arg(long = "image", required = true, value_name = "LABEL")]
+    images: Vec<String>,
+    /// The package to install: a URL (downloaded once, cached) or a file
+    #[arg(long, value_name = "URL|PATH")]
+    package: Option<String>,
+    /// A systemd unit to enable, start and find active; repeatable
+    #[arg(long = "check-unit", value_name = "UNIT")]
+    units: Vec<String>,
+    /// An address that must answer: tcp://H:P, http://H:P/PATH or https://...; repeatable
+    #[arg(long = "check-network", value_name = "ADDRESS")]
+    network: Vec<Target>,
+    /// Seconds to keep trying each network address
+    #[arg(long, default_value_t = 5.0, value_name = "S")]
+    network_timeout: f64,
+    /// Boot the image's full default target instead of the minimal one
+    #[arg(long)]
+    full_boot: bool,
+    /// Where downloaded packages are kept
+    #[arg(long, env = "POSTROJ_PACKAGE_CACHE", default_value = package::DEFAULT_CACHE_DIR, value_name = "DIR")]
+    package_cache: PathBuf,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(clap::Args)]
+pub struct SelftestArgs {
+    #[arg(value_enum)]
+    test: Selftest,
+    /// Curated image labels to test (default: every curated image in the store)
+    #[arg(long = "image", value_name = "LABEL")]
+    images: Vec<String>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Selftest {
+    /// Boot each image fully and ask hostnamectl (systemd, D-Bus and hostnamed at work)
+    Hostnamectl,
+    /// Probe each image lean: boot, start systemd-journald and find it active
+    Pkgprobe,
+}
+
+pub fn pkgprobe(store: &Store, args: &PkgprobeArgs) -> Result<i32> {
+    let images = labels(&args.images)?;
+    require_present(store, &images)?;
+    let package = match &args.package {
+        Some(source) => Some(fetch_package(source, &images, args)?),
+        None => None,
+    };
+    let network_timeout = Duration::try_from_secs_f64(args.network_timeout)
+        .with_context(|| format!("--network-timeout {}: give seconds, such as 5 or 0.5", args.network_timeout))?;
+    let spec = ProbeSpec {
+        package,
+        units: args.units.clone(),
+        commands: vec![],
+        network: args.network.clone(),
+        network_timeout,
+        boot_timeout: Duration::from_secs(args.run.boot_timeout),
+        full_boot: args.full_boot,
+    };
+    run_probes(store, &images, &spec, &args.run)
+}
+
+pub fn selftest(store: &Store, args: &SelftestArgs) -> Result<i32> {
+    let images = if args.images.is_empty() {
+        let present: Vec<&'static CuratedImage> =
+            catalog::all().iter().filter(|i| store.resolve(&i.local_name()).is_ok()).collect();
+        anyhow::ensure!(!present.is_empty(), "no curated image is in the store: run `postroj pull LABEL` first");
+        present
+    } else {
+        let images = labels(&args.images)?;
+        require_present(store, &images)?;
+        images
+    };
+    let spec = ProbeSpec {
+        package: None,
+        units: match args.test {
+            Selftest::Pkgprobe => vec!["systemd-journald".into()],
+            Selftest::Hostnamectl => vec![],
+        },
+        commands: match args.test {
+            Selftest::Hostnamectl => vec![vec!["hostnamectl".into()]],
+            Selftest::Pkgprobe => vec![],
+        },
+        network: vec![],
+        network_timeout: Duration::from_secs(5),
+        boot_timeout: Duration::from_secs(args.run.boot_timeout),
+        full_boot: matches!(args.test, Selftest::Hostnamectl),
+    };
+    run_probes(store, &images, &spec, &args.run)
+}
+
+fn labels(labels: &[String]) -> Result<Vec<&'static CuratedImage>> {
+    let mut images = Vec::new();
+    for label in labels {
+        let image = catalog::find(label)?;
+        if !images.iter().any(|i: &&CuratedImage| i.label == image.label) {
+            images.push(image);
+        }
+    }
+    Ok(images)
+}
+
+/// Every image must be in the store before a probe starts.
+fn require_present(store: &Store, images: &[&CuratedImage]) -> Result<()> {
+    let missing: Vec<&str> =
+        images.iter().filter(|i| store.resolve(&i.local_name()).is_err()).map(|i| i.label).collect();
+    anyhow::ensure!(
+        missing.is_empty(),
+        "{} not in the store: run `postroj pull {}` first",
+        missing.join(", "),
+        missing.join(" ")
+    );
+    Ok(())
+}
+
+/// Downloads (once, into the cache) or takes the package, and checks that every image's
+/// package manager installs its kind.
+fn fetch_package(source: &str, images: &[&CuratedImage], args: &PkgprobeArgs) -> Result<Package> {
+    let cache = PackageCache::new(&args.package_cache);
+    let progress = racker::progress::for_stderr(args.run.quiet);
+    let package = package::resolve(source, &cache, &*progress)?;
+    for image in images {
+        package.ensure_installable_with(image.package_manager).with_context(|| format!("--image {image}"))?;
+    }
+    Ok(package)
+}
+
+fn run_probes(store: &Store, images: &[&CuratedImage], spec: &ProbeSpec, run: &RunArgs) -> Result<i32> {
+    let quiet = run.quiet;
+    let log = move |label: &str, case: &Case| {
+        if !quiet {
+            eprintln!("{label}: {} {}", case.name, describe(case));
+        }
+    };
+    let report = probe::probe_all(store.root(), images, spec, run.jobs, &log);
+    write_report(&report, run)?;
+    Ok(if report.passed() { 0 } else { 1 })
+}
+
+/// One line on how a step went, for the progress lines.
+fn describe(case: &Case) -> String {
+    let secs = case.duration.as_secs_f64();
+    match &case.outcome {
+        Outcome::Passed { detail } => format!("passed ({detail}, {secs:.2} s)"),
+        Outcome::Failed { message, .. } => format!("FAILED: {message} ({secs:.2} s)"),
+        Outcome::Skipped { reason } => format!("skipped: {reason}"),
+        Outcome::Error { message, .. } => format!("ERROR: {message} ({secs:.2} s)"),
+    }
+}
+
+fn write_report(report: &Report, run: &RunArgs) -> Result<()> {
+    let text = match run.format {
+        ReportFormat::Table => report.render_text(),
+        ReportFormat::Json => report.render_json(),
+        ReportFormat::Junit => report.render_junit(),
+    };
+    match &run.output {
+        Some(path) => std::fs::write(path, text.as_bytes()).with_context(|| format!("writing {}", path.display())),
+        None => std::io::stdout().write_all(text.as_bytes()).context("writing the report"),
+    }
 }

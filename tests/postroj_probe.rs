@@ -1,0 +1,247 @@
+//! `postroj pkgprobe` and `selftest` on a real Debian bookworm image (mmdebstrap from the
+//! configured mirror, cached), with a real .deb built here by dpkg-deb: a systemd unit
+//! that serves HTTP with busybox httpd on a fixed port, downloaded from an HTTP server
+//! this test starts on 127.0.0.1.
+
+mod common;
+#[path = "common/images.rs"]
+mod images;
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use common::{require_root, wait_until, TempStore};
+
+/// The port the test package's service listens on inside the container (the host's
+/// network: containers share it).
+const SERVICE_PORT: u16 = 18471;
+
+fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A store whose Debian bookworm + systemd image is the curated `debian-bookworm` (and,
+/// for matrix runs, also `debian-trixie`: same image, second label).
+fn probe_store() -> TempStore {
+    require_root();
+    let store = TempStore::new();
+    let tarball = images::debian_rootfs_tarball();
+    store.ok(&["import", "-q", tarball.to_str().expect("utf-8"), "localhost/postroj/debian-bookworm:latest"]);
+    store.ok(&["tag", "localhost/postroj/debian-bookworm:latest", "localhost/postroj/debian-trixie:latest"]);
+    store
+}
+
+fn postroj(store: &TempStore, cache: &Path, args: &[&str]) -> Output {
+    store.postroj().env("POSTROJ_PACKAGE_CACHE", cache).args(args).output().expect("running postroj")
+}
+
+/// Builds `racker-probe-web_1.0_all.deb` in `dir`: busybox httpd as a systemd service on
+/// [`SERVICE_PORT`], serving one page.
+fn build_web_package(dir: &Path) -> PathBuf {
+    let root = dir.join("pkg");
+    let write = |rel: &str, contents: &[u8], mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, contents).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    };
+    write(
+        "DEBIAN/control",
+        b"Package: racker-probe-web\nVersion: 1.0\nArchitecture: all\nMaintainer: racker tests <tests@racker.invalid>\n\
+          Description: busybox httpd as a systemd service, for postroj's tests\n",
+        0o644,
+    );
+    write("usr/lib/racker-probe-web/busybox", &std::fs::read("/bin/busybox").expect("busybox-static"), 0o755);
+    write("usr/share/racker-probe-web/www/index.html", b"<h1>probed</h1>\n", 0o644);
+    let unit = format!(
+        "[Unit]\nDescription=racker probe web\n\n[Service]\n\
+         ExecStart=/usr/lib/racker-probe-web/busybox httpd -f -p 127.0.0.1:{SERVICE_PORT} -h /usr/share/racker-probe-web/www\n\n\
+         [Install]\nWantedBy=multi-user.target\n"
+    );
+    write("lib/systemd/system/racker-probe-web.service", unit.as_bytes(), 0o644);
+    let deb = dir.join("racker-probe-web_1.0_all.deb");
+    let status = Command::new("dpkg-deb")
+        .args(["--build", "--root-owner-group"])
+        .arg(&root)
+        .arg(&deb)
+        .stdout(Stdio::null())
+        .status()
+        .expect("dpkg-deb");
+    assert!(status.success(), "dpkg-deb failed");
+    deb
+}
+
+/// `python3 -m http.server` on 127.0.0.1 serving a directory; killed on drop. Its
+/// access log says how often a file was fetched.
+struct FileServer {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl FileServer {
+    fn start(dir: &Path) -> FileServer {
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let log = dir.join("access.log");
+        let child = Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
+            .arg(dir)
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("python3 -m http.server");
+        let server = FileServer { child, port, log };
+        wait_until(10, "the file server listens", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        server
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}/{name}", self.port)
+    }
+
+    fn gets(&self, name: &str) -> usize {
+        let mut text = String::new();
+        std::fs::File::open(&self.log).and_then(|mut f| f.read_to_string(&mut text)).expect("access log");
+        text.lines().filter(|l| l.contains(&format!("\"GET /{name} "))).count()
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_booted_image_passes_a_unit_check_and_a_missing_unit_fails_with_the_reason() {
+    let store = probe_store();
+    let cache = tempfile::tempdir().expect("cache");
+    let o = postroj(&store, cache.path(), &["pkgprobe", "--image=debian-bookworm", "--check-unit=systemd-journald"]);
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", out(&o), err(&o));
+    assert!(out(&o).contains("unit systemd-journald") && out(&o).contains("passed"), "{}", out(&o));
+
+    let o = postroj(
+        &store,
+        cache.path(),
+        &["pkgprobe", "--image=debian-bookworm", "--check-unit=systemd-journald", "--check-unit=no-such-thing"],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}\n{}", out(&o), err(&o));
+    assert!(out(&o).contains("unit no-such-thing is not installed"), "{}", out(&o));
+    store.assert_clean();
+    assert_eq!(store.ok(&["ps", "-a", "-q"]), "", "no container records remain");
+}
+
+#[test]
+fn a_package_from_a_url_installs_its_unit_serves_http_and_is_downloaded_once() {
+    let store = probe_store();
+    let cache = tempfile::tempdir().expect("cache");
+    let served = tempfile::tempdir().expect("served");
+    build_web_package(served.path());
+    let server = FileServer::start(served.path());
+    let package = server.url("racker-probe-web_1.0_all.deb");
+    let service = format!("http://localhost:{SERVICE_PORT}/");
+
+    let o = postroj(
+        &store,
+        cache.path(),
+        &[
+            "pkgprobe",
+            "--image=debian-bookworm",
+            &format!("--package={package}"),
+            "--check-unit=racker-probe-web",
+            &format!("--check-network={service}"),
+            "--format=json",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", out(&o), err(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON report");
+    let cases = report["suites"][0]["cases"].as_array().expect("cases").clone();
+    let names: Vec<&str> = cases.iter().filter_map(|c| c["name"].as_str()).collect();
+    assert_eq!(
+        names,
+        ["boot", "install racker-probe-web_1.0_all.deb", "unit racker-probe-web", &format!("network {service}")]
+    );
+    assert!(cases.iter().all(|c| c["result"] == "passed"), "{cases:#?}");
+    assert!(cases[3]["detail"].as_str().unwrap_or_default().contains("200"), "{:#?}", cases[3]);
+
+    // The wrong port: the network check fails and says why; the package is not fetched again.
+    let wrong = format!("--check-network=http://localhost:{}/", SERVICE_PORT + 1);
+    let o = postroj(
+        &store,
+        cache.path(),
+        &[
+            "pkgprobe",
+            "--image=debian-bookworm",
+            &format!("--package={package}"),
+            "--check-unit=racker-probe-web",
+            &wrong,
+            "--network-timeout=1",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}\n{}", out(&o), err(&o));
+    assert!(out(&o).contains("connection refused"), "{}", out(&o));
+    assert_eq!(server.gets("racker-probe-web_1.0_all.deb"), 1, "one download for both runs");
+    store.assert_clean();
+}
+
+#[test]
+fn a_matrix_runs_in_parallel_and_reports_junit() {
+    let store = probe_store();
+    let cache = tempfile::tempdir().expect("cache");
+    let o = postroj(
+        &store,
+        cache.path(),
+        &[
+            "pkgprobe",
+            "--image=debian-bookworm",
+            "--image=debian-trixie",
+            "-j",
+            "2",
+            "--check-unit=systemd-journald",
+            "--check-unit=absent-unit",
+            "--format=junit",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "one check fails in each image:\n{}\n{}", out(&o), err(&o));
+    let xml = out(&o);
+    assert!(xml.starts_with("<?xml"), "{xml}");
+    assert!(xml.contains("<testsuites ") && xml.contains("tests=\"6\"") && xml.contains("failures=\"2\""), "{xml}");
+    for label in ["debian-bookworm", "debian-trixie"] {
+        assert!(xml.contains(&format!("<testsuite name=\"{label}\"")), "{xml}");
+        assert!(xml.contains(&format!("classname=\"postroj.pkgprobe.{label}\" name=\"unit systemd-journald\"")));
+    }
+    assert_eq!(xml.matches("<failure ").count(), 2, "{xml}");
+    store.assert_clean();
+}
+
+#[test]
+fn selftests_cover_the_curated_images_in_the_store() {
+    let store = probe_store();
+    let cache = tempfile::tempdir().expect("cache");
+    let o = postroj(&store, cache.path(), &["selftest", "pkgprobe", "--format=json"]);
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", out(&o), err(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON report");
+    let images: Vec<&str> =
+        report["suites"].as_array().expect("suites").iter().filter_map(|s| s["image"].as_str()).collect();
+    assert_eq!(images, ["debian-bookworm", "debian-trixie"], "every curated image in the store, in catalog order");
+
+    let o = postroj(&store, cache.path(), &["selftest", "hostnamectl", "--image=debian-bookworm"]);
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", out(&o), err(&o));
+    assert!(out(&o).contains("command hostnamectl") && out(&o).contains("passed"), "{}", out(&o));
+
+    let o = postroj(&store, cache.path(), &["pkgprobe", "--image=debian-potato", "--check-unit=x"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(err(&o).contains("unknown image label") && err(&o).contains("debian-bookworm"), "{}", err(&o));
+    let o = postroj(&store, cache.path(), &["pkgprobe", "--image=ubuntu-noble", "--check-unit=x"]);
+    assert!(err(&o).contains("postroj pull ubuntu-noble"), "{}", err(&o));
+    store.assert_clean();
+}
