@@ -7,6 +7,8 @@
 #   command cycle  racker run --rm --boot=false IMG /bin/true
 #                  systemd-nspawn --volatile=overlay -D ROOTFS /bin/true
 #                  podman run --rm --network=none IMG /bin/true   (if podman and runc are installed)
+#                  racker and podman again with --security-opt seccomp=unconfined (no system
+#                  call filter: most of systemd-nspawn's start is compiling its filter)
 #   boot cycle     racker run --rm IMG systemctl is-active systemd-journald
 #                  racker run --rm --boot-target minimal IMG systemctl is-active systemd-journald
 #                  by hand: systemd-nspawn --boot --volatile=overlay, poll
@@ -115,6 +117,10 @@ for ((i = 1; i <= runs; i++)); do
   if ((${#podman[@]})); then
     time_run "command podman" "${podman[@]}" run --rm --network=none --ulimit nofile=4096:4096 --ulimit nproc=4096:4096 localhost/bench:debian /bin/true
   fi
+  time_run "cmd racker-unconf" "$racker" --root "$work/store" run --rm --boot=false --security-opt seccomp=unconfined bench:debian /bin/true
+  if ((${#podman[@]})); then
+    time_run "cmd podman-unconf" "${podman[@]}" run --rm --network=none --security-opt seccomp=unconfined --ulimit nofile=4096:4096 --ulimit nproc=4096:4096 localhost/bench:debian /bin/true
+  fi
   time_run "boot racker" "$racker" --root "$work/store" run --rm bench:debian systemctl is-active systemd-journald
   time_run "boot racker-min" "$racker" --root "$work/store" run --rm --boot-target minimal bench:debian systemctl is-active systemd-journald
   time_run "boot by-hand" boot_by_hand
@@ -130,10 +136,10 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
 
 printf '\ncontainer cycles on Debian bookworm + systemd, %d runs each, medians in ms\n' "$runs"
 declare -A med
-for key in "command racker" "command nspawn" "command podman" "boot racker" "boot racker-min" "boot by-hand"; do
-  [[ -n "${results[$key]:-}" ]] || { printf '%-16s %8s\n' "$key" "n/a"; continue; }
+for key in "command racker" "command nspawn" "command podman" "cmd racker-unconf" "cmd podman-unconf" "boot racker" "boot racker-min" "boot by-hand"; do
+  [[ -n "${results[$key]:-}" ]] || { printf '%-18s %8s\n' "$key" "n/a"; continue; }
   med[$key]=$(median "${results[$key]}")
-  printf '%-16s %8s   %s\n' "$key" "${med[$key]}" "${results[$key]}"
+  printf '%-18s %8s   %s\n' "$key" "${med[$key]}" "${results[$key]}"
   [[ ! -f "$work/fail-$key" ]] || printf '                 first failure: %s\n' "$(tail -n1 "$work/fail-$key")"
 done
 ok() { [[ -n "${med[$1]:-}" && "${med[$1]}" != FAIL ]]; }
@@ -143,6 +149,9 @@ if ok "command racker" && ok "command nspawn"; then
 fi
 if ok "command racker" && ok "command podman"; then
   echo "command: podman / racker = $(ratio "${med[command podman]}" "${med[command racker]}")x (target >= 2.5)"
+fi
+if ok "cmd racker-unconf" && ok "cmd podman-unconf"; then
+  echo "command, both seccomp=unconfined: podman / racker = $(ratio "${med[cmd podman-unconf]}" "${med[cmd racker-unconf]}")x"
 fi
 if ok "boot racker" && ok "boot by-hand"; then
   echo "boot:    by-hand / racker = $(ratio "${med[boot by-hand]}" "${med[boot racker]}")x (full boot both; target >= 2)"

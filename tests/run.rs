@@ -145,6 +145,23 @@ fn volumes_hostname_and_network_none() {
 }
 
 #[test]
+fn security_options_choose_the_system_call_filter_and_privileges() {
+    let (store, _dir) = busybox_store(images::busybox_config(), 0);
+    let status = |opts: &[&str]| {
+        let mut args = vec!["run", "--rm"];
+        args.extend_from_slice(opts);
+        args.extend_from_slice(&["bb", "grep", "-E", "^(Seccomp|NoNewPrivs):", "/proc/self/status"]);
+        store.ok(&args).split_whitespace().collect::<Vec<_>>().join(" ")
+    };
+    assert_eq!(status(&[]), "NoNewPrivs: 0 Seccomp: 2", "nspawn's filter by default");
+    assert_eq!(status(&["--security-opt", "seccomp=unconfined"]), "NoNewPrivs: 0 Seccomp: 0");
+    assert_eq!(status(&["--security-opt", "no-new-privileges"]), "NoNewPrivs: 1 Seccomp: 2");
+    let bad = store.fails(&["run", "--rm", "--security-opt", "apparmor=x", "bb", "true"]);
+    assert!(bad.contains("seccomp=unconfined"), "{bad}");
+    store.assert_clean();
+}
+
+#[test]
 fn writes_do_not_leak_into_the_image() {
     let (store, _dir) = busybox_store(images::busybox_config(), 0);
     let scan = |p: &std::path::Path| format!("{:?}", common::tree::scan(p).entries);

@@ -28,7 +28,7 @@ pub use lifecycle::{
     collect, exec, kill, list, logs, monitor, remove, run_detached, stop, ContainerStatus, ExecOptions,
 };
 pub use machine::{Console, Machine, SignalForwarder};
-pub use spec::{Bind, BootTarget, Network, RunOptions, RunSpec, DEFAULT_PATH, MINIMAL_TARGET};
+pub use spec::{Bind, BootTarget, Network, RunOptions, RunSpec, SecurityOpt, DEFAULT_PATH, MINIMAL_TARGET};
 
 use crate::snapshot::{self, Driver, SnapshotError};
 use crate::store::{ContainerRecord, ContainerState, Store, StoreError};

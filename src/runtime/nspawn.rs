@@ -29,6 +29,13 @@ pub fn command(spec: &RunSpec, rootfs: &Path, machine: &str, id: &str, registrat
     // Two containers of one image must not share a machine id or a journal link.
     cmd.arg(format!("--uuid={}", &id[..32.min(id.len())]));
     cmd.arg("--link-journal=no");
+    if spec.seccomp_unconfined {
+        // systemd's switch for its seccomp use: nspawn then installs no filter.
+        cmd.env("SYSTEMD_SECCOMP", "0");
+    }
+    if spec.no_new_privileges {
+        cmd.arg("--no-new-privileges=yes");
+    }
     if spec.network == Network::None {
         cmd.arg("--private-network");
     }

@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result};
 use racker::reference::familiar_name;
 use racker::reference::Reference;
 use racker::registry::{self, PullOptions};
-use racker::runtime::{self, Bind, BootTarget, ExecOptions, Network, RunOptions, RunRequest};
+use racker::runtime::{self, Bind, BootTarget, ExecOptions, Network, RunOptions, RunRequest, SecurityOpt};
 use racker::store::ContainerState;
 use rustix::process::Signal;
 
@@ -58,6 +58,9 @@ pub struct RunArgs {
     /// host (default) or none
     #[arg(long, default_value = "host")]
     network: Network,
+    /// seccomp=unconfined (no system call filter: faster start) or no-new-privileges
+    #[arg(long = "security-opt", value_name = "OPT")]
+    security_opt: Vec<SecurityOpt>,
     /// Boot systemd as PID 1 and run the command inside (default: when the image has systemd)
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
     boot: Option<bool>,
@@ -110,6 +113,7 @@ pub fn run(store: &Store, root: &std::path::Path, args: RunArgs) -> Result<i32> 
             hostname: args.hostname,
             binds: args.volume,
             network: args.network,
+            security: args.security_opt,
             tty: args.tty,
             interactive: args.interactive,
         },
