@@ -37,30 +37,10 @@ done
 repo=$(cd "$(dirname "$0")/.." && pwd)
 racker=${RACKER:-$repo/target/release/racker}
 [[ -x "$racker" ]] || { echo "no racker at $racker: cargo build --release first" >&2; exit 1; }
-cache=${BENCH_CACHE:-/var/cache/racker-bench}
-tarball=$cache/bookworm-systemd.tar
 work=$(mktemp -d "${BENCH_WORK:-/var/tmp}/racker-run-bench.XXXXXX")
-log() { printf '== %s\n' "$*" >&2; }
-
-cleanup() {
-  set +e
-  pkill -9 -f "systemd-nspawn.*$work" 2>/dev/null
-  { findmnt -rn -o TARGET | grep -F "$work" | sort -r || true; } | while read -r m; do umount -l "$m"; done
-  "$racker" --root "$work/store" gc >/dev/null 2>&1
-  { findmnt -rn -o TARGET | grep -F "$work" | sort -r || true; } | while read -r m; do umount -l "$m"; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-mkdir -p "$cache"
-[[ ! -d "$tarball" ]] || rm -rf "$tarball" # an older build wrote a directory by this name
-if [[ ! -f "$tarball" ]]; then
-  log "building Debian bookworm + systemd with mmdebstrap (once)"
-  # mmdebstrap takes the output format from the name: keep .tar at the end.
-  rm -rf "$cache/partial.tar"
-  mmdebstrap --quiet --format=tar --variant=minbase --include=systemd,systemd-sysv,dbus bookworm "$cache/partial.tar"
-  mv "$cache/partial.tar" "$tarball"
-fi
+source "$repo/benches/lib.sh"
+trap bench_cleanup EXIT
+tarball=$(debian_tarball)
 
 log "setting up: racker store, extracted root, podman storage"
 "$racker" --root "$work/store" import -q "$tarball" bench:debian >/dev/null
@@ -72,38 +52,8 @@ if command -v podman >/dev/null && command -v runc >/dev/null; then
   "${podman[@]}" import -q "$tarball" localhost/bench:debian >/dev/null
 fi
 
-declare -A results
-time_run() { # label command...
-  local label=$1; shift
-  local start end
-  # Untimed: let the previous cycle's teardown (pid namespace, mounts) finish first, so
-  # that no tool pays for the one measured before it.
-  sleep 0.3
-  start=$(date +%s%N)
-  if "$@" >/dev/null 2>"$work/err"; then
-    end=$(date +%s%N)
-    results[$label]+="$(((end - start) / 1000000)) "
-  else
-    results[$label]+="FAIL "
-    [[ -f "$work/fail-$label" ]] || cp "$work/err" "$work/fail-$label"
-  fi
-}
-
 nspawn_true() {
   systemd-nspawn -q --register=no --keep-unit --link-journal=no --volatile=overlay -D "$work/rootfs" /bin/true
-}
-
-boot_by_hand() {
-  systemd-nspawn -q --register=no --keep-unit --link-journal=no --volatile=overlay --boot \
-    -D "$work/rootfs" </dev/null >/dev/null 2>&1 &
-  local nspawn=$! leader= state=
-  until leader=$(pgrep -P "$nspawn" | head -n1) && [[ -n "$leader" ]]; do sleep 0.01; done
-  until state=$(nsenter -t "$leader" -a systemctl is-system-running 2>/dev/null); [[ "$state" == running || "$state" == degraded ]]; do
-    sleep 0.05
-  done
-  nsenter -t "$leader" -a systemctl is-active systemd-journald
-  kill -9 "$leader"
-  wait "$nspawn" || true
 }
 
 log "warming up"
@@ -123,26 +73,12 @@ for ((i = 1; i <= runs; i++)); do
   fi
   time_run "boot racker" "$racker" --root "$work/store" run --rm bench:debian systemctl is-active systemd-journald
   time_run "boot racker-min" "$racker" --root "$work/store" run --rm --boot-target minimal bench:debian systemctl is-active systemd-journald
-  time_run "boot by-hand" boot_by_hand
+  time_run "boot by-hand" boot_by_hand "$work/rootfs"
 done
-
-median() {
-  local v
-  v=$(tr ' ' '\n' <<<"$1" | grep -v '^$' || true)
-  if grep -q FAIL <<<"$v"; then echo FAIL; return; fi
-  sort -g <<<"$v" | awk '{a[NR]=$1} END{ if (NR%2) printf "%d", a[(NR+1)/2]; else printf "%d", (a[NR/2]+a[NR/2+1])/2 }'
-}
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
 
 printf '\ncontainer cycles on Debian bookworm + systemd, %d runs each, medians in ms\n' "$runs"
-declare -A med
-for key in "command racker" "command nspawn" "command podman" "cmd racker-unconf" "cmd podman-unconf" "boot racker" "boot racker-min" "boot by-hand"; do
-  [[ -n "${results[$key]:-}" ]] || { printf '%-18s %8s\n' "$key" "n/a"; continue; }
-  med[$key]=$(median "${results[$key]}")
-  printf '%-18s %8s   %s\n' "$key" "${med[$key]}" "${results[$key]}"
-  [[ ! -f "$work/fail-$key" ]] || printf '                 first failure: %s\n' "$(tail -n1 "$work/fail-$key")"
-done
-ok() { [[ -n "${med[$1]:-}" && "${med[$1]}" != FAIL ]]; }
+print_medians "command racker" "command nspawn" "command podman" "cmd racker-unconf" "cmd podman-unconf" \
+  "boot racker" "boot racker-min" "boot by-hand"
 echo
 if ok "command racker" && ok "command nspawn"; then
   echo "command: racker / bare nspawn = $(ratio "${med[command racker]}" "${med[command nspawn]}")x (target <= 1.1)"

@@ -8,6 +8,9 @@
 //!                   boot mode:    nspawn --boot, wait READY=1, nsenter argv, terminate
 //!            <── snapshot.remove (--rm) ── record exit
 //! ```
+//!
+//! [`Booted`] keeps a booted container for a caller that runs several commands in it
+//! (postroj); `run_detached` hands a container to a monitor process.
 
 mod booted;
 mod host;
