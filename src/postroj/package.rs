@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 
 use super::catalog::PackageManager;
+use super::check::error_line;
 use crate::progress::{Progress, ProgressReader};
 
 /// Where downloaded packages are kept unless told otherwise.
@@ -317,7 +318,7 @@ impl PackageCache {
             .connect_timeout(std::time::Duration::from_secs(30))
             .build()
             .map_err(|e| failed(e.to_string()))?;
-        let response = client.get(url).send().map_err(|e| failed(error_chain(&e)))?;
+        let response = client.get(url).send().map_err(|e| failed(error_line(&e)))?;
         let status = response.status();
         if !status.is_success() {
             return Err(PackageError::HttpStatus { url: url.to_owned(), status: status.to_string() });
@@ -336,7 +337,7 @@ impl PackageCache {
             Ok(n) => n,
             Err(e) if e.get_ref().is_some_and(|inner| inner.is::<reqwest::Error>()) => {
                 progress.end(&id, "Download failed");
-                return Err(failed(error_chain(&e)));
+                return Err(failed(error_line(&e)));
             }
             Err(e) => {
                 progress.end(&id, "Download failed");
@@ -374,19 +375,6 @@ impl Drop for UrlLock {
 /// The cache key of a URL: the first 32 hex digits of its sha256.
 fn key(url: &str) -> String {
     hex::encode(&Sha256::digest(url.as_bytes())[..16])
-}
-
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut line = err.to_string();
-    let mut next = err.source();
-    while let Some(e) = next {
-        let text = e.to_string();
-        if !line.contains(&text) {
-            line = format!("{line}: {text}");
-        }
-        next = e.source();
-    }
-    line
 }
 
 #[cfg(test)]

@@ -272,9 +272,9 @@ impl Report {
         let c = self.counts();
         let _ = writeln!(
             out,
-            "\n{} checks on {} images: {} passed, {} failed, {} errors, {} skipped in {:.1} s",
-            c.tests,
-            self.suites.len(),
+            "\n{} on {}: {} passed, {} failed, {} errors, {} skipped in {:.1} s",
+            plural(c.tests, "check"),
+            plural(self.suites.len(), "image"),
             c.passed,
             c.failures,
             c.errors,
@@ -288,13 +288,14 @@ impl Report {
     pub fn render_json(&self) -> String {
         #[derive(Serialize)]
         struct SuiteView<'a> {
-            #[serde(flatten)]
-            suite: &'a Suite,
+            image: &'a str,
+            timestamp: &'a DateTime<Utc>,
             passed: bool,
             #[serde(serialize_with = "serialize_secs")]
             time: Duration,
             #[serde(flatten)]
             counts: Counts,
+            cases: &'a [Case],
         }
         #[derive(Serialize)]
         struct ReportView<'a> {
@@ -317,7 +318,9 @@ impl Report {
                 .suites
                 .iter()
                 .map(|suite| SuiteView {
-                    suite,
+                    image: &suite.image,
+                    timestamp: &suite.timestamp,
+                    cases: &suite.cases,
                     passed: suite.passed(),
                     time: suite.duration(),
                     counts: suite.counts(),
@@ -463,6 +466,14 @@ fn one_line(text: &str) -> String {
         format!("{first} …")
     } else {
         first
+    }
+}
+
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 
