@@ -288,6 +288,11 @@ fn the_cache_downloads_a_url_once_even_for_parallel_probes() {
     );
     let url = server.url("/pool/main/f/foo/foo_1.0_all.deb?token=1");
     let cache = PackageCache::new(dir.path().join("cache"));
+    // What a download killed half-way left behind.
+    let cached = cache.path_for(&url);
+    let key = cached.file_name().and_then(|n| n.to_str()).and_then(|n| n.split('-').next()).expect("a key");
+    std::fs::create_dir_all(cache.dir()).expect("mkdir");
+    std::fs::write(cache.dir().join(format!(".{key}.partialAbC123")), b"!<arch>\ndebian-bi").expect("write");
     let packages: Vec<_> = std::thread::scope(|s| {
         let probes: Vec<_> = (0..4).map(|_| s.spawn(|| package::resolve(&url, &cache, &Silent))).collect();
         probes.into_iter().map(|p| p.join().expect("a probe thread").unwrap_or_else(|e| panic!("{e}"))).collect()
@@ -301,6 +306,7 @@ fn the_cache_downloads_a_url_once_even_for_parallel_probes() {
     assert_eq!(again.path, packages[0].path);
     assert_eq!(server.requests(), 1, "a later run finds the download");
     assert_eq!(files(cache.dir()).len(), 1, "only the package: {:?}", files(cache.dir()));
+    assert_eq!(again.path, cached);
     let mut head = [0u8; 8];
     std::fs::File::open(&again.path).and_then(|mut f| f.read_exact(&mut head)).expect("reading the cached file");
     assert_eq!(&head, b"!<arch>\n");
@@ -344,6 +350,7 @@ fn a_report_of_real_checks_renders_as_junit() {
     assert_eq!(counts, [Some("4"), Some("1"), Some("0"), Some("1")], "{xml}");
     let failure = doc.descendants().find(|n| n.has_tag_name("failure")).expect("a failure");
     assert_eq!(failure.attribute("message"), Some("HTTP 500 Internal Server Error"));
+    assert!(failure.text().is_some_and(|t| t.contains("x-probe: yes")), "the response headers are the details: {xml}");
     assert_eq!(failure.attribute("type"), Some("network"));
     let case = failure.parent().expect("its testcase");
     assert_eq!(case.attribute("name"), Some(format!("network {}", server.url("/broken")).as_str()));

@@ -281,9 +281,26 @@ impl PackageCache {
         }
         fs::create_dir_all(&self.dir).map_err(io_err("creating the package cache", &self.dir))?;
         let lock = self.lock(url)?;
-        let result = if path.is_file() { Ok(()) } else { self.download(url, &path, progress) };
+        let result = if path.is_file() {
+            Ok(())
+        } else {
+            self.remove_partials(url);
+            self.download(url, &path, progress)
+        };
         drop(lock);
         result.map(|()| path)
+    }
+
+    /// Removes what a killed download of `url` left; called under the URL's lock, so
+    /// no one is writing them.
+    fn remove_partials(&self, url: &str) {
+        let prefix = format!(".{}.partial", key(url));
+        let Ok(entries) = fs::read_dir(&self.dir) else { return };
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
     }
 
     /// Takes the URL's lock file, making sure the file locked is the one at the path

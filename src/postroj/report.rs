@@ -103,20 +103,20 @@ impl Case {
         Case { name: name.into(), duration, outcome, output: None }
     }
 
-    /// The case `network TARGET` for a network check's outcome, with the response
-    /// headers as its output.
+    /// The case `network TARGET` for a network check's outcome. The response's status
+    /// line and headers are the failure's details, or a passed case's output.
     pub fn from_check(target: &super::check::Target, outcome: &CheckOutcome) -> Case {
         let name = format!("network {target}");
-        let headers: String = outcome.headers.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
-        let mut case = if outcome.passed {
-            Case::passed(name, outcome.duration, &outcome.detail)
+        let response = outcome.status.map(|_| {
+            let headers: String = outcome.headers.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
+            format!("{}\n{headers}", outcome.detail)
+        });
+        if outcome.passed {
+            let case = Case::passed(name, outcome.duration, &outcome.detail);
+            Case { output: response, ..case }
         } else {
-            Case::failed(name, outcome.duration, &outcome.detail, headers.clone())
-        };
-        if let Some(status) = outcome.status {
-            case.output = Some(format!("{}\n{headers}", status_line(status, &outcome.detail)));
+            Case::failed(name, outcome.duration, &outcome.detail, response.unwrap_or_default())
         }
-        case
     }
 
     /// Attaches what the check saw beyond its outcome.
@@ -128,14 +128,6 @@ impl Case {
     /// The check's kind, the first word of its name: JUnit's failure `type`.
     fn kind(&self) -> &str {
         self.name.split_whitespace().next().unwrap_or("check")
-    }
-}
-
-fn status_line(status: u16, detail: &str) -> String {
-    if detail.starts_with("HTTP ") {
-        detail.to_owned()
-    } else {
-        format!("HTTP {status}")
     }
 }
 
