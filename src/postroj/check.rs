@@ -125,6 +125,7 @@ pub struct CheckOutcome {
 }
 
 /// Checks `target`, retrying for up to `timeout`, with HTTPS certificates not verified.
+/// Blocks (reqwest's blocking client): call it from a thread, not from an async task.
 pub fn check(target: &Target, timeout: Duration) -> CheckOutcome {
     check_with(target, &CheckOptions::new(timeout))
 }

@@ -264,7 +264,8 @@ impl PackageCache {
         self.dir.join(format!("{}-{}", key(url), safe_name(&url_file_name(url))))
     }
 
-    /// The cached download of `url`, downloading it first if no run has. Parallel
+    /// The cached download of `url`, downloading it first if no run has (blocking: call
+    /// it from a thread, not from an async task). Parallel
     /// callers (other processes too) download it once: one holds the URL's lock while
     /// the others wait for it and then find the file.
     pub fn fetch(&self, url: &str, progress: &dyn Progress) -> Result<PathBuf> {
