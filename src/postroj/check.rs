@@ -125,6 +125,7 @@ pub struct CheckOutcome {
 }
 
 /// Checks `target`, retrying for up to `timeout`, with HTTPS certificates not verified.
+/// Blocks (reqwest's blocking client): call it from a thread, not from an async task.
 pub fn check(target: &Target, timeout: Duration) -> CheckOutcome {
     check_with(target, &CheckOptions::new(timeout))
 }
@@ -160,15 +161,16 @@ pub fn check_with(target: &Target, options: &CheckOptions) -> CheckOutcome {
     CheckOutcome { passed, detail, status, headers, duration: started.elapsed(), attempts }
 }
 
-/// Runs `attempt` until it succeeds, fails for good, or the deadline passes.
+/// Runs `attempt` until it succeeds, fails for good, or the deadline passes (the last
+/// attempt is made at the deadline).
 fn retry<T>(deadline: Instant, mut attempt: impl FnMut() -> io::Result<T>) -> (io::Result<T>, u32) {
     let mut attempts = 0;
     loop {
         attempts += 1;
-        match attempt() {
-            Err(e) if is_transient(e.kind()) && Instant::now() + RETRY_INTERVAL < deadline => {
-                std::thread::sleep(RETRY_INTERVAL)
-            }
+        let result = attempt();
+        let left = deadline.saturating_duration_since(Instant::now());
+        match result {
+            Err(e) if is_transient(e.kind()) && !left.is_zero() => std::thread::sleep(left.min(RETRY_INTERVAL)),
             result => return (result, attempts),
         }
     }
@@ -209,13 +211,13 @@ fn http(
         .redirect(reqwest::redirect::Policy::none())
         .tls_danger_accept_invalid_certs(!options.verify_tls)
         .build()
-        .map_err(|e| (io::Error::other(error_chain(&e)), 0))?;
+        .map_err(|e| (io::Error::other(error_line(&e)), 0))?;
     let (result, attempts) = retry(deadline, || {
         let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(10));
         client.get(url.clone()).timeout(left).send().map_err(|e| {
             let kind =
                 if e.is_timeout() { io::ErrorKind::TimedOut } else { io_kind(&e).unwrap_or(io::ErrorKind::Other) };
-            io::Error::new(kind, error_chain(&e))
+            io::Error::new(kind, error_line(&e))
         })
     });
     result.map(|r| (r, attempts)).map_err(|e| (e, attempts))
@@ -234,10 +236,16 @@ fn io_kind(err: &(dyn std::error::Error + 'static)) -> Option<io::ErrorKind> {
     found
 }
 
-/// `err` and its causes on one line, without repeating a cause that its parent quotes.
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut line = err.to_string();
-    let mut next = err.source();
+/// `err` and its causes on one line, without repeating a cause that its parent quotes;
+/// reqwest's own top line (`error sending request for url (…)`) only repeats the URL,
+/// which the caller names.
+pub(crate) fn error_line(err: &(dyn std::error::Error + 'static)) -> String {
+    let top = match (err.downcast_ref::<reqwest::Error>(), err.source()) {
+        (Some(_), Some(cause)) => cause,
+        _ => err,
+    };
+    let mut line = top.to_string();
+    let mut next = top.source();
     while let Some(e) = next {
         let text = e.to_string();
         if !line.contains(&text) {

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 
 use super::catalog::PackageManager;
+use super::check::error_line;
 use crate::progress::{Progress, ProgressReader};
 
 /// Where downloaded packages are kept unless told otherwise.
@@ -33,8 +34,8 @@ pub enum PackageError {
     #[error("downloading {url} failed: {reason}")]
     Download { url: String, reason: String },
     #[error(
-        "{path} is not a package postroj can install: it is neither a Debian, an RPM nor an Arch package \
-         (and its name does not end in .deb, .rpm or .pkg.tar.*)"
+        "{path} is not a package postroj can install: its content is neither a Debian (.deb), \
+         an RPM (.rpm) nor an Arch package (.pkg.tar.* with a .PKGINFO)"
     )]
     UnknownKind { path: PathBuf },
     #[error(
@@ -83,14 +84,12 @@ impl PackageKind {
         if let Some(kind) = PackageKind::from_magic(&head) {
             return Ok(kind);
         }
-        if looks_like_arch(path) {
-            return Ok(PackageKind::Arch);
-        }
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if name.ends_with(".pkg.tar") || name.contains(".pkg.tar.") {
-            return Ok(PackageKind::Arch);
+        match arch_by_content(&head, path) {
+            Some(true) => Ok(PackageKind::Arch),
+            None if name.ends_with(".pkg.tar") || name.contains(".pkg.tar.") => Ok(PackageKind::Arch),
+            _ => Err(PackageError::UnknownKind { path: path.to_owned() }),
         }
-        Err(PackageError::UnknownKind { path: path.to_owned() })
     }
 
     /// A `.deb` is an `ar` archive that starts with `debian-binary`; an RPM starts with
@@ -126,30 +125,25 @@ impl PackageKind {
     }
 }
 
-/// Whether `path` is a tar (plain, zstd, xz or gzip) whose first entries hold a `.PKGINFO`.
-fn looks_like_arch(path: &Path) -> bool {
-    let Ok(mut file) = File::open(path) else { return false };
-    let mut magic = [0u8; 6];
-    if file.read_exact(&mut magic).is_err() {
-        return false;
-    }
-    let Ok(file) = File::open(path) else { return false };
-    let reader: Box<dyn Read> = if magic.starts_with(&[0x28, 0xB5, 0x2F, 0xFD]) {
-        match zstd::Decoder::new(file) {
-            Ok(d) => Box::new(d),
-            Err(_) => return false,
-        }
-    } else if magic == [0xFD, b'7', b'z', b'X', b'Z', 0x00] {
-        Box::new(liblzma::read::XzDecoder::new(file))
-    } else if magic.starts_with(&[0x1F, 0x8B]) {
-        Box::new(flate2::read::GzDecoder::new(file))
+/// For a tar (plain, zstd, xz or gzip): whether its first entries hold a `.PKGINFO`.
+/// `None` for anything else, which the content cannot tell.
+fn arch_by_content(head: &[u8], path: &Path) -> Option<bool> {
+    let open = || File::open(path).ok();
+    let reader: Box<dyn Read> = if head.starts_with(&[0x28, 0xB5, 0x2F, 0xFD]) {
+        Box::new(zstd::Decoder::new(open()?).ok()?)
+    } else if head.starts_with(&[0xFD, b'7', b'z', b'X', b'Z', 0x00]) {
+        Box::new(liblzma::read::XzDecoder::new(open()?))
+    } else if head.starts_with(&[0x1F, 0x8B]) {
+        Box::new(flate2::read::GzDecoder::new(open()?))
+    } else if head.get(257..262) == Some(b"ustar".as_slice()) {
+        Box::new(open()?)
     } else {
-        Box::new(file)
+        return None;
     };
     let mut archive = tar::Archive::new(reader);
-    let Ok(entries) = archive.entries() else { return false };
+    let Ok(entries) = archive.entries() else { return Some(false) };
     // makepkg writes the metadata files first; a few entries are enough to look at.
-    entries.take(8).map_while(|e| e.ok()).any(|e| e.path().is_ok_and(|p| p.as_os_str() == ".PKGINFO"))
+    Some(entries.take(8).map_while(|e| e.ok()).any(|e| e.path().is_ok_and(|p| p.as_os_str() == ".PKGINFO")))
 }
 
 /// A package ready to be copied into containers.
@@ -270,7 +264,8 @@ impl PackageCache {
         self.dir.join(format!("{}-{}", key(url), safe_name(&url_file_name(url))))
     }
 
-    /// The cached download of `url`, downloading it first if no run has. Parallel
+    /// The cached download of `url`, downloading it first if no run has (blocking: call
+    /// it from a thread, not from an async task). Parallel
     /// callers (other processes too) download it once: one holds the URL's lock while
     /// the others wait for it and then find the file.
     pub fn fetch(&self, url: &str, progress: &dyn Progress) -> Result<PathBuf> {
@@ -280,9 +275,26 @@ impl PackageCache {
         }
         fs::create_dir_all(&self.dir).map_err(io_err("creating the package cache", &self.dir))?;
         let lock = self.lock(url)?;
-        let result = if path.is_file() { Ok(()) } else { self.download(url, &path, progress) };
+        let result = if path.is_file() {
+            Ok(())
+        } else {
+            self.remove_partials(url);
+            self.download(url, &path, progress)
+        };
         drop(lock);
         result.map(|()| path)
+    }
+
+    /// Removes what a killed download of `url` left; called under the URL's lock, so
+    /// no one is writing them.
+    fn remove_partials(&self, url: &str) {
+        let prefix = format!(".{}.partial", key(url));
+        let Ok(entries) = fs::read_dir(&self.dir) else { return };
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
     }
 
     /// Takes the URL's lock file, making sure the file locked is the one at the path
@@ -317,7 +329,7 @@ impl PackageCache {
             .connect_timeout(std::time::Duration::from_secs(30))
             .build()
             .map_err(|e| failed(e.to_string()))?;
-        let response = client.get(url).send().map_err(|e| failed(error_chain(&e)))?;
+        let response = client.get(url).send().map_err(|e| failed(error_line(&e)))?;
         let status = response.status();
         if !status.is_success() {
             return Err(PackageError::HttpStatus { url: url.to_owned(), status: status.to_string() });
@@ -336,7 +348,7 @@ impl PackageCache {
             Ok(n) => n,
             Err(e) if e.get_ref().is_some_and(|inner| inner.is::<reqwest::Error>()) => {
                 progress.end(&id, "Download failed");
-                return Err(failed(error_chain(&e)));
+                return Err(failed(error_line(&e)));
             }
             Err(e) => {
                 progress.end(&id, "Download failed");
@@ -374,19 +386,6 @@ impl Drop for UrlLock {
 /// The cache key of a URL: the first 32 hex digits of its sha256.
 fn key(url: &str) -> String {
     hex::encode(&Sha256::digest(url.as_bytes())[..16])
-}
-
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut line = err.to_string();
-    let mut next = err.source();
-    while let Some(e) = next {
-        let text = e.to_string();
-        if !line.contains(&text) {
-            line = format!("{line}: {text}");
-        }
-        next = e.source();
-    }
-    line
 }
 
 #[cfg(test)]
@@ -436,8 +435,8 @@ mod tests {
             let err = PackageKind::detect(&path).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(err.contains(name) && err.contains("not a package"), "{name}: {err}");
         }
-        let tar = write(dir.path(), "plain.tar.zst", &zstd_tar(&["etc/passwd"]));
-        assert!(PackageKind::detect(&tar).is_err(), "a tarball without .PKGINFO is no Arch package");
+        let tar = write(dir.path(), "plain.pkg.tar.zst", &zstd_tar(&["etc/passwd"]));
+        assert!(PackageKind::detect(&tar).is_err(), "a tarball without .PKGINFO is no Arch package, whatever its name");
     }
 
     #[test]

@@ -103,20 +103,20 @@ impl Case {
         Case { name: name.into(), duration, outcome, output: None }
     }
 
-    /// The case `network TARGET` for a network check's outcome, with the response
-    /// headers as its output.
+    /// The case `network TARGET` for a network check's outcome. The response's status
+    /// line and headers are the failure's details, or a passed case's output.
     pub fn from_check(target: &super::check::Target, outcome: &CheckOutcome) -> Case {
         let name = format!("network {target}");
-        let headers: String = outcome.headers.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
-        let mut case = if outcome.passed {
-            Case::passed(name, outcome.duration, &outcome.detail)
+        let response = outcome.status.map(|_| {
+            let headers: String = outcome.headers.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
+            format!("{}\n{headers}", outcome.detail)
+        });
+        if outcome.passed {
+            let case = Case::passed(name, outcome.duration, &outcome.detail);
+            Case { output: response, ..case }
         } else {
-            Case::failed(name, outcome.duration, &outcome.detail, headers.clone())
-        };
-        if let Some(status) = outcome.status {
-            case.output = Some(format!("{}\n{headers}", status_line(status, &outcome.detail)));
+            Case::failed(name, outcome.duration, &outcome.detail, response.unwrap_or_default())
         }
-        case
     }
 
     /// Attaches what the check saw beyond its outcome.
@@ -128,14 +128,6 @@ impl Case {
     /// The check's kind, the first word of its name: JUnit's failure `type`.
     fn kind(&self) -> &str {
         self.name.split_whitespace().next().unwrap_or("check")
-    }
-}
-
-fn status_line(status: u16, detail: &str) -> String {
-    if detail.starts_with("HTTP ") {
-        detail.to_owned()
-    } else {
-        format!("HTTP {status}")
     }
 }
 
@@ -272,9 +264,9 @@ impl Report {
         let c = self.counts();
         let _ = writeln!(
             out,
-            "\n{} checks on {} images: {} passed, {} failed, {} errors, {} skipped in {:.1} s",
-            c.tests,
-            self.suites.len(),
+            "\n{} on {}: {} passed, {} failed, {} errors, {} skipped in {:.1} s",
+            plural(c.tests, "check"),
+            plural(self.suites.len(), "image"),
             c.passed,
             c.failures,
             c.errors,
@@ -288,13 +280,14 @@ impl Report {
     pub fn render_json(&self) -> String {
         #[derive(Serialize)]
         struct SuiteView<'a> {
-            #[serde(flatten)]
-            suite: &'a Suite,
+            image: &'a str,
+            timestamp: &'a DateTime<Utc>,
             passed: bool,
             #[serde(serialize_with = "serialize_secs")]
             time: Duration,
             #[serde(flatten)]
             counts: Counts,
+            cases: &'a [Case],
         }
         #[derive(Serialize)]
         struct ReportView<'a> {
@@ -317,7 +310,9 @@ impl Report {
                 .suites
                 .iter()
                 .map(|suite| SuiteView {
-                    suite,
+                    image: &suite.image,
+                    timestamp: &suite.timestamp,
+                    cases: &suite.cases,
                     passed: suite.passed(),
                     time: suite.duration(),
                     counts: suite.counts(),
@@ -463,6 +458,14 @@ fn one_line(text: &str) -> String {
         format!("{first} …")
     } else {
         first
+    }
+}
+
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 
