@@ -8,7 +8,10 @@
 //!                   boot mode:    nspawn --boot, wait READY=1, nsenter argv, terminate
 //!            <── snapshot.remove (--rm) ── record exit
 //! ```
+//!
+//! A stopped container's writes become a new image with [`commit`].
 
+mod commit;
 mod host;
 mod lifecycle;
 mod machine;
@@ -21,6 +24,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use commit::{apply_change, commit, CommitError, CommitOptions};
 pub use host::{prepare_nspawn_state, runtime_dir, Registration};
 pub use lifecycle::{
     collect, exec, kill, list, logs, monitor, remove, run_detached, stop, ContainerStatus, ExecOptions,

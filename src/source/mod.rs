@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 pub use archive::{ArchiveFs, DirFs, LayoutFs};
 pub use oci_layout::import_layout;
+pub(crate) use oci_layout::synthesize_manifest;
 pub use platform::Platform;
 pub use rootfs::{import_rootfs, RootfsInput};
 
