@@ -106,6 +106,7 @@ pub fn pull(store: &Store, args: &PullArgs) -> Result<()> {
         progress: racker::progress::for_stderr(args.quiet),
     };
     let quiet = args.quiet;
+    let names = StdoutAside::new(quiet)?;
     let mut failed = Vec::new();
     for image in &images {
         let label = image.label;
@@ -132,7 +133,7 @@ pub fn pull(store: &Store, args: &PullArgs) -> Result<()> {
                     };
                     eprintln!("{label}: {how}: {} {}", pulled.name, pulled.image);
                 }
-                println!("{}", pulled.name);
+                names.println(&pulled.name)?;
             }
             Err(e) if images.len() == 1 => return Err(e).with_context(|| format!("pulling {label}")),
             Err(e) => {
@@ -145,4 +146,44 @@ pub fn pull(store: &Store, args: &PullArgs) -> Result<()> {
         bail!("{} of {} images failed: {}", failed.len(), images.len(), failed.join(", "));
     }
     Ok(())
+}
+
+/// Standard output carries only the names pulled: everything else a pull prints, the
+/// provisioning container's own output included (it inherits descriptor 1), goes to
+/// standard error instead, or nowhere with `-q`. Restored on drop.
+struct StdoutAside {
+    saved: std::os::fd::OwnedFd,
+}
+
+impl StdoutAside {
+    fn new(quiet: bool) -> Result<StdoutAside> {
+        use std::io::Write as _;
+        use std::os::fd::{FromRawFd as _, OwnedFd};
+        std::io::stdout().flush().context("flushing standard output")?;
+        let saved = rustix::io::dup(std::io::stdout()).context("duplicating standard output")?;
+        let target: OwnedFd = if quiet {
+            std::fs::File::options().write(true).open("/dev/null").context("opening /dev/null")?.into()
+        } else {
+            rustix::io::dup(std::io::stderr()).context("duplicating standard error")?
+        };
+        // SAFETY: descriptor 1 stays open for the whole process; ManuallyDrop never closes it.
+        let mut one = std::mem::ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(1) });
+        rustix::io::dup2(&target, &mut one).context("redirecting standard output")?;
+        Ok(StdoutAside { saved })
+    }
+
+    fn println(&self, line: &str) -> Result<()> {
+        use std::io::Write as _;
+        let mut out = std::fs::File::from(rustix::io::dup(&self.saved).context("duplicating standard output")?);
+        writeln!(out, "{line}").context("writing to standard output")
+    }
+}
+
+impl Drop for StdoutAside {
+    fn drop(&mut self) {
+        use std::os::fd::{FromRawFd as _, OwnedFd};
+        // SAFETY: as in `new`.
+        let mut one = std::mem::ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(1) });
+        let _ = rustix::io::dup2(&self.saved, &mut one);
+    }
 }
