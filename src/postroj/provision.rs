@@ -110,21 +110,21 @@ pub enum ProvisionError {
     #[error("{label}: {reference} is not a valid reference: {reason}")]
     BadSource { label: String, reference: String, reason: String },
     #[error("{label}: pulling {reference}: {source}")]
-    Registry { label: String, reference: String, source: RegistryError },
+    Registry { label: String, reference: String, source: Box<RegistryError> },
     #[error("{label} cannot be built from a Debian mirror (it is not a Debian release): use --source registry")]
     NoMirror { label: String },
     #[error("{label}: provisioning failed: `sh -c <{manager} provisioning script>` exited with status {code} in a container of {base}; no image was made")]
     ScriptFailed { label: String, manager: String, base: String, code: i32 },
     #[error("{label}: provisioning: {source}")]
-    Runtime { label: String, source: RuntimeError },
+    Runtime { label: String, source: Box<RuntimeError> },
     #[error("{label}: committing the provisioning layer: {source}")]
-    Commit { label: String, source: CommitError },
+    Commit { label: String, source: Box<CommitError> },
     #[error("{label}: {source}")]
-    Mirror { label: String, source: MirrorError },
+    Mirror { label: String, source: Box<MirrorError> },
     #[error("{label}: {source}")]
-    Snapshot { label: String, source: SnapshotError },
+    Snapshot { label: String, source: Box<SnapshotError> },
     #[error("{label}: {source}")]
-    Store { label: String, source: StoreError },
+    Store { label: String, source: Box<StoreError> },
 }
 
 /// Pulls (and provisions, or builds) the label `image` into `store` and tags it
@@ -152,10 +152,12 @@ pub fn pull(
                 reason: format!("{} (--source auto tries the registry first)", image.source),
             });
             match (from_registry(store, image, opts, report), suite) {
-                (
-                    Err(ProvisionError::Registry { source: RegistryError::Unreachable { registry, detail }, .. }),
-                    Some(suite),
-                ) => {
+                (Err(ProvisionError::Registry { source, .. }), Some(suite))
+                    if matches!(*source, RegistryError::Unreachable { .. }) =>
+                {
+                    let RegistryError::Unreachable { registry, detail } = *source else {
+                        unreachable!("matched above")
+                    };
                     report(Event::Source {
                         used: Used::Mirror,
                         reason: format!(
@@ -171,7 +173,7 @@ pub fn pull(
 }
 
 fn store_err(label: &str) -> impl FnOnce(StoreError) -> ProvisionError + '_ {
-    move |source| ProvisionError::Store { label: label.to_owned(), source }
+    move |source| ProvisionError::Store { label: label.to_owned(), source: Box::new(source) }
 }
 
 fn local_reference(image: &CuratedImage) -> Result<Reference, ProvisionError> {
@@ -193,7 +195,7 @@ fn from_mirror(
     let name = local_reference(image)?;
     let on_line = |line: &str| report(Event::Mirror(line));
     let id = mirror::build(store, suite, vec![name], &on_line, opts.progress.clone())
-        .map_err(|source| ProvisionError::Mirror { label: label.to_owned(), source })?;
+        .map_err(|source| ProvisionError::Mirror { label: label.to_owned(), source: Box::new(source) })?;
     Ok(Pulled { label, image: id, name: image.local_name(), source: Used::Mirror, outcome: Outcome::Built })
 }
 
@@ -210,7 +212,11 @@ fn from_registry(
         reason: e.to_string(),
     })?;
     let pulled = registry::pull(store, &reference, &opts.registry, opts.progress.clone()).map_err(|source| {
-        ProvisionError::Registry { label: label.to_owned(), reference: image.source.to_owned(), source }
+        ProvisionError::Registry {
+            label: label.to_owned(),
+            reference: image.source.to_owned(),
+            source: Box::new(source),
+        }
     })?;
     let base = pulled.id;
     report(Event::Step(format!("pulled {} as {}", image.source, base.short())));
@@ -219,7 +225,9 @@ fn from_registry(
         Ok(Pulled { label, image: image_id, name: image.local_name(), source: Used::Registry, outcome })
     };
     let record = store.image(&base).map_err(store_err(label))?;
-    if has_systemd(store, &record).map_err(|source| ProvisionError::Snapshot { label: label.to_owned(), source })? {
+    if has_systemd(store, &record)
+        .map_err(|source| ProvisionError::Snapshot { label: label.to_owned(), source: Box::new(source) })?
+    {
         report(Event::Step(format!("{} has systemd: no provisioning needed", image.source)));
         return done(base, Outcome::AsPulled);
     }
@@ -311,7 +319,7 @@ fn provision(
         ..RunRequest::default()
     };
     let code = runtime::run(store, &base.to_string(), &request)
-        .map_err(|source| ProvisionError::Runtime { label: label.to_owned(), source })?;
+        .map_err(|source| ProvisionError::Runtime { label: label.to_owned(), source: Box::new(source) })?;
     if code != 0 {
         return Err(ProvisionError::ScriptFailed {
             label: label.to_owned(),
@@ -328,7 +336,8 @@ fn provision(
         labels,
         ..runtime::CommitOptions::default()
     };
-    runtime::commit(store, &name, &opts).map_err(|source| ProvisionError::Commit { label: label.to_owned(), source })
+    runtime::commit(store, &name, &opts)
+        .map_err(|source| ProvisionError::Commit { label: label.to_owned(), source: Box::new(source) })
 }
 
 #[cfg(test)]

@@ -187,7 +187,7 @@ mod tests {
         .expect("write");
         let rewrite_of = |r: &str| rewrite(&Reference::parse(r).expect("reference")).expect("reads").to_string();
         assert_eq!(rewrite_of("debian:bookworm"), "127.0.0.1:5000/library/debian:bookworm", "longest prefix");
-        assert_eq!(rewrite_of("debian/sub:1"), "127.0.0.1:5000/library/debian/sub:1");
+        assert_eq!(rewrite_of("library/debian/sub:1"), "127.0.0.1:5000/library/debian/sub:1");
         assert_eq!(rewrite_of("debiana:1"), "mirror.example/lib/debiana:1", "a prefix ends at a boundary");
         assert_eq!(rewrite_of("quay.io/x/y:1"), "quay.io/x/y:1", "no match, no rewrite");
         assert!(is_insecure("127.0.0.1:5000").expect("reads"), "insecure covers the location");
