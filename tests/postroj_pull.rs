@@ -121,6 +121,14 @@ fn registry_pull_provisions_systemd_once_and_reuses_it() {
     let table = out(&ok(postroj(&store, None, &["list-images", "--format", "table"])));
     let row = table.lines().find(|l| l.starts_with("debian-bookworm ")).expect("a debian-bookworm row");
     assert!(row.ends_with("yes"), "{table}");
+
+    // --force provisions again: a new top layer on the same shared base layer.
+    let o = ok(postroj(&store, Some(&conf), &["pull", "--force", "-q", "debian-bookworm", "--source", "registry"]));
+    assert_eq!(out(&o), format!("{LOCAL}\n"), "-q: only the name, no container output");
+    let forced = inspect(&store, LOCAL);
+    assert_ne!(forced["Id"], image["Id"]);
+    let forced_layers = forced["Layers"].as_array().expect("layers");
+    assert_eq!((forced_layers.len(), &forced_layers[0]["Path"]), (2, &layers[0]["Path"]), "the base layer is shared");
     assert_no_containers(&store);
 }
 
@@ -134,8 +142,12 @@ fn mirror_pull_builds_a_booting_image_with_mmdebstrap() {
     assert!(log.contains("source Debian mirror: --source mirror"), "{log}");
     assert!(log.contains("debian-bookworm: I: "), "mmdebstrap's progress is shown: {log}");
     assert!(log.contains("built from the mirror"), "{log}");
-    assert_eq!(inspect(&store, LOCAL)["Layers"].as_array().expect("layers").len(), 1);
+    let image = inspect(&store, LOCAL);
+    assert_eq!(image["Layers"].as_array().expect("layers").len(), 1);
     boots(&store);
+    let o = ok(postroj(&store, None, &["pull", "debian-bookworm", "--source", "mirror"]));
+    assert!(err(&o).contains("built from the Debian mirror earlier"), "a second pull reuses the build: {}", err(&o));
+    assert_eq!(inspect(&store, LOCAL)["Id"], image["Id"]);
     assert_no_containers(&store);
 }
 

@@ -143,6 +143,12 @@ pub fn mirror_lines(sources: &[AptSource], suite: &str) -> Vec<String> {
     lines
 }
 
+/// The `created_by` of a mirror-built image's history: what tells a later pull that the
+/// store already has the build.
+pub fn created_by(suite: &str) -> String {
+    format!("mmdebstrap --variant=minbase --include={INCLUDE} {suite}")
+}
+
 /// Builds a minbase Debian `suite` with [`INCLUDE`] and imports it as an image named
 /// `names`. Each line mmdebstrap prints goes to `on_line` as it comes.
 pub fn build(
@@ -202,7 +208,7 @@ pub fn build(
         progress.begin(suite, "Importing", None);
         let mut reader = ProgressReader::new(Checked { out: stdout, child: &child }, suite, &*progress);
         let history = History {
-            created_by: format!("mmdebstrap --variant=minbase --include={INCLUDE} {suite}"),
+            created_by: created_by(suite),
             comment: format!(
                 "Built by postroj from {}",
                 mirrors.first().map(String::as_str).unwrap_or("deb.debian.org")

@@ -13,7 +13,8 @@
 //!   later pull that finds an image with the same two labels reuses it: the same base
 //!   and the same recipe make the same image, so provisioning runs once per base.
 //! - **mirror**: labels with a Debian suite are built by mmdebstrap from the host's
-//!   Debian mirror with systemd included ([`super::mirror`]).
+//!   Debian mirror with systemd included ([`super::mirror`]). A build in the store is
+//!   reused; `--force` builds again.
 //!
 //! `auto` tries the registry first, because a pull of a small official image plus one
 //! provisioning layer is faster than a full mmdebstrap build and shares its base with
@@ -193,6 +194,21 @@ fn from_mirror(
 ) -> Result<Pulled, ProvisionError> {
     let label = image.label;
     let name = local_reference(image)?;
+    if !opts.force {
+        if let Some(id) = mirror_built(store, image, suite).map_err(store_err(label))? {
+            report(Event::Step(format!(
+                "reused {} (built from the Debian mirror earlier); --force builds it again",
+                id.short()
+            )));
+            return Ok(Pulled {
+                label,
+                image: id,
+                name: image.local_name(),
+                source: Used::Mirror,
+                outcome: Outcome::Reused,
+            });
+        }
+    }
     let on_line = |line: &str| report(Event::Mirror(line));
     let id = mirror::build(store, suite, vec![name], &on_line, opts.progress.clone())
         .map_err(|source| ProvisionError::Mirror { label: label.to_owned(), source: Box::new(source) })?;
@@ -253,6 +269,20 @@ fn from_registry(
     let id = provision(store, image, &base, script, &recipe)?;
     report(Event::Step(format!("provisioned {} on {}", id.short(), base.short())));
     done(id, Outcome::Provisioned)
+}
+
+/// The label's image, if it is a mirror build of `suite` (its last history entry says so).
+fn mirror_built(store: &Store, image: &CuratedImage, suite: &str) -> Result<Option<Digest>, StoreError> {
+    let id = match store.resolve(&image.local_name()) {
+        Ok(id) => id,
+        Err(StoreError::ImageNotFound(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let record = store.image(&id)?;
+    let config: serde_json::Value =
+        serde_json::from_slice(&store.read_blob(&record.config_digest)?).unwrap_or_default();
+    let last = config["history"].as_array().and_then(|h| h.last()).map(|e| e["created_by"].clone());
+    Ok((last == Some(mirror::created_by(suite).into())).then_some(id))
 }
 
 /// Whether `image` has systemd, looked up in a throw-away snapshot of it.
