@@ -203,3 +203,27 @@ fn a_failed_provisioning_leaves_no_image_and_no_container() {
     assert_eq!(store.count("layers"), 1);
     assert_no_containers(&store);
 }
+
+#[test]
+fn auto_falls_back_to_the_mirror_when_the_registry_is_unreachable() {
+    require_root();
+    // Nothing listens on port 1: the rewritten docker.io refuses connections.
+    let conf_dir = tempfile::tempdir().expect("tempdir");
+    let conf = conf_dir.path().join("registries.conf");
+    std::fs::write(
+        &conf,
+        "[[registry]]\nprefix = \"docker.io/library/debian\"\nlocation = \"127.0.0.1:1/library/debian\"\n",
+    )
+    .expect("writing registries.conf");
+    let store = TempStore::new();
+    let o = ok(postroj(&store, Some(&conf), &["pull", "debian-bookworm"]));
+    let log = err(&o);
+    assert!(
+        log.contains("source registry: docker.io/library/debian:bookworm (--source auto tries the registry first)"),
+        "{log}"
+    );
+    assert!(log.contains("source Debian mirror: 127.0.0.1:1 is unreachable"), "{log}");
+    assert!(log.contains("building bookworm from the Debian mirror instead"), "{log}");
+    assert_eq!(inspect(&store, LOCAL)["Layers"].as_array().expect("layers").len(), 1);
+    assert_no_containers(&store);
+}
