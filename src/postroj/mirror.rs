@@ -222,7 +222,8 @@ pub fn build(
         imported
     });
     let status = child.lock().unwrap_or_else(|p| p.into_inner()).wait();
-    if interrupted.load(Ordering::SeqCst) {
+    // A signal that came after the image was committed changes nothing any more.
+    if result.is_err() && interrupted.load(Ordering::SeqCst) {
         return Err(MirrorError::Interrupted { suite: suite.to_owned() });
     }
     match (result, status) {
@@ -238,12 +239,14 @@ pub fn build(
     }
 }
 
-/// Asks mmdebstrap to stop (SIGTERM: it cleans up its work directory).
+/// Asks mmdebstrap to stop (SIGTERM: it cleans up its work directory), unless it has
+/// exited: once reaped, its pid may belong to another process.
 fn stop(child: &Mutex<Child>) -> io::Result<()> {
-    let child = child.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
-        // The child may have exited already (ESRCH): nothing to stop.
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    let mut child = child.lock().unwrap_or_else(|p| p.into_inner());
+    if child.try_wait()?.is_none() {
+        if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+            rustix::process::kill_process(pid, rustix::process::Signal::TERM)?;
+        }
     }
     Ok(())
 }

@@ -104,10 +104,16 @@ pub fn commit(store: &Store, name: &str, opts: &CommitOptions) -> Result<Digest,
     let mut stream = LayerStream::gzip(upper, skip);
     let mut counted = crate::progress::ProgressReader::new(&mut stream, &label, &*opts.progress);
     let put = ingest.put_layer(&mut counted, None, Some(LAYER_MEDIA_TYPE), None);
-    // The writer's error is the cause when both failed (the store saw a cut stream).
+    // When both failed, the writer's error is the cause, unless it only saw the store stop
+    // reading (a broken pipe): then the store's is.
     let diff = stream.finish().map_err(|source| CommitError::Diff { container: record.name.clone(), source });
-    let (layer, _) = match (put, diff) {
-        (Ok(layer), Ok(stats)) => (layer, stats),
+    let layer = match (put, diff) {
+        (Ok(layer), Ok(_)) => layer,
+        (Err(e), Err(CommitError::Diff { source: DiffError::Output { source: io, .. }, .. }))
+            if io.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            return Err(e.into())
+        }
         (_, Err(e)) => return Err(e),
         (Err(e), Ok(_)) => return Err(e.into()),
     };

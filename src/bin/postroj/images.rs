@@ -135,7 +135,8 @@ pub fn pull(store: &Store, args: &PullArgs) -> Result<()> {
                 }
                 names.println(&pulled.name)?;
             }
-            Err(e) if images.len() == 1 => return Err(e).with_context(|| format!("pulling {label}")),
+            // The error names the label itself.
+            Err(e) if images.len() == 1 => return Err(e.into()),
             Err(e) => {
                 eprintln!("Error: {e}");
                 failed.push(label);
