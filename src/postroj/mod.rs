@@ -10,6 +10,7 @@
 
 pub mod catalog;
 pub mod check;
+pub mod mirror;
 pub mod package;
 pub mod probe;
 pub mod provision;

@@ -1,10 +1,17 @@
-//! The insecure-registry settings of containers-registries.conf(5), read as podman
-//! reads them: `/etc/containers/registries.conf` and `registries.conf.d/*.conf` in
-//! name order, or only the file `CONTAINERS_REGISTRIES_CONF` names.
+//! The insecure-registry settings and pull rewrites of containers-registries.conf(5),
+//! read as podman reads them: `/etc/containers/registries.conf` and
+//! `registries.conf.d/*.conf` in name order, or only the file `CONTAINERS_REGISTRIES_CONF`
+//! names.
+//!
+//! A rewrite is a `[[registry]]` with both `prefix` and `location`: an image whose
+//! name matches the prefix (the whole name, or up to a `/`, `:` or `@`) is pulled from
+//! the location with the rest of its name appended; the longest matching prefix wins,
+//! and a later file's entry replaces an earlier one with the same prefix.
 
 use std::path::{Path, PathBuf};
 
 use super::{RegistryError, Result};
+use crate::reference::Reference;
 
 const MAIN: &str = "/etc/containers/registries.conf";
 const DROP_IN_DIR: &str = "/etc/containers/registries.conf.d";
@@ -76,13 +83,16 @@ fn read(path: &Path) -> Result<File> {
 }
 
 /// Whether the configuration marks `registry` insecure. Later files override earlier ones.
+/// An entry's flag covers its prefix and its location (where a rewrite sends pulls).
 pub(crate) fn is_insecure(registry: &str) -> Result<bool> {
     let mut insecure = false;
     for path in files() {
         let file = read(&path)?;
         for entry in &file.registry {
             let pattern = if entry.prefix.is_empty() { &entry.location } else { &entry.prefix };
-            if let (Some(flag), true) = (entry.insecure, covers(pattern, registry)) {
+            let covered =
+                covers(pattern, registry) || (!entry.location.is_empty() && covers(&entry.location, registry));
+            if let (Some(flag), true) = (entry.insecure, covered) {
                 insecure = flag;
             }
         }
@@ -93,6 +103,38 @@ pub(crate) fn is_insecure(registry: &str) -> Result<bool> {
         }
     }
     Ok(insecure)
+}
+
+/// Where to pull `reference` from: itself, or what the longest matching `prefix` of
+/// the configuration rewrites it to.
+pub(crate) fn rewrite(reference: &Reference) -> Result<Reference> {
+    let mut rules: Vec<(String, String, PathBuf)> = Vec::new();
+    for path in files() {
+        for entry in read(&path)?.registry {
+            if entry.prefix.is_empty() || entry.location.is_empty() || entry.prefix.starts_with("*.") {
+                continue; // no rewrite: a plain entry, or a wildcard (which may not have a location)
+            }
+            rules.retain(|(prefix, _, _)| *prefix != entry.prefix);
+            rules.push((entry.prefix, entry.location, path.clone()));
+        }
+    }
+    let full = reference.to_string();
+    let Some((prefix, location, path)) =
+        rules.iter().filter(|(prefix, _, _)| prefix_matches(prefix, &full)).max_by_key(|(prefix, _, _)| prefix.len())
+    else {
+        return Ok(reference.clone());
+    };
+    let rewritten = format!("{location}{}", &full[prefix.len()..]);
+    Reference::parse(&rewritten).map_err(|e| RegistryError::Config {
+        path: path.clone(),
+        detail: format!("prefix {prefix:?} rewrites {full} to {rewritten:?}, which is not a valid reference: {e}"),
+    })
+}
+
+/// containers-registries.conf(5): a prefix matches the whole name, or a part of it
+/// that ends where a path component, tag or digest begins.
+fn prefix_matches(prefix: &str, full: &str) -> bool {
+    full.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with(['/', ':', '@']))
 }
 
 #[cfg(test)]
@@ -135,6 +177,20 @@ mod tests {
         unsafe { std::env::set_var("CONTAINERS_REGISTRIES_CONF", &path) };
         assert!(is_insecure("insecure.example:5000").expect("reads"));
         assert!(!is_insecure("other.example:5000").expect("reads"));
+        std::fs::write(
+            &path,
+            "[[registry]]\nprefix = \"docker.io/library\"\nlocation = \"mirror.example/lib\"\n\
+             [[registry]]\nprefix = \"docker.io/library/debian\"\nlocation = \"127.0.0.1:5000/library/debian\"\n\
+             insecure = true\n\
+             [[registry]]\nprefix = \"docker.io/library/debianx\"\nlocation = \"elsewhere.example/x\"\n",
+        )
+        .expect("write");
+        let rewrite_of = |r: &str| rewrite(&Reference::parse(r).expect("reference")).expect("reads").to_string();
+        assert_eq!(rewrite_of("debian:bookworm"), "127.0.0.1:5000/library/debian:bookworm", "longest prefix");
+        assert_eq!(rewrite_of("library/debian/sub:1"), "127.0.0.1:5000/library/debian/sub:1");
+        assert_eq!(rewrite_of("debiana:1"), "mirror.example/lib/debiana:1", "a prefix ends at a boundary");
+        assert_eq!(rewrite_of("quay.io/x/y:1"), "quay.io/x/y:1", "no match, no rewrite");
+        assert!(is_insecure("127.0.0.1:5000").expect("reads"), "insecure covers the location");
         std::fs::write(&path, "[[registry]\n").expect("write");
         let err = is_insecure("x").expect_err("broken file");
         assert!(err.to_string().contains("registries.conf"), "{err}");

@@ -60,12 +60,18 @@ fn invalid(what: String, detail: impl std::fmt::Display) -> RegistryError {
 }
 
 /// Pulls `reference` into `store`.
+/// A `[[registry]]` rewrite in registries.conf (`prefix` → `location`) changes where the
+/// image is fetched from, not its name: the store records `reference`.
 pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions, progress: Arc<dyn Progress>) -> Result<Pulled> {
-    let registry = reference.registry().to_owned();
+    let remote = super::config::rewrite(reference)?;
+    if &remote != reference {
+        tracing::info!("registries.conf: pulling {reference} from {remote}");
+    }
+    let registry = remote.registry().to_owned();
     let name = reference.to_string();
     let Session { endpoint, client, auth, runtime } =
-        Session::open(reference, opts.tls_verify, &opts.auth, RegistryOperation::Pull)?;
-    let top_ref = endpoint.oci_reference(reference, None);
+        Session::open(&remote, opts.tls_verify, &opts.auth, RegistryOperation::Pull)?;
+    let top_ref = endpoint.oci_reference(&remote, None);
     let err = |e| classify(e, &registry, &name);
 
     let (top_bytes, _) = runtime.block_on(client.pull_manifest_raw(&top_ref, &auth, MANIFEST_TYPES)).map_err(err)?;
@@ -121,7 +127,7 @@ pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions, progress: 
                 )
             })?;
         let digest = chosen.digest().to_string();
-        let child = endpoint.oci_reference(reference, Some(&digest));
+        let child = endpoint.oci_reference(&remote, Some(&digest));
         let (bytes, _) = runtime.block_on(client.pull_manifest_raw(&child, &auth, MANIFEST_TYPES)).map_err(err)?;
         let found = Digest::of(&bytes);
         if found.to_string() != digest {
@@ -130,7 +136,7 @@ pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions, progress: 
         }
         (bytes.to_vec(), child)
     } else {
-        (top_bytes.to_vec(), endpoint.oci_reference(reference, Some(&top_digest.to_string())))
+        (top_bytes.to_vec(), endpoint.oci_reference(&remote, Some(&top_digest.to_string())))
     };
 
     let manifest: ImageManifest =

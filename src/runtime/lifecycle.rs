@@ -207,6 +207,11 @@ pub fn monitor(store: &Store, id: &str) -> Result<i32> {
     result
 }
 
+/// Whether the container's leader lives (whatever its owner does).
+pub(super) fn is_running(record: &ContainerRecord) -> bool {
+    record.state == ContainerState::Running && record.pid.is_some_and(|p| is_leader(p, &record.id))
+}
+
 /// The container's record, spec and leader, if its leader lives (whatever its owner
 /// does: a container whose owner died still runs and must still be stoppable).
 fn running(store: &Store, name: &str) -> Result<(ContainerRecord, RunSpec, i32)> {

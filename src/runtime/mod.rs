@@ -10,9 +10,11 @@
 //! ```
 //!
 //! [`Booted`] keeps a booted container for a caller that runs several commands in it
-//! (postroj); `run_detached` hands a container to a monitor process.
+//! (postroj); `run_detached` hands a container to a monitor process; a stopped
+//! container's writes become a new image with [`commit`].
 
 mod booted;
+mod commit;
 mod host;
 mod lifecycle;
 mod machine;
@@ -26,6 +28,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use booted::Booted;
+pub use commit::{apply_change, commit, CommitError, CommitOptions};
 pub use host::{prepare_nspawn_state, runtime_dir, Registration};
 pub use lifecycle::{
     collect, exec, kill, list, logs, monitor, remove, run_detached, stop, ContainerStatus, ExecOptions,

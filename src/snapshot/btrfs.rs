@@ -306,6 +306,12 @@ impl Snapshotter for BtrfsSnapshotter {
         Ok(keys)
     }
 
+    /// A btrfs snapshot keeps no separate record of its writes.
+    fn upper_dir(&self, key: &str) -> Result<PathBuf> {
+        check_key(key)?;
+        Err(SnapshotError::NoUpper { key: key.to_owned(), driver: Driver::Btrfs })
+    }
+
     fn prune(&self, live_images: &[Digest]) -> Result<Vec<Digest>> {
         let _lock = self.lock(FlockOperation::LockExclusive)?;
         let mut pruned = Vec::new();

@@ -27,6 +27,7 @@
 //! reboot clears it; one directory per store) unless given to [`open_with`].
 
 mod btrfs;
+pub mod diff;
 mod overlay;
 
 use std::fmt;
@@ -102,6 +103,12 @@ pub trait Snapshotter: Send + Sync {
     /// Keys of the snapshots on disk, sorted (also the stale ones a crash left behind).
     fn list(&self) -> Result<Vec<String>>;
 
+    /// The directory that holds exactly what container `key` wrote, in overlayfs notation
+    /// (whiteouts, opaque directories): what `commit` turns into a layer ([`diff`]).
+    /// Only overlay snapshots have one; a btrfs snapshot is a whole copy of its image
+    /// ([`SnapshotError::NoUpper`]).
+    fn upper_dir(&self, key: &str) -> Result<PathBuf>;
+
     /// Deletes what the backend keeps per image for images not in `live_images` (and any
     /// half-built leftovers); returns the images whose data went. For `racker gc`.
     fn prune(&self, live_images: &[Digest]) -> Result<Vec<Digest>>;
@@ -114,6 +121,10 @@ pub enum SnapshotError {
     UnknownDriver { name: String },
     #[error("invalid container key {key:?}: {reason}")]
     InvalidKey { key: String, reason: &'static str },
+    #[error("no snapshot for {key:?}: the container's writes are gone (it was removed, or ran with --rm)")]
+    NotFound { key: String },
+    #[error("the {driver} snapshot of {key:?} has no upper directory: commit needs the overlay storage driver (run the container with --storage-driver overlay)")]
+    NoUpper { key: String, driver: Driver },
     #[error("a snapshot for {key:?} already exists at {path}")]
     AlreadyExists { key: String, path: PathBuf },
     #[error("the store root {root} is not on btrfs (file system magic {magic:#x}): use --storage-driver overlay, or put the store on a btrfs file system")]

@@ -309,6 +309,15 @@ impl Snapshotter for OverlaySnapshotter {
         Ok(keys)
     }
 
+    fn upper_dir(&self, key: &str) -> Result<PathBuf> {
+        check_key(key)?;
+        [false, true]
+            .into_iter()
+            .map(|ephemeral| self.base(key, ephemeral).join("upper"))
+            .find(|upper| upper.is_dir())
+            .ok_or_else(|| SnapshotError::NotFound { key: key.to_owned() })
+    }
+
     fn prune(&self, _live_images: &[Digest]) -> Result<Vec<Digest>> {
         // Overlay keeps nothing per image: the lowers are the store's own layers.
         Ok(Vec::new())

@@ -13,8 +13,9 @@ use std::path::PathBuf;
 
 pub use archive::{ArchiveFs, DirFs, LayoutFs};
 pub use oci_layout::import_layout;
+pub(crate) use oci_layout::synthesize_manifest;
 pub use platform::Platform;
-pub use rootfs::{import_rootfs, RootfsInput};
+pub use rootfs::{import_rootfs, import_rootfs_stream, History, RootfsInput};
 
 use crate::digest::Digest;
 use crate::store::{Store, StoreError};

@@ -84,8 +84,31 @@ pub fn import_rootfs(
     let (reader, len) = input.open()?;
     progress.begin("import", "Importing", len);
     let mut reader = ProgressReader::new(reader, "import", &*progress);
-    let ingest = store.ingest()?.with_progress(progress.clone());
-    let layer = ingest.put_layer(&mut reader, None, None, None)?;
+    let history = History { created_by: "racker import".into(), comment: format!("Imported from {source}") };
+    let id = import_rootfs_stream(store, &mut reader, &history, names, progress.clone())?;
+    progress.end("import", &format!("Imported {}", id.short()));
+    Ok(id)
+}
+
+/// The history entry of an imported root filesystem.
+#[derive(Clone, Debug)]
+pub struct History {
+    pub created_by: String,
+    pub comment: String,
+}
+
+/// Imports a rootfs tar stream (plain or compressed) as a one-layer image for the host's
+/// platform. Nothing is committed unless `reader` ends cleanly: a producer that fails
+/// should make its reader fail, and the store stays as it was.
+pub fn import_rootfs_stream(
+    store: &Store,
+    reader: &mut dyn Read,
+    history: &History,
+    names: Vec<Reference>,
+    progress: Arc<dyn Progress>,
+) -> Result<Digest> {
+    let ingest = store.ingest()?.with_progress(progress);
+    let layer = ingest.put_layer(reader, None, None, None)?;
     let platform = Platform::host();
     let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
     let mut config = serde_json::json!({
@@ -94,7 +117,7 @@ pub fn import_rootfs(
         "os": platform.os,
         "config": {},
         "rootfs": { "type": "layers", "diff_ids": [layer.diff_id.to_string()] },
-        "history": [{ "created": created, "created_by": "racker import", "comment": format!("Imported from {source}") }],
+        "history": [{ "created": created, "created_by": history.created_by, "comment": history.comment }],
     });
     if let Some(variant) = &platform.variant {
         config["variant"] = serde_json::Value::String(variant.clone());
@@ -103,13 +126,11 @@ pub fn import_rootfs(
     let config_blob = ingest.put_blob_bytes(&config_bytes, "application/vnd.oci.image.config.v1+json")?;
     let manifest = synthesize_manifest(&config_blob, std::slice::from_ref(&layer.blob));
     let manifest_blob = ingest.put_blob_bytes(&manifest, oci_spec::image::MediaType::ImageManifest.as_ref())?;
-    let id = ingest.commit(NewImage {
+    Ok(ingest.commit(NewImage {
         manifest: manifest_blob,
         config: config_blob,
         layers: vec![layer],
         tags: names,
         repo_digests: vec![],
-    })?;
-    progress.end("import", &format!("Imported {}", id.short()));
-    Ok(id)
+    })?)
 }

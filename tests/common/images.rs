@@ -118,3 +118,35 @@ pub fn debian_rootfs_tarball() -> PathBuf {
     }
     tarball
 }
+
+/// Where the Debian bookworm minbase root tarball (no systemd) is cached
+/// (`RACKER_TEST_DEBIAN_MINBASE` to override).
+#[allow(dead_code)] // used by the postroj tests only
+fn debian_minbase_tarball_path() -> PathBuf {
+    std::env::var_os("RACKER_TEST_DEBIAN_MINBASE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/racker-test/bookworm-minbase.tar"))
+}
+
+/// A Debian bookworm minbase root without systemd, as the registry's official images
+/// are: built once by mmdebstrap from the host's configured mirror, under the same lock
+/// as [`debian_rootfs_tarball`].
+#[allow(dead_code)] // used by the postroj tests only
+pub fn debian_minbase_tarball() -> PathBuf {
+    let tarball = debian_minbase_tarball_path();
+    let dir = tarball.parent().expect("cache dir").to_owned();
+    std::fs::create_dir_all(&dir).expect("creating the cache dir");
+    let lock = std::fs::File::create(dir.join(".build.lock")).expect("lock file");
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).expect("flock");
+    if !tarball.exists() {
+        let partial = tarball.with_extension("partial.tar");
+        let status = Command::new("mmdebstrap")
+            .args(["--quiet", "--format=tar", "--variant=minbase", "bookworm"])
+            .arg(&partial)
+            .status()
+            .expect("running mmdebstrap (scripts/prerequisites installs it)");
+        assert!(status.success(), "mmdebstrap failed to build the Debian minbase test image");
+        std::fs::rename(&partial, &tarball).expect("publishing the tarball");
+    }
+    tarball
+}

@@ -1,17 +1,190 @@
 //! `postroj list-images` and `postroj pull`.
 
+use anyhow::{bail, Context as _, Result};
+use racker::postroj::catalog::{self, CuratedImage};
+use racker::postroj::provision::{self, Event, Outcome, PullOptions, SourceChoice, Used};
 use racker::store::Store;
 
-#[derive(clap::Args)]
-pub struct ListArgs {}
-
-#[derive(clap::Args)]
-pub struct PullArgs {}
-
-pub fn list(_store: &Store, _args: &ListArgs) -> anyhow::Result<()> {
-    anyhow::bail!("list-images is being built (issue 5)")
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ListFormat {
+    /// A JSON array of the labels (what the original postroj printed)
+    #[default]
+    Json,
+    /// Label, source, family, and whether the store has the image
+    Table,
 }
 
-pub fn pull(_store: &Store, _args: &PullArgs) -> anyhow::Result<()> {
-    anyhow::bail!("pull is being built (issue 5)")
+#[derive(clap::Args)]
+pub struct ListArgs {
+    #[arg(long, value_enum, default_value_t)]
+    format: ListFormat,
+}
+
+pub fn list(store: &Store, args: &ListArgs) -> Result<()> {
+    let images = catalog::all();
+    match args.format {
+        ListFormat::Json => {
+            let labels: Vec<&str> = images.iter().map(|i| i.label).collect();
+            println!("{}", serde_json::to_string_pretty(&labels)?);
+        }
+        ListFormat::Table => {
+            let mut rows = vec![["LABEL", "SOURCE", "FAMILY", "IN STORE"].map(String::from).to_vec()];
+            for image in images {
+                let present = store.resolve(&image.local_name()).is_ok();
+                let family = serde_json::to_value(image.family)?.as_str().unwrap_or_default().to_owned();
+                rows.push(vec![
+                    image.label.to_owned(),
+                    image.source.to_owned(),
+                    family,
+                    if present { "yes" } else { "no" }.to_owned(),
+                ]);
+            }
+            print!("{}", table(&rows));
+        }
+    }
+    Ok(())
+}
+
+/// Left-aligned columns, three spaces apart, as docker's tables.
+fn table(rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> =
+        (0..rows[0].len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:w$}")).collect();
+        out.push_str(cells.join("   ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SourceArg {
+    /// The registry; the Debian mirror when the registry cannot be reached
+    #[default]
+    Auto,
+    /// The label's registry image, provisioned with systemd when it has none
+    Registry,
+    /// A Debian image built with mmdebstrap from the host's Debian mirror
+    Mirror,
+}
+
+#[derive(clap::Args)]
+pub struct PullArgs {
+    /// Labels to pull (`postroj list-images` shows them)
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    labels: Vec<String>,
+    /// Pull every curated image
+    #[arg(long)]
+    all: bool,
+    /// Provision again even when the store has an image provisioned from the same base
+    #[arg(long)]
+    force: bool,
+    /// Where images come from
+    #[arg(long, value_enum, default_value_t)]
+    source: SourceArg,
+    /// Suppress progress and build output
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+pub fn pull(store: &Store, args: &PullArgs) -> Result<()> {
+    // Every label is checked before anything is pulled.
+    let images: Vec<&'static CuratedImage> = if args.all {
+        catalog::all().iter().collect()
+    } else {
+        args.labels.iter().map(|l| catalog::find(l)).collect::<Result<_, _>>()?
+    };
+    let opts = PullOptions {
+        source: match args.source {
+            SourceArg::Auto => SourceChoice::Auto,
+            SourceArg::Registry => SourceChoice::Registry,
+            SourceArg::Mirror => SourceChoice::Mirror,
+        },
+        force: args.force,
+        registry: racker::registry::PullOptions::default(),
+        progress: racker::progress::for_stderr(args.quiet),
+    };
+    let quiet = args.quiet;
+    let names = StdoutAside::new(quiet)?;
+    let mut failed = Vec::new();
+    for image in &images {
+        let label = image.label;
+        let report = |event: Event<'_>| match event {
+            Event::Source { used, reason } => {
+                let used = match used {
+                    Used::Registry => "registry",
+                    Used::Mirror => "Debian mirror",
+                };
+                eprintln!("{label}: source {used}: {reason}");
+            }
+            Event::Step(step) if !quiet => eprintln!("{label}: {step}"),
+            Event::Mirror(line) if !quiet => eprintln!("{label}: {line}"),
+            _ => {}
+        };
+        match provision::pull(store, image, &opts, &report) {
+            Ok(pulled) => {
+                if !quiet {
+                    let how = match pulled.outcome {
+                        Outcome::AsPulled => "pulled, boots as it is",
+                        Outcome::Provisioned => "provisioned",
+                        Outcome::Reused => "reused",
+                        Outcome::Built => "built from the mirror",
+                    };
+                    eprintln!("{label}: {how}: {} {}", pulled.name, pulled.image);
+                }
+                names.println(&pulled.name)?;
+            }
+            // The error names the label itself.
+            Err(e) if images.len() == 1 => return Err(e.into()),
+            Err(e) => {
+                eprintln!("Error: {e}");
+                failed.push(label);
+            }
+        }
+    }
+    if !failed.is_empty() {
+        bail!("{} of {} images failed: {}", failed.len(), images.len(), failed.join(", "));
+    }
+    Ok(())
+}
+
+/// Standard output carries only the names pulled: everything else a pull prints, the
+/// provisioning container's own output included (it inherits descriptor 1), goes to
+/// standard error instead, or nowhere with `-q`. Restored on drop.
+struct StdoutAside {
+    saved: std::os::fd::OwnedFd,
+}
+
+impl StdoutAside {
+    fn new(quiet: bool) -> Result<StdoutAside> {
+        use std::io::Write as _;
+        use std::os::fd::{FromRawFd as _, OwnedFd};
+        std::io::stdout().flush().context("flushing standard output")?;
+        let saved = rustix::io::dup(std::io::stdout()).context("duplicating standard output")?;
+        let target: OwnedFd = if quiet {
+            std::fs::File::options().write(true).open("/dev/null").context("opening /dev/null")?.into()
+        } else {
+            rustix::io::dup(std::io::stderr()).context("duplicating standard error")?
+        };
+        // SAFETY: descriptor 1 stays open for the whole process; ManuallyDrop never closes it.
+        let mut one = std::mem::ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(1) });
+        rustix::io::dup2(&target, &mut one).context("redirecting standard output")?;
+        Ok(StdoutAside { saved })
+    }
+
+    fn println(&self, line: &str) -> Result<()> {
+        use std::io::Write as _;
+        let mut out = std::fs::File::from(rustix::io::dup(&self.saved).context("duplicating standard output")?);
+        writeln!(out, "{line}").context("writing to standard output")
+    }
+}
+
+impl Drop for StdoutAside {
+    fn drop(&mut self) {
+        use std::os::fd::{FromRawFd as _, OwnedFd};
+        // SAFETY: as in `new`.
+        let mut one = std::mem::ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(1) });
+        let _ = rustix::io::dup2(&self.saved, &mut one);
+    }
 }

@@ -1,4 +1,4 @@
-//! Container commands: run, ps, exec, stop, kill, rm, logs.
+//! Container commands: run, ps, exec, stop, kill, rm, logs, commit.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -298,5 +298,41 @@ fn each(names: &[String], f: impl Fn(&str) -> racker::runtime::Result<()>) -> Re
     if failed > 0 {
         anyhow::bail!("{failed} of {} containers failed", names.len());
     }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct CommitArgs {
+    /// Commit message (the new history entry's comment)
+    #[arg(short, long)]
+    message: Option<String>,
+    /// Author, e.g. "Jane Doe <jane@example.com>"
+    #[arg(short, long)]
+    author: Option<String>,
+    /// Apply a Dockerfile instruction to the image config (ENV, LABEL, CMD, ENTRYPOINT, WORKDIR, USER, EXPOSE)
+    #[arg(short, long = "change", value_name = "INSTRUCTION")]
+    change: Vec<String>,
+    /// Suppress the progress output
+    #[arg(short, long)]
+    quiet: bool,
+    /// Container name or id (stopped)
+    container: String,
+    /// Name for the new image, REPOSITORY[:TAG]
+    reference: Option<String>,
+}
+
+pub fn commit(store: &Store, args: CommitArgs) -> Result<()> {
+    let tags = args.reference.as_deref().map(Reference::parse).transpose().context("invalid image name")?;
+    let opts = runtime::CommitOptions {
+        message: args.message,
+        author: args.author,
+        changes: args.change,
+        tags: tags.into_iter().collect(),
+        progress: racker::progress::for_stderr(args.quiet),
+        ..runtime::CommitOptions::default()
+    };
+    let id =
+        runtime::commit(store, &args.container, &opts).with_context(|| format!("committing {}", args.container))?;
+    println!("{id}");
     Ok(())
 }

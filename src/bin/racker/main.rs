@@ -89,6 +89,8 @@ enum Command {
         #[arg(short, long)]
         force: bool,
     },
+    /// Create a new image from a stopped container's changes (overlay storage driver)
+    Commit(containers::CommitArgs),
     /// Show a container's console output (and journal, for booted containers)
     Logs { container: String },
     /// (internal) own a detached container until it ends
@@ -180,6 +182,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Stop { containers: names, time } => done(containers::stop(&open()?, &names, time)),
         Command::Kill { containers: names, signal } => done(containers::kill(&open()?, &names, signal)),
         Command::Rm { containers: names, force } => done(containers::remove(&open()?, &names, force)),
+        Command::Commit(args) => done(containers::commit(&open()?, args)),
         Command::Logs { container } => done(containers::logs(&open()?, &container)),
         Command::ContainerMonitor { id } => Ok(racker::runtime::monitor(&open()?, &id).unwrap_or(125)),
         Command::Tag { source, target } => done(images::tag(&open()?, &source, &target)),
