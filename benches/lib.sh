@@ -55,8 +55,12 @@ boot_by_hand() {
   systemd-nspawn -q --register=no --keep-unit --link-journal=no --volatile=overlay --boot \
     -D "$1" </dev/null >/dev/null 2>&1 &
   local nspawn=$! leader= state=
-  until leader=$(pgrep -P "$nspawn" | head -n1) && [[ -n "$leader" ]]; do sleep 0.01; done
-  until state=$(nsenter -t "$leader" -a systemctl is-system-running 2>/dev/null); [[ "$state" == running || "$state" == degraded ]]; do
+  # nspawn's first child can be a short-lived helper: look the leader up on every poll.
+  while :; do
+    leader=$(pgrep -P "$nspawn" | head -n1) || true
+    if [[ -z "$leader" ]]; then sleep 0.01; continue; fi
+    state=$(nsenter -t "$leader" -a systemctl is-system-running 2>/dev/null) || true
+    [[ "$state" == running || "$state" == degraded ]] && break
     sleep 0.05
   done
   nsenter -t "$leader" -a systemctl is-active systemd-journald

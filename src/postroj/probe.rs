@@ -14,6 +14,7 @@ use super::catalog::CuratedImage;
 use super::check::{self, Target};
 use super::package::Package;
 use super::report::{Case, Report, Suite};
+use crate::runtime::rootfs::LEGACY_GENERATOR_MASKS;
 use crate::runtime::{Bind, BootTarget, Booted, RunOptions, RunRequest};
 use crate::store::Store;
 
@@ -107,8 +108,13 @@ pub fn probe_image(store: &Store, image: &CuratedImage, spec: &ProbeSpec, log: S
         let name = format!("install {}", package.file_name);
         let path = format!("{PACKAGE_DIR}/{}", package.file_name);
         let started = Instant::now();
-        let script = image.package_manager.install_script();
-        let case = match container.exec(&["sh", "-c", script, "install", &path], COMMAND_TIMEOUT) {
+        // The package may bring SysV scripts: systemd makes units of them again.
+        let script = format!(
+            "rm -f {} && {{ {}; }} && systemctl daemon-reload",
+            LEGACY_GENERATOR_MASKS.join(" "),
+            image.package_manager.install_script()
+        );
+        let case = match container.exec(&["sh", "-c", &script, "install", &path], COMMAND_TIMEOUT) {
             Ok(out) if out.status.success() => Case::passed(name, started.elapsed(), "installed"),
             Ok(out) => Case::failed(
                 name,
@@ -127,7 +133,7 @@ pub fn probe_image(store: &Store, image: &CuratedImage, spec: &ProbeSpec, log: S
     }
 
     for unit in &spec.units {
-        let case = check_unit(&container, unit);
+        let case = check_unit(&container, unit, !spec.full_boot);
         record(&mut suite, case);
     }
     for command in &spec.commands {
@@ -160,10 +166,13 @@ fn check_command(container: &Booted, command: &[String]) -> Case {
 
 /// Enables (where the unit can be) and starts `unit`, then asks whether it is active; a
 /// unit that is not shows its status and last journal lines.
-fn check_unit(container: &Booted, unit: &str) -> Case {
+fn check_unit(container: &Booted, unit: &str, minimal_boot: bool) -> Case {
     let name = format!("unit {unit}");
     let started = Instant::now();
-    let script = "systemctl enable --quiet \"$1\" 2>/dev/null; systemctl start \"$1\" 2>&1; \
+    // A unit that is already active (started by the boot or by the package's install
+    // scripts) costs one question; any other is enabled where it can be, then started.
+    let script = "if state=$(systemctl is-active \"$1\"); then echo \"state=$state\"; exit; fi; \
+                  systemctl enable --quiet \"$1\" 2>/dev/null; systemctl start \"$1\" 2>&1; \
                   echo \"state=$(systemctl is-active \"$1\")\"";
     let out = match container.exec(&["sh", "-c", script, "unit", unit], COMMAND_TIMEOUT) {
         Ok(out) => out,
@@ -176,7 +185,12 @@ fn check_unit(container: &Booted, unit: &str) -> Case {
     }
     let start_output = text.lines().filter(|l| !l.starts_with("state=")).collect::<Vec<_>>().join("\n");
     let message = if start_output.contains("not found") {
-        format!("unit {unit} is not installed: {}", start_output.trim())
+        let hint = if minimal_boot {
+            " (a minimal boot makes no units of the image's SysV scripts; --full-boot does)"
+        } else {
+            ""
+        };
+        format!("unit {unit} is not installed: {}{hint}", start_output.trim())
     } else {
         format!("unit {unit} is {state}")
     };

@@ -138,22 +138,32 @@ pub fn write_file(rootfs: &Path, dir: &str, name: &str, contents: &[u8], mode: u
 }
 
 /// systemd's generators that have no work in a container (disks, swap, consoles,
-/// hibernation, offline updates) and cost a boot their start-up; SysV scripts, rc.local
-/// and `systemd.run=` keep theirs, as packages under test may need them.
+/// hibernation, offline updates, kernel command-line options racker never passes).
 const IDLE_GENERATORS: &[&str] = &[
     "systemd-cryptsetup-generator",
+    "systemd-debug-generator",
     "systemd-fstab-generator",
     "systemd-getty-generator",
     "systemd-gpt-auto-generator",
     "systemd-hibernate-resume-generator",
     "systemd-integritysetup-generator",
+    "systemd-run-generator",
     "systemd-system-update-generator",
     "systemd-veritysetup-generator",
 ];
 
+/// The generators that make units of SysV init scripts and `/etc/rc.local`. A minimal
+/// boot masks them too (nothing it starts needs them); whoever then installs a package
+/// that may bring such scripts removes these masks and reloads systemd.
+pub const LEGACY_GENERATOR_MASKS: &[&str] = &[
+    "/etc/systemd/system-generators/systemd-sysv-generator",
+    "/etc/systemd/system-generators/systemd-rc-local-generator",
+];
+
 /// Prepares a minimal boot in the container's own writable layer (never the image):
-/// [`MINIMAL_TARGET`] starts the journal and nothing else, and the idle generators are
-/// masked. Units started later (`systemctl start`) still pull in what they depend on.
+/// [`MINIMAL_TARGET`] starts the journal and nothing else, and systemd's generators are
+/// masked (see [`LEGACY_GENERATOR_MASKS`]). Units started later (`systemctl start`) still
+/// pull in what they depend on.
 pub fn prepare_minimal_boot(rootfs: &Path) -> io::Result<()> {
     let target = "# written by racker for a minimal boot; not part of the image\n\
                   [Unit]\nDescription=racker minimal boot: the journal only\n\
@@ -161,8 +171,9 @@ pub fn prepare_minimal_boot(rootfs: &Path) -> io::Result<()> {
     write_file(rootfs, "/etc/systemd/system", MINIMAL_TARGET, target.as_bytes(), 0o644)?;
     let root = open_root(rootfs).ok_or(io::ErrorKind::NotFound)?;
     let generators = dir_in_root(&root, "/etc/systemd/system-generators")?;
-    for name in IDLE_GENERATORS {
-        match rustix::fs::symlinkat("/dev/null", &generators, *name) {
+    let legacy = LEGACY_GENERATOR_MASKS.iter().filter_map(|p| p.rsplit('/').next());
+    for name in IDLE_GENERATORS.iter().copied().chain(legacy) {
+        match rustix::fs::symlinkat("/dev/null", &generators, name) {
             Ok(()) | Err(rustix::io::Errno::EXIST) => {}
             Err(e) => return Err(e.into()),
         }
@@ -217,8 +228,10 @@ mod tests {
         let inside = mirrored.join("systemd");
         let target = std::fs::read_to_string(inside.join("system").join(MINIMAL_TARGET)).expect("target written");
         assert!(target.contains("Wants=systemd-journald.socket systemd-journald.service"), "{target}");
-        let masked = std::fs::read_link(inside.join("system-generators/systemd-getty-generator")).expect("masked");
-        assert_eq!(masked, Path::new("/dev/null"));
+        for name in ["systemd-getty-generator", "systemd-sysv-generator"] {
+            let masked = std::fs::read_link(inside.join("system-generators").join(name)).expect("masked");
+            assert_eq!(masked, Path::new("/dev/null"));
+        }
         prepare_minimal_boot(root.path()).expect("a second time is fine");
     }
 }
