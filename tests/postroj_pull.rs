@@ -204,6 +204,7 @@ fn a_failed_provisioning_leaves_no_image_and_no_container() {
     assert_no_containers(&store);
 }
 
+/// Also the cold probe cycle: pkgprobe pulls what the store lacks before probing.
 #[test]
 fn auto_falls_back_to_the_mirror_when_the_registry_is_unreachable() {
     require_root();
@@ -216,8 +217,10 @@ fn auto_falls_back_to_the_mirror_when_the_registry_is_unreachable() {
     )
     .expect("writing registries.conf");
     let store = TempStore::new();
-    let o = ok(postroj(&store, Some(&conf), &["pull", "debian-bookworm"]));
+    let o = ok(postroj(&store, Some(&conf), &["pkgprobe", "--image=debian-bookworm", "--check-unit=systemd-journald"]));
     let log = err(&o);
+    assert!(log.contains("not in the store yet, pulling: debian-bookworm"), "{log}");
+    assert!(out(&o).contains("unit systemd-journald") && out(&o).contains("passed"), "{}", out(&o));
     assert!(
         log.contains("source registry: docker.io/library/debian:bookworm (--source auto tries the registry first)"),
         "{log}"

@@ -95,20 +95,33 @@ pub fn pull(store: &Store, args: &PullArgs) -> Result<()> {
     } else {
         args.labels.iter().map(|l| catalog::find(l)).collect::<Result<_, _>>()?
     };
-    let opts = PullOptions {
-        source: match args.source {
-            SourceArg::Auto => SourceChoice::Auto,
-            SourceArg::Registry => SourceChoice::Registry,
-            SourceArg::Mirror => SourceChoice::Mirror,
-        },
-        force: args.force,
-        registry: racker::registry::PullOptions::default(),
-        progress: racker::progress::for_stderr(args.quiet),
+    let source = match args.source {
+        SourceArg::Auto => SourceChoice::Auto,
+        SourceArg::Registry => SourceChoice::Registry,
+        SourceArg::Mirror => SourceChoice::Mirror,
     };
-    let quiet = args.quiet;
+    pull_images(store, &images, source, args.force, args.quiet, true)
+}
+
+/// Pulls `images` one after the other, with progress on standard error and, if
+/// `print_names`, each one's name on standard output; one failure does not stop the others.
+pub fn pull_images(
+    store: &Store,
+    images: &[&'static CuratedImage],
+    source: SourceChoice,
+    force: bool,
+    quiet: bool,
+    print_names: bool,
+) -> Result<()> {
+    let opts = PullOptions {
+        source,
+        force,
+        registry: racker::registry::PullOptions::default(),
+        progress: racker::progress::for_stderr(quiet),
+    };
     let names = StdoutAside::new(quiet)?;
     let mut failed = Vec::new();
-    for image in &images {
+    for image in images {
         let label = image.label;
         let report = |event: Event<'_>| match event {
             Event::Source { used, reason } => {
@@ -133,7 +146,9 @@ pub fn pull(store: &Store, args: &PullArgs) -> Result<()> {
                     };
                     eprintln!("{label}: {how}: {} {}", pulled.name, pulled.image);
                 }
-                names.println(&pulled.name)?;
+                if print_names {
+                    names.println(&pulled.name)?;
+                }
             }
             // The error names the label itself.
             Err(e) if images.len() == 1 => return Err(e.into()),

@@ -9,6 +9,7 @@ use racker::postroj::catalog::{self, CuratedImage};
 use racker::postroj::check::Target;
 use racker::postroj::package::{self, Package, PackageCache};
 use racker::postroj::probe::{self, ProbeSpec};
+use racker::postroj::provision::SourceChoice;
 use racker::postroj::report::{Case, Outcome, Report};
 use racker::store::Store;
 
@@ -90,7 +91,7 @@ pub enum Selftest {
 
 pub fn pkgprobe(store: &Store, args: &PkgprobeArgs) -> Result<i32> {
     let images = labels(&args.images)?;
-    require_present(store, &images)?;
+    pull_missing(store, &images, args.run.quiet)?;
     let package = match &args.package {
         Some(source) => Some(fetch_package(source, &images, args)?),
         None => None,
@@ -117,7 +118,7 @@ pub fn selftest(store: &Store, args: &SelftestArgs) -> Result<i32> {
         present
     } else {
         let images = labels(&args.images)?;
-        require_present(store, &images)?;
+        pull_missing(store, &images, args.run.quiet)?;
         images
     };
     let spec = ProbeSpec {
@@ -149,17 +150,18 @@ fn labels(labels: &[String]) -> Result<Vec<&'static CuratedImage>> {
     Ok(images)
 }
 
-/// Every image must be in the store before a probe starts.
-fn require_present(store: &Store, images: &[&CuratedImage]) -> Result<()> {
-    let missing: Vec<&str> =
-        images.iter().filter(|i| store.resolve(&i.local_name()).is_err()).map(|i| i.label).collect();
-    anyhow::ensure!(
-        missing.is_empty(),
-        "{} not in the store: run `postroj pull {}` first",
-        missing.join(", "),
-        missing.join(" ")
-    );
-    Ok(())
+/// Pulls the images the store does not have yet, as `postroj pull` would (the cold cycle).
+fn pull_missing(store: &Store, images: &[&'static CuratedImage], quiet: bool) -> Result<()> {
+    let missing: Vec<&'static CuratedImage> =
+        images.iter().copied().filter(|i| store.resolve(&i.local_name()).is_err()).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !quiet {
+        let labels: Vec<&str> = missing.iter().map(|i| i.label).collect();
+        eprintln!("not in the store yet, pulling: {}", labels.join(", "));
+    }
+    crate::images::pull_images(store, &missing, SourceChoice::Auto, false, quiet, false)
 }
 
 /// Downloads (once, into the cache) or takes the package, and checks that every image's
