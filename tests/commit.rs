@@ -3,7 +3,6 @@
 //! that the next container of the new image sees, over base layers the store keeps once.
 
 mod common;
-#[allow(dead_code)] // the Debian helpers are for other tests
 #[path = "common/images.rs"]
 mod images;
 

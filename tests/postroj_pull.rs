@@ -4,7 +4,6 @@
 //! name, and booted containers of the results.
 
 mod common;
-#[allow(dead_code)] // the helpers of other tests
 #[path = "common/images.rs"]
 mod images;
 

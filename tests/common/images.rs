@@ -121,7 +121,6 @@ pub fn debian_rootfs_tarball() -> PathBuf {
 
 /// Where the Debian bookworm minbase root tarball (no systemd) is cached
 /// (`RACKER_TEST_DEBIAN_MINBASE` to override).
-#[allow(dead_code)] // used by the postroj tests only
 fn debian_minbase_tarball_path() -> PathBuf {
     std::env::var_os("RACKER_TEST_DEBIAN_MINBASE")
         .map(PathBuf::from)
@@ -131,7 +130,6 @@ fn debian_minbase_tarball_path() -> PathBuf {
 /// A Debian bookworm minbase root without systemd, as the registry's official images
 /// are: built once by mmdebstrap from the host's configured mirror, under the same lock
 /// as [`debian_rootfs_tarball`].
-#[allow(dead_code)] // used by the postroj tests only
 pub fn debian_minbase_tarball() -> PathBuf {
     let tarball = debian_minbase_tarball_path();
     let dir = tarball.parent().expect("cache dir").to_owned();
