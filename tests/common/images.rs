@@ -91,60 +91,41 @@ pub fn busybox_config() -> Value {
     json!({"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]})
 }
 
-/// Where the Debian bookworm + systemd root tarball is cached (`RACKER_TEST_DEBIAN` to override).
-fn debian_tarball() -> PathBuf {
-    std::env::var_os("RACKER_TEST_DEBIAN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/racker-test/bookworm-systemd.tar"))
+/// Builds a Debian bookworm minbase root tarball with mmdebstrap from the host's
+/// configured mirror once, cached at `$env_var` or `default` (`--include` packages);
+/// concurrent tests wait on one lock instead of building twice.
+fn cached_debian_tarball(env_var: &str, default: &str, include: Option<&str>) -> PathBuf {
+    let tarball = std::env::var_os(env_var).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(default));
+    let dir = tarball.parent().expect("cache dir").to_owned();
+    std::fs::create_dir_all(&dir).expect("creating the cache dir");
+    let lock = std::fs::File::create(dir.join(".build.lock")).expect("lock file");
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).expect("flock");
+    if !tarball.exists() {
+        let partial = tarball.with_extension("partial.tar");
+        let mut cmd = Command::new("mmdebstrap");
+        cmd.args(["--quiet", "--format=tar", "--variant=minbase"]);
+        if let Some(include) = include {
+            cmd.arg(format!("--include={include}"));
+        }
+        let status =
+            cmd.arg("bookworm").arg(&partial).status().expect("running mmdebstrap (scripts/prerequisites installs it)");
+        assert!(status.success(), "mmdebstrap failed to build {}", tarball.display());
+        std::fs::rename(&partial, &tarball).expect("publishing the tarball");
+    }
+    tarball
 }
 
-/// Builds the Debian tarball once (mmdebstrap, minbase + systemd, from the host's
-/// configured mirror); concurrent tests wait on a lock instead of building twice.
+/// Debian bookworm with systemd (`RACKER_TEST_DEBIAN` to use another tarball).
 pub fn debian_rootfs_tarball() -> PathBuf {
-    let tarball = debian_tarball();
-    let dir = tarball.parent().expect("cache dir").to_owned();
-    std::fs::create_dir_all(&dir).expect("creating the cache dir");
-    let lock = std::fs::File::create(dir.join(".build.lock")).expect("lock file");
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).expect("flock");
-    if !tarball.exists() {
-        let partial = tarball.with_extension("partial.tar");
-        let status = Command::new("mmdebstrap")
-            .args(["--quiet", "--format=tar", "--variant=minbase", "--include=systemd,systemd-sysv,dbus", "bookworm"])
-            .arg(&partial)
-            .status()
-            .expect("running mmdebstrap (scripts/prerequisites installs it)");
-        assert!(status.success(), "mmdebstrap failed to build the Debian test image");
-        std::fs::rename(&partial, &tarball).expect("publishing the tarball");
-    }
-    tarball
+    cached_debian_tarball(
+        "RACKER_TEST_DEBIAN",
+        "/var/cache/racker-test/bookworm-systemd.tar",
+        Some("systemd,systemd-sysv,dbus"),
+    )
 }
 
-/// Where the Debian bookworm minbase root tarball (no systemd) is cached
-/// (`RACKER_TEST_DEBIAN_MINBASE` to override).
-fn debian_minbase_tarball_path() -> PathBuf {
-    std::env::var_os("RACKER_TEST_DEBIAN_MINBASE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/racker-test/bookworm-minbase.tar"))
-}
-
-/// A Debian bookworm minbase root without systemd, as the registry's official images
-/// are: built once by mmdebstrap from the host's configured mirror, under the same lock
-/// as [`debian_rootfs_tarball`].
+/// Debian bookworm minbase without systemd, as the registry's official images are
+/// (`RACKER_TEST_DEBIAN_MINBASE` to use another tarball).
 pub fn debian_minbase_tarball() -> PathBuf {
-    let tarball = debian_minbase_tarball_path();
-    let dir = tarball.parent().expect("cache dir").to_owned();
-    std::fs::create_dir_all(&dir).expect("creating the cache dir");
-    let lock = std::fs::File::create(dir.join(".build.lock")).expect("lock file");
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).expect("flock");
-    if !tarball.exists() {
-        let partial = tarball.with_extension("partial.tar");
-        let status = Command::new("mmdebstrap")
-            .args(["--quiet", "--format=tar", "--variant=minbase", "bookworm"])
-            .arg(&partial)
-            .status()
-            .expect("running mmdebstrap (scripts/prerequisites installs it)");
-        assert!(status.success(), "mmdebstrap failed to build the Debian minbase test image");
-        std::fs::rename(&partial, &tarball).expect("publishing the tarball");
-    }
-    tarball
+    cached_debian_tarball("RACKER_TEST_DEBIAN_MINBASE", "/var/cache/racker-test/bookworm-minbase.tar", None)
 }
