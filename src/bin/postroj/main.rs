@@ -27,7 +27,7 @@ enum Command {
     ListImages(images::ListArgs),
     /// Pull curated images into the store, provisioned with systemd
     Pull(images::PullArgs),
-    /// Install a package in booted containers of curated images and check its units and network services
+    /// Install a package in booted containers of curated images (pulled first if missing) and check its units and network services
     Pkgprobe(probe::PkgprobeArgs),
     /// Check that the curated images in the store work
     Selftest(probe::SelftestArgs),
