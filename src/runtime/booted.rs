@@ -6,9 +6,9 @@ use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use super::machine::{Console, Machine};
-use super::{discard, prepare, runtime_dir, Prepared, Registration, Result, RunRequest, RuntimeError};
-use crate::store::{ContainerState, Store};
+use super::machine::Machine;
+use super::{discard, prepare, Prepared, Result, RunRequest, RuntimeError};
+use crate::store::Store;
 
 pub struct Booted<'s> {
     store: &'s Store,
@@ -22,24 +22,7 @@ impl<'s> Booted<'s> {
     pub fn start(store: &'s Store, image: &str, request: &RunRequest) -> Result<Booted<'s>> {
         let request = RunRequest { boot: Some(true), remove: true, ..request.clone() };
         let prepared = prepare(store, image, &request, true)?;
-        let started = (|| {
-            let runtime = runtime_dir()?;
-            let console =
-                prepared.spec.console.clone().unwrap_or_else(|| runtime.join(format!("{}.console", prepared.id)));
-            let mut machine = Machine::start(
-                &prepared.spec,
-                &prepared.rootfs,
-                &prepared.name,
-                &prepared.id,
-                Registration::detect(),
-                &runtime,
-                Console::Log(console),
-            )?;
-            let leader = machine.wait_started(true, request.boot_timeout)?;
-            store.set_container_state(&prepared.id, ContainerState::Running, Some(i64::from(leader)), None)?;
-            Ok(machine)
-        })();
-        match started {
+        match super::boot(store, &prepared, request.boot_timeout) {
             Ok(machine) => Ok(Booted { store, prepared, machine }),
             Err(e) => {
                 discard(store, &*prepared.snapshotter, &prepared.id);

@@ -213,7 +213,7 @@ fn execute(store: &Store, p: &Prepared, boot_timeout: Duration) -> Result<i32> {
     let registration = Registration::detect();
     let runtime = runtime_dir()?;
     if p.spec.boot {
-        return run_booted(store, p, registration, &runtime, boot_timeout);
+        return run_booted(store, p, boot_timeout);
     }
     check_command(&p.rootfs, &p.spec)?;
     let mut machine = Machine::start(&p.spec, &p.rootfs, &p.name, &p.id, registration, &runtime, Console::Inherit)?;
@@ -277,13 +277,20 @@ esac
 exit 2
 "#;
 
-fn run_booted(
-    store: &Store,
-    p: &Prepared,
-    registration: Registration,
-    runtime: &std::path::Path,
-    timeout: Duration,
-) -> Result<i32> {
+/// Starts a prepared boot-mode container, its console logged, and waits until its
+/// systemd is ready (the machine is ended again if that fails).
+fn boot(store: &Store, p: &Prepared, timeout: Duration) -> Result<Machine> {
+    let runtime = runtime_dir()?;
+    let console = p.spec.console.clone().unwrap_or_else(|| runtime.join(format!("{}.console", p.id)));
+    let registration = Registration::detect();
+    let mut machine =
+        Machine::start(&p.spec, &p.rootfs, &p.name, &p.id, registration, &runtime, Console::Log(console))?;
+    let leader = machine.wait_started(true, timeout)?;
+    store.set_container_state(&p.id, ContainerState::Running, Some(i64::from(leader)), None)?;
+    Ok(machine)
+}
+
+fn run_booted(store: &Store, p: &Prepared, timeout: Duration) -> Result<i32> {
     let spec = &p.spec;
     let ids = spec
         .user
@@ -293,11 +300,8 @@ fn run_booted(
                 .map_err(|reason| RuntimeError::Invalid { what: format!("--user {u}"), reason })
         })
         .transpose()?;
-    let console = spec.console.clone().unwrap_or_else(|| runtime.join(format!("{}.console", p.id)));
-    let mut machine = Machine::start(spec, &p.rootfs, &p.name, &p.id, registration, runtime, Console::Log(console))?;
+    let mut machine = boot(store, p, timeout)?;
     let result = (|| {
-        let leader = machine.wait_started(true, timeout)?;
-        store.set_container_state(&p.id, ContainerState::Running, Some(leader as i64), None)?;
         check_command(&p.rootfs, spec)?;
         let mut cmd = machine.enter(spec, ids)?;
         if !spec.tty {
