@@ -104,6 +104,8 @@ pub struct PullOptions {
     pub force: bool,
     pub registry: registry::PullOptions,
     pub progress: Arc<dyn Progress>,
+    /// Where the provisioning container's output goes.
+    pub output: runtime::Console,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -266,7 +268,7 @@ fn from_registry(
         image.package_manager,
         recipe.short()
     )));
-    let id = provision(store, image, &base, script, &recipe)?;
+    let id = provision(store, image, &base, script, &recipe, &opts.output)?;
     report(Event::Step(format!("provisioned {} on {}", id.short(), base.short())));
     done(id, Outcome::Provisioned)
 }
@@ -331,6 +333,7 @@ fn provision(
     base: &Digest,
     script: &str,
     recipe: &Digest,
+    output: &runtime::Console,
 ) -> Result<Digest, ProvisionError> {
     let label = image.label;
     let name = format!("postroj-provision-{label}-{:08x}", rand::random::<u32>());
@@ -346,6 +349,7 @@ fn provision(
         remove: false,
         boot: Some(false),
         driver: Some(Driver::Overlay),
+        output: output.clone(),
         ..RunRequest::default()
     };
     let code = runtime::run(store, &base.to_string(), &request)
@@ -384,6 +388,7 @@ mod tests {
             force: false,
             registry: registry::PullOptions::default(),
             progress: Arc::new(crate::progress::Silent),
+            output: runtime::Console::Discard,
         };
         let err = pull(&store, fedora, &opts, &|_| {}).unwrap_err();
         assert!(matches!(err, ProvisionError::NoMirror { .. }), "{err}");

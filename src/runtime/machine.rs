@@ -15,11 +15,37 @@ use super::spec::RunSpec;
 use super::{nspawn, Result, RuntimeError};
 
 /// Where a container's standard streams go.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Console {
     /// The caller's terminal or pipes (`racker run` in the foreground).
+    #[default]
     Inherit,
+    /// Output to the caller's standard error, no input: a tool's standard output stays
+    /// its own (postroj's provisioning).
+    Stderr,
+    /// Standard output dropped (errors still reach the caller's), no input: `--quiet`.
+    Discard,
     /// A log file (booted consoles, detached containers).
     Log(PathBuf),
+}
+
+impl Console {
+    /// Points `cmd`'s standard output and error where a foreground console goes
+    /// (a log file is the machine's own business: see [`Machine::start`]).
+    pub(crate) fn direct(&self, cmd: &mut Command) {
+        match self {
+            Console::Inherit | Console::Log(_) => {}
+            Console::Stderr => {
+                cmd.stdin(Stdio::null());
+                if let Ok(err) = rustix::io::dup(std::io::stderr()) {
+                    cmd.stdout(Stdio::from(err));
+                }
+            }
+            Console::Discard => {
+                cmd.stdin(Stdio::null()).stdout(Stdio::null());
+            }
+        }
+    }
 }
 
 pub struct Machine {
@@ -46,8 +72,9 @@ impl Machine {
         let mut cmd = nspawn::command(spec, rootfs, &machine, id, registration);
         cmd.env("NOTIFY_SOCKET", notify.path());
         let console_path = match console {
-            Console::Inherit => {
+            Console::Inherit | Console::Stderr | Console::Discard => {
                 cmd.stdin(if spec.interactive { Stdio::inherit() } else { Stdio::null() });
+                console.direct(&mut cmd);
                 None
             }
             Console::Log(path) => {

@@ -94,6 +94,8 @@ pub struct RunRequest {
     pub boot_target: BootTarget,
     pub driver: Option<Driver>,
     pub boot_timeout: Duration,
+    /// Where the command's output goes (foreground runs).
+    pub output: Console,
 }
 
 /// How long a boot may take by default.
@@ -109,6 +111,7 @@ impl Default for RunRequest {
             boot_target: BootTarget::Default,
             driver: None,
             boot_timeout: DEFAULT_BOOT_TIMEOUT,
+            output: Console::Inherit,
         }
     }
 }
@@ -195,7 +198,7 @@ pub(crate) fn discard(store: &Store, snapshotter: &dyn snapshot::Snapshotter, id
 /// exit status (docker's numbers for failures to start it).
 pub fn run(store: &Store, image: &str, request: &RunRequest) -> Result<i32> {
     let prepared = prepare(store, image, request, false)?;
-    let result = execute(store, &prepared, request.boot_timeout);
+    let result = execute(store, &prepared, request);
     let code = match &result {
         Ok(code) => Some(*code),
         Err(e) => Some(e.exit_code()),
@@ -209,14 +212,14 @@ pub fn run(store: &Store, image: &str, request: &RunRequest) -> Result<i32> {
 }
 
 /// Starts the prepared container and waits for its command.
-fn execute(store: &Store, p: &Prepared, boot_timeout: Duration) -> Result<i32> {
-    let registration = Registration::detect();
-    let runtime = runtime_dir()?;
+fn execute(store: &Store, p: &Prepared, request: &RunRequest) -> Result<i32> {
     if p.spec.boot {
-        return run_booted(store, p, boot_timeout);
+        return run_booted(store, p, request);
     }
     check_command(&p.rootfs, &p.spec)?;
-    let mut machine = Machine::start(&p.spec, &p.rootfs, &p.name, &p.id, registration, &runtime, Console::Inherit)?;
+    let (registration, runtime) = (Registration::detect(), runtime_dir()?);
+    let output = request.output.clone();
+    let mut machine = Machine::start(&p.spec, &p.rootfs, &p.name, &p.id, registration, &runtime, output)?;
     let _signals = if p.spec.tty { None } else { Some(SignalForwarder::to_group(machine.pid())?) };
     store.set_container_state(&p.id, ContainerState::Running, machine.leader_now().map(i64::from), None)?;
     let status = machine.wait()?;
@@ -290,7 +293,7 @@ fn boot(store: &Store, p: &Prepared, timeout: Duration) -> Result<Machine> {
     Ok(machine)
 }
 
-fn run_booted(store: &Store, p: &Prepared, timeout: Duration) -> Result<i32> {
+fn run_booted(store: &Store, p: &Prepared, request: &RunRequest) -> Result<i32> {
     let spec = &p.spec;
     let ids = spec
         .user
@@ -300,10 +303,11 @@ fn run_booted(store: &Store, p: &Prepared, timeout: Duration) -> Result<i32> {
                 .map_err(|reason| RuntimeError::Invalid { what: format!("--user {u}"), reason })
         })
         .transpose()?;
-    let mut machine = boot(store, p, timeout)?;
+    let mut machine = boot(store, p, request.boot_timeout)?;
     let result = (|| {
         check_command(&p.rootfs, spec)?;
         let mut cmd = machine.enter(spec, ids)?;
+        request.output.direct(&mut cmd);
         if !spec.tty {
             use std::os::unix::process::CommandExt;
             cmd.process_group(0);

@@ -1,8 +1,9 @@
 //! `postroj list-images` and `postroj pull`.
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 use racker::postroj::catalog::{self, CuratedImage};
 use racker::postroj::provision::{self, Event, Outcome, PullOptions, SourceChoice, Used};
+use racker::runtime::Console;
 use racker::store::Store;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -118,8 +119,9 @@ pub fn pull_images(
         force,
         registry: racker::registry::PullOptions::default(),
         progress: racker::progress::for_stderr(quiet),
+        // Standard output carries only the names pulled.
+        output: if quiet { Console::Discard } else { Console::Stderr },
     };
-    let names = StdoutAside::new(quiet)?;
     let mut failed = Vec::new();
     for image in images {
         let label = image.label;
@@ -147,7 +149,7 @@ pub fn pull_images(
                     eprintln!("{label}: {how}: {} {}", pulled.name, pulled.image);
                 }
                 if print_names {
-                    names.println(&pulled.name)?;
+                    println!("{}", pulled.name);
                 }
             }
             // The error names the label itself.
@@ -162,44 +164,4 @@ pub fn pull_images(
         bail!("{} of {} images failed: {}", failed.len(), images.len(), failed.join(", "));
     }
     Ok(())
-}
-
-/// Standard output carries only the names pulled: everything else a pull prints, the
-/// provisioning container's own output included (it inherits descriptor 1), goes to
-/// standard error instead, or nowhere with `-q`. Restored on drop.
-struct StdoutAside {
-    saved: std::os::fd::OwnedFd,
-}
-
-impl StdoutAside {
-    fn new(quiet: bool) -> Result<StdoutAside> {
-        use std::io::Write as _;
-        use std::os::fd::{FromRawFd as _, OwnedFd};
-        std::io::stdout().flush().context("flushing standard output")?;
-        let saved = rustix::io::dup(std::io::stdout()).context("duplicating standard output")?;
-        let target: OwnedFd = if quiet {
-            std::fs::File::options().write(true).open("/dev/null").context("opening /dev/null")?.into()
-        } else {
-            rustix::io::dup(std::io::stderr()).context("duplicating standard error")?
-        };
-        // SAFETY: descriptor 1 stays open for the whole process; ManuallyDrop never closes it.
-        let mut one = std::mem::ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(1) });
-        rustix::io::dup2(&target, &mut one).context("redirecting standard output")?;
-        Ok(StdoutAside { saved })
-    }
-
-    fn println(&self, line: &str) -> Result<()> {
-        use std::io::Write as _;
-        let mut out = std::fs::File::from(rustix::io::dup(&self.saved).context("duplicating standard output")?);
-        writeln!(out, "{line}").context("writing to standard output")
-    }
-}
-
-impl Drop for StdoutAside {
-    fn drop(&mut self) {
-        use std::os::fd::{FromRawFd as _, OwnedFd};
-        // SAFETY: as in `new`.
-        let mut one = std::mem::ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(1) });
-        let _ = rustix::io::dup2(&self.saved, &mut one);
-    }
 }

@@ -123,6 +123,7 @@ pub fn run(store: &Store, root: &std::path::Path, args: RunArgs) -> Result<i32> 
         boot_target: args.boot_target,
         driver: args.storage_driver,
         boot_timeout: Duration::from_secs(args.boot_timeout),
+        output: runtime::Console::Inherit,
     };
     if detach {
         let mut monitor = std::process::Command::new(std::env::current_exe().context("finding the racker binary")?);
