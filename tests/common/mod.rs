@@ -29,6 +29,30 @@ pub struct TempStore {
     auth: tempfile::TempDir,
 }
 
+/// The guard's half: a test that failed half way may leave containers and mounts; they
+/// are removed as a user would (`racker rm -f`), then whatever is still mounted under the
+/// store is detached, so that the temporary directory can go.
+impl Drop for TempStore {
+    fn drop(&mut self) {
+        if let Ok(ps) = self.cmd().args(["ps", "-aq"]).output() {
+            for id in String::from_utf8_lossy(&ps.stdout).split_whitespace() {
+                let _ = self.cmd().args(["rm", "-f", id]).output();
+            }
+        }
+        let root = self.root().display().to_string();
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut mounts: Vec<&str> = mountinfo
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&format!("{root}/")))
+            .collect();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for mount in mounts {
+            let _ = rustix::mount::unmount(mount, rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+}
+
 impl TempStore {
     /// A new, initialised (empty) store.
     pub fn new() -> TempStore {
