@@ -17,4 +17,5 @@ pub mod runtime;
 pub mod snapshot;
 pub mod source;
 pub mod store;
+pub mod table;
 pub mod unpack;

@@ -137,7 +137,7 @@ pub fn probe_image(store: &Store, image: &CuratedImage, spec: &ProbeSpec, log: S
         record(&mut suite, case);
     }
     for command in &spec.commands {
-        let case = check_command(&container, command);
+        let case = check_exit_status(&container, command);
         record(&mut suite, case);
     }
     for target in &spec.network {
@@ -148,7 +148,7 @@ pub fn probe_image(store: &Store, image: &CuratedImage, spec: &ProbeSpec, log: S
 }
 
 /// Runs `command` inside; it passes when it exits 0, with its first line of output.
-fn check_command(container: &Booted, command: &[String]) -> Case {
+fn check_exit_status(container: &Booted, command: &[String]) -> Case {
     let name = format!("command {}", command.join(" "));
     let started = Instant::now();
     let argv: Vec<&str> = command.iter().map(String::as_str).collect();

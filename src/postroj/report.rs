@@ -216,8 +216,7 @@ impl Report {
     /// The summary for people: a table of image, check, result and time, then the
     /// reasons of every failure and error, then one line of counts.
     pub fn render_text(&self) -> String {
-        let header = ["IMAGE", "CHECK", "RESULT", "TIME"];
-        let mut rows: Vec<[String; 4]> = Vec::new();
+        let mut rows = Vec::new();
         for suite in &self.suites {
             for case in &suite.cases {
                 let result = match &case.outcome {
@@ -225,31 +224,15 @@ impl Report {
                     Outcome::Skipped { reason } => format!("skipped ({})", one_line(reason)),
                     outcome => outcome.word().to_owned(),
                 };
-                rows.push([suite.image.clone(), case.name.clone(), result, format!("{:.1} s", secs(case.duration))]);
+                rows.push(vec![
+                    suite.image.clone(),
+                    case.name.clone(),
+                    result,
+                    format!("{:.1} s", secs(case.duration)),
+                ]);
             }
         }
-        let mut widths = header.map(str::len);
-        for row in &rows {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
-        let mut out = String::new();
-        for row in std::iter::once(header.map(str::to_owned)).chain(rows) {
-            let line = format!(
-                "{:w0$}  {:w1$}  {:w2$}  {:>w3$}",
-                row[0],
-                row[1],
-                row[2],
-                row[3],
-                w0 = widths[0],
-                w1 = widths[1],
-                w2 = widths[2],
-                w3 = widths[3]
-            );
-            out.push_str(line.trim_end());
-            out.push('\n');
-        }
+        let mut out = crate::table::table(&["IMAGE", "CHECK", "RESULT", "TIME"], &rows);
         for suite in &self.suites {
             for case in &suite.cases {
                 let (Outcome::Failed { message, details } | Outcome::Error { message, details }) = &case.outcome else {

@@ -29,7 +29,7 @@ pub fn list(store: &Store, args: &ListArgs) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&labels)?);
         }
         ListFormat::Table => {
-            let mut rows = vec![["LABEL", "SOURCE", "FAMILY", "IN STORE"].map(String::from).to_vec()];
+            let mut rows = Vec::new();
             for image in images {
                 let present = store.resolve(&image.local_name()).is_ok();
                 let family = serde_json::to_value(image.family)?.as_str().unwrap_or_default().to_owned();
@@ -40,23 +40,10 @@ pub fn list(store: &Store, args: &ListArgs) -> Result<()> {
                     if present { "yes" } else { "no" }.to_owned(),
                 ]);
             }
-            print!("{}", table(&rows));
+            print!("{}", racker::table::table(&["LABEL", "SOURCE", "FAMILY", "IN STORE"], &rows));
         }
     }
     Ok(())
-}
-
-/// Left-aligned columns, three spaces apart, as docker's tables.
-fn table(rows: &[Vec<String>]) -> String {
-    let widths: Vec<usize> =
-        (0..rows[0].len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
-    let mut out = String::new();
-    for row in rows {
-        let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:w$}")).collect();
-        out.push_str(cells.join("   ").trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]

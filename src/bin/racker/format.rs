@@ -1,6 +1,7 @@
 //! Sizes and times printed the way docker prints them.
 
 use chrono::{DateTime, Utc};
+pub use racker::table::table;
 
 /// Decimal units with three significant digits: `5.59MB`, `117MB`, `1.2kB`.
 pub fn human_size(bytes: u64) -> String {
@@ -44,33 +45,6 @@ pub fn since(created: Option<&str>) -> String {
         s => format!("{} years", s / (365 * 86400)),
     };
     format!("{text} ago")
-}
-
-/// Left-aligned columns separated by three spaces, as docker's tables.
-pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<String>| -> String {
-        let last = cells.len().saturating_sub(1);
-        let mut out = String::new();
-        for (i, cell) in cells.into_iter().enumerate() {
-            if i == last {
-                out.push_str(&cell);
-            } else {
-                out.push_str(&format!("{cell:<width$}   ", width = widths[i]));
-            }
-        }
-        out.trim_end().to_owned() + "\n"
-    };
-    let mut out = line(header.iter().map(|h| h.to_string()).collect());
-    for row in rows {
-        out.push_str(&line(row.clone()));
-    }
-    out
 }
 
 #[cfg(test)]
