@@ -27,8 +27,8 @@ pub enum ReportFormat {
 #[derive(clap::Args)]
 pub struct RunArgs {
     /// Probe images in parallel, up to N at once
-    #[arg(short, long, default_value_t = 1, value_name = "N")]
-    jobs: usize,
+    #[arg(short, long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    jobs: u32,
     /// Report format
     #[arg(long, value_enum, default_value_t)]
     format: ReportFormat,
@@ -183,7 +183,7 @@ fn run_probes(store: &Store, images: &[&CuratedImage], spec: &ProbeSpec, run: &R
             eprintln!("{label}: {} {}", case.name, describe(case));
         }
     };
-    let report = probe::probe_all(store.root(), images, spec, run.jobs, &log);
+    let report = probe::probe_all(store.root(), images, spec, run.jobs as usize, &log);
     write_report(&report, run)?;
     Ok(if report.passed() { 0 } else { 1 })
 }
