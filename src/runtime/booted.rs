@@ -73,36 +73,33 @@ impl Drop for Booted<'_> {
 
 /// Collects a child's output; kills it (and reports a timeout) when it runs too long.
 fn wait_with_timeout(mut child: std::process::Child, timeout: Duration) -> Result<Output> {
-    use std::io::Read;
-    let spawn_err = |source| RuntimeError::Spawn { program: "nsenter".into(), source };
     // Drain both pipes on threads, so a chatty command cannot block on a full pipe.
-    let mut stdout = child.stdout.take();
-    let mut stderr = child.stderr.take();
-    let out = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(s) = stdout.as_mut() {
-            let _ = s.read_to_end(&mut buf);
-        }
-        buf
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
+    let pid = child.id();
+    let (done, waited) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait());
     });
-    let err = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(s) = stderr.as_mut() {
-            let _ = s.read_to_end(&mut buf);
-        }
-        buf
-    });
-    let deadline = std::time::Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().map_err(spawn_err)? {
-            break status;
-        }
-        if std::time::Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
+    let status = match waited.recv_timeout(timeout) {
+        Ok(status) => status.map_err(|source| RuntimeError::Spawn { program: "nsenter".into(), source })?,
+        Err(_) => {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
             return Err(RuntimeError::Timeout { what: "finish the command", after: timeout });
         }
-        std::thread::sleep(Duration::from_millis(2));
     };
     Ok(Output { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() })
+}
+
+/// Reads a pipe to its end on a thread of its own.
+fn drain(pipe: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut buf);
+        }
+        buf
+    })
 }
