@@ -253,6 +253,11 @@ fn detached_containers_exec_logs_stop_kill_rm() {
     assert!(!busy.status.success() && err(&busy).contains("is running"), "{}", err(&busy));
     store.ok(&["kill", "victim"]);
     store.ok(&["rm", "-f", "svc"]);
+    // A leader is known by its pid and start time, not by what it keeps in its environment.
+    store.ok(&["run", "-d", "--name", "bare", "bb", "env", "-i", "sleep", "1000"]);
+    let ps = store.ok(&["ps"]);
+    assert!(ps.contains("bare") && ps.contains("Up"), "{ps}");
+    store.ok(&["rm", "-f", "bare"]);
     // The --rm container removes itself once killed; wait for its monitor to finish.
     common::wait_until(20, "the killed --rm container was not removed", || store.ok(&["ps", "-aq"]).is_empty());
     store.assert_clean();

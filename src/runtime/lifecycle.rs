@@ -16,7 +16,7 @@ use super::{
     RunSpec, RuntimeError,
 };
 use crate::snapshot;
-use crate::store::{ContainerRecord, ContainerState, Store};
+use crate::store::{ContainerRecord, ContainerState, Leader, Store};
 
 /// The environment variable that tells a monitor which descriptor reports its start.
 pub const STATUS_FD_ENV: &str = "RACKER_MONITOR_STATUS_FD";
@@ -28,17 +28,20 @@ fn alive(pid: Option<i64>) -> bool {
     pid.and_then(|p| Pid::from_raw(p as i32)).is_some_and(|p| rustix::process::test_kill_process(p).is_ok())
 }
 
-/// Whether `pid` is the leader of container `id`: nspawn puts the `--uuid` racker
-/// derives from the id into its PID 1's environment. Guards signals against a reused pid.
-fn is_leader(pid: i64, id: &str) -> bool {
-    let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { return false };
-    let hex = &id[..32.min(id.len())];
-    if hex.len() < 32 {
-        return false;
-    }
-    let uuid =
-        format!("container_uuid={}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]);
-    environ.split(|b| *b == 0).any(|var| var == uuid.as_bytes())
+/// The process `pid` as a container's leader is recorded: with its start time, which
+/// no later process given the same pid shares. None if it is gone.
+pub(super) fn identify(pid: i32) -> Option<Leader> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold anything.
+    let fields = &stat[stat.rfind(')')? + 1..];
+    let start = fields.split_whitespace().nth(19)?.parse().ok()?;
+    Some(Leader { pid: i64::from(pid), start })
+}
+
+/// Whether the container's leader lives (whatever its owner does).
+pub(super) fn is_running(record: &ContainerRecord) -> bool {
+    record.state == ContainerState::Running
+        && record.leader.is_some_and(|l| i32::try_from(l.pid).ok().and_then(identify) == Some(l))
 }
 
 /// Waits until `pid` has exited, or `timeout` passes; true if it exited.
@@ -74,8 +77,7 @@ pub fn list(store: &Store, all: bool) -> Result<Vec<ContainerStatus>> {
         .containers()?
         .into_iter()
         .map(|record| {
-            let running =
-                record.state == ContainerState::Running && record.pid.is_some_and(|p| is_leader(p, &record.id));
+            let running = is_running(&record);
             ContainerStatus { record, running }
         })
         .filter(|c| all || c.running)
@@ -167,7 +169,7 @@ pub fn monitor(store: &Store, id: &str) -> Result<i32> {
         )?;
         let timeout = Duration::from_secs(spec.boot_timeout.unwrap_or(super::DEFAULT_BOOT_TIMEOUT.as_secs()));
         let leader = machine.wait_started(spec.boot, timeout)?;
-        store.set_container_state(id, ContainerState::Running, Some(leader as i64), None)?;
+        store.set_container_state(id, ContainerState::Running, identify(leader), None)?;
         report(&status, &format!("ok {leader}"));
         if spec.boot && !spec.argv.is_empty() {
             // The container lives as long as its command, as in docker.
@@ -207,21 +209,15 @@ pub fn monitor(store: &Store, id: &str) -> Result<i32> {
     result
 }
 
-/// Whether the container's leader lives (whatever its owner does).
-pub(super) fn is_running(record: &ContainerRecord) -> bool {
-    record.state == ContainerState::Running && record.pid.is_some_and(|p| is_leader(p, &record.id))
-}
-
 /// The container's record, spec and leader, if its leader lives (whatever its owner
 /// does: a container whose owner died still runs and must still be stoppable).
 fn running(store: &Store, name: &str) -> Result<(ContainerRecord, RunSpec, i32)> {
     let record = store.container(name)?;
-    let leader = record.pid.filter(|_| record.state == ContainerState::Running);
-    let Some(leader) = leader.filter(|p| is_leader(*p, &record.id)) else {
+    let Some(leader) = record.leader.filter(|_| is_running(&record)) else {
         return Err(RuntimeError::NotRunning { name: record.name });
     };
     let spec = spec_of(&record).unwrap_or_default();
-    Ok((record, spec, leader as i32))
+    Ok((record, spec, leader.pid as i32))
 }
 
 /// `racker exec`'s options.
@@ -353,7 +349,7 @@ pub fn collect(store: &Store) -> Result<Vec<String>> {
     for record in &records {
         let owner_alive = alive(record.monitor_pid);
         if record.state != ContainerState::Exited && !owner_alive {
-            if record.pid.is_some_and(|p| is_leader(p, &record.id)) {
+            if is_running(record) {
                 continue; // the container still runs without its owner: `racker rm -f` ends it
             }
             if spec_of(record).is_some_and(|s| s.remove) {
@@ -379,4 +375,33 @@ pub fn collect(store: &Store) -> Result<Vec<String>> {
         cleaned.push(format!("materialised image {image}"));
     }
     Ok(cleaned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::identify;
+
+    #[test]
+    fn a_leader_is_identified_by_pid_and_start_time_until_it_is_gone() {
+        // A command name with ") " in it must not shift the fields after it.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let odd = dir.path().join("a) 1 2 3");
+        std::fs::copy("/bin/sleep", &odd).expect("copy sleep");
+        let mut child = std::process::Command::new(&odd).arg("10").spawn().expect("spawn");
+        let pid = child.id() as i32;
+        let me = identify(std::process::id() as i32).expect("this process");
+        let it = identify(pid).expect("the child");
+        assert_eq!(identify(pid), Some(it), "the same process is identified the same way");
+        // Clock ticks are USER_HZ, 100 per second on Linux.
+        let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+            .expect("uptime")
+            .split(' ')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .expect("seconds");
+        assert!(me.start <= it.start && it.start as f64 <= uptime * 100.0 + 1.0, "{me:?} {it:?} {uptime}");
+        child.kill().expect("kill");
+        child.wait().expect("wait");
+        assert_eq!(identify(pid), None, "a reaped process is gone");
+    }
 }

@@ -221,7 +221,12 @@ fn execute(store: &Store, p: &Prepared, request: &RunRequest) -> Result<i32> {
     let output = request.output.clone();
     let mut machine = Machine::start(&p.spec, &p.rootfs, &p.name, &p.id, registration, &runtime, output)?;
     let _signals = if p.spec.tty { None } else { Some(SignalForwarder::to_group(machine.pid())?) };
-    store.set_container_state(&p.id, ContainerState::Running, machine.leader_now().map(i64::from), None)?;
+    store.set_container_state(
+        &p.id,
+        ContainerState::Running,
+        machine.leader_now().and_then(lifecycle::identify),
+        None,
+    )?;
     let status = machine.wait()?;
     Ok(exit_code(status))
 }
@@ -289,7 +294,7 @@ fn boot(store: &Store, p: &Prepared, timeout: Duration) -> Result<Machine> {
     let mut machine =
         Machine::start(&p.spec, &p.rootfs, &p.name, &p.id, registration, &runtime, Console::Log(console))?;
     let leader = machine.wait_started(true, timeout)?;
-    store.set_container_state(&p.id, ContainerState::Running, Some(i64::from(leader)), None)?;
+    store.set_container_state(&p.id, ContainerState::Running, lifecycle::identify(leader), None)?;
     Ok(machine)
 }
 

@@ -33,6 +33,15 @@ impl ContainerState {
     }
 }
 
+/// A container's leader (its PID 1 as the host sees it). The pid alone may name a later
+/// process once the leader is gone; its start time (clock ticks after boot, field 22 of
+/// `/proc/PID/stat`, fixed at fork) tells the two apart, from the first instant on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Leader {
+    pub pid: i64,
+    pub start: i64,
+}
+
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ContainerRecord {
     /// 64 hex digits, as docker's container ids.
@@ -44,8 +53,8 @@ pub struct ContainerRecord {
     /// What to run and how (the runtime's own JSON).
     pub spec: serde_json::Value,
     pub state: ContainerState,
-    /// The container's leader (its PID 1, as the host sees it) while it runs.
-    pub pid: Option<i64>,
+    /// The container's leader while it runs.
+    pub leader: Option<Leader>,
     /// The racker process that owns the container while it runs (foreground or monitor).
     pub monitor_pid: Option<i64>,
     pub exit_code: Option<i32>,
@@ -66,7 +75,10 @@ fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<ContainerRecord> {
         snapshotter: r.get(3)?,
         spec: serde_json::from_str(&spec).unwrap_or(serde_json::Value::Null),
         state: ContainerState::parse(&state),
-        pid: r.get(6)?,
+        leader: match (r.get(6)?, r.get(11)?) {
+            (Some(pid), Some(start)) => Some(Leader { pid, start }),
+            _ => None,
+        },
         monitor_pid: r.get(7)?,
         exit_code: r.get(8)?,
         created: r.get(9)?,
@@ -74,7 +86,8 @@ fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<ContainerRecord> {
     })
 }
 
-const COLUMNS: &str = "id, name, image_id, snapshotter, spec, state, pid, monitor_pid, exit_code, created, finished";
+const COLUMNS: &str =
+    "id, name, image_id, snapshotter, spec, state, pid, monitor_pid, exit_code, created, finished, pid_start";
 
 impl Store {
     /// Records a new container; fails if the name is taken.
@@ -97,7 +110,7 @@ impl Store {
         }
         tx.execute(
             &format!(
-                "INSERT INTO containers ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, 'created', NULL, ?6, NULL, ?7, NULL)"
+                "INSERT INTO containers ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, 'created', NULL, ?6, NULL, ?7, NULL, NULL)"
             ),
             params![id, name, image_id.to_string(), snapshotter, spec.to_string(), std::process::id(), now()],
         )
@@ -113,16 +126,24 @@ impl Store {
         &self,
         id: &str,
         state: ContainerState,
-        pid: Option<i64>,
+        leader: Option<Leader>,
         exit_code: Option<i32>,
     ) -> Result<()> {
         let db = self.db();
         let finished = (state == ContainerState::Exited).then(now);
         db.conn
             .execute(
-                "UPDATE containers SET state = ?2, pid = ?3, monitor_pid = ?4, exit_code = COALESCE(?5, exit_code),
-                 finished = COALESCE(?6, finished) WHERE id = ?1",
-                params![id, state.as_str(), pid, std::process::id(), exit_code, finished],
+                "UPDATE containers SET state = ?2, pid = ?3, pid_start = ?4, monitor_pid = ?5,
+                 exit_code = COALESCE(?6, exit_code), finished = COALESCE(?7, finished) WHERE id = ?1",
+                params![
+                    id,
+                    state.as_str(),
+                    leader.map(|l| l.pid),
+                    leader.map(|l| l.start),
+                    std::process::id(),
+                    exit_code,
+                    finished
+                ],
             )
             .map_err(db.err())?;
         Ok(())

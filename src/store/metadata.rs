@@ -83,6 +83,9 @@ CREATE INDEX containers_image ON containers(image_id);
 ALTER TABLE layers ADD COLUMN unsynced_boot TEXT;
 ALTER TABLE blobs ADD COLUMN unsynced_boot TEXT;
 "#,
+    r#"
+ALTER TABLE containers ADD COLUMN pid_start INTEGER;
+"#,
 ];
 
 /// One row of `racker images`, grouped per image.

@@ -33,7 +33,7 @@ use crate::digest::Digest;
 use crate::reference::ReferenceError;
 use crate::unpack::UnpackError;
 
-pub use containers::{ContainerRecord, ContainerState};
+pub use containers::{ContainerRecord, ContainerState, Leader};
 pub use gc::{DiskUsage, GcReport};
 pub use ingest::{BlobInfo, Ingest, LayerInfo, NewImage};
 pub use metadata::{ImageRecord, ImageSummary, LayerRecord, Removal};

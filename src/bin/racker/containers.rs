@@ -197,7 +197,7 @@ pub fn ps(store: &Store, args: &PsArgs) -> Result<()> {
                 "{}",
                 serde_json::json!({"ID": id, "Image": image, "Command": spec.command_line(), "CreatedAt": r.created,
                     "Status": status_text(&c), "State": if c.running { "running" } else { "exited" }, "Names": r.name,
-                    "Boot": spec.boot, "Pid": r.pid})
+                    "Boot": spec.boot, "Pid": r.leader.map(|l| l.pid)})
             );
         } else {
             rows.push(vec![
