@@ -10,7 +10,7 @@ use std::time::Duration;
 use rustix::process::{Pid, Signal};
 
 use super::host::Registration;
-use super::notify::NotifySocket;
+use super::notify::{NotifySocket, Readiness};
 use super::spec::RunSpec;
 use super::{nspawn, Result, RuntimeError};
 
@@ -52,7 +52,8 @@ pub struct Machine {
     pub name: String,
     child: Child,
     notify: NotifySocket,
-    leader: Option<i32>,
+    /// What nspawn has reported: the leader, and whether it has booted.
+    reported: Readiness,
     console: Option<PathBuf>,
 }
 
@@ -91,7 +92,7 @@ impl Machine {
             cmd.process_group(0);
         }
         let child = cmd.spawn().map_err(|source| RuntimeError::Spawn { program: "systemd-nspawn".into(), source })?;
-        Ok(Machine { name: machine, child, notify, leader: None, console: console_path })
+        Ok(Machine { name: machine, child, notify, reported: Readiness::default(), console: console_path })
     }
 
     pub fn pid(&self) -> i32 {
@@ -99,26 +100,21 @@ impl Machine {
     }
 
     pub fn leader(&self) -> Option<i32> {
-        self.leader
+        self.reported.leader
     }
 
     /// The leader PID, which nspawn reports right after it starts the container
     /// (None if nspawn failed first).
     pub fn leader_now(&mut self) -> Option<i32> {
-        if self.leader.is_none() {
-            self.leader = self.notify.wait(&mut self.child, false, Duration::from_secs(10)).ok().and_then(|s| s.leader);
-        }
-        self.leader
+        let _ = self.notify.wait(&mut self.child, &mut self.reported, false, Duration::from_secs(10));
+        self.reported.leader
     }
 
     /// Waits for the leader PID (and, for a boot, READY=1). On a timeout or an early
     /// death the container is torn down and the error carries the console's last lines.
     pub fn wait_started(&mut self, boot: bool, timeout: Duration) -> Result<i32> {
-        match self.notify.wait(&mut self.child, boot, timeout) {
-            Ok(state) => {
-                self.leader = state.leader;
-                state.leader.ok_or(RuntimeError::ExitedEarly { status: -1 })
-            }
+        match self.notify.wait(&mut self.child, &mut self.reported, boot, timeout) {
+            Ok(()) => self.reported.leader.ok_or(RuntimeError::ExitedEarly { status: -1 }),
             Err(err) => {
                 let tail = self.console_tail(15);
                 let _ = self.terminate();
@@ -139,7 +135,7 @@ impl Machine {
 
     /// Runs `spec.argv` inside the booted container, with the caller's stdio.
     pub fn enter(&self, spec: &RunSpec, ids: Option<(u32, u32)>) -> Result<Command> {
-        let leader = self.leader.ok_or(RuntimeError::ExitedEarly { status: -1 })?;
+        let leader = self.reported.leader.ok_or(RuntimeError::ExitedEarly { status: -1 })?;
         let mut cmd = nspawn::enter(spec, leader, ids);
         cmd.stdin(if spec.interactive { Stdio::inherit() } else { Stdio::null() });
         Ok(cmd)
@@ -156,8 +152,13 @@ impl Machine {
         if let Ok(Some(_)) = self.child.try_wait() {
             return Ok(());
         }
-        let target = self.leader.and_then(Pid::from_raw).or_else(|| Pid::from_raw(self.pid()));
-        if let Some(pid) = target {
+        // Not yet reported (nspawn stuck before it said): nspawn's own children, the
+        // leader among them, and nspawn only when it has none.
+        let targets = match self.reported.leader {
+            Some(leader) => vec![leader],
+            None => Some(children(self.pid())).filter(|c| !c.is_empty()).unwrap_or_else(|| vec![self.pid()]),
+        };
+        for pid in targets.into_iter().filter_map(Pid::from_raw) {
             let _ = rustix::process::kill_process(pid, Signal::KILL);
         }
         // nspawn tears its side down once the container is gone; do not wait forever.
@@ -170,6 +171,13 @@ impl Machine {
         let _ = self.child.kill();
         self.wait().map(|_| ())
     }
+}
+
+/// The children of process `pid` (its leader thread's: nspawn does not fork from others).
+fn children(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .map(|list| list.split_whitespace().filter_map(|p| p.parse().ok()).collect())
+        .unwrap_or_default()
 }
 
 impl Drop for Machine {

@@ -33,15 +33,15 @@ impl NotifySocket {
         &self.path
     }
 
-    /// Waits until nspawn reports what `want` asks for (`ready`: READY=1, else the leader
-    /// PID), the child exits, or `timeout` passes.
-    pub fn wait(&self, child: &mut Child, want_ready: bool, timeout: Duration) -> Result<Readiness> {
+    /// Waits until nspawn reports what is asked for (`want_ready`: READY=1, else the leader
+    /// PID), the child exits, or `timeout` passes. What was reported is kept in `state`
+    /// also on error: a boot that times out still has a leader to kill.
+    pub fn wait(&self, child: &mut Child, state: &mut Readiness, want_ready: bool, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
-        let mut state = Readiness::default();
         let mut buf = vec![0u8; 4096];
         loop {
             if state.leader.is_some() && (state.ready || !want_ready) {
-                return Ok(state);
+                return Ok(());
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {

@@ -27,6 +27,48 @@ pub fn fixture(rel: &str) -> PathBuf {
 pub struct TempStore {
     dir: tempfile::TempDir,
     auth: tempfile::TempDir,
+    /// When it was made, in clock ticks after boot: what started later may be its doing.
+    since: u64,
+}
+
+/// Clock ticks after boot (USER_HZ, 100 per second), as `/proc/PID/stat` counts start times.
+fn ticks_now() -> u64 {
+    let uptime = std::fs::read_to_string("/proc/uptime").expect("/proc/uptime");
+    let seconds: f64 = uptime.split(' ').next().and_then(|s| s.parse().ok()).expect("uptime seconds");
+    (seconds * 100.0) as u64
+}
+
+/// Processes that are PID 1 of a PID namespace of their own but whose parent is no
+/// systemd-nspawn, started since `since`: container leaders whose nspawn was killed
+/// under them. They would run forever.
+pub fn orphaned_container_inits(since: u64) -> Vec<(i32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let (Ok(status), Ok(stat)) = (
+            std::fs::read_to_string(format!("/proc/{pid}/status")),
+            std::fs::read_to_string(format!("/proc/{pid}/stat")),
+        ) else {
+            continue;
+        };
+        let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or("");
+        let nspid: Vec<&str> = field("NSpid:").split_whitespace().collect();
+        let start: u64 = stat
+            .rsplit(')')
+            .next()
+            .and_then(|f| f.split_whitespace().nth(19))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if nspid.len() < 2 || nspid.last() != Some(&"1") || start < since {
+            continue;
+        }
+        let parent = std::fs::read_to_string(format!("/proc/{}/comm", field("PPid:"))).unwrap_or_default();
+        if parent.trim() != "systemd-nspawn" {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            found.push((pid, String::from_utf8_lossy(&cmdline).replace('\0', " ")));
+        }
+    }
+    found
 }
 
 /// The guard's half: a test that failed half way may leave containers and mounts; they
@@ -50,6 +92,11 @@ impl Drop for TempStore {
         for mount in mounts {
             let _ = rustix::mount::unmount(mount, rustix::mount::UnmountFlags::DETACH);
         }
+        for (pid, _) in orphaned_container_inits(self.since) {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
     }
 }
 
@@ -63,6 +110,7 @@ impl TempStore {
     /// store on a particular file system, such as a loop-mounted btrfs).
     pub fn at(parent: &Path) -> TempStore {
         let store = TempStore {
+            since: ticks_now(),
             dir: tempfile::Builder::new()
                 .prefix("racker-test-")
                 .tempdir_in(parent)
@@ -138,6 +186,8 @@ impl TempStore {
             .map(str::to_owned)
             .collect();
         assert!(procs.is_empty(), "container processes left behind: {procs:#?}");
+        let orphans = orphaned_container_inits(self.since);
+        assert!(orphans.is_empty(), "container leaders left running without their nspawn: {orphans:?}");
         let snapshots = self.files("snapshots");
         assert!(snapshots.is_empty(), "snapshots left behind: {snapshots:?}");
     }
