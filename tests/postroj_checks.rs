@@ -119,7 +119,8 @@ fn tcp_check_fails_on_a_closed_port_with_connection_refused() {
     assert!(!outcome.passed, "{outcome:?}");
     assert!(outcome.detail.starts_with("connection refused after 0."), "{}", outcome.detail);
     assert!(outcome.attempts > 3, "it retried: {outcome:?}");
-    assert!(outcome.duration >= Duration::from_millis(400) && outcome.duration < Duration::from_secs(2), "{outcome:?}");
+    // It gives up at the timeout (the upper bound leaves room for a loaded machine).
+    assert!(outcome.duration >= Duration::from_millis(400) && outcome.duration < Duration::from_secs(5), "{outcome:?}");
 }
 
 #[test]
@@ -137,7 +138,7 @@ fn http_below_500_passes_and_5xx_fails_with_the_status() {
     let unavailable = check::check(&target(&server.url("/busy")), Duration::from_secs(5));
     assert!(!unavailable.passed && unavailable.status == Some(503), "{unavailable:?}");
     assert_eq!(unavailable.detail, "HTTP 503 Service Unavailable");
-    assert!(unavailable.duration < Duration::from_secs(1), "an answer is final, not retried: {unavailable:?}");
+    assert_eq!(unavailable.attempts, 1, "an answer is final, not retried: {unavailable:?}");
     assert_eq!(server.requests(), 3);
 }
 
@@ -226,7 +227,7 @@ fn https_accepts_a_self_signed_certificate_unless_told_to_verify() {
         check::check_with(&url, &CheckOptions { verify_tls: true, ..CheckOptions::new(Duration::from_secs(5)) });
     assert!(!verified.passed && verified.status.is_none(), "{verified:?}");
     assert!(verified.detail.to_lowercase().contains("certificate"), "{}", verified.detail);
-    assert!(verified.duration < Duration::from_secs(2), "a certificate error is final: {verified:?}");
+    assert_eq!(verified.attempts, 1, "a certificate error is final: {verified:?}");
 }
 
 /// A real Debian package, built by dpkg-deb.
