@@ -415,6 +415,38 @@ fn a_detached_boot_is_a_machine_to_exec_into_and_stop() {
 }
 
 #[test]
+fn each_booted_container_has_a_cgroup_of_its_own_that_goes_with_it() {
+    let store = debian_store();
+    // cgroup2 is mounted at /sys/fs/cgroup, or at /sys/fs/cgroup/unified on hybrid hosts.
+    let cgroup2 = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .into_iter()
+        .find(|m| std::path::Path::new(m).join("cgroup.procs").exists())
+        .expect("a cgroup2 mount");
+    let mut dirs = Vec::new();
+    for name in ["one", "two"] {
+        store.ok(&["run", "-d", "--name", name, "--boot-target", "minimal", "debian:bookworm-systemd"]);
+        let ps = store.ok(&["ps", "--no-trunc", "--format", "json"]);
+        let row = ps
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+            .find(|r| r["Names"] == name)
+            .expect("listed");
+        let (id, pid) = (row["ID"].as_str().expect("id"), row["Pid"].as_i64().expect("pid"));
+        let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("the leader's cgroups");
+        let path = own.lines().find_map(|l| l.strip_prefix("0::")).expect("a cgroup2 line");
+        let mine = format!("/racker-{}", &id[..32]);
+        let at = path.find(&format!("{mine}/")).unwrap_or_else(|| panic!("{name}'s systemd runs in {path}"));
+        dirs.push(std::path::PathBuf::from(format!("{cgroup2}{}", &path[..at + mine.len()])));
+    }
+    assert_ne!(dirs[0], dirs[1]);
+    assert!(dirs.iter().all(|d| d.is_dir()), "{dirs:?}");
+    assert_eq!(store.ok(&["exec", "two", "systemctl", "is-active", "systemd-journald"]), "active\n");
+    store.ok(&["rm", "-f", "one", "two"]);
+    assert!(dirs.iter().all(|d| !d.exists()), "the cgroups went with their containers: {dirs:?}");
+    store.assert_clean();
+}
+
+#[test]
 fn a_boot_that_never_becomes_ready_fails_with_the_console_tail() {
     let (store, _dir) = busybox_store(images::busybox_config(), 0);
     // busybox's init never reports READY=1 to nspawn.

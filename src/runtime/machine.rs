@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use rustix::process::{Pid, Signal};
 
+use super::cgroup::ContainerCgroup;
 use super::host::Registration;
 use super::notify::{NotifySocket, Readiness};
 use super::spec::RunSpec;
@@ -55,6 +56,7 @@ pub struct Machine {
     /// What nspawn has reported: the leader, and whether it has booted.
     reported: Readiness,
     console: Option<PathBuf>,
+    cgroup: Option<ContainerCgroup>,
 }
 
 impl Machine {
@@ -91,8 +93,18 @@ impl Machine {
             use std::os::unix::process::CommandExt;
             cmd.process_group(0);
         }
-        let child = cmd.spawn().map_err(|source| RuntimeError::Spawn { program: "systemd-nspawn".into(), source })?;
-        Ok(Machine { name: machine, child, notify, reported: Readiness::default(), console: console_path })
+        // A booted systemd manages its cgroup tree: give it one of its own. A command needs
+        // none, and its start stays as fast as bare nspawn's.
+        let own_cgroup = spec.boot && registration == Registration::Direct;
+        let cgroup = own_cgroup.then(|| ContainerCgroup::create(id)).flatten();
+        if let Some(cgroup) = &cgroup {
+            cgroup.enter_on_spawn(&mut cmd);
+        }
+        let child = cmd.spawn().map_err(|source| {
+            cgroup.as_ref().map(ContainerCgroup::remove);
+            RuntimeError::Spawn { program: "systemd-nspawn".into(), source }
+        })?;
+        Ok(Machine { name: machine, child, notify, reported: Readiness::default(), console: console_path, cgroup })
     }
 
     pub fn pid(&self) -> i32 {
@@ -183,6 +195,9 @@ fn children(pid: i32) -> Vec<i32> {
 impl Drop for Machine {
     fn drop(&mut self) {
         let _ = self.terminate();
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.remove();
+        }
     }
 }
 

@@ -14,6 +14,7 @@
 //! container's writes become a new image with [`commit`].
 
 mod booted;
+mod cgroup;
 mod commit;
 mod host;
 mod lifecycle;
