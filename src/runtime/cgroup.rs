@@ -24,28 +24,7 @@ impl ContainerCgroup {
     /// Creates the container's cgroup beside this process's own, or None where there is
     /// no writable cgroup file system (nspawn then does as it would without racker).
     pub fn create(id: &str) -> Option<ContainerCgroup> {
-        let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-        // Lines are `hierarchy-id:controllers:path`; cgroup2's has no controllers.
-        let path_of = |wanted: &str| {
-            own.lines().find_map(|l| {
-                let mut parts = l.splitn(3, ':').skip(1);
-                (parts.next()? == wanted).then(|| parts.next()).flatten().map(|p| p.trim_end_matches('/'))
-            })
-        };
-        let name = format!("racker-{}", &id[..32.min(id.len())]);
-        let mounted = |dir: &str| Path::new(dir).join("cgroup.procs").exists();
-        let mut dirs = Vec::new();
-        if let Some(path) = path_of("") {
-            for mount in [ROOT.to_owned(), format!("{ROOT}/unified")] {
-                if mounted(&mount) {
-                    dirs.push(PathBuf::from(format!("{mount}{path}/{name}")));
-                    break;
-                }
-            }
-        }
-        if let (Some(path), true) = (path_of("name=systemd"), mounted(&format!("{ROOT}/systemd"))) {
-            dirs.push(PathBuf::from(format!("{ROOT}/systemd{path}/{name}")));
-        }
+        let dirs: Vec<PathBuf> = own_cgroups().into_iter().map(|own| own.join(name(id))).collect();
         let mut procs = Vec::new();
         for dir in &dirs {
             if let Err(e) = std::fs::create_dir(dir) {
@@ -87,6 +66,35 @@ impl ContainerCgroup {
             }
         }
     }
+}
+
+/// The cgroup directory name of container `id`.
+fn name(id: &str) -> String {
+    format!("racker-{}", &id[..32.min(id.len())])
+}
+
+/// This process's own cgroup in each hierarchy that holds containers' cgroups: cgroup2
+/// (at the root, or at `unified/` on hybrid hosts) and v1 `name=systemd` where it exists.
+fn own_cgroups() -> Vec<PathBuf> {
+    let Ok(own) = std::fs::read_to_string("/proc/self/cgroup") else { return Vec::new() };
+    // Lines are `hierarchy-id:controllers:path`; cgroup2's has no controllers.
+    let path_of = |wanted: &str| {
+        own.lines().find_map(|l| {
+            let mut parts = l.splitn(3, ':').skip(1);
+            (parts.next()? == wanted).then(|| parts.next()).flatten().map(|p| p.trim_end_matches('/'))
+        })
+    };
+    let mounted = |dir: &str| Path::new(dir).join("cgroup.procs").exists();
+    let mut dirs = Vec::new();
+    if let Some(path) = path_of("") {
+        if let Some(mount) = [ROOT.to_owned(), format!("{ROOT}/unified")].into_iter().find(|m| mounted(m)) {
+            dirs.push(PathBuf::from(format!("{mount}{path}")));
+        }
+    }
+    if let (Some(path), true) = (path_of("name=systemd"), mounted(&format!("{ROOT}/systemd"))) {
+        dirs.push(PathBuf::from(format!("{ROOT}/systemd{path}")));
+    }
+    dirs
 }
 
 /// `dir` and the directories below it, parents before children.
