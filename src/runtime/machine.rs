@@ -100,10 +100,15 @@ impl Machine {
         if let Some(cgroup) = &cgroup {
             cgroup.enter_on_spawn(&mut cmd);
         }
-        let child = cmd.spawn().map_err(|source| {
-            cgroup.as_ref().map(ContainerCgroup::remove);
-            RuntimeError::Spawn { program: "systemd-nspawn".into(), source }
-        })?;
+        let child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(source) => {
+                if let Some(cgroup) = &cgroup {
+                    cgroup.remove();
+                }
+                return Err(RuntimeError::Spawn { program: "systemd-nspawn".into(), source });
+            }
+        };
         Ok(Machine { name: machine, child, notify, reported: Readiness::default(), console: console_path, cgroup })
     }
 
