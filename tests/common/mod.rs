@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod btrfs;
+pub mod diskfull;
 pub mod registry;
 pub mod tree;
 
