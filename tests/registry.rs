@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::diskfull::SmallStore;
 use common::registry::{sha256_hex, Registry};
 use common::{fixture, tree, OverlayMount, TempStore};
 
@@ -662,4 +663,22 @@ fn push_round_trip_keeps_the_image_id() {
     assert!(uploads >= 4, "config + 3 layers were uploaded: {uploads}");
     store.ok(&["push", "-q", &name]);
     assert_eq!(reg.blob_uploads("roundtrip"), uploads);
+}
+
+// --- a full disk ------------------------------------------------------------------------
+
+#[test]
+fn pull_onto_a_full_disk_says_so_and_a_retry_with_room_works() {
+    let reg = Registry::start();
+    let layout = tempfile::tempdir().expect("tempdir");
+    // The big layer's blob fits on the small store; its blob and unpacked tree do not.
+    fixturegen::write_big_layout(layout.path(), 28 << 20).expect("big layout");
+    reg.skopeo_copy_oci(layout.path(), "latest", "big:latest");
+    let name = reg.name("big:latest");
+    let store = SmallStore::new();
+    store.assert_runs_out_of_space(&["pull", "-q", &name]);
+    store.make_room();
+    pull(&store, &["-q", &name]);
+    assert_store_blobs(&store, &reg.image_blobs("big:latest"));
+    assert!(store.files("ingest").is_empty(), "ingest/ left behind: {:?}", store.files("ingest"));
 }
