@@ -23,22 +23,8 @@ fn err(o: &Output) -> String {
 /// A store with the busybox image (plus one numbered layer, so there is something to
 /// share) as `bb`.
 fn busybox_store(store: TempStore) -> (TempStore, tempfile::TempDir) {
-    let dir = add_busybox(&store);
+    let dir = images::add_busybox(&store);
     (store, dir)
-}
-
-/// Adds the busybox image to `store` as `bb`; the returned directory holds its layout.
-fn add_busybox(store: &TempStore) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let layers = [images::busybox_layer(), images::numbered_layer(1)];
-    let location = images::write_layout(dir.path(), &images::image(&layers, images::busybox_config()));
-    store.ok(&["pull", "-q", &location]);
-    let row: serde_json::Value =
-        serde_json::from_str(store.ok(&["images", "--format", "json"]).lines().next().expect("an image"))
-            .expect("json");
-    let full = format!("{}:{}", row["Repository"].as_str().expect("repo"), row["Tag"].as_str().expect("tag"));
-    store.ok(&["tag", &full, "bb"]);
-    dir
 }
 
 fn inspect(store: &TempStore, name: &str) -> serde_json::Value {
@@ -208,7 +194,7 @@ fn running_unknown_and_btrfs_containers_are_refused_with_a_reason() {
 #[test]
 fn commit_onto_a_full_disk_says_so_and_keeps_the_container() {
     let store = SmallStore::new();
-    let _dir = add_busybox(&store);
+    let _dir = images::add_busybox(&store);
     // 28 MiB of random data: the upper directory holds it, not also its blob and layer.
     store.ok(&["run", "--name", "big", "bb", "sh", "-c", "head -c 29360128 /dev/urandom > /srv/big"]);
     store.assert_runs_out_of_space(&["commit", "big", "big:1"]);
