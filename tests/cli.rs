@@ -46,3 +46,27 @@ fn a_container_whose_output_closes_early_is_still_torn_down() {
     assert_eq!(store.ok(&["ps", "-aq"]), "", "the --rm container is left");
     store.assert_clean();
 }
+
+#[test]
+fn container_names_docker_refuses_are_refused_before_anything_is_made() {
+    common::require_root();
+    let store = TempStore::new();
+    let _dir = images::add_busybox(&store);
+    for name in ["a/b", "../../x", "", "-x", "a"] {
+        let flag = format!("--name={name}");
+        for detach in [false, true] {
+            let mut args = vec!["run", flag.as_str()];
+            if detach {
+                args.push("-d");
+            }
+            args.extend(["bb", "true"]);
+            let o = store.run(&args);
+            assert_eq!(o.status.code(), Some(125), "racker {args:?}: {:?}\n{}", o.status, err(&o));
+            let want = format!("Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed");
+            assert!(err(&o).contains(&want), "racker {args:?}:\n{}", err(&o));
+        }
+    }
+    assert_eq!(store.ok(&["ps", "-aq"]), "", "a container was made");
+    store.assert_clean();
+    store.ok(&["run", "--rm", "--name", "ok_name.v2-x", "bb", "true"]);
+}
