@@ -483,13 +483,22 @@ fn auth_registry_login_pull_logout() {
     child.stdin.take().expect("stdin").write_all(b"s3cret\n").expect("write password");
     let out = child.wait_with_output().expect("wait");
     assert!(out.status.success(), "login failed: {}", stderr(&out));
+    assert!(!stderr(&out).contains("WARNING"), "--password-stdin is the safe way: {}", stderr(&out));
     let auth: serde_json::Value =
         serde_json::from_slice(&std::fs::read(store.auth_file()).expect("auth file")).expect("auth file is JSON");
     assert_eq!(auth["auths"][&host]["auth"], base64(b"tester:s3cret"), "{auth}");
     assert!(auth["auths"]["other.example:5000"].is_object(), "{auth}");
 
-    // The same with -p works too, and then pull works.
-    store.ok(&["login", "-u", "tester", "-p", "s3cret", &host]);
+    // The same with -p works too, warning as docker does (other users see argv), and
+    // then pull works.
+    let out = store.run(&["login", "-u", "tester", "-p", "s3cret", &host]);
+    assert!(out.status.success(), "login -p failed: {}", stderr(&out));
+    assert_eq!(stdout(&out), "Login Succeeded!\n");
+    assert!(
+        stderr(&out).contains("WARNING! Using --password via the CLI is insecure. Use --password-stdin."),
+        "login -p does not warn: {}",
+        stderr(&out)
+    );
     let out = pull(&store, &[&name]);
     assert_pull_output(&out, &name, &reg.manifest_digest("whiteouts:latest"), "Downloaded newer image");
 

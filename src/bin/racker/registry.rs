@@ -176,6 +176,7 @@ pub struct LoginArgs {
     registry: String,
     #[arg(short, long)]
     username: Option<String>,
+    /// Password: visible to every local user (ps) while racker runs; prefer --password-stdin
     #[arg(short, long)]
     password: Option<String>,
     /// Read the password from standard input
@@ -204,7 +205,11 @@ pub fn login(args: &LoginArgs) -> Result<()> {
     };
     let password = match (&args.password, args.password_stdin) {
         (Some(_), true) => bail!("--password and --password-stdin are mutually exclusive"),
-        (Some(p), false) => p.clone(),
+        (Some(p), false) => {
+            // As docker: an argv is readable by every local user while racker runs.
+            errln!("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
+            p.clone()
+        }
         (None, true) => {
             let mut text = String::new();
             std::io::stdin().read_to_string(&mut text).context("reading the password from standard input")?;
