@@ -26,11 +26,30 @@ fn pull_layout(store: &TempStore, name: &str) -> String {
 fn load_of_docker_save_archive_lists_the_tagged_image() {
     let store = TempStore::new();
     let out = load(&store, "archives/whiteouts-docker-save.tar");
-    assert!(out.contains(&format!("Loaded image: {WHITEOUTS_NAME}")), "{out}");
+    assert_eq!(out, format!("Loaded image: {WHITEOUTS_NAME}\n"));
     let images = store.ok(&["images"]);
     assert!(images.lines().any(|l| l.starts_with("racker-fixtures/whiteouts") && l.contains("latest")), "{images}");
     assert_eq!(store.count("images"), 1);
     assert_eq!(store.count("layers"), 3);
+
+    // Other names the image has here are not what this archive loaded (docker says
+    // only the archive's), for either kind of archive.
+    store.ok(&["tag", WHITEOUTS_NAME, "elsewhere:1"]);
+    assert_eq!(load(&store, "archives/whiteouts-docker-save.tar"), format!("Loaded image: {WHITEOUTS_NAME}\n"));
+    assert_eq!(load(&store, "archives/whiteouts-oci-archive.tar"), format!("Loaded image: {WHITEOUTS_NAME}\n"));
+
+    // An archive without names loads an untagged image, shown by its id as docker does,
+    // even when the store has names for it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tar = fixturegen::rootfs_tar().expect("tar");
+    let layer = fixturegen::Layer { blob: tar.clone(), media_type: fixturegen::MT_TAR, tar: tar.clone() };
+    let img = fixturegen::image("untagged", &[layer]);
+    let id = format!("sha256:{}", img.config.0);
+    let archive = docker_save_archive(&dir.path().join("untagged.tar"), (img, tar), serde_json::Value::Null);
+    let archive = archive.to_str().expect("utf-8");
+    assert_eq!(store.ok(&["load", "-q", "-i", archive]), format!("Loaded image ID: {id}\n"));
+    store.ok(&["tag", &id, "named:1"]);
+    assert_eq!(store.ok(&["load", "-q", "-i", archive]), format!("Loaded image ID: {id}\n"));
 }
 
 #[test]
@@ -420,22 +439,29 @@ fn big_image(len: usize) -> (fixturegen::Image, Vec<u8>) {
     (fixturegen::image("big", &[layer]), tar)
 }
 
-/// `docker save` of the big image as docker before 25 writes it (uncompressed layers).
-fn big_docker_save_archive(dir: &std::path::Path, len: usize) -> std::path::PathBuf {
-    let (img, tar) = big_image(len);
+/// `docker save` of a one-layer image as docker before 25 writes it (uncompressed
+/// layers), with `repo_tags` as its `RepoTags` (null: untagged).
+fn docker_save_archive(
+    path: &std::path::Path,
+    (img, tar): (fixturegen::Image, Vec<u8>),
+    repo_tags: serde_json::Value,
+) -> std::path::PathBuf {
     let id = fixturegen::sha256_hex(&tar);
     let config = format!("{}.json", img.config.0);
     let manifest = serde_json::json!([{
-        "Config": config, "RepoTags": [BIG_NAME], "Layers": [format!("{id}/layer.tar")],
+        "Config": config, "RepoTags": repo_tags, "Layers": [format!("{id}/layer.tar")],
     }]);
     let files = vec![
         (config, img.config.1.clone()),
         (format!("{id}/layer.tar"), tar),
         ("manifest.json".to_owned(), serde_json::to_vec(&manifest).expect("JSON")),
     ];
-    let path = dir.join("big-docker-save.tar");
-    std::fs::write(&path, fixturegen::archive_tar(&files).expect("archive")).expect("writing the archive");
-    path
+    std::fs::write(path, fixturegen::archive_tar(&files).expect("archive")).expect("writing the archive");
+    path.to_owned()
+}
+
+fn big_docker_save_archive(dir: &std::path::Path, len: usize) -> std::path::PathBuf {
+    docker_save_archive(&dir.join("big-docker-save.tar"), big_image(len), serde_json::json!([BIG_NAME]))
 }
 
 /// The big image as an OCI archive (docker 25+, `skopeo copy oci-archive:`).

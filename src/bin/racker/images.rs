@@ -94,18 +94,33 @@ pub fn list(store: &Store, args: &ImagesArgs) -> Result<()> {
 }
 
 pub fn load(store: &Store, input: &Path, quiet: bool) -> Result<()> {
-    let ids = source::load_archive(store, input, racker::progress::for_stderr(quiet))
+    let loaded = source::load_archive(store, input, racker::progress::for_stderr(quiet))
         .with_context(|| format!("loading {}", input.display()))?;
-    for id in ids {
-        let image = store.image(&id)?;
-        if image.summary.tags.is_empty() {
-            outln!("Loaded image ID: {id}")?;
+    // As docker: the names in the archive, not every name the image has here.
+    for image in loaded {
+        let tagged = tagged_names(&image.names);
+        if tagged.is_empty() {
+            outln!("Loaded image ID: {}", image.id)?;
         }
-        for (repo, tag) in &image.summary.tags {
-            outln!("Loaded image: {}:{tag}", familiar_name(repo))?;
+        for (repo, tag) in tagged {
+            outln!("Loaded image: {}:{tag}", familiar_name(&repo))?;
         }
     }
     Ok(())
+}
+
+/// `(repository, tag)` of the names that carry a tag, each once, in order.
+pub fn tagged_names(names: &[Reference]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for name in names {
+        if let Some(tag) = name.tag() {
+            let pair = (name.name(), tag.to_owned());
+            if !out.contains(&pair) {
+                out.push(pair);
+            }
+        }
+    }
+    out
 }
 
 pub fn import(store: &Store, source_arg: &str, reference: Option<&str>, quiet: bool) -> Result<()> {

@@ -122,7 +122,7 @@ fn pull_layout(store: &Store, transport: &str, rest: &str, quiet: bool) -> Resul
         None => Reference::parse(&format!("localhost/{base}"))
             .with_context(|| format!("naming the image from {location:?}"))?,
     };
-    let ids = match transport {
+    let pulled = match transport {
         "oci" => source::import_layout(store, &DirFs(location.into()), wanted, &[default_name], progress),
         _ => {
             let fs = source::ArchiveFs::open(Path::new(location), &store.root().join("ingest"))?;
@@ -130,12 +130,12 @@ fn pull_layout(store: &Store, transport: &str, rest: &str, quiet: bool) -> Resul
         }
     }
     .with_context(|| format!("pulling {transport}:{rest}"))?;
-    for id in ids {
-        let image = store.image(&id)?;
+    for imported in pulled {
+        let image = store.image(&imported.id)?;
         if !quiet {
             errln!("Digest: {}", image.manifest_digest);
         }
-        for (repo, tag) in &image.summary.tags {
+        for (repo, tag) in crate::images::tagged_names(&imported.names) {
             outln!("{repo}:{tag}")?;
         }
     }
