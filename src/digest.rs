@@ -126,6 +126,10 @@ impl<R: Read> HashingReader<R> {
         let len = self.hasher.len();
         Ok((self.hasher.finish(), len))
     }
+    /// The reader it hashes.
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
     /// Like [`finish`](Self::finish), and hands back the inner reader.
     pub fn finish_into_inner(mut self) -> io::Result<(Digest, u64, R)> {
         io::copy(&mut self, &mut io::sink())?;

@@ -1,7 +1,7 @@
 //! Progress of long work (downloads, unpacks), reported by the library and drawn by
 //! the frontends: bars on a terminal, plain lines otherwise, nothing with `--quiet`.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 
 /// Receives progress events. `id` names one item (a blob's short digest), as docker's
 /// per-layer lines do.
@@ -88,7 +88,8 @@ pub struct Lines;
 
 impl Progress for Lines {
     fn end(&self, id: &str, status: &str) {
-        eprintln!("{id}: {status}");
+        // A closed standard error is no reason to stop (or panic in) the work.
+        let _ = writeln!(io::stderr(), "{id}: {status}");
     }
 }
 

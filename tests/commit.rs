@@ -9,6 +9,7 @@ mod images;
 use std::io::Read;
 use std::process::Output;
 
+use common::diskfull::SmallStore;
 use common::{require_root, TempStore};
 
 fn out(o: &Output) -> String {
@@ -22,15 +23,7 @@ fn err(o: &Output) -> String {
 /// A store with the busybox image (plus one numbered layer, so there is something to
 /// share) as `bb`.
 fn busybox_store(store: TempStore) -> (TempStore, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let layers = [images::busybox_layer(), images::numbered_layer(1)];
-    let location = images::write_layout(dir.path(), &images::image(&layers, images::busybox_config()));
-    store.ok(&["pull", "-q", &location]);
-    let row: serde_json::Value =
-        serde_json::from_str(store.ok(&["images", "--format", "json"]).lines().next().expect("an image"))
-            .expect("json");
-    let full = format!("{}:{}", row["Repository"].as_str().expect("repo"), row["Tag"].as_str().expect("tag"));
-    store.ok(&["tag", &full, "bb"]);
+    let dir = images::add_busybox(&store);
     (store, dir)
 }
 
@@ -196,4 +189,20 @@ fn running_unknown_and_btrfs_containers_are_refused_with_a_reason() {
     assert!(e.contains("commit needs the overlay storage driver"), "{e}");
     on_btrfs.ok(&["rm", "sub"]);
     drop(on_btrfs);
+}
+
+#[test]
+fn commit_onto_a_full_disk_says_so_and_keeps_the_container() {
+    let store = SmallStore::new();
+    let _dir = images::add_busybox(&store);
+    // 28 MiB of random data: the upper directory holds it, not also its blob and layer.
+    store.ok(&["run", "--name", "big", "bb", "sh", "-c", "head -c 29360128 /dev/urandom > /srv/big"]);
+    store.assert_runs_out_of_space(&["commit", "big", "big:1"]);
+    assert_eq!(store.ok(&["ps", "-aq"]).lines().count(), 1, "the container is kept");
+    store.make_room();
+    store.ok(&["commit", "big", "big:1"]);
+    let o = store.run(&["run", "--rm", "big:1", "sh", "-c", "wc -c < /srv/big"]);
+    assert_eq!(out(&o).trim(), "29360128", "{}", err(&o));
+    store.ok(&["rm", "big"]);
+    assert_clean(&store);
 }

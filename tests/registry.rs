@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::diskfull::SmallStore;
 use common::registry::{sha256_hex, Registry};
 use common::{fixture, tree, OverlayMount, TempStore};
 
@@ -482,13 +483,22 @@ fn auth_registry_login_pull_logout() {
     child.stdin.take().expect("stdin").write_all(b"s3cret\n").expect("write password");
     let out = child.wait_with_output().expect("wait");
     assert!(out.status.success(), "login failed: {}", stderr(&out));
+    assert!(!stderr(&out).contains("WARNING"), "--password-stdin is the safe way: {}", stderr(&out));
     let auth: serde_json::Value =
         serde_json::from_slice(&std::fs::read(store.auth_file()).expect("auth file")).expect("auth file is JSON");
     assert_eq!(auth["auths"][&host]["auth"], base64(b"tester:s3cret"), "{auth}");
     assert!(auth["auths"]["other.example:5000"].is_object(), "{auth}");
 
-    // The same with -p works too, and then pull works.
-    store.ok(&["login", "-u", "tester", "-p", "s3cret", &host]);
+    // The same with -p works too, warning as docker does (other users see argv), and
+    // then pull works.
+    let out = store.run(&["login", "-u", "tester", "-p", "s3cret", &host]);
+    assert!(out.status.success(), "login -p failed: {}", stderr(&out));
+    assert_eq!(stdout(&out), "Login Succeeded!\n");
+    assert!(
+        stderr(&out).contains("WARNING! Using --password via the CLI is insecure. Use --password-stdin."),
+        "login -p does not warn: {}",
+        stderr(&out)
+    );
     let out = pull(&store, &[&name]);
     assert_pull_output(&out, &name, &reg.manifest_digest("whiteouts:latest"), "Downloaded newer image");
 
@@ -662,4 +672,22 @@ fn push_round_trip_keeps_the_image_id() {
     assert!(uploads >= 4, "config + 3 layers were uploaded: {uploads}");
     store.ok(&["push", "-q", &name]);
     assert_eq!(reg.blob_uploads("roundtrip"), uploads);
+}
+
+// --- a full disk ------------------------------------------------------------------------
+
+#[test]
+fn pull_onto_a_full_disk_says_so_and_a_retry_with_room_works() {
+    let reg = Registry::start();
+    let layout = tempfile::tempdir().expect("tempdir");
+    // The big layer's blob fits on the small store; its blob and unpacked tree do not.
+    fixturegen::write_big_layout(layout.path(), 28 << 20).expect("big layout");
+    reg.skopeo_copy_oci(layout.path(), "latest", "big:latest");
+    let name = reg.name("big:latest");
+    let store = SmallStore::new();
+    store.assert_runs_out_of_space(&["pull", "-q", &name]);
+    store.make_room();
+    pull(&store, &["-q", &name]);
+    assert_store_blobs(&store, &reg.image_blobs("big:latest"));
+    assert!(store.files("ingest").is_empty(), "ingest/ left behind: {:?}", store.files("ingest"));
 }

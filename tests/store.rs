@@ -3,9 +3,13 @@
 
 mod common;
 
+#[path = "support/fixturegen.rs"]
+mod fixturegen;
+
 use std::io::Write;
 use std::process::Stdio;
 
+use common::diskfull::SmallStore;
 use common::{fixture, TempStore};
 
 const WHITEOUTS_NAME: &str = "racker-fixtures/whiteouts:latest";
@@ -22,11 +26,30 @@ fn pull_layout(store: &TempStore, name: &str) -> String {
 fn load_of_docker_save_archive_lists_the_tagged_image() {
     let store = TempStore::new();
     let out = load(&store, "archives/whiteouts-docker-save.tar");
-    assert!(out.contains(&format!("Loaded image: {WHITEOUTS_NAME}")), "{out}");
+    assert_eq!(out, format!("Loaded image: {WHITEOUTS_NAME}\n"));
     let images = store.ok(&["images"]);
     assert!(images.lines().any(|l| l.starts_with("racker-fixtures/whiteouts") && l.contains("latest")), "{images}");
     assert_eq!(store.count("images"), 1);
     assert_eq!(store.count("layers"), 3);
+
+    // Other names the image has here are not what this archive loaded (docker says
+    // only the archive's), for either kind of archive.
+    store.ok(&["tag", WHITEOUTS_NAME, "elsewhere:1"]);
+    assert_eq!(load(&store, "archives/whiteouts-docker-save.tar"), format!("Loaded image: {WHITEOUTS_NAME}\n"));
+    assert_eq!(load(&store, "archives/whiteouts-oci-archive.tar"), format!("Loaded image: {WHITEOUTS_NAME}\n"));
+
+    // An archive without names loads an untagged image, shown by its id as docker does,
+    // even when the store has names for it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tar = fixturegen::rootfs_tar().expect("tar");
+    let layer = fixturegen::Layer { blob: tar.clone(), media_type: fixturegen::MT_TAR, tar: tar.clone() };
+    let img = fixturegen::image("untagged", &[layer]);
+    let id = format!("sha256:{}", img.config.0);
+    let archive = docker_save_archive(&dir.path().join("untagged.tar"), (img, tar), serde_json::Value::Null);
+    let archive = archive.to_str().expect("utf-8");
+    assert_eq!(store.ok(&["load", "-q", "-i", archive]), format!("Loaded image ID: {id}\n"));
+    store.ok(&["tag", &id, "named:1"]);
+    assert_eq!(store.ok(&["load", "-q", "-i", archive]), format!("Loaded image ID: {id}\n"));
 }
 
 #[test]
@@ -397,4 +420,102 @@ fn docker_schema_1_manifests_are_refused_with_the_fix() {
     assert!(err.contains("schema 1") && err.contains("push the image again"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert_eq!(store.snapshot(), before);
+}
+
+// --- a full disk ----------------------------------------------------------------------
+
+/// What the disk-full tests add, incompressible: its blob fits on the small store, its
+/// blob and unpacked layer together do not (the case that was reported as tampering).
+const BIG_BYTES: usize = 28 << 20;
+const BIG_NAME: &str = "racker-test/big:latest";
+
+/// A one-layer image holding `len` bytes of random data, its layer a plain tar.
+fn big_image(len: usize) -> (fixturegen::Image, Vec<u8>) {
+    let random = fixturegen::random_bytes(0x6469_736b_2066_756c, len);
+    let tar =
+        fixturegen::build_tar(&[fixturegen::dir(b"big/", 0o755), fixturegen::file(b"big/random.bin", 0o644, &random)])
+            .expect("building the big layer");
+    let layer = fixturegen::Layer { blob: tar.clone(), media_type: fixturegen::MT_TAR, tar: tar.clone() };
+    (fixturegen::image("big", &[layer]), tar)
+}
+
+/// `docker save` of a one-layer image as docker before 25 writes it (uncompressed
+/// layers), with `repo_tags` as its `RepoTags` (null: untagged).
+fn docker_save_archive(
+    path: &std::path::Path,
+    (img, tar): (fixturegen::Image, Vec<u8>),
+    repo_tags: serde_json::Value,
+) -> std::path::PathBuf {
+    let id = fixturegen::sha256_hex(&tar);
+    let config = format!("{}.json", img.config.0);
+    let manifest = serde_json::json!([{
+        "Config": config, "RepoTags": repo_tags, "Layers": [format!("{id}/layer.tar")],
+    }]);
+    let files = vec![
+        (config, img.config.1.clone()),
+        (format!("{id}/layer.tar"), tar),
+        ("manifest.json".to_owned(), serde_json::to_vec(&manifest).expect("JSON")),
+    ];
+    std::fs::write(path, fixturegen::archive_tar(&files).expect("archive")).expect("writing the archive");
+    path.to_owned()
+}
+
+fn big_docker_save_archive(dir: &std::path::Path, len: usize) -> std::path::PathBuf {
+    docker_save_archive(&dir.join("big-docker-save.tar"), big_image(len), serde_json::json!([BIG_NAME]))
+}
+
+/// The big image as an OCI archive (docker 25+, `skopeo copy oci-archive:`).
+fn big_oci_archive(dir: &std::path::Path) -> std::path::PathBuf {
+    let (img, _) = big_image(BIG_BYTES);
+    let files = fixturegen::layout_files(&img, &[("io.containerd.image.name", &format!("docker.io/{BIG_NAME}"))]);
+    let path = dir.join("big-oci-archive.tar");
+    std::fs::write(&path, fixturegen::archive_tar(&files).expect("archive")).expect("writing the archive");
+    path
+}
+
+/// `args` runs out of space on a small store and says so, leaving the store as it was;
+/// with room made, the same command succeeds and the image is there.
+fn fails_for_space_then_works(store: &SmallStore, args: &[&str], name: &str) {
+    store.assert_runs_out_of_space(args);
+    store.make_room();
+    store.ok(args);
+    store.ok(&["inspect", name]);
+    assert!(store.files("ingest").is_empty(), "ingest/ left behind: {:?}", store.files("ingest"));
+}
+
+#[test]
+fn load_of_a_docker_save_archive_onto_a_full_disk_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let archive = big_docker_save_archive(dir.path(), BIG_BYTES);
+    let store = SmallStore::new();
+    fails_for_space_then_works(&store, &["load", "-q", "-i", archive.to_str().expect("utf-8")], BIG_NAME);
+}
+
+#[test]
+fn load_of_an_oci_archive_onto_a_full_disk_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let archive = big_oci_archive(dir.path());
+    let store = SmallStore::new();
+    fails_for_space_then_works(&store, &["load", "-q", "-i", archive.to_str().expect("utf-8")], BIG_NAME);
+}
+
+#[test]
+fn load_of_a_compressed_archive_onto_a_full_disk_says_so() {
+    // Decompressed first into ingest/: too big for the disk, it fails there.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plain = big_docker_save_archive(dir.path(), 48 << 20);
+    let compressed = dir.path().join("big-docker-save.tar.gz");
+    let bytes = fixturegen::gzip_fast(&std::fs::read(&plain).expect("archive")).expect("gzip");
+    std::fs::write(&compressed, bytes).expect("writing the archive");
+    let store = SmallStore::new();
+    fails_for_space_then_works(&store, &["load", "-q", "-i", compressed.to_str().expect("utf-8")], BIG_NAME);
+}
+
+#[test]
+fn import_onto_a_full_disk_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tarball = dir.path().join("big-rootfs.tar");
+    std::fs::write(&tarball, big_image(BIG_BYTES).1).expect("writing the tarball");
+    let store = SmallStore::new();
+    fails_for_space_then_works(&store, &["import", tarball.to_str().expect("utf-8"), BIG_NAME], BIG_NAME);
 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::{invalid, Result, SourceError};
@@ -64,7 +64,7 @@ impl ArchiveFs {
                 .map_err(|source| SourceError::Io { path: scratch.to_owned(), source })?;
             let mut decompressed =
                 unpack::decompress(reader, compression).map_err(|e| invalid(path.display().to_string(), e))?;
-            io::copy(&mut decompressed, &mut tmp).map_err(ioerr)?;
+            copy_blaming(&mut decompressed, &mut tmp, path, scratch)?;
             tmp
         };
         file.seek(SeekFrom::Start(0)).map_err(ioerr)?;
@@ -80,6 +80,21 @@ impl ArchiveFs {
             }
         }
         Ok(ArchiveFs { path: path.to_owned(), file, members })
+    }
+}
+
+/// Copies `from` to `to`, naming the file that failed: a read error is the archive's,
+/// a write error (a full disk) the scratch directory's.
+fn copy_blaming(from: &mut dyn Read, to: &mut dyn Write, from_path: &Path, to_path: &Path) -> Result<()> {
+    let mut buf = vec![0; 1 << 20];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(source) => return Err(SourceError::Io { path: from_path.to_owned(), source }),
+        };
+        to.write_all(&buf[..n]).map_err(|source| SourceError::Io { path: to_path.to_owned(), source })?;
     }
 }
 

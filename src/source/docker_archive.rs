@@ -7,7 +7,7 @@ use std::sync::Arc;
 use oci_spec::image::ImageConfiguration;
 
 use super::oci_layout::synthesize_manifest;
-use super::{invalid, LayoutFs, Result, SourceError};
+use super::{invalid, Imported, LayoutFs, Result, SourceError};
 use crate::digest::Digest;
 use crate::progress::Progress;
 use crate::reference::Reference;
@@ -31,7 +31,7 @@ fn digest_in_name(path: &str) -> Option<Digest> {
     Digest::from_hex(name.strip_suffix(".json").unwrap_or(name)).ok()
 }
 
-pub(crate) fn import(store: &Store, fs: &dyn LayoutFs, progress: Arc<dyn Progress>) -> Result<Vec<Digest>> {
+pub(crate) fn import(store: &Store, fs: &dyn LayoutFs, progress: Arc<dyn Progress>) -> Result<Vec<Imported>> {
     let what = fs.origin().join("manifest.json").display().to_string();
     let entries: Vec<Entry> = serde_json::from_slice(&fs.read_all("manifest.json")?).map_err(|e| invalid(&what, e))?;
     let mut ids = Vec::new();
@@ -79,13 +79,14 @@ pub(crate) fn import(store: &Store, fs: &dyn LayoutFs, progress: Arc<dyn Progres
         let blobs: Vec<_> = layers.iter().map(|l| l.blob.clone()).collect();
         let manifest = synthesize_manifest(&config_blob, &blobs);
         let manifest_blob = ingest.put_blob_bytes(&manifest, oci_spec::image::MediaType::ImageManifest.as_ref())?;
-        ids.push(ingest.commit(NewImage {
+        let id = ingest.commit(NewImage {
             manifest: manifest_blob,
             config: config_blob,
             layers,
-            tags,
+            tags: tags.clone(),
             repo_digests: vec![],
-        })?);
+        })?;
+        ids.push(Imported { id, names: tags });
     }
     Ok(ids)
 }

@@ -38,17 +38,25 @@ pub enum SourceError {
 
 pub type Result<T, E = SourceError> = std::result::Result<T, E>;
 
+/// An image a source added: its id and the names this source gave it, which are not
+/// all the names the image may have in the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Imported {
+    pub id: Digest,
+    pub names: Vec<crate::reference::Reference>,
+}
+
 pub(crate) fn invalid(what: impl Into<String>, reason: impl std::fmt::Display) -> SourceError {
     SourceError::Invalid { what: what.into(), reason: reason.to_string() }
 }
 
 /// `racker load`: a `docker save` archive or an OCI archive, possibly compressed.
-/// Returns the ids of the images loaded, with the names the archive gives them.
+/// Returns the images loaded, with the names the archive gives them.
 pub fn load_archive(
     store: &Store,
     path: &std::path::Path,
     progress: std::sync::Arc<dyn crate::progress::Progress>,
-) -> Result<Vec<Digest>> {
+) -> Result<Vec<Imported>> {
     let fs = ArchiveFs::open(path, &store.root().join("ingest"))?;
     if fs.exists("manifest.json") {
         docker_archive::import(store, &fs, progress)

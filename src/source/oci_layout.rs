@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
 
-use super::{invalid, LayoutFs, Platform, Result, SourceError};
+use super::{invalid, Imported, LayoutFs, Platform, Result, SourceError};
 use crate::digest::Digest;
 use crate::progress::Progress;
 use crate::reference::Reference;
@@ -59,7 +59,7 @@ pub fn import_layout(
     wanted: Option<&str>,
     default_names: &[Reference],
     progress: Arc<dyn Progress>,
-) -> Result<Vec<Digest>> {
+) -> Result<Vec<Imported>> {
     let what = fs.origin().join("index.json").display().to_string();
     let index: ImageIndex = serde_json::from_slice(&fs.read_all("index.json")?).map_err(|e| invalid(&what, e))?;
     let annotation = |d: &Descriptor, key: &str| d.annotations().as_ref().and_then(|a| a.get(key)).cloned();
@@ -94,8 +94,8 @@ pub fn import_layout(
         }
         let manifest = resolve_platform(fs, desc, &Platform::host())?;
         let ingest = store.ingest()?.with_progress(progress.clone());
-        let image = import_manifest(&ingest, fs, &manifest, names)?;
-        ids.push(ingest.commit(image)?);
+        let image = import_manifest(&ingest, fs, &manifest, names.clone())?;
+        ids.push(Imported { id: ingest.commit(image)?, names });
     }
     Ok(ids)
 }

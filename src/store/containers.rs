@@ -86,6 +86,16 @@ fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<ContainerRecord> {
     })
 }
 
+/// Docker's rule for container names (`[a-zA-Z0-9][a-zA-Z0-9_.-]+`): names end up in
+/// paths, machine and unit names, so nothing that could climb out of a directory or
+/// be mistaken for an option gets in.
+pub fn is_valid_container_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.len() >= 2
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
 const COLUMNS: &str =
     "id, name, image_id, snapshotter, spec, state, pid, monitor_pid, exit_code, created, finished, pid_start";
 
@@ -99,6 +109,9 @@ impl Store {
         snapshotter: &str,
         spec: &serde_json::Value,
     ) -> Result<ContainerRecord> {
+        if !is_valid_container_name(name) {
+            return Err(StoreError::InvalidContainerName { name: name.to_owned() });
+        }
         let mut db = self.db();
         let tx = db.write()?;
         let path = self.root.join("racker.db");
@@ -197,5 +210,20 @@ impl Store {
         let db = self.db();
         db.conn.execute("DELETE FROM containers WHERE id = ?1", [id]).map_err(db.err())?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_valid_container_name;
+
+    #[test]
+    fn container_names_follow_docker() {
+        for good in ["web", "a1", "my_app.v2-x", "0abc", "A-b"] {
+            assert!(is_valid_container_name(good), "{good}");
+        }
+        for bad in ["", "a", "a/b", "../../x", ".hidden", "-rm", "_x", "x y", "naïve", "x\n"] {
+            assert!(!is_valid_container_name(bad), "{bad:?}");
+        }
     }
 }

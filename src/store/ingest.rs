@@ -74,16 +74,38 @@ pub struct Ingest<'s> {
     unpack_options: UnpackOptions,
 }
 
-/// Copies everything read from `inner` to `out`.
+/// Copies everything read from `inner` to `out`. A failed write poisons it: the bytes
+/// it had read are lost to the copy and to whoever hashes what it returns, so every
+/// later read fails too, and the write error is kept as the cause (a tee that went on
+/// would turn a full disk into a digest mismatch).
 struct TeeReader<R, W> {
     inner: R,
     out: W,
+    write_error: Option<io::Error>,
+}
+
+impl<R, W> TeeReader<R, W> {
+    fn new(inner: R, out: W) -> Self {
+        TeeReader { inner, out, write_error: None }
+    }
+
+    /// The write error that poisoned it, if any: the cause of whatever failed after.
+    fn take_write_error(&mut self) -> Option<io::Error> {
+        self.write_error.take()
+    }
 }
 
 impl<R: Read, W: Write> Read for TeeReader<R, W> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(e) = &self.write_error {
+            return Err(io::Error::new(e.kind(), e.to_string()));
+        }
         let n = self.inner.read(buf)?;
-        self.out.write_all(&buf[..n])?;
+        if let Err(e) = self.out.write_all(&buf[..n]) {
+            let again = io::Error::new(e.kind(), e.to_string());
+            self.write_error = Some(e);
+            return Err(again);
+        }
         Ok(n)
     }
 }
@@ -267,8 +289,11 @@ impl<'s> Ingest<'s> {
                 // Store the decompressed tar: the tee sits after the decompressor.
                 let decompressed = unpack::decompress(input, compression)
                     .map_err(|source| StoreError::Unpack { blob: what.clone(), source })?;
-                let mut tee = TeeReader { inner: decompressed, out: BufWriter::with_capacity(1 << 20, file) };
-                let layer = self.unpack_plain(&mut tee, &what)?;
+                let mut tee = TeeReader::new(decompressed, BufWriter::with_capacity(1 << 20, file));
+                let layer = self.unpack_plain(&mut tee, &what).map_err(|e| match tee.take_write_error() {
+                    Some(cause) => io_err(&tmp)(cause),
+                    None => e,
+                })?;
                 io::copy(&mut tee, &mut io::sink()).map_err(io_err(&tmp))?;
                 tee.out.into_inner().map_err(|e| io_err(&tmp)(e.into_error()))?;
                 let blob = BlobInfo {
@@ -278,11 +303,14 @@ impl<'s> Ingest<'s> {
                 };
                 Ok((blob, layer))
             } else {
-                let mut hashed =
-                    HashingReader::new(TeeReader { inner: input, out: BufWriter::with_capacity(1 << 20, file) });
+                let mut hashed = HashingReader::new(TeeReader::new(input, BufWriter::with_capacity(1 << 20, file)));
                 let layer = match self.unpack(BufReader::with_capacity(1 << 16, &mut hashed), compression, &what) {
                     Ok(layer) => layer,
                     Err(err) => {
+                        // The staged copy failed (a full disk): that is the cause.
+                        if let Some(cause) = hashed.get_mut().take_write_error() {
+                            return Err(io_err(&tmp)(cause));
+                        }
                         // Corrupt bytes usually show first as a broken gzip or tar stream:
                         // read the rest and name the real cause when the digest is off.
                         if let (Some(expected), Ok((found, _, _))) = (expected_blob, hashed.finish_into_inner()) {
@@ -322,7 +350,13 @@ impl<'s> Ingest<'s> {
             Ok(stats) => Ok((dir, stats)),
             Err(source) => {
                 let _ = fs::remove_dir_all(&dir);
-                Err(StoreError::Unpack { blob: what.to_owned(), source })
+                match source {
+                    // The store's file system is full: not the layer's fault; say where.
+                    unpack::UnpackError::Io { entry, source, .. } if is_out_of_space(&source) => {
+                        Err(StoreError::Io { path: dir.join(entry), source })
+                    }
+                    source => Err(StoreError::Unpack { blob: what.to_owned(), source }),
+                }
             }
         }
     }
@@ -507,6 +541,12 @@ fn adopt_stale(ingest_root: &Path, ours: &Path) -> Result<BTreeMap<Digest, PathB
         let _ = fs::remove_dir_all(&stale);
     }
     Ok(adopted)
+}
+
+/// ENOSPC or EDQUOT: the store's file system has no room for what is written.
+fn is_out_of_space(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    matches!(Errno::from_io_error(e), Some(Errno::NOSPC | Errno::DQUOT))
 }
 
 fn compression_of(media_type: Option<&str>, what: &dyn std::fmt::Display) -> Result<Compression> {

@@ -69,6 +69,8 @@ pub enum StoreError {
     ContainerNotFound(String),
     #[error("the container name {name:?} is already in use by container {id}; remove that container or choose another --name")]
     NameInUse { name: String, id: String },
+    #[error("Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")]
+    InvalidContainerName { name: String },
     #[error(transparent)]
     Reference(#[from] ReferenceError),
     #[error("invalid {what}: {reason}")]

@@ -86,6 +86,21 @@ pub fn write_layout(dir: &Path, img: &Image) -> String {
     format!("oci:{}:latest", dir.display())
 }
 
+/// Adds the busybox image (plus one numbered layer, so there is something to share) to
+/// `store` as `bb`; the returned directory holds the layout it came from.
+pub fn add_busybox(store: &crate::common::TempStore) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let layers = [busybox_layer(), numbered_layer(1)];
+    let location = write_layout(dir.path(), &image(&layers, busybox_config()));
+    store.ok(&["pull", "-q", &location]);
+    let row: serde_json::Value =
+        serde_json::from_str(store.ok(&["images", "--format", "json"]).lines().next().expect("an image"))
+            .expect("json");
+    let full = format!("{}:{}", row["Repository"].as_str().expect("repo"), row["Tag"].as_str().expect("tag"));
+    store.ok(&["tag", &full, "bb"]);
+    dir
+}
+
 /// The default busybox image config: a shell, docker's PATH.
 pub fn busybox_config() -> Value {
     json!({"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]})

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod btrfs;
+pub mod diskfull;
 pub mod registry;
 pub mod tree;
 
@@ -299,4 +300,32 @@ pub fn wait_until(secs: u64, what: &str, mut done: impl FnMut() -> bool) {
         assert!(std::time::Instant::now() < deadline, "{what} (waited {secs} s)");
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+}
+
+/// The write end of a real pipe whose read end is already closed, as a program's
+/// output is once its reader (`| head -1`) has gone: every write fails with EPIPE.
+pub fn closed_pipe() -> std::process::Stdio {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("pipe");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("running mkfifo");
+    assert!(made.success(), "mkfifo {} failed", fifo.display());
+    // A non-blocking reader lets the writer open without waiting; then it goes.
+    let reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(&fifo)
+        .expect("opening the pipe to read");
+    let writer = std::fs::OpenOptions::new().write(true).open(&fifo).expect("opening the pipe to write");
+    drop(reader);
+    writer.into()
+}
+
+/// Runs `cmd` with its standard output on a pipe nobody reads any more.
+pub fn output_into_closed_pipe(cmd: &mut Command) -> Output {
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(closed_pipe())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("running the command")
 }

@@ -23,3 +23,78 @@ pub fn one_line(err: &anyhow::Error) -> String {
     }
     text
 }
+
+/// Standard output could not be written. A closed pipe (`racker images | head -1`) is
+/// the reader's choice: the program ends quietly (see [`exit_code_of`]) instead of
+/// dying of SIGPIPE as docker does, so that a container being torn down is never cut
+/// short by its output going away.
+#[derive(Debug, thiserror::Error)]
+#[error("writing to standard output: {0}")]
+pub struct StdoutError(#[from] pub std::io::Error);
+
+/// What a shell reports for a program that SIGPIPE ended (128 + 13), as for docker.
+pub const CLOSED_PIPE_EXIT: u8 = 141;
+
+/// Writes `text` to standard output, now (for the pipe it may go to).
+pub fn print(text: &str) -> Result<(), StdoutError> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    Ok(out.flush()?)
+}
+
+/// Standard output as a writer for library code, keeping why it failed: the library
+/// names its own context, which would hide a closed pipe.
+#[derive(Default)]
+#[allow(dead_code)] // racker's; postroj shows no logs
+pub struct CheckedStdout {
+    pub failed: Option<std::io::Error>,
+}
+
+impl std::io::Write for CheckedStdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = std::io::stdout().lock().write(buf);
+        if let Err(e) = &written {
+            self.failed = Some(std::io::Error::new(e.kind(), e.to_string()));
+        }
+        written
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stdout().lock().flush()
+    }
+}
+
+/// Writes `text` to standard error. A failure is ignored: there is nobody left to tell.
+pub fn eprint(text: &str) {
+    use std::io::Write as _;
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
+/// The exit status for an error whose cause is a closed standard output, if it is one.
+pub fn exit_code_of(err: &anyhow::Error) -> Option<u8> {
+    err.chain()
+        .filter_map(|cause| cause.downcast_ref::<StdoutError>())
+        .any(|e| e.0.kind() == std::io::ErrorKind::BrokenPipe)
+        .then_some(CLOSED_PIPE_EXIT)
+}
+
+/// `println!` that returns the [`StdoutError`] instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::print(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` that returns the [`StdoutError`] instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::print(&format!($($arg)*))
+    };
+}
+
+/// `eprintln!` that cannot panic.
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::cli::eprint(&format!("{}\n", format_args!($($arg)*)))
+    };
+}

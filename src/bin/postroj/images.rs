@@ -26,7 +26,7 @@ pub fn list(store: &Store, args: &ListArgs) -> Result<()> {
     match args.format {
         ListFormat::Json => {
             let labels: Vec<&str> = images.iter().map(|i| i.label).collect();
-            println!("{}", serde_json::to_string_pretty(&labels)?);
+            outln!("{}", serde_json::to_string_pretty(&labels)?)?;
         }
         ListFormat::Table => {
             let mut rows = Vec::new();
@@ -40,7 +40,7 @@ pub fn list(store: &Store, args: &ListArgs) -> Result<()> {
                     if present { "yes" } else { "no" }.to_owned(),
                 ]);
             }
-            print!("{}", racker::table::table(&["LABEL", "SOURCE", "FAMILY", "IN STORE"], &rows));
+            out!("{}", racker::table::table(&["LABEL", "SOURCE", "FAMILY", "IN STORE"], &rows))?;
         }
     }
     Ok(())
@@ -118,10 +118,10 @@ pub fn pull_images(
                     Used::Registry => "registry",
                     Used::Mirror => "Debian mirror",
                 };
-                eprintln!("{label}: source {used}: {reason}");
+                errln!("{label}: source {used}: {reason}");
             }
-            Event::Step(step) if !quiet => eprintln!("{label}: {step}"),
-            Event::Mirror(line) if !quiet => eprintln!("{label}: {line}"),
+            Event::Step(step) if !quiet => errln!("{label}: {step}"),
+            Event::Mirror(line) if !quiet => errln!("{label}: {line}"),
             _ => {}
         };
         match provision::pull(store, image, &opts, &report) {
@@ -133,16 +133,16 @@ pub fn pull_images(
                         Outcome::Reused => "reused",
                         Outcome::Built => "built from the mirror",
                     };
-                    eprintln!("{label}: {how}: {} {}", pulled.name, pulled.image);
+                    errln!("{label}: {how}: {} {}", pulled.name, pulled.image);
                 }
                 if print_names {
-                    println!("{}", pulled.name);
+                    outln!("{}", pulled.name)?;
                 }
             }
             // The error names the label itself.
             Err(e) if images.len() == 1 => return Err(e.into()),
             Err(e) => {
-                eprintln!("Error: {e}");
+                errln!("Error: {e}");
                 failed.push(label);
             }
         }

@@ -2,6 +2,7 @@
 //! A thin command line over `racker::postroj`.
 
 #[path = "../common/cli.rs"]
+#[macro_use]
 mod cli;
 mod images;
 mod probe;
@@ -50,7 +51,10 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
         Err(err) => {
-            eprintln!("Error: {}", cli::one_line(&err));
+            if let Some(code) = cli::exit_code_of(&err) {
+                return ExitCode::from(code);
+            }
+            errln!("Error: {}", cli::one_line(&err));
             ExitCode::from(2)
         }
     }

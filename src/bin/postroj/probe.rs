@@ -1,6 +1,5 @@
 //! `postroj pkgprobe` and `postroj selftest`.
 
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -159,7 +158,7 @@ fn pull_missing(store: &Store, images: &[&'static CuratedImage], quiet: bool) ->
     }
     if !quiet {
         let labels: Vec<&str> = missing.iter().map(|i| i.label).collect();
-        eprintln!("not in the store yet, pulling: {}", labels.join(", "));
+        errln!("not in the store yet, pulling: {}", labels.join(", "));
     }
     crate::images::pull_images(store, &missing, SourceChoice::Auto, false, quiet, false)
 }
@@ -180,7 +179,7 @@ fn run_probes(store: &Store, images: &[&CuratedImage], spec: &ProbeSpec, run: &R
     let quiet = run.quiet;
     let log = move |label: &str, case: &Case| {
         if !quiet {
-            eprintln!("{label}: {} {}", case.name, describe(case));
+            errln!("{label}: {} {}", case.name, describe(case));
         }
     };
     let report = probe::probe_all(store.root(), images, spec, run.jobs as usize, &log);
@@ -207,6 +206,6 @@ fn write_report(report: &Report, run: &RunArgs) -> Result<()> {
     };
     match &run.output {
         Some(path) => std::fs::write(path, text.as_bytes()).with_context(|| format!("writing {}", path.display())),
-        None => std::io::stdout().write_all(text.as_bytes()).context("writing the report"),
+        None => Ok(crate::cli::print(&text)?),
     }
 }

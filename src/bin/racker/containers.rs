@@ -87,7 +87,7 @@ pub fn ensure_image(store: &Store, image: &str) -> Result<String> {
         Ok(id) => Ok(id.to_string()),
         Err(StoreError::ImageNotFound(_)) => {
             let reference = Reference::parse(image).with_context(|| format!("no image {image:?} in the store"))?;
-            eprintln!(
+            errln!(
                 "Unable to find image '{}' locally",
                 reference.familiar_name() + reference.tag().map(|t| format!(":{t}")).as_deref().unwrap_or("")
             );
@@ -129,7 +129,7 @@ pub fn run(store: &Store, root: &std::path::Path, args: RunArgs) -> Result<i32> 
         let mut monitor = std::process::Command::new(std::env::current_exe().context("finding the racker binary")?);
         monitor.arg("--root").arg(root).arg("container-monitor");
         let record = runtime::run_detached(store, &image, &request, monitor)?;
-        println!("{}", record.id);
+        outln!("{}", record.id)?;
         return Ok(0);
     }
     Ok(runtime::run(store, &image, &request)?)
@@ -180,7 +180,7 @@ pub fn ps(store: &Store, args: &PsArgs) -> Result<()> {
         let r = &c.record;
         let id = if args.no_trunc { r.id.clone() } else { r.id[..12.min(r.id.len())].to_owned() };
         if args.quiet {
-            println!("{id}");
+            outln!("{id}")?;
             continue;
         }
         let spec = runtime::spec_of(r).unwrap_or_default();
@@ -193,12 +193,12 @@ pub fn ps(store: &Store, args: &PsArgs) -> Result<()> {
         }
         let image = images.get(&r.image_id.to_string()).cloned().unwrap_or_else(|| r.image_id.short().to_owned());
         if args.format == Format::Json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::json!({"ID": id, "Image": image, "Command": spec.command_line(), "CreatedAt": r.created,
                     "Status": status_text(&c), "State": if c.running { "running" } else { "exited" }, "Names": r.name,
                     "Boot": spec.boot, "Pid": r.leader.map(|l| l.pid)})
-            );
+            )?;
         } else {
             rows.push(vec![
                 id,
@@ -211,7 +211,7 @@ pub fn ps(store: &Store, args: &PsArgs) -> Result<()> {
         }
     }
     if !args.quiet && args.format == Format::Table {
-        print!("{}", table(&["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"], &rows));
+        out!("{}", table(&["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"], &rows))?;
     }
     Ok(())
 }
@@ -281,7 +281,12 @@ pub fn remove(store: &Store, names: &[String], force: bool) -> Result<()> {
 }
 
 pub fn logs(store: &Store, name: &str) -> Result<()> {
-    Ok(runtime::logs(store, name, &mut std::io::stdout().lock())?)
+    let mut out = crate::cli::CheckedStdout::default();
+    let logged = runtime::logs(store, name, &mut out);
+    if let Some(closed) = out.failed {
+        return Err(crate::cli::StdoutError(closed).into());
+    }
+    Ok(logged?)
 }
 
 /// Applies `f` to every name, printing each as docker does; fails if any failed.
@@ -289,9 +294,9 @@ fn each(names: &[String], f: impl Fn(&str) -> racker::runtime::Result<()>) -> Re
     let mut failed = 0;
     for name in names {
         match f(name) {
-            Ok(()) => println!("{name}"),
+            Ok(()) => outln!("{name}")?,
             Err(e) => {
-                eprintln!("Error: {e}");
+                errln!("Error: {e}");
                 failed += 1;
             }
         }
@@ -334,6 +339,6 @@ pub fn commit(store: &Store, args: CommitArgs) -> Result<()> {
     };
     let id =
         runtime::commit(store, &args.container, &opts).with_context(|| format!("committing {}", args.container))?;
-    println!("{id}");
+    outln!("{id}")?;
     Ok(())
 }

@@ -75,12 +75,12 @@ pub fn list(store: &Store, args: &ImagesArgs) -> Result<()> {
         for value in &json {
             let id = value["ID"].as_str().unwrap_or_default().to_owned();
             if seen.insert(id.clone()) {
-                println!("{id}");
+                outln!("{id}")?;
             }
         }
     } else if args.format == Format::Json {
         for value in json {
-            println!("{value}");
+            outln!("{value}")?;
         }
     } else {
         let mut header = vec!["REPOSITORY", "TAG"];
@@ -88,24 +88,39 @@ pub fn list(store: &Store, args: &ImagesArgs) -> Result<()> {
             header.push("DIGEST");
         }
         header.extend(["IMAGE ID", "CREATED", "SIZE"]);
-        print!("{}", table(&header, &rows));
+        out!("{}", table(&header, &rows))?;
     }
     Ok(())
 }
 
 pub fn load(store: &Store, input: &Path, quiet: bool) -> Result<()> {
-    let ids = source::load_archive(store, input, racker::progress::for_stderr(quiet))
+    let loaded = source::load_archive(store, input, racker::progress::for_stderr(quiet))
         .with_context(|| format!("loading {}", input.display()))?;
-    for id in ids {
-        let image = store.image(&id)?;
-        if image.summary.tags.is_empty() {
-            println!("Loaded image ID: {id}");
+    // As docker: the names in the archive, not every name the image has here.
+    for image in loaded {
+        let tagged = tagged_names(&image.names);
+        if tagged.is_empty() {
+            outln!("Loaded image ID: {}", image.id)?;
         }
-        for (repo, tag) in &image.summary.tags {
-            println!("Loaded image: {}:{tag}", familiar_name(repo));
+        for (repo, tag) in tagged {
+            outln!("Loaded image: {}:{tag}", familiar_name(&repo))?;
         }
     }
     Ok(())
+}
+
+/// `(repository, tag)` of the names that carry a tag, each once, in order.
+pub fn tagged_names(names: &[Reference]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for name in names {
+        if let Some(tag) = name.tag() {
+            let pair = (name.name(), tag.to_owned());
+            if !out.contains(&pair) {
+                out.push(pair);
+            }
+        }
+    }
+    out
 }
 
 pub fn import(store: &Store, source_arg: &str, reference: Option<&str>, quiet: bool) -> Result<()> {
@@ -113,7 +128,7 @@ pub fn import(store: &Store, source_arg: &str, reference: Option<&str>, quiet: b
     let input = RootfsInput::parse(source_arg);
     let id = source::import_rootfs(store, &input, names, racker::progress::for_stderr(quiet))
         .with_context(|| format!("importing {source_arg}"))?;
-    println!("{id}");
+    outln!("{id}")?;
     Ok(())
 }
 
@@ -128,14 +143,14 @@ pub fn remove(store: &Store, names: &[String], force: bool) -> Result<()> {
         match store.remove(name, force) {
             Ok(removal) => {
                 for untagged in removal.untagged {
-                    println!("Untagged: {untagged}");
+                    outln!("Untagged: {untagged}")?;
                 }
                 if let Some(id) = removal.deleted {
-                    println!("Deleted: {id}");
+                    outln!("Deleted: {id}")?;
                 }
             }
             Err(e) => {
-                eprintln!("Error: {e}");
+                errln!("Error: {e}");
                 failed = true;
             }
         }
@@ -181,7 +196,7 @@ pub fn inspect(store: &Store, names: &[String]) -> Result<()> {
             "OciConfig": config,
         }));
     }
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    outln!("{}", serde_json::to_string_pretty(&out)?)?;
     Ok(())
 }
 
@@ -189,28 +204,28 @@ pub fn gc(store: &Store, dry_run: bool) -> Result<()> {
     // Containers first: stale ones and orphan snapshots go, then what no image needs.
     if !dry_run {
         for cleaned in racker::runtime::collect(store)? {
-            println!("Deleted {cleaned}");
+            outln!("Deleted {cleaned}")?;
         }
     }
     let report = store.gc(dry_run)?;
     let verb = if dry_run { "Would remove" } else { "Deleted" };
     for blob in &report.blobs {
-        println!("{verb} blob: {blob}");
+        outln!("{verb} blob: {blob}")?;
     }
     for layer in &report.layers {
-        println!("{verb} layer: {layer}");
+        outln!("{verb} layer: {layer}")?;
     }
     for leftover in &report.leftovers {
-        println!("{verb} leftover: {leftover}");
+        outln!("{verb} leftover: {leftover}")?;
     }
-    println!("Total reclaimed space: {}", human_size(report.reclaimed_bytes));
+    outln!("Total reclaimed space: {}", human_size(report.reclaimed_bytes))?;
     Ok(())
 }
 
 pub fn disk_usage(store: &Store, format: Format) -> Result<()> {
     let du = store.disk_usage()?;
     if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&du)?);
+        outln!("{}", serde_json::to_string_pretty(&du)?)?;
         return Ok(());
     }
     let rows = vec![
@@ -218,9 +233,9 @@ pub fn disk_usage(store: &Store, format: Format) -> Result<()> {
         vec!["Layers".into(), du.layers.to_string(), human_size(du.layers_size)],
         vec!["Blobs".into(), du.blobs.to_string(), human_size(du.blobs_size)],
     ];
-    print!("{}", table(&["TYPE", "TOTAL", "SIZE"], &rows));
-    println!("\nShared between images: {}", human_size(du.shared_size));
-    println!("Reclaimable by gc: {}", human_size(du.reclaimable_size));
-    println!("Dedupe ratio: {:.2}x (images' logical size per byte stored)", du.dedupe_ratio);
+    out!("{}", table(&["TYPE", "TOTAL", "SIZE"], &rows))?;
+    outln!("\nShared between images: {}", human_size(du.shared_size))?;
+    outln!("Reclaimable by gc: {}", human_size(du.reclaimable_size))?;
+    outln!("Dedupe ratio: {:.2}x (images' logical size per byte stored)", du.dedupe_ratio)?;
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! arguments, calls the library and prints; the work is done in the library.
 
 #[path = "../common/cli.rs"]
+#[macro_use]
 mod cli;
 mod containers;
 mod format;
@@ -207,7 +208,10 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
         Err(err) => {
-            eprintln!("Error: {}", cli::one_line(&err));
+            if let Some(code) = cli::exit_code_of(&err) {
+                return ExitCode::from(code);
+            }
+            errln!("Error: {}", cli::one_line(&err));
             let code = err.downcast_ref::<racker::runtime::RuntimeError>().map_or(failure, |e| e.exit_code());
             ExitCode::from(u8::try_from(code).unwrap_or(1))
         }

@@ -63,7 +63,7 @@ pub fn pull(store: &Store, args: &PullArgs) -> Result<()> {
     if !args.quiet {
         let version =
             reference.tag().map(str::to_owned).or(reference.digest().map(|d| d.to_string())).unwrap_or_default();
-        eprintln!("{version}: Pulling from {}", reference.repository());
+        errln!("{version}: Pulling from {}", reference.repository());
     }
     let opts = PullOptions {
         platform: args.platform.clone().unwrap_or_else(Platform::host),
@@ -74,13 +74,13 @@ pub fn pull(store: &Store, args: &PullArgs) -> Result<()> {
     // Registry errors name the reference or registry themselves.
     let pulled = registry::pull(store, &reference, &opts, racker::progress::for_stderr(args.quiet))?;
     if !args.quiet {
-        eprintln!("Digest: {}", pulled.digest);
+        errln!("Digest: {}", pulled.digest);
         match pulled.outcome {
-            PullOutcome::UpToDate => eprintln!("Status: Image is up to date for {shown}"),
-            PullOutcome::Downloaded => eprintln!("Status: Downloaded newer image for {shown}"),
+            PullOutcome::UpToDate => errln!("Status: Image is up to date for {shown}"),
+            PullOutcome::Downloaded => errln!("Status: Downloaded newer image for {shown}"),
         }
     }
-    println!("{reference}");
+    outln!("{reference}")?;
     Ok(())
 }
 
@@ -122,7 +122,7 @@ fn pull_layout(store: &Store, transport: &str, rest: &str, quiet: bool) -> Resul
         None => Reference::parse(&format!("localhost/{base}"))
             .with_context(|| format!("naming the image from {location:?}"))?,
     };
-    let ids = match transport {
+    let pulled = match transport {
         "oci" => source::import_layout(store, &DirFs(location.into()), wanted, &[default_name], progress),
         _ => {
             let fs = source::ArchiveFs::open(Path::new(location), &store.root().join("ingest"))?;
@@ -130,13 +130,13 @@ fn pull_layout(store: &Store, transport: &str, rest: &str, quiet: bool) -> Resul
         }
     }
     .with_context(|| format!("pulling {transport}:{rest}"))?;
-    for id in ids {
-        let image = store.image(&id)?;
+    for imported in pulled {
+        let image = store.image(&imported.id)?;
         if !quiet {
-            eprintln!("Digest: {}", image.manifest_digest);
+            errln!("Digest: {}", image.manifest_digest);
         }
-        for (repo, tag) in &image.summary.tags {
-            println!("{repo}:{tag}");
+        for (repo, tag) in crate::images::tagged_names(&imported.names) {
+            outln!("{repo}:{tag}")?;
         }
     }
     Ok(())
@@ -159,13 +159,13 @@ pub struct PushArgs {
 pub fn push(store: &Store, args: &PushArgs) -> Result<()> {
     let target = Reference::parse(args.destination.as_deref().unwrap_or(&args.image))?;
     if !args.quiet {
-        eprintln!("The push refers to repository [{}]", target.name());
+        errln!("The push refers to repository [{}]", target.name());
     }
     let opts = PushOptions { tls_verify: args.tls.tls_verify, auth: args.auth.files() };
     let digest = registry::push(store, &args.image, &target, &opts, racker::progress::for_stderr(args.quiet))?;
     let size = store.read_blob(&digest)?.len();
     if !args.quiet {
-        println!("{}: digest: {digest} size: {size}", target.tag().unwrap_or("latest"));
+        outln!("{}: digest: {digest} size: {size}", target.tag().unwrap_or("latest"))?;
     }
     Ok(())
 }
@@ -176,6 +176,7 @@ pub struct LoginArgs {
     registry: String,
     #[arg(short, long)]
     username: Option<String>,
+    /// Password: visible to every local user (ps) while racker runs; prefer --password-stdin
     #[arg(short, long)]
     password: Option<String>,
     /// Read the password from standard input
@@ -204,7 +205,11 @@ pub fn login(args: &LoginArgs) -> Result<()> {
     };
     let password = match (&args.password, args.password_stdin) {
         (Some(_), true) => bail!("--password and --password-stdin are mutually exclusive"),
-        (Some(p), false) => p.clone(),
+        (Some(p), false) => {
+            // As docker: an argv is readable by every local user while racker runs.
+            errln!("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
+            p.clone()
+        }
         (None, true) => {
             let mut text = String::new();
             std::io::stdin().read_to_string(&mut text).context("reading the password from standard input")?;
@@ -215,7 +220,7 @@ pub fn login(args: &LoginArgs) -> Result<()> {
     let path = registry::login(&args.auth.files(), &registry, user, &password, args.tls.tls_verify)
         .with_context(|| format!("logging in to {registry}"))?;
     tracing::info!("credentials saved in {}", path.display());
-    println!("Login Succeeded!");
+    outln!("Login Succeeded!")?;
     Ok(())
 }
 
@@ -229,7 +234,7 @@ pub struct LogoutArgs {
 pub fn logout(args: &LogoutArgs) -> Result<()> {
     let registry = registry_host(&args.registry);
     if registry::logout(&args.auth.files(), &registry).with_context(|| format!("logging out of {registry}"))? {
-        println!("Removed login credentials for {registry}");
+        outln!("Removed login credentials for {registry}")?;
     } else {
         bail!("not logged in to {registry}");
     }
