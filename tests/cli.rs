@@ -52,7 +52,7 @@ fn container_names_docker_refuses_are_refused_before_anything_is_made() {
     common::require_root();
     let store = TempStore::new();
     let _dir = images::add_busybox(&store);
-    for name in ["a/b", "../../x", "", "-x", "a"] {
+    for name in ["a/b", "../../x", "", "-x", "x y"] {
         let flag = format!("--name={name}");
         for detach in [false, true] {
             let mut args = vec!["run", flag.as_str()];
@@ -69,4 +69,5 @@ fn container_names_docker_refuses_are_refused_before_anything_is_made() {
     assert_eq!(store.ok(&["ps", "-aq"]), "", "a container was made");
     store.assert_clean();
     store.ok(&["run", "--rm", "--name", "ok_name.v2-x", "bb", "true"]);
+    store.ok(&["run", "--rm", "--name", "a", "bb", "true"]);
 }

@@ -86,13 +86,12 @@ fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<ContainerRecord> {
     })
 }
 
-/// Docker's rule for container names (`[a-zA-Z0-9][a-zA-Z0-9_.-]+`): names end up in
-/// paths, machine and unit names, so nothing that could climb out of a directory or
-/// be mistaken for an option gets in.
+/// Docker's rule for container names (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`; one character is
+/// enough, as in podman): names end up in paths, machine and unit names, so nothing that
+/// could climb out of a directory or be mistaken for an option gets in.
 pub fn is_valid_container_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && name.len() >= 2
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
@@ -219,10 +218,10 @@ mod tests {
 
     #[test]
     fn container_names_follow_docker() {
-        for good in ["web", "a1", "my_app.v2-x", "0abc", "A-b"] {
+        for good in ["web", "a", "7", "a1", "my_app.v2-x", "0abc", "A-b"] {
             assert!(is_valid_container_name(good), "{good}");
         }
-        for bad in ["", "a", "a/b", "../../x", ".hidden", "-rm", "_x", "x y", "naïve", "x\n"] {
+        for bad in ["", "a/b", "../../x", ".hidden", "-rm", "_x", "x y", "naïve", "x\n"] {
             assert!(!is_valid_container_name(bad), "{bad:?}");
         }
     }
