@@ -335,6 +335,8 @@ impl<'s> Ingest<'s> {
 
     /// Publishes everything staged and records `image`, atomically. Returns the image id.
     pub fn commit(self, image: NewImage) -> Result<Digest> {
+        crate::oci::check_layer_count(image.layers.len())
+            .map_err(|reason| StoreError::Invalid { what: format!("image {}", image.config.digest), reason })?;
         let config_path = self.blob_file(&image.config.digest);
         let config: serde_json::Value =
             serde_json::from_slice(&fs::read(&config_path).map_err(io_err(&config_path))?).map_err(|e| {
