@@ -8,12 +8,15 @@ mod auth;
 mod blob_reader;
 mod config;
 mod endpoint;
+mod fetch;
+mod limits;
 mod pull;
 mod push;
 
 use std::path::PathBuf;
 
 pub use auth::{login, logout, AuthFiles};
+pub use limits::{IDLE_TIMEOUT_ENV, MAX_DOCUMENT_BYTES, RETRY_DELAY_ENV};
 pub use pull::{pull, PullOptions, PullOutcome, Pulled};
 pub use push::{push, PushOptions};
 
@@ -29,6 +32,15 @@ pub enum RegistryError {
     Unreachable { registry: String, detail: String },
     #[error("{registry}: {detail}")]
     Protocol { registry: String, detail: String },
+    #[error("{registry}: downloading {digest} failed: {detail}")]
+    Download { registry: String, digest: String, detail: String },
+    #[error("{registry}: bad data: {source}")]
+    Content { registry: String, source: StoreError },
+    #[error(
+        "{registry}: no CA certificates found on this host (SSL_CERT_FILE, SSL_CERT_DIR, /etc/ssl/certs): \
+         install the ca-certificates package"
+    )]
+    NoCaCertificates { registry: String },
     #[error("{what}: {detail}")]
     Unsupported { what: String, detail: String },
     #[error("{path}: {detail}")]
