@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod btrfs;
+pub mod hostile;
 pub mod registry;
 pub mod tree;
 
