@@ -477,7 +477,8 @@ fn an_unknown_layer_media_type_is_refused_even_when_the_layer_is_stored() {
 }
 
 /// An image with more layers than overlayfs can stack is refused before its layers are
-/// downloaded, from a registry and from an OCI layout alike, with the limit named.
+/// downloaded, from a registry, an OCI layout and a `docker save` archive alike, with the
+/// limit named.
 #[test]
 fn an_image_with_more_layers_than_can_be_mounted_is_refused_before_download() {
     let layout = tempfile::tempdir().expect("tempdir");
@@ -490,11 +491,26 @@ fn an_image_with_more_layers_than_can_be_mounted_is_refused_before_download() {
     let layer_gets = img.layers.iter().map(|(hex, _)| reg.count(&format!("/blobs/sha256:{hex}"))).sum::<usize>();
     assert_eq!(layer_gets, 0, "layers of an image that cannot be mounted were downloaded");
 
-    let out = racker(&store, &["pull", "-q", &format!("oci:{}", layout.path().display())], &[]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains(&layers) && err.contains(&limit), "{err}");
-    assert_nothing_kept(&store);
+    // The same image as an OCI layout, and as a `docker save` archive.
+    let mut docker_save = Vec::new();
+    let mut layer_paths = Vec::new();
+    for (hex, tar) in &img.layers {
+        docker_save.push((format!("{hex}/layer.tar"), tar.clone()));
+        layer_paths.push(format!("{hex}/layer.tar"));
+    }
+    docker_save.push((format!("{}.json", img.config.0), img.config.1.clone()));
+    let manifest = json!([{"Config": format!("{}.json", img.config.0), "RepoTags": ["many:1"], "Layers": layer_paths}]);
+    docker_save.push(("manifest.json".into(), manifest.to_string().into_bytes()));
+    let archive = layout.path().join("docker-save.tar");
+    std::fs::write(&archive, fixturegen::archive_tar(&docker_save).expect("archive")).expect("writing the archive");
+    let oci = format!("oci:{}", layout.path().display());
+    for args in [vec!["pull", "-q", oci.as_str()], vec!["load", "-q", "-i", archive.to_str().expect("utf-8")]] {
+        let out = racker(&store, &args, &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "racker {args:?}: {err}");
+        assert!(err.contains(&layers) && err.contains(&limit), "racker {args:?}: {err}");
+        assert_nothing_kept(&store);
+    }
 }
 
 // --- hosts without CA certificates --------------------------------------------------------
