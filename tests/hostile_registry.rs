@@ -446,6 +446,41 @@ fn credentials_go_to_the_token_realm_only_never_to_a_redirect_target() {
     drop(img);
 }
 
+/// A token that expires in the middle of a pull (Docker Hub's last 5 minutes) is renewed
+/// from the realm, once, and the pull goes on.
+#[test]
+fn an_expired_token_is_renewed() {
+    let (_, content) = small_image();
+    let issued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let realm = {
+        let issued = issued.clone();
+        Hostile::start(move |_| {
+            let n = issued.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            Reply::new(200, format!(r#"{{"token": "t{n}"}}"#).into_bytes())
+        })
+    };
+    let realm_url = format!("http://{}/token", realm.addr());
+    let reg = {
+        let issued = issued.clone();
+        Hostile::start(move |r| {
+            // The newest token is good; the first one only until the manifest is read.
+            let newest = format!("Bearer t{}", issued.load(std::sync::atomic::Ordering::SeqCst));
+            let good = r.header("authorization") == Some(newest.as_str())
+                && (r.path.contains("/manifests/") || newest != "Bearer t1");
+            if !good {
+                return Reply::new(401, br#"{"errors":[{"code":"UNAUTHORIZED","message":"expired"}]}"#.to_vec())
+                    .header("WWW-Authenticate", &format!(r#"Bearer realm="{realm_url}",service="hostile""#));
+            }
+            content.answer(r)
+        })
+    };
+    let store = TempStore::new();
+    let out = racker(&store, &["pull", "-q", &format!("{}/img:latest", reg.addr())], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(store.count("images"), 1);
+    assert_eq!(realm.requests().len(), 2, "one token at the start, one when it expired");
+}
+
 fn base64(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)

@@ -200,17 +200,11 @@ pub(crate) struct Session {
     pub endpoint: Endpoint,
     pub http: reqwest::Client,
     pub auth: RegistryAuth,
-    /// What the pull's requests carry; see [`Session::authenticate`].
-    pub credential: Credential,
+    /// The bearer token a pull's requests carry, if the registry hands out tokens (see
+    /// [`Session::authenticate`]); else they carry `auth`.
+    pub token: std::sync::Mutex<Option<String>>,
     pub limits: Limits,
     pub runtime: tokio::runtime::Runtime,
-}
-
-/// The `Authorization` of a pull's requests to the registry.
-pub(crate) enum Credential {
-    None,
-    Basic(String, String),
-    Bearer(String),
 }
 
 impl Session {
@@ -227,11 +221,7 @@ impl Session {
             tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| {
                 RegistryError::Store(StoreError::Invalid { what: "async runtime".into(), reason: e.to_string() })
             })?;
-        let credential = match &auth {
-            RegistryAuth::Basic(user, password) => Credential::Basic(user.clone(), password.clone()),
-            _ => Credential::None,
-        };
-        Ok(Session { endpoint, http, auth, credential, limits, runtime })
+        Ok(Session { endpoint, http, auth, token: Default::default(), limits, runtime })
     }
 
     /// An oci-client authenticated for `operation` on `reference` (push uses it).

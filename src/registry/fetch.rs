@@ -4,10 +4,11 @@
 //! body is read only up to what racker will accept, every wait for a byte ends after the
 //! idle timeout, and each failure says whether trying again could help.
 
+use oci_client::secrets::RegistryAuth;
 use oci_client::Reference as OciReference;
 use reqwest::{header, Response, StatusCode};
 
-use super::endpoint::{bearer_param, Credential, Session};
+use super::endpoint::{bearer_param, Session};
 use super::limits::MAX_DOCUMENT_BYTES;
 use super::{error_chain, RegistryError, Result};
 
@@ -58,60 +59,62 @@ impl Session {
     /// Authenticates the pull as docker does: `GET /v2/`; a `Bearer` challenge sends the
     /// user's credentials (if any) to the token realm it names, for a token to pull
     /// `reference`'s repository; a `Basic` one makes every request carry them.
-    pub fn authenticate(&mut self, reference: &OciReference) -> Result<()> {
-        let registry = self.endpoint.registry.clone();
-        let fail = |f: Failure| f.into_error(&registry, "authenticating (GET /v2/ and the token realm)");
-        let token = self.runtime.block_on(async {
-            let probe = self
-                .http
-                .get(format!("{}/v2/", self.base_url(reference)))
-                .send()
-                .await
-                .map_err(|e| fail(self.transport_failure(&e)))?;
-            if probe.status() != StatusCode::UNAUTHORIZED {
-                return Ok(None); // open, or a registry that only checks the repository
-            }
-            let challenge =
-                probe.headers().get(header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-            let Some(("bearer" | "Bearer" | "BEARER", params)) = challenge.split_once(' ') else {
-                return Ok(None); // Basic: the credentials go with every request
-            };
-            let realm = bearer_param(params, "realm")
-                .ok_or_else(|| fail(Failure::Fatal(format!("a bearer challenge without a realm: {challenge}"))))?;
-            let mut query = vec![("scope", format!("repository:{}:pull", reference.repository()))];
-            if let Some(service) = bearer_param(params, "service") {
-                query.push(("service", service));
-            }
-            let mut request = self.http.get(&realm).query(&query);
-            if let Credential::Basic(user, password) = &self.credential {
-                // To the realm only: reqwest drops the header on a redirect elsewhere.
-                request = request.basic_auth(user, Some(password)).query(&[("account", user)]);
-            }
-            let response = request.send().await.map_err(|e| fail(self.transport_failure(&e)))?;
-            let response = checked(response).await.map_err(|f| match f {
-                Failure::NotFound(d) => fail(Failure::Fatal(format!("token realm {realm}: {d}"))),
-                f => fail(f),
-            })?;
-            let body = read_bounded(response, MAX_TOKEN_BYTES, self)
-                .await
-                .map_err(fail)?
-                .ok_or_else(|| fail(Failure::Fatal(format!("token realm {realm}: the answer is over 1 MiB"))))?;
-            let json: serde_json::Value = serde_json::from_slice(&body)
-                .map_err(|e| fail(Failure::Fatal(format!("token realm {realm}: not JSON: {e}"))))?;
-            json.get("token")
-                .or_else(|| json.get("access_token"))
-                .and_then(|t| t.as_str())
-                .map(|t| Some(t.to_owned()))
-                .ok_or_else(|| fail(Failure::Fatal(format!("token realm {realm}: no token in the answer"))))
-        })?;
-        if let Some(token) = token {
-            self.credential = Credential::Bearer(token);
-        }
+    pub fn authenticate(&self, reference: &OciReference) -> Result<()> {
+        let token = self
+            .runtime
+            .block_on(self.fetch_token(reference))
+            .map_err(|f| f.into_error(&self.endpoint.registry, "authenticating (GET /v2/ and the token realm)"))?;
+        *self.token.lock().unwrap_or_else(|p| p.into_inner()) = token;
         Ok(())
     }
 
+    async fn fetch_token(&self, reference: &OciReference) -> std::result::Result<Option<String>, Failure> {
+        let probe = self
+            .http
+            .get(format!("{}/v2/", self.base_url(reference)))
+            .send()
+            .await
+            .map_err(|e| self.transport_failure(&e))?;
+        if probe.status() != StatusCode::UNAUTHORIZED {
+            return Ok(None); // open, or a registry that only checks the repository
+        }
+        let challenge =
+            probe.headers().get(header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let params = match challenge.split_once(' ') {
+            Some((scheme, params)) if scheme.eq_ignore_ascii_case("bearer") => params,
+            _ => return Ok(None), // Basic: the credentials go with every request
+        };
+        let realm = bearer_param(params, "realm")
+            .ok_or_else(|| Failure::Fatal(format!("a bearer challenge without a realm: {challenge}")))?;
+        let mut query = vec![("scope", format!("repository:{}:pull", reference.repository()))];
+        if let Some(service) = bearer_param(params, "service") {
+            query.push(("service", service));
+        }
+        let mut request = self.http.get(&realm).query(&query);
+        if let RegistryAuth::Basic(user, password) = &self.auth {
+            // To the realm only: reqwest drops the header on a redirect elsewhere.
+            request = request.basic_auth(user, Some(password)).query(&[("account", user)]);
+        }
+        let in_realm = |detail: String| format!("token realm {realm}: {detail}");
+        let response = request.send().await.map_err(|e| self.transport_failure(&e))?;
+        let response = checked(response).await.map_err(|f| match f {
+            Failure::NotFound(d) => Failure::Fatal(in_realm(d)),
+            f => f,
+        })?;
+        let body = read_bounded(response, MAX_TOKEN_BYTES, self)
+            .await?
+            .ok_or_else(|| Failure::Fatal(in_realm("the answer is over 1 MiB".into())))?;
+        let json: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| Failure::Fatal(in_realm(format!("not JSON: {e}"))))?;
+        json.get("token")
+            .or_else(|| json.get("access_token"))
+            .and_then(|t| t.as_str())
+            .map(|t| Some(t.to_owned()))
+            .ok_or_else(|| Failure::Fatal(in_realm("no token in the answer".into())))
+    }
+
     /// `GET /v2/<repository>/<kind>/<name>` (kind: `manifests` or `blobs`), from byte
-    /// `offset` on, with the session's credential. Returns a successful response.
+    /// `offset` on, with the session's token or credentials. Returns a successful response.
     pub async fn get(
         &self,
         reference: &OciReference,
@@ -121,7 +124,19 @@ impl Session {
         offset: u64,
     ) -> std::result::Result<Response, Failure> {
         let url = format!("{}/v2/{}/{kind}/{name}", self.base_url(reference), reference.repository());
-        let mut request = self.http.get(&url);
+        let mut response = self.send(&url, accept, offset).await?;
+        let token = || self.token.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if response.status() == StatusCode::UNAUTHORIZED && token().is_some() {
+            // Tokens expire (Docker Hub's after 5 minutes): a fresh one, once.
+            let fresh = self.fetch_token(reference).await?;
+            *self.token.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+            response = self.send(&url, accept, offset).await?;
+        }
+        checked(response).await
+    }
+
+    async fn send(&self, url: &str, accept: &[&str], offset: u64) -> std::result::Result<Response, Failure> {
+        let mut request = self.http.get(url);
         if !accept.is_empty() {
             request = request.header(header::ACCEPT, accept.join(", "));
         }
@@ -129,13 +144,13 @@ impl Session {
             request = request.header(header::RANGE, format!("bytes={offset}-"));
         }
         // To the registry only: reqwest drops the header on redirects to another host.
-        request = match &self.credential {
-            Credential::Bearer(token) => request.bearer_auth(token),
-            Credential::Basic(user, password) => request.basic_auth(user, Some(password)),
-            Credential::None => request,
+        let token = self.token.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        request = match (token, &self.auth) {
+            (Some(token), _) => request.bearer_auth(token),
+            (None, RegistryAuth::Basic(user, password)) => request.basic_auth(user, Some(password)),
+            (None, _) => request,
         };
-        let response = request.send().await.map_err(|e| self.transport_failure(&e))?;
-        checked(response).await
+        request.send().await.map_err(|e| self.transport_failure(&e))
     }
 
     /// A failure below HTTP: network trouble is retryable, a redirect loop is not.

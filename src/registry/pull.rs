@@ -101,7 +101,7 @@ pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions, progress: 
     }
     let registry = remote.registry().to_owned();
     let name = reference.to_string();
-    let mut session = Session::open(&remote, opts.tls_verify, &opts.auth)?;
+    let session = Session::open(&remote, opts.tls_verify, &opts.auth)?;
     let top_ref = session.endpoint.oci_reference(&remote, None);
     session.authenticate(&top_ref)?;
     let endpoint = &session.endpoint;
