@@ -1,8 +1,9 @@
 //! Registries (the OCI distribution API): pull images into the store, push them out,
-//! and keep credentials as docker and podman do. The HTTP protocol, token auth and
-//! manifest handling come from `oci-client`; this module decides what to fetch, feeds
-//! blobs straight into the store's [`Ingest`](crate::store::Ingest), and maps failures
-//! to errors a user can act on.
+//! and keep credentials as docker and podman do. Pulls speak HTTP themselves, bounded in
+//! time and size against a hostile registry (fetch.rs, blob_reader.rs, limits.rs); push
+//! goes through `oci-client`. This module decides what to fetch, feeds blobs straight
+//! into the store's [`Ingest`](crate::store::Ingest), and maps failures to errors a user
+//! can act on.
 
 mod auth;
 mod blob_reader;
