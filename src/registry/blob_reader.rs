@@ -1,38 +1,41 @@
 //! A blocking `Read` over a registry blob, for the store's (synchronous) ingest: bytes
 //! arrive from the async client chunk by chunk, and a dropped connection is resumed
 //! with a `Range` request from the last byte received, so the unpacker never notices.
+//!
+//! Bounded against a hostile registry: never more than the declared size is read (a
+//! registry that sends more is refused), a blob gets a few attempts and the whole pull a
+//! few retries more, and each wait for a byte ends after the session's idle timeout.
 
 use std::io::{self, Read};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use bytes::{Buf, Bytes};
-use futures_util::stream::BoxStream;
-use futures_util::StreamExt;
-use oci_client::client::BlobResponse;
+use reqwest::{Response, StatusCode};
 
-use super::{classify, RegistryError};
+use super::endpoint::Session;
+use super::RegistryError;
 
-const MAX_ATTEMPTS: u32 = 5;
-
-/// What every layer of one pull reads from: the registry, the repository, and the flag
-/// that stops all of them once one has failed.
+/// What every blob of one pull reads from: the session, the repository, the flag that
+/// stops all of them once one has failed, and the retries the pull has spent so far.
 pub(crate) struct BlobSource<'a> {
-    pub runtime: &'a tokio::runtime::Handle,
-    pub client: &'a oci_client::Client,
+    pub session: &'a Session,
     pub reference: &'a oci_client::Reference,
-    pub registry: &'a str,
     pub cancelled: &'a AtomicBool,
+    pub retries: AtomicU32,
 }
 
 impl<'a> BlobSource<'a> {
+    pub fn new(session: &'a Session, reference: &'a oci_client::Reference, cancelled: &'a AtomicBool) -> Self {
+        BlobSource { session, reference, cancelled, retries: AtomicU32::new(0) }
+    }
+
     /// A reader of the blob `digest` (`size` bytes, from the manifest).
     pub fn reader(&'a self, digest: String, size: u64) -> BlobReader<'a> {
         BlobReader {
             source: self,
             digest,
             size,
-            stream: None,
+            response: None,
             chunk: Bytes::new(),
             offset: 0,
             skip: 0,
@@ -46,10 +49,13 @@ pub(crate) struct BlobReader<'a> {
     source: &'a BlobSource<'a>,
     digest: String,
     size: u64,
-    stream: Option<BoxStream<'static, io::Result<Bytes>>>,
+    response: Option<Response>,
     chunk: Bytes,
     offset: u64,
+    /// Bytes still to drop from the response: a registry may answer a `Range` request
+    /// with the whole blob.
     skip: u64,
+    /// Requests made for this blob.
     attempts: u32,
     /// The registry error behind a failed read, for a better message than the I/O error
     /// that reaches the unpacker.
@@ -63,41 +69,55 @@ impl BlobReader<'_> {
         e
     }
 
-    /// Counts a failed attempt and waits before the next; gives up after a few.
+    fn refuse(&mut self, detail: String) -> io::Error {
+        let registry = self.source.session.endpoint.registry.clone();
+        self.fail(RegistryError::Download { registry, digest: self.digest.clone(), detail })
+    }
+
+    /// Gives up once this blob or the whole pull has used its attempts; else waits
+    /// before the next.
     fn retry(&mut self, why: String) -> io::Result<()> {
-        self.stream = None;
-        self.attempts += 1;
-        if self.attempts >= MAX_ATTEMPTS {
-            let registry = self.source.registry.to_owned();
-            let detail = format!("downloading {} failed {MAX_ATTEMPTS} times: {why}", self.digest);
-            return Err(self.fail(RegistryError::Unreachable { registry, detail }));
+        self.response = None;
+        let limits = self.source.session.limits;
+        let pull_retries = self.source.retries.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.attempts >= limits.attempts_per_blob {
+            return Err(self.refuse(format!("gave up after {} attempts: {why}", self.attempts)));
+        }
+        if pull_retries > limits.retries_per_pull {
+            return Err(
+                self.refuse(format!("gave up: the pull has retried {} times already: {why}", limits.retries_per_pull))
+            );
         }
         tracing::warn!(digest = %self.digest, offset = self.offset, "retrying download: {why}");
-        std::thread::sleep(Duration::from_millis(250 << self.attempts));
+        std::thread::sleep(limits.backoff(self.attempts));
         Ok(())
     }
 
     fn open(&mut self) -> io::Result<()> {
-        let request =
-            self.source.client.pull_blob_stream_partial(self.source.reference, self.digest.as_str(), self.offset, None);
-        match self.source.runtime.block_on(request) {
-            // Asked from an offset, a registry may still send the whole blob.
-            Ok(BlobResponse::Full(s)) => {
-                self.skip = self.offset;
-                self.stream = Some(s.stream);
-                Ok(())
-            }
-            Ok(BlobResponse::Partial(s)) => {
-                self.skip = 0;
-                self.stream = Some(s.stream);
-                Ok(())
-            }
-            Err(e) => match classify(e, self.source.registry, &self.digest) {
-                err @ (RegistryError::Unreachable { .. } | RegistryError::Protocol { .. }) => {
-                    self.retry(err.to_string())
+        self.attempts += 1;
+        let session = self.source.session;
+        let request = session.get(self.source.reference, "blobs", &self.digest, &[], self.offset);
+        match session.runtime.block_on(request) {
+            Ok(response) => {
+                let partial = response.status() == StatusCode::PARTIAL_CONTENT;
+                let expected = if partial { self.size - self.offset } else { self.size };
+                if let Some(announced) = response.content_length().filter(|&len| len != expected) {
+                    return Err(self.refuse(format!(
+                        "the registry announces {announced} bytes where the manifest declares {} (from byte {})",
+                        self.size,
+                        if partial { self.offset } else { 0 }
+                    )));
                 }
-                err => Err(self.fail(err)),
-            },
+                // Asked from an offset, a registry may still send the whole blob.
+                self.skip = if partial { 0 } else { self.offset };
+                self.response = Some(response);
+                Ok(())
+            }
+            Err(failure) if failure.retryable() => self.retry(failure.detail().to_owned()),
+            Err(failure) => {
+                let err = failure.into_error(&session.endpoint.registry, &format!("blob {}", self.digest));
+                Err(self.fail(err))
+            }
         }
     }
 }
@@ -119,20 +139,28 @@ impl Read for BlobReader<'_> {
             if self.offset >= self.size {
                 return Ok(0);
             }
-            let Some(stream) = self.stream.as_mut() else {
+            let Some(response) = self.response.as_mut() else {
                 self.open()?;
                 continue;
             };
-            match self.source.runtime.block_on(stream.next()) {
-                Some(Ok(mut bytes)) => {
+            match self.source.session.runtime.block_on(response.chunk()) {
+                Ok(Some(mut bytes)) => {
                     let skipped = self.skip.min(bytes.len() as u64);
                     bytes.advance(skipped as usize);
                     self.skip -= skipped;
+                    if self.offset + bytes.len() as u64 > self.size {
+                        return Err(self.refuse(format!(
+                            "the registry sent more than the {} bytes the manifest declares",
+                            self.size
+                        )));
+                    }
                     self.chunk = bytes;
-                    self.attempts = 0;
                 }
-                Some(Err(e)) => self.retry(e.to_string())?,
-                None => self.retry(format!("connection closed at byte {} of {}", self.offset, self.size))?,
+                Ok(None) => self.retry(format!("the connection ended at byte {} of {}", self.offset, self.size))?,
+                Err(e) => {
+                    let failure = self.source.session.transport_failure(&e);
+                    self.retry(failure.detail().to_owned())?
+                }
             }
         }
     }

@@ -13,9 +13,19 @@ use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::RegistryOperation;
 
+use super::limits::Limits;
 use super::{classify, config, error_chain, AuthFiles, RegistryError, Result};
 use crate::reference::Reference;
 use crate::store::StoreError;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+const USER_AGENT: &str = concat!("racker/", env!("CARGO_PKG_VERSION"));
+
+/// Whether the host has CA certificates where rustls looks for them (`SSL_CERT_FILE`,
+/// `SSL_CERT_DIR`, else the distribution's bundle as openssl-probe finds it).
+fn ca_certificates_present() -> bool {
+    !rustls_native_certs::load_native_certs().certs.is_empty()
+}
 
 pub(crate) struct Endpoint {
     pub registry: String,
@@ -59,20 +69,67 @@ impl Endpoint {
         format!("{}://{}", if self.https { "https" } else { "http" }, self.registry)
     }
 
-    pub fn client(&self) -> oci_client::Client {
+    /// Whether this endpoint's session may skip certificate checks, or an error if it
+    /// needs the host's CA certificates and there are none (reqwest would fail to build
+    /// its verifier, and oci-client answers that with a panic).
+    ///
+    /// A plain-HTTP registry needs no certificates; only a token realm on HTTPS could,
+    /// and its address arrives over plain HTTP, so verifying it would protect nothing:
+    /// on a host without CA certificates it is spoken to unverified, as the registry is.
+    fn skip_certificate_checks(&self) -> Result<bool> {
+        if self.accept_invalid_certs {
+            return Ok(true);
+        }
+        if ca_certificates_present() {
+            return Ok(false);
+        }
+        if self.https {
+            return Err(RegistryError::NoCaCertificates { registry: self.registry.clone() });
+        }
+        Ok(true)
+    }
+
+    /// The oci-client for this endpoint (push). oci-client builds a default reqwest
+    /// client whatever the configuration, and that panics on a host without CA
+    /// certificates: refused here instead.
+    pub fn client(&self, limits: &Limits) -> Result<oci_client::Client> {
+        if !ca_certificates_present() {
+            return Err(RegistryError::NoCaCertificates { registry: self.registry.clone() });
+        }
         let config = ClientConfig {
             protocol: if self.https {
                 ClientProtocol::Https
             } else {
                 ClientProtocol::HttpsExcept(vec![self.registry.clone()])
             },
-            accept_invalid_certificates: self.accept_invalid_certs,
-            connect_timeout: Some(Duration::from_secs(30)),
-            read_timeout: Some(Duration::from_secs(120)),
-            user_agent: concat!("racker/", env!("CARGO_PKG_VERSION")),
+            accept_invalid_certificates: self.skip_certificate_checks()?,
+            connect_timeout: Some(CONNECT_TIMEOUT.min(limits.idle)),
+            read_timeout: Some(limits.idle),
+            user_agent: USER_AGENT,
             ..ClientConfig::default()
         };
-        oci_client::Client::new(config)
+        // Not `Client::new`: on failure it falls back to a default client.
+        oci_client::Client::try_from(config).map_err(|e| RegistryError::Protocol {
+            registry: self.registry.clone(),
+            detail: format!("cannot set up an HTTP client: {}", error_chain(&e)),
+        })
+    }
+
+    /// The HTTP client pulls read manifests and blobs with: every wait for a byte is
+    /// bounded by the idle timeout; redirects (to a CDN) are followed at most 10 times,
+    /// and reqwest drops the `Authorization` header on those that leave the registry.
+    fn http_client(&self, limits: &Limits) -> Result<reqwest::Client> {
+        reqwest::Client::builder()
+            .danger_accept_invalid_certs(self.skip_certificate_checks()?)
+            .connect_timeout(CONNECT_TIMEOUT.min(limits.idle))
+            .read_timeout(limits.idle)
+            .redirect(reqwest::redirect::Policy::limited(10))
+            .user_agent(USER_AGENT)
+            .build()
+            .map_err(|e| RegistryError::Protocol {
+                registry: self.registry.clone(),
+                detail: format!("cannot set up an HTTP client: {}", error_chain(&e)),
+            })
     }
 
     /// The reference in oci-client's terms (it maps docker.io to its API host itself).
@@ -89,7 +146,7 @@ impl Endpoint {
     /// bearer-token realm when the registry names one.
     pub fn check_login(&self, user: &str, password: &str) -> Result<()> {
         let client = reqwest::blocking::Client::builder()
-            .danger_accept_invalid_certs(self.accept_invalid_certs)
+            .danger_accept_invalid_certs(self.skip_certificate_checks()?)
             .timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| self.unreachable(&e))?;
@@ -137,25 +194,25 @@ impl Endpoint {
     }
 }
 
-/// A client for one registry and repository with its credentials, authenticated for one
-/// operation, and the runtime its async calls run on.
+/// One registry and repository with the user's credentials, the HTTP client a pull
+/// speaks through, and the runtime async calls run on.
 pub(crate) struct Session {
     pub endpoint: Endpoint,
-    pub client: oci_client::Client,
+    pub http: reqwest::Client,
     pub auth: RegistryAuth,
+    /// The bearer token a pull's requests carry, if the registry hands out tokens (see
+    /// [`Session::authenticate`]); else they carry `auth`.
+    pub token: std::sync::Mutex<Option<String>>,
+    pub limits: Limits,
     pub runtime: tokio::runtime::Runtime,
 }
 
 impl Session {
-    pub fn open(
-        reference: &Reference,
-        tls_verify: Option<bool>,
-        auth: &AuthFiles,
-        operation: RegistryOperation,
-    ) -> Result<Session> {
+    pub fn open(reference: &Reference, tls_verify: Option<bool>, auth: &AuthFiles) -> Result<Session> {
         let registry = reference.registry();
         let endpoint = Endpoint::resolve(registry, tls_verify)?;
-        let client = endpoint.client();
+        let limits = Limits::from_env();
+        let http = endpoint.http_client(&limits)?;
         let auth = match auth.credentials(registry, reference.repository())? {
             Some((user, password)) => RegistryAuth::Basic(user, password),
             None => RegistryAuth::Anonymous,
@@ -164,16 +221,22 @@ impl Session {
             tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| {
                 RegistryError::Store(StoreError::Invalid { what: "async runtime".into(), reason: e.to_string() })
             })?;
-        let oci_ref = endpoint.oci_reference(reference, None);
-        runtime
-            .block_on(client.auth(&oci_ref, &auth, operation))
-            .map_err(|e| classify(e, registry, &reference.to_string()))?;
-        Ok(Session { endpoint, client, auth, runtime })
+        Ok(Session { endpoint, http, auth, token: Default::default(), limits, runtime })
+    }
+
+    /// An oci-client authenticated for `operation` on `reference` (push uses it).
+    pub fn oci_client(&self, reference: &Reference, operation: RegistryOperation) -> Result<oci_client::Client> {
+        let client = self.endpoint.client(&self.limits)?;
+        let oci_ref = self.endpoint.oci_reference(reference, None);
+        self.runtime
+            .block_on(client.auth(&oci_ref, &self.auth, operation))
+            .map_err(|e| classify(e, reference.registry(), &reference.to_string()))?;
+        Ok(client)
     }
 }
 
 /// A `key="value"` parameter of a `WWW-Authenticate: Bearer` challenge.
-fn bearer_param(params: &str, key: &str) -> Option<String> {
+pub(crate) fn bearer_param(params: &str, key: &str) -> Option<String> {
     params.split(',').find_map(|part| {
         let (k, v) = part.trim().split_once('=')?;
         (k.trim() == key).then(|| v.trim().trim_matches('"').to_owned())

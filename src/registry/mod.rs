@@ -1,19 +1,23 @@
 //! Registries (the OCI distribution API): pull images into the store, push them out,
-//! and keep credentials as docker and podman do. The HTTP protocol, token auth and
-//! manifest handling come from `oci-client`; this module decides what to fetch, feeds
-//! blobs straight into the store's [`Ingest`](crate::store::Ingest), and maps failures
-//! to errors a user can act on.
+//! and keep credentials as docker and podman do. Pulls speak HTTP themselves, bounded in
+//! time and size against a hostile registry (fetch.rs, blob_reader.rs, limits.rs); push
+//! goes through `oci-client`. This module decides what to fetch, feeds blobs straight
+//! into the store's [`Ingest`](crate::store::Ingest), and maps failures to errors a user
+//! can act on.
 
 mod auth;
 mod blob_reader;
 mod config;
 mod endpoint;
+mod fetch;
+mod limits;
 mod pull;
 mod push;
 
 use std::path::PathBuf;
 
 pub use auth::{login, logout, AuthFiles};
+pub use limits::{IDLE_TIMEOUT_ENV, MAX_DOCUMENT_BYTES, RETRY_DELAY_ENV};
 pub use pull::{pull, PullOptions, PullOutcome, Pulled};
 pub use push::{push, PushOptions};
 
@@ -29,6 +33,15 @@ pub enum RegistryError {
     Unreachable { registry: String, detail: String },
     #[error("{registry}: {detail}")]
     Protocol { registry: String, detail: String },
+    #[error("{registry}: downloading {digest} failed: {detail}")]
+    Download { registry: String, digest: String, detail: String },
+    #[error("{registry}: bad data: {source}")]
+    Content { registry: String, source: StoreError },
+    #[error(
+        "{registry}: no CA certificates found on this host (SSL_CERT_FILE, SSL_CERT_DIR, /etc/ssl/certs): \
+         install the ca-certificates package"
+    )]
+    NoCaCertificates { registry: String },
     #[error("{what}: {detail}")]
     Unsupported { what: String, detail: String },
     #[error("{path}: {detail}")]

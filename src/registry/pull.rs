@@ -3,20 +3,22 @@
 //! unpacking into the store. What the store has is not fetched; a repeat pull of an
 //! unchanged tag costs one manifest request.
 
+use std::io::Read as _;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use oci_client::RegistryOperation;
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 
 use super::blob_reader::BlobSource;
 use super::endpoint::Session;
-use super::{classify, AuthFiles, RegistryError, Result, MANIFEST_TYPES};
+use super::limits::MAX_DOCUMENT_BYTES;
+use super::{AuthFiles, RegistryError, Result, MANIFEST_TYPES};
 use crate::digest::Digest;
 use crate::progress::Progress;
 use crate::reference::Reference;
 use crate::source::Platform;
 use crate::store::{LayerInfo, NewImage, Store, StoreError};
+use crate::unpack::UnpackError;
 
 pub struct PullOptions {
     pub platform: Platform,
@@ -59,6 +61,36 @@ fn invalid(what: String, detail: impl std::fmt::Display) -> RegistryError {
     RegistryError::Unsupported { what, detail: detail.to_string() }
 }
 
+/// A manifest or config is read whole into memory: one declared larger than racker
+/// accepts is refused before a byte of it is fetched.
+fn refuse_oversized(what: &str, declared: u64) -> Result<()> {
+    if declared > MAX_DOCUMENT_BYTES {
+        return Err(invalid(
+            what.to_owned(),
+            format!("declared {declared} bytes, more than the {} MiB racker accepts", MAX_DOCUMENT_BYTES >> 20),
+        ));
+    }
+    Ok(())
+}
+
+/// A store error caused by what the registry sent (bytes that do not match their digest
+/// or are not what their media type says) names the registry; others (disk full, a
+/// cancelled pull) not.
+fn bad_content(registry: &str, err: StoreError) -> RegistryError {
+    let from_registry = match &err {
+        StoreError::DigestMismatch { .. } | StoreError::SizeMismatch { .. } => true,
+        StoreError::Unpack { source, .. } => {
+            !matches!(source, UnpackError::Io { .. }) && !err.to_string().contains("pull cancelled")
+        }
+        _ => false,
+    };
+    if from_registry {
+        RegistryError::Content { registry: registry.to_owned(), source: err }
+    } else {
+        RegistryError::Store(err)
+    }
+}
+
 /// Pulls `reference` into `store`.
 /// A `[[registry]]` rewrite in registries.conf (`prefix` → `location`) changes where the
 /// image is fetched from, not its name: the store records `reference`.
@@ -69,21 +101,21 @@ pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions, progress: 
     }
     let registry = remote.registry().to_owned();
     let name = reference.to_string();
-    let Session { endpoint, client, auth, runtime } =
-        Session::open(&remote, opts.tls_verify, &opts.auth, RegistryOperation::Pull)?;
-    let top_ref = endpoint.oci_reference(&remote, None);
-    let err = |e| classify(e, &registry, &name);
+    let session = Session::open(&remote, opts.tls_verify, &opts.auth)?;
+    let top_ref = session.endpoint.oci_reference(&remote, None);
+    session.authenticate(&top_ref)?;
+    let endpoint = &session.endpoint;
 
-    let (top_bytes, _) = runtime.block_on(client.pull_manifest_raw(&top_ref, &auth, MANIFEST_TYPES)).map_err(err)?;
+    let top_bytes = session.document(&top_ref, MANIFEST_TYPES, &name)?;
     let top_digest = Digest::of(&top_bytes);
     if let Some(wanted) = reference.digest() {
         if wanted != &top_digest {
-            return Err(StoreError::DigestMismatch {
+            let mismatch = StoreError::DigestMismatch {
                 what: format!("manifest of {name}"),
                 expected: wanted.clone(),
                 found: top_digest,
-            }
-            .into());
+            };
+            return Err(bad_content(&registry, mismatch));
         }
     }
     // Up to date: the store already has the image this digest names.
@@ -127,12 +159,16 @@ pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions, progress: 
                 )
             })?;
         let digest = chosen.digest().to_string();
+        refuse_oversized(&format!("{name}: manifest {digest}"), chosen.size())?;
         let child = endpoint.oci_reference(&remote, Some(&digest));
-        let (bytes, _) = runtime.block_on(client.pull_manifest_raw(&child, &auth, MANIFEST_TYPES)).map_err(err)?;
+        let bytes = session.document(&child, MANIFEST_TYPES, &format!("{name} (manifest {digest})"))?;
         let found = Digest::of(&bytes);
         if found.to_string() != digest {
             let expected = digest.parse().map_err(|e| invalid(format!("index of {name}"), e))?;
-            return Err(StoreError::DigestMismatch { what: format!("manifest {digest}"), expected, found }.into());
+            return Err(bad_content(
+                &registry,
+                StoreError::DigestMismatch { what: format!("manifest {digest}"), expected, found },
+            ));
         }
         (bytes.to_vec(), child)
     } else {
@@ -149,10 +185,29 @@ pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions, progress: 
     });
     let config_digest: Digest =
         manifest.config().digest().to_string().parse().map_err(|e| invalid(format!("manifest of {name}"), e))?;
+    // Everything below reads through the same bounded, retrying reader.
+    let cancelled = AtomicBool::new(false);
+    let source = BlobSource::new(&session, &manifest_ref, &cancelled);
+    let config_size = manifest.config().size();
+    refuse_oversized(&format!("{name}: config {config_digest}"), config_size)?;
     let mut config_bytes = Vec::new();
-    runtime
-        .block_on(client.pull_blob(&manifest_ref, config_digest.to_string().as_str(), &mut config_bytes))
-        .map_err(|e| classify(e, &registry, &config_digest.to_string()))?;
+    let mut config_reader = source.reader(config_digest.to_string(), config_size);
+    config_reader.read_to_end(&mut config_bytes).map_err(|e| {
+        config_reader.failure.take().unwrap_or_else(|| RegistryError::Download {
+            registry: registry.clone(),
+            digest: config_digest.to_string(),
+            detail: e.to_string(),
+        })
+    })?;
+    let found = Digest::of(&config_bytes);
+    if found != config_digest {
+        let mismatch = StoreError::DigestMismatch {
+            what: format!("config {config_digest}"),
+            expected: config_digest.clone(),
+            found,
+        };
+        return Err(bad_content(&registry, mismatch));
+    }
     let config: ImageConfiguration =
         serde_json::from_slice(&config_bytes).map_err(|e| invalid(format!("config {config_digest}"), e))?;
     let diff_ids =
@@ -161,27 +216,11 @@ pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions, progress: 
     let ingest = store.ingest()?.with_progress(progress.clone());
     let manifest_blob = ingest.put_blob_bytes(&manifest_bytes, &manifest_type)?;
     let config_blob = ingest.put_blob_bytes(&config_bytes, manifest.config().media_type().as_ref())?;
-    if config_blob.digest != config_digest {
-        return Err(StoreError::DigestMismatch {
-            what: "config".into(),
-            expected: config_digest,
-            found: config_blob.digest,
-        }
-        .into());
-    }
 
     // Layers: a few workers take the next layer in turn; the first failure cancels the rest.
     let layers = manifest.layers();
     let next = AtomicUsize::new(0);
-    let cancelled = AtomicBool::new(false);
     let results: Mutex<Vec<Option<Result<LayerInfo>>>> = Mutex::new((0..layers.len()).map(|_| None).collect());
-    let source = BlobSource {
-        runtime: runtime.handle(),
-        client: &client,
-        reference: &manifest_ref,
-        registry: &registry,
-        cancelled: &cancelled,
-    };
     std::thread::scope(|scope| {
         for _ in 0..opts.jobs.clamp(1, layers.len().max(1)) {
             scope.spawn(|| loop {
@@ -199,7 +238,7 @@ pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions, progress: 
                         let media_type = layer.media_type().to_string();
                         ingest
                             .put_layer(&mut reader, Some(&expected), Some(&media_type), Some(&diff_ids[i]))
-                            .map_err(|e| reader.failure.take().unwrap_or(RegistryError::Store(e)))
+                            .map_err(|e| reader.failure.take().unwrap_or_else(|| bad_content(&registry, e)))
                     });
                 match &result {
                     Ok(info) => progress.end(&label, if info.fetched { "Pull complete" } else { "Already exists" }),

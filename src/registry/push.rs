@@ -36,8 +36,9 @@ pub fn push(
     let image = store.image(&id)?;
     let registry = target.registry().to_owned();
     let name = target.to_string();
-    let session = Session::open(target, opts.tls_verify, &opts.auth, RegistryOperation::Push)?;
-    let (client, runtime) = (&session.client, &session.runtime);
+    let session = Session::open(target, opts.tls_verify, &opts.auth)?;
+    let client = session.oci_client(target, RegistryOperation::Push)?;
+    let runtime = &session.runtime;
     let oci_ref = session.endpoint.oci_reference(target, None);
     let err = |e| classify(e, &registry, &name);
 

@@ -135,6 +135,8 @@ pub enum SnapshotError {
     Mount { target: PathBuf, fstype: &'static str, step: MountStep, source: io::Error },
     #[error("overlay mount options for {target} are {len} bytes, over the kernel's limit of {limit}, and this kernel has no lowerdir+")]
     OptionsTooLong { target: PathBuf, len: usize, limit: usize },
+    #[error("image {image} has {layers} layers; overlayfs mounts at most {limit}")]
+    TooManyLayers { image: Digest, layers: usize, limit: usize },
     #[error("cannot pass {path} in a classic overlay mount option string: it contains {ch:?}")]
     UnsafeMountPath { path: PathBuf, ch: char },
     #[error("unmounting {target}: {source}")]

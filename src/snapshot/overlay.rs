@@ -3,7 +3,7 @@
 //! teardown take the same few system calls for a 1 MB and a 1 GB image.
 //!
 //! Mounts go through the new mount API with one `lowerdir+` per layer, so the number of
-//! layers is bounded by overlayfs's stack depth (500), not by the 4 KiB option page; a
+//! layers is bounded by overlayfs's stack depth ([`MAX_LAYERS`]), not by the 4 KiB option page; a
 //! kernel without `lowerdir+` (before 6.8) gets the classic `lowerdir=a:b:c` string, which
 //! the store's short integer layer ids keep short for about a hundred layers.
 //!
@@ -20,6 +20,7 @@ use rustix::io::Errno;
 
 use super::{check_key, io_err, keys_in, Driver, Result, Snapshot, SnapshotError, Snapshotter};
 use crate::digest::Digest;
+use crate::oci::MAX_LAYERS;
 use crate::store::{layer_dir, ImageRecord};
 
 /// The kernel copies mount options into one page; the string and its NUL must fit.
@@ -155,6 +156,14 @@ impl OverlaySnapshotter {
     }
 
     fn mount_overlay(&self, base: &Path, image: &ImageRecord) -> Result<PathBuf> {
+        // The store refuses such images as they come in; one from an older racker may remain.
+        if image.layers.len() > MAX_LAYERS {
+            return Err(SnapshotError::TooManyLayers {
+                image: image.summary.id.clone(),
+                layers: image.layers.len(),
+                limit: MAX_LAYERS,
+            });
+        }
         let (upper, work, rootfs) = (base.join("upper"), base.join("work"), base.join("rootfs"));
         let mut lowers: Vec<PathBuf> =
             image.layers.iter().rev().map(|l| layer_dir(&self.store_root, l.layer_id)).collect();

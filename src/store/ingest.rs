@@ -235,6 +235,8 @@ impl<'s> Ingest<'s> {
         expected_diff_id: Option<&Digest>,
     ) -> Result<LayerInfo> {
         let label = expected_blob.map(|d| d.short().to_owned()).unwrap_or_else(|| "layer".to_owned());
+        // Whatever the store holds, a layer of a type racker cannot unpack is refused.
+        compression_of(media_type, &unpack_name(expected_blob))?;
         let present_layer = match expected_diff_id {
             Some(d) if self.have_layer(d)? => Some(d.clone()),
             _ => None,
@@ -275,22 +277,23 @@ impl<'s> Ingest<'s> {
         label: &str,
     ) -> Result<LayerInfo> {
         let what = expected_blob.map(|d| format!("layer {d}")).unwrap_or_else(|| "layer".to_owned());
+        let name = unpack_name(expected_blob);
         let tmp = self.scratch("blob");
         let file = File::options().write(true).create_new(true).open(&tmp).map_err(io_err(&tmp))?;
         let counted = ProgressReader::new(reader, label, &*self.progress);
         let mut input = BufReader::with_capacity(1 << 20, counted);
         let head = input.fill_buf().map_err(io_err(&tmp))?;
         let compression = match media_type {
-            Some(mt) => compression_of(Some(mt), &what)?,
+            Some(mt) => compression_of(Some(mt), &name)?,
             None => Compression::sniff(head),
         };
         let result = (|| -> Result<(BlobInfo, (PathBuf, UnpackStats))> {
             if compression == Compression::Xz {
                 // Store the decompressed tar: the tee sits after the decompressor.
                 let decompressed = unpack::decompress(input, compression)
-                    .map_err(|source| StoreError::Unpack { blob: what.clone(), source })?;
+                    .map_err(|source| StoreError::Unpack { blob: name.clone(), source })?;
                 let mut tee = TeeReader::new(decompressed, BufWriter::with_capacity(1 << 20, file));
-                let layer = self.unpack_plain(&mut tee, &what).map_err(|e| match tee.take_write_error() {
+                let layer = self.unpack_plain(&mut tee, &name).map_err(|e| match tee.take_write_error() {
                     Some(cause) => io_err(&tmp)(cause),
                     None => e,
                 })?;
@@ -304,21 +307,15 @@ impl<'s> Ingest<'s> {
                 Ok((blob, layer))
             } else {
                 let mut hashed = HashingReader::new(TeeReader::new(input, BufWriter::with_capacity(1 << 20, file)));
-                let layer = match self.unpack(BufReader::with_capacity(1 << 16, &mut hashed), compression, &what) {
-                    Ok(layer) => layer,
-                    Err(err) => {
-                        // The staged copy failed (a full disk): that is the cause.
-                        if let Some(cause) = hashed.get_mut().take_write_error() {
-                            return Err(io_err(&tmp)(cause));
-                        }
-                        // Corrupt bytes usually show first as a broken gzip or tar stream:
-                        // read the rest and name the real cause when the digest is off.
-                        if let (Some(expected), Ok((found, _, _))) = (expected_blob, hashed.finish_into_inner()) {
-                            blobs::check(&what, Some(expected), &found)?;
-                        }
-                        return Err(err);
-                    }
-                };
+                // A broken stream ends the layer at once: reading on to tell corruption from a
+                // wrong media type would let a hostile source fill the disk with what is
+                // already refused. A failed staged copy (a full disk) is the cause, though.
+                let layer = self
+                    .unpack(BufReader::with_capacity(1 << 16, &mut hashed), compression, &name)
+                    .map_err(|e| match hashed.get_mut().take_write_error() {
+                        Some(cause) => io_err(&tmp)(cause),
+                        None => e,
+                    })?;
                 let (digest, size, tee) = hashed.finish_into_inner().map_err(io_err(&tmp))?;
                 tee.out.into_inner().map_err(|e| io_err(&tmp)(e.into_error()))?;
                 blobs::check(&what, expected_blob, &digest)?;
@@ -373,6 +370,8 @@ impl<'s> Ingest<'s> {
 
     /// Publishes everything staged and records `image`, atomically. Returns the image id.
     pub fn commit(self, image: NewImage) -> Result<Digest> {
+        crate::oci::check_layer_count(image.layers.len())
+            .map_err(|reason| StoreError::Invalid { what: format!("image {}", image.config.digest), reason })?;
         let config_path = self.blob_file(&image.config.digest);
         let config: serde_json::Value =
             serde_json::from_slice(&fs::read(&config_path).map_err(io_err(&config_path))?).map_err(|e| {
@@ -547,6 +546,11 @@ fn adopt_stale(ingest_root: &Path, ours: &Path) -> Result<BTreeMap<Digest, PathB
 fn is_out_of_space(e: &io::Error) -> bool {
     use rustix::io::Errno;
     matches!(Errno::from_io_error(e), Some(Errno::NOSPC | Errno::DQUOT))
+}
+
+/// How [`StoreError::Unpack`] (`layer {blob}: …`) names a layer: by its digest if known.
+fn unpack_name(expected_blob: Option<&Digest>) -> String {
+    expected_blob.map(|d| d.to_string()).unwrap_or_else(|| "(unnamed)".to_owned())
 }
 
 fn compression_of(media_type: Option<&str>, what: &dyn std::fmt::Display) -> Result<Compression> {

@@ -3,6 +3,7 @@
 
 pub mod btrfs;
 pub mod diskfull;
+pub mod hostile;
 pub mod registry;
 pub mod tree;
 
