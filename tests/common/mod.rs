@@ -61,7 +61,9 @@ pub fn orphaned_container_inits(since: u64) -> Vec<(i32, String)> {
             .and_then(|f| f.split_whitespace().nth(19))
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        if nspid.len() < 2 || nspid.last() != Some(&"1") || start < since {
+        // A zombie runs nothing: it waits for a parent (PID 1 here, which reaps lazily) to reap it.
+        let zombie = field("State:").starts_with('Z');
+        if nspid.len() < 2 || nspid.last() != Some(&"1") || start < since || zombie {
             continue;
         }
         let parent = std::fs::read_to_string(format!("/proc/{}/comm", field("PPid:"))).unwrap_or_default();
