@@ -51,6 +51,8 @@ pub enum StoreError {
     Database { path: PathBuf, source: rusqlite::Error },
     #[error("store at {path} has format version {found}, this racker reads up to {FORMAT_VERSION}: upgrade racker")]
     NewerFormat { path: PathBuf, found: String },
+    #[error("store database {path} has schema version {found}, this racker knows up to {known}: it was written by a newer racker; upgrade racker")]
+    NewerSchema { path: PathBuf, found: usize, known: usize },
     #[error("{what} digest mismatch: expected {expected}, got {found}; the data is corrupt or was tampered with")]
     DigestMismatch { what: String, expected: Digest, found: Digest },
     #[error("{what} size mismatch: expected {expected} bytes, got {found}")]
