@@ -129,6 +129,8 @@ pub enum SnapshotError {
     AlreadyExists { key: String, path: PathBuf },
     #[error("the store root {root} is not on btrfs (file system magic {magic:#x}): use --storage-driver overlay, or put the store on a btrfs file system")]
     NotBtrfs { root: PathBuf, magic: i64 },
+    #[error("{dir} is on overlayfs, which cannot hold a container's writable layer: put the store (--root) on another file system (tmpfs, ext4, xfs, or btrfs), or run the container with --rm")]
+    UpperOnOverlay { dir: PathBuf },
     #[error("{path}: {action}: {source}")]
     Io { path: PathBuf, action: &'static str, source: io::Error },
     #[error("mounting {fstype} on {target}: {step}: {source}")]

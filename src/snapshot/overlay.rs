@@ -248,6 +248,9 @@ impl Snapshotter for OverlaySnapshotter {
         if other.symlink_metadata().is_ok() {
             return Err(SnapshotError::AlreadyExists { key: key.to_owned(), path: other });
         }
+        if !ephemeral {
+            refuse_upper_on_overlay(&self.kept)?;
+        }
         let base = self.base(key, ephemeral);
         // mkdir is the claim on the key: whoever creates it owns the snapshot. The store's
         // ephemeral area may vanish meanwhile (remove drops it once empty): then again.
@@ -322,6 +325,19 @@ impl Snapshotter for OverlaySnapshotter {
         // Overlay keeps nothing per image: the lowers are the store's own layers.
         Ok(Vec::new())
     }
+}
+
+/// `statfs.f_type` of overlayfs (linux/magic.h).
+const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
+
+/// overlayfs refuses an upper directory on an overlayfs (a store inside a container or a
+/// volatile root), with a bare EINVAL at mount time: say so, and what to do, before.
+fn refuse_upper_on_overlay(dir: &Path) -> Result<()> {
+    let magic = rustix::fs::statfs(dir).map_err(|e| io_err(dir, "statfs")(e.into()))?.f_type as i64;
+    if magic == OVERLAYFS_SUPER_MAGIC {
+        return Err(SnapshotError::UpperOnOverlay { dir: dir.to_owned() });
+    }
+    Ok(())
 }
 
 /// Unmounts whatever is stacked on `target` until nothing is (EINVAL: not a mount point).
