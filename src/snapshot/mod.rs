@@ -164,7 +164,12 @@ pub fn open(store: &Store, driver: Option<Driver>) -> Result<Box<dyn Snapshotter
     // live containers.
     let root = std::fs::canonicalize(store.root()).unwrap_or_else(|_| store.root().to_owned());
     let id = Digest::of(root.as_os_str().as_encoded_bytes());
-    open_with(store, driver, &Path::new(DEFAULT_RUNTIME_DIR).join(id.short()))
+    // An older racker made these 0755 (new ones are made 0700 with the store's area).
+    let area = Path::new(DEFAULT_RUNTIME_DIR);
+    for dir in [area.parent().unwrap_or(area), area] {
+        crate::private::tighten(dir, crate::private::DIR_MODE).map_err(io_err(dir, "chmod"))?;
+    }
+    open_with(store, driver, &area.join(id.short()))
 }
 
 /// [`open`] with ephemeral overlay snapshots under `runtime_dir` (tests use a temporary one).

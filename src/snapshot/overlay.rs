@@ -13,7 +13,7 @@
 use std::fmt;
 use std::fs;
 use std::io;
-use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{chown, DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rustix::io::Errno;
@@ -233,8 +233,7 @@ fn classic_options(params: &[(&str, &str)], target: &Path) -> Result<String> {
 /// Creates `dir` (and parents) readable by root only: a container's root file system holds
 /// setuid binaries that no host user should reach through it.
 fn make_private_dir(dir: &Path) -> Result<()> {
-    fs::create_dir_all(dir).map_err(io_err(dir, "creating"))?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err(dir, "chmod"))
+    crate::private::dir(dir).map_err(io_err(dir, "creating"))
 }
 
 impl Snapshotter for OverlaySnapshotter {
@@ -259,7 +258,7 @@ impl Snapshotter for OverlaySnapshotter {
             if ephemeral {
                 make_private_dir(&self.runtime)?;
             }
-            match fs::create_dir(&base) {
+            match fs::DirBuilder::new().mode(crate::private::DIR_MODE).create(&base) {
                 Ok(()) => break,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     return Err(SnapshotError::AlreadyExists { key: key.to_owned(), path: base })
