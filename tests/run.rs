@@ -588,7 +588,7 @@ impl OverlayRoot {
 
 impl Drop for OverlayRoot {
     fn drop(&mut self) {
-        let _ = rustix::mount::unmount(&self.path(), rustix::mount::UnmountFlags::DETACH);
+        let _ = rustix::mount::unmount(self.path(), rustix::mount::UnmountFlags::DETACH);
     }
 }
 
