@@ -153,6 +153,39 @@ fn no_other_user_reaches_the_store_or_the_runtime_directory() {
 }
 
 #[test]
+fn no_other_user_reaches_a_btrfs_store_or_its_subvolumes() {
+    require_root();
+    let fs = common::btrfs::BtrfsLoop::new();
+    let _sweep = common::btrfs::MountSweep(vec![fs.path().to_owned()]);
+    let store = TempStore::created_by_racker_in(fs.path());
+    let _layout = hostile_image(&store, &[]);
+    let kept = store.ok(&["run", "-d", "--name", "kept", "bb", "sleep", "1000"]).trim().to_owned();
+    let root = store.root();
+    let snapshot = root.join("btrfs/containers").join(&kept);
+    let image = store.files("btrfs/images").into_iter().next().expect("the image's subvolume");
+    let image = root.join("btrfs/images").join(image);
+    for path in [&snapshot, &image] {
+        assert!(path.join("opt/suid-busybox").exists(), "{} holds the setuid binary", path.display());
+    }
+    let attempts: Vec<String> = [
+        format!("ls {}/btrfs", root.display()),
+        format!("{}/opt/suid-busybox true", snapshot.display()),
+        format!("{}/opt/suid-busybox true", image.display()),
+        format!("head -c1 {}/dev/zero-ish", image.display()),
+    ]
+    .into();
+    let reached = reached_by_nobody(&attempts, &below(root));
+    assert!(reached.is_empty(), "nobody reached:\n{}", reached.lines().take(40).collect::<Vec<_>>().join("\n"));
+    for dir in ["btrfs", "btrfs/images", "btrfs/containers"] {
+        assert_eq!(mode(&root.join(dir)), 0o700, "{dir}");
+    }
+    assert_eq!(mode(&root.join("btrfs/lock")), 0o600);
+    store.ok(&["rm", "-f", "kept"]);
+    store.assert_clean();
+    drop(store);
+}
+
+#[test]
 fn a_store_an_older_racker_left_world_readable_is_tightened_by_the_next_command() {
     require_root();
     let store = TempStore::new();

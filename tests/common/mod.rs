@@ -122,8 +122,14 @@ impl TempStore {
     /// every user may traverse, as /var/lib is; every racker runs with umask 000. Only
     /// racker's own modes protect it, not the test's temporary directory.
     pub fn created_by_racker() -> TempStore {
+        TempStore::created_by_racker_in(&std::env::temp_dir())
+    }
+
+    /// [`TempStore::created_by_racker`] below `parent` (a particular file system).
+    pub fn created_by_racker_in(parent: &Path) -> TempStore {
         use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::Builder::new().prefix("racker-test-").tempdir().expect("creating a temporary directory");
+        let dir =
+            tempfile::Builder::new().prefix("racker-test-").tempdir_in(parent).expect("creating a temporary directory");
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod 0755");
         TempStore::init(dir.path().join("store"), dir, true)
     }
