@@ -10,6 +10,7 @@
 pub mod digest;
 pub mod oci;
 pub mod postroj;
+pub mod private;
 pub mod progress;
 pub mod reference;
 pub mod registry;

@@ -558,3 +558,54 @@ fn t_gives_the_command_a_terminal() {
     assert!(out(&o).contains("on-a-tty"), "{}", out(&o));
     store.assert_clean();
 }
+
+/// An overlayfs to put a store on, as a container's or a live system's root is; unmounted
+/// on drop (declare it before the store, which must go first).
+struct OverlayRoot {
+    dirs: tempfile::TempDir,
+}
+
+impl OverlayRoot {
+    fn new() -> OverlayRoot {
+        let dirs = tempfile::tempdir().expect("tempdir");
+        for d in ["lower", "upper", "work", "merged"] {
+            std::fs::create_dir(dirs.path().join(d)).expect("mkdir");
+        }
+        let p = |d: &str| dirs.path().join(d).display().to_string();
+        let options = format!("lowerdir={},upperdir={},workdir={}", p("lower"), p("upper"), p("work"));
+        let status = Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", &options, &p("merged")])
+            .status()
+            .expect("mount");
+        assert!(status.success(), "mounting an overlayfs for the store");
+        OverlayRoot { dirs }
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.dirs.path().join("merged")
+    }
+}
+
+impl Drop for OverlayRoot {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(self.path(), rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+#[test]
+fn a_store_on_overlayfs_refuses_kept_containers_with_the_fix_and_runs_rm_ones() {
+    require_root();
+    let overlay = OverlayRoot::new();
+    let (store, _dir) = busybox_image_in(TempStore::at(&overlay.path()), images::busybox_config(), 0);
+    let o = store.run(&["run", "--rm", "bb", "echo", "ephemeral"]);
+    assert_eq!((o.status.code(), out(&o).as_str()), (Some(0), "ephemeral\n"), "{}", err(&o));
+    for args in [&["run", "--name", "kept", "bb", "true"][..], &["run", "-d", "bb", "sleep", "100"]] {
+        let o = store.run(args);
+        let e = err(&o);
+        assert_eq!(o.status.code(), Some(125), "{args:?}: {e}");
+        assert_eq!(e.trim().lines().count(), 1, "one line: {e}");
+        assert!(e.contains("is on overlayfs") && e.contains("--root") && e.contains("btrfs"), "{e}");
+    }
+    assert_eq!(store.ok(&["ps", "-aq"]), "", "a refused container leaves no record");
+    store.assert_clean();
+}

@@ -519,3 +519,32 @@ fn import_onto_a_full_disk_says_so() {
     let store = SmallStore::new();
     fails_for_space_then_works(&store, &["import", tarball.to_str().expect("utf-8"), BIG_NAME], BIG_NAME);
 }
+
+#[test]
+fn a_database_of_a_newer_schema_is_refused_and_left_as_it_is() {
+    let store = TempStore::new();
+    load(&store, "archives/whiteouts-docker-save.tar");
+    let db = store.root().join("racker.db");
+    let known: i64 = store.db().pragma_query_value(None, "user_version", |r| r.get(0)).expect("version");
+    {
+        let conn = store.db();
+        conn.pragma_update(None, "user_version", 99).expect("setting user_version");
+        // Everything into the main file, so that its bytes are the whole database.
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).expect("checkpoint");
+    }
+    let before = std::fs::read(&db).expect("reading the database");
+    for args in [&["images"][..], &["rmi", "-f", WHITEOUTS_NAME], &["gc"]] {
+        let out = store.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "racker {args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(
+            stderr.contains("schema version 99")
+                && stderr.contains(&format!("up to {known}"))
+                && stderr.contains("upgrade racker"),
+            "racker {args:?}: {stderr}"
+        );
+    }
+    assert!(std::fs::read(&db).expect("reading the database") == before, "the newer database was changed");
+    assert_eq!(store.db().pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).expect("version"), 99);
+}

@@ -36,10 +36,11 @@ impl Registration {
     }
 }
 
-/// `/run/racker` (or `RACKER_RUNTIME_DIR`): notify sockets and logs of running containers.
+/// `/run/racker` (or `RACKER_RUNTIME_DIR`): notify sockets and logs of running containers,
+/// mode 0700 (also when an older racker made it 0755).
 pub fn runtime_dir() -> Result<PathBuf> {
     let dir = std::env::var_os("RACKER_RUNTIME_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/run/racker"));
-    std::fs::create_dir_all(&dir).map_err(|source| RuntimeError::Io { path: dir.clone(), source })?;
+    crate::private::dir(&dir).map_err(|source| RuntimeError::Io { path: dir.clone(), source })?;
     Ok(dir)
 }
 
@@ -54,8 +55,8 @@ pub fn prepare_nspawn_state() -> Result<()> {
     }
     // Concurrent runs must not stack mounts: decide under a lock.
     let lock_path = runtime_dir()?.join("nspawn-state.lock");
-    let lock =
-        std::fs::File::create(&lock_path).map_err(|source| RuntimeError::Io { path: lock_path.clone(), source })?;
+    let lock = crate::private::create_file(&lock_path, false)
+        .map_err(|source| RuntimeError::Io { path: lock_path.clone(), source })?;
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
         .map_err(|e| RuntimeError::Io { path: lock_path.clone(), source: e.into() })?;
     if on_tmpfs(dir) {

@@ -2,7 +2,6 @@
 //! on the host), and how to end it. Teardown kills the leader, which ends the whole PID
 //! namespace at once: killing nspawn alone would orphan the container's processes.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
@@ -81,7 +80,8 @@ impl Machine {
                 None
             }
             Console::Log(path) => {
-                let log = File::create(&path).map_err(|source| RuntimeError::Io { path: path.clone(), source })?;
+                let log = crate::private::create_file(&path, true)
+                    .map_err(|source| RuntimeError::Io { path: path.clone(), source })?;
                 let err = log.try_clone().map_err(|source| RuntimeError::Io { path: path.clone(), source })?;
                 cmd.stdin(Stdio::null()).stdout(log).stderr(err);
                 Some(path)

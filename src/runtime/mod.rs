@@ -166,7 +166,7 @@ pub(crate) fn prepare(store: &Store, image: &str, request: &RunRequest, detached
         }
         if boot || detached {
             let dir = if request.remove { runtime_dir()? } else { store.root().join("containers").join(&id) };
-            std::fs::create_dir_all(&dir).map_err(|source| RuntimeError::Io { path: dir.clone(), source })?;
+            crate::private::dir(&dir).map_err(|source| RuntimeError::Io { path: dir.clone(), source })?;
             spec.console = Some(dir.join(format!("{id}.console")));
         }
         store.update_container_spec(&id, &serde_json::to_value(&spec).unwrap_or_default())?;

@@ -26,6 +26,9 @@ impl NotifySocket {
         let path = dir.join(format!("{name}.notify"));
         let _ = std::fs::remove_file(&path);
         let socket = UnixDatagram::bind(&path).map_err(|source| RuntimeError::Io { path: path.clone(), source })?;
+        // Only root's nspawn reports here (the directory is 0700 too).
+        crate::private::tighten(&path, crate::private::FILE_MODE)
+            .map_err(|source| RuntimeError::Io { path: path.clone(), source })?;
         Ok(NotifySocket { socket, path })
     }
 

@@ -57,9 +57,7 @@ pub fn command(spec: &RunSpec, rootfs: &Path, machine: &str, id: &str, registrat
         // SIGTERM to nspawn reaches the command as SIGTERM, as `docker stop` would send.
         cmd.arg("--kill-signal=SIGTERM");
         cmd.arg(format!("--chdir={}", spec.workdir));
-        for (k, v) in &spec.env {
-            cmd.arg(format!("--setenv={k}={v}"));
-        }
+        pass_env(&mut cmd, &spec.env);
         if let Some(user) = &spec.user {
             cmd.arg(format!("--user={user}"));
         }
@@ -67,6 +65,44 @@ pub fn command(spec: &RunSpec, rootfs: &Path, machine: &str, id: &str, registrat
     }
     cmd.env_remove("NOTIFY_SOCKET");
     cmd
+}
+
+/// Gives the container `env` without putting values on nspawn's command line, which
+/// every local user can read (`ps`): `--setenv=NAME` makes nspawn take the value from its
+/// own environment. Names the host's nspawn would itself obey ([`host_side`]) still go
+/// as `--setenv=NAME=VALUE`: an image must not steer root's loader or nspawn.
+fn pass_env(cmd: &mut Command, env: &[(String, String)]) {
+    for (k, v) in env {
+        if host_side(k) {
+            cmd.arg(format!("--setenv={k}={v}"));
+        } else {
+            cmd.arg(format!("--setenv={k}")).env(k, v);
+        }
+    }
+}
+
+/// Variables that systemd-nspawn's dynamic loader, glibc or systemd's libraries act on
+/// in the nspawn process itself (glibc's list of those unsafe for privileged programs,
+/// `SYSTEMD_*`, the bus and socket-activation ones), and `PATH`, by which racker finds
+/// systemd-nspawn.
+pub(crate) fn host_side(name: &str) -> bool {
+    const NAMES: [&str; 13] = [
+        "PATH",
+        "NOTIFY_SOCKET",
+        "GCONV_PATH",
+        "GETCONF_DIR",
+        "HOSTALIASES",
+        "LOCALDOMAIN",
+        "LOCPATH",
+        "NIS_PATH",
+        "NLSPATH",
+        "RESOLV_HOST_CONF",
+        "RES_OPTIONS",
+        "TMPDIR",
+        "TZDIR",
+    ];
+    const PREFIXES: [&str; 6] = ["LD_", "GLIBC_", "MALLOC_", "SYSTEMD_", "DBUS_", "LISTEN_"];
+    NAMES.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
 /// Enters a booted container (through its leader's namespaces) to run `spec.argv`.
@@ -97,7 +133,7 @@ mod tests {
     fn command_mode_line() {
         let spec = RunSpec {
             argv: vec!["/bin/sh".into(), "-c".into(), "exit 7".into()],
-            env: vec![("PATH".into(), "/bin".into())],
+            env: vec![("PATH".into(), "/bin".into()), ("DB_PASSWORD".into(), "s3cret".into())],
             workdir: "/srv".into(),
             user: Some("app".into()),
             hostname: Some("h".into()),
@@ -118,10 +154,16 @@ mod tests {
             "--console=pipe",
             "--chdir=/srv",
             "--setenv=PATH=/bin",
+            "--setenv=DB_PASSWORD",
             "--user=app",
         ] {
             assert!(a.contains(&want.to_owned()), "{want} missing from {a:?}");
         }
+        assert!(!a.iter().any(|a| a.contains("s3cret")), "a value in nspawn's argv: {a:?}");
+        let cmd = command(&spec, Path::new("/r"), "m", id, Registration::Direct);
+        let envs: Vec<_> = cmd.get_envs().map(|(k, v)| (k.to_owned(), v.map(|v| v.to_owned()))).collect();
+        assert!(envs.contains(&("DB_PASSWORD".into(), Some("s3cret".into()))), "{envs:?}");
+        assert!(!envs.iter().any(|(k, _)| k == "PATH"), "the image's PATH must not be nspawn's: {envs:?}");
         assert_eq!(&a[a.len() - 4..], ["--", "/bin/sh", "-c", "exit 7"]);
         let booted = RunSpec { boot: true, ..spec };
         let boot = args(&command(&booted, Path::new("/r"), "m", id, Registration::Machined));

@@ -195,19 +195,14 @@ impl BtrfsSnapshotter {
     pub fn new(store_root: &Path) -> Result<Self> {
         let base = store_root.join("btrfs");
         let (images, containers) = (base.join("images"), base.join("containers"));
-        for dir in [&images, &containers] {
-            fs::create_dir_all(dir).map_err(io_err(dir, "creating"))?;
+        for dir in [&base, &images, &containers] {
+            crate::private::dir(dir).map_err(io_err(dir, "creating"))?;
         }
         Ok(BtrfsSnapshotter { store_root: store_root.to_owned(), images, containers, lock: base.join("lock") })
     }
 
     fn lock(&self, op: FlockOperation) -> Result<Lock> {
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&self.lock)
-            .map_err(io_err(&self.lock, "opening"))?;
+        let file = crate::private::create_file(&self.lock, false).map_err(io_err(&self.lock, "opening"))?;
         rustix::fs::flock(&file, op).map_err(|e| io_err(&self.lock, "flock")(e.into()))?;
         Ok(Lock(file))
     }

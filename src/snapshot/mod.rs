@@ -129,6 +129,8 @@ pub enum SnapshotError {
     AlreadyExists { key: String, path: PathBuf },
     #[error("the store root {root} is not on btrfs (file system magic {magic:#x}): use --storage-driver overlay, or put the store on a btrfs file system")]
     NotBtrfs { root: PathBuf, magic: i64 },
+    #[error("{dir} is on overlayfs, which cannot hold a container's writable layer: put the store (--root) on another file system (tmpfs, ext4, xfs, or btrfs), or run the container with --rm")]
+    UpperOnOverlay { dir: PathBuf },
     #[error("{path}: {action}: {source}")]
     Io { path: PathBuf, action: &'static str, source: io::Error },
     #[error("mounting {fstype} on {target}: {step}: {source}")]
@@ -164,7 +166,12 @@ pub fn open(store: &Store, driver: Option<Driver>) -> Result<Box<dyn Snapshotter
     // live containers.
     let root = std::fs::canonicalize(store.root()).unwrap_or_else(|_| store.root().to_owned());
     let id = Digest::of(root.as_os_str().as_encoded_bytes());
-    open_with(store, driver, &Path::new(DEFAULT_RUNTIME_DIR).join(id.short()))
+    // An older racker made these 0755 (new ones are made 0700 with the store's area).
+    let area = Path::new(DEFAULT_RUNTIME_DIR);
+    for dir in [area.parent().unwrap_or(area), area] {
+        crate::private::tighten(dir, crate::private::DIR_MODE).map_err(io_err(dir, "chmod"))?;
+    }
+    open_with(store, driver, &area.join(id.short()))
 }
 
 /// [`open`] with ephemeral overlay snapshots under `runtime_dir` (tests use a temporary one).

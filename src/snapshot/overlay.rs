@@ -13,7 +13,7 @@
 use std::fmt;
 use std::fs;
 use std::io;
-use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{chown, DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rustix::io::Errno;
@@ -242,8 +242,7 @@ fn classic_options(params: &[(&str, &str)], target: &Path) -> Result<String> {
 /// Creates `dir` (and parents) readable by root only: a container's root file system holds
 /// setuid binaries that no host user should reach through it.
 fn make_private_dir(dir: &Path) -> Result<()> {
-    fs::create_dir_all(dir).map_err(io_err(dir, "creating"))?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err(dir, "chmod"))
+    crate::private::dir(dir).map_err(io_err(dir, "creating"))
 }
 
 impl Snapshotter for OverlaySnapshotter {
@@ -257,6 +256,9 @@ impl Snapshotter for OverlaySnapshotter {
         if other.symlink_metadata().is_ok() {
             return Err(SnapshotError::AlreadyExists { key: key.to_owned(), path: other });
         }
+        if !ephemeral {
+            refuse_upper_on_overlay(&self.kept)?;
+        }
         let base = self.base(key, ephemeral);
         // mkdir is the claim on the key: whoever creates it owns the snapshot. The store's
         // ephemeral area may vanish meanwhile (remove drops it once empty): then again.
@@ -265,7 +267,7 @@ impl Snapshotter for OverlaySnapshotter {
             if ephemeral {
                 make_private_dir(&self.runtime)?;
             }
-            match fs::create_dir(&base) {
+            match fs::DirBuilder::new().mode(crate::private::DIR_MODE).create(&base) {
                 Ok(()) => break,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     return Err(SnapshotError::AlreadyExists { key: key.to_owned(), path: base })
@@ -331,6 +333,19 @@ impl Snapshotter for OverlaySnapshotter {
         // Overlay keeps nothing per image: the lowers are the store's own layers.
         Ok(Vec::new())
     }
+}
+
+/// `statfs.f_type` of overlayfs (linux/magic.h).
+const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
+
+/// overlayfs refuses an upper directory on an overlayfs (a store inside a container or a
+/// volatile root), with a bare EINVAL at mount time: say so, and what to do, before.
+fn refuse_upper_on_overlay(dir: &Path) -> Result<()> {
+    let magic = rustix::fs::statfs(dir).map_err(|e| io_err(dir, "statfs")(e.into()))?.f_type as i64;
+    if magic == OVERLAYFS_SUPER_MAGIC {
+        return Err(SnapshotError::UpperOnOverlay { dir: dir.to_owned() });
+    }
+    Ok(())
 }
 
 /// Unmounts whatever is stacked on `target` until nothing is (EINVAL: not a mount point).

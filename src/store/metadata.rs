@@ -151,8 +151,23 @@ impl Db {
     pub(crate) fn open(path: &Path) -> Result<Db> {
         let conn = Connection::open(path).map_err(|source| StoreError::Database { path: path.to_owned(), source })?;
         let mut db = Db { conn, path: path.to_owned() };
-        db.setup().map_err(|source| StoreError::Database { path: path.to_owned(), source })?;
+        // Before anything is written: a newer racker's schema is not this build's to touch
+        // (its gc could delete what the newer tables reference).
+        let version = db.schema_version().map_err(db.err())?;
+        db.refuse_newer(version)?;
+        db.setup().map_err(db.err())?;
         Ok(db)
+    }
+
+    fn schema_version(&self) -> rusqlite::Result<usize> {
+        self.conn.pragma_query_value(None, "user_version", |r| r.get(0))
+    }
+
+    fn refuse_newer(&self, found: usize) -> Result<()> {
+        if found > MIGRATIONS.len() {
+            return Err(StoreError::NewerSchema { path: self.path.clone(), found, known: MIGRATIONS.len() });
+        }
+        Ok(())
     }
 
     fn setup(&mut self) -> rusqlite::Result<()> {

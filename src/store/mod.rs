@@ -8,8 +8,12 @@
 //! ├── lock                 flock: shared while adding, exclusive while collecting
 //! ├── blobs/sha256/<hex>   verified, immutable blobs
 //! ├── layers/<id>/         unpacked layers, overlayfs lowers
-//! └── ingest/<op>/         staging area of operations in progress
+//! ├── ingest/<op>/         staging area of operations in progress
+//! └── containers/<id>/     console logs of kept and detached containers
 //! ```
+//!
+//! Directories are 0700 and files 0600: layers hold setuid binaries and device nodes,
+//! the database and logs containers' environments (see [`crate::private`]).
 //!
 //! Adding goes through an [`Ingest`] (stage, then commit in one transaction);
 //! removing is a metadata change; files go only in [`Store::gc`]. That split keeps a
@@ -23,13 +27,14 @@ mod ingest;
 mod metadata;
 
 use std::fs::{self, File};
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use rustix::fs::FlockOperation;
 
 use crate::digest::Digest;
+use crate::private;
 use crate::reference::ReferenceError;
 use crate::unpack::UnpackError;
 
@@ -51,6 +56,8 @@ pub enum StoreError {
     Database { path: PathBuf, source: rusqlite::Error },
     #[error("store at {path} has format version {found}, this racker reads up to {FORMAT_VERSION}: upgrade racker")]
     NewerFormat { path: PathBuf, found: String },
+    #[error("store database {path} has schema version {found}, this racker knows up to {known}: it was written by a newer racker; upgrade racker")]
+    NewerSchema { path: PathBuf, found: usize, known: usize },
     #[error("{what} digest mismatch: expected {expected}, got {found}; the data is corrupt or was tampered with")]
     DigestMismatch { what: String, expected: Digest, found: Digest },
     #[error("{what} size mismatch: expected {expected} bytes, got {found}")]
@@ -95,6 +102,31 @@ pub fn layer_dir(root: &Path, id: i64) -> PathBuf {
     root.join("layers").join(id.to_string())
 }
 
+/// The store's directories, made at open.
+const DIRS: [&str; 6] = ["", "blobs", "blobs/sha256", "layers", "ingest", "containers"];
+/// What else sits at the top of a store, tightened at open where it exists.
+const OTHER_DIRS: [&str; 4] = ["snapshots", "btrfs", "btrfs/images", "btrfs/containers"];
+const FILES: [&str; 7] =
+    ["racker.db", "racker.db-wal", "racker.db-shm", "racker.db-journal", "lock", "store-version", "btrfs/lock"];
+
+/// Makes the store's directories 0700 and its files 0600 (store-format.md, "Modes"):
+/// creates what is missing, tightens what an older racker left 0755 or 0644. Only the
+/// top of the store is looked at, not the tree below (a few dozen system calls on each
+/// open): no other user can traverse the root, nor, should it be loosened again, the
+/// directories that hold layers, snapshots and logs.
+fn make_private(root: &Path) -> Result<()> {
+    for dir in DIRS {
+        private::dir(&root.join(dir)).map_err(io_err(root.join(dir)))?;
+    }
+    for dir in OTHER_DIRS {
+        private::tighten(&root.join(dir), private::DIR_MODE).map_err(io_err(root.join(dir)))?;
+    }
+    for file in FILES {
+        private::tighten(&root.join(file), private::FILE_MODE).map_err(io_err(root.join(file)))?;
+    }
+    Ok(())
+}
+
 /// An open store. Cheap to share between threads of one process; several processes
 /// may open the same root at once.
 pub struct Store {
@@ -109,21 +141,24 @@ impl Store {
     /// Opens the store at `root`, creating it (and migrating its database) as needed.
     pub fn open(root: impl AsRef<Path>) -> Result<Store> {
         let root = root.as_ref().to_path_buf();
-        for dir in ["blobs/sha256", "layers", "ingest"] {
-            fs::create_dir_all(root.join(dir)).map_err(io_err(root.join(dir)))?;
-        }
+        make_private(&root)?;
         let version_file = root.join("store-version");
         match fs::read_to_string(&version_file) {
             Ok(v) if v.trim() == FORMAT_VERSION.to_string() => {}
             Ok(v) => return Err(StoreError::NewerFormat { path: root, found: v.trim().to_owned() }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let tmp = root.join(format!("store-version.{}", std::process::id()));
-                fs::write(&tmp, format!("{FORMAT_VERSION}\n")).map_err(io_err(&tmp))?;
+                private::create_file(&tmp, true)
+                    .and_then(|mut f| f.write_all(format!("{FORMAT_VERSION}\n").as_bytes()))
+                    .map_err(io_err(&tmp))?;
                 fs::rename(&tmp, &version_file).map_err(io_err(&version_file))?;
             }
             Err(e) => return Err(io_err(version_file)(e)),
         }
-        let db = metadata::Db::open(&root.join("racker.db"))?;
+        let db_path = root.join("racker.db");
+        // SQLite gives its WAL and shared-memory files the database file's mode.
+        private::create_file(&db_path, false).map_err(io_err(&db_path))?;
+        let db = metadata::Db::open(&db_path)?;
         Ok(Store { root, db: Mutex::new(db) })
     }
 
@@ -159,7 +194,7 @@ impl Store {
 
     pub(crate) fn lock(&self, op: FlockOperation) -> Result<Option<StoreLock>> {
         let path = self.root.join("lock");
-        let file = File::options().create(true).truncate(false).write(true).open(&path).map_err(io_err(&path))?;
+        let file = private::create_file(&path, false).map_err(io_err(&path))?;
         match rustix::fs::flock(&file, op) {
             Ok(()) => Ok(Some(StoreLock(file))),
             Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),

@@ -28,6 +28,10 @@ pub fn fixture(rel: &str) -> PathBuf {
 /// reads or writes the host's registry credentials.
 pub struct TempStore {
     dir: tempfile::TempDir,
+    /// `dir`, or the store directory racker made in it ([`TempStore::created_by_racker`]).
+    root: PathBuf,
+    /// Run every racker with umask 000 (racker's own modes must protect the store).
+    no_umask: bool,
     auth: tempfile::TempDir,
     /// When it was made, in clock ticks after boot: what started later may be its doing.
     since: u64,
@@ -113,12 +117,33 @@ impl TempStore {
     /// A new, initialised (empty) store in a temporary directory below `parent` (for a
     /// store on a particular file system, such as a loop-mounted btrfs).
     pub fn at(parent: &Path) -> TempStore {
+        let dir =
+            tempfile::Builder::new().prefix("racker-test-").tempdir_in(parent).expect("creating a temporary store");
+        TempStore::init(dir.path().to_owned(), dir, false)
+    }
+
+    /// A store whose root racker makes itself, as it makes /var/lib/racker, in a directory
+    /// every user may traverse, as /var/lib is; every racker runs with umask 000. Only
+    /// racker's own modes protect it, not the test's temporary directory.
+    pub fn created_by_racker() -> TempStore {
+        TempStore::created_by_racker_in(&std::env::temp_dir())
+    }
+
+    /// [`TempStore::created_by_racker`] below `parent` (a particular file system).
+    pub fn created_by_racker_in(parent: &Path) -> TempStore {
+        use std::os::unix::fs::PermissionsExt;
+        let dir =
+            tempfile::Builder::new().prefix("racker-test-").tempdir_in(parent).expect("creating a temporary directory");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod 0755");
+        TempStore::init(dir.path().join("store"), dir, true)
+    }
+
+    fn init(root: PathBuf, dir: tempfile::TempDir, no_umask: bool) -> TempStore {
         let store = TempStore {
             since: ticks_now(),
-            dir: tempfile::Builder::new()
-                .prefix("racker-test-")
-                .tempdir_in(parent)
-                .expect("creating a temporary store"),
+            dir,
+            root,
+            no_umask,
             auth: tempfile::Builder::new()
                 .prefix("racker-test-auth-")
                 .tempdir()
@@ -129,7 +154,7 @@ impl TempStore {
     }
 
     pub fn root(&self) -> &Path {
-        self.dir.path()
+        &self.root
     }
 
     /// The credentials file every racker of this store uses (it may not exist).
@@ -141,6 +166,16 @@ impl TempStore {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_racker"));
         cmd.arg("--root").arg(self.root());
         cmd.env("REGISTRY_AUTH_FILE", self.auth_file());
+        if self.no_umask {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: umask(2) is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(|| {
+                    rustix::process::umask(rustix::fs::Mode::empty());
+                    Ok(())
+                });
+            }
+        }
         cmd
     }
 
