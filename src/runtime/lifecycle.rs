@@ -258,7 +258,7 @@ pub fn exec(store: &Store, name: &str, opts: &ExecOptions) -> Result<i32> {
                 .map_err(|reason| RuntimeError::Invalid { what: format!("--user {u}"), reason })
         })
         .transpose()?;
-    let mut cmd = nspawn::enter(&spec, leader, ids);
+    let mut cmd = nspawn::enter(&spec, leader, ids)?;
     cmd.stdin(if opts.interactive { Stdio::inherit() } else { Stdio::null() });
     if !opts.tty {
         use std::os::unix::process::CommandExt;
@@ -331,7 +331,7 @@ pub fn logs(store: &Store, name: &str, out: &mut dyn Write) -> Result<()> {
     if let (true, Ok((_, mut spec, leader))) = (spec.boot, running(store, name)) {
         spec.argv = ["journalctl", "--no-pager", "--quiet", "--boot"].map(String::from).to_vec();
         spec.workdir = "/".into();
-        let output = nspawn::enter(&spec, leader, None)
+        let output = nspawn::enter(&spec, leader, None)?
             .stdin(Stdio::null())
             .output()
             .map_err(|source| RuntimeError::Spawn { program: "nsenter journalctl".into(), source })?;

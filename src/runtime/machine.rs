@@ -153,7 +153,7 @@ impl Machine {
     /// Runs `spec.argv` inside the booted container, with the caller's stdio.
     pub fn enter(&self, spec: &RunSpec, ids: Option<(u32, u32)>) -> Result<Command> {
         let leader = self.reported.leader.ok_or(RuntimeError::ExitedEarly { status: -1 })?;
-        let mut cmd = nspawn::enter(spec, leader, ids);
+        let mut cmd = nspawn::enter(spec, leader, ids)?;
         cmd.stdin(if spec.interactive { Stdio::inherit() } else { Stdio::null() });
         Ok(cmd)
     }

@@ -1,10 +1,13 @@
 //! The systemd-nspawn command line for a container, in both modes.
 
-use std::path::Path;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::host::Registration;
 use super::spec::{Network, RunSpec};
+use super::{rootfs, Result, RuntimeError};
 
 /// systemd-nspawn's machine names are host names: letters, digits, `-` and `.`.
 pub fn machine_name(name: &str, id: &str) -> String {
@@ -106,18 +109,57 @@ pub(crate) fn host_side(name: &str) -> bool {
 }
 
 /// Enters a booted container (through its leader's namespaces) to run `spec.argv`.
-pub fn enter(spec: &RunSpec, leader: i32, ids: Option<(u32, u32)>) -> Command {
-    let mut cmd = Command::new("nsenter");
-    // nsenter opens --root and --wd before it enters: name them through the leader's root.
+///
+/// nsenter runs as root on the host before it enters, so nothing of the image may steer
+/// it: it is found on racker's own `PATH`, never the image's; variables that the host's
+/// loader and libc act on ([`host_side`]) reach the command through the container's
+/// `env`, not through nsenter's environment; and the working directory is resolved
+/// inside the container's root (an image's symlink must not name a host directory) and
+/// handed to nsenter open.
+pub fn enter(spec: &RunSpec, leader: i32, ids: Option<(u32, u32)>) -> Result<Command> {
     let root = format!("/proc/{leader}/root");
-    let workdir = format!("{root}/{}", spec.workdir.trim_start_matches('/'));
-    cmd.arg(format!("--target={leader}")).args(["--all", &format!("--root={root}"), &format!("--wd={workdir}")]);
+    let workdir = rootfs::open_dir(Path::new(&root), &spec.workdir)
+        .map_err(|source| RuntimeError::Io { path: format!("{root}{}", spec.workdir).into(), source })?;
+    let mut cmd = Command::new(host_program("nsenter"));
+    cmd.arg(format!("--target={leader}")).args(["--all", &format!("--root={root}")]);
+    cmd.arg(format!("--wd=/proc/self/fd/{}", workdir.as_raw_fd()));
+    // SAFETY: fcntl(2) is async-signal-safe; the descriptor lives in the closure.
+    unsafe {
+        cmd.pre_exec(move || {
+            rustix::io::fcntl_setfd(&workdir, rustix::io::FdFlags::empty())?;
+            Ok(())
+        });
+    }
     if let Some((uid, gid)) = ids {
         cmd.arg(format!("--setuid={uid}")).arg(format!("--setgid={gid}"));
     }
-    cmd.arg("--").args(&spec.argv);
-    cmd.env_clear().envs(spec.env.iter().map(|(k, v)| (k, v)));
-    cmd
+    let (for_loader, plain): (Vec<_>, Vec<_>) = spec.env.iter().partition(|(k, _)| k != "PATH" && host_side(k));
+    cmd.arg("--");
+    if !for_loader.is_empty() {
+        match rootfs::find_executable(Path::new(&root), "env", spec.path_env(), "/") {
+            rootfs::Lookup::Found(_) => {
+                cmd.arg("env").args(for_loader.iter().map(|(k, v)| format!("{k}={v}")));
+            }
+            _ => {
+                let names: Vec<&str> = for_loader.iter().map(|(k, _)| k.as_str()).collect();
+                tracing::warn!("the container has no env program: not passing {}", names.join(", "));
+            }
+        }
+    }
+    cmd.args(&spec.argv);
+    cmd.env_clear().envs(plain.into_iter().map(|(k, v)| (k, v)));
+    Ok(cmd)
+}
+
+/// `name` on racker's own `PATH`: a command whose environment is the container's would
+/// otherwise be looked up on the image's `PATH`, host directories an image may name.
+fn host_program(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path)
+        .filter(|dir| dir.is_absolute())
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| Path::new("/usr/bin").join(name))
 }
 
 #[cfg(test)]

@@ -31,6 +31,20 @@ fn open_root(rootfs: &Path) -> Option<OwnedFd> {
     rustix::fs::open(rootfs, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).ok()
 }
 
+/// Opens the directory `path` as the container sees it (symlinks resolved inside
+/// `rootfs`), for a process that enters the container to start in without a host path
+/// that the container could point elsewhere.
+pub(crate) fn open_dir(rootfs: &Path, path: &str) -> io::Result<OwnedFd> {
+    let root = rustix::fs::open(rootfs, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    loop {
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        match rustix::fs::openat2(&root, path, flags, Mode::empty(), ResolveFlags::IN_ROOT) {
+            Err(rustix::io::Errno::AGAIN) => continue,
+            other => return other.map_err(io::Error::from),
+        }
+    }
+}
+
 /// Looks `argv0` up as `execvp` would inside the container: as a path if it has a slash
 /// (relative to `workdir`), else in each `PATH` entry.
 pub fn find_executable(rootfs: &Path, argv0: &str, path_env: &str, workdir: &str) -> Lookup {
