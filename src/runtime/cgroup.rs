@@ -234,3 +234,60 @@ fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ContainerCgroup;
+    use std::process::{Child, Command};
+    use std::time::Duration;
+
+    /// A cgroup for one test with a shell and its background child in it; whatever is
+    /// left is killed and removed when it is dropped, also when the test fails.
+    struct Populated {
+        cgroup: ContainerCgroup,
+        shell: Child,
+    }
+
+    impl Populated {
+        fn new() -> Populated {
+            assert!(rustix::process::geteuid().is_root(), "this test needs root (cgroups)");
+            let id = format!("{:032x}", rand::random::<u128>());
+            let cgroup = ContainerCgroup::create(&ContainerCgroup::paths_for(&id)).expect("a cgroup of its own");
+            let mut cmd = Command::new("sh");
+            cmd.args(["-c", "sleep 1000 & exec sleep 1001"]);
+            cgroup.enter_on_spawn(&mut cmd);
+            let shell = cmd.spawn().expect("spawn");
+            Populated { cgroup, shell }
+        }
+    }
+
+    impl Drop for Populated {
+        fn drop(&mut self) {
+            let _ = self.cgroup.kill_each(Duration::from_secs(5));
+            let _ = self.shell.wait();
+            let _ = self.cgroup.remove();
+        }
+    }
+
+    #[test]
+    fn cgroup_kill_ends_every_process_and_the_empty_cgroup_goes() {
+        let mut test = Populated::new();
+        assert!(test.cgroup.populated());
+        test.cgroup.kill_all(Duration::from_secs(10)).expect("killed");
+        assert!(!test.cgroup.populated());
+        assert!(test.shell.try_wait().expect("wait").is_some(), "the shell was killed");
+        test.cgroup.remove().expect("removed");
+        assert!(test.cgroup.dirs.iter().all(|d| !d.exists()), "{:?}", test.cgroup.dirs);
+        assert!(test.cgroup.remove().is_ok(), "removing a removed cgroup is fine");
+    }
+
+    #[test]
+    fn without_cgroup_kill_each_process_is_killed_by_its_pid() {
+        let mut test = Populated::new();
+        let pids = super::pids_below(&test.cgroup.dirs[0]);
+        assert_eq!(pids.len(), 2, "the shell and its child: {pids:?}");
+        test.cgroup.kill_each(Duration::from_secs(10)).expect("killed");
+        assert!(super::pids_below(&test.cgroup.dirs[0]).is_empty());
+        assert!(test.shell.try_wait().expect("wait").is_some(), "the shell was killed");
+    }
+}
