@@ -93,14 +93,34 @@ impl ContainerCgroup {
         if !self.populated() {
             return Ok(());
         }
+        let deadline = Instant::now() + timeout;
+        // A process leaves its cgroup early in its exit; a PID namespace's init then still
+        // waits for its children. Their pidfds tell when they are done.
+        let exiting: Vec<_> = self
+            .dirs
+            .iter()
+            .flat_map(|dir| pids_below(dir))
+            .filter_map(|pid| {
+                rustix::process::pidfd_open(Pid::from_raw(pid)?, rustix::process::PidfdFlags::empty()).ok()
+            })
+            .collect();
         match self.events() {
             Some(events) if std::fs::write(events.with_file_name("cgroup.kill"), b"1").is_ok() => {
-                self.wait_empty(&events, timeout)
+                self.wait_empty(&events, timeout)?
             }
             // Kernels before 5.14 and v1-only hosts: each process by its pid, again until
             // none is left, as a process may fork while it is being killed.
-            _ => self.kill_each(timeout),
+            _ => self.kill_each(timeout)?,
         }
+        for pidfd in &exiting {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let spec = rustix::event::Timespec { tv_sec: left.as_secs() as i64, tv_nsec: left.subsec_nanos() as i64 };
+            let mut fds = [rustix::event::PollFd::new(pidfd, rustix::event::PollFlags::IN)];
+            if let Ok(0) = rustix::event::poll(&mut fds, Some(&spec)) {
+                return Err(self.left(timeout));
+            }
+        }
+        Ok(())
     }
 
     /// Waits until the cgroup is empty: by `cgroup.events`, which the kernel notifies
