@@ -274,9 +274,13 @@ mod tests {
             let id = format!("{:032x}", rand::random::<u128>());
             let cgroup = ContainerCgroup::create(&ContainerCgroup::paths_for(&id)).expect("a cgroup of its own");
             let mut cmd = Command::new("sh");
-            cmd.args(["-c", "sleep 1000 & exec sleep 1001"]);
+            cmd.args(["-c", "sleep 1000 & echo forked; exec sleep 1001"]).stdout(std::process::Stdio::piped());
             cgroup.enter_on_spawn(&mut cmd);
-            let shell = cmd.spawn().expect("spawn");
+            let mut shell = cmd.spawn().expect("spawn");
+            let mut line = String::new();
+            let stdout = shell.stdout.take().expect("stdout");
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).expect("read");
+            assert_eq!(line, "forked\n");
             Populated { cgroup, shell }
         }
     }
