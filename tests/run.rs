@@ -770,3 +770,34 @@ fn rm_f_ends_a_detached_boot_whose_monitor_and_nspawn_were_killed() {
     assert_ended(&id, &[leader]);
     store.assert_clean();
 }
+
+/// A host process that is killed and reaped when dropped, also when the test fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn rm_names_what_it_could_not_remove_and_keeps_the_record() {
+    let (store, _dir) = busybox_store(images::busybox_config(), 0);
+    store.ok(&["run", "--name", "kept", "bb", "true"]);
+    let spec: String =
+        store.db().query_row("SELECT spec FROM containers WHERE name = 'kept'", [], |r| r.get(0)).expect("a record");
+    let spec: serde_json::Value = serde_json::from_str(&spec).expect("json");
+    let rootfs = spec["rootfs"].as_str().expect("a root file system");
+    // A host process working in the container's root keeps its mount busy.
+    let holder = KillOnDrop(Command::new("sleep").arg("1000").current_dir(rootfs).spawn().expect("spawn sleep"));
+    let refused = store.run(&["rm", "kept"]);
+    assert_eq!(refused.status.code(), Some(1), "rm succeeded with its snapshot still mounted");
+    let e = err(&refused);
+    assert!(e.lines().count() == 1 && e.contains("kept") && e.contains("snapshot") && e.contains("busy"), "{e}");
+    assert!(store.ok(&["ps", "-a"]).contains("kept"), "the record stays while its snapshot does");
+    drop(holder);
+    store.ok(&["rm", "kept"]);
+    assert_eq!(store.ok(&["ps", "-aq"]), "");
+    store.assert_clean();
+}
