@@ -609,3 +609,246 @@ fn a_store_on_overlayfs_refuses_kept_containers_with_the_fix_and_runs_rm_ones() 
     assert_eq!(store.ok(&["ps", "-aq"]), "", "a refused container leaves no record");
     store.assert_clean();
 }
+
+// What is left of a container whose systemd-nspawn, owner or racker was killed. These
+// tests kill only processes of their own container, found by pid through the store and
+// /proc: other tests run containers on this machine at the same time.
+
+/// SIGKILLs one process.
+fn sigkill(pid: i32) {
+    let pid = rustix::process::Pid::from_raw(pid).expect("a pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("SIGKILL");
+}
+
+/// The process is gone (reaped, or a zombie: it runs nothing and holds nothing).
+fn gone(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_or(true, |s| s.lines().any(|l| l.starts_with("State:") && l.contains("Z")))
+}
+
+/// A field of `/proc/PID/status`.
+fn status_field(pid: i32, name: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
+}
+
+/// The parent of a process, while it runs.
+fn parent(pid: i32) -> Option<i32> {
+    status_field(pid, "PPid:").and_then(|p| p.parse().ok())
+}
+
+/// Whether process `pid` is a systemd-nspawn of container `id` (by the `--uuid` racker
+/// gives it; nspawn's forks carry the same command line).
+fn is_nspawn_of(pid: i32, id: &str) -> bool {
+    let uuid = format!("--uuid={}", &id[..32]);
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    args.first().is_some_and(|a| a.ends_with(b"systemd-nspawn")) && args.contains(&uuid.as_bytes())
+}
+
+/// The systemd-nspawn of this store's container `id` (the one whose parent is racker,
+/// not one of its own forks) and its child, the container's leader, once it has started.
+fn nspawn_and_leader(id: &str) -> Option<(i32, i32)> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        if !is_nspawn_of(pid, id) || is_nspawn_of(parent(pid)?, id) {
+            return None;
+        }
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+        let leader = children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<i32>().ok())
+            .find(|c| status_field(*c, "NSpid:").is_some_and(|ns| ns.split_whitespace().last() == Some("1")))?;
+        Some((pid, leader))
+    })
+}
+
+/// Where a container this test starts gets its cgroup: `racker-<id>` beside this process's
+/// own cgroup (racker runs in it too), in cgroup2 and in v1 `name=systemd` where mounted.
+fn cgroup_dirs(id: &str) -> Vec<std::path::PathBuf> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").expect("/proc/self/cgroup");
+    let path_of = |controllers: &str| {
+        own.lines().find_map(|l| {
+            let mut parts = l.splitn(3, ':').skip(1);
+            (parts.next()? == controllers).then(|| parts.next()).flatten().map(|p| p.trim_end_matches('/'))
+        })
+    };
+    let mounted = |m: &str| std::path::Path::new(m).join("cgroup.procs").exists();
+    let mut dirs = Vec::new();
+    if let (Some(path), Some(mount)) =
+        (path_of(""), ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"].into_iter().find(|m| mounted(m)))
+    {
+        dirs.push(format!("{mount}{path}"));
+    }
+    if let (Some(path), true) = (path_of("name=systemd"), mounted("/sys/fs/cgroup/systemd")) {
+        dirs.push(format!("/sys/fs/cgroup/systemd{path}"));
+    }
+    dirs.into_iter().map(|d| std::path::PathBuf::from(format!("{d}/racker-{}", &id[..32]))).collect()
+}
+
+/// Nothing of container `id` is left: none of `pids` runs, and its cgroup is gone.
+fn assert_ended(id: &str, pids: &[i32]) {
+    for pid in pids {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        assert!(gone(*pid), "process {pid} of the container still runs: {}", String::from_utf8_lossy(&cmdline));
+    }
+    let left: Vec<_> = cgroup_dirs(id).into_iter().filter(|d| d.exists()).collect();
+    assert!(left.is_empty(), "cgroups left behind: {left:?}");
+}
+
+/// Starts detached container `name` and returns its id, nspawn, leader and monitor.
+fn start_detached(store: &TempStore, args: &[&str]) -> (String, i32, i32, i32) {
+    let id = store.ok(&[&["run", "-d"], args].concat()).trim().to_owned();
+    let (nspawn, leader) = nspawn_and_leader(&id).expect("a running container");
+    (id, nspawn, leader, parent(nspawn).expect("nspawn's parent"))
+}
+
+#[test]
+fn a_detached_container_ends_with_its_killed_nspawn() {
+    let (store, _dir) = busybox_store(images::busybox_config(), 0);
+    for (name, remove) in [("kept", false), ("removed", true)] {
+        let rm: &[&str] = if remove { &["--rm"] } else { &[] };
+        let (id, nspawn, leader, monitor) =
+            start_detached(&store, &[rm, &["--name", name, "bb", "sh", "-c", "sleep 1000 & exec sleep 1001"]].concat());
+        sigkill(nspawn);
+        common::wait_until(30, "the monitor never finished", || gone(monitor));
+        assert!(gone(leader), "{name}: the command outlived its nspawn, and ps says {}", store.ok(&["ps", "-a"]));
+        if remove {
+            assert!(!store.ok(&["ps", "-a"]).contains(name), "the --rm container was removed");
+        } else {
+            assert!(store.ok(&["ps", "-a"]).contains("Exited (137)"), "{}", store.ok(&["ps", "-a"]));
+            store.ok(&["rm", name]);
+        }
+        assert_ended(&id, &[nspawn, leader]);
+    }
+    store.assert_clean();
+}
+
+#[test]
+fn an_orphaned_container_is_up_until_rm_f_ends_it() {
+    let (store, _dir) = busybox_store(images::busybox_config(), 0);
+    let (id, nspawn, leader, monitor) =
+        start_detached(&store, &["--rm", "--name", "orphan", "bb", "sh", "-c", "sleep 1000 & exec sleep 1001"]);
+    // Its owner and nspawn die; the container's processes run on under the host's init.
+    sigkill(monitor);
+    sigkill(nspawn);
+    common::wait_until(10, "nspawn did not die", || gone(nspawn) && gone(monitor));
+    // Found by its cgroup, named by its id, as every container's.
+    let cgroups = std::fs::read_to_string(format!("/proc/{leader}/cgroup")).expect("the leader's cgroups");
+    assert!(cgroups.contains(&format!("/racker-{}/", &id[..32])), "the command runs in {cgroups}");
+    let ps = store.ok(&["ps"]);
+    assert!(ps.contains("orphan") && ps.contains("Up"), "a container whose processes run is up: {ps}");
+    let refused = store.run(&["rm", "orphan"]);
+    assert_eq!(refused.status.code(), Some(1), "rm without -f removed a running container");
+    assert_eq!(err(&refused), "Error: container orphan is running: stop it first or use -f\n", "one clear line");
+    assert!(!gone(leader), "rm without -f ended the container");
+    store.ok(&["rm", "-f", "orphan"]);
+    assert_ended(&id, &[leader]);
+    assert_eq!(store.ok(&["ps", "-aq"]), "");
+    store.assert_clean();
+}
+
+#[test]
+fn gc_ends_a_boot_whose_racker_and_nspawn_were_killed_before_ready() {
+    let (store, _dir) = busybox_store(images::busybox_config(), 0);
+    // busybox's init never reports READY=1: racker waits until it is killed.
+    let mut cli = store
+        .cmd()
+        .args(["run", "-d", "--rm", "--boot", "--boot-timeout", "600", "--name", "hang", "bb"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn racker");
+    let mut started = None;
+    common::wait_until(30, "the boot never started", || {
+        if let Ok(Some(status)) = cli.try_wait() {
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(&mut cli.stderr.take().expect("stderr"), &mut stderr).expect("read");
+            panic!("racker run -d ended ({status}) while the boot hangs: {stderr}");
+        }
+        let id: Option<String> =
+            store.db().query_row("SELECT id FROM containers WHERE name = 'hang'", [], |r| r.get(0)).ok();
+        started = id.and_then(|id| Some((nspawn_and_leader(&id)?, id)));
+        started.is_some()
+    });
+    let ((nspawn, leader), id) = started.expect("started");
+    let monitor = parent(nspawn).expect("nspawn's parent");
+    sigkill(cli.id() as i32);
+    cli.wait().expect("reap racker");
+    sigkill(monitor);
+    sigkill(nspawn);
+    common::wait_until(10, "nspawn did not die", || gone(nspawn) && gone(monitor));
+    assert!(!store.ok(&["ps", "-a"]).contains("Exited"), "its init runs: {}", store.ok(&["ps", "-a"]));
+    let gc = store.run(&["gc"]);
+    assert!(out(&gc).contains("Deleted container hang"), "{}{}", out(&gc), err(&gc));
+    assert_ended(&id, &[leader]);
+    assert_eq!(store.ok(&["ps", "-aq"]), "");
+    store.assert_clean();
+}
+
+#[test]
+fn gc_ends_a_container_whose_stop_monitor_and_nspawn_were_killed_in_teardown() {
+    let (store, _dir) = busybox_store(images::busybox_config(), 0);
+    let script = "trap 'echo stopping; sleep 1000' TERM; echo up; while :; do sleep 0.1; done";
+    let (id, nspawn, leader, monitor) = start_detached(&store, &["--rm", "--name", "slow", "bb", "sh", "-c", script]);
+    common::wait_until(10, "the command never started", || store.ok(&["logs", "slow"]).contains("up"));
+    // `racker stop` waits for the trap, which takes its time; all three die meanwhile.
+    let mut stop = store.cmd().args(["stop", "-t", "600", "slow"]).stdout(Stdio::null()).spawn().expect("spawn stop");
+    common::wait_until(10, "the container never got SIGTERM", || store.ok(&["logs", "slow"]).contains("stopping"));
+    sigkill(stop.id() as i32);
+    stop.wait().expect("reap racker stop");
+    sigkill(monitor);
+    sigkill(nspawn);
+    common::wait_until(10, "nspawn did not die", || gone(nspawn) && gone(monitor));
+    let gc = store.ok(&["gc"]);
+    assert!(gc.contains("slow"), "{gc}");
+    assert_ended(&id, &[leader]);
+    assert_eq!(store.ok(&["ps", "-aq"]), "");
+    store.assert_clean();
+}
+
+#[test]
+fn rm_f_ends_a_detached_boot_whose_monitor_and_nspawn_were_killed() {
+    let store = debian_store();
+    let (id, nspawn, leader, monitor) =
+        start_detached(&store, &["--name", "vm", "--boot-target", "minimal", "debian:bookworm-systemd"]);
+    sigkill(monitor);
+    sigkill(nspawn);
+    common::wait_until(10, "nspawn did not die", || gone(nspawn) && gone(monitor));
+    assert!(store.ok(&["ps"]).contains("Up"), "its systemd runs: {}", store.ok(&["ps", "-a"]));
+    assert!(!store.run(&["rm", "vm"]).status.success(), "rm without -f removed a running container");
+    store.ok(&["rm", "-f", "vm"]);
+    assert_ended(&id, &[leader]);
+    store.assert_clean();
+}
+
+/// A host process that is killed and reaped when dropped, also when the test fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn rm_names_what_it_could_not_remove_and_keeps_the_record() {
+    let (store, _dir) = busybox_store(images::busybox_config(), 0);
+    store.ok(&["run", "--name", "kept", "bb", "true"]);
+    let spec: String =
+        store.db().query_row("SELECT spec FROM containers WHERE name = 'kept'", [], |r| r.get(0)).expect("a record");
+    let spec: serde_json::Value = serde_json::from_str(&spec).expect("json");
+    let rootfs = spec["rootfs"].as_str().expect("a root file system");
+    // A host process working in the container's root keeps its mount busy.
+    let holder = KillOnDrop(Command::new("sleep").arg("1000").current_dir(rootfs).spawn().expect("spawn sleep"));
+    let refused = store.run(&["rm", "kept"]);
+    assert_eq!(refused.status.code(), Some(1), "rm succeeded with its snapshot still mounted");
+    let e = err(&refused);
+    assert!(e.lines().count() == 1 && e.contains("kept") && e.contains("snapshot") && e.contains("busy"), "{e}");
+    assert!(store.ok(&["ps", "-a"]).contains("kept"), "the record stays while its snapshot does");
+    drop(holder);
+    store.ok(&["rm", "kept"]);
+    assert_eq!(store.ok(&["ps", "-aq"]), "");
+    store.assert_clean();
+}

@@ -7,7 +7,7 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use super::machine::Machine;
-use super::{discard, prepare, Prepared, Result, RunRequest, RuntimeError};
+use super::{discard_or_warn, prepare, Prepared, Result, RunRequest, RuntimeError};
 use crate::store::Store;
 
 pub struct Booted<'s> {
@@ -25,7 +25,7 @@ impl<'s> Booted<'s> {
         match super::boot(store, &prepared, request.boot_timeout) {
             Ok(machine) => Ok(Booted { store, prepared, machine }),
             Err(e) => {
-                discard(store, &*prepared.snapshotter, &prepared.id);
+                discard_or_warn(store, &*prepared.snapshotter, &prepared.id);
                 Err(e)
             }
         }
@@ -67,7 +67,7 @@ impl Drop for Booted<'_> {
         if let Err(e) = self.machine.terminate() {
             tracing::warn!("ending container {}: {e}", self.prepared.name);
         }
-        discard(self.store, &*self.prepared.snapshotter, &self.prepared.id);
+        discard_or_warn(self.store, &*self.prepared.snapshotter, &self.prepared.id);
     }
 }
 

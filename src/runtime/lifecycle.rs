@@ -12,8 +12,8 @@ use rustix::process::{Pid, Signal};
 
 use super::machine::{Console, Machine, SignalForwarder};
 use super::{
-    check_command, discard, exit_code, nspawn, prepare, rootfs, runtime_dir, spec_of, Registration, Result, RunRequest,
-    RunSpec, RuntimeError,
+    cgroup_of, check_command, discard, discard_or_warn, exit_code, nspawn, prepare, rootfs, runtime_dir, spec_of,
+    Registration, Result, RunRequest, RunSpec, RuntimeError,
 };
 use crate::snapshot;
 use crate::store::{ContainerRecord, ContainerState, Leader, Store};
@@ -24,16 +24,21 @@ pub const STATUS_FD_ENV: &str = "RACKER_MONITOR_STATUS_FD";
 /// systemd powers off on SIGRTMIN+4 (glibc's SIGRTMIN is 34 on Linux).
 const SIGRTMIN_PLUS_4: i32 = 38;
 
+/// Whether process `pid` runs: a zombie (ended, not yet reaped by its parent) does not.
 fn alive(pid: Option<i64>) -> bool {
-    pid.and_then(|p| Pid::from_raw(p as i32)).is_some_and(|p| rustix::process::test_kill_process(p).is_ok())
+    pid.and_then(|p| i32::try_from(p).ok()).and_then(identify).is_some()
 }
 
 /// The process `pid` as a container's leader is recorded: with its start time, which
-/// no later process given the same pid shares. None if it is gone.
+/// no later process given the same pid shares. None if it is gone or a zombie (ended,
+/// not yet reaped: an orphan's new parent may take its time).
 pub(super) fn identify(pid: i32) -> Option<Leader> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which is in parentheses and may hold anything.
     let fields = &stat[stat.rfind(')')? + 1..];
+    if matches!(fields.split_whitespace().next(), Some("Z" | "X")) {
+        return None;
+    }
     let start = fields.split_whitespace().nth(19)?.parse().ok()?;
     Some(Leader { pid: i64::from(pid), start })
 }
@@ -62,12 +67,20 @@ fn wait_exit(pid: Option<i64>, timeout: Duration) -> bool {
     }
 }
 
+/// Whether anything of the container still runs: its leader, or any process in its
+/// cgroup (nspawn, or what outlived a killed nspawn or owner).
+fn is_live(record: &ContainerRecord) -> bool {
+    is_running(record) || cgroup_of(record).populated()
+}
+
 /// A container as `ps` shows it: its record, and whether it really runs.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ContainerStatus {
     #[serde(flatten)]
     pub record: ContainerRecord,
-    /// The record says running and its owner process lives.
+    /// Its leader lives, or some other process of it does: a container is not shown as
+    /// exited while anything of it runs, whatever its record says. (One its owner is
+    /// still starting is shown as created, as docker does.)
     pub running: bool,
 }
 
@@ -77,7 +90,8 @@ pub fn list(store: &Store, all: bool) -> Result<Vec<ContainerStatus>> {
         .containers()?
         .into_iter()
         .map(|record| {
-            let running = is_running(&record);
+            let starting = record.state == ContainerState::Created && alive(record.monitor_pid);
+            let running = is_running(&record) || (!starting && cgroup_of(&record).populated());
             ContainerStatus { record, running }
         })
         .filter(|c| all || c.running)
@@ -126,7 +140,7 @@ pub fn run_detached(store: &Store, image: &str, request: &RunRequest, mut monito
     match started {
         Ok(()) => Ok(store.container(&prepared.id)?),
         Err(e) => {
-            discard(store, &*prepared.snapshotter, &prepared.id);
+            discard_or_warn(store, &*prepared.snapshotter, &prepared.id);
             Err(e)
         }
     }
@@ -146,6 +160,9 @@ pub fn monitor(store: &Store, id: &str) -> Result<i32> {
         }
     };
     let record = store.container(id)?;
+    // The monitor owns the container from here on, also while it starts: `gc` leaves a
+    // container alone while its owner lives.
+    store.set_container_state(id, ContainerState::Created, None, None)?;
     let spec = spec_of(&record).ok_or_else(|| RuntimeError::Invalid {
         what: format!("container {id}"),
         reason: "no run spec recorded".into(),
@@ -202,7 +219,7 @@ pub fn monitor(store: &Store, id: &str) -> Result<i32> {
         Err(e) => e.exit_code(),
     };
     if spec.remove {
-        discard(store, &*snapshotter, id);
+        discard_or_warn(store, &*snapshotter, id);
     } else {
         store.set_container_state(id, ContainerState::Exited, None, Some(code))?;
     }
@@ -275,45 +292,79 @@ fn signal_leader(leader: i32, signal: Signal) -> Result<()> {
         .map_err(|e| RuntimeError::Io { path: format!("/proc/{leader}").into(), source: e.into() })
 }
 
-/// Sends `signal` to the container's leader (its PID 1).
+/// Sends `signal` to the container's leader (its PID 1). SIGKILL ends every process of
+/// the container where its owner will not: it is gone, or the leader already is.
 pub fn kill(store: &Store, name: &str, signal: Signal) -> Result<()> {
-    let (_, _, leader) = running(store, name)?;
-    signal_leader(leader, signal)
+    let record = store.container(name)?;
+    let cgroup = cgroup_of(&record);
+    let leader = record.leader.filter(|_| is_running(&record));
+    if leader.is_none() && !cgroup.populated() {
+        return Err(RuntimeError::NotRunning { name: record.name });
+    }
+    if let Some(leader) = leader {
+        signal_leader(leader.pid as i32, signal)?;
+    }
+    if signal == Signal::KILL && (leader.is_none() || !alive(record.monitor_pid)) {
+        end_processes(&record)?;
+    }
+    Ok(())
+}
+
+/// Ends every process of the container and waits until they are gone: its leader
+/// (which ends its PID namespace, also where it has no cgroup of its own), and everything
+/// in its cgroup.
+fn end_processes(record: &ContainerRecord) -> Result<()> {
+    if let Some(leader) = record.leader.filter(|_| is_running(record)) {
+        let _ = signal_leader(leader.pid as i32, Signal::KILL);
+        wait_exit(Some(leader.pid), super::KILL_TIMEOUT);
+    }
+    cgroup_of(record)
+        .kill_all(super::KILL_TIMEOUT)
+        .map_err(|e| RuntimeError::Left { name: record.name.clone(), what: format!("not ended: cgroup {e}") })
 }
 
 /// Stops a container as docker does: a polite signal (systemd's poweroff for a booted
-/// one, SIGTERM otherwise), then SIGKILL after `timeout`. Stopping a stopped one is fine.
+/// one, SIGTERM otherwise), then SIGKILL after `timeout`. Stopping a stopped one is fine;
+/// whatever of it is left once its owner is done (a container whose nspawn or owner was
+/// killed) is ended too.
 pub fn stop(store: &Store, name: &str, timeout: Duration) -> Result<()> {
-    let (record, spec, leader) = match running(store, name) {
-        Ok(found) => found,
-        Err(RuntimeError::NotRunning { .. }) => return Ok(()),
+    let record = match running(store, name) {
+        Ok((record, spec, leader)) => {
+            // SAFETY: 38 is a valid real-time signal number on Linux.
+            let polite = if spec.boot { unsafe { Signal::from_raw_unchecked(SIGRTMIN_PLUS_4) } } else { Signal::TERM };
+            signal_leader(leader, polite)?;
+            if !wait_exit(Some(leader as i64), timeout) {
+                let _ = signal_leader(leader, Signal::KILL);
+            }
+            // The owner records the end and cleans up; wait for it so that the caller sees it.
+            wait_exit(record.monitor_pid, Duration::from_secs(30));
+            record
+        }
+        Err(RuntimeError::NotRunning { .. }) => store.container(name)?,
         Err(e) => return Err(e),
     };
-    // SAFETY: 38 is a valid real-time signal number on Linux.
-    let polite = if spec.boot { unsafe { Signal::from_raw_unchecked(SIGRTMIN_PLUS_4) } } else { Signal::TERM };
-    signal_leader(leader, polite)?;
-    if !wait_exit(Some(leader as i64), timeout) {
-        let _ = signal_leader(leader, Signal::KILL);
+    if alive(record.monitor_pid) && record.state != ContainerState::Exited {
+        return Ok(()); // its owner ends the rest (a start that has not reported yet)
     }
-    // The owner records the end and cleans up; wait for it so that the caller sees it.
-    wait_exit(record.monitor_pid, Duration::from_secs(30));
-    Ok(())
+    end_processes(&record)
 }
 
-/// Removes a container: a running one only with `force` (killed first).
+/// Removes a container: a running one only with `force` (every process of it killed
+/// first). Succeeds only when no process, mount or snapshot of it is left.
 pub fn remove(store: &Store, name: &str, force: bool) -> Result<()> {
     let record = store.container(name)?;
-    if let Ok((_, _, leader)) = running(store, name) {
+    if is_live(&record) {
         if !force {
             return Err(RuntimeError::Running { name: record.name });
         }
-        let _ = signal_leader(leader, Signal::KILL);
-        wait_exit(Some(leader as i64), Duration::from_secs(10));
-        wait_exit(record.monitor_pid, Duration::from_secs(30));
+        end_processes(&record)?;
+        // Its owner, if it lives, sees nspawn end and cleans up: let it finish first.
+        if record.state != ContainerState::Exited {
+            wait_exit(record.monitor_pid, Duration::from_secs(30));
+        }
     }
     let snapshotter = snapshot::open(store, record.snapshotter.parse().ok())?;
-    discard(store, &*snapshotter, &record.id);
-    Ok(())
+    discard(store, &*snapshotter, &record.id)
 }
 
 /// Writes the container's console log to `out`, and for a running booted container
@@ -347,15 +398,30 @@ pub fn collect(store: &Store) -> Result<Vec<String>> {
     let snapshotter = snapshot::open(store, None)?;
     let records = store.containers()?;
     for record in &records {
-        let owner_alive = alive(record.monitor_pid);
-        if record.state != ContainerState::Exited && !owner_alive {
-            if is_running(record) {
-                continue; // the container still runs without its owner: `racker rm -f` ends it
+        if record.state != ContainerState::Exited && alive(record.monitor_pid) {
+            continue; // its owner runs it, or starts it
+        }
+        // Its owner is gone: nobody records its end or removes it. What still runs of it
+        // is ended, as containerd ends a container whose shim died.
+        if is_live(record) {
+            match end_processes(record) {
+                Ok(()) => cleaned.push(format!("processes of container {}", record.name)),
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    continue;
+                }
             }
-            if spec_of(record).is_some_and(|s| s.remove) {
-                discard(store, &*snapshotter, &record.id);
-                cleaned.push(format!("container {}", record.name));
-            } else {
+        }
+        if spec_of(record).is_some_and(|s| s.remove) {
+            match discard(store, &*snapshotter, &record.id) {
+                Ok(()) => cleaned.push(format!("container {}", record.name)),
+                Err(e) => tracing::warn!("{e}"),
+            }
+        } else {
+            if let Err(e) = cgroup_of(record).remove() {
+                tracing::warn!("leaving cgroup {e}");
+            }
+            if record.state != ContainerState::Exited {
                 store.set_container_state(&record.id, ContainerState::Exited, None, None)?;
             }
         }

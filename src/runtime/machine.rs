@@ -93,10 +93,10 @@ impl Machine {
             use std::os::unix::process::CommandExt;
             cmd.process_group(0);
         }
-        // A booted systemd manages its cgroup tree: give it one of its own. A command needs
-        // none, and its start stays as fast as bare nspawn's.
-        let own_cgroup = spec.boot && registration == Registration::Direct;
-        let cgroup = own_cgroup.then(|| ContainerCgroup::create(id)).flatten();
+        // Every container in a cgroup of its own: the handle on all its processes, also
+        // once nspawn is gone (see cgroup.rs).
+        let own_cgroup = registration == Registration::Direct && !spec.cgroup.is_empty();
+        let cgroup = own_cgroup.then(|| ContainerCgroup::create(&spec.cgroup)).flatten();
         if let Some(cgroup) = &cgroup {
             cgroup.enter_on_spawn(&mut cmd);
         }
@@ -104,7 +104,7 @@ impl Machine {
             Ok(child) => child,
             Err(source) => {
                 if let Some(cgroup) = &cgroup {
-                    cgroup.remove();
+                    let _ = cgroup.remove();
                 }
                 return Err(RuntimeError::Spawn { program: "systemd-nspawn".into(), source });
             }
@@ -164,16 +164,29 @@ impl Machine {
     }
 
     /// Ends the container now: SIGKILL to its leader ends every process in it, then
-    /// nspawn exits and is reaped.
+    /// nspawn exits and is reaped; whatever outlived nspawn goes with its cgroup.
     pub fn terminate(&mut self) -> Result<()> {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return Ok(());
+        if let Ok(None) = self.child.try_wait() {
+            self.kill_nspawn_side();
         }
-        // Not yet reported (nspawn stuck before it said): nspawn's own children, the
-        // leader among them, and nspawn only when it has none.
-        let targets = match self.reported.leader {
-            Some(leader) => vec![leader],
-            None => Some(children(self.pid())).filter(|c| !c.is_empty()).unwrap_or_else(|| vec![self.pid()]),
+        match &self.cgroup {
+            Some(cgroup) => cgroup
+                .kill_all(super::KILL_TIMEOUT)
+                .map_err(|e| RuntimeError::Left { name: self.name.clone(), what: format!("not ended: cgroup {e}") }),
+            None => Ok(()),
+        }
+    }
+
+    fn kill_nspawn_side(&mut self) {
+        // Not yet reported (nspawn stuck before it said): its whole cgroup, or without one
+        // nspawn's own children, the leader among them, and nspawn only when it has none.
+        let targets = match (self.reported.leader, &self.cgroup) {
+            (Some(leader), _) => vec![leader],
+            (None, Some(cgroup)) => {
+                let _ = cgroup.kill_all(super::KILL_TIMEOUT);
+                Vec::new()
+            }
+            (None, None) => Some(children(self.pid())).filter(|c| !c.is_empty()).unwrap_or_else(|| vec![self.pid()]),
         };
         for pid in targets.into_iter().filter_map(Pid::from_raw) {
             let _ = rustix::process::kill_process(pid, Signal::KILL);
@@ -181,12 +194,12 @@ impl Machine {
         // nspawn tears its side down once the container is gone; do not wait forever.
         for _ in 0..200 {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return Ok(());
+                return;
             }
             std::thread::sleep(Duration::from_millis(5));
         }
         let _ = self.child.kill();
-        self.wait().map(|_| ())
+        let _ = self.wait();
     }
 }
 
@@ -199,9 +212,13 @@ fn children(pid: i32) -> Vec<i32> {
 
 impl Drop for Machine {
     fn drop(&mut self) {
-        let _ = self.terminate();
+        if let Err(e) = self.terminate() {
+            tracing::warn!("{e}");
+        }
         if let Some(cgroup) = &self.cgroup {
-            cgroup.remove();
+            if let Err(e) = cgroup.remove() {
+                tracing::warn!("leaving cgroup {e}");
+            }
         }
     }
 }

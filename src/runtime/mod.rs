@@ -39,6 +39,7 @@ pub use spec::{Bind, BootTarget, Network, RunOptions, RunSpec, SecurityOpt, DEFA
 
 use crate::snapshot::{self, Driver, SnapshotError};
 use crate::store::{ContainerRecord, ContainerState, Store, StoreError};
+use cgroup::ContainerCgroup;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -62,6 +63,10 @@ pub enum RuntimeError {
     NotRunning { name: String },
     #[error("container {name} is running: stop it first or use -f")]
     Running { name: String },
+    /// Something of the container could not be ended or removed; its record stays so
+    /// that `rm -f` or `gc` can try again.
+    #[error("container {name}: {what}")]
+    Left { name: String, what: String },
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
     #[error(transparent)]
@@ -158,6 +163,9 @@ pub(crate) fn prepare(store: &Store, image: &str, request: &RunRequest, detached
         spec.boot_target = request.boot_target.clone();
         spec.rootfs = Some(snap.rootfs.clone());
         spec.boot_timeout = Some(request.boot_timeout.as_secs());
+        if Registration::detect() == Registration::Direct {
+            spec.cgroup = ContainerCgroup::paths_for(&id);
+        }
         if spec.argv.is_empty() && !detached {
             return Err(RuntimeError::Invalid {
                 what: "command".into(),
@@ -177,22 +185,52 @@ pub(crate) fn prepare(store: &Store, image: &str, request: &RunRequest, detached
     match made {
         Ok((spec, rootfs)) => Ok(Prepared { id, name, spec, rootfs, snapshotter }),
         Err(e) => {
-            discard(store, &*snapshotter, &id);
+            discard_or_warn(store, &*snapshotter, &id);
             Err(e)
         }
     }
 }
 
-/// Removes a container's snapshot, logs and record.
-pub(crate) fn discard(store: &Store, snapshotter: &dyn snapshot::Snapshotter, id: &str) {
-    if let Err(e) = snapshotter.remove(id) {
-        tracing::warn!("removing the snapshot of {id}: {e}");
+/// How long a container's processes may take to end once killed (they are in the
+/// kernel's hands by then: only an uninterruptible wait holds them).
+const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The container's cgroup, from its record (or, for a record from before racker recorded
+/// it, where this process would have made it).
+pub(crate) fn cgroup_of(record: &ContainerRecord) -> ContainerCgroup {
+    match spec_of(record).map(|s| s.cgroup).filter(|dirs| !dirs.is_empty()) {
+        Some(dirs) => ContainerCgroup::at(dirs),
+        None => ContainerCgroup::at(ContainerCgroup::paths_for(&record.id)),
     }
+}
+
+/// Removes a container: ends whatever of it still runs, then its snapshot (and mounts),
+/// cgroup, logs and last its record, so that what could not go is still found by its
+/// record (`rm -f`, `gc`) and named in the error.
+pub(crate) fn discard(store: &Store, snapshotter: &dyn snapshot::Snapshotter, id: &str) -> Result<()> {
+    let (name, cgroup) = match store.container(id) {
+        Ok(record) => (record.name.clone(), cgroup_of(&record)),
+        Err(_) => (id.to_owned(), ContainerCgroup::at(ContainerCgroup::paths_for(id))),
+    };
+    let left = |what: String| RuntimeError::Left { name: name.clone(), what };
+    // Processes first: they hold the container's mounts.
+    cgroup.kill_all(KILL_TIMEOUT).map_err(|e| left(format!("not removed: cgroup {e}")))?;
+    snapshotter.remove(id).map_err(|e| left(format!("not removed: its snapshot is left: {e}")))?;
+    cgroup.remove().map_err(|e| left(format!("not removed: cgroup {e}")))?;
     let _ = std::fs::remove_dir_all(store.root().join("containers").join(id));
     if let Ok(dir) = runtime_dir() {
         let _ = std::fs::remove_file(dir.join(format!("{id}.console")));
     }
-    let _ = store.remove_container(id);
+    store.remove_container(id)?;
+    Ok(())
+}
+
+/// [`discard`] where the caller has a failure of its own to report: what is left is
+/// logged, and `gc` finds it by the record that stays.
+pub(crate) fn discard_or_warn(store: &Store, snapshotter: &dyn snapshot::Snapshotter, id: &str) {
+    if let Err(e) = discard(store, snapshotter, id) {
+        tracing::warn!("{e}");
+    }
 }
 
 /// Runs `image` in the foreground with the caller's stdio and returns the command's
@@ -205,7 +243,7 @@ pub fn run(store: &Store, image: &str, request: &RunRequest) -> Result<i32> {
         Err(e) => Some(e.exit_code()),
     };
     if request.remove {
-        discard(store, &*prepared.snapshotter, &prepared.id);
+        discard_or_warn(store, &*prepared.snapshotter, &prepared.id);
     } else {
         store.set_container_state(&prepared.id, ContainerState::Exited, None, code)?;
     }

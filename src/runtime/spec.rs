@@ -130,6 +130,10 @@ pub struct RunSpec {
     /// Seconds a boot may take before it counts as failed.
     #[serde(default)]
     pub boot_timeout: Option<u64>,
+    /// The container's own cgroup, one directory per hierarchy (`racker-<id>`; none with
+    /// machined): where every process of the container is found, by any racker process.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cgroup: Vec<PathBuf>,
 }
 
 /// The user's side of `racker run`, before the image config is applied.
@@ -267,6 +271,7 @@ impl RunSpec {
             console: None,
             rootfs: None,
             boot_timeout: None,
+            cgroup: Vec::new(),
         })
     }
 

@@ -45,9 +45,14 @@ fn ticks_now() -> u64 {
 }
 
 /// Processes that are PID 1 of a PID namespace of their own but whose parent is no
-/// systemd-nspawn, started since `since`: container leaders whose nspawn was killed
-/// under them. They would run forever.
-pub fn orphaned_container_inits(since: u64) -> Vec<(i32, String)> {
+/// systemd-nspawn, started since `since`, with a file system of the store at `root`
+/// mounted (its layers or snapshot): container leaders of this store whose nspawn was
+/// killed under them. They would run forever. Other tests' containers, which may be
+/// orphaned on purpose for a moment, are not this store's.
+pub fn orphaned_container_inits(since: u64, root: &Path) -> Vec<(i32, String)> {
+    // By the store directory's name: a btrfs snapshot's mount shows its path within the
+    // file system, not on the host.
+    let store = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
@@ -71,7 +76,8 @@ pub fn orphaned_container_inits(since: u64) -> Vec<(i32, String)> {
             continue;
         }
         let parent = std::fs::read_to_string(format!("/proc/{}/comm", field("PPid:"))).unwrap_or_default();
-        if parent.trim() != "systemd-nspawn" {
+        let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+        if parent.trim() != "systemd-nspawn" && mounts.contains(&store) {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             found.push((pid, String::from_utf8_lossy(&cmdline).replace('\0', " ")));
         }
@@ -100,7 +106,7 @@ impl Drop for TempStore {
         for mount in mounts {
             let _ = rustix::mount::unmount(mount, rustix::mount::UnmountFlags::DETACH);
         }
-        for (pid, _) in orphaned_container_inits(self.since) {
+        for (pid, _) in orphaned_container_inits(self.since, self.root()) {
             if let Some(pid) = rustix::process::Pid::from_raw(pid) {
                 let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
             }
@@ -225,7 +231,7 @@ impl TempStore {
             .map(str::to_owned)
             .collect();
         assert!(procs.is_empty(), "container processes left behind: {procs:#?}");
-        let orphans = orphaned_container_inits(self.since);
+        let orphans = orphaned_container_inits(self.since, self.root());
         assert!(orphans.is_empty(), "container leaders left running without their nspawn: {orphans:?}");
         let snapshots = self.files("snapshots");
         assert!(snapshots.is_empty(), "snapshots left behind: {snapshots:?}");

@@ -289,8 +289,15 @@ pub fn logs(store: &Store, name: &str) -> Result<()> {
     Ok(logged?)
 }
 
-/// Applies `f` to every name, printing each as docker does; fails if any failed.
+/// Applies `f` to every name, printing each as docker does; fails if any failed. One
+/// name's failure is the error itself: one line.
 fn each(names: &[String], f: impl Fn(&str) -> racker::runtime::Result<()>) -> Result<()> {
+    if let [name] = names {
+        // Exit status 1 as docker's, not run's 125: the message alone, not its type.
+        f(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+        println!("{name}");
+        return Ok(());
+    }
     let mut failed = 0;
     for name in names {
         match f(name) {
