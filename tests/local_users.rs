@@ -288,3 +288,70 @@ fn values_given_with_e_and_env_file_are_in_no_command_line_and_reach_the_contain
     common::wait_until(20, "the --rm container was not removed", || store.ok(&["ps", "-aq"]).is_empty());
     store.assert_clean();
 }
+
+/// nsenter, which `racker exec` runs as root on the host before it enters the container,
+/// must not be steered by the image: not found on the image's `PATH`, not made to load
+/// the image's `LD_PRELOAD` from the host, not started in a host directory that an image
+/// symlink names. What the image sets still reaches the command.
+#[test]
+fn nothing_in_an_image_steers_the_host_side_of_exec() {
+    require_root();
+    let host = tempfile::tempdir().expect("tempdir");
+    let (preloaded, ran) = (host.path().join("preloaded"), host.path().join("ran-host-nsenter"));
+    // A library that leaves a mark when a host process loads it.
+    let source = host.path().join("mark.c");
+    std::fs::write(
+        &source,
+        format!(
+            "#include <fcntl.h>\n#include <unistd.h>\n__attribute__((constructor)) static void mark(void) {{ close(open(\"{}\", O_CREAT | O_WRONLY, 0600)); }}\n",
+            preloaded.display()
+        ),
+    )
+    .expect("writing the library's source");
+    let library = host.path().join("mark.so");
+    let cc = Command::new("cc").args(["-shared", "-fPIC", "-o"]).arg(&library).arg(&source).status().expect("cc");
+    assert!(cc.success(), "building the preload library (build-essential)");
+    // An nsenter on the image's PATH that leaves a mark, then does what nsenter does.
+    let bin = host.path().join("bin");
+    std::fs::create_dir(&bin).expect("mkdir");
+    std::fs::write(bin.join("nsenter"), format!("#!/bin/sh\ntouch {}\nexec /usr/bin/nsenter \"$@\"\n", ran.display()))
+        .expect("writing the fake nsenter");
+    std::fs::set_permissions(bin.join("nsenter"), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    // A directory only the host has, which an image symlink names.
+    let secret = host.path().join("host-only");
+    std::fs::create_dir(&secret).expect("mkdir");
+    std::fs::write(secret.join("host-secret"), "").expect("writing the host's file");
+    let link_target = secret.display().to_string().into_bytes();
+    let links = build_tar(&[images::fixturegen::symlink(b"wd", &link_target)]).expect("tar");
+    let links = Layer { blob: gzip(&links).expect("gzip"), media_type: MT_GZIP, tar: links };
+
+    let store = TempStore::new();
+    let layout = tempfile::tempdir().expect("tempdir");
+    let path = format!("PATH={}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", bin.display());
+    let preload = format!("LD_PRELOAD={}", library.display());
+    let config = json!({"Env": [path, preload], "Cmd": ["sh"]});
+    let location = images::write_layout(layout.path(), &images::image(&[images::busybox_layer(), links], config));
+    store.ok(&["pull", "-q", &location]);
+    let id = store.ok(&["images", "-q"]);
+    store.ok(&["tag", id.trim(), "steer"]);
+    store.ok(&["run", "-d", "--name", "c", "steer", "sleep", "1000"]);
+
+    let seen = store.ok(&["exec", "c", "sh", "-c", "echo $LD_PRELOAD"]);
+    assert_eq!(seen.trim(), library.display().to_string(), "the image's LD_PRELOAD reaches the command");
+    let listed = out_of(&store.run(&["exec", "-w", "/wd", "c", "ls"]));
+    let steered: Vec<&str> = [
+        (preloaded.exists(), "a host process loaded the image's LD_PRELOAD"),
+        (ran.exists(), "racker ran the nsenter on the image's PATH"),
+        (listed.contains("host-secret"), "exec -w started in the host directory an image symlink names"),
+    ]
+    .into_iter()
+    .filter_map(|(happened, what)| happened.then_some(what))
+    .collect();
+    assert!(steered.is_empty(), "{steered:#?}");
+    store.ok(&["rm", "-f", "c"]);
+    store.assert_clean();
+}
+
+fn out_of(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
