@@ -19,4 +19,5 @@ pub mod snapshot;
 pub mod source;
 pub mod store;
 pub mod table;
+pub mod tls;
 pub mod unpack;

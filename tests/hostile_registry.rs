@@ -582,4 +582,18 @@ fn a_host_without_ca_certificates_pulls_over_http_and_explains_https() {
         assert!(err.contains(m), "the error should name {m:?}: {err}");
     }
     assert_nothing_kept(&store);
+
+    // Downloads beside registries (`racker import URL`, postroj's packages) alike.
+    let tar = fixturegen::build_tar(&[fixturegen::file(b"hello", 0o644, b"hi\n")]).expect("tar");
+    let files = Hostile::start(move |_| Reply::new(200, tar.clone()));
+    let store = TempStore::new();
+    let url = format!("http://{}/rootfs.tar", files.addr());
+    let out = racker(&store, &["import", &url, "from-http:1"], &env);
+    assert!(out.status.success(), "import over plain HTTP: {}", String::from_utf8_lossy(&out.stderr));
+    let url = format!("https://{}/rootfs.tar", files.addr());
+    let out = racker(&store, &["import", &url, "from-https:1"], &env);
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no CA certificates") && err.contains("ca-certificates"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
 }

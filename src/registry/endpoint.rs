@@ -17,15 +17,10 @@ use super::limits::Limits;
 use super::{classify, config, error_chain, AuthFiles, RegistryError, Result};
 use crate::reference::Reference;
 use crate::store::StoreError;
+use crate::tls::ca_certificates_present;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const USER_AGENT: &str = concat!("racker/", env!("CARGO_PKG_VERSION"));
-
-/// Whether the host has CA certificates where rustls looks for them (`SSL_CERT_FILE`,
-/// `SSL_CERT_DIR`, else the distribution's bundle as openssl-probe finds it).
-fn ca_certificates_present() -> bool {
-    !rustls_native_certs::load_native_certs().certs.is_empty()
-}
 
 pub(crate) struct Endpoint {
     pub registry: String,

@@ -310,11 +310,12 @@ impl<'s> Ingest<'s> {
                 // A broken stream ends the layer at once: reading on to tell corruption from a
                 // wrong media type would let a hostile source fill the disk with what is
                 // already refused. A failed staged copy (a full disk) is the cause, though.
-                let layer = self
-                    .unpack(BufReader::with_capacity(1 << 16, &mut hashed), compression, &name)
-                    .map_err(|e| match hashed.get_mut().take_write_error() {
-                        Some(cause) => io_err(&tmp)(cause),
-                        None => e,
+                let layer =
+                    self.unpack(BufReader::with_capacity(1 << 16, &mut hashed), compression, &name).map_err(|e| {
+                        match hashed.get_mut().take_write_error() {
+                            Some(cause) => io_err(&tmp)(cause),
+                            None => e,
+                        }
                     })?;
                 let (digest, size, tee) = hashed.finish_into_inner().map_err(io_err(&tmp))?;
                 tee.out.into_inner().map_err(|e| io_err(&tmp)(e.into_error()))?;
