@@ -779,8 +779,11 @@ fn gc_ends_a_boot_whose_racker_and_nspawn_were_killed_before_ready() {
     sigkill(nspawn);
     common::wait_until(10, "nspawn did not die", || gone(nspawn) && gone(monitor));
     assert!(!store.ok(&["ps", "-a"]).contains("Exited"), "its init runs: {}", store.ok(&["ps", "-a"]));
+    let notify = std::path::Path::new("/run/racker").join(format!("{id}.notify"));
+    assert!(notify.exists(), "the killed racker left its notify socket");
     let gc = store.run(&["gc"]);
     assert!(out(&gc).contains("Deleted container hang"), "{}{}", out(&gc), err(&gc));
+    assert!(!notify.exists(), "gc left the dead racker's notify socket");
     assert_ended(&id, &[leader]);
     assert_eq!(store.ok(&["ps", "-aq"]), "");
     store.assert_clean();

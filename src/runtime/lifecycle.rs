@@ -440,6 +440,11 @@ pub fn collect(store: &Store) -> Result<Vec<String>> {
     for image in snapshotter.prune(&live)? {
         cleaned.push(format!("materialised image {image}"));
     }
+    if let Ok(dir) = runtime_dir() {
+        for id in super::notify::remove_stale(&dir) {
+            cleaned.push(format!("notify socket of {}", &id[..12.min(id.len())]));
+        }
+    }
     Ok(cleaned)
 }
 

@@ -2,6 +2,7 @@
 //! leader PID at once and, with `--notify-ready=yes`, `READY=1` when the container's
 //! systemd says it has booted. Readiness is this event, never a polling loop.
 
+use std::io;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -12,6 +13,28 @@ use super::{Result, RuntimeError};
 pub struct NotifySocket {
     socket: UnixDatagram,
     path: PathBuf,
+}
+
+/// Removes the notify sockets in `dir` that nobody listens on any more: their racker was
+/// killed before it could remove them (a live one refuses nothing). The directory is
+/// shared by every store, so a socket is judged by itself, not by any store's records.
+/// Returns the container ids whose sockets went.
+pub fn remove_stale(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(id) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".notify")) else {
+            continue;
+        };
+        let refused = UnixDatagram::unbound()
+            .and_then(|probe| probe.connect(&path))
+            .is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused);
+        if refused && std::fs::remove_file(&path).is_ok() {
+            removed.push(id.to_owned());
+        }
+    }
+    removed
 }
 
 /// What nspawn has told so far.
