@@ -8,6 +8,7 @@
 //! long work's progress to the frontends (`racker`, `postroj`). [`postroj`] is the package-testing front's library half.
 
 pub mod digest;
+pub mod http;
 pub mod oci;
 pub mod postroj;
 pub mod private;
@@ -19,5 +20,4 @@ pub mod snapshot;
 pub mod source;
 pub mod store;
 pub mod table;
-pub mod tls;
 pub mod unpack;

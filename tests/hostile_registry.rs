@@ -4,7 +4,7 @@
 //! wrong, exit non-zero, and leave no image, no blob and nothing in `ingest/`.
 //!
 //! racker's deadlines are shortened through the environment (see
-//! `racker::registry::IDLE_TIMEOUT_ENV`); each racker run is also watched by the test
+//! `racker::http::IDLE_TIMEOUT_ENV`); each racker run is also watched by the test
 //! itself (time, the store's size, the process's memory), so that a racker that would
 //! retry forever or fill the disk fails the test instead of hanging or hurting the host.
 
@@ -38,7 +38,7 @@ fn racker(store: &TempStore, args: &[&str], env: &[(&str, &str)]) -> Output {
     let err_file = tempfile::NamedTempFile::new().expect("stderr file");
     let mut cmd = store.cmd();
     cmd.args(args)
-        .env(racker::registry::IDLE_TIMEOUT_ENV, IDLE_SECS.to_string())
+        .env(racker::http::IDLE_TIMEOUT_ENV, IDLE_SECS.to_string())
         .env(racker::registry::RETRY_DELAY_ENV, "10")
         .stdin(Stdio::null())
         .stdout(out_file.reopen().expect("reopen"))
@@ -369,6 +369,32 @@ fn a_registry_that_stops_answering_is_given_up_after_the_idle_timeout() {
         let store = TempStore::new();
         let err = pull_fails(&store, &format!("{}/img:latest", reg.addr()), &[], &[&reg.addr()]);
         assert!(err.contains("timed out"), "silence at {what}: {err}");
+    }
+}
+
+/// Downloads beside registries (`racker import URL`) are bounded alike: silence before the
+/// answer or in the middle of the body ends the import after the idle timeout.
+#[test]
+fn an_import_from_a_server_that_stops_answering_ends_after_the_idle_timeout() {
+    let tar = fixturegen::build_tar(&[fixturegen::file(b"big", 0o644, &fixturegen::random_bytes(3, 256 << 10))])
+        .expect("tar");
+    let half = tar[..tar.len() / 2].to_vec();
+    let full = tar.len() as u64;
+    let silent = Hostile::start(move |r| {
+        if r.path.ends_with("/silent.tar") {
+            Reply::silent()
+        } else {
+            Reply { status: 200, headers: vec![], content_length: Some(full), body: Body::Stall(half.clone()) }
+        }
+    });
+    for file in ["silent.tar", "stalled.tar"] {
+        let store = TempStore::new();
+        let url = format!("http://{}/{file}", silent.addr());
+        let out = racker(&store, &["import", &url, "stalled:1"], &[]);
+        let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        assert_eq!(out.status.code(), Some(1), "{file}: {err}");
+        assert!(err.contains(&url), "{file}: the error should name the URL: {err}");
+        assert_nothing_kept(&store);
     }
 }
 

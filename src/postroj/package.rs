@@ -324,10 +324,8 @@ impl PackageCache {
     /// complete; on any failure the temporary file goes.
     fn download(&self, url: &str, dest: &Path, progress: &dyn Progress) -> Result<()> {
         let failed = |reason: String| PackageError::Download { url: url.to_owned(), reason };
-        let client = crate::tls::blocking_client_for(url)
+        let client = crate::http::blocking_client_for(url)
             .map_err(|reason| failed(reason.to_owned()))?
-            .timeout(None)
-            .connect_timeout(std::time::Duration::from_secs(30))
             .build()
             .map_err(|e| failed(e.to_string()))?;
         let response = client.get(url).send().map_err(|e| failed(error_line(&e)))?;

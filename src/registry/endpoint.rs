@@ -15,11 +15,10 @@ use oci_client::RegistryOperation;
 
 use super::limits::Limits;
 use super::{classify, config, error_chain, AuthFiles, RegistryError, Result};
+use crate::http::{ca_certificates_present, CONNECT_TIMEOUT};
 use crate::reference::Reference;
 use crate::store::StoreError;
-use crate::tls::ca_certificates_present;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const USER_AGENT: &str = concat!("racker/", env!("CARGO_PKG_VERSION"));
 
 pub(crate) struct Endpoint {

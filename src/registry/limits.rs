@@ -4,9 +4,6 @@
 
 use std::time::Duration;
 
-/// Environment variable: seconds without a byte from the registry after which a request
-/// fails (connecting, waiting for an answer, or in the middle of a body).
-pub const IDLE_TIMEOUT_ENV: &str = "RACKER_REGISTRY_IDLE_TIMEOUT";
 /// Environment variable: milliseconds before the first retry of a broken download;
 /// each further retry waits twice as long.
 pub const RETRY_DELAY_ENV: &str = "RACKER_REGISTRY_RETRY_DELAY_MS";
@@ -32,7 +29,7 @@ impl Limits {
     pub fn from_env() -> Limits {
         let number = |key: &str| std::env::var(key).ok().and_then(|v| v.trim().parse::<u64>().ok());
         Limits {
-            idle: Duration::from_secs(number(IDLE_TIMEOUT_ENV).filter(|&s| s > 0).unwrap_or(120)),
+            idle: crate::http::idle_timeout(),
             attempts_per_blob: 5,
             retries_per_pull: 20,
             retry_delay: Duration::from_millis(number(RETRY_DELAY_ENV).unwrap_or(500)),

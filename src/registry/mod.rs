@@ -17,7 +17,7 @@ mod push;
 use std::path::PathBuf;
 
 pub use auth::{login, logout, AuthFiles};
-pub use limits::{IDLE_TIMEOUT_ENV, MAX_DOCUMENT_BYTES, RETRY_DELAY_ENV};
+pub use limits::{MAX_DOCUMENT_BYTES, RETRY_DELAY_ENV};
 pub use pull::{pull, PullOptions, PullOutcome, Pulled};
 pub use push::{push, PushOptions};
 

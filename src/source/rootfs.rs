@@ -58,9 +58,8 @@ impl RootfsInput {
             RootfsInput::Stdin => Ok((Box::new(io::stdin()), None)),
             RootfsInput::Url(url) => {
                 let download = |reason: String| SourceError::Download { url: url.clone(), reason };
-                let response = crate::tls::blocking_client_for(url)
+                let response = crate::http::blocking_client_for(url)
                     .map_err(|reason| download(reason.to_owned()))?
-                    .timeout(None)
                     .build()
                     .and_then(|c| c.get(url).send())
                     .map_err(|e| download(e.to_string()))?;
