@@ -85,9 +85,14 @@ fn read(path: &Path) -> Result<File> {
 /// Whether the configuration marks `registry` insecure. Later files override earlier ones.
 /// An entry's flag covers its prefix and its location (where a rewrite sends pulls).
 pub(crate) fn is_insecure(registry: &str) -> Result<bool> {
+    is_insecure_in(&files(), registry)
+}
+
+/// [`is_insecure`] by the configuration in `files`.
+fn is_insecure_in(files: &[PathBuf], registry: &str) -> Result<bool> {
     let mut insecure = false;
-    for path in files() {
-        let file = read(&path)?;
+    for path in files {
+        let file = read(path)?;
         for entry in &file.registry {
             let pattern = if entry.prefix.is_empty() { &entry.location } else { &entry.prefix };
             let covered =
@@ -108,9 +113,14 @@ pub(crate) fn is_insecure(registry: &str) -> Result<bool> {
 /// Where to pull `reference` from: itself, or what the longest matching `prefix` of
 /// the configuration rewrites it to.
 pub(crate) fn rewrite(reference: &Reference) -> Result<Reference> {
+    rewrite_in(&files(), reference)
+}
+
+/// [`rewrite`] by the configuration in `files`.
+fn rewrite_in(files: &[PathBuf], reference: &Reference) -> Result<Reference> {
     let mut rules: Vec<(String, String, PathBuf)> = Vec::new();
-    for path in files() {
-        for entry in read(&path)?.registry {
+    for path in files {
+        for entry in read(path)?.registry {
             if entry.prefix.is_empty() || entry.location.is_empty() || entry.prefix.starts_with("*.") {
                 continue; // no rewrite: a plain entry, or a wildcard (which may not have a location)
             }
@@ -169,12 +179,13 @@ mod tests {
     }
 
     #[test]
-    fn the_environment_names_the_file() {
+    fn entries_mark_registries_insecure_and_rewrite_by_the_longest_prefix() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("registries.conf");
         std::fs::write(&path, "[[registry]]\nlocation = \"insecure.example:5000\"\ninsecure = true\n").expect("write");
-        // SAFETY: this test is the only one in the crate that touches this variable.
-        unsafe { std::env::set_var("CONTAINERS_REGISTRIES_CONF", &path) };
+        // A path, not CONTAINERS_REGISTRIES_CONF: setting the environment races other test threads.
+        let files = [path.clone()];
+        let is_insecure = |registry: &str| is_insecure_in(&files, registry);
         assert!(is_insecure("insecure.example:5000").expect("reads"));
         assert!(!is_insecure("other.example:5000").expect("reads"));
         std::fs::write(
@@ -185,7 +196,8 @@ mod tests {
              [[registry]]\nprefix = \"docker.io/library/debianx\"\nlocation = \"elsewhere.example/x\"\n",
         )
         .expect("write");
-        let rewrite_of = |r: &str| rewrite(&Reference::parse(r).expect("reference")).expect("reads").to_string();
+        let rewrite_of =
+            |r: &str| rewrite_in(&files, &Reference::parse(r).expect("reference")).expect("reads").to_string();
         assert_eq!(rewrite_of("debian:bookworm"), "127.0.0.1:5000/library/debian:bookworm", "longest prefix");
         assert_eq!(rewrite_of("library/debian/sub:1"), "127.0.0.1:5000/library/debian/sub:1");
         assert_eq!(rewrite_of("debiana:1"), "mirror.example/lib/debiana:1", "a prefix ends at a boundary");
@@ -194,6 +206,5 @@ mod tests {
         std::fs::write(&path, "[[registry]\n").expect("write");
         let err = is_insecure("x").expect_err("broken file");
         assert!(err.to_string().contains("registries.conf"), "{err}");
-        unsafe { std::env::remove_var("CONTAINERS_REGISTRIES_CONF") };
     }
 }
