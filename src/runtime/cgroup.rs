@@ -6,6 +6,8 @@
 //! the tree is the container: its processes are found, ended and waited for through it,
 //! from any racker process, by the paths recorded with the container. (With machined,
 //! nspawn gets a scope.)
+// unsafe: pre_exec, to join the cgroup between fork and exec.
+#![allow(unsafe_code)]
 
 use std::ffi::CString;
 use std::io::{Read, Seek, SeekFrom};

@@ -1,6 +1,8 @@
 //! Containers beyond one foreground run: detached containers owned by a monitor
 //! process (as conmon owns podman's), and `ps`, `exec`, `stop`, `kill`, `rm`, `logs`.
 //! Waiting for a process to end uses a pidfd, never a polling loop.
+// unsafe: the monitor adopts its status descriptor; systemd's SIGRTMIN+4 by number.
+#![allow(unsafe_code)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, FromRawFd};

@@ -1,4 +1,6 @@
 //! The systemd-nspawn command line for a container, in both modes.
+// unsafe: pre_exec, to hand nsenter the working directory's descriptor.
+#![allow(unsafe_code)]
 
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;

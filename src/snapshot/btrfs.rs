@@ -15,6 +15,8 @@
 //! renamed to its hex: a present `images/<hex>` is always complete. Subvolumes are made
 //! and destroyed with the btrfs ioctls directly (no `btrfs` command); destroying needs
 //! CAP_SYS_ADMIN, not the `user_subvol_rm_allowed` mount option.
+// unsafe: the btrfs ioctls (subvolume create, snapshot, delete, read-only flag).
+#![allow(unsafe_code)]
 
 use std::fs::{self, File};
 use std::io::{self, BufReader};

@@ -1,4 +1,6 @@
 //! Shared test support: a throw-away store, the racker binary, fixtures, guards.
+// unsafe: pre_exec, to run racker with umask 000.
+#![allow(unsafe_code)]
 #![allow(dead_code)]
 
 pub mod btrfs;
