@@ -16,7 +16,8 @@ pub enum Registration {
 }
 
 impl Registration {
-    /// Machined when systemd runs the host and machined's bus name can be reached.
+    /// Machined when systemd is PID 1 and the system bus's socket exists (the bus starts
+    /// machined on demand); nothing asks machined itself, so this costs two file checks.
     pub fn detect() -> Registration {
         let systemd_host = Path::new("/run/systemd/system").is_dir()
             && std::fs::read_to_string("/proc/1/comm").is_ok_and(|c| c.trim() == "systemd");
