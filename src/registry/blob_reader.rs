@@ -127,7 +127,7 @@ impl Read for BlobReader<'_> {
         loop {
             if self.source.cancelled.load(Ordering::Relaxed) {
                 // Not ErrorKind::Interrupted: std's readers retry that forever.
-                return Err(io::Error::other("pull cancelled"));
+                return Err(self.fail(RegistryError::Cancelled));
             }
             if !self.chunk.is_empty() {
                 let n = buf.len().min(self.chunk.len());

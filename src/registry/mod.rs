@@ -25,6 +25,10 @@ use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
+    /// A layer's download stopped because another layer of the same pull failed: a
+    /// consequence, never the error a pull reports.
+    #[error("pull cancelled: another layer failed")]
+    Cancelled,
     #[error("unauthorized: {registry} refused access{detail}; log in with `racker login {registry}`")]
     Unauthorized { registry: String, detail: String },
     #[error("{reference}: not found: {detail}")]

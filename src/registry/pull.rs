@@ -74,14 +74,12 @@ fn refuse_oversized(what: &str, declared: u64) -> Result<()> {
 }
 
 /// A store error caused by what the registry sent (bytes that do not match their digest
-/// or are not what their media type says) names the registry; others (disk full, a
-/// cancelled pull) not.
+/// or are not what their media type says) names the registry; others (disk full) not.
+/// (A failed read, a cancelled pull among them, is the reader's own error.)
 fn bad_content(registry: &str, err: StoreError) -> RegistryError {
     let from_registry = match &err {
         StoreError::DigestMismatch { .. } | StoreError::SizeMismatch { .. } => true,
-        StoreError::Unpack { source, .. } => {
-            !matches!(source, UnpackError::Io { .. }) && !err.to_string().contains("pull cancelled")
-        }
+        StoreError::Unpack { source, .. } => !matches!(source, UnpackError::Io { .. }),
         _ => false,
     };
     if from_registry {
@@ -260,8 +258,7 @@ pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions, progress: 
             None => {}
             Some(Err(e)) => {
                 // Cancellation errors are consequences; report the cause.
-                let is_cancel = matches!(&e, RegistryError::Store(StoreError::Unpack { .. } | StoreError::Io { .. }))
-                    && e.to_string().contains("pull cancelled");
+                let is_cancel = matches!(e, RegistryError::Cancelled);
                 if first_error.is_none() || (!is_cancel && first_error.as_ref().is_some_and(|(c, _)| *c)) {
                     first_error = Some((is_cancel, e));
                 }
