@@ -25,9 +25,11 @@ pub const NO_CA_CERTIFICATES: &str =
     "no CA certificates found (SSL_CERT_FILE, SSL_CERT_DIR or the system's bundle): install the ca-certificates package";
 
 /// Whether the host has CA certificates where rustls looks for them (`SSL_CERT_FILE`,
-/// `SSL_CERT_DIR`, else the distribution's bundle as openssl-probe finds it).
+/// `SSL_CERT_DIR`, else the distribution's bundle as openssl-probe finds it). Asked once
+/// per process: loading parses the whole bundle, and a pull asks for each client it builds.
 pub fn ca_certificates_present() -> bool {
-    !rustls_native_certs::load_native_certs().certs.is_empty()
+    static PRESENT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PRESENT.get_or_init(|| !rustls_native_certs::load_native_certs().certs.is_empty())
 }
 
 /// A client builder for downloading `url`, every wait bounded by [`idle_timeout`] (a
