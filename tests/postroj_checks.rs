@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use racker::postroj::catalog::PackageManager;
-use racker::postroj::check::{self, CheckOptions, Target};
-use racker::postroj::package::{self, PackageCache, PackageKind};
-use racker::postroj::report::{Case, Report, Suite};
+use postroj::catalog::PackageManager;
+use postroj::check::{self, CheckOptions, Target};
+use postroj::package::{self, PackageCache, PackageKind};
+use postroj::report::{Case, Report, Suite};
 use racker::progress::Silent;
 
 /// What the test server answers for a request path: status, reason, body.

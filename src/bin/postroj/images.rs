@@ -1,8 +1,8 @@
 //! `postroj list-images` and `postroj pull`.
 
 use anyhow::{bail, Result};
-use racker::postroj::catalog::{self, CuratedImage};
-use racker::postroj::provision::{self, Event, Outcome, PullOptions, SourceChoice, Used};
+use postroj::catalog::{self, CuratedImage};
+use postroj::provision::{self, Event, Outcome, PullOptions, SourceChoice, Used};
 use racker::runtime::Console;
 use racker::store::Store;
 
@@ -105,7 +105,7 @@ pub fn pull_images(
         source,
         force,
         registry: racker::registry::PullOptions::default(),
-        progress: racker::progress::for_stderr(quiet),
+        progress: crate::progress::for_stderr(quiet),
         // Standard output carries only the names pulled.
         output: if quiet { Console::Discard } else { Console::Stderr },
     };

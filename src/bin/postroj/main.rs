@@ -1,9 +1,11 @@
 //! `postroj`: curated OS images and fast package probes in booted throw-away containers.
-//! A thin command line over `racker::postroj`.
+//! A thin command line over the `postroj` library.
 
 #[path = "../common/cli.rs"]
 #[macro_use]
 mod cli;
+#[path = "../common/progress.rs"]
+mod progress;
 mod images;
 mod probe;
 

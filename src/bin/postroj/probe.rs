@@ -4,12 +4,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use racker::postroj::catalog::{self, CuratedImage};
-use racker::postroj::check::Target;
-use racker::postroj::package::{self, Package, PackageCache};
-use racker::postroj::probe::{self, ProbeSpec};
-use racker::postroj::provision::SourceChoice;
-use racker::postroj::report::{Case, Outcome, Report};
+use postroj::catalog::{self, CuratedImage};
+use postroj::check::Target;
+use postroj::package::{self, Package, PackageCache};
+use postroj::probe::{self, ProbeSpec};
+use postroj::provision::SourceChoice;
+use postroj::report::{Case, Outcome, Report};
 use racker::store::Store;
 
 #[derive(Clone, Copy, Debug, Default, clap::ValueEnum, PartialEq, Eq)]
@@ -167,7 +167,7 @@ fn pull_missing(store: &Store, images: &[&'static CuratedImage], quiet: bool) ->
 /// package manager installs its kind.
 fn fetch_package(source: &str, images: &[&CuratedImage], args: &PkgprobeArgs) -> Result<Package> {
     let cache = PackageCache::new(&args.package_cache);
-    let progress = racker::progress::for_stderr(args.run.quiet);
+    let progress = crate::progress::for_stderr(args.run.quiet);
     let package = package::resolve(source, &cache, &*progress)?;
     for image in images {
         package.ensure_installable_with(image.package_manager).with_context(|| format!("--image {image}"))?;

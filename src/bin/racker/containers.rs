@@ -92,7 +92,7 @@ pub fn ensure_image(store: &Store, image: &str) -> Result<String> {
                 reference.familiar_name() + reference.tag().map(|t| format!(":{t}")).as_deref().unwrap_or("")
             );
             let pulled =
-                registry::pull(store, &reference, &PullOptions::default(), racker::progress::for_stderr(false))?;
+                registry::pull(store, &reference, &PullOptions::default(), crate::progress::for_stderr(false))?;
             Ok(pulled.id.to_string())
         }
         Err(e) => Err(e.into()),
@@ -341,7 +341,7 @@ pub fn commit(store: &Store, args: CommitArgs) -> Result<()> {
         author: args.author,
         changes: args.change,
         tags: tags.into_iter().collect(),
-        progress: racker::progress::for_stderr(args.quiet),
+        progress: crate::progress::for_stderr(args.quiet),
         ..runtime::CommitOptions::default()
     };
     let id =

@@ -94,7 +94,7 @@ pub fn list(store: &Store, args: &ImagesArgs) -> Result<()> {
 }
 
 pub fn load(store: &Store, input: &Path, quiet: bool) -> Result<()> {
-    let loaded = source::load_archive(store, input, racker::progress::for_stderr(quiet))
+    let loaded = source::load_archive(store, input, crate::progress::for_stderr(quiet))
         .with_context(|| format!("loading {}", input.display()))?;
     // As docker: the names in the archive, not every name the image has here.
     for image in loaded {
@@ -126,7 +126,7 @@ pub fn tagged_names(names: &[Reference]) -> Vec<(String, String)> {
 pub fn import(store: &Store, source_arg: &str, reference: Option<&str>, quiet: bool) -> Result<()> {
     let names = reference.map(Reference::parse).transpose().context("invalid image name")?.into_iter().collect();
     let input = RootfsInput::parse(source_arg);
-    let id = source::import_rootfs(store, &input, names, racker::progress::for_stderr(quiet))
+    let id = source::import_rootfs(store, &input, names, crate::progress::for_stderr(quiet))
         .with_context(|| format!("importing {source_arg}"))?;
     outln!("{id}")?;
     Ok(())

@@ -4,6 +4,8 @@
 #[path = "../common/cli.rs"]
 #[macro_use]
 mod cli;
+#[path = "../common/progress.rs"]
+mod progress;
 mod containers;
 mod format;
 mod images;

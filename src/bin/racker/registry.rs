@@ -72,7 +72,7 @@ pub fn pull(store: &Store, args: &PullArgs) -> Result<()> {
         ..PullOptions::default()
     };
     // Registry errors name the reference or registry themselves.
-    let pulled = registry::pull(store, &reference, &opts, racker::progress::for_stderr(args.quiet))?;
+    let pulled = registry::pull(store, &reference, &opts, crate::progress::for_stderr(args.quiet))?;
     if !args.quiet {
         errln!("Digest: {}", pulled.digest);
         match pulled.outcome {
@@ -110,7 +110,7 @@ fn repository_component(name: &str) -> String {
 }
 
 fn pull_layout(store: &Store, transport: &str, rest: &str, quiet: bool) -> Result<()> {
-    let progress = racker::progress::for_stderr(quiet);
+    let progress = crate::progress::for_stderr(quiet);
     let (location, wanted) = split_location(rest);
     let base =
         repository_component(Path::new(location).file_name().map(|n| n.to_string_lossy()).as_deref().unwrap_or(""));
@@ -162,7 +162,7 @@ pub fn push(store: &Store, args: &PushArgs) -> Result<()> {
         errln!("The push refers to repository [{}]", target.name());
     }
     let opts = PushOptions { tls_verify: args.tls.tls_verify, auth: args.auth.files() };
-    let digest = registry::push(store, &args.image, &target, &opts, racker::progress::for_stderr(args.quiet))?;
+    let digest = registry::push(store, &args.image, &target, &opts, crate::progress::for_stderr(args.quiet))?;
     let size = store.read_blob(&digest)?.len();
     if !args.quiet {
         outln!("{}: digest: {digest} size: {size}", target.tag().unwrap_or("latest"))?;

@@ -232,7 +232,7 @@ impl Report {
                 ]);
             }
         }
-        let mut out = crate::table::table(&["IMAGE", "CHECK", "RESULT", "TIME"], &rows);
+        let mut out = racker::table::table(&["IMAGE", "CHECK", "RESULT", "TIME"], &rows);
         for suite in &self.suites {
             for case in &suite.cases {
                 let (Outcome::Failed { message, details } | Outcome::Error { message, details }) = &case.outcome else {

@@ -18,11 +18,11 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::digest::Digest;
-use crate::progress::{Progress, ProgressReader};
-use crate::reference::Reference;
-use crate::source::{self, History, SourceError};
-use crate::store::Store;
+use racker::digest::Digest;
+use racker::progress::{Progress, ProgressReader};
+use racker::reference::Reference;
+use racker::source::{self, History, SourceError};
+use racker::store::Store;
 
 /// The packages a mirror-built image gets beyond minbase: what boots and what probes use.
 pub const INCLUDE: &str = "systemd,systemd-sysv,dbus,curl,ca-certificates";

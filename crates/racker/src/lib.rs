@@ -4,13 +4,14 @@
 //! The modules follow the data path, top-down: a [`reference`] names an image, a
 //! [`registry`] or a local [`source`] yields its manifest, config and layer blobs, the [`store`] keeps blobs
 //! by [`digest`] and unpacks each layer once through [`unpack`], and a [`snapshot`]ter composes
-//! an image's layers into a container's root file system. [`progress`] carries
-//! long work's progress to the frontends (`racker`, `postroj`). [`postroj`] is the package-testing front's library half.
+//! an image's layers into a container's root file system, which the [`runtime`] runs with
+//! systemd-nspawn. [`progress`] carries long work's progress to the fronts, which draw it.
+//! The `postroj` crate (curated images, pkgprobe) and the `racker`/`postroj` command
+//! lines are built on this library; nothing here depends on them.
 
 pub mod digest;
 pub mod http;
 pub mod oci;
-pub mod postroj;
 pub mod private;
 pub mod progress;
 pub mod reference;

@@ -183,8 +183,8 @@ mod tests {
         labels.dedup();
         assert_eq!(labels.len(), all().len());
         for image in all() {
-            assert!(crate::reference::Reference::parse(image.source).is_ok(), "{}", image.source);
-            assert!(crate::reference::Reference::parse(&image.local_name()).is_ok(), "{}", image.label);
+            assert!(racker::reference::Reference::parse(image.source).is_ok(), "{}", image.source);
+            assert!(racker::reference::Reference::parse(&image.local_name()).is_ok(), "{}", image.label);
         }
     }
 

@@ -14,9 +14,9 @@ use super::catalog::CuratedImage;
 use super::check::{self, Target};
 use super::package::Package;
 use super::report::{Case, Report, Suite};
-use crate::runtime::rootfs::LEGACY_GENERATOR_MASKS;
-use crate::runtime::{Bind, BootTarget, Booted, RunOptions, RunRequest};
-use crate::store::Store;
+use racker::runtime::rootfs::LEGACY_GENERATOR_MASKS;
+use racker::runtime::{Bind, BootTarget, Booted, RunOptions, RunRequest};
+use racker::store::Store;
 
 /// Where the package is bound (read-only) inside the container.
 const PACKAGE_DIR: &str = "/run/postroj";

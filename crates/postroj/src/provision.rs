@@ -8,7 +8,7 @@
 //!   without (the official distribution images) is provisioned: its package manager's
 //!   [`provision_script`](super::catalog::PackageManager::provision_script) runs with
 //!   `sh -c` in a command-mode container of it (host network), and the container's
-//!   writes are committed as one more layer ([`crate::runtime::commit`]) labelled
+//!   writes are committed as one more layer ([`racker::runtime::commit`]) labelled
 //!   [`LABEL_BASE`] (the base image id) and [`LABEL_RECIPE`] (the script's sha256). A
 //!   later pull that finds an image with the same two labels reuses it: the same base
 //!   and the same recipe make the same image, so provisioning runs once per base.
@@ -31,13 +31,13 @@ use std::sync::Arc;
 
 use super::catalog::CuratedImage;
 use super::mirror::{self, MirrorError};
-use crate::digest::Digest;
-use crate::progress::Progress;
-use crate::reference::Reference;
-use crate::registry::{self, RegistryError};
-use crate::runtime::{self, CommitError, RunOptions, RunRequest, RuntimeError};
-use crate::snapshot::{self, Driver, SnapshotError};
-use crate::store::{Store, StoreError};
+use racker::digest::Digest;
+use racker::progress::Progress;
+use racker::reference::Reference;
+use racker::registry::{self, RegistryError};
+use racker::runtime::{self, CommitError, RunOptions, RunRequest, RuntimeError};
+use racker::snapshot::{self, Driver, SnapshotError};
+use racker::store::{Store, StoreError};
 
 /// Label of a provisioned image: the id of the image it was provisioned from.
 pub const LABEL_BASE: &str = "org.racker.postroj.base";
@@ -288,7 +288,7 @@ fn mirror_built(store: &Store, image: &CuratedImage, suite: &str) -> Result<Opti
 }
 
 /// Whether `image` has systemd, looked up in a throw-away snapshot of it.
-fn has_systemd(store: &Store, image: &crate::store::ImageRecord) -> Result<bool, SnapshotError> {
+fn has_systemd(store: &Store, image: &racker::store::ImageRecord) -> Result<bool, SnapshotError> {
     let snapshotter = snapshot::open(store, Some(Driver::Overlay))?;
     let key = format!("postroj-check-{:016x}", rand::random::<u64>());
     let snap = snapshotter.prepare(&key, image, true)?;
@@ -382,12 +382,12 @@ mod tests {
     fn a_label_without_a_suite_cannot_come_from_the_mirror() {
         let store_dir = tempfile::tempdir().unwrap();
         let store = Store::open(store_dir.path()).unwrap();
-        let fedora = super::super::catalog::find("fedora-41").unwrap();
+        let fedora = crate::catalog::find("fedora-41").unwrap();
         let opts = PullOptions {
             source: SourceChoice::Mirror,
             force: false,
             registry: registry::PullOptions::default(),
-            progress: Arc::new(crate::progress::Silent),
+            progress: Arc::new(racker::progress::Silent),
             output: runtime::Console::Discard,
         };
         let err = pull(&store, fedora, &opts, &|_| {}).unwrap_err();

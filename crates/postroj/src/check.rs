@@ -118,7 +118,7 @@ pub struct CheckOutcome {
     /// The HTTP response headers, in the order the service sent them.
     pub headers: Vec<(String, String)>,
     /// From the first attempt to the outcome.
-    #[serde(serialize_with = "crate::postroj::report::serialize_secs")]
+    #[serde(serialize_with = "crate::report::serialize_secs")]
     pub duration: Duration,
     /// How many connection attempts were made.
     pub attempts: u32,

@@ -18,7 +18,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::catalog::PackageManager;
 use super::check::error_line;
-use crate::progress::{Progress, ProgressReader};
+use racker::progress::{Progress, ProgressReader};
 
 /// Where downloaded packages are kept unless told otherwise.
 pub const DEFAULT_CACHE_DIR: &str = "/var/cache/postroj/packages";
@@ -324,7 +324,7 @@ impl PackageCache {
     /// complete; on any failure the temporary file goes.
     fn download(&self, url: &str, dest: &Path, progress: &dyn Progress) -> Result<()> {
         let failed = |reason: String| PackageError::Download { url: url.to_owned(), reason };
-        let client = crate::http::blocking_client_for(url)
+        let client = racker::http::blocking_client_for(url)
             .map_err(|reason| failed(reason.to_owned()))?
             .build()
             .map_err(|e| failed(e.to_string()))?;
