@@ -3,17 +3,15 @@
 //! value of a container's environment in any process's command line. Every check runs
 //! as `nobody`, the way an attacker on the host would try.
 
-mod common;
-#[path = "common/images.rs"]
-mod images;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{require_root, TempStore};
-use images::fixturegen::{build_tar, dir, file, gzip, node, Layer, MT_GZIP};
 use serde_json::json;
+
+use crate::common::images;
+use crate::common::{self, require_root, TempStore};
+use crate::fixturegen::{build_tar, dir, file, gzip, node, Layer, MT_GZIP};
 
 const RUNTIME_DIR: &str = "/run/racker";
 
@@ -322,7 +320,7 @@ fn nothing_in_an_image_steers_the_host_side_of_exec() {
     std::fs::create_dir(&secret).expect("mkdir");
     std::fs::write(secret.join("host-secret"), "").expect("writing the host's file");
     let link_target = secret.display().to_string().into_bytes();
-    let links = build_tar(&[images::fixturegen::symlink(b"wd", &link_target)]).expect("tar");
+    let links = build_tar(&[crate::fixturegen::symlink(b"wd", &link_target)]).expect("tar");
     let links = Layer { blob: gzip(&links).expect("gzip"), media_type: MT_GZIP, tar: links };
 
     let store = TempStore::new();

@@ -4,9 +4,6 @@
 //! They fail, loudly, when not run as root: CI runs them as root, and a skipped
 //! security test is worse than a failed one.
 
-#[path = "support/fixturegen.rs"]
-mod fixturegen;
-
 use std::fs;
 use std::io::{BufReader, Read};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -15,6 +12,8 @@ use std::process::Command;
 
 use racker::digest::Digest;
 use racker::unpack::{apply_tar, decompress, Compression, UnpackError, UnpackOptions, UnpackStats, WhiteoutMode};
+
+use crate::fixturegen;
 
 const OVERLAY: UnpackOptions = UnpackOptions { whiteouts: WhiteoutMode::Overlay, allow_devices: true };
 const DELETE: UnpackOptions = UnpackOptions { whiteouts: WhiteoutMode::Delete, allow_devices: true };

@@ -1,4 +1,4 @@
-//! `racker pull` against a hostile registry (tests/common/hostile.rs: a real HTTP server
+//! `racker pull` against a hostile registry (tests/suite/common/hostile.rs: a real HTTP server
 //! on 127.0.0.1 whose answers the test breaks on purpose). Every case must end within
 //! bounded time and space with a one-line error that names the registry and what was
 //! wrong, exit non-zero, and leave no image, no blob and nothing in `ingest/`.
@@ -8,20 +8,17 @@
 //! itself (time, the store's size, the process's memory), so that a racker that would
 //! retry forever or fill the disk fails the test instead of hanging or hurting the host.
 
-mod common;
-
-#[path = "support/fixturegen.rs"]
-mod fixturegen;
-
 use std::path::Path;
 use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::hostile::{Body, Content, Hostile, Reply, Request};
-use common::TempStore;
-use fixturegen::{Image, Layer, MT_GZIP, MT_INDEX, MT_MANIFEST};
 use serde_json::json;
+
+use crate::common::hostile::{Body, Content, Hostile, Reply, Request};
+use crate::common::TempStore;
+use crate::fixturegen;
+use crate::fixturegen::{Image, Layer, MT_GZIP, MT_INDEX, MT_MANIFEST};
 
 /// Seconds without a byte after which racker gives a request up, in these tests.
 const IDLE_SECS: u64 = 2;

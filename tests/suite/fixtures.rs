@@ -1,10 +1,9 @@
 //! The committed fixtures are exactly what `tests/support/fixturegen.rs` generates.
 
-#[path = "support/fixturegen.rs"]
-mod fixturegen;
-
 use std::collections::BTreeMap;
 use std::path::Path;
+
+use crate::fixturegen;
 
 /// Relative path → bytes of every file below `root`.
 fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {

@@ -3,15 +3,12 @@
 //! holding a Debian minbase without systemd, the Debian mirror the host's apt sources
 //! name, and booted containers of the results.
 
-mod common;
-#[path = "common/images.rs"]
-mod images;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::registry::{sha256_hex, Registry};
-use common::{require_root, TempStore};
+use crate::common::images;
+use crate::common::registry::{sha256_hex, Registry};
+use crate::common::{require_root, TempStore};
 
 const LOCAL: &str = "localhost/postroj/debian-bookworm:latest";
 
@@ -55,7 +52,7 @@ fn rewrite_conf(dir: &Path, registry: &Registry) -> PathBuf {
 fn push_rootfs(registry: &Registry, tar: Vec<u8>, repo_tag: &str) -> String {
     let diff_id = format!("sha256:{}", sha256_hex(&tar));
     let layer =
-        images::fixturegen::Layer { blob: tar.clone(), media_type: "application/vnd.oci.image.layer.v1.tar", tar };
+        crate::fixturegen::Layer { blob: tar.clone(), media_type: "application/vnd.oci.image.layer.v1.tar", tar };
     let dir = tempfile::tempdir().expect("tempdir");
     let config = serde_json::json!({"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["bash"]});
     images::write_layout(dir.path(), &images::image(&[layer], config));

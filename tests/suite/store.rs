@@ -1,16 +1,12 @@
 //! The image store through the `racker` command line, against the real filesystem and
 //! a real SQLite file: imports, dedupe, refusal of bad input, rmi/tag, gc, concurrency.
 
-mod common;
-
-#[path = "support/fixturegen.rs"]
-mod fixturegen;
-
 use std::io::Write;
 use std::process::Stdio;
 
-use common::diskfull::SmallStore;
-use common::{fixture, TempStore};
+use crate::common::diskfull::SmallStore;
+use crate::common::{self, fixture, TempStore};
+use crate::fixturegen;
 
 const WHITEOUTS_NAME: &str = "racker-fixtures/whiteouts:latest";
 

@@ -2,19 +2,17 @@
 //! test store's own file system, btrfs on a loop-mounted file system made here), and images
 //! of many layers. Every mount and loop device is undone by guards, even on panic.
 
-mod common;
-#[path = "support/fixturegen.rs"]
-mod fixturegen;
-
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use common::btrfs::{mounts_under, BtrfsLoop, MountSweep};
-use common::{fixture, tree, TempStore};
 use racker::digest::Digest;
 use racker::snapshot::{self, Driver, Snapshot, SnapshotError, Snapshotter};
 use racker::store::{ImageRecord, Store};
+
+use crate::common::btrfs::{mounts_under, BtrfsLoop, MountSweep};
+use crate::common::{self, fixture, tree, TempStore};
+use crate::fixturegen;
 
 const TMPFS_MAGIC: i64 = 0x0102_1994;
 

@@ -1,14 +1,9 @@
 //! `racker pull` / `push` / `login` / `logout` against a real registry (CNCF distribution
-//! on 127.0.0.1, see tests/common/registry.rs), with skopeo putting images in and
+//! on 127.0.0.1, see tests/suite/common/registry.rs), with skopeo putting images in and
 //! `umoci unpack` as the reference for what the composed root must be.
 //!
 //! Every test starts its own registry and store. Credentials: every racker run gets
 //! `REGISTRY_AUTH_FILE` pointing into the store's temporary directory (TempStore does it).
-
-mod common;
-
-#[path = "support/fixturegen.rs"]
-mod fixturegen;
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -16,9 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::diskfull::SmallStore;
-use common::registry::{sha256_hex, Registry};
-use common::{fixture, tree, OverlayMount, TempStore};
+use crate::common::diskfull::SmallStore;
+use crate::common::registry::{sha256_hex, Registry};
+use crate::common::{self, fixture, tree, OverlayMount, TempStore};
+use crate::fixturegen;
 
 // --- helpers ----------------------------------------------------------------------------
 

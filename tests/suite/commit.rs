@@ -2,15 +2,12 @@
 //! deletions, replaced directory, hardlink, symlink and FIFO become exactly one new layer
 //! that the next container of the new image sees, over base layers the store keeps once.
 
-mod common;
-#[path = "common/images.rs"]
-mod images;
-
 use std::io::Read;
 use std::process::Output;
 
-use common::diskfull::SmallStore;
-use common::{require_root, TempStore};
+use crate::common::diskfull::SmallStore;
+use crate::common::images;
+use crate::common::{self, require_root, TempStore};
 
 fn out(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

@@ -6,6 +6,7 @@
 pub mod btrfs;
 pub mod diskfull;
 pub mod hostile;
+pub mod images;
 pub mod registry;
 pub mod tree;
 

@@ -8,10 +8,7 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
-#[path = "../support/fixturegen.rs"]
-pub mod fixturegen;
-
-use fixturegen::{build_tar, dir, file, gzip, layout_files, sha256_hex, symlink, Image, Layer};
+use crate::fixturegen::{build_tar, dir, file, gzip, layout_files, sha256_hex, symlink, Image, Layer};
 
 const BUSYBOX: &str = "/bin/busybox";
 const MT_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";

@@ -3,16 +3,13 @@
 //! that serves HTTP with busybox httpd on a fixed port, downloaded from an HTTP server
 //! this test starts on 127.0.0.1.
 
-mod common;
-#[path = "common/images.rs"]
-mod images;
-
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-use common::{require_root, wait_until, TempStore};
+use crate::common::images;
+use crate::common::{require_root, wait_until, TempStore};
 
 /// The port the test package's service listens on inside the container (the host's
 /// network: containers share it).

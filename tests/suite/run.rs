@@ -2,15 +2,13 @@
 //! mode on a busybox image, boot mode on a Debian bookworm image with systemd. Every
 //! test checks that teardown leaves no mount, no process and no snapshot behind.
 
-mod common;
-#[path = "common/images.rs"]
-mod images;
-
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use common::{require_root, TempStore};
 use serde_json::json;
+
+use crate::common::images;
+use crate::common::{self, require_root, TempStore};
 
 fn out(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

@@ -1,13 +1,10 @@
 //! The command lines' edge, as a user meets it: output into a pipe that closed early,
 //! container names, `login -p`, what `load` says it loaded.
 
-mod common;
-#[path = "common/images.rs"]
-mod images;
-
 use std::process::Output;
 
-use common::{output_into_closed_pipe, TempStore};
+use crate::common::images;
+use crate::common::{self, output_into_closed_pipe, TempStore};
 
 fn err(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()

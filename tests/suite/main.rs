@@ -1,0 +1,25 @@
+//! The integration suite, as one test binary: one link instead of thirteen, one set of
+//! helpers (`common`) and the test images built once per run instead of once per file.
+//! Each module holds the tests of one part of racker or postroj against real parts
+//! (nspawn containers, overlay and btrfs mounts, registries, SQLite files); most need
+//! root and fail rather than skip without it.
+//!
+//! Run one part with a filter: `cargo test --test suite run::` (or `registry::pull`).
+
+mod common;
+#[path = "../support/fixturegen.rs"]
+mod fixturegen;
+
+mod cli;
+mod commit;
+mod fixtures;
+mod hostile_registry;
+mod local_users;
+mod postroj_checks;
+mod postroj_probe;
+mod postroj_pull;
+mod registry;
+mod run;
+mod snapshot;
+mod store;
+mod unpack;
