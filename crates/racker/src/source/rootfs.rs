@@ -59,9 +59,9 @@ impl RootfsInput {
             RootfsInput::Url(url) => {
                 let download = |reason: String| SourceError::Download { url: url.clone(), reason };
                 let response = crate::http::blocking_client_for(url)
-                    .map_err(|reason| download(reason.to_owned()))?
-                    .build()
-                    .and_then(|c| c.get(url).send())
+                    .map_err(download)?
+                    .get(url)
+                    .send()
                     .map_err(|e| download(e.to_string()))?;
                 if !response.status().is_success() {
                     return Err(download(format!("server answered {}", response.status())));
