@@ -7,16 +7,16 @@ use std::io::Read as _;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
+use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest, MediaType};
 
 use super::blob_reader::BlobSource;
 use super::endpoint::Session;
 use super::limits::MAX_DOCUMENT_BYTES;
-use super::{AuthFiles, RegistryError, Result, MANIFEST_TYPES};
+use super::{AuthFiles, RegistryError, Result};
 use crate::digest::Digest;
+use crate::oci::{media_type, Platform};
 use crate::progress::Progress;
 use crate::reference::Reference;
-use crate::source::Platform;
 use crate::store::{LayerInfo, NewImage, Store, StoreError};
 use crate::unpack::UnpackError;
 
@@ -48,13 +48,6 @@ pub struct Pulled {
     pub id: Digest,
     pub digest: Digest,
     pub outcome: PullOutcome,
-}
-
-fn is_index(media_type: Option<&str>) -> bool {
-    matches!(
-        media_type,
-        Some("application/vnd.oci.image.index.v1+json" | "application/vnd.docker.distribution.manifest.list.v2+json")
-    )
 }
 
 fn invalid(what: String, detail: impl std::fmt::Display) -> RegistryError {
@@ -104,7 +97,7 @@ pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions, progress: 
     session.authenticate(&top_ref)?;
     let endpoint = &session.endpoint;
 
-    let top_bytes = session.document(&top_ref, MANIFEST_TYPES, &name)?;
+    let top_bytes = session.document(&top_ref, &media_type::manifest_types(), &name)?;
     let top_digest = Digest::of(&top_bytes);
     if let Some(wanted) = reference.digest() {
         if wanted != &top_digest {
@@ -131,47 +124,37 @@ pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions, progress: 
     let value: serde_json::Value =
         serde_json::from_slice(&top_bytes).map_err(|e| invalid(format!("manifest of {name}"), e))?;
     crate::oci::reject_schema1(&value).map_err(|e| invalid(format!("manifest of {name}"), e))?;
-    let (manifest_bytes, manifest_ref) = if is_index(value.get("mediaType").and_then(|m| m.as_str())) {
-        let index: ImageIndex = serde_json::from_value(value).map_err(|e| invalid(format!("index of {name}"), e))?;
-        let chosen = index
-            .manifests()
-            .iter()
-            .find(|m| {
-                m.platform().as_ref().is_some_and(|p| {
-                    opts.platform.matches(&p.os().to_string(), &p.architecture().to_string(), p.variant().as_deref())
-                })
-            })
-            .ok_or_else(|| {
-                let have: Vec<String> = index
-                    .manifests()
-                    .iter()
-                    .filter_map(|m| m.platform().as_ref().map(|p| format!("{}/{}", p.os(), p.architecture())))
-                    .collect();
+    let (manifest_bytes, manifest_ref) =
+        if value.get("mediaType").and_then(|m| m.as_str()).is_some_and(media_type::is_index) {
+            let index: ImageIndex =
+                serde_json::from_value(value).map_err(|e| invalid(format!("index of {name}"), e))?;
+            let chosen = opts.platform.select(&index).ok_or_else(|| {
                 invalid(
                     name.clone(),
                     format!(
                         "no manifest for platform {} in the index (it has {}); choose one with --platform",
                         opts.platform,
-                        have.join(", ")
+                        Platform::offered(&index).join(", ")
                     ),
                 )
             })?;
-        let digest = chosen.digest().to_string();
-        refuse_oversized(&format!("{name}: manifest {digest}"), chosen.size())?;
-        let child = endpoint.oci_reference(&remote, Some(&digest));
-        let bytes = session.document(&child, MANIFEST_TYPES, &format!("{name} (manifest {digest})"))?;
-        let found = Digest::of(&bytes);
-        if found.to_string() != digest {
-            let expected = digest.parse().map_err(|e| invalid(format!("index of {name}"), e))?;
-            return Err(bad_content(
-                &registry,
-                StoreError::DigestMismatch { what: format!("manifest {digest}"), expected, found },
-            ));
-        }
-        (bytes.to_vec(), child)
-    } else {
-        (top_bytes.to_vec(), endpoint.oci_reference(&remote, Some(&top_digest.to_string())))
-    };
+            let digest = chosen.digest().to_string();
+            refuse_oversized(&format!("{name}: manifest {digest}"), chosen.size())?;
+            let child = endpoint.oci_reference(&remote, Some(&digest));
+            let bytes =
+                session.document(&child, &media_type::manifest_types(), &format!("{name} (manifest {digest})"))?;
+            let found = Digest::of(&bytes);
+            if found.to_string() != digest {
+                let expected = Digest::try_from(chosen.digest()).map_err(|e| invalid(format!("index of {name}"), e))?;
+                return Err(bad_content(
+                    &registry,
+                    StoreError::DigestMismatch { what: format!("manifest {digest}"), expected, found },
+                ));
+            }
+            (bytes.to_vec(), child)
+        } else {
+            (top_bytes.to_vec(), endpoint.oci_reference(&remote, Some(&top_digest.to_string())))
+        };
 
     let manifest: ImageManifest =
         serde_json::from_slice(&manifest_bytes).map_err(|e| invalid(format!("manifest of {name}"), e))?;
@@ -179,10 +162,10 @@ pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions, progress: 
         serde_json::from_slice::<serde_json::Value>(&manifest_bytes)
             .ok()
             .and_then(|v| v.get("mediaType").and_then(|m| m.as_str()).map(str::to_owned))
-            .unwrap_or_else(|| MANIFEST_TYPES[0].to_owned())
+            .unwrap_or_else(|| MediaType::ImageManifest.to_string())
     });
     let config_digest: Digest =
-        manifest.config().digest().to_string().parse().map_err(|e| invalid(format!("manifest of {name}"), e))?;
+        Digest::try_from(manifest.config().digest()).map_err(|e| invalid(format!("manifest of {name}"), e))?;
     // Everything below reads through the same bounded, retrying reader.
     let cancelled = AtomicBool::new(false);
     let source = BlobSource::new(&session, &manifest_ref, &cancelled);
@@ -230,12 +213,17 @@ pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions, progress: 
                 let digest = layer.digest().to_string();
                 let label = digest.strip_prefix("sha256:").map(|h| &h[..12.min(h.len())]).unwrap_or(&digest).to_owned();
                 progress.begin(&label, "Downloading", Some(layer.size()));
-                let result =
-                    digest.parse::<Digest>().map_err(|e| invalid(format!("layer {digest}"), e)).and_then(|expected| {
+                let result = Digest::try_from(layer.digest())
+                    .map_err(|e| invalid(format!("layer {digest}"), e))
+                    .and_then(|expected| {
                         let mut reader = source.reader(digest.clone(), layer.size());
-                        let media_type = layer.media_type().to_string();
                         ingest
-                            .put_layer(&mut reader, Some(&expected), Some(&media_type), Some(&diff_ids[i]))
+                            .put_layer(
+                                &mut reader,
+                                Some(&expected),
+                                Some(layer.media_type().as_ref()),
+                                Some(&diff_ids[i]),
+                            )
                             .map_err(|e| reader.failure.take().unwrap_or_else(|| bad_content(&registry, e)))
                     });
                 match &result {
