@@ -11,6 +11,8 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use racker::http::{ClientOptions, Redirects};
+
 /// How long a check waits between attempts while the service does not listen yet.
 pub const RETRY_INTERVAL: Duration = Duration::from_millis(50);
 
@@ -206,12 +208,13 @@ fn http(
     options: &CheckOptions,
     deadline: Instant,
 ) -> Result<(reqwest::blocking::Response, u32), (io::Error, u32)> {
-    let client = reqwest::blocking::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .tls_danger_accept_invalid_certs(!options.verify_tls)
-        .build()
-        .map_err(|e| (io::Error::other(error_line(&e)), 0))?;
+    let client = racker::http::blocking_client(&ClientOptions {
+        accept_invalid_certs: !options.verify_tls,
+        redirects: Redirects::None,
+        no_proxy: true,
+        ..ClientOptions::default()
+    })
+    .map_err(|e| (io::Error::other(error_line(&e)), 0))?;
     let (result, attempts) = retry(deadline, || {
         let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(10));
         client.get(url.clone()).timeout(left).send().map_err(|e| {

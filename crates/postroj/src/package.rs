@@ -324,10 +324,7 @@ impl PackageCache {
     /// complete; on any failure the temporary file goes.
     fn download(&self, url: &str, dest: &Path, progress: &dyn Progress) -> Result<()> {
         let failed = |reason: String| PackageError::Download { url: url.to_owned(), reason };
-        let client = racker::http::blocking_client_for(url)
-            .map_err(|reason| failed(reason.to_owned()))?
-            .build()
-            .map_err(|e| failed(e.to_string()))?;
+        let client = racker::http::blocking_client_for(url).map_err(failed)?;
         let response = client.get(url).send().map_err(|e| failed(error_line(&e)))?;
         let status = response.status();
         if !status.is_success() {

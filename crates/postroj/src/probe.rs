@@ -6,8 +6,6 @@
 //! becomes a [`Case`] of the image's [`Suite`].
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::catalog::CuratedImage;
@@ -44,27 +42,16 @@ pub type StepLog<'a> = &'a (dyn Fn(&str, &Case) + Sync);
 /// Probes `images` with up to `jobs` at once; the report lists them in the given order.
 /// Each worker opens its own connection to the store at `store_root`.
 pub fn probe_all(store_root: &Path, images: &[&CuratedImage], spec: &ProbeSpec, jobs: usize, log: StepLog) -> Report {
-    let next = AtomicUsize::new(0);
-    let suites: Mutex<Vec<Option<Suite>>> = Mutex::new(vec![None; images.len()]);
-    std::thread::scope(|scope| {
-        for _ in 0..jobs.clamp(1, images.len().max(1)) {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(image) = images.get(i) else { break };
-                let suite = match Store::open(store_root) {
-                    Ok(store) => probe_image(&store, image, spec, log),
-                    Err(e) => {
-                        let mut suite = Suite::new(image.label);
-                        suite.push(Case::error("boot", Duration::ZERO, format!("opening the store: {e}"), ""));
-                        suite
-                    }
-                };
-                suites.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(suite);
-            });
+    let suites = racker::pool::run_ordered(images, jobs, None, |_, image| match Store::open(store_root) {
+        Ok(store) => probe_image(&store, image, spec, log),
+        Err(e) => {
+            let mut suite = Suite::new(image.label);
+            suite.push(Case::error("boot", Duration::ZERO, format!("opening the store: {e}"), ""));
+            suite
         }
     });
     let mut report = Report::new();
-    for suite in suites.into_inner().unwrap_or_else(|p| p.into_inner()).into_iter().flatten() {
+    for suite in suites.into_iter().flatten() {
         report.push(suite);
     }
     report

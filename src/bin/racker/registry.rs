@@ -4,9 +4,10 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
+use racker::oci::Platform;
 use racker::reference::Reference;
 use racker::registry::{self, AuthFiles, PullOptions, PullOutcome, PushOptions};
-use racker::source::{self, DirFs, Platform};
+use racker::source::{self, DirFs};
 use racker::store::Store;
 
 /// `--tls-verify[=BOOL]` as podman spells it.

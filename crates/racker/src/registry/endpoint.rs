@@ -15,7 +15,7 @@ use oci_client::RegistryOperation;
 
 use super::limits::Limits;
 use super::{classify, config, error_chain, AuthFiles, RegistryError, Result};
-use crate::http::{ca_certificates_present, CONNECT_TIMEOUT};
+use crate::http::{self, ca_certificates_present, ClientOptions, Redirects, CONNECT_TIMEOUT};
 use crate::reference::Reference;
 use crate::store::StoreError;
 
@@ -51,12 +51,12 @@ impl Endpoint {
     }
 
     fn probe_https(registry: &str) -> bool {
-        reqwest::blocking::Client::builder()
-            .danger_accept_invalid_certs(true)
-            .timeout(Duration::from_secs(5))
-            .build()
-            .and_then(|c| c.get(format!("https://{registry}/v2/")).send())
-            .is_ok()
+        let options = ClientOptions {
+            accept_invalid_certs: true,
+            timeout: Some(Duration::from_secs(5)),
+            ..ClientOptions::default()
+        };
+        http::blocking_client(&options).and_then(|c| c.get(format!("https://{registry}/v2/")).send()).is_ok()
     }
 
     pub fn base_url(&self) -> String {
@@ -113,17 +113,18 @@ impl Endpoint {
     /// bounded by the idle timeout; redirects (to a CDN) are followed at most 10 times,
     /// and reqwest drops the `Authorization` header on those that leave the registry.
     fn http_client(&self, limits: &Limits) -> Result<reqwest::Client> {
-        reqwest::Client::builder()
-            .danger_accept_invalid_certs(self.skip_certificate_checks()?)
-            .connect_timeout(CONNECT_TIMEOUT.min(limits.idle))
-            .read_timeout(limits.idle)
-            .redirect(reqwest::redirect::Policy::limited(10))
-            .user_agent(USER_AGENT)
-            .build()
-            .map_err(|e| RegistryError::Protocol {
-                registry: self.registry.clone(),
-                detail: format!("cannot set up an HTTP client: {}", error_chain(&e)),
-            })
+        http::client(&ClientOptions {
+            accept_invalid_certs: self.skip_certificate_checks()?,
+            connect_timeout: Some(CONNECT_TIMEOUT.min(limits.idle)),
+            read_timeout: Some(limits.idle),
+            redirects: Redirects::Limited(10),
+            user_agent: Some(USER_AGENT),
+            ..ClientOptions::default()
+        })
+        .map_err(|e| RegistryError::Protocol {
+            registry: self.registry.clone(),
+            detail: format!("cannot set up an HTTP client: {}", error_chain(&e)),
+        })
     }
 
     /// The reference in oci-client's terms (it maps docker.io to its API host itself).
@@ -139,11 +140,12 @@ impl Endpoint {
     /// Checks credentials the way `docker login` does: against `/v2/`, through the
     /// bearer-token realm when the registry names one.
     pub fn check_login(&self, user: &str, password: &str) -> Result<()> {
-        let client = reqwest::blocking::Client::builder()
-            .danger_accept_invalid_certs(self.skip_certificate_checks()?)
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| self.unreachable(&e))?;
+        let client = http::blocking_client(&ClientOptions {
+            accept_invalid_certs: self.skip_certificate_checks()?,
+            timeout: Some(Duration::from_secs(30)),
+            ..ClientOptions::default()
+        })
+        .map_err(|e| self.unreachable(&e))?;
         let url = format!("{}/v2/", self.base_url());
         let probe = client.get(&url).send().map_err(|e| self.unreachable(&e))?;
         if probe.status().is_success() {

@@ -6,6 +6,7 @@
 
 use oci_client::secrets::RegistryAuth;
 use oci_client::Reference as OciReference;
+use oci_spec::image::MediaType;
 use reqwest::{header, Response, StatusCode};
 
 use super::endpoint::{bearer_param, Session};
@@ -120,7 +121,7 @@ impl Session {
         reference: &OciReference,
         kind: &str,
         name: &str,
-        accept: &[&str],
+        accept: &[MediaType],
         offset: u64,
     ) -> std::result::Result<Response, Failure> {
         let url = format!("{}/v2/{}/{kind}/{name}", self.base_url(reference), reference.repository());
@@ -135,10 +136,11 @@ impl Session {
         checked(response).await
     }
 
-    async fn send(&self, url: &str, accept: &[&str], offset: u64) -> std::result::Result<Response, Failure> {
+    async fn send(&self, url: &str, accept: &[MediaType], offset: u64) -> std::result::Result<Response, Failure> {
         let mut request = self.http.get(url);
         if !accept.is_empty() {
-            request = request.header(header::ACCEPT, accept.join(", "));
+            let types: Vec<&str> = accept.iter().map(MediaType::as_ref).collect();
+            request = request.header(header::ACCEPT, types.join(", "));
         }
         if offset > 0 {
             request = request.header(header::RANGE, format!("bytes={offset}-"));
@@ -167,7 +169,7 @@ impl Session {
     /// A manifest or index, whole in memory: refused unread when the registry announces
     /// more than [`MAX_DOCUMENT_BYTES`], and as soon as it sends more. `what` names it
     /// in errors.
-    pub fn document(&self, reference: &OciReference, accept: &[&str], what: &str) -> Result<Vec<u8>> {
+    pub fn document(&self, reference: &OciReference, accept: &[MediaType], what: &str) -> Result<Vec<u8>> {
         let name = reference.digest().or(reference.tag()).unwrap_or("latest").to_owned();
         let registry = &self.endpoint.registry;
         self.runtime

@@ -56,14 +56,6 @@ pub enum RegistryError {
 
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
-/// Media types racker asks for and understands, manifests and indexes of both families.
-pub(crate) const MANIFEST_TYPES: &[&str] = &[
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-];
-
 /// Maps an oci-client failure to what the user needs to know about it.
 pub(crate) fn classify(
     err: oci_client::errors::OciDistributionError,

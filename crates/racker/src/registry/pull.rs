@@ -4,20 +4,20 @@
 //! unchanged tag costs one manifest request.
 
 use std::io::Read as _;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
+use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest, MediaType};
 
 use super::blob_reader::BlobSource;
 use super::endpoint::Session;
 use super::limits::MAX_DOCUMENT_BYTES;
-use super::{AuthFiles, RegistryError, Result, MANIFEST_TYPES};
+use super::{AuthFiles, RegistryError, Result};
 use crate::digest::Digest;
+use crate::oci::{media_type, Platform};
 use crate::progress::Progress;
 use crate::reference::Reference;
-use crate::source::Platform;
-use crate::store::{LayerInfo, NewImage, Store, StoreError};
+use crate::store::{Ingest, LayerInfo, NewImage, Store, StoreError};
 use crate::unpack::UnpackError;
 
 pub struct PullOptions {
@@ -48,13 +48,6 @@ pub struct Pulled {
     pub id: Digest,
     pub digest: Digest,
     pub outcome: PullOutcome,
-}
-
-fn is_index(media_type: Option<&str>) -> bool {
-    matches!(
-        media_type,
-        Some("application/vnd.oci.image.index.v1+json" | "application/vnd.docker.distribution.manifest.list.v2+json")
-    )
 }
 
 fn invalid(what: String, detail: impl std::fmt::Display) -> RegistryError {
@@ -97,102 +90,162 @@ pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions, progress: 
     if &remote != reference {
         tracing::info!("registries.conf: pulling {reference} from {remote}");
     }
-    let registry = remote.registry().to_owned();
-    let name = reference.to_string();
     let session = Session::open(&remote, opts.tls_verify, &opts.auth)?;
+    let origin = Origin { session: &session, remote: &remote, name: reference.to_string() };
     let top_ref = session.endpoint.oci_reference(&remote, None);
     session.authenticate(&top_ref)?;
-    let endpoint = &session.endpoint;
 
-    let top_bytes = session.document(&top_ref, MANIFEST_TYPES, &name)?;
-    let top_digest = Digest::of(&top_bytes);
-    if let Some(wanted) = reference.digest() {
-        if wanted != &top_digest {
-            let mismatch = StoreError::DigestMismatch {
-                what: format!("manifest of {name}"),
-                expected: wanted.clone(),
-                found: top_digest,
-            };
-            return Err(bad_content(&registry, mismatch));
+    let (top_bytes, top_digest) = fetch_named(&origin, &top_ref, reference.digest())?;
+    if let Some(pulled) = up_to_date(store, reference, &top_digest)? {
+        return Ok(pulled);
+    }
+
+    let manifest = resolve_manifest(&origin, top_bytes, &top_digest, &opts.platform)?;
+    // Everything below reads through the same bounded, retrying reader.
+    let cancelled = AtomicBool::new(false);
+    let source = BlobSource::new(&session, &manifest.reference, &cancelled);
+    let (config_bytes, diff_ids) = fetch_config(&origin, &source, &manifest.parsed)?;
+
+    let ingest = store.ingest()?.with_progress(progress.clone());
+    let manifest_blob = ingest.put_blob_bytes(&manifest.bytes, &manifest.media_type)?;
+    let config_blob = ingest.put_blob_bytes(&config_bytes, manifest.parsed.config().media_type().as_ref())?;
+    let layers = fetch_layers(&origin, &source, &ingest, manifest.parsed.layers(), &diff_ids, opts.jobs, &*progress)?;
+
+    let tags = if reference.tag().is_some() { vec![reference.clone()] } else { vec![] };
+    let repo_digest = Reference::parse(&format!("{}@{top_digest}", reference.name()))
+        .map_err(|e| RegistryError::Store(StoreError::Reference(e)))?;
+    let id = ingest.commit(NewImage {
+        manifest: manifest_blob,
+        config: config_blob,
+        layers,
+        tags,
+        repo_digests: vec![repo_digest],
+    })?;
+    Ok(Pulled { id, digest: top_digest, outcome: PullOutcome::Downloaded })
+}
+
+/// Where a pull fetches from, and the name its messages give the image.
+struct Origin<'a> {
+    session: &'a Session,
+    /// The reference after registries.conf's rewrites: what is fetched.
+    remote: &'a Reference,
+    /// The reference as asked for: what messages name.
+    name: String,
+}
+
+impl Origin<'_> {
+    fn registry(&self) -> &str {
+        self.remote.registry()
+    }
+
+    fn bad_content(&self, err: StoreError) -> RegistryError {
+        bad_content(self.registry(), err)
+    }
+}
+
+/// The document the reference names (a manifest or an index) and its digest, which must
+/// be the one the reference gives, if it gives one.
+fn fetch_named(origin: &Origin, top_ref: &oci_client::Reference, wanted: Option<&Digest>) -> Result<(Vec<u8>, Digest)> {
+    let bytes = origin.session.document(top_ref, &media_type::manifest_types(), &origin.name)?;
+    let found = Digest::of(&bytes);
+    match wanted {
+        Some(wanted) if wanted != &found => Err(origin.bad_content(StoreError::DigestMismatch {
+            what: format!("manifest of {}", origin.name),
+            expected: wanted.clone(),
+            found,
+        })),
+        _ => Ok((bytes, found)),
+    }
+}
+
+/// The store already has the image `top_digest` names: the pull ends with one manifest
+/// request, and (re)tags it if the reference's tag pointed elsewhere.
+fn up_to_date(store: &Store, reference: &Reference, top_digest: &Digest) -> Result<Option<Pulled>> {
+    let Ok(id) = store.resolve(&format!("{}@{top_digest}", reference.name())) else {
+        return Ok(None);
+    };
+    let name = reference.to_string();
+    let outcome = match reference.tag() {
+        Some(_) if store.resolve(&name).ok().as_ref() != Some(&id) => {
+            store.tag(&id.to_string(), &name)?;
+            PullOutcome::Downloaded
         }
-    }
-    // Up to date: the store already has the image this digest names.
-    if let Ok(id) = store.resolve(&format!("{}@{top_digest}", reference.name())) {
-        let outcome = match reference.tag() {
-            Some(_) if store.resolve(&name).ok().as_ref() != Some(&id) => {
-                store.tag(&id.to_string(), &name)?;
-                PullOutcome::Downloaded
-            }
-            _ => PullOutcome::UpToDate,
-        };
-        return Ok(Pulled { id, digest: top_digest, outcome });
-    }
+        _ => PullOutcome::UpToDate,
+    };
+    Ok(Some(Pulled { id, digest: top_digest.clone(), outcome }))
+}
 
+/// The image manifest a pull installs, as fetched and as parsed.
+struct Manifest {
+    bytes: Vec<u8>,
+    parsed: ImageManifest,
+    media_type: String,
+    /// The manifest by digest: where its config and layers are fetched relative to.
+    reference: oci_client::Reference,
+}
+
+/// The manifest `top_bytes` is, or, for an index, the manifest it lists for `platform`
+/// (fetched and checked against the index's digest).
+fn resolve_manifest(origin: &Origin, top_bytes: Vec<u8>, top_digest: &Digest, platform: &Platform) -> Result<Manifest> {
+    let name = &origin.name;
+    let endpoint = &origin.session.endpoint;
     let value: serde_json::Value =
         serde_json::from_slice(&top_bytes).map_err(|e| invalid(format!("manifest of {name}"), e))?;
     crate::oci::reject_schema1(&value).map_err(|e| invalid(format!("manifest of {name}"), e))?;
-    let (manifest_bytes, manifest_ref) = if is_index(value.get("mediaType").and_then(|m| m.as_str())) {
+    let (bytes, reference) = if value.get("mediaType").and_then(|m| m.as_str()).is_some_and(media_type::is_index) {
         let index: ImageIndex = serde_json::from_value(value).map_err(|e| invalid(format!("index of {name}"), e))?;
-        let chosen = index
-            .manifests()
-            .iter()
-            .find(|m| {
-                m.platform().as_ref().is_some_and(|p| {
-                    opts.platform.matches(&p.os().to_string(), &p.architecture().to_string(), p.variant().as_deref())
-                })
-            })
-            .ok_or_else(|| {
-                let have: Vec<String> = index
-                    .manifests()
-                    .iter()
-                    .filter_map(|m| m.platform().as_ref().map(|p| format!("{}/{}", p.os(), p.architecture())))
-                    .collect();
-                invalid(
-                    name.clone(),
-                    format!(
-                        "no manifest for platform {} in the index (it has {}); choose one with --platform",
-                        opts.platform,
-                        have.join(", ")
-                    ),
-                )
-            })?;
+        let chosen = platform.select(&index).ok_or_else(|| {
+            invalid(
+                name.clone(),
+                format!(
+                    "no manifest for platform {platform} in the index (it has {}); choose one with --platform",
+                    Platform::offered(&index).join(", ")
+                ),
+            )
+        })?;
         let digest = chosen.digest().to_string();
         refuse_oversized(&format!("{name}: manifest {digest}"), chosen.size())?;
-        let child = endpoint.oci_reference(&remote, Some(&digest));
-        let bytes = session.document(&child, MANIFEST_TYPES, &format!("{name} (manifest {digest})"))?;
+        let child = endpoint.oci_reference(origin.remote, Some(&digest));
+        let bytes =
+            origin.session.document(&child, &media_type::manifest_types(), &format!("{name} (manifest {digest})"))?;
         let found = Digest::of(&bytes);
         if found.to_string() != digest {
-            let expected = digest.parse().map_err(|e| invalid(format!("index of {name}"), e))?;
-            return Err(bad_content(
-                &registry,
-                StoreError::DigestMismatch { what: format!("manifest {digest}"), expected, found },
-            ));
+            let expected = Digest::try_from(chosen.digest()).map_err(|e| invalid(format!("index of {name}"), e))?;
+            return Err(origin.bad_content(StoreError::DigestMismatch {
+                what: format!("manifest {digest}"),
+                expected,
+                found,
+            }));
         }
-        (bytes.to_vec(), child)
+        (bytes, child)
     } else {
-        (top_bytes.to_vec(), endpoint.oci_reference(&remote, Some(&top_digest.to_string())))
+        (top_bytes, endpoint.oci_reference(origin.remote, Some(&top_digest.to_string())))
     };
 
-    let manifest: ImageManifest =
-        serde_json::from_slice(&manifest_bytes).map_err(|e| invalid(format!("manifest of {name}"), e))?;
-    let manifest_type = manifest.media_type().as_ref().map(|m| m.to_string()).unwrap_or_else(|| {
-        serde_json::from_slice::<serde_json::Value>(&manifest_bytes)
+    let parsed: ImageManifest =
+        serde_json::from_slice(&bytes).map_err(|e| invalid(format!("manifest of {name}"), e))?;
+    let media_type = parsed.media_type().as_ref().map(|m| m.to_string()).unwrap_or_else(|| {
+        serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
             .and_then(|v| v.get("mediaType").and_then(|m| m.as_str()).map(str::to_owned))
-            .unwrap_or_else(|| MANIFEST_TYPES[0].to_owned())
+            .unwrap_or_else(|| MediaType::ImageManifest.to_string())
     });
-    let config_digest: Digest =
-        manifest.config().digest().to_string().parse().map_err(|e| invalid(format!("manifest of {name}"), e))?;
-    // Everything below reads through the same bounded, retrying reader.
-    let cancelled = AtomicBool::new(false);
-    let source = BlobSource::new(&session, &manifest_ref, &cancelled);
+    Ok(Manifest { bytes, parsed, media_type, reference })
+}
+
+/// Downloads and checks the config, and returns it with its layer diff_ids (one per
+/// layer of `manifest`).
+fn fetch_config(origin: &Origin, source: &BlobSource, manifest: &ImageManifest) -> Result<(Vec<u8>, Vec<Digest>)> {
+    let name = &origin.name;
+    let config_digest =
+        Digest::try_from(manifest.config().digest()).map_err(|e| invalid(format!("manifest of {name}"), e))?;
     let config_size = manifest.config().size();
     refuse_oversized(&format!("{name}: config {config_digest}"), config_size)?;
     let mut config_bytes = Vec::new();
     let mut config_reader = source.reader(config_digest.to_string(), config_size);
     config_reader.read_to_end(&mut config_bytes).map_err(|e| {
         config_reader.failure.take().unwrap_or_else(|| RegistryError::Download {
-            registry: registry.clone(),
+            registry: origin.registry().to_owned(),
             digest: config_digest.to_string(),
             detail: e.to_string(),
         })
@@ -204,54 +257,49 @@ pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions, progress: 
             expected: config_digest.clone(),
             found,
         };
-        return Err(bad_content(&registry, mismatch));
+        return Err(origin.bad_content(mismatch));
     }
     let config: ImageConfiguration =
         serde_json::from_slice(&config_bytes).map_err(|e| invalid(format!("config {config_digest}"), e))?;
     let diff_ids =
         crate::oci::diff_ids(&config, manifest.layers().len()).map_err(|e| invalid(format!("image {name}"), e))?;
+    Ok((config_bytes, diff_ids))
+}
 
-    let ingest = store.ingest()?.with_progress(progress.clone());
-    let manifest_blob = ingest.put_blob_bytes(&manifest_bytes, &manifest_type)?;
-    let config_blob = ingest.put_blob_bytes(&config_bytes, manifest.config().media_type().as_ref())?;
-
-    // Layers: a few workers take the next layer in turn; the first failure cancels the rest.
-    let layers = manifest.layers();
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<LayerInfo>>>> = Mutex::new((0..layers.len()).map(|_| None).collect());
-    std::thread::scope(|scope| {
-        for _ in 0..opts.jobs.clamp(1, layers.len().max(1)) {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= layers.len() || cancelled.load(Ordering::Relaxed) {
-                    break;
-                }
-                let layer = &layers[i];
-                let digest = layer.digest().to_string();
-                let label = digest.strip_prefix("sha256:").map(|h| &h[..12.min(h.len())]).unwrap_or(&digest).to_owned();
-                progress.begin(&label, "Downloading", Some(layer.size()));
-                let result =
-                    digest.parse::<Digest>().map_err(|e| invalid(format!("layer {digest}"), e)).and_then(|expected| {
-                        let mut reader = source.reader(digest.clone(), layer.size());
-                        let media_type = layer.media_type().to_string();
-                        ingest
-                            .put_layer(&mut reader, Some(&expected), Some(&media_type), Some(&diff_ids[i]))
-                            .map_err(|e| reader.failure.take().unwrap_or_else(|| bad_content(&registry, e)))
-                    });
-                match &result {
-                    Ok(info) => progress.end(&label, if info.fetched { "Pull complete" } else { "Already exists" }),
-                    Err(_) => {
-                        cancelled.store(true, Ordering::Relaxed);
-                        progress.end(&label, "Failed");
-                    }
-                }
-                results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(result);
+/// Downloads the layers, `jobs` at once, each straight into the store; the first failure
+/// cancels the rest, and is the error reported.
+fn fetch_layers(
+    origin: &Origin,
+    source: &BlobSource,
+    ingest: &Ingest<'_>,
+    layers: &[oci_spec::image::Descriptor],
+    diff_ids: &[Digest],
+    jobs: usize,
+    progress: &dyn Progress,
+) -> Result<Vec<LayerInfo>> {
+    let results = crate::pool::run_ordered(layers, jobs, Some(source.cancelled), |i, layer| {
+        let digest = layer.digest().to_string();
+        let label = digest.strip_prefix("sha256:").map(|h| &h[..12.min(h.len())]).unwrap_or(&digest).to_owned();
+        progress.begin(&label, "Downloading", Some(layer.size()));
+        let result =
+            Digest::try_from(layer.digest()).map_err(|e| invalid(format!("layer {digest}"), e)).and_then(|expected| {
+                let mut reader = source.reader(digest.clone(), layer.size());
+                ingest
+                    .put_layer(&mut reader, Some(&expected), Some(layer.media_type().as_ref()), Some(&diff_ids[i]))
+                    .map_err(|e| reader.failure.take().unwrap_or_else(|| origin.bad_content(e)))
             });
+        match &result {
+            Ok(info) => progress.end(&label, if info.fetched { "Pull complete" } else { "Already exists" }),
+            Err(_) => {
+                source.cancelled.store(true, Ordering::Relaxed);
+                progress.end(&label, "Failed");
+            }
         }
+        result
     });
     let mut infos = Vec::with_capacity(layers.len());
     let mut first_error = None;
-    for result in results.into_inner().unwrap_or_else(|p| p.into_inner()) {
+    for result in results {
         match result {
             Some(Ok(info)) => infos.push(info),
             // A layer never started because another failed first.
@@ -265,19 +313,8 @@ pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions, progress: 
             }
         }
     }
-    if let Some((_, e)) = first_error {
-        return Err(e);
+    match first_error {
+        Some((_, e)) => Err(e),
+        None => Ok(infos),
     }
-
-    let tags = if reference.tag().is_some() { vec![reference.clone()] } else { vec![] };
-    let repo_digest = Reference::parse(&format!("{}@{top_digest}", reference.name()))
-        .map_err(|e| RegistryError::Store(StoreError::Reference(e)))?;
-    let id = ingest.commit(NewImage {
-        manifest: manifest_blob,
-        config: config_blob,
-        layers: infos,
-        tags,
-        repo_digests: vec![repo_digest],
-    })?;
-    Ok(Pulled { id, digest: top_digest, outcome: PullOutcome::Downloaded })
 }

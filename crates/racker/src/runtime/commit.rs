@@ -14,7 +14,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use oci_spec::image::MediaType;
+
 use crate::digest::Digest;
+use crate::oci::synthesize;
 use crate::progress::{Progress, Silent};
 use crate::reference::Reference;
 use crate::snapshot::diff::{DiffError, LayerStream};
@@ -22,10 +25,6 @@ use crate::snapshot::{self, Driver, SnapshotError};
 use crate::store::{LayerInfo, NewImage, Store, StoreError};
 
 use super::lifecycle;
-
-/// The media type of committed layers.
-const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
 
 /// Why a container could not be committed.
 #[derive(Debug, thiserror::Error)]
@@ -103,7 +102,7 @@ pub fn commit(store: &Store, name: &str, opts: &CommitOptions) -> Result<Digest,
     let skip = runtime_artifacts(&upper, image_has);
     let mut stream = LayerStream::gzip(upper, skip);
     let mut counted = crate::progress::ProgressReader::new(&mut stream, &label, &*opts.progress);
-    let put = ingest.put_layer(&mut counted, None, Some(LAYER_MEDIA_TYPE), None);
+    let put = ingest.put_layer(&mut counted, None, Some(MediaType::ImageLayerGzip.as_ref()), None);
     // When both failed, the writer's error is the cause, unless it only saw the store stop
     // reading (a broken pipe): then the store's is.
     let diff = stream.finish().map_err(|source| CommitError::Diff { container: record.name.clone(), source });
@@ -127,7 +126,7 @@ pub fn commit(store: &Store, name: &str, opts: &CommitOptions) -> Result<Digest,
         })?
         .push(serde_json::Value::String(layer.diff_id.to_string()));
     let config_bytes = serde_json::to_vec(&config).expect("a JSON value always serialises");
-    let config_blob = ingest.put_blob_bytes(&config_bytes, CONFIG_MEDIA_TYPE)?;
+    let config_blob = ingest.put_blob_bytes(&config_bytes, MediaType::ImageConfig.as_ref())?;
 
     let mut layers: Vec<LayerInfo> = base
         .layers
@@ -143,9 +142,8 @@ pub fn commit(store: &Store, name: &str, opts: &CommitOptions) -> Result<Digest,
         })
         .collect();
     layers.push(layer);
-    let blobs: Vec<_> = layers.iter().map(|l| l.blob.clone()).collect();
-    let manifest = crate::source::synthesize_manifest(&config_blob, &blobs);
-    let manifest_blob = ingest.put_blob_bytes(&manifest, oci_spec::image::MediaType::ImageManifest.as_ref())?;
+    let manifest = synthesize::manifest((&config_blob).into(), layers.iter().map(|l| (&l.blob).into()).collect());
+    let manifest_blob = ingest.put_blob_bytes(&manifest, MediaType::ImageManifest.as_ref())?;
     Ok(ingest.commit(NewImage {
         manifest: manifest_blob,
         config: config_blob,

@@ -4,17 +4,15 @@
 use std::io::{BufRead, BufReader};
 use std::sync::Arc;
 
-use oci_spec::image::ImageConfiguration;
+use oci_spec::image::{ImageConfiguration, MediaType};
 
-use super::oci_layout::synthesize_manifest;
 use super::{invalid, Imported, LayoutFs, Result, SourceError};
 use crate::digest::Digest;
+use crate::oci::synthesize;
 use crate::progress::Progress;
 use crate::reference::Reference;
 use crate::store::{NewImage, Store, StoreError};
 use crate::unpack::Compression;
-
-const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
 
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -60,7 +58,7 @@ pub(crate) fn import(store: &Store, fs: &dyn LayoutFs, progress: Arc<dyn Progres
             .collect::<Result<Vec<_>>>()?;
 
         let ingest = store.ingest()?.with_progress(progress.clone());
-        let config_blob = ingest.put_blob_bytes(&config_bytes, CONFIG_MEDIA_TYPE)?;
+        let config_blob = ingest.put_blob_bytes(&config_bytes, MediaType::ImageConfig.as_ref())?;
         let mut layers = Vec::new();
         for (path, diff_id) in entry.layers.iter().zip(&diff_ids) {
             let ioerr = |source| SourceError::Io { path: fs.origin().join(path), source };
@@ -71,14 +69,14 @@ pub(crate) fn import(store: &Store, fs: &dyn LayoutFs, progress: Arc<dyn Progres
                 if compression == Compression::None { Some(diff_id.clone()) } else { digest_in_name(path) };
             let label = diff_id.short();
             ingest.progress().begin(label, "Loading", None);
-            let info =
-                ingest.put_layer(&mut reader, expected_blob.as_ref(), compression.oci_media_type(), Some(diff_id))?;
+            let media_type = compression.oci_media_type();
+            let media_type = media_type.as_ref().map(MediaType::as_ref);
+            let info = ingest.put_layer(&mut reader, expected_blob.as_ref(), media_type, Some(diff_id))?;
             ingest.progress().end(label, if info.fetched { "Loaded" } else { "Already exists" });
             layers.push(info);
         }
-        let blobs: Vec<_> = layers.iter().map(|l| l.blob.clone()).collect();
-        let manifest = synthesize_manifest(&config_blob, &blobs);
-        let manifest_blob = ingest.put_blob_bytes(&manifest, oci_spec::image::MediaType::ImageManifest.as_ref())?;
+        let manifest = synthesize::manifest((&config_blob).into(), layers.iter().map(|l| (&l.blob).into()).collect());
+        let manifest_blob = ingest.put_blob_bytes(&manifest, MediaType::ImageManifest.as_ref())?;
         let id = ingest.commit(NewImage {
             manifest: manifest_blob,
             config: config_blob,

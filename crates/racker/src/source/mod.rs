@@ -5,7 +5,6 @@
 mod archive;
 mod docker_archive;
 mod oci_layout;
-mod platform;
 mod rootfs;
 
 use std::io;
@@ -13,8 +12,6 @@ use std::path::PathBuf;
 
 pub use archive::{ArchiveFs, DirFs, LayoutFs};
 pub use oci_layout::import_layout;
-pub(crate) use oci_layout::synthesize_manifest;
-pub use platform::Platform;
 pub use rootfs::{import_rootfs, import_rootfs_stream, History, RootfsInput};
 
 use crate::digest::Digest;

@@ -3,13 +3,14 @@
 
 use std::sync::Arc;
 
-use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 
-use super::{invalid, Imported, LayoutFs, Platform, Result, SourceError};
+use super::{invalid, Imported, LayoutFs, Result, SourceError};
 use crate::digest::Digest;
+use crate::oci::{media_type, Platform};
 use crate::progress::Progress;
 use crate::reference::Reference;
-use crate::store::{BlobInfo, Ingest, NewImage, Store};
+use crate::store::{Ingest, NewImage, Store};
 
 pub(crate) const REF_NAME: &str = "org.opencontainers.image.ref.name";
 const CONTAINERD_NAME: &str = "io.containerd.image.name";
@@ -19,8 +20,7 @@ pub(crate) fn blob_path(digest: &Digest) -> String {
 }
 
 fn descriptor_digest(desc: &Descriptor) -> Result<Digest> {
-    let text = desc.digest().to_string();
-    text.parse().map_err(|e| invalid(format!("descriptor {text}"), e))
+    Digest::try_from(desc.digest()).map_err(|e| invalid(format!("descriptor {}", desc.digest()), e))
 }
 
 /// Reads a blob named by a descriptor and checks its digest and size.
@@ -45,10 +45,6 @@ fn read_verified(fs: &dyn LayoutFs, desc: &Descriptor) -> Result<(Digest, Vec<u8
         .into());
     }
     Ok((digest, bytes))
-}
-
-fn is_index(mt: &MediaType) -> bool {
-    matches!(mt, MediaType::ImageIndex) || mt.to_string() == "application/vnd.docker.distribution.manifest.list.v2+json"
 }
 
 /// Imports the images of a layout's `index.json`: the one whose ref name is `wanted`,
@@ -102,30 +98,18 @@ pub fn import_layout(
 
 /// Follows an image index down to the manifest for `platform`.
 fn resolve_platform(fs: &dyn LayoutFs, desc: &Descriptor, platform: &Platform) -> Result<Descriptor> {
-    if !is_index(desc.media_type()) {
+    if !media_type::is_index(desc.media_type().as_ref()) {
         return Ok(desc.clone());
     }
     let (digest, bytes) = read_verified(fs, desc)?;
     let index: ImageIndex = serde_json::from_slice(&bytes).map_err(|e| invalid(format!("index {digest}"), e))?;
-    let found = index.manifests().iter().find(|m| {
-        m.platform().as_ref().is_some_and(|p| {
-            platform.matches(&p.os().to_string(), &p.architecture().to_string(), p.variant().as_deref())
-        })
-    });
-    match found {
+    match platform.select(&index) {
         Some(m) => resolve_platform(fs, m, platform),
-        None => {
-            let have: Vec<String> = index
-                .manifests()
-                .iter()
-                .filter_map(|m| m.platform().as_ref().map(|p| format!("{}/{}", p.os(), p.architecture())))
-                .collect();
-            Err(SourceError::NoMatch {
-                what: format!("index {digest}"),
-                wanted: format!("platform {platform}"),
-                available: have.join(", "),
-            })
-        }
+        None => Err(SourceError::NoMatch {
+            what: format!("index {digest}"),
+            wanted: format!("platform {platform}"),
+            available: Platform::offered(&index).join(", "),
+        }),
     }
 }
 
@@ -171,21 +155,4 @@ pub(crate) fn import_manifest(
         layers.push(info);
     }
     Ok(NewImage { manifest: manifest_blob, config: config_blob, layers, tags, repo_digests: vec![] })
-}
-
-/// A descriptor-shaped record for synthesised manifests.
-pub(crate) fn descriptor_json(blob: &BlobInfo) -> serde_json::Value {
-    serde_json::json!({ "mediaType": blob.media_type, "digest": blob.digest.to_string(), "size": blob.size })
-}
-
-/// Builds an OCI manifest for a config and layers that came without one
-/// (docker save archives, rootfs imports).
-pub(crate) fn synthesize_manifest(config: &BlobInfo, layers: &[BlobInfo]) -> Vec<u8> {
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": MediaType::ImageManifest.to_string(),
-        "config": descriptor_json(config),
-        "layers": layers.iter().map(descriptor_json).collect::<Vec<_>>(),
-    });
-    serde_json::to_vec(&manifest).expect("a JSON value always serialises")
 }

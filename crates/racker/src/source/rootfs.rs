@@ -6,9 +6,11 @@ use std::io::{self, Read};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::oci_layout::synthesize_manifest;
-use super::{Platform, Result, SourceError};
+use oci_spec::image::MediaType;
+
+use super::{Result, SourceError};
 use crate::digest::Digest;
+use crate::oci::{synthesize, Platform};
 use crate::progress::{Progress, ProgressReader};
 use crate::reference::Reference;
 use crate::store::{NewImage, Store};
@@ -59,9 +61,9 @@ impl RootfsInput {
             RootfsInput::Url(url) => {
                 let download = |reason: String| SourceError::Download { url: url.clone(), reason };
                 let response = crate::http::blocking_client_for(url)
-                    .map_err(|reason| download(reason.to_owned()))?
-                    .build()
-                    .and_then(|c| c.get(url).send())
+                    .map_err(download)?
+                    .get(url)
+                    .send()
                     .map_err(|e| download(e.to_string()))?;
                 if !response.status().is_success() {
                     return Err(download(format!("server answered {}", response.status())));
@@ -109,23 +111,12 @@ pub fn import_rootfs_stream(
 ) -> Result<Digest> {
     let ingest = store.ingest()?.with_progress(progress);
     let layer = ingest.put_layer(reader, None, None, None)?;
-    let platform = Platform::host();
     let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
-    let mut config = serde_json::json!({
-        "created": created,
-        "architecture": platform.architecture,
-        "os": platform.os,
-        "config": {},
-        "rootfs": { "type": "layers", "diff_ids": [layer.diff_id.to_string()] },
-        "history": [{ "created": created, "created_by": history.created_by, "comment": history.comment }],
-    });
-    if let Some(variant) = &platform.variant {
-        config["variant"] = serde_json::Value::String(variant.clone());
-    }
-    let config_bytes = serde_json::to_vec(&config).expect("a JSON value always serialises");
-    let config_blob = ingest.put_blob_bytes(&config_bytes, "application/vnd.oci.image.config.v1+json")?;
-    let manifest = synthesize_manifest(&config_blob, std::slice::from_ref(&layer.blob));
-    let manifest_blob = ingest.put_blob_bytes(&manifest, oci_spec::image::MediaType::ImageManifest.as_ref())?;
+    let config_bytes =
+        synthesize::rootfs_config(&Platform::host(), &layer.diff_id, &created, &history.created_by, &history.comment);
+    let config_blob = ingest.put_blob_bytes(&config_bytes, MediaType::ImageConfig.as_ref())?;
+    let manifest = synthesize::manifest((&config_blob).into(), vec![(&layer.blob).into()]);
+    let manifest_blob = ingest.put_blob_bytes(&manifest, MediaType::ImageManifest.as_ref())?;
     Ok(ingest.commit(NewImage {
         manifest: manifest_blob,
         config: config_blob,

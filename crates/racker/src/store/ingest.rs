@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use oci_spec::image::{Descriptor, MediaType};
 use rusqlite::params;
 use rustix::fs::FlockOperation;
 
@@ -26,6 +27,13 @@ pub struct BlobInfo {
     pub digest: Digest,
     pub size: u64,
     pub media_type: String,
+}
+
+/// A blob as a manifest lists it.
+impl From<&BlobInfo> for Descriptor {
+    fn from(blob: &BlobInfo) -> Self {
+        Descriptor::new(MediaType::from(blob.media_type.as_str()), blob.size, &blob.digest)
+    }
 }
 
 /// A layer: its blob and its unpacked tree.
@@ -302,7 +310,7 @@ impl<'s> Ingest<'s> {
                 let blob = BlobInfo {
                     digest: layer.1.diff_id.clone(),
                     size: layer.1.tar_size,
-                    media_type: Compression::None.oci_media_type().unwrap_or_default().to_owned(),
+                    media_type: MediaType::ImageLayer.to_string(),
                 };
                 Ok((blob, layer))
             } else {
@@ -320,8 +328,8 @@ impl<'s> Ingest<'s> {
                 let (digest, size, tee) = hashed.finish_into_inner().map_err(io_err(&tmp))?;
                 tee.out.into_inner().map_err(|e| io_err(&tmp)(e.into_error()))?;
                 blobs::check(&what, expected_blob, &digest)?;
-                let mt = media_type.or(compression.oci_media_type()).unwrap_or_default();
-                Ok((BlobInfo { digest, size, media_type: mt.to_owned() }, layer))
+                let mt = media_type.map(str::to_owned).or_else(|| compression.oci_media_type().map(String::from));
+                Ok((BlobInfo { digest, size, media_type: mt.unwrap_or_default() }, layer))
             }
         })();
         let (blob, layer) = result.inspect_err(|_| {

@@ -3,7 +3,10 @@
 use std::fmt;
 use std::io::{BufRead, Read};
 
+use oci_spec::image::MediaType;
+
 use super::UnpackError;
+use crate::oci::media_type::{DOCKER_FOREIGN_LAYER_GZIP, DOCKER_LAYER_GZIP, DOCKER_LAYER_TAR};
 
 /// How a layer tar is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -19,23 +22,19 @@ const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
 const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 const XZ_MAGIC: &[u8] = &[0xfd, b'7', b'z', b'X', b'Z', 0x00];
 
-const OCI_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
-const OCI_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-const OCI_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
-
 impl Compression {
     /// From an OCI/Docker layer media type; Err for a type that is not a layer tar.
     pub fn from_media_type(media_type: &str) -> Result<Compression, UnpackError> {
-        Ok(match media_type {
-            OCI_TAR
-            | "application/vnd.oci.image.layer.nondistributable.v1.tar"
-            | "application/vnd.docker.image.rootfs.diff.tar" => Compression::None,
-            OCI_GZIP
-            | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
-            | "application/vnd.docker.image.rootfs.diff.tar.gzip"
-            | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Compression::Gzip,
-            OCI_ZSTD | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => Compression::Zstd,
-            other => return Err(UnpackError::UnsupportedMediaType(other.to_owned())),
+        Ok(match MediaType::from(media_type) {
+            MediaType::ImageLayer | MediaType::ImageLayerNonDistributable => Compression::None,
+            MediaType::ImageLayerGzip | MediaType::ImageLayerNonDistributableGzip => Compression::Gzip,
+            MediaType::ImageLayerZstd | MediaType::ImageLayerNonDistributableZstd => Compression::Zstd,
+            MediaType::Other(docker) => match docker.as_str() {
+                DOCKER_LAYER_TAR => Compression::None,
+                DOCKER_LAYER_GZIP | DOCKER_FOREIGN_LAYER_GZIP => Compression::Gzip,
+                _ => return Err(UnpackError::UnsupportedMediaType(docker)),
+            },
+            _ => return Err(UnpackError::UnsupportedMediaType(media_type.to_owned())),
         })
     }
 
@@ -54,11 +53,11 @@ impl Compression {
     }
 
     /// The OCI media type of a layer with this compression (Xz has none).
-    pub fn oci_media_type(self) -> Option<&'static str> {
+    pub fn oci_media_type(self) -> Option<MediaType> {
         match self {
-            Compression::None => Some(OCI_TAR),
-            Compression::Gzip => Some(OCI_GZIP),
-            Compression::Zstd => Some(OCI_ZSTD),
+            Compression::None => Some(MediaType::ImageLayer),
+            Compression::Gzip => Some(MediaType::ImageLayerGzip),
+            Compression::Zstd => Some(MediaType::ImageLayerZstd),
             Compression::Xz => None,
         }
     }
@@ -135,7 +134,7 @@ mod tests {
             ));
         }
         for c in [None, Gzip, Zstd] {
-            assert_eq!(Compression::from_media_type(c.oci_media_type().unwrap()).unwrap(), c);
+            assert_eq!(Compression::from_media_type(c.oci_media_type().unwrap().as_ref()).unwrap(), c);
         }
         assert_eq!(Xz.oci_media_type(), Option::None);
     }

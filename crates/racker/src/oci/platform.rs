@@ -3,6 +3,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use oci_spec::image::{Descriptor, ImageIndex};
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Platform {
     pub os: String,
@@ -32,6 +34,25 @@ impl Platform {
                 (Some(want), Some(have)) => want == have,
                 _ => true,
             }
+    }
+
+    /// The first manifest of `index` for this platform; entries without a platform
+    /// never fit.
+    pub fn select<'a>(&self, index: &'a ImageIndex) -> Option<&'a Descriptor> {
+        index.manifests().iter().find(|m| {
+            m.platform().as_ref().is_some_and(|p| {
+                self.matches(&p.os().to_string(), &p.architecture().to_string(), p.variant().as_deref())
+            })
+        })
+    }
+
+    /// The platforms `index` offers, `os/architecture` each, to name when none fits.
+    pub fn offered(index: &ImageIndex) -> Vec<String> {
+        index
+            .manifests()
+            .iter()
+            .filter_map(|m| m.platform().as_ref().map(|p| format!("{}/{}", p.os(), p.architecture())))
+            .collect()
     }
 }
 
