@@ -10,6 +10,7 @@
 //! lines are built on this library; nothing here depends on them.
 
 pub mod digest;
+pub mod error;
 pub mod http;
 pub mod oci;
 pub mod private;

@@ -4,10 +4,10 @@
 #[path = "../common/cli.rs"]
 #[macro_use]
 mod cli;
-#[path = "../common/progress.rs"]
-mod progress;
 mod images;
 mod probe;
+#[path = "../common/progress.rs"]
+mod progress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -4,11 +4,11 @@
 #[path = "../common/cli.rs"]
 #[macro_use]
 mod cli;
-#[path = "../common/progress.rs"]
-mod progress;
 mod containers;
 mod format;
 mod images;
+#[path = "../common/progress.rs"]
+mod progress;
 mod registry;
 
 use std::path::PathBuf;

@@ -14,7 +14,8 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::RegistryOperation;
 
 use super::limits::Limits;
-use super::{classify, config, error_chain, AuthFiles, RegistryError, Result};
+use super::{classify, config, AuthFiles, RegistryError, Result};
+use crate::error::chain as error_chain;
 use crate::http::{ca_certificates_present, CONNECT_TIMEOUT};
 use crate::reference::Reference;
 use crate::store::StoreError;
