@@ -7,6 +7,7 @@ mod docker_archive;
 mod oci_layout;
 mod platform;
 mod rootfs;
+mod transport;
 
 use std::io;
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ pub use oci_layout::import_layout;
 pub(crate) use oci_layout::synthesize_manifest;
 pub use platform::Platform;
 pub use rootfs::{import_rootfs, import_rootfs_stream, History, RootfsInput};
+pub use transport::{Layout, LayoutFormat, Transport};
 
 use crate::digest::Digest;
 use crate::store::{Store, StoreError};
