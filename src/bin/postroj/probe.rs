@@ -120,21 +120,11 @@ pub fn selftest(store: &Store, args: &SelftestArgs) -> Result<i32> {
         pull_missing(store, &images, args.run.quiet)?;
         images
     };
-    let spec = ProbeSpec {
-        package: None,
-        units: match args.test {
-            Selftest::Pkgprobe => vec!["systemd-journald".into()],
-            Selftest::Hostnamectl => vec![],
-        },
-        commands: match args.test {
-            Selftest::Hostnamectl => vec![vec!["hostnamectl".into()]],
-            Selftest::Pkgprobe => vec![],
-        },
-        network: vec![],
-        network_timeout: Duration::from_secs(5),
-        boot_timeout: Duration::from_secs(args.run.boot_timeout),
-        full_boot: matches!(args.test, Selftest::Hostnamectl),
+    let test = match args.test {
+        Selftest::Hostnamectl => probe::Selftest::Hostnamectl,
+        Selftest::Pkgprobe => probe::Selftest::Pkgprobe,
     };
+    let spec = ProbeSpec::selftest(test, Duration::from_secs(args.run.boot_timeout));
     run_probes(store, &images, &spec, &args.run)
 }
 
