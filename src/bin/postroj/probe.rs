@@ -141,16 +141,17 @@ fn labels(labels: &[String]) -> Result<Vec<&'static CuratedImage>> {
 
 /// Pulls the images the store does not have yet, as `postroj pull` would (the cold cycle).
 fn pull_missing(store: &Store, images: &[&'static CuratedImage], quiet: bool) -> Result<()> {
-    let missing: Vec<&'static CuratedImage> =
-        images.iter().copied().filter(|i| store.resolve(&i.local_name()).is_err()).collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    if !quiet {
-        let labels: Vec<&str> = missing.iter().map(|i| i.label).collect();
-        errln!("not in the store yet, pulling: {}", labels.join(", "));
-    }
-    crate::images::pull_images(store, &missing, SourceChoice::Auto, false, quiet, false)
+    let names: Vec<String> = images.iter().map(|i| i.local_name()).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    store.resolve_or_pull(&names, |missing| {
+        let missing: Vec<&'static CuratedImage> = missing.iter().map(|&i| images[i]).collect();
+        if !quiet {
+            let labels: Vec<&str> = missing.iter().map(|i| i.label).collect();
+            errln!("not in the store yet, pulling: {}", labels.join(", "));
+        }
+        crate::images::pull_images(store, &missing, SourceChoice::Auto, false, quiet, false)
+    })?;
+    Ok(())
 }
 
 /// Downloads (once, into the cache) or takes the package, and checks that every image's
