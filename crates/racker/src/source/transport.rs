@@ -89,7 +89,7 @@ impl Layout {
     }
 }
 
-/// The argument as it was given.
+/// A layout as it was given; a registry reference normalised (`docker.io/library/…`).
 impl fmt::Display for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
