@@ -247,16 +247,7 @@ pub(crate) fn error_line(err: &(dyn std::error::Error + 'static)) -> String {
         (Some(_), Some(cause)) => cause,
         _ => err,
     };
-    let mut line = top.to_string();
-    let mut next = top.source();
-    while let Some(e) = next {
-        let text = e.to_string();
-        if !line.contains(&text) {
-            line = format!("{line}: {text}");
-        }
-        next = e.source();
-    }
-    line
+    racker::error::chain(top)
 }
 
 /// `connection refused after 5.0 s`; other failures keep their own words.

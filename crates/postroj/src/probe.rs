@@ -36,6 +36,34 @@ pub struct ProbeSpec {
     pub full_boot: bool,
 }
 
+/// `postroj selftest`: what shows that a curated image works.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Selftest {
+    /// Boot fully and ask hostnamectl: systemd, D-Bus and hostnamed at work.
+    Hostnamectl,
+    /// Probe lean, as pkgprobe does: boot, start systemd-journald and find it active.
+    Pkgprobe,
+}
+
+impl ProbeSpec {
+    /// The probe `test` runs in each image: no package, no network.
+    pub fn selftest(test: Selftest, boot_timeout: Duration) -> ProbeSpec {
+        let (units, commands) = match test {
+            Selftest::Pkgprobe => (vec!["systemd-journald".into()], vec![]),
+            Selftest::Hostnamectl => (vec![], vec![vec!["hostnamectl".into()]]),
+        };
+        ProbeSpec {
+            package: None,
+            units,
+            commands,
+            network: vec![],
+            network_timeout: Duration::from_secs(5),
+            boot_timeout,
+            full_boot: test == Selftest::Hostnamectl,
+        }
+    }
+}
+
 /// Receives one line per finished step, for people watching (`debian-bookworm: unit x: active`).
 pub type StepLog<'a> = &'a (dyn Fn(&str, &Case) + Sync);
 

@@ -11,6 +11,7 @@
 //! lines are built on this library; nothing here depends on them.
 
 pub mod digest;
+pub mod error;
 pub mod http;
 pub mod oci;
 pub mod pool;

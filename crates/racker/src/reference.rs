@@ -15,12 +15,33 @@ pub const DEFAULT_TAG: &str = "latest";
 const OFFICIAL_PREFIX: &str = "library/";
 
 /// A fully qualified reference: registry, repository path, and a tag and/or digest.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+///
+/// Equality and hashing ignore whether the tag was written or defaulted: `debian` and
+/// `debian:latest` name the same image.
+#[derive(Clone, Debug)]
 pub struct Reference {
     registry: String,
     repository: String,
     tag: Option<String>,
     digest: Option<Digest>,
+    /// The tag was written, not the `latest` a bare name gets: a filter such as
+    /// `racker images debian` matches every tag, `debian:latest` only that one.
+    tag_given: bool,
+}
+
+impl PartialEq for Reference {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.registry, &self.repository, &self.tag, &self.digest)
+            == (&other.registry, &other.repository, &other.tag, &other.digest)
+    }
+}
+
+impl Eq for Reference {}
+
+impl std::hash::Hash for Reference {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (&self.registry, &self.repository, &self.tag, &self.digest).hash(state);
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -117,12 +138,13 @@ impl Reference {
         if registry.len() + 1 + repository.len() > 255 {
             return Err(invalid(input, "name is longer than 255 characters"));
         }
+        let tag_given = tag.is_some();
         let tag = match (tag, &digest) {
             (Some(t), _) => Some(t.to_owned()),
             (None, None) => Some(DEFAULT_TAG.to_owned()),
             (None, Some(_)) => None,
         };
-        Ok(Reference { registry, repository, tag, digest })
+        Ok(Reference { registry, repository, tag, digest, tag_given })
     }
 
     pub fn registry(&self) -> &str {
@@ -137,6 +159,10 @@ impl Reference {
     pub fn digest(&self) -> Option<&Digest> {
         self.digest.as_ref()
     }
+    /// The tag, if the reference spelled one out (`debian:latest`, not `debian`).
+    pub fn explicit_tag(&self) -> Option<&str> {
+        self.tag.as_deref().filter(|_| self.tag_given)
+    }
 
     /// `registry/repository`, the key under which tags are stored.
     pub fn name(&self) -> String {
@@ -150,7 +176,7 @@ impl Reference {
 
     /// A copy with another tag (and no digest), as `racker tag` makes.
     pub fn with_tag(&self, tag: &str) -> Self {
-        Reference { tag: Some(tag.to_owned()), digest: None, ..self.clone() }
+        Reference { tag: Some(tag.to_owned()), digest: None, tag_given: true, ..self.clone() }
     }
 }
 
@@ -218,5 +244,23 @@ mod tests {
         assert_eq!(Reference::parse("debian").unwrap().familiar_name(), "debian");
         assert_eq!(Reference::parse("user/app").unwrap().familiar_name(), "user/app");
         assert_eq!(Reference::parse("quay.io/a/b").unwrap().familiar_name(), "quay.io/a/b");
+    }
+
+    #[test]
+    fn remembers_whether_the_tag_was_written() {
+        fn parse(s: &str) -> Reference {
+            Reference::parse(s).unwrap()
+        }
+        let d = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(parse("debian").explicit_tag(), None);
+        assert_eq!(parse("debian").tag(), Some("latest"));
+        assert_eq!(parse("debian:latest").explicit_tag(), Some("latest"));
+        assert_eq!(parse("localhost:5000/app").explicit_tag(), None);
+        assert_eq!(parse("localhost:5000/app:1").explicit_tag(), Some("1"));
+        assert_eq!(parse(&format!("debian@{d}")).explicit_tag(), None);
+        assert_eq!(parse(&format!("debian:12@{d}")).explicit_tag(), Some("12"));
+        assert_eq!(parse("debian").with_tag("12").explicit_tag(), Some("12"));
+        // Written or defaulted, the same image.
+        assert_eq!(parse("debian"), parse("debian:latest"));
     }
 }

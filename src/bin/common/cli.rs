@@ -11,17 +11,7 @@ pub fn init_logging() {
 /// The error and its causes on one line, each cause once: library errors already
 /// include their source in their message.
 pub fn one_line(err: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in err.chain() {
-        let part = cause.to_string();
-        if !text.contains(&part) {
-            if !text.is_empty() {
-                text.push_str(": ");
-            }
-            text.push_str(&part);
-        }
-    }
-    text
+    racker::error::chain(err.as_ref())
 }
 
 /// Standard output could not be written. A closed pipe (`racker images | head -1`) is

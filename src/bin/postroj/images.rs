@@ -3,6 +3,7 @@
 use anyhow::{bail, Result};
 use postroj::catalog::{self, CuratedImage};
 use postroj::provision::{self, Event, Outcome, PullOptions, SourceChoice, Used};
+use racker::digest::Digest;
 use racker::runtime::Console;
 use racker::store::Store;
 
@@ -88,11 +89,12 @@ pub fn pull(store: &Store, args: &PullArgs) -> Result<()> {
         SourceArg::Registry => SourceChoice::Registry,
         SourceArg::Mirror => SourceChoice::Mirror,
     };
-    pull_images(store, &images, source, args.force, args.quiet, true)
+    pull_images(store, &images, source, args.force, args.quiet, true).map(drop)
 }
 
 /// Pulls `images` one after the other, with progress on standard error and, if
 /// `print_names`, each one's name on standard output; one failure does not stop the others.
+/// Returns the images' ids, in order.
 pub fn pull_images(
     store: &Store,
     images: &[&'static CuratedImage],
@@ -100,7 +102,7 @@ pub fn pull_images(
     force: bool,
     quiet: bool,
     print_names: bool,
-) -> Result<()> {
+) -> Result<Vec<Digest>> {
     let opts = PullOptions {
         source,
         force,
@@ -110,6 +112,7 @@ pub fn pull_images(
         output: if quiet { Console::Discard } else { Console::Stderr },
     };
     let mut failed = Vec::new();
+    let mut ids = Vec::new();
     for image in images {
         let label = image.label;
         let report = |event: Event<'_>| match event {
@@ -138,6 +141,7 @@ pub fn pull_images(
                 if print_names {
                     outln!("{}", pulled.name)?;
                 }
+                ids.push(pulled.image);
             }
             // The error names the label itself.
             Err(e) if images.len() == 1 => return Err(e.into()),
@@ -150,5 +154,5 @@ pub fn pull_images(
     if !failed.is_empty() {
         bail!("{} of {} images failed: {}", failed.len(), images.len(), failed.join(", "));
     }
-    Ok(())
+    Ok(ids)
 }

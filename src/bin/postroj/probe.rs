@@ -120,21 +120,11 @@ pub fn selftest(store: &Store, args: &SelftestArgs) -> Result<i32> {
         pull_missing(store, &images, args.run.quiet)?;
         images
     };
-    let spec = ProbeSpec {
-        package: None,
-        units: match args.test {
-            Selftest::Pkgprobe => vec!["systemd-journald".into()],
-            Selftest::Hostnamectl => vec![],
-        },
-        commands: match args.test {
-            Selftest::Hostnamectl => vec![vec!["hostnamectl".into()]],
-            Selftest::Pkgprobe => vec![],
-        },
-        network: vec![],
-        network_timeout: Duration::from_secs(5),
-        boot_timeout: Duration::from_secs(args.run.boot_timeout),
-        full_boot: matches!(args.test, Selftest::Hostnamectl),
+    let test = match args.test {
+        Selftest::Hostnamectl => probe::Selftest::Hostnamectl,
+        Selftest::Pkgprobe => probe::Selftest::Pkgprobe,
     };
+    let spec = ProbeSpec::selftest(test, Duration::from_secs(args.run.boot_timeout));
     run_probes(store, &images, &spec, &args.run)
 }
 
@@ -151,16 +141,17 @@ fn labels(labels: &[String]) -> Result<Vec<&'static CuratedImage>> {
 
 /// Pulls the images the store does not have yet, as `postroj pull` would (the cold cycle).
 fn pull_missing(store: &Store, images: &[&'static CuratedImage], quiet: bool) -> Result<()> {
-    let missing: Vec<&'static CuratedImage> =
-        images.iter().copied().filter(|i| store.resolve(&i.local_name()).is_err()).collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    if !quiet {
-        let labels: Vec<&str> = missing.iter().map(|i| i.label).collect();
-        errln!("not in the store yet, pulling: {}", labels.join(", "));
-    }
-    crate::images::pull_images(store, &missing, SourceChoice::Auto, false, quiet, false)
+    let names: Vec<String> = images.iter().map(|i| i.local_name()).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    store.resolve_or_pull(&names, |missing| {
+        let missing: Vec<&'static CuratedImage> = missing.iter().map(|&i| images[i]).collect();
+        if !quiet {
+            let labels: Vec<&str> = missing.iter().map(|i| i.label).collect();
+            errln!("not in the store yet, pulling: {}", labels.join(", "));
+        }
+        crate::images::pull_images(store, &missing, SourceChoice::Auto, false, quiet, false)
+    })?;
+    Ok(())
 }
 
 /// Downloads (once, into the cache) or takes the package, and checks that every image's

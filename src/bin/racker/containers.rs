@@ -14,7 +14,7 @@ use rustix::process::Signal;
 use crate::format::{since, table};
 use crate::Format;
 use racker::snapshot::Driver;
-use racker::store::{Store, StoreError};
+use racker::store::Store;
 
 #[derive(clap::Args)]
 #[command(trailing_var_arg = true)]
@@ -81,22 +81,18 @@ pub struct RunArgs {
     command: Vec<String>,
 }
 
-/// Finds the image, pulling it as docker does when the store does not have it.
+/// Finds the image, pulling it from its registry as docker does when the store does not have it.
 pub fn ensure_image(store: &Store, image: &str) -> Result<String> {
-    match store.resolve(image) {
-        Ok(id) => Ok(id.to_string()),
-        Err(StoreError::ImageNotFound(_)) => {
-            let reference = Reference::parse(image).with_context(|| format!("no image {image:?} in the store"))?;
-            errln!(
-                "Unable to find image '{}' locally",
-                reference.familiar_name() + reference.tag().map(|t| format!(":{t}")).as_deref().unwrap_or("")
-            );
-            let pulled =
-                registry::pull(store, &reference, &PullOptions::default(), crate::progress::for_stderr(false))?;
-            Ok(pulled.id.to_string())
-        }
-        Err(e) => Err(e.into()),
-    }
+    let ids = store.resolve_or_pull(&[image], |_| {
+        let reference = Reference::parse(image).with_context(|| format!("no image {image:?} in the store"))?;
+        errln!(
+            "Unable to find image '{}' locally",
+            reference.familiar_name() + reference.tag().map(|t| format!(":{t}")).as_deref().unwrap_or("")
+        );
+        let pulled = registry::pull(store, &reference, &PullOptions::default(), crate::progress::for_stderr(false))?;
+        anyhow::Ok(vec![pulled.id])
+    })?;
+    Ok(ids[0].to_string())
 }
 
 pub fn run(store: &Store, root: &std::path::Path, args: RunArgs) -> Result<i32> {

@@ -30,12 +30,7 @@ pub struct ImagesArgs {
 pub fn list(store: &Store, args: &ImagesArgs) -> Result<()> {
     let filter = args.reference.as_deref().map(Reference::parse).transpose().context("invalid filter")?;
     // A filter without an explicit tag matches every tag, as in docker.
-    let want_tag = args
-        .reference
-        .as_deref()
-        .filter(|r| r.rsplit_once(':').is_some_and(|(_, t)| !t.contains('/')))
-        .and(filter.as_ref())
-        .and_then(|f| f.tag());
+    let want_tag = filter.as_ref().and_then(Reference::explicit_tag);
     let mut rows = Vec::new();
     let mut json = Vec::new();
     for image in store.images()? {

@@ -1,13 +1,13 @@
 //! Registry commands: pull (registries and local OCI layouts), push, login, logout.
 
 use std::io::Read as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context as _, Result};
 use racker::oci::Platform;
 use racker::reference::Reference;
 use racker::registry::{self, AuthFiles, PullOptions, PullOutcome, PushOptions};
-use racker::source::{self, DirFs};
+use racker::source::{Layout, Transport};
 use racker::store::Store;
 
 /// `--tls-verify[=BOOL]` as podman spells it.
@@ -52,10 +52,10 @@ pub struct PullArgs {
 }
 
 pub fn pull(store: &Store, args: &PullArgs) -> Result<()> {
-    if let Some((transport @ ("oci" | "oci-archive"), rest)) = args.reference.split_once(':') {
-        return pull_layout(store, transport, rest, args.quiet);
-    }
-    let reference = Reference::parse(&args.reference)?;
+    let reference = match Transport::parse(&args.reference)? {
+        Transport::Registry(reference) => reference,
+        Transport::Layout(layout) => return pull_layout(store, &layout, args.quiet),
+    };
     let shown = match (reference.tag(), reference.digest()) {
         (Some(tag), _) => format!("{}:{tag}", reference.familiar_name()),
         (None, Some(d)) => format!("{}@{d}", reference.familiar_name()),
@@ -85,52 +85,12 @@ pub fn pull(store: &Store, args: &PullArgs) -> Result<()> {
     Ok(())
 }
 
-/// Splits `DIR[:REF]`; a colon inside a path component that contains a slash is the path's.
-fn split_location(arg: &str) -> (&str, Option<&str>) {
-    match arg.rsplit_once(':') {
-        Some((dir, r)) if !r.contains('/') && !r.is_empty() => (dir, Some(r)),
-        _ => (arg, None),
-    }
-}
-
-/// A directory name made into a valid repository path component (`.tmpAB_c` → `tmpab-c`).
-fn repository_component(name: &str) -> String {
-    let mapped: String = name.to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
-    let mut out = String::new();
-    for part in mapped.split('-').filter(|p| !p.is_empty()) {
-        if !out.is_empty() {
-            out.push('-');
-        }
-        out.push_str(part);
-    }
-    if out.is_empty() {
-        "image".into()
-    } else {
-        out
-    }
-}
-
-fn pull_layout(store: &Store, transport: &str, rest: &str, quiet: bool) -> Result<()> {
+fn pull_layout(store: &Store, layout: &Layout, quiet: bool) -> Result<()> {
     let progress = crate::progress::for_stderr(quiet);
-    let (location, wanted) = split_location(rest);
-    let base =
-        repository_component(Path::new(location).file_name().map(|n| n.to_string_lossy()).as_deref().unwrap_or(""));
-    // Unnamed layouts get a local name, as podman gives them.
-    let default_name = match wanted {
-        Some(w) if w.contains('/') => Reference::parse(w)?,
-        Some(w) => Reference::parse(&format!("localhost/{base}:{w}"))
-            .with_context(|| format!("naming the image from {location:?}"))?,
-        None => Reference::parse(&format!("localhost/{base}"))
-            .with_context(|| format!("naming the image from {location:?}"))?,
-    };
-    let pulled = match transport {
-        "oci" => source::import_layout(store, &DirFs(location.into()), wanted, &[default_name], progress),
-        _ => {
-            let fs = source::ArchiveFs::open(Path::new(location), &store.root().join("ingest"))?;
-            source::import_layout(store, &fs, wanted, &[default_name], progress)
-        }
-    }
-    .with_context(|| format!("pulling {transport}:{rest}"))?;
+    let default_name =
+        layout.default_name().with_context(|| format!("naming the image from {:?}", layout.path.to_string_lossy()))?;
+    let files = layout.open(store)?;
+    let pulled = layout.import(store, &*files, default_name, progress).with_context(|| format!("pulling {layout}"))?;
     for imported in pulled {
         let image = store.image(&imported.id)?;
         if !quiet {

@@ -14,7 +14,8 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::RegistryOperation;
 
 use super::limits::Limits;
-use super::{classify, config, error_chain, AuthFiles, RegistryError, Result};
+use super::{classify, config, AuthFiles, RegistryError, Result};
+use crate::error;
 use crate::http::{self, ca_certificates_present, ClientOptions, Redirects, CONNECT_TIMEOUT};
 use crate::reference::Reference;
 use crate::store::StoreError;
@@ -105,7 +106,7 @@ impl Endpoint {
         // Not `Client::new`: on failure it falls back to a default client.
         oci_client::Client::try_from(config).map_err(|e| RegistryError::Protocol {
             registry: self.registry.clone(),
-            detail: format!("cannot set up an HTTP client: {}", error_chain(&e)),
+            detail: format!("cannot set up an HTTP client: {}", error::chain(&e)),
         })
     }
 
@@ -123,7 +124,7 @@ impl Endpoint {
         })
         .map_err(|e| RegistryError::Protocol {
             registry: self.registry.clone(),
-            detail: format!("cannot set up an HTTP client: {}", error_chain(&e)),
+            detail: format!("cannot set up an HTTP client: {}", error::chain(&e)),
         })
     }
 
@@ -186,7 +187,7 @@ impl Endpoint {
     }
 
     fn unreachable(&self, err: &reqwest::Error) -> RegistryError {
-        RegistryError::Unreachable { registry: self.registry.clone(), detail: error_chain(err) }
+        RegistryError::Unreachable { registry: self.registry.clone(), detail: error::chain(err) }
     }
 }
 

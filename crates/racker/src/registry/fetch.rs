@@ -11,7 +11,7 @@ use reqwest::{header, Response, StatusCode};
 
 use super::endpoint::{bearer_param, Session};
 use super::limits::MAX_DOCUMENT_BYTES;
-use super::{error_chain, RegistryError, Result};
+use super::{RegistryError, Result};
 
 /// How much of an error answer's body is read for its message.
 const ERROR_BODY_BYTES: usize = 4096;
@@ -158,11 +158,11 @@ impl Session {
     /// A failure below HTTP: network trouble is retryable, a redirect loop is not.
     pub fn transport_failure(&self, err: &reqwest::Error) -> Failure {
         if err.is_redirect() {
-            Failure::Fatal(error_chain(err))
+            Failure::Fatal(crate::error::chain(err))
         } else if err.is_timeout() {
             Failure::Transient(format!("no data for {} s (timed out)", self.limits.idle.as_secs()))
         } else {
-            Failure::Transient(error_chain(err))
+            Failure::Transient(crate::error::chain(err))
         }
     }
 

@@ -83,23 +83,8 @@ pub(crate) fn classify(
         E::ServerError { code: 404, message, .. } => not_found(message),
         E::ServerError { code: 401 | 403, message, .. } => unauthorized(message),
         E::RequestError(e) if e.is_connect() || e.is_timeout() => {
-            RegistryError::Unreachable { registry: registry.to_owned(), detail: error_chain(&e) }
+            RegistryError::Unreachable { registry: registry.to_owned(), detail: crate::error::chain(&e) }
         }
-        other => RegistryError::Protocol { registry: registry.to_owned(), detail: error_chain(&other) },
+        other => RegistryError::Protocol { registry: registry.to_owned(), detail: crate::error::chain(&other) },
     }
-}
-
-/// An error with its causes on one line.
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

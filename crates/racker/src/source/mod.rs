@@ -6,6 +6,7 @@ mod archive;
 mod docker_archive;
 mod oci_layout;
 mod rootfs;
+mod transport;
 
 use std::io;
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use std::path::PathBuf;
 pub use archive::{ArchiveFs, DirFs, LayoutFs};
 pub use oci_layout::import_layout;
 pub use rootfs::{import_rootfs, import_rootfs_stream, History, RootfsInput};
+pub use transport::{Layout, LayoutFormat, Transport};
 
 use crate::digest::Digest;
 use crate::store::{Store, StoreError};

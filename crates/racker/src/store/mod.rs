@@ -25,6 +25,7 @@ mod durability;
 mod gc;
 mod ingest;
 mod metadata;
+mod missing;
 
 use std::fs::{self, File};
 use std::io::{self, Write};
