@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use common::btrfs::{mounts_under, BtrfsLoop, MountSweep};
 use common::{fixture, tree, TempStore};
 use racker::digest::Digest;
-use racker::snapshot::{self, Driver, Snapshot, SnapshotError, Snapshotter};
-use racker::store::{ImageRecord, Store};
+use racker::snapshot::{self, Driver, ImageLayers, Snapshot, SnapshotError, Snapshotter};
+use racker::store::Store;
 
 const TMPFS_MAGIC: i64 = 0x0102_1994;
 
@@ -41,28 +41,29 @@ impl Env {
         snapshot::open_with(&open_store(&self.store), Some(self.snap.driver()), self.runtime.path()).expect("reopening")
     }
 
-    fn pull_layout(&self, layout: &Path) -> ImageRecord {
+    fn pull_layout(&self, layout: &Path) -> ImageLayers {
         self.store.ok(&["pull", "-q", &format!("oci:{}", layout.display())]);
         let name = format!("localhost/{}", layout.file_name().expect("layout name").to_string_lossy());
         let store = open_store(&self.store);
-        store.image(&store.resolve(&name).expect("resolving the pulled image")).expect("image record")
+        let record = store.image(&store.resolve(&name).expect("resolving the pulled image")).expect("image record");
+        ImageLayers::of(&store, &record)
     }
 
     /// The directories that hold the image's stored content: its layer directories, and
     /// for btrfs its materialised subvolume (if made yet).
-    fn image_dirs(&self, image: &ImageRecord) -> Vec<PathBuf> {
-        let mut dirs: Vec<PathBuf> =
-            image.layers.iter().map(|l| racker::store::layer_dir(self.store.root(), l.layer_id)).collect();
-        let materialised = self.store.root().join("btrfs/images").join(image.summary.id.hex());
+    fn image_dirs(&self, image: &ImageLayers) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = image.layers.iter().map(|l| l.dir.clone()).collect();
+        let materialised = self.store.root().join("btrfs/images").join(image.id.hex());
         if materialised.exists() {
             dirs.push(materialised);
         }
         dirs
     }
+}
 
-    fn lowers_top_first(&self, image: &ImageRecord) -> Vec<PathBuf> {
-        image.layers.iter().rev().map(|l| racker::store::layer_dir(self.store.root(), l.layer_id)).collect()
-    }
+/// The image's unpacked layer directories, top first, as overlayfs stacks them.
+fn lowers(image: &ImageLayers) -> Vec<PathBuf> {
+    image.layers.iter().rev().map(|l| l.dir.clone()).collect()
 }
 
 fn open_store(store: &TempStore) -> Store {
@@ -95,7 +96,7 @@ impl Drop for Prepared<'_> {
     }
 }
 
-fn prepare<'a>(snap: &'a dyn Snapshotter, key: &str, image: &ImageRecord, ephemeral: bool) -> Prepared<'a> {
+fn prepare<'a>(snap: &'a dyn Snapshotter, key: &str, image: &ImageLayers, ephemeral: bool) -> Prepared<'a> {
     let s = snap.prepare(key, image, ephemeral).unwrap_or_else(|e| panic!("prepare {key}: {e}"));
     assert_eq!((s.key.as_str(), s.ephemeral, s.driver), (key, ephemeral, snap.driver()));
     Prepared { snap, s }
@@ -143,7 +144,7 @@ fn conformance(env: Env) {
     let kept = prepare(snap, "kept", &image, false);
     let eph = prepare(snap, "eph", &image, true);
     let stored = fingerprint(&env.image_dirs(&image));
-    let reference = common::OverlayMount::new(&env.lowers_top_first(&image));
+    let reference = common::OverlayMount::new(&lowers(&image));
     for p in [&kept, &eph] {
         common::assert_whiteouts_view(&p.s.rootfs);
         tree::assert_same_tree(&p.s.rootfs, reference.path());
@@ -216,7 +217,7 @@ fn conformance(env: Env) {
     snap.remove("never-existed").expect("removing a missing snapshot");
 
     // prune keeps what live images need and drops the rest (overlay keeps nothing per image).
-    let id = image.summary.id.clone();
+    let id = image.id.clone();
     assert_eq!(snap.prune(std::slice::from_ref(&id)).expect("prune"), Vec::<Digest>::new());
     let held = prepare(snap, "held", &image, false);
     let pruned = snap.prune(&[]).expect("prune");

@@ -156,7 +156,7 @@ pub(crate) fn prepare(store: &Store, image: &str, request: &RunRequest, detached
     // The record first: it claims the name, so two runs never collide.
     store.create_container(&id, &name, &image_id, &snapshotter.driver().to_string(), &serde_json::json!({}))?;
     let made = (|| {
-        let snap = snapshotter.prepare(&id, &record, request.remove)?;
+        let snap = snapshotter.prepare(&id, &snapshot::ImageLayers::of(store, &record), request.remove)?;
         let boot = request.boot.unwrap_or_else(|| rootfs::has_systemd(&snap.rootfs));
         let mut spec = RunSpec::new(&request.options, &config, boot)?;
         spec.remove = request.remove;
