@@ -1,6 +1,7 @@
 //! The snapshotters, privileged: one conformance suite run by every backend (overlay on the
-//! test store's own file system, btrfs on a loop-mounted file system made here), and images
-//! of many layers. Every mount and loop device is undone by guards, even on panic.
+//! test store's own file system, btrfs on a loop-mounted file system made here), each check
+//! a test of its own, and images of many layers. Every mount and loop device is undone by
+//! guards, even on panic.
 
 mod common;
 #[path = "support/fixturegen.rs"]
@@ -133,33 +134,43 @@ fn list(snap: &dyn Snapshotter) -> Vec<String> {
     snap.list().expect("listing snapshots")
 }
 
-/// The suite every backend passes.
-fn conformance(env: Env) {
-    common::require_root();
+/// The whiteouts fixture pulled, and a kept and an ephemeral container of it: where most
+/// checks start.
+fn kept_and_eph(env: &Env) -> (ImageLayers, Prepared<'_>, Prepared<'_>) {
     let snap = &*env.snap;
     let image = env.pull_layout(&fixture("oci/whiteouts"));
     assert!(list(snap).is_empty());
-
-    // A container sees the image composed: exactly what an overlay of the layers shows.
     let kept = prepare(snap, "kept", &image, false);
     let eph = prepare(snap, "eph", &image, true);
-    let stored = fingerprint(&env.image_dirs(&image));
+    (image, kept, eph)
+}
+
+/// A container sees the image composed: exactly what an overlay of the layers shows.
+fn composes_the_image(env: Env) {
+    let (image, kept, eph) = kept_and_eph(&env);
     let reference = common::OverlayMount::new(&lowers(&image));
     for p in [&kept, &eph] {
         common::assert_whiteouts_view(&p.s.rootfs);
         tree::assert_same_tree(&p.s.rootfs, reference.path());
     }
     drop(reference);
-    assert_eq!(list(snap), ["eph", "kept"]);
+    assert_eq!(list(&*env.snap), ["eph", "kept"]);
+}
 
-    // A key is taken until removed, whichever kind of snapshot holds it.
+/// A key is taken until removed, whichever kind of snapshot holds it.
+fn refuses_a_taken_key(env: Env) {
+    let (image, kept, _eph) = kept_and_eph(&env);
     for ephemeral in [false, true] {
-        let err = snap.prepare("kept", &image, ephemeral).expect_err("preparing a taken key");
+        let err = env.snap.prepare("kept", &image, ephemeral).expect_err("preparing a taken key");
         assert!(matches!(err, SnapshotError::AlreadyExists { .. }), "{err}");
     }
     common::assert_whiteouts_view(&kept.s.rootfs);
+}
 
-    // Writes stay in the container: not in the store, not in the other container.
+/// Writes stay in the container: not in the store, not in the other container.
+fn keeps_writes_in_their_container(env: Env) {
+    let (image, kept, eph) = kept_and_eph(&env);
+    let stored = fingerprint(&env.image_dirs(&image));
     write_into(&kept.s.rootfs, "kept's own");
     assert_written(&kept.s.rootfs, "kept's own");
     common::assert_whiteouts_view(&eph.s.rootfs);
@@ -167,9 +178,14 @@ fn conformance(env: Env) {
     assert_written(&kept.s.rootfs, "kept's own");
     assert_written(&eph.s.rootfs, "eph's own");
     assert_eq!(fingerprint(&env.image_dirs(&image)), stored, "a container's writes reached the stored image");
+}
 
-    // Ephemeral writes live in memory; kept ones on disk, seen by another process too.
-    if snap.driver() == Driver::Overlay {
+/// Ephemeral writes live in memory; kept ones on disk, seen by another process too.
+fn keeps_ephemeral_writes_in_memory_and_kept_ones_on_disk(env: Env) {
+    let (_image, kept, eph) = kept_and_eph(&env);
+    write_into(&kept.s.rootfs, "kept's own");
+    write_into(&eph.s.rootfs, "eph's own");
+    if env.snap.driver() == Driver::Overlay {
         let upper = env.runtime.path().join("eph/upper");
         assert_eq!(rustix::fs::statfs(&upper).expect("statfs").f_type as i64, TMPFS_MAGIC);
         let upper = env.store.root().join("snapshots/kept/upper");
@@ -178,8 +194,14 @@ fn conformance(env: Env) {
     let other = env.reopen();
     assert_eq!(list(&*other), ["eph", "kept"]);
     assert_written(&kept.s.rootfs, "kept's own");
+}
 
-    // Two prepares of one image at once are independent.
+/// Two prepares of one image at once (in two snapshotters, as two processes) are
+/// independent.
+fn prepares_one_image_twice_at_once(env: Env) {
+    let snap = &*env.snap;
+    let (image, _kept, _eph) = kept_and_eph(&env);
+    let other = env.reopen();
     let (a, b) = std::thread::scope(|s| {
         let a = s.spawn(|| prepare(snap, "par-a", &image, false));
         let b = s.spawn(|| prepare(&*other, "par-b", &image, true));
@@ -189,8 +211,18 @@ fn conformance(env: Env) {
     write_into(&a.s.rootfs, "a");
     common::assert_whiteouts_view(&b.s.rootfs);
     assert_eq!(list(snap), ["eph", "kept", "par-a", "par-b"]);
+}
 
-    // Remove leaves no mount and no directory; twice is fine; list follows.
+/// Remove leaves no mount and no directory, of kept and ephemeral snapshots, written to
+/// or not; twice is fine; list follows; the stored image is as it was.
+fn removes_without_a_trace(env: Env) {
+    let snap = &*env.snap;
+    let (image, kept, eph) = kept_and_eph(&env);
+    let stored = fingerprint(&env.image_dirs(&image));
+    let (a, b) = (prepare(snap, "par-a", &image, false), prepare(snap, "par-b", &image, true));
+    write_into(&kept.s.rootfs, "kept's own");
+    write_into(&eph.s.rootfs, "eph's own");
+    write_into(&a.s.rootfs, "a");
     let rootfs: Vec<PathBuf> = [&kept, &eph, &a, &b].iter().map(|p| p.s.rootfs.clone()).collect();
     for key in ["kept", "eph", "par-a", "par-b"] {
         snap.remove(key).unwrap_or_else(|e| panic!("remove {key}: {e}"));
@@ -215,8 +247,15 @@ fn conformance(env: Env) {
     assert!(list(snap).is_empty());
     assert_eq!(fingerprint(&env.image_dirs(&image)), stored, "the stored image changed");
     snap.remove("never-existed").expect("removing a missing snapshot");
+}
 
-    // prune keeps what live images need and drops the rest (overlay keeps nothing per image).
+/// prune keeps what live images need and drops the rest (overlay keeps nothing per
+/// image); a container outlives its image's pruned data, and a new one brings it back.
+fn prunes_only_what_no_live_image_needs(env: Env) {
+    let snap = &*env.snap;
+    let (image, kept, eph) = kept_and_eph(&env);
+    drop((kept, eph));
+    assert!(list(snap).is_empty());
     let id = image.id.clone();
     assert_eq!(snap.prune(std::slice::from_ref(&id)).expect("prune"), Vec::<Digest>::new());
     let held = prepare(snap, "held", &image, false);
@@ -229,7 +268,6 @@ fn conformance(env: Env) {
         }
         Driver::Overlay => assert!(pruned.is_empty()),
     }
-    // A container outlives its image's pruned data; a new one brings it back.
     common::assert_whiteouts_view(&held.s.rootfs);
     let again = prepare(snap, "again", &image, false);
     common::assert_whiteouts_view(&again.s.rootfs);
@@ -237,17 +275,41 @@ fn conformance(env: Env) {
     assert!(list(snap).is_empty());
 }
 
-#[test]
-fn overlay_passes_the_conformance_suite() {
-    common::require_root();
-    conformance(overlay_env());
+/// The conformance suite: every check a test of its own for each backend
+/// (`overlay::<check>`, `btrfs::<check>`), on a store of its own, so that one failure
+/// hides none of the others.
+macro_rules! conformance {
+    ($($check:ident),* $(,)?) => {
+        mod overlay {
+            $(
+                #[test]
+                fn $check() {
+                    super::common::require_root();
+                    super::$check(super::overlay_env());
+                }
+            )*
+        }
+        mod btrfs {
+            $(
+                #[test]
+                fn $check() {
+                    super::common::require_root();
+                    super::$check(super::btrfs_env());
+                }
+            )*
+        }
+    };
 }
 
-#[test]
-fn btrfs_passes_the_conformance_suite() {
-    common::require_root();
-    conformance(btrfs_env());
-}
+conformance!(
+    composes_the_image,
+    refuses_a_taken_key,
+    keeps_writes_in_their_container,
+    keeps_ephemeral_writes_in_memory_and_kept_ones_on_disk,
+    prepares_one_image_twice_at_once,
+    removes_without_a_trace,
+    prunes_only_what_no_live_image_needs,
+);
 
 /// An image of 120 layers, each adding one file: all 120 are visible.
 fn many_layers(env: Env) {
