@@ -46,10 +46,11 @@ fn gen_layout(dir: &Path, bytes: usize) -> anyhow::Result<()> {
 fn run(root: &Path, image: &str, driver: Driver, runs: usize) -> anyhow::Result<()> {
     let store = Store::open(root)?;
     let record = store.image(&store.resolve(image)?)?;
+    let layers = snapshot::ImageLayers::of(&store, &record);
     let runtime = tempfile::Builder::new().prefix("racker-bench-run-").tempdir_in("/run")?;
     let snap = snapshot::open_with(&store, Some(driver), runtime.path())?;
     let warm = Instant::now();
-    snap.prepare("warm-up", &record, false)?;
+    snap.prepare("warm-up", &layers, false)?;
     snap.remove("warm-up")?;
     let warm = warm.elapsed();
     let mut medians = Vec::new();
@@ -58,7 +59,7 @@ fn run(root: &Path, image: &str, driver: Driver, runs: usize) -> anyhow::Result<
         for i in 0..runs {
             let key = format!("bench-{i}");
             let t = Instant::now();
-            let s = snap.prepare(&key, &record, ephemeral)?;
+            let s = snap.prepare(&key, &layers, ephemeral)?;
             std::fs::write(s.rootfs.join("etc/hostname"), "written\n")?;
             snap.remove(&key)?;
             times.push(t.elapsed().as_secs_f64() * 1000.0);

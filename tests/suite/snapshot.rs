@@ -1,14 +1,15 @@
 //! The snapshotters, privileged: one conformance suite run by every backend (overlay on the
-//! test store's own file system, btrfs on a loop-mounted file system made here), and images
-//! of many layers. Every mount and loop device is undone by guards, even on panic.
+//! test store's own file system, btrfs on a loop-mounted file system made here), each check
+//! a test of its own, and images of many layers. Every mount and loop device is undone by
+//! guards, even on panic.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use racker::digest::Digest;
-use racker::snapshot::{self, Driver, Snapshot, SnapshotError, Snapshotter};
-use racker::store::{ImageRecord, Store};
+use racker::snapshot::{self, Driver, ImageLayers, Snapshot, SnapshotError, Snapshotter};
+use racker::store::Store;
 
 use crate::common::btrfs::{mounts_under, BtrfsLoop, MountSweep};
 use crate::common::{self, fixture, tree, TempStore};
@@ -39,28 +40,29 @@ impl Env {
         snapshot::open_with(&open_store(&self.store), Some(self.snap.driver()), self.runtime.path()).expect("reopening")
     }
 
-    fn pull_layout(&self, layout: &Path) -> ImageRecord {
+    fn pull_layout(&self, layout: &Path) -> ImageLayers {
         self.store.ok(&["pull", "-q", &format!("oci:{}", layout.display())]);
         let name = format!("localhost/{}", layout.file_name().expect("layout name").to_string_lossy());
         let store = open_store(&self.store);
-        store.image(&store.resolve(&name).expect("resolving the pulled image")).expect("image record")
+        let record = store.image(&store.resolve(&name).expect("resolving the pulled image")).expect("image record");
+        ImageLayers::of(&store, &record)
     }
 
     /// The directories that hold the image's stored content: its layer directories, and
     /// for btrfs its materialised subvolume (if made yet).
-    fn image_dirs(&self, image: &ImageRecord) -> Vec<PathBuf> {
-        let mut dirs: Vec<PathBuf> =
-            image.layers.iter().map(|l| racker::store::layer_dir(self.store.root(), l.layer_id)).collect();
-        let materialised = self.store.root().join("btrfs/images").join(image.summary.id.hex());
+    fn image_dirs(&self, image: &ImageLayers) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = image.layers.iter().map(|l| l.dir.clone()).collect();
+        let materialised = self.store.root().join("btrfs/images").join(image.id.hex());
         if materialised.exists() {
             dirs.push(materialised);
         }
         dirs
     }
+}
 
-    fn lowers_top_first(&self, image: &ImageRecord) -> Vec<PathBuf> {
-        image.layers.iter().rev().map(|l| racker::store::layer_dir(self.store.root(), l.layer_id)).collect()
-    }
+/// The image's unpacked layer directories, top first, as overlayfs stacks them.
+fn lowers(image: &ImageLayers) -> Vec<PathBuf> {
+    image.layers.iter().rev().map(|l| l.dir.clone()).collect()
 }
 
 fn open_store(store: &TempStore) -> Store {
@@ -93,7 +95,7 @@ impl Drop for Prepared<'_> {
     }
 }
 
-fn prepare<'a>(snap: &'a dyn Snapshotter, key: &str, image: &ImageRecord, ephemeral: bool) -> Prepared<'a> {
+fn prepare<'a>(snap: &'a dyn Snapshotter, key: &str, image: &ImageLayers, ephemeral: bool) -> Prepared<'a> {
     let s = snap.prepare(key, image, ephemeral).unwrap_or_else(|e| panic!("prepare {key}: {e}"));
     assert_eq!((s.key.as_str(), s.ephemeral, s.driver), (key, ephemeral, snap.driver()));
     Prepared { snap, s }
@@ -130,33 +132,43 @@ fn list(snap: &dyn Snapshotter) -> Vec<String> {
     snap.list().expect("listing snapshots")
 }
 
-/// The suite every backend passes.
-fn conformance(env: Env) {
-    common::require_root();
+/// The whiteouts fixture pulled, and a kept and an ephemeral container of it: where most
+/// checks start.
+fn kept_and_eph(env: &Env) -> (ImageLayers, Prepared<'_>, Prepared<'_>) {
     let snap = &*env.snap;
     let image = env.pull_layout(&fixture("oci/whiteouts"));
     assert!(list(snap).is_empty());
-
-    // A container sees the image composed: exactly what an overlay of the layers shows.
     let kept = prepare(snap, "kept", &image, false);
     let eph = prepare(snap, "eph", &image, true);
-    let stored = fingerprint(&env.image_dirs(&image));
-    let reference = common::OverlayMount::new(&env.lowers_top_first(&image));
+    (image, kept, eph)
+}
+
+/// A container sees the image composed: exactly what an overlay of the layers shows.
+fn composes_the_image(env: Env) {
+    let (image, kept, eph) = kept_and_eph(&env);
+    let reference = common::OverlayMount::new(&lowers(&image));
     for p in [&kept, &eph] {
         common::assert_whiteouts_view(&p.s.rootfs);
         tree::assert_same_tree(&p.s.rootfs, reference.path());
     }
     drop(reference);
-    assert_eq!(list(snap), ["eph", "kept"]);
+    assert_eq!(list(&*env.snap), ["eph", "kept"]);
+}
 
-    // A key is taken until removed, whichever kind of snapshot holds it.
+/// A key is taken until removed, whichever kind of snapshot holds it.
+fn refuses_a_taken_key(env: Env) {
+    let (image, kept, _eph) = kept_and_eph(&env);
     for ephemeral in [false, true] {
-        let err = snap.prepare("kept", &image, ephemeral).expect_err("preparing a taken key");
+        let err = env.snap.prepare("kept", &image, ephemeral).expect_err("preparing a taken key");
         assert!(matches!(err, SnapshotError::AlreadyExists { .. }), "{err}");
     }
     common::assert_whiteouts_view(&kept.s.rootfs);
+}
 
-    // Writes stay in the container: not in the store, not in the other container.
+/// Writes stay in the container: not in the store, not in the other container.
+fn keeps_writes_in_their_container(env: Env) {
+    let (image, kept, eph) = kept_and_eph(&env);
+    let stored = fingerprint(&env.image_dirs(&image));
     write_into(&kept.s.rootfs, "kept's own");
     assert_written(&kept.s.rootfs, "kept's own");
     common::assert_whiteouts_view(&eph.s.rootfs);
@@ -164,9 +176,14 @@ fn conformance(env: Env) {
     assert_written(&kept.s.rootfs, "kept's own");
     assert_written(&eph.s.rootfs, "eph's own");
     assert_eq!(fingerprint(&env.image_dirs(&image)), stored, "a container's writes reached the stored image");
+}
 
-    // Ephemeral writes live in memory; kept ones on disk, seen by another process too.
-    if snap.driver() == Driver::Overlay {
+/// Ephemeral writes live in memory; kept ones on disk, seen by another process too.
+fn keeps_ephemeral_writes_in_memory_and_kept_ones_on_disk(env: Env) {
+    let (_image, kept, eph) = kept_and_eph(&env);
+    write_into(&kept.s.rootfs, "kept's own");
+    write_into(&eph.s.rootfs, "eph's own");
+    if env.snap.driver() == Driver::Overlay {
         let upper = env.runtime.path().join("eph/upper");
         assert_eq!(rustix::fs::statfs(&upper).expect("statfs").f_type as i64, TMPFS_MAGIC);
         let upper = env.store.root().join("snapshots/kept/upper");
@@ -175,8 +192,14 @@ fn conformance(env: Env) {
     let other = env.reopen();
     assert_eq!(list(&*other), ["eph", "kept"]);
     assert_written(&kept.s.rootfs, "kept's own");
+}
 
-    // Two prepares of one image at once are independent.
+/// Two prepares of one image at once (in two snapshotters, as two processes) are
+/// independent.
+fn prepares_one_image_twice_at_once(env: Env) {
+    let snap = &*env.snap;
+    let (image, _kept, _eph) = kept_and_eph(&env);
+    let other = env.reopen();
     let (a, b) = std::thread::scope(|s| {
         let a = s.spawn(|| prepare(snap, "par-a", &image, false));
         let b = s.spawn(|| prepare(&*other, "par-b", &image, true));
@@ -186,8 +209,18 @@ fn conformance(env: Env) {
     write_into(&a.s.rootfs, "a");
     common::assert_whiteouts_view(&b.s.rootfs);
     assert_eq!(list(snap), ["eph", "kept", "par-a", "par-b"]);
+}
 
-    // Remove leaves no mount and no directory; twice is fine; list follows.
+/// Remove leaves no mount and no directory, of kept and ephemeral snapshots, written to
+/// or not; twice is fine; list follows; the stored image is as it was.
+fn removes_without_a_trace(env: Env) {
+    let snap = &*env.snap;
+    let (image, kept, eph) = kept_and_eph(&env);
+    let stored = fingerprint(&env.image_dirs(&image));
+    let (a, b) = (prepare(snap, "par-a", &image, false), prepare(snap, "par-b", &image, true));
+    write_into(&kept.s.rootfs, "kept's own");
+    write_into(&eph.s.rootfs, "eph's own");
+    write_into(&a.s.rootfs, "a");
     let rootfs: Vec<PathBuf> = [&kept, &eph, &a, &b].iter().map(|p| p.s.rootfs.clone()).collect();
     for key in ["kept", "eph", "par-a", "par-b"] {
         snap.remove(key).unwrap_or_else(|e| panic!("remove {key}: {e}"));
@@ -212,9 +245,16 @@ fn conformance(env: Env) {
     assert!(list(snap).is_empty());
     assert_eq!(fingerprint(&env.image_dirs(&image)), stored, "the stored image changed");
     snap.remove("never-existed").expect("removing a missing snapshot");
+}
 
-    // prune keeps what live images need and drops the rest (overlay keeps nothing per image).
-    let id = image.summary.id.clone();
+/// prune keeps what live images need and drops the rest (overlay keeps nothing per
+/// image); a container outlives its image's pruned data, and a new one brings it back.
+fn prunes_only_what_no_live_image_needs(env: Env) {
+    let snap = &*env.snap;
+    let (image, kept, eph) = kept_and_eph(&env);
+    drop((kept, eph));
+    assert!(list(snap).is_empty());
+    let id = image.id.clone();
     assert_eq!(snap.prune(std::slice::from_ref(&id)).expect("prune"), Vec::<Digest>::new());
     let held = prepare(snap, "held", &image, false);
     let pruned = snap.prune(&[]).expect("prune");
@@ -226,7 +266,6 @@ fn conformance(env: Env) {
         }
         Driver::Overlay => assert!(pruned.is_empty()),
     }
-    // A container outlives its image's pruned data; a new one brings it back.
     common::assert_whiteouts_view(&held.s.rootfs);
     let again = prepare(snap, "again", &image, false);
     common::assert_whiteouts_view(&again.s.rootfs);
@@ -234,17 +273,41 @@ fn conformance(env: Env) {
     assert!(list(snap).is_empty());
 }
 
-#[test]
-fn overlay_passes_the_conformance_suite() {
-    common::require_root();
-    conformance(overlay_env());
+/// The conformance suite: every check a test of its own for each backend
+/// (`overlay::<check>`, `btrfs::<check>`), on a store of its own, so that one failure
+/// hides none of the others.
+macro_rules! conformance {
+    ($($check:ident),* $(,)?) => {
+        mod overlay {
+            $(
+                #[test]
+                fn $check() {
+                    super::common::require_root();
+                    super::$check(super::overlay_env());
+                }
+            )*
+        }
+        mod btrfs {
+            $(
+                #[test]
+                fn $check() {
+                    super::common::require_root();
+                    super::$check(super::btrfs_env());
+                }
+            )*
+        }
+    };
 }
 
-#[test]
-fn btrfs_passes_the_conformance_suite() {
-    common::require_root();
-    conformance(btrfs_env());
-}
+conformance!(
+    composes_the_image,
+    refuses_a_taken_key,
+    keeps_writes_in_their_container,
+    keeps_ephemeral_writes_in_memory_and_kept_ones_on_disk,
+    prepares_one_image_twice_at_once,
+    removes_without_a_trace,
+    prunes_only_what_no_live_image_needs,
+);
 
 /// An image of 120 layers, each adding one file: all 120 are visible.
 fn many_layers(env: Env) {

@@ -291,7 +291,7 @@ fn mirror_built(store: &Store, image: &CuratedImage, suite: &str) -> Result<Opti
 fn has_systemd(store: &Store, image: &racker::store::ImageRecord) -> Result<bool, SnapshotError> {
     let snapshotter = snapshot::open(store, Some(Driver::Overlay))?;
     let key = format!("postroj-check-{:016x}", rand::random::<u64>());
-    let snap = snapshotter.prepare(&key, image, true)?;
+    let snap = snapshotter.prepare(&key, &snapshot::ImageLayers::of(store, image), true)?;
     let found = runtime::rootfs::has_systemd(&snap.rootfs);
     snapshotter.remove(&key)?;
     Ok(found)

@@ -7,7 +7,8 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use super::machine::Machine;
-use super::{discard_or_warn, prepare, Prepared, Result, RunRequest, RuntimeError};
+use super::run::{boot, check_command, discard_or_warn, prepare, Prepared};
+use super::{Result, RunRequest, RuntimeError};
 use crate::store::Store;
 
 pub struct Booted<'s> {
@@ -22,7 +23,7 @@ impl<'s> Booted<'s> {
     pub fn start(store: &'s Store, image: &str, request: &RunRequest) -> Result<Booted<'s>> {
         let request = RunRequest { boot: Some(true), remove: true, ..request.clone() };
         let prepared = prepare(store, image, &request, true)?;
-        match super::boot(store, &prepared, request.boot_timeout) {
+        match boot(store, &prepared, request.boot_timeout) {
             Ok(machine) => Ok(Booted { store, prepared, machine }),
             Err(e) => {
                 discard_or_warn(store, &*prepared.snapshotter, &prepared.id);
@@ -49,7 +50,7 @@ impl<'s> Booted<'s> {
             tty: false,
             ..self.prepared.spec.clone()
         };
-        super::check_command(&self.prepared.rootfs, &spec)?;
+        check_command(&self.prepared.rootfs, &spec)?;
         let mut cmd = self.machine.enter(&spec, None)?;
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let child = cmd.spawn().map_err(|source| RuntimeError::Spawn { program: "nsenter".into(), source })?;

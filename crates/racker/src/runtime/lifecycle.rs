@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 use rustix::process::{Pid, Signal};
 
 use super::machine::{Console, Machine, SignalForwarder};
-use super::{
-    cgroup_of, check_command, discard, discard_or_warn, exit_code, nspawn, prepare, rootfs, runtime_dir, spec_of,
-    Registration, Result, RunRequest, RunSpec, RuntimeError,
+use super::run::{
+    cgroup_of, check_command, discard, discard_or_warn, exit_code, prepare, DiscardUnlessKept, DEFAULT_BOOT_TIMEOUT,
+    KILL_TIMEOUT,
 };
+use super::{nspawn, rootfs, runtime_dir, spec_of, Registration, Result, RunRequest, RunSpec, RuntimeError};
 use crate::snapshot;
 use crate::store::{ContainerRecord, ContainerState, Leader, Store};
 
@@ -104,48 +105,45 @@ pub fn list(store: &Store, all: bool) -> Result<Vec<ContainerStatus>> {
 /// is the command that runs [`monitor`]), and returns once it runs.
 pub fn run_detached(store: &Store, image: &str, request: &RunRequest, mut monitor: Command) -> Result<ContainerRecord> {
     let prepared = prepare(store, image, request, true)?;
-    let started = (|| {
-        if !prepared.spec.boot {
-            check_command(&prepared.rootfs, &prepared.spec)?;
+    let unstarted = DiscardUnlessKept::new(store, &*prepared.snapshotter, &prepared.id);
+    if !prepared.spec.boot {
+        check_command(&prepared.rootfs, &prepared.spec)?;
+    }
+    let (ours, theirs) =
+        UnixStream::pair().map_err(|source| RuntimeError::Spawn { program: "monitor".into(), source })?;
+    // The monitor inherits `theirs` (and only it) to report its start.
+    rustix::io::fcntl_setfd(&theirs, rustix::io::FdFlags::empty())
+        .map_err(|e| RuntimeError::Spawn { program: "monitor".into(), source: e.into() })?;
+    use std::os::unix::process::CommandExt;
+    monitor
+        .arg(&prepared.id)
+        .env(STATUS_FD_ENV, theirs.as_raw_fd().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    let mut child =
+        monitor.spawn().map_err(|source| RuntimeError::Spawn { program: "racker monitor".into(), source })?;
+    drop(theirs);
+    let mut line = String::new();
+    BufReader::new(ours)
+        .read_line(&mut line)
+        .map_err(|source| RuntimeError::Spawn { program: "racker monitor".into(), source })?;
+    match line.trim_end().split_once(' ') {
+        Some(("ok", _)) | None if line.starts_with("ok") => {}
+        Some(("error", message)) => {
+            return Err(RuntimeError::Invalid {
+                what: format!("container {}", prepared.name),
+                reason: message.to_owned(),
+            });
         }
-        let (ours, theirs) =
-            UnixStream::pair().map_err(|source| RuntimeError::Spawn { program: "monitor".into(), source })?;
-        // The monitor inherits `theirs` (and only it) to report its start.
-        rustix::io::fcntl_setfd(&theirs, rustix::io::FdFlags::empty())
-            .map_err(|e| RuntimeError::Spawn { program: "monitor".into(), source: e.into() })?;
-        use std::os::unix::process::CommandExt;
-        monitor
-            .arg(&prepared.id)
-            .env(STATUS_FD_ENV, theirs.as_raw_fd().to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0);
-        let mut child =
-            monitor.spawn().map_err(|source| RuntimeError::Spawn { program: "racker monitor".into(), source })?;
-        drop(theirs);
-        let mut line = String::new();
-        BufReader::new(ours)
-            .read_line(&mut line)
-            .map_err(|source| RuntimeError::Spawn { program: "racker monitor".into(), source })?;
-        match line.trim_end().split_once(' ') {
-            Some(("ok", _)) | None if line.starts_with("ok") => Ok(()),
-            Some(("error", message)) => {
-                Err(RuntimeError::Invalid { what: format!("container {}", prepared.name), reason: message.to_owned() })
-            }
-            _ => {
-                let status = child.wait().ok().and_then(|s| s.code()).unwrap_or(-1);
-                Err(RuntimeError::ExitedEarly { status })
-            }
-        }
-    })();
-    match started {
-        Ok(()) => Ok(store.container(&prepared.id)?),
-        Err(e) => {
-            discard_or_warn(store, &*prepared.snapshotter, &prepared.id);
-            Err(e)
+        _ => {
+            let status = child.wait().ok().and_then(|s| s.code()).unwrap_or(-1);
+            return Err(RuntimeError::ExitedEarly { status });
         }
     }
+    unstarted.keep();
+    Ok(store.container(&prepared.id)?)
 }
 
 /// The monitor of a detached container: starts it, reports the start on the status
@@ -156,11 +154,6 @@ pub fn monitor(store: &Store, id: &str) -> Result<i32> {
         .ok()
         .and_then(|fd| fd.parse::<i32>().ok())
         .map(|fd| unsafe { UnixStream::from_raw_fd(fd) });
-    let report = |status: &Option<UnixStream>, line: &str| {
-        if let Some(mut s) = status.as_ref() {
-            let _ = writeln!(s, "{line}");
-        }
-    };
     let record = store.container(id)?;
     // The monitor owns the container from here on, also while it starts: `gc` leaves a
     // container alone while its owner lives.
@@ -170,48 +163,7 @@ pub fn monitor(store: &Store, id: &str) -> Result<i32> {
         reason: "no run spec recorded".into(),
     })?;
     let snapshotter = snapshot::open(store, record.snapshotter.parse().ok())?;
-    let result: Result<i32> = (|| {
-        let rootfs = spec.rootfs.clone().ok_or_else(|| RuntimeError::Invalid {
-            what: format!("container {id}"),
-            reason: "no root file system recorded".into(),
-        })?;
-        let console = spec.console.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("{id}.console")));
-        let runtime = runtime_dir()?;
-        let mut machine = Machine::start(
-            &spec,
-            &rootfs,
-            &record.name,
-            id,
-            Registration::detect(),
-            &runtime,
-            Console::Log(console.clone()),
-        )?;
-        let timeout = Duration::from_secs(spec.boot_timeout.unwrap_or(super::DEFAULT_BOOT_TIMEOUT.as_secs()));
-        let leader = machine.wait_started(spec.boot, timeout)?;
-        store.set_container_state(id, ContainerState::Running, identify(leader), None)?;
-        report(&status, &format!("ok {leader}"));
-        if spec.boot && !spec.argv.is_empty() {
-            // The container lives as long as its command, as in docker.
-            let log = std::fs::OpenOptions::new()
-                .append(true)
-                .open(&console)
-                .map_err(|source| RuntimeError::Io { path: console.clone(), source })?;
-            let err = log.try_clone().map_err(|source| RuntimeError::Io { path: console.clone(), source })?;
-            let ids = spec.user.as_deref().and_then(|u| rootfs::resolve_user(&rootfs, u).ok());
-            let mut cmd = machine.enter(&spec, ids)?;
-            let code = cmd
-                .stdin(Stdio::null())
-                .stdout(log)
-                .stderr(err)
-                .status()
-                .map(exit_code)
-                .map_err(|source| RuntimeError::Spawn { program: "nsenter".into(), source })?;
-            machine.terminate()?;
-            Ok(code)
-        } else {
-            Ok(exit_code(machine.wait()?))
-        }
-    })();
+    let result = start_and_wait(store, id, &record, &spec, &status);
     match &result {
         Ok(_) => {}
         Err(e) => report(&status, &format!("error {e}")),
@@ -226,6 +178,65 @@ pub fn monitor(store: &Store, id: &str) -> Result<i32> {
         store.set_container_state(id, ContainerState::Exited, None, Some(code))?;
     }
     result
+}
+
+/// Writes one line to `racker run -d`, if it still listens.
+fn report(status: &Option<UnixStream>, line: &str) {
+    if let Some(mut s) = status.as_ref() {
+        let _ = writeln!(s, "{line}");
+    }
+}
+
+/// The monitor's part between preparing and recording the end: starts the container,
+/// reports the start, and waits until it ends (booted with a command: until the command
+/// does). Returns the exit status; the caller records it and cleans up.
+fn start_and_wait(
+    store: &Store,
+    id: &str,
+    record: &ContainerRecord,
+    spec: &RunSpec,
+    status: &Option<UnixStream>,
+) -> Result<i32> {
+    let rootfs = spec.rootfs.clone().ok_or_else(|| RuntimeError::Invalid {
+        what: format!("container {id}"),
+        reason: "no root file system recorded".into(),
+    })?;
+    let console = spec.console.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("{id}.console")));
+    let runtime = runtime_dir()?;
+    let mut machine = Machine::start(
+        spec,
+        &rootfs,
+        &record.name,
+        id,
+        Registration::detect(),
+        &runtime,
+        Console::Log(console.clone()),
+    )?;
+    let timeout = Duration::from_secs(spec.boot_timeout.unwrap_or(DEFAULT_BOOT_TIMEOUT.as_secs()));
+    let leader = machine.wait_started(spec.boot, timeout)?;
+    store.set_container_state(id, ContainerState::Running, identify(leader), None)?;
+    report(status, &format!("ok {leader}"));
+    if spec.boot && !spec.argv.is_empty() {
+        // The container lives as long as its command, as in docker.
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&console)
+            .map_err(|source| RuntimeError::Io { path: console.clone(), source })?;
+        let err = log.try_clone().map_err(|source| RuntimeError::Io { path: console.clone(), source })?;
+        let ids = spec.user.as_deref().and_then(|u| rootfs::resolve_user(&rootfs, u).ok());
+        let mut cmd = machine.enter(spec, ids)?;
+        let code = cmd
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .status()
+            .map(exit_code)
+            .map_err(|source| RuntimeError::Spawn { program: "nsenter".into(), source })?;
+        machine.terminate()?;
+        Ok(code)
+    } else {
+        Ok(exit_code(machine.wait()?))
+    }
 }
 
 /// The container's record, spec and leader, if its leader lives (whatever its owner
@@ -318,10 +329,10 @@ pub fn kill(store: &Store, name: &str, signal: Signal) -> Result<()> {
 fn end_processes(record: &ContainerRecord) -> Result<()> {
     if let Some(leader) = record.leader.filter(|_| is_running(record)) {
         let _ = signal_leader(leader.pid as i32, Signal::KILL);
-        wait_exit(Some(leader.pid), super::KILL_TIMEOUT);
+        wait_exit(Some(leader.pid), KILL_TIMEOUT);
     }
     cgroup_of(record)
-        .kill_all(super::KILL_TIMEOUT)
+        .kill_all(KILL_TIMEOUT)
         .map_err(|e| RuntimeError::Left { name: record.name.clone(), what: format!("not ended: cgroup {e}") })
 }
 

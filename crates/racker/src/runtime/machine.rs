@@ -171,7 +171,7 @@ impl Machine {
         }
         match &self.cgroup {
             Some(cgroup) => cgroup
-                .kill_all(super::KILL_TIMEOUT)
+                .kill_all(super::run::KILL_TIMEOUT)
                 .map_err(|e| RuntimeError::Left { name: self.name.clone(), what: format!("not ended: cgroup {e}") }),
             None => Ok(()),
         }
@@ -183,7 +183,7 @@ impl Machine {
         let targets = match (self.reported.leader, &self.cgroup) {
             (Some(leader), _) => vec![leader],
             (None, Some(cgroup)) => {
-                let _ = cgroup.kill_all(super::KILL_TIMEOUT);
+                let _ = cgroup.kill_all(super::run::KILL_TIMEOUT);
                 Vec::new()
             }
             (None, None) => Some(children(self.pid())).filter(|c| !c.is_empty()).unwrap_or_else(|| vec![self.pid()]),

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use super::{Result, RuntimeError};
+use crate::store::ContainerRecord;
 
 /// docker's PATH for images that do not set one.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -283,6 +284,11 @@ impl RunSpec {
     pub fn path_env(&self) -> &str {
         self.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str()).unwrap_or(DEFAULT_PATH)
     }
+}
+
+/// A container's record with its spec decoded.
+pub fn spec_of(record: &ContainerRecord) -> Option<RunSpec> {
+    serde_json::from_value(record.spec.clone()).ok()
 }
 
 #[cfg(test)]

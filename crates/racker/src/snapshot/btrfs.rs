@@ -28,9 +28,8 @@ use rustix::fs::{FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
 use rustix::ioctl::{ioctl, opcode, Getter, Opcode, Setter};
 
-use super::{check_key, io_err, keys_in, Driver, Result, Snapshot, SnapshotError, Snapshotter};
+use super::{check_key, io_err, keys_in, Driver, ImageLayers, Result, Snapshot, SnapshotError, Snapshotter};
 use crate::digest::Digest;
-use crate::store::{blob_path, ImageRecord};
 use crate::unpack::{self, Compression, UnpackOptions, WhiteoutMode};
 
 /// `struct btrfs_ioctl_vol_args` (linux/btrfs.h): `__s64 fd; char name[BTRFS_PATH_NAME_MAX + 1]`.
@@ -183,9 +182,8 @@ fn delete(parent: &Path, name: &str) -> Result<bool> {
     }
 }
 
-/// Btrfs snapshots of the images in the store at `root` (which must be on btrfs).
+/// Btrfs snapshots of images, kept in the store at `root` (which must be on btrfs).
 pub struct BtrfsSnapshotter {
-    store_root: PathBuf,
     images: PathBuf,
     containers: PathBuf,
     lock: PathBuf,
@@ -200,7 +198,7 @@ impl BtrfsSnapshotter {
         for dir in [&base, &images, &containers] {
             crate::private::dir(dir).map_err(io_err(dir, "creating"))?;
         }
-        Ok(BtrfsSnapshotter { store_root: store_root.to_owned(), images, containers, lock: base.join("lock") })
+        Ok(BtrfsSnapshotter { images, containers, lock: base.join("lock") })
     }
 
     fn lock(&self, op: FlockOperation) -> Result<Lock> {
@@ -211,8 +209,8 @@ impl BtrfsSnapshotter {
 
     /// The read-only subvolume of `image`, made first if need be. Call with the lock held
     /// exclusively.
-    fn materialise(&self, image: &ImageRecord) -> Result<PathBuf> {
-        let id = &image.summary.id;
+    fn materialise(&self, image: &ImageLayers) -> Result<PathBuf> {
+        let id = &image.id;
         let path = self.images.join(id.hex());
         if path.exists() {
             return Ok(path);
@@ -221,7 +219,7 @@ impl BtrfsSnapshotter {
         let tmp = self.images.join(&tmp_name);
         delete(&self.images, &tmp_name)?; // a dead build of an earlier process with our pid
         subvol_create(&self.images, &tmp_name)?;
-        let built = self.apply_layers(image, &tmp).and_then(|()| {
+        let built = Self::apply_layers(image, &tmp).and_then(|()| {
             set_readonly(&tmp)?;
             let fd = open_dir(&tmp)?;
             rustix::fs::syncfs(&fd).map_err(|e| io_err(&tmp, "syncfs")(e.into()))?;
@@ -236,23 +234,20 @@ impl BtrfsSnapshotter {
         Ok(path)
     }
 
-    /// Applies the image's layer blobs from the store, base first, deleting what whiteouts name.
-    fn apply_layers(&self, image: &ImageRecord, dest: &Path) -> Result<()> {
+    /// Applies the image's layer blobs, base first, deleting what whiteouts name.
+    fn apply_layers(image: &ImageLayers, dest: &Path) -> Result<()> {
         let opts = UnpackOptions { whiteouts: WhiteoutMode::Delete, allow_devices: true };
         for layer in &image.layers {
-            let layer_err = |source| SnapshotError::Layer {
-                image: image.summary.id.clone(),
-                blob: layer.blob_digest.clone(),
-                source,
-            };
-            let path = blob_path(&self.store_root, &layer.blob_digest);
-            let file = File::open(&path).map_err(io_err(&path, "opening the layer blob"))?;
+            let layer_err =
+                |source| SnapshotError::Layer { image: image.id.clone(), blob: layer.blob_digest.clone(), source };
+            let path = &layer.blob;
+            let file = File::open(path).map_err(io_err(path, "opening the layer blob"))?;
             let compression = Compression::from_media_type(&layer.media_type).map_err(layer_err)?;
             let tar = unpack::decompress(BufReader::with_capacity(1 << 20, file), compression).map_err(layer_err)?;
             let stats = unpack::apply_tar(tar, dest, &opts).map_err(layer_err)?;
             if stats.diff_id != layer.diff_id {
                 return Err(SnapshotError::DiffIdMismatch {
-                    image: image.summary.id.clone(),
+                    image: image.id.clone(),
                     blob: layer.blob_digest.clone(),
                     expected: layer.diff_id.clone(),
                     found: stats.diff_id,
@@ -269,13 +264,13 @@ impl Snapshotter for BtrfsSnapshotter {
     }
 
     /// `ephemeral` changes nothing: the snapshot is deleted at teardown either way.
-    fn prepare(&self, key: &str, image: &ImageRecord, ephemeral: bool) -> Result<Snapshot> {
+    fn prepare(&self, key: &str, image: &ImageLayers, ephemeral: bool) -> Result<Snapshot> {
         check_key(key)?;
         let rootfs = self.containers.join(key);
         if rootfs.symlink_metadata().is_ok() {
             return Err(SnapshotError::AlreadyExists { key: key.to_owned(), path: rootfs });
         }
-        let source = self.images.join(image.summary.id.hex());
+        let source = self.images.join(image.id.hex());
         // Shared: prune (exclusive) cannot delete the image between the check and the snapshot.
         let mut _lock = self.lock(FlockOperation::LockShared)?;
         if !source.exists() {

@@ -1,7 +1,10 @@
 //! Snapshotters: an image's stored layers composed into a container's writable root file
 //! system in milliseconds, and thrown away as fast.
 //!
-//! Two backends share one [`Snapshotter`] trait (and one conformance test suite):
+//! Two backends share one [`Snapshotter`] trait (and one conformance test suite). Like
+//! containerd's snapshotters, they know layers, not images: [`ImageLayers::of`] resolves an
+//! image in the store into the layer sources a backend composes, and the backend never
+//! looks in the store's metadata itself.
 //!
 //! - [`OverlaySnapshotter`] stacks the store's unpacked layer directories as overlayfs
 //!   lowers under a per-container upper directory. Nothing is copied: setup and teardown
@@ -86,6 +89,49 @@ pub struct Snapshot {
     pub ephemeral: bool,
 }
 
+/// One layer of an image, in both forms the store keeps it: each backend takes the one it
+/// composes from (overlay the unpacked directory, btrfs the blob).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerSource {
+    /// The layer unpacked, whiteouts in overlayfs notation: overlay stacks it as a lower.
+    pub dir: PathBuf,
+    /// The layer's blob as pulled: btrfs applies it.
+    pub blob: PathBuf,
+    pub blob_digest: Digest,
+    /// How the blob is compressed.
+    pub media_type: String,
+    /// The digest of the uncompressed tar, checked as the blob is applied.
+    pub diff_id: Digest,
+}
+
+/// The layers of image `id`, base first: everything a snapshotter needs to compose it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageLayers {
+    /// What the layers make up: the btrfs backend keeps the composed image under it (and
+    /// [`Snapshotter::prune`] goes by it); errors name it.
+    pub id: Digest,
+    pub layers: Vec<LayerSource>,
+}
+
+impl ImageLayers {
+    /// Where `store` keeps `image`'s layers: the one place that turns an image record into
+    /// what a snapshotter composes.
+    pub fn of(store: &Store, image: &ImageRecord) -> ImageLayers {
+        let layers = image
+            .layers
+            .iter()
+            .map(|layer| LayerSource {
+                dir: store.layer_dir(layer.layer_id),
+                blob: store.blob_path(&layer.blob_digest),
+                blob_digest: layer.blob_digest.clone(),
+                media_type: layer.media_type.clone(),
+                diff_id: layer.diff_id.clone(),
+            })
+            .collect();
+        ImageLayers { id: image.summary.id.clone(), layers }
+    }
+}
+
 /// Composes images into container root file systems. Every method is safe to call from
 /// several threads and processes at once for different keys.
 pub trait Snapshotter: Send + Sync {
@@ -94,7 +140,7 @@ pub trait Snapshotter: Send + Sync {
     /// Makes a writable root for container `key` from `image`'s layers. `ephemeral` (`--rm`)
     /// lets the backend keep the writes somewhere that vanishes at teardown or reboot.
     /// Fails with [`SnapshotError::AlreadyExists`] if `key` has a snapshot.
-    fn prepare(&self, key: &str, image: &ImageRecord, ephemeral: bool) -> Result<Snapshot>;
+    fn prepare(&self, key: &str, image: &ImageLayers, ephemeral: bool) -> Result<Snapshot>;
 
     /// Tears the snapshot of `key` down completely: unmounted, its writes deleted. A missing
     /// snapshot is not an error, so a half-made one (after a crash) can always be removed.

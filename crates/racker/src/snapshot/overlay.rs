@@ -1,4 +1,4 @@
-//! The overlayfs snapshotter: the store's unpacked layer directories stacked as lowers
+//! The overlayfs snapshotter: the image's unpacked layer directories stacked as lowers
 //! (top first) under a per-container upper directory. Nothing is copied, so setup and
 //! teardown take the same few system calls for a 1 MB and a 1 GB image.
 //!
@@ -18,10 +18,9 @@ use std::path::{Path, PathBuf};
 
 use rustix::io::Errno;
 
-use super::{check_key, io_err, keys_in, Driver, Result, Snapshot, SnapshotError, Snapshotter};
+use super::{check_key, io_err, keys_in, Driver, ImageLayers, Result, Snapshot, SnapshotError, Snapshotter};
 use crate::digest::Digest;
 use crate::oci::MAX_LAYERS;
-use crate::store::{layer_dir, ImageRecord};
 
 /// The kernel copies mount options into one page; the string and its NUL must fit.
 /// 4096 is the smallest page size Linux runs on, hence the safe limit everywhere.
@@ -109,9 +108,8 @@ impl Mounter for SysMounter {
     }
 }
 
-/// Overlay snapshots of the images in the store at `root`.
+/// Overlay snapshots, kept ones in the store at `root`.
 pub struct OverlaySnapshotter {
-    store_root: PathBuf,
     /// `<root>/snapshots`: kept containers.
     kept: PathBuf,
     /// Ephemeral containers, each on its own tmpfs.
@@ -123,7 +121,7 @@ impl OverlaySnapshotter {
     pub fn new(store_root: &Path, runtime_dir: &Path, mounter: Box<dyn Mounter>) -> Result<Self> {
         let kept = store_root.join("snapshots");
         make_private_dir(&kept)?;
-        Ok(OverlaySnapshotter { store_root: store_root.to_owned(), kept, runtime: runtime_dir.to_owned(), mounter })
+        Ok(OverlaySnapshotter { kept, runtime: runtime_dir.to_owned(), mounter })
     }
 
     fn base(&self, key: &str, ephemeral: bool) -> PathBuf {
@@ -155,18 +153,17 @@ impl OverlaySnapshotter {
         })
     }
 
-    fn mount_overlay(&self, base: &Path, image: &ImageRecord) -> Result<PathBuf> {
+    fn mount_overlay(&self, base: &Path, image: &ImageLayers) -> Result<PathBuf> {
         // The store refuses such images as they come in; one from an older racker may remain.
         if image.layers.len() > MAX_LAYERS {
             return Err(SnapshotError::TooManyLayers {
-                image: image.summary.id.clone(),
+                image: image.id.clone(),
                 layers: image.layers.len(),
                 limit: MAX_LAYERS,
             });
         }
         let (upper, work, rootfs) = (base.join("upper"), base.join("work"), base.join("rootfs"));
-        let mut lowers: Vec<PathBuf> =
-            image.layers.iter().rev().map(|l| layer_dir(&self.store_root, l.layer_id)).collect();
+        let mut lowers: Vec<PathBuf> = image.layers.iter().rev().map(|l| l.dir.clone()).collect();
         if lowers.is_empty() {
             // An image without layers (FROM scratch and nothing added) still needs a lower.
             let empty = base.join("empty");
@@ -188,7 +185,7 @@ impl OverlaySnapshotter {
         Ok(rootfs)
     }
 
-    fn prepare_in(&self, key: &str, image: &ImageRecord, ephemeral: bool) -> Result<PathBuf> {
+    fn prepare_in(&self, key: &str, image: &ImageLayers, ephemeral: bool) -> Result<PathBuf> {
         let base = self.base(key, ephemeral);
         if ephemeral {
             // The tmpfs holds upper, work and the mount point: teardown is two unmounts and
@@ -250,7 +247,7 @@ impl Snapshotter for OverlaySnapshotter {
         Driver::Overlay
     }
 
-    fn prepare(&self, key: &str, image: &ImageRecord, ephemeral: bool) -> Result<Snapshot> {
+    fn prepare(&self, key: &str, image: &ImageLayers, ephemeral: bool) -> Result<Snapshot> {
         check_key(key)?;
         let other = self.base(key, !ephemeral);
         if other.symlink_metadata().is_ok() {
@@ -370,7 +367,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::store::{ImageSummary, LayerRecord};
+    use crate::snapshot::LayerSource;
 
     #[derive(Debug, Clone, PartialEq, Eq)]
     enum Call {
@@ -428,31 +425,6 @@ mod tests {
         Errno::INVAL.raw_os_error()
     }
 
-    fn image(layer_ids: &[i64]) -> ImageRecord {
-        let d = Digest::of(b"x");
-        ImageRecord {
-            summary: ImageSummary { id: d.clone(), tags: vec![], digests: vec![], created: None, size: 0 },
-            config_digest: d.clone(),
-            manifest_digest: d.clone(),
-            manifest_media_type: String::new(),
-            architecture: None,
-            os: None,
-            added: String::new(),
-            layers: layer_ids
-                .iter()
-                .map(|&layer_id| LayerRecord {
-                    blob_digest: d.clone(),
-                    media_type: String::new(),
-                    blob_size: 0,
-                    diff_id: d.clone(),
-                    chain_id: d.clone(),
-                    layer_id,
-                    size: 0,
-                })
-                .collect(),
-        }
-    }
-
     struct Setup {
         root: tempfile::TempDir,
         runtime: tempfile::TempDir,
@@ -463,12 +435,33 @@ mod tests {
     fn setup(old_kernel: bool) -> Setup {
         let root = tempfile::tempdir().unwrap();
         let runtime = tempfile::tempdir().unwrap();
-        for id in [7, 8, 9] {
-            fs::create_dir_all(layer_dir(root.path(), id)).unwrap();
-        }
         let rec = Recorder { old_kernel, ..Recorder::default() };
         let snap = OverlaySnapshotter::new(root.path(), &runtime.path().join("snaps"), Box::new(rec.clone())).unwrap();
-        Setup { root, runtime, rec, snap }
+        let s = Setup { root, runtime, rec, snap };
+        for id in [7, 8, 9] {
+            fs::create_dir_all(s.lower(id)).unwrap();
+        }
+        s
+    }
+
+    impl Setup {
+        /// Where layer `id`'s directory is (created by the test that needs it).
+        fn lower(&self, id: i64) -> PathBuf {
+            self.root.path().join("layers").join(id.to_string())
+        }
+
+        /// An image of the layers `ids`, base first. Overlay reads only their directories.
+        fn layers(&self, ids: &[i64]) -> ImageLayers {
+            let d = Digest::of(b"x");
+            let source = |id| LayerSource {
+                dir: self.lower(id),
+                blob: PathBuf::new(),
+                blob_digest: d.clone(),
+                media_type: String::new(),
+                diff_id: d.clone(),
+            };
+            ImageLayers { id: d.clone(), layers: ids.iter().copied().map(source).collect() }
+        }
     }
 
     fn expected_overlay_params(root: &Path, base: &Path) -> Vec<(String, String)> {
@@ -487,7 +480,7 @@ mod tests {
     #[test]
     fn kept_snapshot_mounts_one_lowerdir_plus_per_layer_top_first() {
         let s = setup(false);
-        let snap = s.snap.prepare("web", &image(&[7, 8, 9]), false).unwrap();
+        let snap = s.snap.prepare("web", &s.layers(&[7, 8, 9]), false).unwrap();
         let base = s.root.path().join("snapshots/web");
         assert_eq!(snap.rootfs, base.join("rootfs"));
         let want = Call::Fs {
@@ -511,7 +504,7 @@ mod tests {
     #[test]
     fn ephemeral_snapshot_puts_upper_and_work_on_its_own_tmpfs() {
         let s = setup(false);
-        let snap = s.snap.prepare("tmp1", &image(&[7, 8, 9]), true).unwrap();
+        let snap = s.snap.prepare("tmp1", &s.layers(&[7, 8, 9]), true).unwrap();
         let base = s.runtime.path().join("snaps/tmp1");
         assert_eq!(snap.rootfs, base.join("rootfs"));
         let calls = s.rec.calls();
@@ -541,7 +534,7 @@ mod tests {
     #[test]
     fn without_lowerdir_plus_the_classic_option_string_is_used() {
         let s = setup(true);
-        s.snap.prepare("old", &image(&[7, 8, 9]), false).unwrap();
+        s.snap.prepare("old", &s.layers(&[7, 8, 9]), false).unwrap();
         let base = s.root.path().join("snapshots/old");
         let layer = |id: i64| s.root.path().join("layers").join(id.to_string()).display().to_string();
         let data = format!(
@@ -562,9 +555,9 @@ mod tests {
         let s = setup(true);
         let ids: Vec<i64> = (1000..1400).collect();
         for id in &ids {
-            fs::create_dir_all(layer_dir(s.root.path(), *id)).unwrap();
+            fs::create_dir_all(s.lower(*id)).unwrap();
         }
-        let err = s.snap.prepare("big", &image(&ids), false).unwrap_err();
+        let err = s.snap.prepare("big", &s.layers(&ids), false).unwrap_err();
         assert!(matches!(err, SnapshotError::OptionsTooLong { .. }), "{err}");
         assert!(s.snap.list().unwrap().is_empty());
     }
@@ -572,8 +565,8 @@ mod tests {
     #[test]
     fn a_single_layer_and_a_layerless_image_get_a_lower() {
         let s = setup(false);
-        s.snap.prepare("one", &image(&[7]), false).unwrap();
-        s.snap.prepare("none", &image(&[]), false).unwrap();
+        s.snap.prepare("one", &s.layers(&[7]), false).unwrap();
+        s.snap.prepare("none", &s.layers(&[]), false).unwrap();
         let calls = s.rec.calls();
         let lowers = |c: &Call| match c {
             Call::Fs { params, .. } => {
@@ -581,16 +574,16 @@ mod tests {
             }
             _ => panic!("{c:?}"),
         };
-        assert_eq!(lowers(&calls[0]), [layer_dir(s.root.path(), 7).display().to_string()]);
+        assert_eq!(lowers(&calls[0]), [s.lower(7).display().to_string()]);
         assert_eq!(lowers(&calls[1]), [s.root.path().join("snapshots/none/empty").display().to_string()]);
     }
 
     #[test]
     fn a_key_cannot_be_prepared_twice() {
         let s = setup(false);
-        s.snap.prepare("dup", &image(&[7]), false).unwrap();
+        s.snap.prepare("dup", &s.layers(&[7]), false).unwrap();
         for ephemeral in [false, true] {
-            let err = s.snap.prepare("dup", &image(&[7]), ephemeral).unwrap_err();
+            let err = s.snap.prepare("dup", &s.layers(&[7]), ephemeral).unwrap_err();
             assert!(matches!(err, SnapshotError::AlreadyExists { .. }), "{err}");
         }
         assert!(s.root.path().join("snapshots/dup/upper").is_dir(), "a refused prepare removed the first");

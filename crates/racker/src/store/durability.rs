@@ -9,6 +9,7 @@
 
 use std::fs::{self, File};
 use std::io::BufReader;
+use std::path::Path;
 
 use rustix::fs::FlockOperation;
 
@@ -109,32 +110,27 @@ impl Store {
             let fresh = self.root.join("ingest").join(format!(".rebuild-{}-{}", layer.layer_id, std::process::id()));
             let _ = fs::remove_dir_all(&fresh);
             fs::create_dir_all(&fresh).map_err(io_err(&fresh))?;
+            let scratch = RemoveUnlessKept(Some(&fresh));
             let blob = self.blob_path(&layer.blob_digest);
             let what = layer.blob_digest.to_string();
             if !self.blob_is_whole(&layer.blob_digest)? {
-                let _ = fs::remove_dir_all(&fresh);
                 return Err(StoreError::Invalid {
                     what: format!("layer {what}"),
                     reason: "its blob lost data in an unclean reboot; remove the image and pull it again".into(),
                 });
             }
-            let unpacked = (|| {
-                let file = File::open(&blob).map_err(io_err(&blob))?;
-                let compression = Compression::from_media_type(&layer.media_type)
-                    .map_err(|source| StoreError::Unpack { blob: what.clone(), source })?;
-                let tar = unpack::decompress(BufReader::with_capacity(1 << 20, file), compression)
-                    .map_err(|source| StoreError::Unpack { blob: what.clone(), source })?;
-                let options = UnpackOptions { allow_devices: true, ..UnpackOptions::default() };
-                let stats = unpack::apply_tar(tar, &fresh, &options)
-                    .map_err(|source| StoreError::Unpack { blob: what.clone(), source })?;
-                super::blobs::check(&format!("layer {what} (uncompressed)"), Some(&layer.diff_id), &stats.diff_id)?;
-                let dir = File::open(&fresh).map_err(io_err(&fresh))?;
-                rustix::fs::syncfs(&dir).map_err(|e| io_err(&fresh)(e.into()))
-            })();
-            if let Err(e) = unpacked {
-                let _ = fs::remove_dir_all(&fresh);
-                return Err(e);
-            }
+            let file = File::open(&blob).map_err(io_err(&blob))?;
+            let compression = Compression::from_media_type(&layer.media_type)
+                .map_err(|source| StoreError::Unpack { blob: what.clone(), source })?;
+            let tar = unpack::decompress(BufReader::with_capacity(1 << 20, file), compression)
+                .map_err(|source| StoreError::Unpack { blob: what.clone(), source })?;
+            let options = UnpackOptions { allow_devices: true, ..UnpackOptions::default() };
+            let stats = unpack::apply_tar(tar, &fresh, &options)
+                .map_err(|source| StoreError::Unpack { blob: what.clone(), source })?;
+            super::blobs::check(&format!("layer {what} (uncompressed)"), Some(&layer.diff_id), &stats.diff_id)?;
+            let dir = File::open(&fresh).map_err(io_err(&fresh))?;
+            rustix::fs::syncfs(&dir).map_err(|e| io_err(&fresh)(e.into()))?;
+            scratch.keep();
             let target = self.layer_dir(layer.layer_id);
             let old = self.root.join("ingest").join(format!(".old-{}-{}", layer.layer_id, std::process::id()));
             if target.exists() {
@@ -148,5 +144,23 @@ impl Store {
                 .map_err(db.err())?;
         }
         Ok(image)
+    }
+}
+
+/// A directory being built: deleted when dropped unless [`keep`](Self::keep) says it is
+/// complete, so that every early return leaves no half-built tree behind.
+struct RemoveUnlessKept<'a>(Option<&'a Path>);
+
+impl RemoveUnlessKept<'_> {
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for RemoveUnlessKept<'_> {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0 {
+            let _ = fs::remove_dir_all(dir);
+        }
     }
 }

@@ -1,0 +1,323 @@
+//! The run path: a container prepared (its record claims the name, its snapshot is made,
+//! its spec decided), started in the foreground in command or boot mode, and discarded
+//! again (`--rm`, or whatever failed on the way). Detached runs and [`Booted`](super::Booted)
+//! share the preparing and the discarding.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::cgroup::ContainerCgroup;
+use super::machine::{Console, Machine, SignalForwarder};
+use super::{
+    lifecycle, prepare_nspawn_state, rootfs, runtime_dir, spec_of, BootTarget, Registration, Result, RunOptions,
+    RunSpec, RuntimeError,
+};
+use crate::snapshot::{self, Driver};
+use crate::store::{ContainerRecord, ContainerState, Store};
+
+/// `racker run`'s choices beyond the command itself.
+#[derive(Clone, Debug)]
+pub struct RunRequest {
+    pub options: RunOptions,
+    pub name: Option<String>,
+    /// `--rm`: remove the container (and its writes) when it ends.
+    pub remove: bool,
+    /// None: boot when the image has systemd, as the original tool did.
+    pub boot: Option<bool>,
+    /// What a boot starts.
+    pub boot_target: BootTarget,
+    pub driver: Option<Driver>,
+    pub boot_timeout: Duration,
+    /// Where the command's output goes (foreground runs).
+    pub output: Console,
+}
+
+/// How long a boot may take by default.
+pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Default for RunRequest {
+    fn default() -> Self {
+        RunRequest {
+            options: RunOptions::default(),
+            name: None,
+            remove: false,
+            boot: None,
+            boot_target: BootTarget::Default,
+            driver: None,
+            boot_timeout: DEFAULT_BOOT_TIMEOUT,
+            output: Console::Inherit,
+        }
+    }
+}
+
+fn new_id() -> String {
+    format!(
+        "{:016x}{:016x}{:016x}{:016x}",
+        rand::random::<u64>(),
+        rand::random::<u64>(),
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    )
+}
+
+/// A container made ready to start: its record claims the name, its snapshot is
+/// prepared, its spec decided.
+pub(crate) struct Prepared {
+    pub id: String,
+    pub name: String,
+    pub spec: RunSpec,
+    pub rootfs: PathBuf,
+    pub snapshotter: Box<dyn snapshot::Snapshotter>,
+}
+
+/// Everything up to starting nspawn, shared by foreground and detached runs. On error,
+/// whatever was made is removed again.
+pub(crate) fn prepare(store: &Store, image: &str, request: &RunRequest, detached: bool) -> Result<Prepared> {
+    let image_id = store.resolve(image)?;
+    let record = store.ready_image(&image_id)?;
+    let config: serde_json::Value = serde_json::from_slice(&store.read_blob(&record.config_digest)?).map_err(|e| {
+        RuntimeError::Invalid { what: format!("config of image {}", image_id.short()), reason: e.to_string() }
+    })?;
+    let snapshotter = snapshot::open(store, request.driver)?;
+    let id = new_id();
+    let name = request.name.clone().unwrap_or_else(|| format!("racker-{}", &id[..12]));
+    // The record first: it claims the name, so two runs never collide.
+    store.create_container(&id, &name, &image_id, &snapshotter.driver().to_string(), &serde_json::json!({}))?;
+    let unmade = DiscardUnlessKept::new(store, &*snapshotter, &id);
+    let snap = snapshotter.prepare(&id, &snapshot::ImageLayers::of(store, &record), request.remove)?;
+    let boot = request.boot.unwrap_or_else(|| rootfs::has_systemd(&snap.rootfs));
+    let mut spec = RunSpec::new(&request.options, &config, boot)?;
+    spec.remove = request.remove;
+    spec.boot_target = request.boot_target.clone();
+    spec.rootfs = Some(snap.rootfs.clone());
+    spec.boot_timeout = Some(request.boot_timeout.as_secs());
+    if Registration::detect() == Registration::Direct {
+        spec.cgroup = ContainerCgroup::paths_for(&id);
+    }
+    if spec.argv.is_empty() && !detached {
+        return Err(RuntimeError::Invalid {
+            what: "command".into(),
+            reason: "no command specified: give one after the image name, or run the booted system with -d".into(),
+        });
+    }
+    if boot || detached {
+        let dir = if request.remove { runtime_dir()? } else { store.root().join("containers").join(&id) };
+        crate::private::dir(&dir).map_err(|source| RuntimeError::Io { path: dir.clone(), source })?;
+        spec.console = Some(dir.join(format!("{id}.console")));
+    }
+    store.update_container_spec(&id, &serde_json::to_value(&spec).unwrap_or_default())?;
+    prepare_rootfs(&snap.rootfs, &spec)?;
+    prepare_nspawn_state()?;
+    unmade.keep();
+    Ok(Prepared { id, name, spec, rootfs: snap.rootfs, snapshotter })
+}
+
+/// A container on its way to being made or started: dropped before [`keep`](Self::keep),
+/// it is discarded again (snapshot, cgroup, logs, record), so that every early return on
+/// the way leaves nothing behind.
+pub(super) struct DiscardUnlessKept<'a> {
+    store: &'a Store,
+    snapshotter: &'a dyn snapshot::Snapshotter,
+    id: &'a str,
+    kept: bool,
+}
+
+impl<'a> DiscardUnlessKept<'a> {
+    pub(super) fn new(store: &'a Store, snapshotter: &'a dyn snapshot::Snapshotter, id: &'a str) -> Self {
+        DiscardUnlessKept { store, snapshotter, id, kept: false }
+    }
+
+    /// The container is made: it stays.
+    pub(super) fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for DiscardUnlessKept<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            discard_or_warn(self.store, self.snapshotter, self.id);
+        }
+    }
+}
+
+/// How long a container's processes may take to end once killed (they are in the
+/// kernel's hands by then: only an uninterruptible wait holds them).
+pub(super) const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The container's cgroup, from its record (or, for a record from before racker recorded
+/// it, where this process would have made it).
+pub(crate) fn cgroup_of(record: &ContainerRecord) -> ContainerCgroup {
+    match spec_of(record).map(|s| s.cgroup).filter(|dirs| !dirs.is_empty()) {
+        Some(dirs) => ContainerCgroup::at(dirs),
+        None => ContainerCgroup::at(ContainerCgroup::paths_for(&record.id)),
+    }
+}
+
+/// Removes a container: ends whatever of it still runs, then its snapshot (and mounts),
+/// cgroup, logs and last its record, so that what could not go is still found by its
+/// record (`rm -f`, `gc`) and named in the error.
+pub(crate) fn discard(store: &Store, snapshotter: &dyn snapshot::Snapshotter, id: &str) -> Result<()> {
+    let (name, cgroup) = match store.container(id) {
+        Ok(record) => (record.name.clone(), cgroup_of(&record)),
+        Err(_) => (id.to_owned(), ContainerCgroup::at(ContainerCgroup::paths_for(id))),
+    };
+    let left = |what: String| RuntimeError::Left { name: name.clone(), what };
+    // Processes first: they hold the container's mounts.
+    cgroup.kill_all(KILL_TIMEOUT).map_err(|e| left(format!("not removed: cgroup {e}")))?;
+    snapshotter.remove(id).map_err(|e| left(format!("not removed: its snapshot is left: {e}")))?;
+    cgroup.remove().map_err(|e| left(format!("not removed: cgroup {e}")))?;
+    let _ = std::fs::remove_dir_all(store.root().join("containers").join(id));
+    if let Ok(dir) = runtime_dir() {
+        let _ = std::fs::remove_file(dir.join(format!("{id}.console")));
+        // Left behind when its racker was killed; nobody listens on it any more.
+        let _ = std::fs::remove_file(dir.join(format!("{id}.notify")));
+    }
+    store.remove_container(id)?;
+    Ok(())
+}
+
+/// [`discard`] where the caller has a failure of its own to report: what is left is
+/// logged, and `gc` finds it by the record that stays.
+pub(crate) fn discard_or_warn(store: &Store, snapshotter: &dyn snapshot::Snapshotter, id: &str) {
+    if let Err(e) = discard(store, snapshotter, id) {
+        tracing::warn!("{e}");
+    }
+}
+
+/// Runs `image` in the foreground with the caller's stdio and returns the command's
+/// exit status (docker's numbers for failures to start it).
+pub fn run(store: &Store, image: &str, request: &RunRequest) -> Result<i32> {
+    let prepared = prepare(store, image, request, false)?;
+    let result = execute(store, &prepared, request);
+    let code = match &result {
+        Ok(code) => Some(*code),
+        Err(e) => Some(e.exit_code()),
+    };
+    if request.remove {
+        discard_or_warn(store, &*prepared.snapshotter, &prepared.id);
+    } else {
+        store.set_container_state(&prepared.id, ContainerState::Exited, None, code)?;
+    }
+    result
+}
+
+/// Starts the prepared container and waits for its command.
+fn execute(store: &Store, p: &Prepared, request: &RunRequest) -> Result<i32> {
+    if p.spec.boot {
+        return run_booted(store, p, request);
+    }
+    check_command(&p.rootfs, &p.spec)?;
+    let (registration, runtime) = (Registration::detect(), runtime_dir()?);
+    let output = request.output.clone();
+    let mut machine = Machine::start(&p.spec, &p.rootfs, &p.name, &p.id, registration, &runtime, output)?;
+    let _signals = if p.spec.tty { None } else { Some(SignalForwarder::to_group(machine.pid())?) };
+    store.set_container_state(
+        &p.id,
+        ContainerState::Running,
+        machine.leader_now().and_then(lifecycle::identify),
+        None,
+    )?;
+    let status = machine.wait()?;
+    Ok(exit_code(status))
+}
+
+pub(super) fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// Docker's 127/126 before anything starts: nspawn itself says only "exit 1".
+pub(super) fn check_command(rootfs: &Path, spec: &RunSpec) -> Result<()> {
+    match rootfs::find_executable(rootfs, &spec.argv[0], spec.path_env(), &spec.workdir) {
+        rootfs::Lookup::Found(_) => Ok(()),
+        rootfs::Lookup::NotExecutable(path) => Err(RuntimeError::NotExecutable(path)),
+        rootfs::Lookup::NotFound => Err(RuntimeError::NotFound(spec.argv[0].clone())),
+    }
+}
+
+/// What systemd-nspawn needs of a root that images do not always have: a `/usr`
+/// directory, and `getent` for `--user` (nspawn resolves users with it).
+fn prepare_rootfs(rootfs: &Path, spec: &RunSpec) -> Result<()> {
+    let usr = rootfs.join("usr");
+    if std::fs::symlink_metadata(&usr).is_err() {
+        std::fs::create_dir(&usr).map_err(|source| RuntimeError::Io { path: usr.clone(), source })?;
+    }
+    if spec.boot && spec.boot_target == BootTarget::Minimal {
+        rootfs::prepare_minimal_boot(rootfs).map_err(|source| RuntimeError::Io { path: rootfs.to_owned(), source })?;
+    }
+    if let (Some(user), false) = (&spec.user, spec.boot) {
+        rootfs::resolve_user(rootfs, user)
+            .map_err(|reason| RuntimeError::Invalid { what: format!("--user {user}"), reason })?;
+        let has_getent = ["/usr/bin/getent", "/bin/getent"].iter().any(|p| rootfs::read_file(rootfs, p).is_some());
+        if !has_getent {
+            rootfs::write_file(rootfs, "/usr/bin", "getent", GETENT_SHIM.as_bytes(), 0o755)
+                .map_err(|source| RuntimeError::Io { path: rootfs.join("usr/bin/getent"), source })?;
+        }
+    }
+    Ok(())
+}
+
+/// `getent passwd|group|initgroups KEY` for images without one (busybox): systemd-nspawn
+/// runs it inside the container to resolve `--user`. A numeric user without an entry
+/// gets gid 0, as in docker. Written into the container's own writable layer only.
+const GETENT_SHIM: &str = r#"#!/bin/sh
+# written by racker for systemd-nspawn --user; not part of the image
+db=$1; key=$2
+[ "$db" = initgroups ] && { echo "$key"; exit 0; }
+while IFS= read -r line; do
+  name=${line%%:*}; rest=${line#*:}; rest=${rest#*:}; id=${rest%%:*}
+  if [ "$name" = "$key" ] || [ "$id" = "$key" ]; then echo "$line"; exit 0; fi
+done < "/etc/$db"
+case "$db:$key" in
+  passwd:*[!0-9]*|passwd:) exit 2 ;;
+  passwd:*) echo "$key:x:$key:0::/:/bin/sh"; exit 0 ;;
+esac
+exit 2
+"#;
+
+/// Starts a prepared boot-mode container, its console logged, and waits until its
+/// systemd is ready (the machine is ended again if that fails).
+pub(super) fn boot(store: &Store, p: &Prepared, timeout: Duration) -> Result<Machine> {
+    let runtime = runtime_dir()?;
+    let console = p.spec.console.clone().unwrap_or_else(|| runtime.join(format!("{}.console", p.id)));
+    let registration = Registration::detect();
+    let mut machine =
+        Machine::start(&p.spec, &p.rootfs, &p.name, &p.id, registration, &runtime, Console::Log(console))?;
+    let leader = machine.wait_started(true, timeout)?;
+    store.set_container_state(&p.id, ContainerState::Running, lifecycle::identify(leader), None)?;
+    Ok(machine)
+}
+
+fn run_booted(store: &Store, p: &Prepared, request: &RunRequest) -> Result<i32> {
+    let spec = &p.spec;
+    let ids = spec
+        .user
+        .as_deref()
+        .map(|u| {
+            rootfs::resolve_user(&p.rootfs, u)
+                .map_err(|reason| RuntimeError::Invalid { what: format!("--user {u}"), reason })
+        })
+        .transpose()?;
+    let mut machine = boot(store, p, request.boot_timeout)?;
+    let result = run_entered(&machine, p, ids, request);
+    machine.terminate()?;
+    result
+}
+
+/// Runs the container's command in its booted system and waits for it (the machine is
+/// the caller's to end).
+fn run_entered(machine: &Machine, p: &Prepared, ids: Option<(u32, u32)>, request: &RunRequest) -> Result<i32> {
+    let spec = &p.spec;
+    check_command(&p.rootfs, spec)?;
+    let mut cmd = machine.enter(spec, ids)?;
+    request.output.direct(&mut cmd);
+    if !spec.tty {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+    }
+    let mut child = cmd.spawn().map_err(|source| RuntimeError::Spawn { program: "nsenter".into(), source })?;
+    let _signals = if spec.tty { None } else { Some(SignalForwarder::to_group(child.id() as i32)?) };
+    let status = child.wait().map_err(|source| RuntimeError::Spawn { program: "nsenter".into(), source })?;
+    Ok(exit_code(status))
+}
