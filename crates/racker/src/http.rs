@@ -75,50 +75,43 @@ impl Redirects {
     }
 }
 
+/// Applies what both kinds of client take from `options`: reqwest's async and blocking
+/// builders have the same methods but no trait in common.
+macro_rules! with_options {
+    ($builder:expr, $options:expr) => {{
+        let options: &ClientOptions = $options;
+        let mut builder = $builder.tls_danger_accept_invalid_certs(options.accept_invalid_certs);
+        if let Some(timeout) = options.timeout {
+            builder = builder.timeout(timeout);
+        }
+        if let Some(timeout) = options.connect_timeout {
+            builder = builder.connect_timeout(timeout);
+        }
+        if let Some(policy) = options.redirects.policy() {
+            builder = builder.redirect(policy);
+        }
+        if let Some(agent) = options.user_agent {
+            builder = builder.user_agent(agent);
+        }
+        if options.no_proxy {
+            builder = builder.no_proxy();
+        }
+        builder
+    }};
+}
+
 /// An async client with `options`.
 pub fn client(options: &ClientOptions) -> reqwest::Result<reqwest::Client> {
-    let mut builder = reqwest::Client::builder().tls_danger_accept_invalid_certs(options.accept_invalid_certs);
-    if let Some(timeout) = options.timeout {
-        builder = builder.timeout(timeout);
-    }
-    if let Some(timeout) = options.connect_timeout {
-        builder = builder.connect_timeout(timeout);
-    }
+    let mut builder = with_options!(reqwest::Client::builder(), options);
     if let Some(timeout) = options.read_timeout {
         builder = builder.read_timeout(timeout);
-    }
-    if let Some(policy) = options.redirects.policy() {
-        builder = builder.redirect(policy);
-    }
-    if let Some(agent) = options.user_agent {
-        builder = builder.user_agent(agent);
-    }
-    if options.no_proxy {
-        builder = builder.no_proxy();
     }
     builder.build()
 }
 
 /// A blocking client with `options` (`read_timeout` does not apply).
 pub fn blocking_client(options: &ClientOptions) -> reqwest::Result<reqwest::blocking::Client> {
-    let mut builder =
-        reqwest::blocking::Client::builder().tls_danger_accept_invalid_certs(options.accept_invalid_certs);
-    if let Some(timeout) = options.timeout {
-        builder = builder.timeout(timeout);
-    }
-    if let Some(timeout) = options.connect_timeout {
-        builder = builder.connect_timeout(timeout);
-    }
-    if let Some(policy) = options.redirects.policy() {
-        builder = builder.redirect(policy);
-    }
-    if let Some(agent) = options.user_agent {
-        builder = builder.user_agent(agent);
-    }
-    if options.no_proxy {
-        builder = builder.no_proxy();
-    }
-    builder.build()
+    with_options!(reqwest::blocking::Client::builder(), options).build()
 }
 
 /// A blocking client for downloading `url`, every wait bounded by [`idle_timeout`] (a
