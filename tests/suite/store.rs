@@ -303,24 +303,42 @@ fn concurrent_loads_of_one_image_end_with_one_copy_of_everything() {
 #[test]
 fn gc_waits_for_a_running_import_and_never_breaks_it() {
     let store = TempStore::new();
-    let archive = fixture("archives/whiteouts-docker-save.tar");
-    for _ in 0..3 {
-        let loader = store
-            .cmd()
-            .args(["load", "-q", "-i"])
-            .arg(&archive)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let collector = store.cmd().args(["gc"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
-        let l = loader.wait_with_output().expect("wait");
-        let c = collector.wait_with_output().expect("wait");
-        assert!(l.status.success(), "load failed beside gc: {}", String::from_utf8_lossy(&l.stderr));
-        assert!(c.status.success(), "gc failed beside load: {}", String::from_utf8_lossy(&c.stderr));
-        assert_eq!(store.count("layers"), 3);
-        assert_eq!(store.files("layers").len(), 3, "gc removed a layer of a committed image");
-    }
+    let lock = store.root().join("lock");
+    let tar = std::fs::read(fixture("rootfs/rootfs.tar")).expect("fixture");
+    // The import reads from a pipe the test holds: it stays in progress, holding the
+    // store's lock shared, until the test writes the rest.
+    let mut import = store
+        .cmd()
+        .args(["import", "-q", "-", "held:1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn racker import");
+    let mut stdin = import.stdin.take().expect("stdin");
+    stdin.write_all(&tar[..tar.len() / 2]).expect("write half");
+    stdin.flush().expect("flush");
+    common::wait_until(30, "the import never took the store's lock", || {
+        common::locks::holds(&lock, import.id(), "READ")
+    });
+    let mut gc = store.cmd().args(["gc"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn gc");
+    common::wait_until(30, "gc never waited for the store's lock", || common::locks::waits(&lock, gc.id(), "WRITE"));
+    assert!(gc.try_wait().expect("polling gc").is_none(), "gc finished while an import held the store");
+    assert_eq!(store.files("ingest").len(), 1, "the import's staging directory is there, untouched");
+
+    stdin.write_all(&tar[tar.len() / 2..]).expect("write the rest");
+    drop(stdin);
+    let imported = import.wait_with_output().expect("wait for the import");
+    assert!(imported.status.success(), "the import failed beside gc: {}", String::from_utf8_lossy(&imported.stderr));
+    let collected = gc.wait_with_output().expect("wait for gc");
+    assert!(collected.status.success(), "gc failed beside the import: {}", String::from_utf8_lossy(&collected.stderr));
+    // gc ran after the import had committed: nothing of it was garbage.
+    assert_eq!(String::from_utf8_lossy(&collected.stdout), "Total reclaimed space: 0B\n");
+    let id = String::from_utf8_lossy(&imported.stdout).trim().to_owned();
+    let inspect: serde_json::Value = serde_json::from_str(&store.ok(&["inspect", "held:1"])).expect("inspect JSON");
+    assert_eq!(inspect[0]["Id"].as_str(), Some(id.as_str()), "the imported image survived gc");
+    assert_eq!((store.count("layers"), store.files("layers").len()), (1, 1), "its layer is there");
+    assert!(store.files("ingest").is_empty(), "{:?}", store.files("ingest"));
 }
 
 #[test]
