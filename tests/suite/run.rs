@@ -552,11 +552,23 @@ fn a_layer_from_before_an_unclean_reboot_is_rebuilt_from_its_blob() {
 #[test]
 fn a_killed_foreground_run_leaves_only_what_gc_removes() {
     let (store, _dir) = busybox_store(images::busybox_config(), 0);
-    let mut child = store.cmd().args(["run", "--rm", "--name", "orphan", "bb", "sleep", "1"]).spawn().expect("spawn");
-    common::wait_until(20, "the container never showed as running", || store.ok(&["ps"]).contains("orphan"));
+    // The command runs until the test lets it end: no race between its end and racker's.
+    let control = tempfile::tempdir().expect("a control directory");
+    let volume = format!("{}:/control", control.path().display());
+    let script = "touch /control/started; until [ -e /control/end ]; do sleep 0.05; done";
+    let mut child = store
+        .cmd()
+        .args(["run", "--rm", "--name", "orphan", "-v", &volume, "bb", "sh", "-c", script])
+        .spawn()
+        .expect("spawn");
+    common::wait_until(20, "the container never showed as running", || {
+        control.path().join("started").exists() && store.ok(&["ps"]).contains("orphan")
+    });
     // racker dies without cleaning up; its container runs on and ends by itself.
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
+    assert!(store.ok(&["ps"]).contains("orphan"), "the orphaned container runs on: {}", store.ok(&["ps", "-a"]));
+    std::fs::write(control.path().join("end"), "").expect("letting the command end");
     common::wait_until(20, "the orphaned container never ended", || !store.ok(&["ps"]).contains("orphan"));
     assert!(store.ok(&["ps", "-a"]).contains("Exited (unknown)"), "ps -a shows the stale container");
     let gc = store.ok(&["gc"]);
