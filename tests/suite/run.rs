@@ -500,7 +500,7 @@ fn runs_on_a_btrfs_store_with_subvolume_snapshots() {
     store.ok(&["rmi", "-f", id.trim()]);
     store.ok(&["gc"]);
     assert!(store.files("btrfs/images").is_empty(), "{:?}", store.files("btrfs/images"));
-    drop(store);
+    fs.assert_clean(&store);
 }
 
 #[test]
