@@ -265,7 +265,7 @@ fn a_matrix_runs_in_parallel_and_reports_junit() {
             ],
         );
         // Ends the barrier if the probes never met there.
-        let _ = std::net::TcpStream::connect(barrier.trim_start_matches("http://").trim_end_matches('/'))
+        let _ = TcpStream::connect(barrier.trim_start_matches("http://").trim_end_matches('/'))
             .and_then(|mut s| s.write_all(b"GET /stop HTTP/1.0\r\n\r\n"));
         (o, server.join().expect("the barrier"))
     });
