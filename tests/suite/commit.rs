@@ -54,11 +54,9 @@ fn layer_entries(store: &TempStore, digest: &str) -> Vec<String> {
         .collect()
 }
 
+/// The suite's leak check (mounts, processes, snapshots), and no container record.
 fn assert_clean(store: &TempStore) {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    let root = store.root().display().to_string();
-    assert!(!mounts.contains(&root), "mounts left behind");
-    assert!(store.files("snapshots").is_empty(), "snapshots left behind: {:?}", store.files("snapshots"));
+    store.assert_clean();
     assert_eq!(store.ok(&["ps", "-aq"]), "");
 }
 
@@ -185,7 +183,7 @@ fn running_unknown_and_btrfs_containers_are_refused_with_a_reason() {
     let e = on_btrfs.fails(&["commit", "sub"]);
     assert!(e.contains("commit needs the overlay storage driver"), "{e}");
     on_btrfs.ok(&["rm", "sub"]);
-    drop(on_btrfs);
+    fs.assert_clean(&on_btrfs);
 }
 
 #[test]

@@ -3,8 +3,8 @@
 //! that serves HTTP with busybox httpd on a fixed port, downloaded from an HTTP server
 //! this test starts on 127.0.0.1.
 
-use std::io::Read;
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -197,33 +197,89 @@ fn a_package_from_a_url_installs_its_unit_serves_http_and_is_downloaded_once() {
     store.assert_clean();
 }
 
+/// An HTTP server on 127.0.0.1 that answers nobody until `n` requests are open at once
+/// (clients that gave up meanwhile do not count), then answers them all 200 OK: a
+/// network check passes only while `n` checks are under way together. At that moment it
+/// runs `observe`, whose result it returns; None if told to stop (a request for `/stop`)
+/// before that.
+fn serve_barrier<T>(listener: TcpListener, n: usize, observe: impl FnOnce() -> T) -> Option<T> {
+    let mut open: Vec<TcpStream> = Vec::new();
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            if stream.read(&mut byte).map_or(true, |read| read == 0) {
+                break;
+            }
+            head.push(byte[0]);
+        }
+        if head.starts_with(b"GET /stop ") {
+            return None;
+        }
+        open.push(stream);
+        // A client that gave up has closed its end: reading finds the end (or an error)
+        // at once, where a waiting one has nothing to read.
+        open.retain(|s| {
+            s.set_nonblocking(true).is_ok()
+                && matches!(s.peek(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        });
+        if open.len() == n {
+            let seen = observe();
+            for mut s in open {
+                let _ = s.set_nonblocking(false);
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            }
+            return Some(seen);
+        }
+    }
+    None
+}
+
 #[test]
 fn a_matrix_runs_in_parallel_and_reports_junit() {
     let store = probe_store();
     let cache = tempfile::tempdir().expect("cache");
-    let o = postroj(
-        &store,
-        cache.path(),
-        &[
-            "pkgprobe",
-            "--image=debian-bookworm",
-            "--image=debian-trixie",
-            "-j",
-            "2",
-            "--check-unit=systemd-journald",
-            "--check-unit=absent-unit",
-            "--format=junit",
-        ],
-    );
+    // Each image's network check reaches a barrier that answers only while both checks
+    // wait there, each from inside its probe with its container up: with `-j 1` the
+    // first would wait alone until its timeout and fail.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("binding the barrier");
+    let barrier = format!("http://{}/", listener.local_addr().expect("address"));
+    let (o, together) = std::thread::scope(|scope| {
+        let running = || store.ok(&["ps", "-q"]).lines().count();
+        let server = scope.spawn(move || serve_barrier(listener, 2, running));
+        let o = postroj(
+            &store,
+            cache.path(),
+            &[
+                "pkgprobe",
+                "--image=debian-bookworm",
+                "--image=debian-trixie",
+                "-j",
+                "2",
+                "--check-unit=systemd-journald",
+                "--check-unit=absent-unit",
+                &format!("--check-network={barrier}"),
+                "--network-timeout=120",
+                "--format=junit",
+            ],
+        );
+        // Ends the barrier if the probes never met there.
+        let _ = TcpStream::connect(barrier.trim_start_matches("http://").trim_end_matches('/'))
+            .and_then(|mut s| s.write_all(b"GET /stop HTTP/1.0\r\n\r\n"));
+        (o, server.join().expect("the barrier"))
+    });
+    assert_eq!(together, Some(2), "both probes' checks waited at the barrier, with both containers up");
     assert_eq!(o.status.code(), Some(1), "one check fails in each image:\n{}\n{}", out(&o), err(&o));
     let xml = out(&o);
     assert!(xml.starts_with("<?xml"), "{xml}");
-    assert!(xml.contains("<testsuites ") && xml.contains("tests=\"6\"") && xml.contains("failures=\"2\""), "{xml}");
+    assert!(xml.contains("<testsuites ") && xml.contains("tests=\"8\"") && xml.contains("failures=\"2\""), "{xml}");
     for label in ["debian-bookworm", "debian-trixie"] {
         assert!(xml.contains(&format!("<testsuite name=\"{label}\"")), "{xml}");
         assert!(xml.contains(&format!("classname=\"postroj.pkgprobe.{label}\" name=\"unit systemd-journald\"")));
     }
     assert_eq!(xml.matches("<failure ").count(), 2, "{xml}");
+    assert_eq!(xml.matches("name=\"unit absent-unit\"").count(), 2, "{xml}");
     store.assert_clean();
 }
 

@@ -310,13 +310,44 @@ fn pull_of_a_gzip_image_with_a_shared_base_layer() {
     let reg = Registry::start();
     push_fixture(&reg, "shared", "shared:latest");
     pull_and_check(&reg, "shared:latest", None);
-    // Also: the docker:// prefix and --tls-verify=false are accepted; the name printed
-    // is without the transport.
+    // Also: the docker:// prefix is accepted; the name printed is without the transport.
     let store = TempStore::new();
     let name = reg.name("shared:latest");
-    let out = pull(&store, &["--tls-verify=false", &format!("docker://{name}")]);
+    let out = pull(&store, &[&format!("docker://{name}")]);
     assert_eq!(stdout(&out), format!("{name}\n"));
     assert_eq!(store.count("images"), 1);
+}
+
+#[test]
+fn tls_verify_false_pulls_and_pushes_through_a_self_signed_certificate() {
+    let reg = Registry::start_tls();
+    push_fixture(&reg, "whiteouts", "whiteouts:latest");
+    let store = TempStore::new();
+    let before = store.snapshot();
+    let name = reg.name("whiteouts:latest");
+    // Checked, the certificate has no issuer the host trusts: refused, and said so.
+    let refused = |verb: &str, name: &str| {
+        let out = store.run(&[verb, "-q", "--tls-verify=true", name]);
+        assert!(!out.status.success(), "{verb} with certificate checks succeeded");
+        let err = stderr(&out);
+        assert_one_line_error(&err);
+        assert!(err.contains(&reg.addr()) && err.to_lowercase().contains("certificate"), "{verb}: {err}");
+    };
+    refused("pull", &name);
+    assert_eq!(store.snapshot(), before, "a refused pull changed the store");
+    // Unchecked: the same registry, over HTTPS, the only thing it speaks.
+    let out = pull(&store, &["--tls-verify=false", &name]);
+    assert_pull_output(&out, &name, &reg.manifest_digest("whiteouts:latest"), "Downloaded newer image");
+    assert_store_blobs(&store, &reg.image_blobs("whiteouts:latest"));
+    // Without the flag a loopback registry needs no valid certificate (as in docker).
+    pull(&store, &["-q", &name]);
+
+    let id = store.ok(&["images", "-q", "--no-trunc"]).trim().to_owned();
+    let pushed = reg.name("pushed:1");
+    store.ok(&["tag", &name, &pushed]);
+    refused("push", &pushed);
+    store.ok(&["push", "-q", "--tls-verify=false", &pushed]);
+    assert_eq!(format!("sha256:{}", sha256_hex(&reg.raw_config("pushed:1"))), id, "the pushed image is the same");
 }
 
 #[test]

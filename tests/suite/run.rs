@@ -373,29 +373,52 @@ fn a_minimal_boot_starts_the_journal_and_what_is_asked_for() {
 #[test]
 fn two_boots_of_one_image_at_once() {
     let store = debian_store();
-    let a =
-        store.cmd().args(["run", "--rm", "debian:bookworm-systemd", "cat", "/etc/machine-id"]).output().expect("run");
-    let b =
-        store.cmd().args(["run", "--rm", "debian:bookworm-systemd", "cat", "/etc/machine-id"]).output().expect("run");
-    let (mut c1, mut c2) = (
+    // Each boot leaves its machine id in a shared host directory, then holds until the
+    // test lets it go: the test does so only once both markers are there and both
+    // containers are up, so the two boots provably overlap.
+    let shared = tempfile::tempdir().expect("a shared directory");
+    let volume = format!("{}:/shared", shared.path().display());
+    let script = "id=$(cat /etc/machine-id); echo \"$id\" > /shared/$1.tmp && mv /shared/$1.tmp /shared/$1; \
+                  until [ -e /shared/go ]; do sleep 0.05; done; echo \"$id\"";
+    let boot = |name: &str| {
         store
             .cmd()
-            .args(["run", "--rm", "debian:bookworm-systemd", "systemctl", "is-system-running", "--wait"])
+            .args(["run", "--rm", "--name", name, "-v", &volume, "debian:bookworm-systemd", "sh", "-c", script, "sh"])
+            .arg(name)
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn"),
-        store
-            .cmd()
-            .args(["run", "--rm", "debian:bookworm-systemd", "systemctl", "is-system-running", "--wait"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn"),
-    );
-    assert!(a.status.success() && b.status.success(), "{} {}", err(&a), err(&b));
-    assert_ne!(out(&a), out(&b), "each boot has its own machine id");
-    let (o1, o2) = (c1.wait().expect("wait"), c2.wait().expect("wait"));
-    let _ = (c1.stdout.take(), c2.stdout.take());
-    assert!(o1.code().is_some() && o2.code().is_some());
+            .expect("spawn racker run")
+    };
+    let (mut a, mut b) = (boot("boot-a"), boot("boot-b"));
+    let marker = |name: &str| std::fs::read_to_string(shared.path().join(name)).ok();
+    common::wait_until(120, "the two boots were never up at the same time", || {
+        for (name, child) in [("boot-a", &mut a), ("boot-b", &mut b)] {
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut stderr = String::new();
+                let _ = std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr);
+                panic!("{name} ended ({status}) before both boots were up: {stderr}");
+            }
+        }
+        marker("boot-a").is_some() && marker("boot-b").is_some()
+    });
+    let ps = store.ok(&["ps", "--format", "json"]);
+    let up: Vec<String> = ps
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .filter(|r| r["State"] == "running")
+        .filter_map(|r| r["Names"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(up.len(), 2, "both containers are up while both wait: {ps}");
+    std::fs::write(shared.path().join("go"), "").expect("letting the boots go");
+    let (a, b) = (a.wait_with_output().expect("wait"), b.wait_with_output().expect("wait"));
+    let (id_a, id_b) = (marker("boot-a").expect("marker"), marker("boot-b").expect("marker"));
+    for (o, id) in [(&a, &id_a), (&b, &id_b)] {
+        assert_eq!((o.status.code(), out(o).as_str()), (Some(0), id.as_str()), "{}", err(o));
+        let hex = id.trim();
+        assert!(hex.len() == 32 && hex.bytes().all(|c| c.is_ascii_hexdigit()), "a machine id: {id:?}");
+    }
+    assert_ne!(id_a, id_b, "each boot has its own machine id");
     store.assert_clean();
 }
 
@@ -477,7 +500,7 @@ fn runs_on_a_btrfs_store_with_subvolume_snapshots() {
     store.ok(&["rmi", "-f", id.trim()]);
     store.ok(&["gc"]);
     assert!(store.files("btrfs/images").is_empty(), "{:?}", store.files("btrfs/images"));
-    drop(store);
+    fs.assert_clean(&store);
 }
 
 #[test]
@@ -529,11 +552,23 @@ fn a_layer_from_before_an_unclean_reboot_is_rebuilt_from_its_blob() {
 #[test]
 fn a_killed_foreground_run_leaves_only_what_gc_removes() {
     let (store, _dir) = busybox_store(images::busybox_config(), 0);
-    let mut child = store.cmd().args(["run", "--rm", "--name", "orphan", "bb", "sleep", "1"]).spawn().expect("spawn");
-    common::wait_until(20, "the container never showed as running", || store.ok(&["ps"]).contains("orphan"));
+    // The command runs until the test lets it end: no race between its end and racker's.
+    let control = tempfile::tempdir().expect("a control directory");
+    let volume = format!("{}:/control", control.path().display());
+    let script = "touch /control/started; until [ -e /control/end ]; do sleep 0.05; done";
+    let mut child = store
+        .cmd()
+        .args(["run", "--rm", "--name", "orphan", "-v", &volume, "bb", "sh", "-c", script])
+        .spawn()
+        .expect("spawn");
+    common::wait_until(20, "the container never showed as running", || {
+        control.path().join("started").exists() && store.ok(&["ps"]).contains("orphan")
+    });
     // racker dies without cleaning up; its container runs on and ends by itself.
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
+    assert!(store.ok(&["ps"]).contains("orphan"), "the orphaned container runs on: {}", store.ok(&["ps", "-a"]));
+    std::fs::write(control.path().join("end"), "").expect("letting the command end");
     common::wait_until(20, "the orphaned container never ended", || !store.ok(&["ps"]).contains("orphan"));
     assert!(store.ok(&["ps", "-a"]).contains("Exited (unknown)"), "ps -a shows the stale container");
     let gc = store.ok(&["gc"]);

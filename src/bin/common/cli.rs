@@ -1,9 +1,12 @@
 //! What both command lines (`racker`, `postroj`) do the same way at their edge.
 
-/// Logs to standard error, filtered by `RACKER_LOG` (warnings by default).
+/// Logs to standard error, filtered by `RACKER_LOG` (warnings by default). By default
+/// not rustls-platform-verifier's: it logs every certificate it rejects as an ERROR,
+/// and the command reports that failure as its one-line error anyway.
 pub fn init_logging() {
+    let default = || "warn,rustls_platform_verifier=off".into();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RACKER_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RACKER_LOG").unwrap_or_else(|_| default()))
         .with_writer(std::io::stderr)
         .init();
 }

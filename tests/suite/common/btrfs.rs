@@ -1,8 +1,11 @@
 //! Guards for privileged tests: a loop-mounted btrfs file system made for the test, and
 //! a sweep that undoes leftover mounts even when an assertion fails.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use super::TempStore;
 
 /// Mount points in this process's mount namespace at or below `dir`.
 pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
@@ -60,6 +63,33 @@ impl BtrfsLoop {
 
     pub fn path(&self) -> &Path {
         self.mount.path()
+    }
+
+    /// Every subvolume of the file system, by its path in it: what racker made and did
+    /// not remove is listed here, also where no directory of the store names it.
+    pub fn subvolumes(&self) -> BTreeSet<PathBuf> {
+        let list = run(Command::new("btrfs").args(["subvolume", "list"]).arg(self.path()));
+        list.lines()
+            .map(|l| PathBuf::from(l.split_once(" path ").unwrap_or_else(|| panic!("btrfs subvolume list: {l}")).1))
+            .collect()
+    }
+
+    /// The overlay stores' leak check ([`TempStore::assert_clean`]) for `store` on this
+    /// file system, and on btrfs: no container record, and no subvolume but the
+    /// materialised images of images the store still has (no container snapshot, no
+    /// half-built image).
+    pub fn assert_clean(&self, store: &TempStore) {
+        store.assert_clean();
+        assert_eq!(store.ok(&["ps", "-aq"]), "", "container records left behind");
+        let in_fs = store.root().strip_prefix(self.path()).expect("the store is on this file system");
+        let images: BTreeSet<PathBuf> = store
+            .ok(&["images", "-q", "--no-trunc"])
+            .lines()
+            .map(|id| in_fs.join("btrfs/images").join(id.trim_start_matches("sha256:")))
+            .collect();
+        let subvolumes = self.subvolumes();
+        let leaked: Vec<_> = subvolumes.difference(&images).collect();
+        assert!(leaked.is_empty(), "subvolumes left behind: {leaked:?} (images' are {images:?})");
     }
 }
 

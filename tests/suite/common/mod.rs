@@ -7,6 +7,7 @@ pub mod btrfs;
 pub mod diskfull;
 pub mod hostile;
 pub mod images;
+pub mod locks;
 pub mod registry;
 pub mod tree;
 

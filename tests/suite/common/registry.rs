@@ -1,6 +1,6 @@
 //! A real registry for tests: CNCF distribution (`docker-registry serve`) on
 //! `127.0.0.1:<free port>`, filesystem storage in a temporary directory, optionally with
-//! htpasswd basic auth; images are put into it with skopeo from OCI layouts, and
+//! htpasswd basic auth or on HTTPS only with a self-signed certificate; images are put into it with skopeo from OCI layouts, and
 //! reference root filesystems come out of it through skopeo + `umoci unpack`.
 //!
 //! The guard kills and reaps the registry and removes its directory on drop, also when a
@@ -25,6 +25,8 @@ pub struct Registry {
     dir: tempfile::TempDir,
     port: u16,
     creds: Option<(String, String)>,
+    /// Serves HTTPS only, with this self-signed certificate (no host trusts it).
+    certificate: Option<PathBuf>,
     counter: Cell<u32>,
 }
 
@@ -57,6 +59,16 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
     text.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The status of a GET over HTTPS, certificate unchecked (curl); None if nothing answered.
+fn https_status(port: u16, path: &str) -> Option<u16> {
+    let out = Command::new("curl")
+        .args(["-sk", "-o", "/dev/null", "--max-time", "5", "-w", "%{http_code}"])
+        .arg(format!("https://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("running curl");
+    String::from_utf8_lossy(&out.stdout).parse().ok().filter(|code| *code != 0)
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("binding a free port").port()
 }
@@ -64,26 +76,32 @@ fn free_port() -> u16 {
 impl Registry {
     /// A registry without authentication.
     pub fn start() -> Registry {
-        Self::start_inner(None)
+        Self::start_inner(None, false)
     }
 
     /// A registry that wants HTTP basic auth as `user`/`password` (htpasswd, bcrypt).
     pub fn start_with_auth(user: &str, password: &str) -> Registry {
-        Self::start_inner(Some((user.into(), password.into())))
+        Self::start_inner(Some((user.into(), password.into())), false)
     }
 
-    fn start_inner(creds: Option<(String, String)>) -> Registry {
+    /// A registry that speaks HTTPS only, with a self-signed certificate for 127.0.0.1
+    /// made here (openssl): a client that checks certificates finds no issuer it trusts.
+    pub fn start_tls() -> Registry {
+        Self::start_inner(None, true)
+    }
+
+    fn start_inner(creds: Option<(String, String)>, tls: bool) -> Registry {
         // The port is free when picked but can be taken before the registry binds it:
         // then the registry exits and we try another.
         for _attempt in 0..5 {
-            if let Some(r) = Self::try_start(creds.clone()) {
+            if let Some(r) = Self::try_start(creds.clone(), tls) {
                 return r;
             }
         }
         panic!("docker-registry did not come up on any of 5 ports");
     }
 
-    fn try_start(creds: Option<(String, String)>) -> Option<Registry> {
+    fn try_start(creds: Option<(String, String)>, tls: bool) -> Option<Registry> {
         let dir =
             tempfile::Builder::new().prefix("racker-registry-").tempdir().expect("creating the registry's directory");
         let port = free_port();
@@ -96,6 +114,21 @@ impl Registry {
              http:\n  addr: 127.0.0.1:{port}\n",
             storage.display()
         );
+        let certificate = tls.then(|| {
+            let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+            run(Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
+                // An end entity's certificate for this address, signed by itself: the one
+                // fault a checking client can find is that no issuer it trusts vouches for it.
+                .args(["-addext", "subjectAltName=IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE"])
+                .arg("-keyout")
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert));
+            // Under `http:`, which the base configuration ends with.
+            config.push_str(&format!("  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display()));
+            cert
+        });
         if let Some((user, password)) = &creds {
             let out = run(Command::new("htpasswd").args(["-Bbn", user, password]));
             let htpasswd = dir.path().join("htpasswd");
@@ -123,7 +156,7 @@ impl Registry {
             .stderr(open_log())
             .spawn()
             .expect("starting docker-registry (apt-get install docker-registry)");
-        let mut registry = Registry { child, dir, port, creds, counter: Cell::new(0) };
+        let mut registry = Registry { child, dir, port, creds, certificate, counter: Cell::new(0) };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if registry.child.try_wait().expect("polling the registry").is_some() {
@@ -131,7 +164,7 @@ impl Registry {
                 eprintln!("docker-registry on port {port} exited early:\n{}", registry.log());
                 return None;
             }
-            match http_status(port, "/v2/") {
+            match registry.status("/v2/") {
                 Some(200) if registry.creds.is_none() => return Some(registry),
                 Some(401) if registry.creds.is_some() => return Some(registry),
                 Some(other) => panic!("GET /v2/ answered {other}:\n{}", registry.log()),
@@ -140,6 +173,19 @@ impl Registry {
             assert!(Instant::now() < deadline, "docker-registry did not answer within 30 s:\n{}", registry.log());
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The status of a GET of `path` from the registry; None if nothing answered.
+    fn status(&self, path: &str) -> Option<u16> {
+        match self.certificate {
+            Some(_) => https_status(self.port, path),
+            None => http_status(self.port, path),
+        }
+    }
+
+    /// The self-signed certificate of a [`Registry::start_tls`] registry.
+    pub fn certificate(&self) -> Option<&Path> {
+        self.certificate.as_deref()
     }
 
     /// `127.0.0.1:PORT`
@@ -295,7 +341,7 @@ impl Registry {
         let n = self.counter.get();
         self.counter.set(n + 1);
         let marker = format!("/v2/?settle={n}");
-        http_status(self.port, &marker);
+        self.status(&marker);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.log().contains(&format!("\"GET {marker} ")) {
             assert!(Instant::now() < deadline, "the access log lags by 10 s");
