@@ -38,10 +38,9 @@ fn postroj(store: &TempStore, cache: &Path, args: &[&str]) -> Output {
     store.postroj().env("POSTROJ_PACKAGE_CACHE", cache).args(args).output().expect("running postroj")
 }
 
-/// Builds `racker-probe-web_1.0_all.deb` in `dir`: busybox httpd as a systemd service on
-/// [`SERVICE_PORT`], serving one page.
-fn build_web_package(dir: &Path) -> PathBuf {
-    let root = dir.join("pkg");
+/// Builds `NAME_1.0_all.deb` in `dir` with dpkg-deb, of `files` (path, contents, mode).
+fn build_deb(dir: &Path, name: &str, description: &str, files: &[(&str, &[u8], u32)]) -> PathBuf {
+    let root = dir.join(format!("{name}-pkg"));
     let write = |rel: &str, contents: &[u8], mode: u32| {
         use std::os::unix::fs::PermissionsExt;
         let path = root.join(rel);
@@ -49,21 +48,15 @@ fn build_web_package(dir: &Path) -> PathBuf {
         std::fs::write(&path, contents).expect("write");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
     };
-    write(
-        "DEBIAN/control",
-        b"Package: racker-probe-web\nVersion: 1.0\nArchitecture: all\nMaintainer: racker tests <tests@racker.invalid>\n\
-          Description: busybox httpd as a systemd service, for postroj's tests\n",
-        0o644,
+    let control = format!(
+        "Package: {name}\nVersion: 1.0\nArchitecture: all\nMaintainer: racker tests <tests@racker.invalid>\n\
+         Description: {description}\n"
     );
-    write("usr/lib/racker-probe-web/busybox", &std::fs::read("/bin/busybox").expect("busybox-static"), 0o755);
-    write("usr/share/racker-probe-web/www/index.html", b"<h1>probed</h1>\n", 0o644);
-    let unit = format!(
-        "[Unit]\nDescription=racker probe web\n\n[Service]\n\
-         ExecStart=/usr/lib/racker-probe-web/busybox httpd -f -p 127.0.0.1:{SERVICE_PORT} -h /usr/share/racker-probe-web/www\n\n\
-         [Install]\nWantedBy=multi-user.target\n"
-    );
-    write("lib/systemd/system/racker-probe-web.service", unit.as_bytes(), 0o644);
-    let deb = dir.join("racker-probe-web_1.0_all.deb");
+    write("DEBIAN/control", control.as_bytes(), 0o644);
+    for (rel, contents, mode) in files {
+        write(rel, contents, *mode);
+    }
+    let deb = dir.join(format!("{name}_1.0_all.deb"));
     let status = Command::new("dpkg-deb")
         .args(["--build", "--root-owner-group"])
         .arg(&root)
@@ -73,6 +66,27 @@ fn build_web_package(dir: &Path) -> PathBuf {
         .expect("dpkg-deb");
     assert!(status.success(), "dpkg-deb failed");
     deb
+}
+
+/// Builds `racker-probe-web_1.0_all.deb` in `dir`: busybox httpd as a systemd service on
+/// [`SERVICE_PORT`], serving one page.
+fn build_web_package(dir: &Path) -> PathBuf {
+    let busybox = std::fs::read("/bin/busybox").expect("busybox-static");
+    let unit = format!(
+        "[Unit]\nDescription=racker probe web\n\n[Service]\n\
+         ExecStart=/usr/lib/racker-probe-web/busybox httpd -f -p 127.0.0.1:{SERVICE_PORT} -h /usr/share/racker-probe-web/www\n\n\
+         [Install]\nWantedBy=multi-user.target\n"
+    );
+    build_deb(
+        dir,
+        "racker-probe-web",
+        "busybox httpd as a systemd service, for postroj's tests",
+        &[
+            ("usr/lib/racker-probe-web/busybox", &busybox, 0o755),
+            ("usr/share/racker-probe-web/www/index.html", b"<h1>probed</h1>\n", 0o644),
+            ("lib/systemd/system/racker-probe-web.service", unit.as_bytes(), 0o644),
+        ],
+    )
 }
 
 /// `python3 -m http.server` on 127.0.0.1 serving a directory; killed on drop. Its
@@ -310,5 +324,73 @@ fn selftests_cover_the_curated_images_in_the_store() {
         .expect("postroj");
     assert_eq!(o.status.code(), Some(2), "{}", err(&o));
     assert!(err(&o).contains("ubuntu-noble") && err(&o).contains("cannot reach the registry"), "{}", err(&o));
+    store.assert_clean();
+}
+
+/// README: a unit that is installed but does not come up fails its check, and the report
+/// shows its status and its last journal lines. The package's oneshot service says why it
+/// fails on standard error (the journal) and exits 3.
+#[test]
+fn a_unit_that_is_installed_but_fails_shows_its_status_and_journal() {
+    let store = probe_store();
+    let cache = tempfile::tempdir().expect("cache");
+    let dir = tempfile::tempdir().expect("package dir");
+    let unit = b"[Unit]\nDescription=racker probe failing service\n\n[Service]\nType=oneshot\n\
+        ExecStart=/bin/sh -c 'echo racker-probe-fail: no configuration in /etc/racker-probe-fail.conf >&2; exit 3'\n\n\
+        [Install]\nWantedBy=multi-user.target\n";
+    let deb = build_deb(
+        dir.path(),
+        "racker-probe-fail",
+        "a systemd service that fails, for postroj's tests",
+        &[("lib/systemd/system/racker-probe-fail.service", unit, 0o644)],
+    );
+    let o = postroj(
+        &store,
+        cache.path(),
+        &[
+            "pkgprobe",
+            "--image=debian-bookworm",
+            &format!("--package={}", deb.display()),
+            "--check-unit=racker-probe-fail",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}\n{}", out(&o), err(&o));
+    let report = out(&o);
+    assert!(report.contains("install racker-probe-fail_1.0_all.deb") && report.contains("installed"), "{report}");
+    let row = report.lines().find(|l| l.contains("unit racker-probe-fail ")).expect("the unit's row");
+    assert!(row.contains("FAILED"), "{report}");
+    assert!(report.contains("debian-bookworm / unit racker-probe-fail: unit racker-probe-fail is failed"), "{report}");
+    // The status: systemctl's own view of the unit and of its process's exit.
+    assert!(report.contains("racker-probe-fail.service - racker probe failing service"), "{report}");
+    assert!(report.contains("Active: failed") && report.contains("status=3"), "{report}");
+    // The journal: the service's own words, after the heading of the journal part.
+    let (_, journal) = report.split_once("-- last journal lines of racker-probe-fail:").expect("a journal part");
+    assert!(journal.contains("racker-probe-fail: no configuration in /etc/racker-probe-fail.conf"), "{report}");
+    store.assert_clean();
+}
+
+/// README: `--output FILE` writes the report to FILE, and standard output carries none.
+#[test]
+fn output_writes_the_report_to_the_file() {
+    let store = probe_store();
+    let cache = tempfile::tempdir().expect("cache");
+    let dir = tempfile::tempdir().expect("report dir");
+    let file = dir.path().join("report.xml");
+    let o = postroj(
+        &store,
+        cache.path(),
+        &[
+            "pkgprobe",
+            "--image=debian-bookworm",
+            "--check-unit=systemd-journald",
+            "--format=junit",
+            &format!("--output={}", file.display()),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", out(&o), err(&o));
+    assert_eq!(out(&o), "", "the report went to the file, not to standard output");
+    let xml = std::fs::read_to_string(&file).expect("the report file");
+    assert!(xml.starts_with("<?xml") && xml.contains("<testsuite name=\"debian-bookworm\""), "{xml}");
+    assert!(xml.contains("name=\"unit systemd-journald\"") && xml.contains("failures=\"0\""), "{xml}");
     store.assert_clean();
 }

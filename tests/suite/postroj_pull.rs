@@ -226,3 +226,119 @@ fn auto_falls_back_to_the_mirror_when_the_registry_is_unreachable() {
     assert_eq!(inspect(&store, LOCAL)["Layers"].as_array().expect("layers").len(), 1);
     assert_no_containers(&store);
 }
+
+/// README: `--source auto` (the default) tries the registry first. When the registry
+/// answers, the label comes from it (the pushed layer, not a mirror build), and postroj
+/// says which source it used and why.
+#[test]
+fn auto_takes_the_registry_when_it_answers() {
+    require_root();
+    let registry = Registry::start();
+    let tarball = images::debian_rootfs_tarball();
+    let diff_id = push_rootfs(&registry, std::fs::read(&tarball).expect("tarball"), "library/debian:bookworm");
+    let conf_dir = tempfile::tempdir().expect("tempdir");
+    let conf = rewrite_conf(conf_dir.path(), &registry);
+    let store = TempStore::new();
+
+    let o = ok(postroj(&store, Some(&conf), &["pull", "debian-bookworm"]));
+    assert_eq!(out(&o), format!("{LOCAL}\n"));
+    let log = err(&o);
+    assert!(
+        log.contains("debian-bookworm: source registry: docker.io/library/debian:bookworm (--source auto tries the registry first)"),
+        "{log}"
+    );
+    assert!(!log.contains("source Debian mirror"), "no mirror build: {log}");
+    assert!(log.contains("has systemd: no provisioning needed"), "{log}");
+    assert!(registry.manifest_gets("library/debian") >= 1, "the registry was asked");
+    let layers = inspect(&store, LOCAL)["Layers"].as_array().expect("layers").clone();
+    assert_eq!(layers.len(), 1);
+    assert_eq!(layers[0]["DiffID"], diff_id.as_str(), "the registry's layer");
+    boots(&store);
+    assert_no_containers(&store);
+}
+
+/// A registries.conf that sends every registry of the catalog to `registry`, under the
+/// original host's name (`docker.io/library/debian` → `ADDR/docker.io/library/debian`).
+fn rewrite_every_registry(dir: &Path, registry: &Registry, sources: &[String]) -> PathBuf {
+    let mut hosts: Vec<&str> = sources.iter().map(|s| s.split('/').next().expect("a host")).collect();
+    hosts.sort_unstable();
+    hosts.dedup();
+    let text: String = hosts
+        .iter()
+        .map(|h| format!("[[registry]]\nprefix = \"{h}\"\nlocation = \"{}/{h}\"\n", registry.addr()))
+        .collect();
+    let path = dir.join("registries.conf");
+    std::fs::write(&path, text).expect("writing registries.conf");
+    path
+}
+
+/// The catalog as `list-images --format table` shows it: (label, source).
+fn catalog(store: &TempStore) -> Vec<(String, String)> {
+    let table = out(&ok(postroj(store, None, &["list-images", "--format", "table"])));
+    table
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols[0].to_owned(), cols[1].to_owned())
+        })
+        .collect()
+}
+
+/// README: `postroj pull LABEL LABEL…` and `postroj pull --all` pull each label as
+/// `localhost/postroj/LABEL:latest` and print exactly those names. Every source of the
+/// catalog is served by one local registry (rewrites in registries.conf), each with the
+/// Debian systemd image, so that nothing needs provisioning.
+#[test]
+fn several_labels_and_all_are_pulled_each_under_its_name() {
+    require_root();
+    let store = TempStore::new();
+    let catalog = catalog(&store);
+    assert!(catalog.len() > 20, "{catalog:?}");
+    let registry = Registry::start();
+    let tarball = images::debian_rootfs_tarball();
+    // In the registry, each source is a repository of the same name (host included).
+    let first = catalog[0].1.clone();
+    let diff_id = push_rootfs(&registry, std::fs::read(&tarball).expect("tarball"), &first);
+    for (_, source) in &catalog[1..] {
+        registry.copy_within(&first, source);
+    }
+    let conf_dir = tempfile::tempdir().expect("tempdir");
+    let conf =
+        rewrite_every_registry(conf_dir.path(), &registry, &catalog.iter().map(|c| c.1.clone()).collect::<Vec<_>>());
+    let local = |label: &str| format!("localhost/postroj/{label}:latest");
+
+    // What the copies asked already is not the pulls' doing.
+    let asked_before = |repo: &str| registry.manifest_gets(repo);
+    let (ubuntu, fedora) =
+        (asked_before("docker.io/library/ubuntu"), asked_before("registry.fedoraproject.org/fedora"));
+    let o = ok(postroj(&store, Some(&conf), &["pull", "debian-bookworm", "ubuntu-noble"]));
+    assert_eq!(out(&o), format!("{}\n{}\n", local("debian-bookworm"), local("ubuntu-noble")), "{}", err(&o));
+    for label in ["debian-bookworm", "ubuntu-noble"] {
+        assert_eq!(inspect(&store, &local(label))["Layers"][0]["DiffID"], diff_id.as_str(), "{label}");
+    }
+    assert_eq!(registry.manifest_gets("docker.io/library/ubuntu"), ubuntu + 1, "ubuntu-noble came from its source");
+    assert_eq!(registry.manifest_gets("registry.fedoraproject.org/fedora"), fedora, "no other label was pulled");
+    let in_store: Vec<String> = catalog
+        .iter()
+        .filter(|(l, _)| store.run(&["inspect", &local(l)]).status.success())
+        .map(|c| c.0.clone())
+        .collect();
+    assert_eq!(in_store, ["debian-bookworm", "ubuntu-noble"]);
+
+    let before: Vec<usize> = catalog
+        .iter()
+        .map(|(_, source)| registry.manifest_gets(source.rsplit_once(':').expect("repo:tag").0))
+        .collect();
+    let o = ok(postroj(&store, Some(&conf), &["pull", "--all", "-q"]));
+    let names: String = catalog.iter().map(|(label, _)| format!("{}\n", local(label))).collect();
+    assert_eq!(out(&o), names, "every label's name, in catalog order");
+    for ((label, source), before) in catalog.iter().zip(before) {
+        let repo = source.rsplit_once(':').expect("repo:tag").0;
+        assert!(registry.manifest_gets(repo) > before, "{label}: --all never asked {repo}");
+    }
+    let table = out(&ok(postroj(&store, None, &["list-images", "--format", "table"])));
+    assert!(table.lines().skip(1).all(|l| l.ends_with("yes")), "every label is in the store:\n{table}");
+    assert_eq!(store.count("layers"), 1, "one layer shared by all");
+    assert_no_containers(&store);
+}

@@ -718,3 +718,212 @@ fn pull_onto_a_full_disk_says_so_and_a_retry_with_room_works() {
     assert_store_blobs(&store, &reg.image_blobs("big:latest"));
     assert!(store.files("ingest").is_empty(), "ingest/ left behind: {:?}", store.files("ingest"));
 }
+
+// --- the host's configuration: default auth files, registries.conf ------------------------
+
+/// racker on `store` with the host's default credentials lookup: no `REGISTRY_AUTH_FILE`,
+/// `HOME` and `XDG_RUNTIME_DIR` in `home` and `runtime` (temporary, never the host's).
+fn with_default_auth_files(store: &TempStore, home: &Path, runtime: &Path, args: &[&str]) -> Output {
+    store
+        .cmd()
+        .env_remove("REGISTRY_AUTH_FILE")
+        .env("HOME", home)
+        .env("XDG_RUNTIME_DIR", runtime)
+        .args(args)
+        .output()
+        .expect("running racker")
+}
+
+/// README: credentials are shared with podman and docker. Without `REGISTRY_AUTH_FILE`,
+/// racker finds them in podman's `${XDG_RUNTIME_DIR}/containers/auth.json` and in docker's
+/// `~/.docker/config.json`, podman's first, as podman does.
+#[test]
+fn credentials_in_podmans_and_dockers_default_auth_files_are_found() {
+    let reg = Registry::start_with_auth("tester", "s3cret");
+    push_fixture(&reg, "whiteouts", "whiteouts:latest");
+    let name = reg.name("whiteouts:latest");
+    let host = reg.addr();
+    let (home, runtime) = (tempfile::tempdir().expect("home"), tempfile::tempdir().expect("runtime"));
+    let docker = home.path().join(".docker/config.json");
+    let podman = runtime.path().join("containers/auth.json");
+    let write = |path: &Path, text: &str| {
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("writing an auth file");
+    };
+    let pull = |what: &str| {
+        let store = TempStore::new();
+        let out = with_default_auth_files(&store, home.path(), runtime.path(), &["pull", "-q", &name]);
+        (out.status.success(), format!("{what}: {}", stderr(&out)), store)
+    };
+
+    let (ok, err, _) = pull("no auth file");
+    assert!(!ok && err.to_lowercase().contains("unauthorized"), "{err}");
+
+    write(&docker, &auth_json(&[(&host, "tester", "s3cret")]));
+    let (ok, err, store) = pull("docker's config.json");
+    assert!(ok, "{err}");
+    assert_eq!(inspect(&store, &name)[0]["RepoTags"][0], name.as_str());
+
+    std::fs::remove_file(&docker).expect("rm");
+    write(&podman, &auth_json(&[(&host, "tester", "s3cret")]));
+    let (ok, err, _) = pull("podman's auth.json");
+    assert!(ok, "{err}");
+
+    // Both name the registry: podman's file is asked first, and its entry is the one used.
+    write(&podman, &auth_json(&[(&host, "tester", "wrong")]));
+    write(&docker, &auth_json(&[(&host, "tester", "s3cret")]));
+    let (ok, err, _) = pull("a wrong password in podman's file, the right one in docker's");
+    assert!(!ok && err.to_lowercase().contains("unauthorized"), "podman's entry wins: {err}");
+    // Its entry for another registry does not hide docker's for this one.
+    write(&podman, &auth_json(&[("other.example:5000", "someone", "pw")]));
+    let (ok, err, _) = pull("podman's file for another registry, docker's for this one");
+    assert!(ok, "{err}");
+}
+
+/// A registry name that is not a loopback address (racker treats those as insecure
+/// anyway), resolved to 127.0.0.1 by the `/etc/hosts` of [`in_private_etc`].
+const NON_LOOPBACK_HOST: &str = "registry.racker.test";
+
+/// Runs racker on `store` in a mount namespace of its own whose `/etc/containers` is
+/// `containers` and whose `/etc/hosts` resolves [`NON_LOOPBACK_HOST`]: racker reads the
+/// real paths podman reads, and the host's configuration stays untouched.
+fn in_private_etc(store: &TempStore, containers: &Path, args: &[&str]) -> Output {
+    assert!(Path::new("/etc/containers").is_dir(), "/etc/containers is missing (containers-common, with skopeo)");
+    let hosts = containers.with_extension("hosts");
+    std::fs::write(&hosts, format!("127.0.0.1 localhost\n127.0.0.1 {NON_LOOPBACK_HOST}\n")).expect("hosts");
+    let racker = store.cmd();
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount --bind \"$1\" /etc/hosts && mount --bind \"$2\" /etc/containers && shift 2 && exec \"$@\"")
+        .arg("sh")
+        .arg(&hosts)
+        .arg(containers)
+        .arg(racker.get_program())
+        .args(racker.get_args())
+        .args(args)
+        .env_remove("CONTAINERS_REGISTRIES_CONF");
+    for (key, value) in racker.get_envs() {
+        if let Some(value) = value {
+            cmd.env(key, value);
+        }
+    }
+    cmd.output().expect("running unshare")
+}
+
+/// README: `insecure = true` in `/etc/containers/registries.conf` and in
+/// `registries.conf.d/` allows a plain-HTTP registry, in a real pull; a later file
+/// overrides an earlier one.
+#[test]
+fn insecure_in_registries_conf_and_its_drop_ins_allows_a_plain_http_registry() {
+    common::require_root();
+    let reg = Registry::start();
+    push_fixture(&reg, "whiteouts", "whiteouts:latest");
+    let port = reg.addr().rsplit_once(':').expect("host:port").1.to_owned();
+    let location = format!("{NON_LOOPBACK_HOST}:{port}");
+    let name = format!("{location}/whiteouts:latest");
+    let etc = tempfile::tempdir().expect("tempdir");
+    let containers = etc.path().join("containers");
+    let drop_ins = containers.join("registries.conf.d");
+    std::fs::create_dir_all(&drop_ins).expect("mkdir");
+    let entry = |insecure: bool| format!("[[registry]]\nlocation = \"{location}\"\ninsecure = {insecure}\n");
+    let pull = |what: &str| {
+        let store = TempStore::new();
+        let out = in_private_etc(&store, &containers, &["pull", "-q", &name]);
+        let ok = out.status.success();
+        if ok {
+            assert_eq!(inspect(&store, &name)[0]["RepoTags"][0], name.as_str(), "{what}");
+        } else {
+            assert_eq!(store.count("images"), 0, "{what}: a failed pull stored an image");
+        }
+        (ok, format!("{what}: {}", stderr(&out)))
+    };
+
+    let (ok, err) = pull("no configuration");
+    assert!(!ok && err.contains(&location), "HTTPS to a plain-HTTP registry must fail: {err}");
+    let manifest_gets = reg.manifest_gets("whiteouts");
+    assert_eq!(manifest_gets, 0, "nothing was asked over plain HTTP without the configuration");
+
+    std::fs::write(drop_ins.join("50-racker-test.conf"), entry(true)).expect("drop-in");
+    let (ok, err) = pull("insecure = true in registries.conf.d/50-racker-test.conf");
+    assert!(ok, "{err}");
+    assert!(reg.manifest_gets("whiteouts") > manifest_gets, "the pull went to the plain-HTTP registry");
+
+    std::fs::remove_file(drop_ins.join("50-racker-test.conf")).expect("rm");
+    std::fs::write(containers.join("registries.conf"), entry(true)).expect("registries.conf");
+    let (ok, err) = pull("insecure = true in registries.conf");
+    assert!(ok, "{err}");
+
+    // Drop-ins are read after the main file, in name order: the last word is theirs.
+    std::fs::write(drop_ins.join("50-racker-test.conf"), entry(false)).expect("drop-in");
+    let (ok, err) = pull("insecure = false in a drop-in after the main file's true");
+    assert!(!ok, "{err}");
+    std::fs::write(drop_ins.join("60-racker-test.conf"), entry(true)).expect("drop-in");
+    let (ok, err) = pull("insecure = true in a drop-in after that");
+    assert!(ok, "{err}");
+}
+
+/// README: pulls fetch several layers at a time. A registry (scripted, real HTTP) holds
+/// back every layer request until two are in flight at once: pulled one after the other,
+/// the layers never overlap and the pull fails the assertion below.
+#[test]
+fn layers_are_downloaded_concurrently() {
+    use crate::common::hostile::{Content, Hostile};
+    use std::sync::{Arc, Condvar, Mutex};
+
+    let layers: Vec<fixturegen::Layer> = (0..3)
+        .map(|i| {
+            let tar = fixturegen::build_tar(&[fixturegen::file(format!("layer-{i}").as_bytes(), 0o644, b"x\n")])
+                .expect("tar");
+            fixturegen::Layer { blob: fixturegen::gzip(&tar).expect("gzip"), media_type: fixturegen::MT_GZIP, tar }
+        })
+        .collect();
+    let img = fixturegen::image("concurrent", &layers);
+    let mut content = Content::default();
+    content.manifest("latest", fixturegen::MT_MANIFEST, img.manifest.1.clone());
+    content.blob(img.config.1.clone());
+    let layer_paths: Vec<String> = img
+        .layers
+        .iter()
+        .map(|(hex, blob)| {
+            content.blob(blob.clone());
+            format!("/blobs/sha256:{hex}")
+        })
+        .collect();
+
+    /// Layer requests being answered now, and the first moment two were at once.
+    #[derive(Default)]
+    struct InFlight {
+        now: BTreeSet<String>,
+        overlap: Option<BTreeSet<String>>,
+    }
+    let state = Arc::new((Mutex::new(InFlight::default()), Condvar::new()));
+    let server = {
+        let state = state.clone();
+        Hostile::start(move |r| {
+            let Some(layer) = layer_paths.iter().find(|p| r.method == "GET" && r.path.ends_with(p.as_str())) else {
+                return content.answer(r);
+            };
+            let (lock, changed) = &*state;
+            let mut s = lock.lock().unwrap_or_else(|p| p.into_inner());
+            s.now.insert(layer.clone());
+            if s.now.len() >= 2 && s.overlap.is_none() {
+                s.overlap = Some(s.now.clone());
+            }
+            changed.notify_all();
+            // Bounded only so that a sequential pull ends (and the test fails) at all.
+            let (mut s, _) = changed
+                .wait_timeout_while(s, Duration::from_secs(20), |s| s.overlap.is_none())
+                .unwrap_or_else(|p| p.into_inner());
+            s.now.remove(layer);
+            drop(s);
+            content.answer(r)
+        })
+    };
+    let store = TempStore::new();
+    let name = format!("{}/concurrent:latest", server.addr());
+    pull(&store, &["-q", &name]);
+    assert_eq!(inspect(&store, &name)[0]["Layers"].as_array().expect("layers").len(), 3);
+    let overlap = state.0.lock().unwrap_or_else(|p| p.into_inner()).overlap.clone();
+    let overlap = overlap.expect("no two layer downloads were ever in flight at once");
+    assert_eq!(overlap.len(), 2, "two distinct layers at once: {overlap:?}");
+}

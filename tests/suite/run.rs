@@ -888,3 +888,32 @@ fn rm_names_what_it_could_not_remove_and_keeps_the_record() {
     assert_eq!(store.ok(&["ps", "-aq"]), "");
     store.assert_clean();
 }
+
+/// README: `racker logs vm` shows a booted container's console and journal. A line sent
+/// to the journal inside (systemd-cat: never to the console) is in `racker logs`, and in
+/// no console log of the store: it came from the journal.
+#[test]
+fn logs_of_a_booted_container_show_its_journal() {
+    let store = debian_store();
+    store.ok(&["run", "-d", "--name", "vm", "debian:bookworm-systemd"]);
+    let mark = format!("racker-logs-test-{:016x}", rand::random::<u64>());
+    let o = store.run(&["exec", "vm", "sh", "-c", &format!("echo {mark} | systemd-cat -t racker-test")]);
+    assert!(o.status.success(), "{}", err(&o));
+    // journald takes the line in when it gets to it: wait for it to be readable.
+    common::wait_until(30, "the journal line never showed in racker logs", || {
+        store.ok(&["logs", "vm"]).lines().any(|l| l.contains("racker-test") && l.contains(&mark))
+    });
+    let logs = store.ok(&["logs", "vm"]);
+    assert!(logs.contains("Startup finished"), "the boot is shown too: {logs}");
+    let consoles: Vec<String> = walkdir::WalkDir::new(store.root().join("containers"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| String::from_utf8_lossy(&std::fs::read(e.path()).expect("reading a console log")).into_owned())
+        .collect();
+    assert!(!consoles.is_empty(), "a detached container's console is logged in the store");
+    assert!(consoles.iter().all(|c| !c.contains(&mark)), "the line reached the console, not only the journal");
+    store.ok(&["stop", "vm"]);
+    store.ok(&["rm", "vm"]);
+    store.assert_clean();
+}

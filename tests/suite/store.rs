@@ -614,3 +614,135 @@ fn a_database_of_a_newer_schema_is_refused_and_left_as_it_is() {
     assert!(std::fs::read(&db).expect("reading the database") == before, "the newer database was changed");
     assert_eq!(store.db().pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).expect("version"), 99);
 }
+
+/// `inspect`'s id and diff ids of `name`: what makes an image the same image.
+fn identity(store: &TempStore, name: &str) -> (serde_json::Value, serde_json::Value) {
+    let v: serde_json::Value = serde_json::from_str(&store.ok(&["inspect", name])).expect("inspect prints JSON");
+    (v[0]["Id"].clone(), v[0]["RootFS"]["Layers"].clone())
+}
+
+/// `racker load -i image.tar.gz` (and `.zst`, `.xz`), for both kinds of archive: each,
+/// compressed by the tool a user would use, loads the image the plain archive holds.
+#[test]
+fn load_of_gzip_zstd_and_xz_archives_gives_the_image_of_the_plain_archive() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for archive in ["archives/whiteouts-docker-save.tar", "archives/whiteouts-oci-archive.tar"] {
+        let plain = TempStore::new();
+        load(&plain, archive);
+        let expected = identity(&plain, WHITEOUTS_NAME);
+        for (tool, suffix) in [("gzip", "gz"), ("zstd", "zst"), ("xz", "xz")] {
+            let compressed = dir.path().join(format!("{}.{suffix}", archive.replace('/', "-")));
+            let out = std::process::Command::new(tool)
+                .arg("-c")
+                .arg(fixture(archive))
+                .stderr(Stdio::inherit())
+                .output()
+                .unwrap_or_else(|e| panic!("running {tool}: {e}"));
+            assert!(out.status.success(), "{tool} failed");
+            std::fs::write(&compressed, &out.stdout).expect("writing the compressed archive");
+            let store = TempStore::new();
+            let loaded = store.ok(&["load", "-i", compressed.to_str().expect("utf-8")]);
+            assert_eq!(loaded, format!("Loaded image: {WHITEOUTS_NAME}\n"), "{archive} through {tool}");
+            assert_eq!(identity(&store, WHITEOUTS_NAME), expected, "{archive} through {tool}: another image");
+            assert_eq!(store.files("layers"), plain.files("layers"), "{archive} through {tool}");
+            assert!(store.files("ingest").is_empty(), "{archive} through {tool}: the decompressed copy stayed");
+        }
+    }
+}
+
+/// `racker import URL NAME`: the tarball a local HTTP server serves becomes the layer the
+/// same file makes, fetched once.
+#[test]
+fn import_from_a_url_gives_the_layer_of_the_file() {
+    use crate::common::hostile::{Hostile, Reply};
+    let bytes = std::fs::read(fixture("rootfs/rootfs.tar.zst")).expect("fixture");
+    let server = Hostile::start(move |r| match r.path.as_str() {
+        "/images/rootfs.tar.zst" => Reply::new(200, bytes.clone()),
+        _ => Reply::new(404, vec![]),
+    });
+    let store = TempStore::new();
+    let url = format!("http://{}/images/rootfs.tar.zst", server.addr());
+    store.ok(&["import", "-q", &url, "from-url:1"]);
+    store.ok(&["import", "-q", fixture("rootfs/rootfs.tar.zst").to_str().expect("utf-8"), "from-file:1"]);
+    // The configs differ (creation time, history); the layer is the same.
+    assert_eq!(identity(&store, "from-url:1").1, identity(&store, "from-file:1").1, "the same root file system");
+    assert_eq!(store.count("layers"), 1);
+    assert_eq!(server.count("/images/rootfs.tar.zst"), 1, "{:?}", server.requests());
+
+    let missing = format!("http://{}/images/absent.tar", server.addr());
+    let err = store.fails(&["import", &missing, "absent:1"]);
+    assert!(err.contains("404") && err.contains(&missing), "the error names the URL and the status: {err}");
+    assert!(store.run(&["inspect", "absent:1"]).status.code() != Some(0));
+}
+
+/// `racker pull oci:DIR:REF`: of a layout with two images, the one whose ref name is REF.
+#[test]
+fn pull_of_an_oci_layout_takes_the_image_its_ref_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let layer = |text: &[u8]| {
+        let tar = fixturegen::build_tar(&[fixturegen::file(b"which", 0o644, text)]).expect("tar");
+        fixturegen::Layer { blob: tar.clone(), media_type: fixturegen::MT_TAR, tar }
+    };
+    let (one, two) = (fixturegen::image("one", &[layer(b"one\n")]), fixturegen::image("two", &[layer(b"two\n")]));
+    let mut manifests = Vec::new();
+    for (img, ref_name) in [(&one, "v1"), (&two, "v2")] {
+        for (rel, bytes) in fixturegen::layout_files(img, &[]) {
+            if rel.starts_with("blobs/") || rel == "oci-layout" {
+                let path = dir.path().join(rel);
+                std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+                std::fs::write(path, bytes).expect("writing the layout");
+            }
+        }
+        manifests.push(serde_json::json!({
+            "mediaType": fixturegen::MT_MANIFEST,
+            "digest": format!("sha256:{}", img.manifest.0),
+            "size": img.manifest.1.len(),
+            "annotations": {"org.opencontainers.image.ref.name": ref_name},
+        }));
+    }
+    let index = serde_json::json!({"schemaVersion": 2, "mediaType": fixturegen::MT_INDEX, "manifests": manifests});
+    std::fs::write(dir.path().join("index.json"), serde_json::to_vec(&index).expect("JSON")).expect("index.json");
+
+    let store = TempStore::new();
+    let layout = dir.path().display().to_string();
+    store.ok(&["pull", "-q", &format!("oci:{layout}:v2")]);
+    let images = store.ok(&["images", "-q", "--no-trunc"]);
+    assert_eq!(images, format!("sha256:{}\n", two.config.0), "only the image named v2");
+    let unpacked = store.files("layers");
+    assert_eq!(unpacked.len(), 1);
+    let layer_dir = store.root().join("layers").join(unpacked.first().expect("a layer"));
+    assert_eq!(std::fs::read_to_string(layer_dir.join("which")).expect("the layer's file"), "two\n");
+
+    store.ok(&["pull", "-q", &format!("oci:{layout}:v1")]);
+    assert_eq!(store.count("images"), 2);
+    assert_eq!(identity(&store, &format!("sha256:{}", one.config.0)).0, format!("sha256:{}", one.config.0).as_str());
+
+    let err = store.fails(&["pull", "-q", &format!("oci:{layout}:v3")]);
+    assert!(err.contains("v3") && err.contains("v1") && err.contains("v2"), "names the ref and those there are: {err}");
+    assert_eq!(store.count("images"), 2);
+}
+
+/// `RACKER_ROOT` chooses the store when `--root` is not given; `--root` wins over it.
+#[test]
+fn racker_root_chooses_the_store() {
+    let (a, b) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let racker = |root: &std::path::Path, args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_racker"))
+            .env("RACKER_ROOT", root)
+            .env("REGISTRY_AUTH_FILE", root.join("auth.json"))
+            .args(args)
+            .output()
+            .expect("running racker");
+        assert!(out.status.success(), "racker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (root_a, root_b) = (a.path().join("store"), b.path().join("store"));
+    let id = racker(&root_a, &["import", "-q", fixture("rootfs/rootfs.tar").to_str().expect("utf-8"), "in-a:1"]);
+    assert!(root_a.join("racker.db").is_file(), "the store was made where RACKER_ROOT says");
+    assert_eq!(racker(&root_a, &["images", "-q", "--no-trunc"]), id);
+    assert_eq!(racker(&root_b, &["images", "-q"]), "", "another RACKER_ROOT, another (empty) store");
+    assert!(root_b.join("racker.db").is_file());
+    // --root names the store whatever RACKER_ROOT says.
+    let root_a_arg = root_a.to_str().expect("utf-8");
+    assert_eq!(racker(&root_b, &["--root", root_a_arg, "images", "-q", "--no-trunc"]), id);
+}

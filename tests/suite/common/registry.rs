@@ -274,6 +274,16 @@ impl Registry {
         }
     }
 
+    /// Copies `from` to `to` (both `repo:tag`) inside the registry, blobs as they are.
+    pub fn copy_within(&self, from: &str, to: &str) {
+        let mut cmd = self.skopeo();
+        cmd.args(["copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false"]);
+        self.creds_arg("--src-creds", &mut cmd);
+        self.creds_arg("--dest-creds", &mut cmd);
+        cmd.arg(format!("docker://{}", self.name(from))).arg(format!("docker://{}", self.name(to)));
+        run(&mut cmd);
+    }
+
     /// The raw manifest (or index) bytes of `repo_ref` (`repo:tag` or `repo@sha256:…`).
     pub fn raw_manifest(&self, repo_ref: &str) -> Vec<u8> {
         let mut cmd = self.skopeo();
