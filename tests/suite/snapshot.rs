@@ -1,14 +1,20 @@
 //! The snapshotters, privileged: one conformance suite run by every backend (overlay on the
-//! test store's own file system, btrfs on a loop-mounted file system made here), each check
+//! test store's own file system, overlay through its fallback for kernels without
+//! `lowerdir+`, btrfs on a loop-mounted file system made here), each check
 //! a test of its own, and images of many layers. Every mount and loop device is undone by
 //! guards, even on panic.
 
 use std::collections::BTreeSet;
+use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use racker::digest::Digest;
-use racker::snapshot::{self, Driver, ImageLayers, Snapshot, SnapshotError, Snapshotter};
+use racker::snapshot::{
+    self, Driver, ImageLayers, MountStep, Mounter, OverlaySnapshotter, Snapshot, SnapshotError, Snapshotter, SysMounter,
+};
 use racker::store::Store;
 
 use crate::common::btrfs::{mounts_under, BtrfsLoop, MountSweep};
@@ -21,6 +27,8 @@ const TMPFS_MAGIC: i64 = 0x0102_1994;
 /// leftover mounts, store, runtime dir, then the btrfs file system under them.
 struct Env {
     snap: Box<dyn Snapshotter>,
+    /// How this backend's snapshotter is opened (again, for `reopen`).
+    open: Opener,
     _sweep: MountSweep,
     store: TempStore,
     runtime: tempfile::TempDir,
@@ -28,16 +36,16 @@ struct Env {
 }
 
 impl Env {
-    fn new(store: TempStore, btrfs: Option<BtrfsLoop>, driver: Option<Driver>) -> Env {
+    fn new(store: TempStore, btrfs: Option<BtrfsLoop>, open: Opener) -> Env {
         let runtime = tempfile::Builder::new().prefix("racker-run-").tempdir().expect("runtime dir");
         let sweep = MountSweep(vec![store.root().to_owned(), runtime.path().to_owned()]);
-        let snap = snapshot::open_with(&open_store(&store), driver, runtime.path()).expect("opening the snapshotter");
-        Env { snap, _sweep: sweep, store, runtime, _btrfs: btrfs }
+        let snap = open(&open_store(&store), runtime.path());
+        Env { snap, open, _sweep: sweep, store, runtime, _btrfs: btrfs }
     }
 
     /// Another snapshotter on the same store, as a second racker process would open.
     fn reopen(&self) -> Box<dyn Snapshotter> {
-        snapshot::open_with(&open_store(&self.store), Some(self.snap.driver()), self.runtime.path()).expect("reopening")
+        (self.open)(&open_store(&self.store), self.runtime.path())
     }
 
     fn pull_layout(&self, layout: &Path) -> ImageLayers {
@@ -69,8 +77,55 @@ fn open_store(store: &TempStore) -> Store {
     Store::open(store.root()).expect("opening the store")
 }
 
+/// Opens a backend's snapshotter on a store, with ephemeral snapshots under a directory.
+type Opener = Box<dyn Fn(&Store, &Path) -> Box<dyn Snapshotter>>;
+
+fn open_driver(driver: Option<Driver>) -> Opener {
+    Box::new(move |store, runtime| snapshot::open_with(store, driver, runtime).expect("opening the snapshotter"))
+}
+
 fn overlay_env() -> Env {
-    Env::new(TempStore::new(), None, Some(Driver::Overlay))
+    Env::new(TempStore::new(), None, open_driver(Some(Driver::Overlay)))
+}
+
+/// Fault injection in front of the real kernel: `lowerdir+` is refused with EINVAL, as
+/// Linux before 6.8 refuses it (a fault this host's kernel cannot produce); every other
+/// call is [`SysMounter`]'s, so the overlay snapshotter's fallback, the classic
+/// `lowerdir=a:b:c` string, mounts for real. It counts the classic mounts it passed on.
+struct KernelWithoutLowerdirPlus {
+    classic_mounts: Arc<AtomicUsize>,
+}
+
+impl Mounter for KernelWithoutLowerdirPlus {
+    fn mount_fs(&self, fstype: &str, params: &[(&str, &str)], target: &Path) -> Result<(), (MountStep, io::Error)> {
+        if let Some((key, value)) = params.iter().find(|(key, _)| *key == "lowerdir+") {
+            let step = MountStep::Config { key: (*key).to_owned(), value: (*value).to_owned() };
+            return Err((step, io::Error::from_raw_os_error(rustix::io::Errno::INVAL.raw_os_error())));
+        }
+        SysMounter.mount_fs(fstype, params, target)
+    }
+
+    fn mount_classic(&self, fstype: &str, data: &str, target: &Path) -> io::Result<()> {
+        SysMounter.mount_classic(fstype, data, target)?;
+        self.classic_mounts.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn unmount(&self, target: &Path) -> io::Result<()> {
+        SysMounter.unmount(target)
+    }
+}
+
+/// The overlay snapshotter on a kernel without `lowerdir+` (see
+/// [`KernelWithoutLowerdirPlus`]), and the count of its classic mounts.
+fn overlay_fallback_env() -> (Env, Arc<AtomicUsize>) {
+    let classic_mounts = Arc::new(AtomicUsize::new(0));
+    let counter = classic_mounts.clone();
+    let open: Opener = Box::new(move |store, runtime| {
+        let kernel = KernelWithoutLowerdirPlus { classic_mounts: counter.clone() };
+        Box::new(OverlaySnapshotter::new(store.root(), runtime, Box::new(kernel)).expect("opening the snapshotter"))
+    });
+    (Env::new(TempStore::new(), None, open), classic_mounts)
 }
 
 /// btrfs chosen by detection, not by force: the store root is on btrfs.
@@ -78,7 +133,7 @@ fn btrfs_env() -> Env {
     common::require_root();
     let fs = BtrfsLoop::new();
     let store = TempStore::at(fs.path());
-    let env = Env::new(store, Some(fs), None);
+    let env = Env::new(store, Some(fs), open_driver(None));
     assert_eq!(env.snap.driver(), Driver::Btrfs, "a store on btrfs did not get the btrfs snapshotter");
     env
 }
@@ -274,8 +329,9 @@ fn prunes_only_what_no_live_image_needs(env: Env) {
 }
 
 /// The conformance suite: every check a test of its own for each backend
-/// (`overlay::<check>`, `btrfs::<check>`), on a store of its own, so that one failure
-/// hides none of the others.
+/// (`overlay::<check>`, `overlay_fallback::<check>`, `btrfs::<check>`), on a store of its
+/// own, so that one failure hides none of the others. `overlay_fallback` is overlay on a
+/// kernel without `lowerdir+`: each check must also have mounted through the fallback.
 macro_rules! conformance {
     ($($check:ident),* $(,)?) => {
         mod overlay {
@@ -284,6 +340,18 @@ macro_rules! conformance {
                 fn $check() {
                     super::common::require_root();
                     super::$check(super::overlay_env());
+                }
+            )*
+        }
+        mod overlay_fallback {
+            $(
+                #[test]
+                fn $check() {
+                    super::common::require_root();
+                    let (env, classic_mounts) = super::overlay_fallback_env();
+                    super::$check(env);
+                    let n = classic_mounts.load(std::sync::atomic::Ordering::SeqCst);
+                    assert!(n > 0, "no snapshot was mounted through the classic fallback");
                 }
             )*
         }

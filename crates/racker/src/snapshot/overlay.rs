@@ -7,8 +7,11 @@
 //! kernel without `lowerdir+` (before 6.8) gets the classic `lowerdir=a:b:c` string, which
 //! the store's short integer layer ids keep short for about a hundred layers.
 //!
-//! The system calls sit behind [`Mounter`] so that the option list can be checked without
-//! root by recording the calls ([`SysMounter`] is the real one).
+//! The system calls sit behind [`Mounter`] ([`SysMounter`] is the real one) so that a fault
+//! the running kernel cannot produce can be injected: a kernel before 6.8 refusing
+//! `lowerdir+`. The unit tests below do that with a fake that also records the calls;
+//! the privileged suite (tests/suite/snapshot.rs) runs every conformance check through the
+//! fallback on real mounts, the fault injected in front of [`SysMounter`].
 
 use std::fmt;
 use std::fs;
@@ -376,26 +379,28 @@ mod tests {
         Unmount(PathBuf),
     }
 
-    /// Records every call; refuses `lowerdir+` with EINVAL when told to, as Linux < 6.8 does,
-    /// and reports EINVAL (not mounted) for an unmount of anything it did not mount.
+    /// A fake kernel, for fault injection and without root: it mounts nothing, records
+    /// every call, refuses `lowerdir+` with EINVAL when told to (as Linux < 6.8 does: a
+    /// fault this host's kernel cannot produce), and reports EINVAL (not mounted) for an
+    /// unmount of anything it did not mount. Real mounts are the privileged suite's.
     #[derive(Clone, Default)]
-    struct Recorder {
+    struct FaultInjectingMounter {
         calls: Arc<Mutex<Vec<Call>>>,
         mounted: Arc<Mutex<Vec<PathBuf>>>,
-        old_kernel: bool,
+        refuse_lowerdir_plus: bool,
     }
 
-    impl Recorder {
+    impl FaultInjectingMounter {
         fn calls(&self) -> Vec<Call> {
             self.calls.lock().unwrap().clone()
         }
     }
 
-    impl Mounter for Recorder {
+    impl Mounter for FaultInjectingMounter {
         fn mount_fs(&self, fstype: &str, params: &[(&str, &str)], target: &Path) -> Result<(), (MountStep, io::Error)> {
             let owned = params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
             self.calls.lock().unwrap().push(Call::Fs { fstype: fstype.into(), params: owned, target: target.into() });
-            if let Some((k, v)) = params.iter().find(|(k, _)| self.old_kernel && *k == "lowerdir+") {
+            if let Some((k, v)) = params.iter().find(|(k, _)| self.refuse_lowerdir_plus && *k == "lowerdir+") {
                 let step = MountStep::Config { key: (*k).into(), value: (*v).into() };
                 return Err((step, io::Error::from_raw_os_error(libc_einval())));
             }
@@ -428,16 +433,17 @@ mod tests {
     struct Setup {
         root: tempfile::TempDir,
         runtime: tempfile::TempDir,
-        rec: Recorder,
+        kernel: FaultInjectingMounter,
         snap: OverlaySnapshotter,
     }
 
-    fn setup(old_kernel: bool) -> Setup {
+    fn setup(refuse_lowerdir_plus: bool) -> Setup {
         let root = tempfile::tempdir().unwrap();
         let runtime = tempfile::tempdir().unwrap();
-        let rec = Recorder { old_kernel, ..Recorder::default() };
-        let snap = OverlaySnapshotter::new(root.path(), &runtime.path().join("snaps"), Box::new(rec.clone())).unwrap();
-        let s = Setup { root, runtime, rec, snap };
+        let kernel = FaultInjectingMounter { refuse_lowerdir_plus, ..FaultInjectingMounter::default() };
+        let snap =
+            OverlaySnapshotter::new(root.path(), &runtime.path().join("snaps"), Box::new(kernel.clone())).unwrap();
+        let s = Setup { root, runtime, kernel, snap };
         for id in [7, 8, 9] {
             fs::create_dir_all(s.lower(id)).unwrap();
         }
@@ -488,15 +494,15 @@ mod tests {
             params: expected_overlay_params(s.root.path(), &base),
             target: base.join("rootfs"),
         };
-        assert_eq!(s.rec.calls(), [want]);
+        assert_eq!(s.kernel.calls(), [want]);
         assert!(base.join("upper").is_dir() && base.join("work").is_dir());
-        assert!(!s.rec.calls().iter().any(|c| matches!(c, Call::Fs { params, .. }
+        assert!(!s.kernel.calls().iter().any(|c| matches!(c, Call::Fs { params, .. }
             if params.iter().any(|(k, _)| k == "userxattr"))));
         assert_eq!(s.snap.list().unwrap(), ["web"]);
 
         s.snap.remove("web").unwrap();
         assert!(!base.exists());
-        assert_eq!(s.rec.calls()[1..], [Call::Unmount(base.join("rootfs")), Call::Unmount(base.join("rootfs"))]);
+        assert_eq!(s.kernel.calls()[1..], [Call::Unmount(base.join("rootfs")), Call::Unmount(base.join("rootfs"))]);
         assert!(s.snap.list().unwrap().is_empty());
         s.snap.remove("web").unwrap();
     }
@@ -507,7 +513,7 @@ mod tests {
         let snap = s.snap.prepare("tmp1", &s.layers(&[7, 8, 9]), true).unwrap();
         let base = s.runtime.path().join("snaps/tmp1");
         assert_eq!(snap.rootfs, base.join("rootfs"));
-        let calls = s.rec.calls();
+        let calls = s.kernel.calls();
         assert_eq!(
             calls[0],
             Call::Fs {
@@ -526,7 +532,7 @@ mod tests {
         );
         assert_eq!(s.snap.list().unwrap(), ["tmp1"]);
         s.snap.remove("tmp1").unwrap();
-        let calls = s.rec.calls();
+        let calls = s.kernel.calls();
         assert!(calls.contains(&Call::Unmount(base.join("rootfs"))) && calls.contains(&Call::Unmount(base.clone())));
         assert!(!base.exists());
     }
@@ -545,7 +551,7 @@ mod tests {
             base.join("upper").display(),
             base.join("work").display()
         );
-        let calls = s.rec.calls();
+        let calls = s.kernel.calls();
         assert_eq!(calls.len(), 2, "{calls:?}");
         assert_eq!(calls[1], Call::Classic { fstype: "overlay".into(), data, target: base.join("rootfs") });
     }
@@ -567,7 +573,7 @@ mod tests {
         let s = setup(false);
         s.snap.prepare("one", &s.layers(&[7]), false).unwrap();
         s.snap.prepare("none", &s.layers(&[]), false).unwrap();
-        let calls = s.rec.calls();
+        let calls = s.kernel.calls();
         let lowers = |c: &Call| match c {
             Call::Fs { params, .. } => {
                 params.iter().filter(|(k, _)| k == "lowerdir+").map(|(_, v)| v.clone()).collect::<Vec<_>>()
