@@ -10,7 +10,7 @@ require() {
   local tool
   declare -A package=([socat]=socat [mmdebstrap]=mmdebstrap [systemd-nspawn]=systemd-container
     [nsenter]=util-linux [docker-registry]=docker-registry [skopeo]=skopeo [umoci]=umoci
-    [zstd]=zstd [mkfs.btrfs]=btrfs-progs [bc]=bc)
+    [zstd]=zstd [mkfs.btrfs]=btrfs-progs [losetup]=mount [curl]=curl)
   for tool in "$@"; do
     command -v "$tool" >/dev/null ||
       { echo "missing $tool: apt-get install ${package[$tool]:-$tool}" >&2; exit 1; }
@@ -48,13 +48,14 @@ declare -A results
 # While set, time_run runs its command untimed and records nothing: a warm-up round, so
 # that every side (not only racker) has its binaries, libraries and image in the page cache.
 warming_up=
+# Untimed, before each run: let the previous cycle's teardown (pid namespace, mounts)
+# finish first, so that no tool pays for the one measured before it. A bench may redefine it.
+settle() { sleep 0.3; }
 # time_run LABEL COMMAND...: appends the run's milliseconds (or FAIL) to results[LABEL].
 time_run() {
   local label=$1; shift
   local start end
-  # Untimed: let the previous cycle's teardown (pid namespace, mounts) finish first, so
-  # that no tool pays for the one measured before it.
-  sleep 0.3
+  settle
   start=$(date +%s%N)
   if "$@" >/dev/null 2>"$work/err"; then
     end=$(date +%s%N)
@@ -118,7 +119,7 @@ capture_minimal_boot() {
 # NOTIFY_SOCKET (notify.rs), with the leader from X_NSPAWN_LEADER_PID, never polling;
 # the question through nsenter; the leader killed; the snapshot unmounted and removed.
 boot_same_work() {
-  local lower=$1 target=$2 dir id status=0 line leader= ready= socat nspawn
+  local lower=$1 target=$2 dir id status=0 line leader= ready= socat nspawn notified
   dir=$(mktemp -d "$work/same.XXXXXX")
   id=$(printf '%08x%08x%08x%08x' "$SRANDOM" "$SRANDOM" "$SRANDOM" "$SRANDOM")
   mount -t tmpfs -o mode=0700 tmpfs "$dir"
@@ -135,9 +136,18 @@ boot_same_work() {
   [[ $target != minimal ]] || args+=(systemd.unit=racker-minimal.target)
   NOTIFY_SOCKET=$work/$id.notify systemd-nspawn "${args[@]}" </dev/null >"$dir.console" 2>&1 &
   nspawn=$!
-  while IFS= read -r -t 120 -u "$notified" line; do
-    [[ ! $line =~ X_NSPAWN_LEADER_PID=([0-9]+) ]] || leader=${BASH_REMATCH[1]}
-    if [[ $line == *READY=1* ]]; then ready=1; break; fi
+  # Blocking reads; the 1 s timeout only notices an nspawn that died without READY=1
+  # (a timed-out read hands back the partial line: keep it for the next one).
+  local partial= deadline=$((SECONDS + 120))
+  while ((SECONDS < deadline)); do
+    if IFS= read -r -t 1 -u "$notified" line; then
+      line=$partial$line partial=
+      [[ ! $line =~ X_NSPAWN_LEADER_PID=([0-9]+) ]] || leader=${BASH_REMATCH[1]}
+      if [[ $line == *READY=1* ]]; then ready=1; break; fi
+    else
+      partial+=$line
+      kill -0 "$nspawn" 2>/dev/null || break
+    fi
   done
   if [[ -n "$ready" && -n "$leader" ]]; then
     nsenter --target="$leader" --all --root="/proc/$leader/root" systemctl is-active systemd-journald || status=$?
