@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2154 # $work and $racker come from the bench that sources this
 # Shared by the benches: the cached Debian root, interleaved timing with warm-up, medians
 # with their spread, and the two by-hand systemd-nspawn boot cycles racker is measured
 # against (the same work as racker, and as users do it). Expects $work (a temporary
@@ -74,7 +75,7 @@ time_run() {
 boot_as_users_do() {
   systemd-nspawn -q --register=no --keep-unit --link-journal=no --volatile=overlay --boot \
     -D "$1" </dev/null >/dev/null 2>&1 &
-  local nspawn=$! leader= state=
+  local nspawn=$! leader='' state=''
   # nspawn's first child can be a short-lived helper: look the leader up on every poll.
   while :; do
     leader=$(pgrep -P "$nspawn" | head -n1) || true
@@ -119,7 +120,7 @@ capture_minimal_boot() {
 # NOTIFY_SOCKET (notify.rs), with the leader from X_NSPAWN_LEADER_PID, never polling;
 # the question through nsenter; the leader killed; the snapshot unmounted and removed.
 boot_same_work() {
-  local lower=$1 target=$2 dir id status=0 line leader= ready= socat nspawn notified
+  local lower=$1 target=$2 dir id status=0 line leader='' ready='' socat nspawn notified
   dir=$(mktemp -d "$work/same.XXXXXX")
   id=$(printf '%08x%08x%08x%08x' "$SRANDOM" "$SRANDOM" "$SRANDOM" "$SRANDOM")
   mount -t tmpfs -o mode=0700 tmpfs "$dir"
@@ -138,7 +139,7 @@ boot_same_work() {
   nspawn=$!
   # Blocking reads; the 1 s timeout only notices an nspawn that died without READY=1
   # (a timed-out read hands back the partial line: keep it for the next one).
-  local partial= deadline=$((SECONDS + 120))
+  local partial='' deadline=$((SECONDS + 120))
   while ((SECONDS < deadline)); do
     if IFS= read -r -t 1 -u "$notified" line; then
       line=$partial$line partial=
@@ -167,37 +168,37 @@ boot_same_work() {
 
 # --- statistics -----------------------------------------------------------------------
 
-# stats "v1 v2 ..." [PRINTF-FORMAT]: "median min p25 p75 max" of the values, or FAIL if
-# any run failed (quartiles by nearest rank).
+# stats "v1 v2 ...": "median min p25 p75 max" of the values (ms), or FAIL if any run
+# failed (quartiles by nearest rank).
 stats() {
-  local v fmt=${2:-%d}
+  local v
   v=$(tr ' ' '\n' <<<"$1" | grep -v '^$' || true)
   if grep -q FAIL <<<"$v"; then echo FAIL; return; fi
-  sort -g <<<"$v" | awk -v f="$fmt" '{a[NR]=$1} END {
+  sort -g <<<"$v" | awk '{a[NR]=$1} END {
     m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
-    q1 = a[int((NR + 3) / 4)]; q3 = a[NR + 1 - int((NR + 3) / 4)]
-    printf f " " f " " f " " f " " f, m, a[1], q1, q3, a[NR] }'
+    q1 = a[int((NR + 3) / 4)]; q3 = a[int((3 * NR + 3) / 4)]
+    printf "%d %d %d %d %d", m, a[1], q1, q3, a[NR] }'
 }
-median() { local s; s=$(stats "$@"); echo "${s%% *}"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
 
 declare -A med
 # print_medians KEY...: a header, then one line per key (median, min, p25, p75, max, then
-# every run), filling med[KEY]. $stats_format (default %d) formats the figures.
+# every run), filling med[KEY].
 print_medians() {
-  local key s
-  printf '%-20s %8s %8s %8s %8s %8s   %s\n' "" median min p25 p75 max runs
+  local key s w=8
+  for key in "$@"; do ((${#key} <= w)) || w=${#key}; done
+  printf "%-${w}s %8s %8s %8s %8s %8s   %s\n" "" median min p25 p75 max runs
   for key in "$@"; do
-    [[ -n "${results[$key]:-}" ]] || { printf '%-20s %8s\n' "$key" "n/a"; continue; }
-    s=$(stats "${results[$key]}" "${stats_format:-%d}")
+    [[ -n "${results[$key]:-}" ]] || { printf "%-${w}s %8s\n" "$key" "n/a"; continue; }
+    s=$(stats "${results[$key]}")
     med[$key]=${s%% *}
     if [[ $s == FAIL ]]; then
-      printf '%-20s %8s %8s %8s %8s %8s   %s\n' "$key" FAIL "" "" "" "" "${results[$key]}"
+      printf "%-${w}s %8s %8s %8s %8s %8s   %s\n" "$key" FAIL "" "" "" "" "${results[$key]}"
     else
       # shellcheck disable=SC2086 # five figures
-      printf '%-20s %8s %8s %8s %8s %8s   %s\n' "$key" $s "${results[$key]}"
+      printf "%-${w}s %8s %8s %8s %8s %8s   %s\n" "$key" $s "${results[$key]}"
     fi
-    [[ ! -f "$work/fail-$key" ]] || printf '%20s first failure: %s\n' "" "$(grep -v '^$' "$work/fail-$key" | tail -n1)"
+    [[ ! -f "$work/fail-$key" ]] || printf "%${w}s first failure: %s\n" "" "$(grep -v '^$' "$work/fail-$key" | tail -n1)"
   done
 }
 ok() { [[ -n "${med[$1]:-}" && "${med[$1]}" != FAIL ]]; }
