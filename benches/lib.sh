@@ -119,6 +119,8 @@ capture_minimal_boot() {
 # --console=pipe, systemd.unit=racker-minimal.target); readiness from READY=1 on the
 # NOTIFY_SOCKET (notify.rs), with the leader from X_NSPAWN_LEADER_PID, never polling;
 # the question through nsenter; the leader killed; the snapshot unmounted and removed.
+# Its helper programs (mount, cp, socat, nsenter, umount: a fork and exec each) are the
+# by-hand cycle's own overhead, where racker makes those system calls itself.
 boot_same_work() {
   local lower=$1 target=$2 dir id status=0 line leader='' ready='' socat nspawn notified
   dir=$(mktemp -d "$work/same.XXXXXX")

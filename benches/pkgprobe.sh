@@ -84,7 +84,9 @@ for ((i = 1; i <= cold_runs; i++)); do
 done
 
 printf '\npkgprobe cycles on Debian bookworm + systemd, %d warm runs after a warm-up, %d cold, ms\n' "$runs" "$cold_runs"
-print_medians "warm postroj" "same-work by hand" "as users do" "cold postroj"
+keys=("warm postroj" "same-work by hand" "as users do")
+((cold_runs == 0)) || keys+=("cold postroj")
+print_medians "${keys[@]}"
 echo
 echo "ratios of medians:"
 if ok "warm postroj" && ok "same-work by hand"; then
