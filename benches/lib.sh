@@ -1,8 +1,22 @@
-# Shared by the cycle benches (run.sh, pkgprobe.sh): the cached Debian root, interleaved
-# timing with medians, and the by-hand systemd-nspawn boot cycle they are measured against.
-# Expects $work (a temporary directory) and $racker; sets up `results`.
+# shellcheck shell=bash disable=SC2154 # $work and $racker come from the bench that sources this
+# Shared by the benches: the cached Debian root, interleaved timing with warm-up, medians
+# with their spread, and the two by-hand systemd-nspawn boot cycles racker is measured
+# against (the same work as racker, and as users do it). Expects $work (a temporary
+# directory) and, for the cycles, $racker; sets up `results`.
 
 log() { printf '== %s\n' "$*" >&2; }
+
+# require TOOL...: exits naming the package of the first tool missing.
+require() {
+  local tool
+  declare -A package=([socat]=socat [mmdebstrap]=mmdebstrap [systemd-nspawn]=systemd-container
+    [nsenter]=util-linux [docker-registry]=docker-registry [skopeo]=skopeo [umoci]=umoci
+    [zstd]=zstd [mkfs.btrfs]=btrfs-progs [losetup]=mount [curl]=curl)
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null ||
+      { echo "missing $tool: apt-get install ${package[$tool]:-$tool}" >&2; exit 1; }
+  done
+}
 
 # Removes what the bench started or mounted under $work (call from an EXIT trap).
 bench_cleanup() {
@@ -32,29 +46,36 @@ debian_tarball() {
 }
 
 declare -A results
+# While set, time_run runs its command untimed and records nothing: a warm-up round, so
+# that every side (not only racker) has its binaries, libraries and image in the page cache.
+warming_up=
+# Untimed, before each run: let the previous cycle's teardown (pid namespace, mounts)
+# finish first, so that no tool pays for the one measured before it. A bench may redefine it.
+settle() { sleep 0.3; }
 # time_run LABEL COMMAND...: appends the run's milliseconds (or FAIL) to results[LABEL].
 time_run() {
   local label=$1; shift
   local start end
-  # Untimed: let the previous cycle's teardown (pid namespace, mounts) finish first, so
-  # that no tool pays for the one measured before it.
-  sleep 0.3
+  settle
   start=$(date +%s%N)
   if "$@" >/dev/null 2>"$work/err"; then
     end=$(date +%s%N)
-    results[$label]+="$(((end - start) / 1000000)) "
+    [[ -n "$warming_up" ]] || results[$label]+="$(((end - start) / 1000000)) "
   else
-    results[$label]+="FAIL "
+    [[ -n "$warming_up" ]] || results[$label]+="FAIL "
     [[ -f "$work/fail-$label" ]] || cp "$work/err" "$work/fail-$label"
   fi
 }
 
-# The by-hand boot cycle on the extracted root $1: boot with systemd-nspawn --volatile=overlay,
-# poll `systemctl is-system-running` through nsenter until it is up, ask is-active, kill.
-boot_by_hand() {
+# --- the by-hand boot cycles ----------------------------------------------------------
+
+# As users do it, on the extracted root $1: boot the image's default target with
+# systemd-nspawn --volatile=overlay, poll `systemctl is-system-running` through nsenter
+# until it is up, ask is-active, kill.
+boot_as_users_do() {
   systemd-nspawn -q --register=no --keep-unit --link-journal=no --volatile=overlay --boot \
     -D "$1" </dev/null >/dev/null 2>&1 &
-  local nspawn=$! leader= state=
+  local nspawn=$! leader='' state=''
   # nspawn's first child can be a short-lived helper: look the leader up on every poll.
   while :; do
     leader=$(pgrep -P "$nspawn" | head -n1) || true
@@ -68,23 +89,118 @@ boot_by_hand() {
   wait "$nspawn" || true
 }
 
-median() { # "t1 t2 ..." -> median, or FAIL if any run failed
+# What racker passes systemd-nspawn to register the machine (runtime/host.rs): machined
+# where systemd runs the host with a system bus, else none.
+if [[ -d /run/systemd/system && "$(cat /proc/1/comm 2>/dev/null)" == systemd && -e /run/dbus/system_bus_socket ]]; then
+  racker_registration=(--register=yes)
+else
+  racker_registration=(--register=no --keep-unit)
+fi
+
+# Fills $work/minimal-boot with the files racker writes into a container's writable layer
+# for `--boot-target minimal` (runtime/rootfs.rs prepare_minimal_boot: its target unit and
+# the generator masks, LEGACY_GENERATOR_MASKS among them), copied out of a container racker
+# booted that way from image $2 of store $1: the by-hand cycle then writes the very same.
+capture_minimal_boot() {
+  mkdir -p "$work/minimal-boot"
+  "$racker" --root "$1" run --rm --boot-target minimal "$2" \
+    tar -C / -cf - etc/systemd/system/racker-minimal.target etc/systemd/system-generators \
+    | tar -C "$work/minimal-boot" -xf -
+  [[ -f "$work/minimal-boot/etc/systemd/system/racker-minimal.target" ]] ||
+    { echo "could not copy racker's minimal-boot files out of a container" >&2; return 1; }
+}
+
+# The same work as `racker run --rm [--boot-target minimal] IMG systemctl is-active
+# systemd-journald`, by hand on the extracted root $1, target $2 (default or minimal),
+# step by step as crates/racker/src/runtime does it: a throw-away overlay snapshot (a
+# tmpfs holding upper, work and mount point, racker's overlay options); for a minimal boot,
+# racker's minimal-boot files written into it; systemd-nspawn with racker's arguments
+# (nspawn.rs: registration, --uuid, --link-journal=no, --boot --notify-ready=yes
+# --console=pipe, systemd.unit=racker-minimal.target); readiness from READY=1 on the
+# NOTIFY_SOCKET (notify.rs), with the leader from X_NSPAWN_LEADER_PID, never polling;
+# the question through nsenter; the leader killed; the snapshot unmounted and removed.
+# Its helper programs (mount, cp, socat, nsenter, umount: a fork and exec each) are the
+# by-hand cycle's own overhead, where racker makes those system calls itself.
+boot_same_work() {
+  local lower=$1 target=$2 dir id status=0 line leader='' ready='' socat nspawn notified
+  dir=$(mktemp -d "$work/same.XXXXXX")
+  id=$(printf '%08x%08x%08x%08x' "$SRANDOM" "$SRANDOM" "$SRANDOM" "$SRANDOM")
+  mount -t tmpfs -o mode=0700 tmpfs "$dir"
+  mkdir "$dir/upper" "$dir/work" "$dir/rootfs"
+  mount -t overlay overlay \
+    -o "lowerdir=$lower,upperdir=$dir/upper,workdir=$dir/work,index=off,redirect_dir=off,metacopy=off" "$dir/rootfs"
+  [[ $target != minimal ]] || cp -a "$work/minimal-boot/." "$dir/rootfs/"
+  # nspawn's messages: "STATUS=…\nX_NSPAWN_LEADER_PID=N" then "READY=1\n…": READY ends a line.
+  exec {notified}< <(exec socat -u "UNIX-RECV:$work/$id.notify" -)
+  socat=$!
+  while [[ ! -S "$work/$id.notify" ]]; do sleep 0.001; done
+  local args=(--quiet "${racker_registration[@]}" "--directory=$dir/rootfs" "--machine=racker-${id:0:12}"
+    "--uuid=$id" --link-journal=no --boot --notify-ready=yes --console=pipe)
+  [[ $target != minimal ]] || args+=(systemd.unit=racker-minimal.target)
+  NOTIFY_SOCKET=$work/$id.notify systemd-nspawn "${args[@]}" </dev/null >"$dir.console" 2>&1 &
+  nspawn=$!
+  # Blocking reads; the 1 s timeout only notices an nspawn that died without READY=1
+  # (a timed-out read hands back the partial line: keep it for the next one).
+  local partial='' deadline=$((SECONDS + 120))
+  while ((SECONDS < deadline)); do
+    if IFS= read -r -t 1 -u "$notified" line; then
+      line=$partial$line partial=
+      [[ ! $line =~ X_NSPAWN_LEADER_PID=([0-9]+) ]] || leader=${BASH_REMATCH[1]}
+      if [[ $line == *READY=1* ]]; then ready=1; break; fi
+    else
+      partial+=$line
+      kill -0 "$nspawn" 2>/dev/null || break
+    fi
+  done
+  if [[ -n "$ready" && -n "$leader" ]]; then
+    nsenter --target="$leader" --all --root="/proc/$leader/root" systemctl is-active systemd-journald || status=$?
+  else
+    echo "no READY=1 from systemd-nspawn; its console:" >&2
+    tail -n 5 "$dir.console" >&2
+    status=1
+  fi
+  if [[ -n "$leader" ]]; then kill -9 "$leader" 2>/dev/null || true; else kill -9 "$nspawn" 2>/dev/null || true; fi
+  wait "$nspawn" || true
+  kill "$socat" 2>/dev/null || true
+  exec {notified}<&-
+  rm -f "$work/$id.notify" "$dir.console"
+  umount "$dir/rootfs" && umount "$dir" && rmdir "$dir"
+  return $status
+}
+
+# --- statistics -----------------------------------------------------------------------
+
+# stats "v1 v2 ...": "median min p25 p75 max" of the values (ms), or FAIL if any run
+# failed (quartiles by nearest rank).
+stats() {
   local v
   v=$(tr ' ' '\n' <<<"$1" | grep -v '^$' || true)
   if grep -q FAIL <<<"$v"; then echo FAIL; return; fi
-  sort -g <<<"$v" | awk '{a[NR]=$1} END{ if (NR%2) printf "%d", a[(NR+1)/2]; else printf "%d", (a[NR/2]+a[NR/2+1])/2 }'
+  sort -g <<<"$v" | awk '{a[NR]=$1} END {
+    m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
+    q1 = a[int((NR + 3) / 4)]; q3 = a[int((3 * NR + 3) / 4)]
+    printf "%d %d %d %d %d", m, a[1], q1, q3, a[NR] }'
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
 
 declare -A med
-# print_medians KEY...: one line per key (median, then every run), filling med[KEY].
+# print_medians KEY...: a header, then one line per key (median, min, p25, p75, max, then
+# every run), filling med[KEY].
 print_medians() {
-  local key
+  local key s w=8
+  for key in "$@"; do ((${#key} <= w)) || w=${#key}; done
+  printf "%-${w}s %8s %8s %8s %8s %8s   %s\n" "" median min p25 p75 max runs
   for key in "$@"; do
-    [[ -n "${results[$key]:-}" ]] || { printf '%-18s %8s\n' "$key" "n/a"; continue; }
-    med[$key]=$(median "${results[$key]}")
-    printf '%-18s %8s   %s\n' "$key" "${med[$key]}" "${results[$key]}"
-    [[ ! -f "$work/fail-$key" ]] || printf '                   first failure: %s\n' "$(tail -n1 "$work/fail-$key")"
+    [[ -n "${results[$key]:-}" ]] || { printf "%-${w}s %8s\n" "$key" "n/a"; continue; }
+    s=$(stats "${results[$key]}")
+    med[$key]=${s%% *}
+    if [[ $s == FAIL ]]; then
+      printf "%-${w}s %8s %8s %8s %8s %8s   %s\n" "$key" FAIL "" "" "" "" "${results[$key]}"
+    else
+      # shellcheck disable=SC2086 # five figures
+      printf "%-${w}s %8s %8s %8s %8s %8s   %s\n" "$key" $s "${results[$key]}"
+    fi
+    [[ ! -f "$work/fail-$key" ]] || printf "%${w}s first failure: %s\n" "" "$(grep -v '^$' "$work/fail-$key" | tail -n1)"
   done
 }
 ok() { [[ -n "${med[$1]:-}" && "${med[$1]}" != FAIL ]]; }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Pull benchmark: racker pull against its peers, from a local registry, side by side.
+# Pull benchmark: racker pull against its peers, from a local registry, side by side, each
+# tool on the same two media: a tmpfs and the disk.
 #
 #   cargo build --release && sudo benches/pull.sh [-n RUNS] [--rebuild]
 #
@@ -7,19 +8,23 @@
 # with systemd (mmdebstrap --variant=minbase --include=systemd,systemd-sysv, from the
 # host's configured Debian mirror) as an OCI layout with one gzip layer (tag `gzip`) and
 # the same layer zstd-compressed (tag `zstd`). Then, every run: a registry on 127.0.0.1,
-# both images pushed, and RUNS fresh pulls of each, per format, round-robin:
+# both images pushed, and RUNS fresh pulls of each, per format, round-robin, every tool
+# into a fresh directory on a tmpfs and one on the disk ($BENCH_WORK):
 #
-#   racker-tmpfs   racker --root <tmpfs> pull
-#   racker-disk    racker --root <disk>  pull
-#   skopeo+umoci   skopeo copy docker://… oci:DIR:tag && umoci unpack   (gzip only: umoci
-#                  0.4.7 cannot read zstd layers)
-#   podman         podman --root <disk> … pull   (if podman is installed)
+#   racker         racker --root DIR pull
+#   skopeo+umoci   skopeo copy docker://… oci:DIR/layout:img && umoci unpack   (gzip only:
+#                  umoci 0.4.7 cannot read zstd layers)
+#   podman         podman --root DIR … pull   (if podman and runc or crun are installed:
+#                  apt-get install podman runc)
 #   floor          gzip -dc LAYER | sha256sum   (zstd -dc for zstd): decompress + hash,
-#                  the least any pull must do
+#                  the least any pull must do; it writes nothing, so it has no medium
 #
-# It prints each median and the ratios racker/peer. `sync` runs between (untimed) runs.
-# Everything it makes outside the cache (registry, temporary dirs, tmpfs) is removed on
-# exit, also on failure or ^C. Environment: RACKER (default target/release/racker),
+# One untimed warm-up round of every tool on both media first (the registry's blobs and
+# every tool's binaries in the page cache); `sync` before each timed run. It prints each
+# median with its spread (min, p25, p75, max; ms) and, per medium, the ratios racker/peer
+# of the medians: racker on tmpfs against peers on tmpfs, racker on disk against peers on
+# disk. Everything it makes outside the cache (registry, temporary dirs, tmpfs) is removed
+# on exit, also on failure or ^C. Environment: RACKER (default target/release/racker),
 # BENCH_CACHE, BENCH_WORK (parent of the disk work dir, default /var/tmp).
 set -euo pipefail
 
@@ -41,9 +46,8 @@ racker=${RACKER:-$repo/target/release/racker}
 cache=${BENCH_CACHE:-/var/cache/racker-bench}
 layout=$cache/layout        # tag gzip
 zlayout=$cache/layout-zstd  # tag zstd
-for tool in docker-registry skopeo umoci mmdebstrap gzip zstd sha256sum; do
-  command -v "$tool" >/dev/null || { echo "missing $tool (scripts/prerequisites, apt-get install mmdebstrap)" >&2; exit 1; }
-done
+source "$repo/benches/lib.sh"
+require docker-registry skopeo umoci mmdebstrap gzip zstd sha256sum curl
 
 work=$(mktemp -d "${BENCH_WORK:-/var/tmp}/racker-bench.XXXXXX")
 registry_pid=
@@ -68,8 +72,6 @@ trap 'exit 130' INT TERM
 auth_file=$work/auth.json   # never the host's credentials (REGISTRY_AUTH_FILE for racker,
                             # skopeo, podman; not for docker-registry, which would take
                             # REGISTRY_* as configuration)
-
-log() { printf '== %s\n' "$*" >&2; }
 
 # --- the image, once --------------------------------------------------------------------
 
@@ -154,8 +156,8 @@ zstd_layer=$(layer_blob "$zlayout" zstd)
 # --- the registry -----------------------------------------------------------------------
 
 start_registry() {
-  local attempt port
-  for attempt in 1 2 3 4 5; do
+  local port
+  for _ in 1 2 3 4 5; do
     port=$((20000 + RANDOM % 40000))
     ss -ltn "sport = :$port" | grep -q LISTEN && continue
     mkdir -p "$work/registry/storage"
@@ -206,28 +208,15 @@ skopeo inspect --raw --tls-verify=false "docker://$registry/bench:zstd" | grep -
 
 mkdir -p "$work/tmpfs" "$work/disk"
 mount -t tmpfs -o size=8g,mode=0700 racker-bench "$work/tmpfs"
+media=(tmpfs disk)
 
 podman_runtime=
 if command -v podman >/dev/null; then
   podman_runtime=$(command -v runc || command -v crun || true)
 fi
 
-# Runs "$@" with fresh directories; prints the seconds it took, or FAIL (and keeps the
-# first failure's message in $work/fail-<label>).
-declare -A results
-time_run() {
-  local label=$1; shift
-  sync
-  local start end
-  start=$(date +%s.%N)
-  if "$@" >"$work/out" 2>"$work/err"; then
-    end=$(date +%s.%N)
-    results[$label]+="$(awk -v a="$start" -v b="$end" 'BEGIN{printf "%.3f", b-a}') "
-  else
-    results[$label]+="FAIL "
-    [[ -f "$work/fail-$label" ]] || cp "$work/err" "$work/fail-$label"
-  fi
-}
+# Before each timed run: earlier runs' writes on their way to the disk, not in this one.
+settle() { sync; }
 
 racker_pull() { # root ref
   "$racker" --root "$1" pull -q "$2"
@@ -254,67 +243,70 @@ else
 fi
 rm -rf "$work/disk/probe"
 
+# timed TOOL FORMAT MEDIUM COMMAND DIR REF: one pull into a fresh DIR on MEDIUM, removed after.
+timed() {
+  local tool=$1 f=$2 medium=$3 fn=$4 dir=$5 ref=$6
+  mkdir -p "$dir"
+  time_run "$f $tool $medium" "$fn" "$dir" "$ref"
+  unmount_below "$dir"
+  rm -rf "$dir"
+}
+
 formats=(gzip zstd)
-for ((i = 1; i <= runs; i++)); do
-  log "round $i/$runs"
+tools=(racker skopeo+umoci podman)
+round() {
+  local f ref m
   for f in "${formats[@]}"; do
     ref=$registry/bench:$f
-    if [[ -z "$racker_missing" ]]; then
-      time_run "$f racker-tmpfs" racker_pull "$work/tmpfs/racker" "$ref"
-      rm -rf "$work/tmpfs/racker"
-      time_run "$f racker-disk" racker_pull "$work/disk/racker" "$ref"
-      rm -rf "$work/disk/racker"
-    fi
-    if [[ $f == gzip ]]; then
-      mkdir -p "$work/disk/skopeo"
-      time_run "$f skopeo+umoci" skopeo_umoci "$work/disk/skopeo" "$ref"
-      rm -rf "$work/disk/skopeo"
-    fi
-    if [[ -n "$podman_runtime" ]]; then
-      mkdir -p "$work/disk/podman"
-      time_run "$f podman" podman_pull "$work/disk/podman" "$ref"
-      unmount_below "$work/disk/podman"
-      rm -rf "$work/disk/podman"
-    fi
+    for m in "${media[@]}"; do
+      [[ -n "$racker_missing" ]] || timed racker "$f" "$m" racker_pull "$work/$m/racker" "$ref"
+      [[ $f != gzip ]] || timed skopeo+umoci "$f" "$m" skopeo_umoci "$work/$m/skopeo" "$ref"
+      [[ -z "$podman_runtime" ]] || timed podman "$f" "$m" podman_pull "$work/$m/podman" "$ref"
+    done
     if [[ $f == gzip ]]; then
       time_run "$f floor" floor gzip "$gzip_layer"
     else
       time_run "$f floor" floor zstd "$zstd_layer"
     fi
   done
+}
+log "warming up: one untimed round of every tool on both media"
+warming_up=1 round
+for ((i = 1; i <= runs; i++)); do
+  log "round $i/$runs"
+  round
 done
 
 # --- report -----------------------------------------------------------------------------
 
-median() { # "t1 t2 ..." -> median, or FAIL if any run failed
-  local v
-  v=$(tr ' ' '\n' <<<"$1" | grep -v '^$' || true)
-  if grep -q FAIL <<<"$v"; then echo FAIL; return; fi
-  sort -g <<<"$v" | awk '{a[NR]=$1} END{ if (NR%2) printf "%.3f", a[(NR+1)/2]; else printf "%.3f", (a[NR/2]+a[NR/2+1])/2 }'
-}
-
-printf '\npull of a Debian bookworm + systemd image (%s layer %s MiB gzip, %s MiB zstd), %d runs each, medians in seconds\n' \
+printf '\npull of a Debian bookworm + systemd image (%s layer %s MiB gzip, %s MiB zstd), %d runs each after a warm-up round, ms\n' \
   "$(dpkg --print-architecture)" "$(($(size "$gzip_layer") >> 20))" "$(($(size "$zstd_layer") >> 20))" "$runs"
-[[ -n "$podman_runtime" ]] || echo "podman: not installed (apt-get install podman), not measured"
+[[ -n "$podman_runtime" ]] || echo "podman: not installed (apt-get install podman runc), not measured"
 [[ -z "$racker_missing" ]] || echo "racker: NOT MEASURED: $racker_missing"
 for f in "${formats[@]}"; do
-  printf '\n%-6s %-14s %9s   %s\n' format tool median runs
-  declare -A med=()
-  for tool in racker-tmpfs racker-disk skopeo+umoci podman floor; do
-    key="$f $tool"
-    [[ -n "${results[$key]:-}" ]] || continue
-    med[$tool]=$(median "${results[$key]}")
-    printf '%-6s %-14s %9s   %s\n' "$f" "$tool" "${med[$tool]}" "${results[$key]}"
-    if [[ -f "$work/fail-$key" ]]; then
-      printf '       first failure: %s\n' "$(grep -v '^$' "$work/fail-$key" | tail -n1)"
-    fi
-  done
-  for r in racker-tmpfs racker-disk; do
-    [[ -n "${med[$r]:-}" && "${med[$r]}" != FAIL ]] || continue
-    for peer in skopeo+umoci podman floor; do
-      [[ -n "${med[$peer]:-}" && "${med[$peer]}" != FAIL ]] || continue
-      printf '       %s / %s = %sx\n' "$r" "$peer" "$(awk -v a="${med[$r]}" -v b="${med[$peer]}" 'BEGIN{printf "%.2f", a/b}')"
+  keys=()
+  for tool in "${tools[@]}"; do
+    for m in "${media[@]}"; do
+      [[ -z "${results[$f $tool $m]:-}" ]] || keys+=("$f $tool $m")
     done
   done
-  unset med
+  keys+=("$f floor")
+  echo
+  print_medians "${keys[@]}"
+  printf '%-30s %8s %8s\n' "ratios of medians" "${media[@]}"
+  for peer in skopeo+umoci podman floor; do
+    line=$(printf '%-30s' "$f racker / $peer")
+    shown=
+    for m in "${media[@]}"; do
+      key="$f $peer $m"
+      [[ $peer != floor ]] || key="$f floor"
+      if ok "$f racker $m" && ok "$key"; then
+        line+=$(printf ' %7sx' "$(ratio "${med[$f racker $m]}" "${med[$key]}")")
+        shown=1
+      else
+        line+=$(printf ' %8s' -)
+      fi
+    done
+    [[ -z "$shown" ]] || echo "$line"
+  done
 done
