@@ -22,8 +22,9 @@
 //! mix; readers never wait for a refresh (they keep the generation they bound, which is
 //! removed once nobody reads it), and a crash or full disk leaves at most a staging
 //! directory that the next refresh removes.
-//! Containers never write the shared pool: each probe gets a workspace of hard links,
-//! and what apt downloaded there enters the pool only after its hash is checked.
+//! Containers do not add to the shared pool: each probe gets a workspace of hard links,
+//! and what apt downloaded there enters the pool only after its hash is checked. (A
+//! write through a link does reach the pool; the next checkout's hash check finds it.)
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -234,7 +235,7 @@ impl ImageLists {
         private::dir(&staging.join("partial")).map_err(io_err(&staging))?;
         let refresh = ListsRefresh { lists: self.clone(), staging: Some(staging), refresh_lock: lock };
         if let Some(generation) = self.current_generation()? {
-            seed_with_links(&self.dir.join(generation), refresh.dir())?;
+            seed_from(&self.dir.join(generation), refresh.dir())?;
         }
         Ok(ListsAccess::Refresh(refresh))
     }
@@ -286,15 +287,16 @@ impl ImageLists {
     }
 }
 
-/// Hard-links the files of the current lists into a new staging directory, so that
-/// `apt-get update` sends If-Modified-Since and fetches only what changed. Safe because
-/// apt never writes a list in place: it downloads to `partial/` and renames over.
-fn seed_with_links(current: &Path, staging: &Path) -> Result<()> {
+/// Copies the current lists into a new staging directory, so that `apt-get update` sends
+/// If-Modified-Since and fetches only what changed. Copies, not hard links: whatever
+/// writes a staged file in place must not change lists that probes are reading (on
+/// btrfs and xfs the copy is a reflink).
+fn seed_from(current: &Path, staging: &Path) -> Result<()> {
     for entry in fs::read_dir(current).map_err(io_err(current))? {
         let entry = entry.map_err(io_err(current))?;
         if entry.file_type().map_err(io_err(entry.path()))?.is_file() && entry.file_name() != "lock" {
             let to = staging.join(entry.file_name());
-            fs::hard_link(entry.path(), &to).map_err(io_err(to))?;
+            fs::copy(entry.path(), &to).map_err(io_err(to))?;
         }
     }
     Ok(())
@@ -527,6 +529,13 @@ impl Archives {
                 continue;
             }
             let recorded = self.recorded(&name);
+            // Still the pool's own file (the link checkout made): nothing new to take in.
+            // A write through that link is the pool's corruption, which verify finds.
+            if let Some(digest) = &recorded {
+                if same_file(&path, &self.dir.join("pool").join(digest.hex())) {
+                    continue;
+                }
+            }
             let found = hash_file(&path)?;
             if let Some(expected) = index.get(&name).or(recorded.as_ref()) {
                 if *expected != found {
@@ -553,6 +562,14 @@ impl Archives {
             report.added.push(name);
         }
         Ok(report)
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
     }
 }
 
@@ -673,7 +690,7 @@ mod tests {
         let ListsAccess::Refresh(r) = lists.prepare(IndexPolicy::Refresh).unwrap() else { panic!() };
         drop(r.publish_at(SystemTime::now() - 2 * hour).unwrap());
         let ListsAccess::Refresh(r) = lists.prepare(IndexPolicy::Ttl(hour)).unwrap() else { panic!() };
-        // The refresh starts from the current lists (hard links), and nothing is left behind.
+        // The refresh starts from a copy of the current lists, and nothing is left behind.
         assert_eq!(fs::read_to_string(r.dir().join("deb_dists_bookworm_main_binary-amd64_Packages")).unwrap(), "v1");
         let reader = r.publish().unwrap();
         let names: Vec<_> = fs::read_dir(&lists.dir).unwrap().map(|e| e.unwrap().file_name()).collect();
@@ -700,6 +717,27 @@ mod tests {
             panic!("offline refreshed")
         };
         assert!(reader.dir().is_dir());
+    }
+
+    #[test]
+    fn a_reader_keeps_its_lists_through_a_refresh_and_they_go_once_unread() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = AptCache::open(tmp.path()).unwrap();
+        let lists = cache.lists(&image()).unwrap();
+        let old = refresh(lists.prepare(IndexPolicy::Refresh).unwrap(), "v1");
+        // The refresh neither waits for the reader nor takes its lists away.
+        let new = refresh(lists.prepare(IndexPolicy::Refresh).unwrap(), "v2");
+        let list = "deb_dists_bookworm_main_binary-amd64_Packages";
+        assert_eq!(fs::read_to_string(old.dir().join(list)).unwrap(), "v1");
+        assert_eq!(fs::read_to_string(new.dir().join(list)).unwrap(), "v2");
+        let old_dir = old.dir().to_path_buf();
+        drop(old);
+        let ListsAccess::Refresh(r) = lists.prepare(IndexPolicy::Refresh).unwrap() else { panic!() };
+        assert!(!old_dir.exists(), "an unread generation is swept by the next refresh");
+        assert!(new.dir().exists(), "a generation being read is kept");
+        drop(r);
+        let ListsAccess::Ready(again) = lists.prepare(IndexPolicy::Offline).unwrap() else { panic!() };
+        assert_eq!(again.dir(), new.dir());
     }
 
     #[test]
@@ -741,8 +779,10 @@ mod tests {
         let archives = cache.archives(&ReleaseKey::new("debian-bookworm-amd64").unwrap()).unwrap();
         assert!(ReleaseKey::new("../x").is_err());
 
-        // apt downloads into the first probe's workspace.
+        // A dead probe's workspace (unlocked) is swept; apt downloads into the first probe's.
+        fs::create_dir(archives.dir().join("work-dead")).unwrap();
         let (ws, corrupt) = archives.checkout().unwrap();
+        assert!(!archives.dir().join("work-dead").exists());
         assert!(corrupt.is_empty());
         assert_eq!(ws.bind().target, ARCHIVES_IN_CONTAINER);
         let good = archive_file_name("lighttpd", "1.4.69-1", "amd64");
@@ -776,6 +816,10 @@ mod tests {
         // A second probe gets both; the recorded hash refuses a changed file of the same name.
         let (ws, _) = archives.checkout().unwrap();
         assert_eq!(fs::read(ws.dir().join(&good)).unwrap(), b"lighttpd deb");
+        let (other, _) = archives.checkout().unwrap();
+        assert!(archives.publish(&other, &HashMap::new()).unwrap() == PublishReport::default());
+        drop(other);
+        assert!(ws.dir().exists(), "a live workspace is not swept by another checkout");
         fs::remove_file(ws.dir().join(&epoch)).unwrap();
         fs::write(ws.dir().join(&epoch), b"other content").unwrap();
         let report = archives.publish(&ws, &HashMap::new()).unwrap();
