@@ -616,39 +616,54 @@ pub fn index_hashes(lists: &Path) -> Result<HashMap<String, Digest>> {
     let mut hashes = HashMap::new();
     for entry in fs::read_dir(lists).map_err(io_err(lists))? {
         let path = entry.map_err(io_err(lists))?.path();
-        if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with("_Packages")) {
-            read_packages(&path, &mut hashes)?;
-        }
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let Some(compression) = name.split_once("_Packages").map(|(_, rest)| rest) else { continue };
+        let file = File::open(&path).map_err(io_err(&path))?;
+        // Images with `Acquire::GzipIndexes` keep their lists compressed; lz4 ones are
+        // not read (their .debs get the hash recorded on first sight instead).
+        let reader: Box<dyn io::Read> = match compression {
+            "" => Box::new(file),
+            ".gz" => Box::new(flate2::read::MultiGzDecoder::new(file)),
+            ".xz" => Box::new(liblzma::read::XzDecoder::new(file)),
+            ".zst" => Box::new(zstd::Decoder::new(file).map_err(io_err(&path))?),
+            _ => continue,
+        };
+        read_packages(BufReader::new(reader), &mut hashes).map_err(io_err(&path))?;
     }
     Ok(hashes)
 }
 
-fn read_packages(path: &Path, hashes: &mut HashMap<String, Digest>) -> Result<()> {
-    let file = File::open(path).map_err(io_err(path))?;
-    let (mut package, mut version, mut arch, mut sha): (
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-    ) = (None, None, None, None);
-    for line in BufReader::new(file).lines().chain(std::iter::once(Ok(String::new()))) {
-        let line = line.map_err(io_err(path))?;
-        if line.is_empty() {
-            if let (Some(p), Some(v), Some(a), Some(s)) = (package.take(), version.take(), arch.take(), sha.take()) {
-                if let Ok(digest) = Digest::from_hex(&s) {
+/// One package's fields that name and verify its .deb.
+#[derive(Default)]
+struct Stanza {
+    package: Option<String>,
+    version: Option<String>,
+    arch: Option<String>,
+    sha256: Option<String>,
+}
+
+fn read_packages(index: impl BufRead, hashes: &mut HashMap<String, Digest>) -> io::Result<()> {
+    let mut stanza = Stanza::default();
+    // A blank line ends a stanza; so does the end of the file.
+    for line in index.lines().chain(std::iter::once(Ok(String::new()))) {
+        let line = line?;
+        if line.trim().is_empty() {
+            if let Stanza { package: Some(p), version: Some(v), arch: Some(a), sha256: Some(h) } =
+                std::mem::take(&mut stanza)
+            {
+                if let Ok(digest) = Digest::from_hex(&h) {
                     hashes.insert(archive_file_name(&p, &v, &a), digest);
                 }
             }
-            (package, version, arch, sha) = (None, None, None, None);
             continue;
         }
         let Some((field, value)) = line.split_once(':') else { continue };
         let value = Some(value.trim().to_owned());
         match field {
-            "Package" => package = value,
-            "Version" => version = value,
-            "Architecture" => arch = value,
-            "SHA256" => sha = value,
+            "Package" => stanza.package = value,
+            "Version" => stanza.version = value,
+            "Architecture" => stanza.arch = value,
+            "SHA256" => stanza.sha256 = value,
             _ => {}
         }
     }
@@ -804,7 +819,14 @@ mod tests {
             ),
         )
         .unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b"Package: libx\nVersion: 1:2.0\nArchitecture: amd64\nSHA256: ").unwrap();
+        gz.write_all(Digest::of(b"libx deb").hex().as_bytes()).unwrap();
+        fs::write(lists.join("deb_dists_bookworm_contrib_binary-amd64_Packages.gz"), gz.finish().unwrap()).unwrap();
+        fs::write(lists.join("deb_dists_bookworm_InRelease"), "not an index").unwrap();
         let index = index_hashes(&lists).unwrap();
+        assert_eq!(index.len(), 3, "{index:?}");
+        assert_eq!(index[&epoch], Digest::of(b"libx deb"));
         let report = archives.publish(&ws, &index).unwrap();
         assert_eq!(report.added, vec![epoch.clone(), good.clone()]);
         assert_eq!(report.rejected.len(), 1);
