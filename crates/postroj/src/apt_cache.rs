@@ -232,7 +232,7 @@ impl ImageLists {
         }
         self.remove_unused(&lock)?;
         let staging = self.dir.join(format!("staging-{:016x}", rand::random::<u64>()));
-        private::dir(&staging.join("partial")).map_err(io_err(&staging))?;
+        apt_dir(&staging)?;
         let refresh = ListsRefresh { lists: self.clone(), staging: Some(staging), refresh_lock: lock };
         if let Some(generation) = self.current_generation()? {
             seed_from(&self.dir.join(generation), refresh.dir())?;
@@ -380,6 +380,19 @@ fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
 }
 
+/// Creates a directory apt is given in the container, with its `partial/`, mode 0755
+/// as apt's own: apt downloads as the unprivileged `_apt` user, which must traverse it
+/// (a 0700 one makes apt fall back to downloading as root, with a warning). Host users
+/// stay out all the same: the cache's root is 0700.
+fn apt_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    for d in [dir.to_path_buf(), dir.join("partial")] {
+        fs::DirBuilder::new().mode(0o755).create(&d).map_err(io_err(&d))?;
+        private::tighten(&d, 0o755).map_err(io_err(&d))?;
+    }
+    Ok(())
+}
+
 /// Writes `path` whole or not at all: a temporary file beside it, synced, renamed over.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension(format!("tmp-{:016x}", rand::random::<u64>()));
@@ -474,7 +487,7 @@ impl Archives {
         let suffix = format!("{:016x}", rand::random::<u64>());
         let hidden = self.dir.join(format!(".work-{suffix}"));
         let dir = self.dir.join(format!("work-{suffix}"));
-        private::dir(&hidden.join("partial")).map_err(io_err(&hidden))?;
+        apt_dir(&hidden)?;
         let lock = File::open(&hidden).map_err(io_err(&hidden))?;
         rustix::fs::flock(&lock, FlockOperation::LockExclusive).map_err(|e| io_err(&hidden)(e.into()))?;
         fs::rename(&hidden, &dir).map_err(io_err(&dir))?;
@@ -712,6 +725,7 @@ mod tests {
         // refresh.lock, current, stamp, and one generation with its lock: the old one is gone.
         assert_eq!(names.len(), 5, "{names:?}");
         assert_eq!(fs::metadata(tmp.path().join("apt")).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(fs::metadata(reader.dir().join("partial")).unwrap().permissions().mode() & 0o777, 0o755);
         drop(reader);
     }
 
