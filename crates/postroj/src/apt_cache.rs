@@ -350,6 +350,15 @@ impl ListsRefresh {
     fn publish_at(mut self, now: SystemTime) -> Result<ListsReader> {
         let lists = self.lists.clone();
         let Some(staging) = self.staging.take() else { return Err(io_err(&lists.dir)(io::ErrorKind::NotFound.into())) };
+        // apt (re)sets the owner and mode of `auxfiles/` whenever it finds one, which
+        // warns on read-only lists; it is scratch space for `apt-get changelog` and the
+        // like, and a probe's apt does without it.
+        match fs::remove_dir(staging.join("auxfiles")) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound && e.kind() != io::ErrorKind::DirectoryNotEmpty => {
+                return Err(io_err(staging.join("auxfiles"))(e));
+            }
+            _ => {}
+        }
         let generation = format!("gen-{:016x}", rand::random::<u64>());
         let lock_path = lists.dir.join(format!("{generation}.lock"));
         let lock = Lock::take(&lock_path, FlockOperation::LockShared)?;
@@ -697,6 +706,7 @@ mod tests {
     fn refresh(access: ListsAccess, content: &str) -> ListsReader {
         let ListsAccess::Refresh(refresh) = access else { panic!("expected a refresh") };
         fs::write(refresh.dir().join("deb_dists_bookworm_main_binary-amd64_Packages"), content).unwrap();
+        fs::create_dir(refresh.dir().join("auxfiles")).unwrap();
         refresh.publish().unwrap()
     }
 
@@ -710,6 +720,7 @@ mod tests {
         let reader = refresh(lists.prepare(IndexPolicy::Ttl(hour)).unwrap(), "v1");
         assert_eq!(reader.bind().target, LISTS_IN_CONTAINER);
         assert!(reader.bind().read_only);
+        assert!(!reader.dir().join("auxfiles").exists(), "apt would warn about it on read-only lists");
         drop(reader);
         assert!(!lists.needs_refresh(hour, SystemTime::now()).unwrap());
         assert!(lists.needs_refresh(hour, SystemTime::now() + 2 * hour).unwrap());
