@@ -233,7 +233,7 @@ impl ImageLists {
         self.remove_unused(&lock)?;
         let staging = self.dir.join(format!("staging-{:016x}", rand::random::<u64>()));
         apt_dir(&staging)?;
-        let refresh = ListsRefresh { lists: self.clone(), staging: Some(staging), refresh_lock: lock };
+        let refresh = ListsRefresh { lists: self.clone(), staging, published: false, refresh_lock: lock };
         if let Some(generation) = self.current_generation()? {
             seed_from(&self.dir.join(generation), refresh.dir())?;
         }
@@ -326,14 +326,16 @@ impl ListsReader {
 #[derive(Debug)]
 pub struct ListsRefresh {
     lists: ImageLists,
-    staging: Option<PathBuf>,
+    staging: PathBuf,
+    /// Renamed into a generation: nothing left to clean up on drop.
+    published: bool,
     refresh_lock: Lock,
 }
 
 impl ListsRefresh {
     /// Where the new lists are written.
     pub fn dir(&self) -> &Path {
-        self.staging.as_deref().unwrap_or(Path::new(""))
+        &self.staging
     }
 
     /// The staging directory as the refreshing container sees it: writable, at apt's place.
@@ -349,7 +351,7 @@ impl ListsRefresh {
 
     fn publish_at(mut self, now: SystemTime) -> Result<ListsReader> {
         let lists = self.lists.clone();
-        let Some(staging) = self.staging.take() else { return Err(io_err(&lists.dir)(io::ErrorKind::NotFound.into())) };
+        let staging = self.staging.clone();
         // apt (re)sets the owner and mode of `auxfiles/` whenever it finds one, which
         // warns on read-only lists; it is scratch space for `apt-get changelog` and the
         // like, and a probe's apt does without it.
@@ -364,6 +366,7 @@ impl ListsRefresh {
         let lock = Lock::take(&lock_path, FlockOperation::LockShared)?;
         let dir = lists.dir.join(&generation);
         fs::rename(&staging, &dir).map_err(io_err(&dir))?;
+        self.published = true;
         let link = lists.dir.join(format!(".current-{:016x}", rand::random::<u64>()));
         std::os::unix::fs::symlink(&generation, &link).map_err(io_err(&link))?;
         fs::rename(&link, lists.current()).map_err(io_err(lists.current()))?;
@@ -379,8 +382,8 @@ impl ListsRefresh {
 
 impl Drop for ListsRefresh {
     fn drop(&mut self) {
-        if let Some(staging) = self.staging.take() {
-            let _ = fs::remove_dir_all(staging);
+        if !self.published {
+            let _ = fs::remove_dir_all(&self.staging);
         }
     }
 }
