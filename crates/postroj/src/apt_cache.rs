@@ -12,6 +12,7 @@
 //! └── archives/<release-key>/
 //!     ├── pool/<sha256-hex>             verified .debs, named by their content
 //!     ├── names/<apt-file-name>.deb     -> ../pool/<hex>: the hash recorded on first sight
+//!     ├── verified                      when the last verify pass started (unix nanoseconds)
 //!     └── work-<rand>/                  one probe's /var/cache/apt/archives (hard links)
 //! ```
 //!
@@ -460,27 +461,58 @@ impl Archives {
         Digest::from_hex(target.file_name()?.to_str()?).ok()
     }
 
-    /// Verifies every cached .deb against its recorded hash; corrupted ones are removed
-    /// (name and content) and returned, so that apt downloads them again.
+    /// Verifies the cached .debs written since the last pass (by mtime, which a write in
+    /// place changes; downloads keep the server's old one) against their recorded
+    /// hashes. Corrupted ones are removed (name and content) and returned, so that apt
+    /// downloads them again. Cheap enough for every probe: unchanged files are not read.
     pub fn verify(&self) -> Result<Vec<Corrupt>> {
+        let stamp = self.dir.join("verified");
+        let since = match fs::read_to_string(&stamp) {
+            Ok(s) => s.trim().parse::<u64>().map_or(UNIX_EPOCH, |ns| UNIX_EPOCH + Duration::from_nanos(ns)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => UNIX_EPOCH,
+            Err(e) => return Err(io_err(stamp)(e)),
+        };
+        // File times come from a coarse clock (they may lag `now` by a tick): a margin.
+        let since = since.checked_sub(Duration::from_secs(2)).unwrap_or(UNIX_EPOCH);
+        let started = SystemTime::now();
+        let corrupt = self.verify_since(since)?;
+        let nanos = started.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        write_atomically(&stamp, format!("{nanos}\n").as_bytes())?;
+        Ok(corrupt)
+    }
+
+    /// Verifies every cached .deb, however old (what [`verify`](Self::verify) skips:
+    /// damage that left the mtime alone).
+    pub fn verify_all(&self) -> Result<Vec<Corrupt>> {
+        self.verify_since(UNIX_EPOCH)
+    }
+
+    fn verify_since(&self, since: SystemTime) -> Result<Vec<Corrupt>> {
         let names = self.dir.join("names");
         let mut corrupt = Vec::new();
         for entry in fs::read_dir(&names).map_err(io_err(&names))? {
             let entry = entry.map_err(io_err(&names))?;
-            let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+            // Hidden names are a publish's temporary links, about to be renamed.
+            let Some(name) = entry.file_name().to_str().filter(|n| !n.starts_with('.')).map(str::to_owned) else {
+                continue;
+            };
             let Some(expected) = self.recorded(&name) else {
                 remove_if_present(&entry.path())?;
                 continue;
             };
             let blob = self.dir.join("pool").join(expected.hex());
-            let found = match hash_file(&blob) {
-                Ok(found) => found,
-                Err(AptCacheError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            let modified = match fs::metadata(&blob).and_then(|m| m.modified()) {
+                Ok(modified) => modified,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     remove_if_present(&entry.path())?;
                     continue;
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(io_err(blob)(e)),
             };
+            if modified < since {
+                continue;
+            }
+            let found = hash_file(&blob)?;
             if found != expected {
                 remove_if_present(&blob)?;
                 remove_if_present(&entry.path())?;
@@ -507,7 +539,9 @@ impl Archives {
         let names = self.dir.join("names");
         for entry in fs::read_dir(&names).map_err(io_err(&names))? {
             let entry = entry.map_err(io_err(&names))?;
-            let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+            let Some(name) = entry.file_name().to_str().filter(|n| !n.starts_with('.')).map(str::to_owned) else {
+                continue;
+            };
             let Some(digest) = self.recorded(&name) else { continue };
             let to = workspace.dir.join(&name);
             match fs::hard_link(self.dir.join("pool").join(digest.hex()), &to) {
@@ -885,6 +919,14 @@ mod tests {
         assert!(!ws.dir().join(&good).exists());
         assert!(ws.dir().join(&epoch).exists());
         assert!(archives.verify().unwrap().is_empty());
+
+        // Damage that keeps the old mtime is skipped by the cheap pass, found by the full one.
+        let blob = ws_path_of(&archives, &epoch);
+        let mtime = fs::metadata(&blob).unwrap().modified().unwrap();
+        fs::write(&blob, b"libx deX").unwrap();
+        File::options().write(true).open(&blob).unwrap().set_modified(mtime - Duration::from_secs(3600)).unwrap();
+        assert!(archives.verify().unwrap().is_empty());
+        assert_eq!(archives.verify_all().unwrap().iter().map(|c| c.name.clone()).collect::<Vec<_>>(), vec![epoch]);
     }
 
     fn ws_path_of(archives: &Archives, name: &str) -> PathBuf {
