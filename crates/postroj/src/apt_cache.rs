@@ -162,6 +162,22 @@ pub enum ListsAccess {
     Refresh(ListsRefresh),
 }
 
+impl ListsAccess {
+    /// The lists' bind: read-only when reading, the writable staging directory while
+    /// refreshing.
+    pub fn bind(&self) -> Bind {
+        match self {
+            ListsAccess::Ready(reader) => reader.bind(),
+            ListsAccess::Refresh(refresh) => refresh.bind(),
+        }
+    }
+}
+
+/// Everything a probe's container binds from the cache: its lists and its archives.
+pub fn binds(lists: &ListsAccess, archives: &ArchiveWorkspace) -> Vec<Bind> {
+    vec![lists.bind(), archives.bind()]
+}
+
 impl ImageLists {
     fn current(&self) -> PathBuf {
         self.dir.join("current")
@@ -861,7 +877,15 @@ mod tests {
         let (ws, corrupt) = archives.checkout().unwrap();
         assert!(!archives.dir().join("work-dead").exists());
         assert!(corrupt.is_empty());
-        assert_eq!(ws.bind().target, ARCHIVES_IN_CONTAINER);
+        let lists = cache.lists(&image()).unwrap();
+        let access = lists.prepare(IndexPolicy::Refresh).unwrap();
+        let bound = binds(&access, &ws);
+        assert_eq!(
+            bound.iter().map(|b| (b.target.as_str(), b.read_only)).collect::<Vec<_>>(),
+            [(LISTS_IN_CONTAINER, false), (ARCHIVES_IN_CONTAINER, false)]
+        );
+        assert_eq!(bound[1].source, ws.dir());
+        drop(access);
         let good = archive_file_name("lighttpd", "1.4.69-1", "amd64");
         let epoch = archive_file_name("libx", "1:2.0", "amd64");
         assert_eq!(epoch, "libx_1%3a2.0_amd64.deb");
