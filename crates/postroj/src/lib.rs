@@ -8,6 +8,7 @@
 //!  labels     pull/mmdebstrap + systemd layer       (runtime)      (package cache)   (check)   (report)
 //! ```
 
+pub mod apt_cache;
 pub mod catalog;
 pub mod check;
 pub mod mirror;
