@@ -10,6 +10,7 @@
 
 pub mod catalog;
 pub mod check;
+pub mod deps;
 pub mod mirror;
 pub mod package;
 pub mod probe;
