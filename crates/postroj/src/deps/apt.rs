@@ -30,10 +30,19 @@ pub fn parse_simulation(output: &str, under_test: &str) -> Result<DependencySet>
         let unparseable =
             |reason| DepsError::Unparseable { tool: TOOL, line_no: index + 1, line: line.to_owned(), reason };
         if let Some(rest) = line.strip_prefix("Inst ") {
-            let package = parse_inst(rest).map_err(unparseable)?;
-            if package.name() != under_test {
-                set.insert(TOOL, package)?;
+            let (package, local) = parse_inst(rest).map_err(unparseable)?;
+            if package.name() == under_test {
+                continue;
             }
+            if local {
+                let name = package.name().to_owned();
+                return Err(DepsError::LocalPackageNotUnderTest {
+                    tool: TOOL,
+                    name,
+                    under_test: under_test.to_owned(),
+                });
+            }
+            set.insert(TOOL, package)?;
         } else if let Some(rest) = line.strip_prefix("Remv ").or_else(|| line.strip_prefix("Purg ")) {
             let name = rest.split_whitespace().next().ok_or_else(|| unparseable("a removal without a name"))?;
             set.insert_removal(strip_arch_qualifier(name))?;
@@ -67,8 +76,9 @@ pub fn parse_simulation(output: &str, under_test: &str) -> Result<DependencySet>
     Ok(set)
 }
 
-/// `name[:arch] [[old]] (version origin... [arch]) [...]`, the part after `Inst `.
-fn parse_inst(rest: &str) -> std::result::Result<ResolvedPackage, &'static str> {
+/// `name[:arch] [[old]] (version origin... [arch]) [...]`, the part after `Inst `; true
+/// with it when the origin is `local-deb`, apt's name for a file given on the command line.
+fn parse_inst(rest: &str) -> std::result::Result<(ResolvedPackage, bool), &'static str> {
     let (name, rest) = rest.split_once(char::is_whitespace).ok_or("no version after the name")?;
     let mut rest = rest.trim_start();
     if let Some(after_bracket) = rest.strip_prefix('[') {
@@ -85,7 +95,10 @@ fn parse_inst(rest: &str) -> std::result::Result<ResolvedPackage, &'static str> 
     if inner.split_whitespace().count() < 2 {
         return Err("no [arch] after the version");
     }
-    ResolvedPackage::new(strip_arch_qualifier(name), version, arch).map_err(|_| "a field is not a single word")
+    let local = inner.split_whitespace().any(|origin| origin == "local-deb");
+    let package =
+        ResolvedPackage::new(strip_arch_qualifier(name), version, arch).map_err(|_| "a field is not a single word")?;
+    Ok((package, local))
 }
 
 /// Debian package names never contain `:`; apt writes `name:arch` for foreign ones.
@@ -183,6 +196,12 @@ E: Unable to correct problems, you have held broken packages.
             ]
         );
         assert_eq!(set.removals().count(), 0);
+    }
+
+    #[test]
+    fn wrong_name_for_the_package_under_test_is_refused() {
+        let err = parse_simulation(LOCAL_DEB, "probe-web_1.0-1_all.deb").unwrap_err();
+        assert!(matches!(err, DepsError::LocalPackageNotUnderTest { ref name, .. } if name == "probe-web"), "{err:?}");
     }
 
     #[test]

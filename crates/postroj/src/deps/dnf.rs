@@ -98,12 +98,17 @@ pub fn parse_transaction(output: &str, under_test: &str) -> Result<DependencySet
             }
             None => fields.remove(0).to_owned(),
         };
-        let [arch, version, ..] = fields[..] else {
+        let [arch, version, ref rest @ ..] = fields[..] else {
             return Err(unparseable("a package row without name, architecture and version"));
         };
         if section == Section::Remove {
             set.insert_removal(&name)?;
         } else if name != under_test {
+            // `@commandline` is dnf's repository for a file given on the command line.
+            if rest.first() == Some(&"@commandline") {
+                let under_test = under_test.to_owned();
+                return Err(DepsError::LocalPackageNotUnderTest { tool: TOOL, name, under_test });
+            }
             let package =
                 ResolvedPackage::new(&name, version, arch).map_err(|_| unparseable("a field is not a single word"))?;
             set.insert(TOOL, package)?;
@@ -201,6 +206,12 @@ Error:
             ]
         );
         assert_eq!(set.removals().count(), 0);
+    }
+
+    #[test]
+    fn wrong_name_for_the_package_under_test_is_refused() {
+        let err = parse_transaction(DNF4, "probe-web-1.0-1.noarch.rpm").unwrap_err();
+        assert!(matches!(err, DepsError::LocalPackageNotUnderTest { ref name, .. } if name == "probe-web"), "{err:?}");
     }
 
     #[test]

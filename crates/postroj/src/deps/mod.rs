@@ -31,6 +31,10 @@ pub enum DepsError {
     /// The package manager could not resolve the dependencies; its own words.
     #[error("{tool} cannot resolve the dependencies: {message}")]
     Unresolvable { tool: &'static str, message: String },
+    /// A package file given on the command line that is not the one under test: a wrong
+    /// `under_test` name, which would put the package in its own dependency layer.
+    #[error("{tool} would install {name} from the package file, but the package under test is {under_test}")]
+    LocalPackageNotUnderTest { tool: &'static str, name: String, under_test: String },
     #[error("{tool} resolves {name} ({arch}) to two versions, {first} and {second}")]
     ConflictingVersions { tool: &'static str, name: String, arch: String, first: String, second: String },
     /// Names, versions and architectures are single words; anything else would make the
