@@ -20,6 +20,44 @@ use std::fmt;
 
 use racker::digest::Digest;
 
+use crate::catalog::PackageManager;
+
+/// A shell script that simulates installing the package file `$1` (an absolute path) and
+/// prints what it would install, for [`parse_simulation`]; `None` for the managers without
+/// dependency layers (their probes install as before). It needs the package lists (apt) or
+/// repository metadata (dnf) in place and changes nothing in the container.
+pub fn simulate_script(manager: PackageManager) -> Option<&'static str> {
+    match manager {
+        PackageManager::Apt => Some("export LC_ALL=C DEBIAN_FRONTEND=noninteractive; apt-get install -s \"$1\""),
+        PackageManager::Dnf => Some("LC_ALL=C dnf install --assumeno \"$1\""),
+        PackageManager::Yum => Some("LC_ALL=C yum install --assumeno \"$1\""),
+        PackageManager::Zypper | PackageManager::Pacman => None,
+    }
+}
+
+/// The dependency set in the output of [`simulate_script`], without `under_test`.
+pub fn parse_simulation(manager: PackageManager, output: &str, under_test: &str) -> Result<DependencySet> {
+    match manager {
+        PackageManager::Apt => apt::parse_simulation(output, under_test),
+        PackageManager::Dnf | PackageManager::Yum => dnf::parse_transaction(output, under_test),
+        PackageManager::Zypper | PackageManager::Pacman => Err(DepsError::Unsupported { manager }),
+    }
+}
+
+/// A shell script that installs exactly the packages given as arguments
+/// ([`DependencySet::install_args`]): the body of a dependency layer. Recommends are not
+/// added: the simulation already chose them, so the layer holds the set and nothing else.
+pub fn install_set_script(manager: PackageManager) -> Option<&'static str> {
+    match manager {
+        PackageManager::Apt => {
+            Some("export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq --no-install-recommends \"$@\"")
+        }
+        PackageManager::Dnf => Some("dnf install -y -q --setopt=install_weak_deps=False \"$@\""),
+        PackageManager::Yum => Some("yum install -y -q \"$@\""),
+        PackageManager::Zypper | PackageManager::Pacman => None,
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DepsError {
     /// A line the parser should understand but does not: better no key than a wrong one.
@@ -35,6 +73,8 @@ pub enum DepsError {
     /// `under_test` name, which would put the package in its own dependency layer.
     #[error("{tool} would install {name} from the package file, but the package under test is {under_test}")]
     LocalPackageNotUnderTest { tool: &'static str, name: String, under_test: String },
+    #[error("no dependency layers for {manager:?} images")]
+    Unsupported { manager: PackageManager },
     #[error("{tool} resolves {name} ({arch}) to two versions, {first} and {second}")]
     ConflictingVersions { tool: &'static str, name: String, arch: String, first: String, second: String },
     /// Names, versions and architectures are single words; anything else would make the
@@ -139,6 +179,16 @@ impl DependencySet {
     /// The names of packages the transaction removes, sorted.
     pub fn removals(&self) -> impl Iterator<Item = &str> {
         self.removals.iter().map(String::as_str)
+    }
+
+    /// The arguments of [`install_set_script`]: each package pinned to its resolved
+    /// version and architecture. Removals are left to the package manager, which makes
+    /// them again as the installs demand.
+    pub fn install_args(&self, manager: PackageManager) -> Vec<String> {
+        match manager {
+            PackageManager::Apt => self.packages().map(ResolvedPackage::apt_spec).collect(),
+            _ => self.packages().map(ResolvedPackage::rpm_spec).collect(),
+        }
     }
 
     /// True when the package needs nothing that the image lacks: no layer is needed.
@@ -302,6 +352,21 @@ mod tests {
         assert_eq!(key.digest(), &Digest::of(text.as_bytes()));
         assert_eq!(key.short().len(), 12);
         assert!(key.to_string().starts_with(&format!("sha256:{}", key.short())));
+    }
+
+    #[test]
+    fn dispatch_by_package_manager() {
+        let apt = "0 upgraded, 1 newly installed, 0 to remove and 0 not upgraded.\n\
+                   Inst lighttpd (1.4.69-1 Debian:12.5/stable [amd64])\n";
+        let set = parse_simulation(PackageManager::Apt, apt, "probe").unwrap();
+        assert_eq!(set.install_args(PackageManager::Apt), ["lighttpd:amd64=1.4.69-1"]);
+        assert_eq!(set.install_args(PackageManager::Dnf), ["lighttpd-1.4.69-1.amd64"]);
+        assert!(simulate_script(PackageManager::Apt).unwrap().contains("apt-get install -s \"$1\""));
+        assert!(
+            simulate_script(PackageManager::Pacman).is_none() && install_set_script(PackageManager::Zypper).is_none()
+        );
+        let err = parse_simulation(PackageManager::Pacman, "", "probe").unwrap_err();
+        assert_eq!(err, DepsError::Unsupported { manager: PackageManager::Pacman });
     }
 
     #[test]
