@@ -35,6 +35,16 @@ pub fn simulate_script(manager: PackageManager) -> Option<&'static str> {
     }
 }
 
+/// A shell script that prints the name of the package in the file `$1`: the `under_test`
+/// of [`parse_simulation`], read where the package tools are (in the container).
+pub fn package_name_script(manager: PackageManager) -> Option<&'static str> {
+    match manager {
+        PackageManager::Apt => Some("dpkg-deb -f \"$1\" Package"),
+        PackageManager::Dnf | PackageManager::Yum => Some("rpm -qp --qf '%{NAME}\\n' \"$1\""),
+        PackageManager::Zypper | PackageManager::Pacman => None,
+    }
+}
+
 /// The dependency set in the output of [`simulate_script`], without `under_test`.
 pub fn parse_simulation(manager: PackageManager, output: &str, under_test: &str) -> Result<DependencySet> {
     match manager {
