@@ -7,6 +7,7 @@
 //! │   ├── refresh.lock                  flock: exclusive while refreshing (one refresh at a time)
 //! │   ├── current -> gen-<rand>         the lists probes get: apt's /var/lib/apt/lists, read-only
 //! │   ├── gen-<rand>/, gen-<rand>.lock  one complete set of lists; flock shared while a probe reads it
+//! │   ├── gen-<rand>.derived/           what was computed from them (dependency resolutions), gone with them
 //! │   ├── stamp                         when `current` was last refreshed (unix nanoseconds)
 //! │   └── staging-<rand>/               a refresh in progress (apt-get update writes here)
 //! └── archives/<release-key>/
@@ -42,6 +43,8 @@ use rustix::fs::FlockOperation;
 pub const DEFAULT_ROOT: &str = "/var/cache/postroj/apt";
 /// Where apt keeps its package lists inside the container.
 pub const LISTS_IN_CONTAINER: &str = "/var/lib/apt/lists";
+/// Beside a generation `gen-X`, `gen-X.derived/` holds what was computed from it.
+const DERIVED_SUFFIX: &str = ".derived";
 /// Where apt keeps downloaded .debs inside the container.
 pub const ARCHIVES_IN_CONTAINER: &str = "/var/cache/apt/archives";
 
@@ -287,6 +290,11 @@ impl ImageLists {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
             if name.starts_with("staging-") {
                 fs::remove_dir_all(&path).map_err(io_err(&path))?;
+            } else if let Some(generation) = name.strip_suffix(DERIVED_SUFFIX) {
+                // Derived from a generation that is gone (removed below, or by a crash).
+                if !self.dir.join(generation).exists() {
+                    fs::remove_dir_all(&path).map_err(io_err(&path))?;
+                }
             } else if name.starts_with("gen-") && !name.ends_with(".lock") && Some(&name) != current.as_ref() {
                 let lock_path = self.dir.join(format!("{name}.lock"));
                 let unused = match File::open(&lock_path) {
@@ -295,6 +303,10 @@ impl ImageLists {
                     Err(e) => return Err(io_err(lock_path)(e)),
                 };
                 if unused {
+                    let derived = self.dir.join(format!("{name}{DERIVED_SUFFIX}"));
+                    if derived.exists() {
+                        fs::remove_dir_all(&derived).map_err(io_err(&derived))?;
+                    }
                     fs::remove_dir_all(&path).map_err(io_err(&path))?;
                     remove_if_present(&lock_path)?;
                 }
@@ -329,6 +341,16 @@ pub struct ListsReader {
 impl ListsReader {
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// A directory for what is derived from these lists alone (dependency resolutions):
+    /// it lives and goes with the generation, so nothing in it outlives a refresh.
+    pub fn derived_dir(&self) -> Result<PathBuf> {
+        let mut name = self.dir.file_name().unwrap_or_default().to_os_string();
+        name.push(DERIVED_SUFFIX);
+        let dir = self.dir.with_file_name(name);
+        private::dir(&dir).map_err(io_err(&dir))?;
+        Ok(dir)
     }
 
     /// The lists as the probe's container sees them: read-only, at apt's place.
@@ -423,7 +445,7 @@ fn apt_dir(dir: &Path) -> Result<()> {
 }
 
 /// Writes `path` whole or not at all: a temporary file beside it, synced, renamed over.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension(format!("tmp-{:016x}", rand::random::<u64>()));
     let written = private::create_file(&tmp, true).and_then(|mut f| {
         f.write_all(bytes)?;

@@ -65,6 +65,31 @@ impl PackageManager {
         }
     }
 
+    /// A shell script that installs the local package file `$1` on a dependency layer,
+    /// which holds everything it needs: the package manager's low-level tool alone. Should
+    /// the layer lack something after all, apt completes it from the bound lists.
+    pub fn install_on_layer_script(self) -> &'static str {
+        match self {
+            PackageManager::Apt => "export DEBIAN_FRONTEND=noninteractive; dpkg -i \"$1\" || apt-get install -y -qq -f",
+            other => other.install_script(),
+        }
+    }
+
+    /// A shell script that installs the packages named by its arguments from the
+    /// image's repositories (fetching the package lists first).
+    pub fn install_by_name_script(self) -> &'static str {
+        match self {
+            PackageManager::Apt => {
+                "export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && \
+                 apt-get install -y -qq --no-install-recommends \"$@\""
+            }
+            PackageManager::Dnf => "dnf install -y -q \"$@\"",
+            PackageManager::Yum => "yum install -y -q \"$@\"",
+            PackageManager::Zypper => "zypper --non-interactive install \"$@\"",
+            PackageManager::Pacman => "pacman -Sy --noconfirm \"$@\"",
+        }
+    }
+
     /// The package file format this manager installs (`deb`, `rpm`, `pkg.tar.zst`).
     pub fn package_format(self) -> &'static str {
         match self {

@@ -11,7 +11,9 @@
 pub mod apt_cache;
 pub mod catalog;
 pub mod check;
+pub mod deb;
 pub mod deps;
+pub mod layer;
 pub mod mirror;
 pub mod package;
 pub mod probe;

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use super::catalog::CuratedImage;
 use super::check::{self, Target};
+use super::deps::layer::{self as deplayer, DepLayerError, Needs};
+use super::deps::DepsError;
 use super::package::Package;
 use super::report::{Case, Report, Suite};
 use racker::runtime::rootfs::LEGACY_GENERATOR_MASKS;
@@ -26,6 +28,10 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
 #[derive(Clone, Debug)]
 pub struct ProbeSpec {
     pub package: Option<Package>,
+    /// Packages from the image's repositories to install before the package (by name).
+    pub requires: Vec<String>,
+    /// How the package's dependencies (and `requires`) get into the container.
+    pub dependencies: Dependencies,
     pub units: Vec<String>,
     /// Commands that must exit 0 inside the container (`selftest hostnamectl`).
     pub commands: Vec<Vec<String>>,
@@ -34,6 +40,17 @@ pub struct ProbeSpec {
     pub boot_timeout: Duration,
     /// Boot the image's full default target instead of the minimal one.
     pub full_boot: bool,
+}
+
+/// How a probe gets what the package needs from the image's repositories.
+#[derive(Clone, Debug)]
+pub enum Dependencies {
+    /// From a dependency layer, built once per image and set and then booted under the
+    /// probe, which installs only the package (apt images; others install as `Uncached`).
+    Cached(deplayer::Options),
+    /// Installed by the package manager in every probe (`--no-cache`): fetch the lists,
+    /// download and install the dependencies, as a plain `apt install ./pkg.deb` does.
+    Uncached,
 }
 
 /// `postroj selftest`: what shows that a curated image works.
@@ -54,6 +71,8 @@ impl ProbeSpec {
         };
         ProbeSpec {
             package: None,
+            requires: vec![],
+            dependencies: Dependencies::Uncached,
             units,
             commands,
             network: vec![],
@@ -92,14 +111,50 @@ pub fn probe_image(store: &Store, image: &CuratedImage, spec: &ProbeSpec, log: S
         log(image.label, &case);
         suite.push(case);
     };
+    let package_path = spec.package.as_ref().map(|p| format!("{PACKAGE_DIR}/{}", p.file_name));
     let mut binds = Vec::new();
-    if let Some(package) = &spec.package {
-        binds.push(Bind {
-            source: package.path.clone(),
-            target: format!("{PACKAGE_DIR}/{}", package.file_name),
-            read_only: true,
-        });
+    if let (Some(package), Some(path)) = (&spec.package, &package_path) {
+        binds.push(Bind { source: package.path.clone(), target: path.clone(), read_only: true });
     }
+    let mut boot_image = image.local_name();
+    // What the dependency layer pins (package lists, download workspace) for the probe.
+    let mut _dependencies = None;
+    if let Dependencies::Cached(opts) = &spec.dependencies {
+        let wanted = spec.package.is_some() || !spec.requires.is_empty();
+        if wanted && deplayer::supported(image) {
+            let started = Instant::now();
+            let prepared = store.resolve(&boot_image).map_err(DepLayerError::from).and_then(|base| {
+                let package = spec.package.as_ref().zip(package_path.as_deref());
+                let needs = Needs { image, base: &base, package, requires: &spec.requires };
+                deplayer::prepare(store, needs, opts)
+            });
+            match prepared {
+                Ok(prepared) => {
+                    record(&mut suite, Case::passed("dependencies", started.elapsed(), prepared.describe()));
+                    boot_image = prepared.image.to_string();
+                    binds.extend(prepared.binds());
+                    _dependencies = Some(prepared);
+                }
+                Err(e) => {
+                    let (message, evidence) = match e.to_string().split_once('\n') {
+                        Some((first, rest)) => (first.to_owned(), rest.to_owned()),
+                        None => (e.to_string(), String::new()),
+                    };
+                    // Unresolvable dependencies are the package's failure, the rest ours.
+                    let case = match e {
+                        DepLayerError::Deps(DepsError::Unresolvable { .. }) | DepLayerError::Simulation { .. } => {
+                            Case::failed("dependencies", started.elapsed(), message, evidence)
+                        }
+                        _ => Case::error("dependencies", started.elapsed(), message, evidence),
+                    };
+                    record(&mut suite, case);
+                    skip_rest(&mut suite, spec, "the dependencies are not installed", &mut record);
+                    return suite;
+                }
+            }
+        }
+    }
+    let cached = _dependencies.is_some();
     let request = RunRequest {
         options: RunOptions { binds, ..RunOptions::default() },
         boot_target: if spec.full_boot { BootTarget::Default } else { BootTarget::Minimal },
@@ -107,7 +162,7 @@ pub fn probe_image(store: &Store, image: &CuratedImage, spec: &ProbeSpec, log: S
         ..RunRequest::default()
     };
     let started = Instant::now();
-    let container = match Booted::start(store, &image.local_name(), &request) {
+    let container = match Booted::start(store, &boot_image, &request) {
         Ok(container) => {
             record(&mut suite, Case::passed("boot", started.elapsed(), format!("booted {}", container.name())));
             container
@@ -119,26 +174,27 @@ pub fn probe_image(store: &Store, image: &CuratedImage, spec: &ProbeSpec, log: S
         }
     };
 
-    if let Some(package) = &spec.package {
+    if !spec.requires.is_empty() && !cached {
+        let name = format!("install {}", spec.requires.join(" "));
+        let mut argv = vec!["sh", "-c", image.package_manager.install_by_name_script(), "install"];
+        argv.extend(spec.requires.iter().map(String::as_str));
+        let case = install(&container, name, &argv);
+        let failed = !matches!(case.outcome, super::report::Outcome::Passed { .. });
+        record(&mut suite, case);
+        if failed {
+            skip_rest(&mut suite, spec, "the required packages did not install", &mut record);
+            return suite;
+        }
+    }
+    if let (Some(package), Some(path)) = (&spec.package, &package_path) {
         let name = format!("install {}", package.file_name);
-        let path = format!("{PACKAGE_DIR}/{}", package.file_name);
-        let started = Instant::now();
-        // The package may bring SysV scripts: systemd makes units of them again.
-        let script = format!(
-            "rm -f {} && {{ {}; }} && systemctl daemon-reload",
-            LEGACY_GENERATOR_MASKS.join(" "),
+        // On a dependency layer only the package itself is left to install.
+        let script = if cached {
+            image.package_manager.install_on_layer_script()
+        } else {
             image.package_manager.install_script()
-        );
-        let case = match container.exec(&["sh", "-c", &script, "install", &path], COMMAND_TIMEOUT) {
-            Ok(out) if out.status.success() => Case::passed(name, started.elapsed(), "installed"),
-            Ok(out) => Case::failed(
-                name,
-                started.elapsed(),
-                format!("the package manager failed ({})", out.status),
-                tail(&combined(&out), 30),
-            ),
-            Err(e) => Case::error(name, started.elapsed(), e.to_string(), ""),
         };
+        let case = install(&container, name, &["sh", "-c", script, "install", path]);
         let failed = !matches!(case.outcome, super::report::Outcome::Passed { .. });
         record(&mut suite, case);
         if failed {
@@ -160,6 +216,25 @@ pub fn probe_image(store: &Store, image: &CuratedImage, spec: &ProbeSpec, log: S
         record(&mut suite, Case::from_check(target, &outcome));
     }
     suite
+}
+
+/// Runs the install script `argv`, then has systemd read the units it brought (SysV
+/// scripts included: the masks of the minimal boot are lifted).
+fn install(container: &Booted, name: String, argv: &[&str]) -> Case {
+    let started = Instant::now();
+    let script = format!("rm -f {} && {{ \"$@\"; }} && systemctl daemon-reload", LEGACY_GENERATOR_MASKS.join(" "));
+    let mut full = vec!["sh", "-c", script.as_str(), "install"];
+    full.extend_from_slice(argv);
+    match container.exec(&full, COMMAND_TIMEOUT) {
+        Ok(out) if out.status.success() => Case::passed(name, started.elapsed(), "installed"),
+        Ok(out) => Case::failed(
+            name,
+            started.elapsed(),
+            format!("the package manager failed ({})", out.status),
+            tail(&combined(&out), 30),
+        ),
+        Err(e) => Case::error(name, started.elapsed(), e.to_string(), ""),
+    }
 }
 
 /// Runs `command` inside; it passes when it exits 0, with its first line of output.

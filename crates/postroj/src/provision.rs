@@ -30,12 +30,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::catalog::CuratedImage;
+use super::layer::Script;
 use super::mirror::{self, MirrorError};
 use racker::digest::Digest;
 use racker::progress::Progress;
 use racker::reference::Reference;
 use racker::registry::{self, RegistryError};
-use racker::runtime::{self, CommitError, RunOptions, RunRequest, RuntimeError};
+use racker::runtime::{self, CommitError, RuntimeError};
 use racker::snapshot::{self, Driver, SnapshotError};
 use racker::store::{Store, StoreError};
 
@@ -312,21 +313,6 @@ fn find_provisioned(store: &Store, base: &Digest, recipe: &Digest) -> Result<Opt
     Ok(None)
 }
 
-/// Removes the provisioning container however provisioning ends.
-struct ContainerGuard<'s> {
-    store: &'s Store,
-    name: String,
-}
-
-impl Drop for ContainerGuard<'_> {
-    fn drop(&mut self) {
-        match runtime::remove(self.store, &self.name, true) {
-            Ok(()) | Err(RuntimeError::Store(StoreError::ContainerNotFound(_))) => {}
-            Err(e) => tracing::warn!("removing the provisioning container {}: {e}", self.name),
-        }
-    }
-}
-
 fn provision(
     store: &Store,
     image: &CuratedImage,
@@ -336,30 +322,18 @@ fn provision(
     output: &runtime::Console,
 ) -> Result<Digest, ProvisionError> {
     let label = image.label;
-    let name = format!("postroj-provision-{label}-{:08x}", rand::random::<u32>());
-    let _container = ContainerGuard { store, name: name.clone() };
-    let request = RunRequest {
-        options: RunOptions {
-            // An entrypoint of the image's own must not wrap the script.
-            entrypoint: Some("/bin/sh".into()),
-            command: vec!["-c".into(), script.into()],
-            ..RunOptions::default()
-        },
-        name: Some(name.clone()),
-        remove: false,
-        boot: Some(false),
-        driver: Some(Driver::Overlay),
-        output: output.clone(),
-        ..RunRequest::default()
-    };
-    let code = runtime::run(store, &base.to_string(), &request)
+    let name = format!("postroj-provision-{label}");
+    let base_id = base.to_string();
+    let run = Script { console: Some(output.clone()), ..Script::new(&base_id, &name, script) };
+    let finished = run
+        .run(store)
         .map_err(|source| ProvisionError::Runtime { label: label.to_owned(), source: Box::new(source) })?;
-    if code != 0 {
+    if !finished.success() {
         return Err(ProvisionError::ScriptFailed {
             label: label.to_owned(),
             manager: format!("{:?}", image.package_manager).to_lowercase(),
             base: base.short().to_owned(),
-            code,
+            code: finished.exit_code,
         });
     }
     let labels =
@@ -370,7 +344,8 @@ fn provision(
         labels,
         ..runtime::CommitOptions::default()
     };
-    runtime::commit(store, &name, &opts)
+    finished
+        .commit(&opts)
         .map_err(|source| ProvisionError::Commit { label: label.to_owned(), source: Box::new(source) })
 }
 

@@ -20,6 +20,9 @@ struct Cli {
     /// Root of the image store (shared with racker).
     #[arg(long, global = true, env = "RACKER_ROOT", default_value = racker::store::DEFAULT_ROOT)]
     root: PathBuf,
+    /// Where package lists and downloaded packages are cached for probes
+    #[arg(long, global = true, env = "POSTROJ_APT_CACHE", default_value = postroj::apt_cache::DEFAULT_ROOT, value_name = "DIR")]
+    apt_cache: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -43,7 +46,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::ListImages(args) => images::list(&store, &args).map(|()| 0),
         Command::Pull(args) => images::pull(&store, &args).map(|()| 0),
-        Command::Pkgprobe(args) => probe::pkgprobe(&store, &args),
+        Command::Pkgprobe(args) => probe::pkgprobe(&store, &cli.apt_cache, &args),
         Command::Selftest(args) => probe::selftest(&store, &args),
     }
 }

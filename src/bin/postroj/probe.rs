@@ -1,13 +1,15 @@
 //! `postroj pkgprobe` and `postroj selftest`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use postroj::apt_cache::IndexPolicy;
 use postroj::catalog::{self, CuratedImage};
 use postroj::check::Target;
+use postroj::deps::layer as deplayer;
 use postroj::package::{self, Package, PackageCache};
-use postroj::probe::{self, ProbeSpec};
+use postroj::probe::{self, Dependencies, ProbeSpec};
 use postroj::provision::SourceChoice;
 use postroj::report::{Case, Outcome, Report};
 use racker::store::Store;
@@ -65,6 +67,21 @@ pub struct PkgprobeArgs {
     /// Where downloaded packages are kept
     #[arg(long, env = "POSTROJ_PACKAGE_CACHE", default_value = package::DEFAULT_CACHE_DIR, value_name = "DIR")]
     package_cache: PathBuf,
+    /// Install the dependencies in every probe instead of booting a cached dependency layer
+    #[arg(long)]
+    no_cache: bool,
+    /// Fetch the package lists now, however fresh the cached ones are
+    #[arg(long, conflicts_with = "offline")]
+    refresh: bool,
+    /// Never fetch: use the cached package lists and downloads, or fail naming what is missing
+    #[arg(long)]
+    offline: bool,
+    /// Fetch the package lists again when the cached ones are older than this (e.g. 90m, 6h, 2d)
+    #[arg(long, default_value = "6h", value_name = "AGE", value_parser = humantime::parse_duration)]
+    lists_max_age: Duration,
+    /// Install the package's Recommends too (by default only what it Depends on, as piuparts does)
+    #[arg(long)]
+    install_recommends: bool,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -88,7 +105,7 @@ pub enum Selftest {
     Pkgprobe,
 }
 
-pub fn pkgprobe(store: &Store, args: &PkgprobeArgs) -> Result<i32> {
+pub fn pkgprobe(store: &Store, apt_cache: &Path, args: &PkgprobeArgs) -> Result<i32> {
     let images = labels(&args.images)?;
     pull_missing(store, &images, args.run.quiet)?;
     let package = match &args.package {
@@ -97,8 +114,24 @@ pub fn pkgprobe(store: &Store, args: &PkgprobeArgs) -> Result<i32> {
     };
     let network_timeout = Duration::try_from_secs_f64(args.network_timeout)
         .with_context(|| format!("--network-timeout {}: give seconds, such as 5 or 0.5", args.network_timeout))?;
+    let dependencies = if args.no_cache {
+        Dependencies::Uncached
+    } else {
+        let index = match (args.refresh, args.offline) {
+            (true, _) => IndexPolicy::Refresh,
+            (_, true) => IndexPolicy::Offline,
+            _ => IndexPolicy::Ttl(args.lists_max_age),
+        };
+        Dependencies::Cached(deplayer::Options {
+            cache_root: apt_cache.to_owned(),
+            index,
+            recommends: args.install_recommends,
+        })
+    };
     let spec = ProbeSpec {
         package,
+        requires: vec![],
+        dependencies,
         units: args.units.clone(),
         commands: vec![],
         network: args.network.clone(),

@@ -13,6 +13,7 @@
 
 pub mod apt;
 pub mod dnf;
+pub mod layer;
 
 use std::collections::btree_map::{BTreeMap, Entry};
 use std::collections::BTreeSet;
@@ -22,26 +23,21 @@ use racker::digest::Digest;
 
 use crate::catalog::PackageManager;
 
-/// A shell script that simulates installing the package file `$1` (an absolute path) and
-/// prints what it would install, for [`parse_simulation`]; `None` for the managers without
-/// dependency layers (their probes install as before). It needs the package lists (apt) or
-/// repository metadata (dnf) in place and changes nothing in the container.
+/// A shell script that simulates installing its arguments (package files by absolute
+/// path, or names from the image's repositories) and prints what it would install, for
+/// [`parse_simulation`]; `None` for the managers without dependency layers (their probes
+/// install as before). Its first argument is `refresh` (fetch the package lists first,
+/// into the bound lists directory) or `cached`, its second `true` or `false`: whether
+/// Recommends are installed. It changes nothing but the lists.
 pub fn simulate_script(manager: PackageManager) -> Option<&'static str> {
     match manager {
-        PackageManager::Apt => Some("export LC_ALL=C DEBIAN_FRONTEND=noninteractive; apt-get install -s \"$1\""),
-        PackageManager::Dnf => Some("LC_ALL=C dnf install --assumeno \"$1\""),
-        PackageManager::Yum => Some("LC_ALL=C yum install --assumeno \"$1\""),
-        PackageManager::Zypper | PackageManager::Pacman => None,
-    }
-}
-
-/// A shell script that prints the name of the package in the file `$1`: the `under_test`
-/// of [`parse_simulation`], read where the package tools are (in the container).
-pub fn package_name_script(manager: PackageManager) -> Option<&'static str> {
-    match manager {
-        PackageManager::Apt => Some("dpkg-deb -f \"$1\" Package"),
-        PackageManager::Dnf | PackageManager::Yum => Some("rpm -qp --qf '%{NAME}\\n' \"$1\""),
-        PackageManager::Zypper | PackageManager::Pacman => None,
+        PackageManager::Apt => Some(
+            "export LC_ALL=C DEBIAN_FRONTEND=noninteractive; refresh=$1 recommends=$2; shift 2; \
+             if [ \"$refresh\" = refresh ]; then apt-get update -qq || exit; fi; \
+             exec apt-get install -s -o APT::Install-Recommends=\"$recommends\" \"$@\"",
+        ),
+        // dnf's metadata has no host cache yet: rpm images install as before.
+        PackageManager::Dnf | PackageManager::Yum | PackageManager::Zypper | PackageManager::Pacman => None,
     }
 }
 
@@ -54,17 +50,21 @@ pub fn parse_simulation(manager: PackageManager, output: &str, under_test: &str)
     }
 }
 
-/// A shell script that installs exactly the packages given as arguments
-/// ([`DependencySet::install_args`]): the body of a dependency layer. Recommends are not
-/// added: the simulation already chose them, so the layer holds the set and nothing else.
+/// A shell script that installs exactly the packages given as arguments after the first
+/// ([`DependencySet::install_args`]): the body of a dependency layer. The first argument
+/// is `offline` (use only what the bound archives hold) or `online`. Recommends are not
+/// added: the simulation already chose them, so the layer holds the set and nothing
+/// else; nor is apt's binary cache of the lists, which would only weigh the layer down.
 pub fn install_set_script(manager: PackageManager) -> Option<&'static str> {
     match manager {
-        PackageManager::Apt => {
-            Some("export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq --no-install-recommends \"$@\"")
-        }
-        PackageManager::Dnf => Some("dnf install -y -q --setopt=install_weak_deps=False \"$@\""),
-        PackageManager::Yum => Some("yum install -y -q \"$@\""),
-        PackageManager::Zypper | PackageManager::Pacman => None,
+        PackageManager::Apt => Some(
+            "export DEBIAN_FRONTEND=noninteractive; download=; \
+             if [ \"$1\" = offline ]; then download=--no-download; fi; shift; \
+             exec apt-get install -y -qq --no-install-recommends $download \
+             -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache= \"$@\"",
+        ),
+        // dnf's metadata has no host cache yet: rpm images install as before.
+        PackageManager::Dnf | PackageManager::Yum | PackageManager::Zypper | PackageManager::Pacman => None,
     }
 }
 
@@ -226,6 +226,31 @@ impl DependencySet {
     }
 }
 
+impl std::str::FromStr for DependencySet {
+    type Err = DepsError;
+
+    /// Reads back [`DependencySet::canonical_text`] (a cached resolution).
+    fn from_str(text: &str) -> Result<DependencySet> {
+        let mut set = DependencySet::new();
+        for (index, line) in text.lines().enumerate() {
+            let unparseable = |reason| DepsError::Unparseable {
+                tool: "canonical text",
+                line_no: index + 1,
+                line: line.to_owned(),
+                reason,
+            };
+            match line.split(' ').collect::<Vec<_>>()[..] {
+                ["install", name, arch, version] => {
+                    set.insert("canonical text", ResolvedPackage::new(name, version, arch)?)?
+                }
+                ["remove", name] => set.insert_removal(name)?,
+                _ => return Err(unparseable("neither `install NAME ARCH VERSION` nor `remove NAME`")),
+            }
+        }
+        Ok(set)
+    }
+}
+
 /// The name of a dependency layer: sha256 over
 ///
 /// ```text
@@ -325,6 +350,16 @@ mod tests {
     }
 
     #[test]
+    fn canonical_text_reads_back_as_the_same_set() {
+        let mut set = set_of(&[("spawn-fcgi", "1.6.4-2", "amd64"), ("libc6", "2.36-9+deb12u7", "amd64")]);
+        set.insert_removal("mawk").unwrap();
+        let read: DependencySet = set.canonical_text().parse().unwrap();
+        assert_eq!(read, set);
+        assert!("install a amd64".parse::<DependencySet>().is_err());
+        assert!("".parse::<DependencySet>().unwrap().is_empty());
+    }
+
+    #[test]
     fn canonical_text_is_documented_form() {
         let mut set = set_of(&[("spawn-fcgi", "1.6.4-2", "amd64"), ("lighttpd", "1.4.69-1", "amd64")]);
         set.insert_removal("mawk").unwrap();
@@ -371,7 +406,7 @@ mod tests {
         let set = parse_simulation(PackageManager::Apt, apt, "probe").unwrap();
         assert_eq!(set.install_args(PackageManager::Apt), ["lighttpd:amd64=1.4.69-1"]);
         assert_eq!(set.install_args(PackageManager::Dnf), ["lighttpd-1.4.69-1.amd64"]);
-        assert!(simulate_script(PackageManager::Apt).unwrap().contains("apt-get install -s \"$1\""));
+        assert!(simulate_script(PackageManager::Apt).unwrap().contains("apt-get install -s"));
         assert!(
             simulate_script(PackageManager::Pacman).is_none() && install_set_script(PackageManager::Zypper).is_none()
         );
