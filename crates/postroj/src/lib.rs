@@ -11,6 +11,7 @@
 pub mod apt_cache;
 pub mod catalog;
 pub mod check;
+pub mod depcache;
 pub mod deps;
 pub mod mirror;
 pub mod package;
