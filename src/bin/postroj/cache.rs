@@ -57,7 +57,7 @@ pub struct RmArgs {
 #[derive(clap::Args)]
 pub struct PruneArgs {
     /// Remove downloaded packages that no probe used for this many days
-    #[arg(long, value_name = "DAYS", default_value_t = 30)]
+    #[arg(long, value_name = "DAYS", default_value_t = 30, conflicts_with = "all")]
     unused_for: u64,
     /// Remove every downloaded package, however recently used
     #[arg(long)]
