@@ -362,6 +362,25 @@ fn prune_removes_stale_entries_and_unused_apt_data_and_gc_frees_only_unshared_la
     assert!(!pool_has_files(&f.apt.path().join("archives/debian-trixie-amd64/pool")));
 }
 
+#[test]
+fn an_entry_without_the_labels_is_invalid_and_pruned_by_its_tag_alone() {
+    let f = Fixture::new();
+    // Someone tags a curated image into the repository: no labels, another name.
+    f.store.ok(&["tag", BOOKWORM, "localhost/postroj/deps:000000000000"]);
+    let json = f.ls_json();
+    let layer = &json["DependencyLayers"][0];
+    assert_eq!((&layer["ShortKey"], &layer["BaseState"]), (&"000000000000".into(), &"invalid".into()), "{json}");
+    assert_eq!(layer["Key"], serde_json::Value::Null);
+    let o = f.ok(&["cache", "prune"]);
+    assert!(
+        o.starts_with("Untagged dependency layer 000000000000 (invalid labels); its image stays: it has other names\n"),
+        "{o}"
+    );
+    assert!(f.keys().is_empty());
+    assert_eq!(image_id(&f.store, BOOKWORM), f.bookworm);
+    assert_eq!(f.store.ok(&["run", "--rm", BOOKWORM, "echo", "ok"]), "ok\n");
+}
+
 fn pool_has_files(pool: &Path) -> bool {
     std::fs::read_dir(pool).map(|mut d| d.next().is_some()).unwrap_or(false)
 }
