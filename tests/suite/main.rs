@@ -15,6 +15,7 @@ mod commit;
 mod fixtures;
 mod hostile_registry;
 mod local_users;
+mod postroj_cache_cli;
 mod postroj_checks;
 mod postroj_probe;
 mod postroj_pull;

@@ -27,6 +27,11 @@
 //! Containers do not add to the shared pool: each probe gets a workspace of hard links,
 //! and what apt downloaded there enters the pool only after its hash is checked. (A
 //! write through a link does reach the pool; the next checkout's hash check finds it.)
+//!
+//! `postroj cache ls` and `prune` read and trim it ([`AptCache::image_lists`],
+//! [`AptCache::releases`], [`AptCache::remove_lists`], [`Archives::prune`]): lists go
+//! with their image, pool files when no probe has used them for a while (their ctime,
+//! see [`Archives::last_used`]).
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -767,6 +772,235 @@ fn read_packages(index: impl BufRead, hashes: &mut HashMap<String, Digest>) -> i
     Ok(())
 }
 
+// ---- Inventory and pruning, for `postroj cache ls` and `postroj cache prune` ----
+
+/// One image's cached lists, as `postroj cache ls` shows them.
+#[derive(Clone, Debug)]
+pub struct ListsInfo {
+    pub image: Digest,
+    /// When the current lists were refreshed; `None`: no complete lists (yet).
+    pub refreshed_at: Option<SystemTime>,
+    /// Bytes of every file of the image's directory (all generations, any staging).
+    pub size: u64,
+}
+
+/// One release's cached .debs, as `postroj cache ls` shows them.
+#[derive(Clone, Debug)]
+pub struct ArchivesInfo {
+    pub release: String,
+    /// Files in the pool (verified .debs, each content once).
+    pub packages: usize,
+    pub size: u64,
+    /// The latest [`Archives::last_used`] of its pool files; `None` when the pool is empty.
+    pub last_used: Option<SystemTime>,
+}
+
+/// Which pool files [`Archives::prune`] removes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArchivePrune {
+    /// Every one.
+    All,
+    /// Those whose last use is before this time.
+    UnusedSince(SystemTime),
+}
+
+/// What a prune removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    pub files: usize,
+    pub bytes: u64,
+}
+
+impl AptCache {
+    /// The cache at `root` if it exists; `None` without creating it (listing a cache
+    /// that was never used makes nothing).
+    pub fn existing(root: impl Into<PathBuf>) -> Result<Option<Self>> {
+        let root = root.into();
+        match fs::symlink_metadata(&root) {
+            Ok(_) => AptCache::open(root).map(Some),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(root)(e)),
+        }
+    }
+
+    /// Every image with a lists directory, sorted by image id.
+    pub fn image_lists(&self) -> Result<Vec<ListsInfo>> {
+        let mut found = Vec::new();
+        for (name, dir) in subdirs(&self.root.join("lists"))? {
+            let Ok(image) = Digest::from_hex(&name) else { continue };
+            let lists = ImageLists { dir: dir.clone(), image: image.clone() };
+            found.push(ListsInfo { image, refreshed_at: lists.refreshed_at()?, size: tree_size(&dir)? });
+        }
+        Ok(found)
+    }
+
+    /// Every release with an archives directory, sorted by name.
+    pub fn releases(&self) -> Result<Vec<ArchivesInfo>> {
+        let mut found = Vec::new();
+        for (release, dir) in subdirs(&self.root.join("archives"))? {
+            let archives = Archives { dir };
+            let (mut packages, mut size, mut last_used) = (0, 0, None::<SystemTime>);
+            for (_, meta) in archives.pool_files()? {
+                packages += 1;
+                size += meta.len();
+                let used = Archives::last_used(&meta);
+                last_used = Some(last_used.map_or(used, |l| l.max(used)));
+            }
+            found.push(ArchivesInfo { release, packages, size, last_used });
+        }
+        Ok(found)
+    }
+
+    /// Removes the lists of `image` (an image no longer in the store), unless a probe
+    /// is refreshing or reading them: then they are kept and `false` is returned.
+    pub fn remove_lists(&self, image: &Digest) -> Result<bool> {
+        let dir = self.root.join("lists").join(image.hex());
+        if !dir.is_dir() {
+            return Ok(true);
+        }
+        // Held until the directory is gone: no refresh starts and no reader pins a
+        // generation meanwhile (both wait on these locks, then find no lists).
+        let mut held = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let path = entry.map_err(io_err(&dir))?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if name == "refresh.lock" || (name.starts_with("gen-") && name.ends_with(".lock")) {
+                let file = File::open(&path).map_err(io_err(&path))?;
+                if rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
+                    return Ok(false);
+                }
+                held.push(file);
+            }
+        }
+        fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
+        Ok(true)
+    }
+
+    /// Prunes the archives of every release ([`Archives::prune`]), by release name.
+    pub fn prune_archives(&self, which: ArchivePrune) -> Result<Vec<(String, PruneReport)>> {
+        let mut reports = Vec::new();
+        for (release, dir) in subdirs(&self.root.join("archives"))? {
+            reports.push((release, Archives { dir }.prune(which)?));
+        }
+        Ok(reports)
+    }
+}
+
+impl Archives {
+    /// When a pool file was last used: its inode change time. Each probe's checkout
+    /// hard-links every pool file into its workspace and removes the link when done, and
+    /// publish links new ones in; each changes the link count and so the ctime, which
+    /// (unlike mtime, the server's time, or atime, often not kept) follows use.
+    pub fn last_used(meta: &fs::Metadata) -> SystemTime {
+        use std::os::unix::fs::MetadataExt;
+        let secs = u64::try_from(meta.ctime()).unwrap_or(0);
+        let nanos = u32::try_from(meta.ctime_nsec()).unwrap_or(0);
+        UNIX_EPOCH + Duration::new(secs, nanos)
+    }
+
+    /// The pool's files (not a publish's temporary names), with their metadata.
+    fn pool_files(&self) -> Result<Vec<(PathBuf, fs::Metadata)>> {
+        let pool = self.dir.join("pool");
+        let entries = match fs::read_dir(&pool) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(pool)(e)),
+        };
+        let mut files = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io_err(&pool))?;
+            if entry.file_name().to_str().is_none_or(|n| n.starts_with('.')) {
+                continue;
+            }
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                // Removed by a concurrent verify.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err(entry.path())(e)),
+            };
+            if meta.is_file() {
+                files.push((entry.path(), meta));
+            }
+        }
+        Ok(files)
+    }
+
+    /// Removes the pool files `which` selects, and the names that point to them. A
+    /// probe that has one checked out keeps its link (and publishes it again); later
+    /// probes download it again.
+    pub fn prune(&self, which: ArchivePrune) -> Result<PruneReport> {
+        let mut doomed = HashMap::new();
+        for (path, meta) in self.pool_files()? {
+            let unused = match which {
+                ArchivePrune::All => true,
+                ArchivePrune::UnusedSince(cutoff) => Archives::last_used(&meta) < cutoff,
+            };
+            if unused {
+                doomed.insert(path.file_name().unwrap_or_default().to_owned(), (path, meta.len()));
+            }
+        }
+        // Names first: a checkout never finds a name whose file was removed before it.
+        let names = self.dir.join("names");
+        if let Ok(entries) = fs::read_dir(&names) {
+            for entry in entries {
+                let entry = entry.map_err(io_err(&names))?;
+                let target = fs::read_link(entry.path()).ok();
+                if target.as_deref().and_then(Path::file_name).is_some_and(|hex| doomed.contains_key(hex)) {
+                    remove_if_present(&entry.path())?;
+                }
+            }
+        }
+        let mut report = PruneReport::default();
+        for (path, size) in doomed.into_values() {
+            remove_if_present(&path)?;
+            report.files += 1;
+            report.bytes += size;
+        }
+        Ok(report)
+    }
+}
+
+/// Subdirectories of `dir` (absent: none) by name, sorted.
+fn subdirs(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(dir)(e)),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_err(dir))?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+        if entry.file_type().map_err(io_err(entry.path()))?.is_dir() {
+            found.push((name, entry.path()));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Bytes of the regular files below `path`; what vanishes while counted is not counted.
+fn tree_size(path: &Path) -> Result<u64> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    if !meta.is_dir() {
+        return Ok(if meta.is_file() { meta.len() } else { 0 });
+    }
+    let entries = match fs::read_dir(path) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    let mut total = 0;
+    for entry in entries {
+        total += tree_size(&entry.map_err(io_err(path))?.path())?;
+    }
+    Ok(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -973,6 +1207,97 @@ mod tests {
         File::options().write(true).open(&blob).unwrap().set_modified(mtime - Duration::from_secs(3600)).unwrap();
         assert!(archives.verify().unwrap().is_empty());
         assert_eq!(archives.verify_all().unwrap().iter().map(|c| c.name.clone()).collect::<Vec<_>>(), vec![epoch]);
+    }
+
+    #[test]
+    fn inventory_shows_lists_and_archives_and_creates_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(AptCache::existing(tmp.path().join("apt")).unwrap().is_none());
+        assert!(!tmp.path().join("apt").exists(), "listing a cache that was never used makes nothing");
+        let cache = AptCache::open(tmp.path().join("apt")).unwrap();
+        drop(refresh(cache.lists(&image()).unwrap().prepare(IndexPolicy::Refresh).unwrap(), "0123456789"));
+        cache.lists(&Digest::of(b"never refreshed")).unwrap();
+        fs::create_dir(tmp.path().join("apt/lists/not-an-image")).unwrap();
+        let archives = cache.archives(&ReleaseKey::new("debian-bookworm-amd64").unwrap()).unwrap();
+        let (ws, _) = archives.checkout().unwrap();
+        fs::write(ws.dir().join(archive_file_name("a", "1", "all")), b"aaaa").unwrap();
+        fs::write(ws.dir().join(archive_file_name("b", "1", "all")), b"bbbbbb").unwrap();
+        archives.publish(&ws, &HashMap::new()).unwrap();
+        drop(ws);
+
+        let lists = cache.image_lists().unwrap();
+        // The list and the stamp.
+        let stamp = fs::metadata(tmp.path().join("apt/lists").join(image().hex()).join("stamp")).unwrap().len();
+        let mut expected = vec![(image(), true, 10 + stamp), (Digest::of(b"never refreshed"), false, 0)];
+        expected.sort_by(|a, b| a.0.cmp(&b.0));
+        let found: Vec<_> = lists.iter().map(|l| (l.image.clone(), l.refreshed_at.is_some(), l.size)).collect();
+        assert_eq!(found, expected);
+        let releases = cache.releases().unwrap();
+        assert_eq!(releases.len(), 1);
+        assert_eq!(
+            (releases[0].release.as_str(), releases[0].packages, releases[0].size),
+            ("debian-bookworm-amd64", 2, 10)
+        );
+        assert!(releases[0].last_used.is_some_and(|t| t <= SystemTime::now()));
+    }
+
+    #[test]
+    fn lists_are_removed_only_when_nobody_uses_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = AptCache::open(tmp.path()).unwrap();
+        let lists = cache.lists(&image()).unwrap();
+        let reader = refresh(lists.prepare(IndexPolicy::Refresh).unwrap(), "v1");
+        assert!(!cache.remove_lists(&image()).unwrap(), "a probe reads them");
+        assert!(reader.dir().exists());
+        drop(reader);
+        let refreshing = lists.prepare(IndexPolicy::Refresh).unwrap();
+        assert!(!cache.remove_lists(&image()).unwrap(), "a probe refreshes them");
+        drop(refreshing);
+        assert!(cache.remove_lists(&image()).unwrap());
+        assert!(cache.image_lists().unwrap().is_empty());
+        assert!(cache.remove_lists(&image()).unwrap(), "absent lists are removed already");
+    }
+
+    #[test]
+    fn prune_removes_pool_files_unused_since_the_cutoff_and_their_names() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = AptCache::open(tmp.path()).unwrap();
+        let archives = cache.archives(&ReleaseKey::new("r").unwrap()).unwrap();
+        let (ws, _) = archives.checkout().unwrap();
+        fs::write(ws.dir().join("old_1_all.deb"), b"old").unwrap();
+        fs::write(ws.dir().join("new_1_all.deb"), b"new!").unwrap();
+        archives.publish(&ws, &HashMap::new()).unwrap();
+        drop(ws);
+        // The file clock is coarse (a few ms): events well apart.
+        let pause = || std::thread::sleep(Duration::from_millis(50));
+        pause();
+        let cutoff = SystemTime::now();
+        pause();
+        // A use of "new" alone, as a checkout's link and its removal are.
+        let link = tmp.path().join("elsewhere");
+        fs::hard_link(ws_path_of(&archives, "new_1_all.deb"), &link).unwrap();
+        fs::remove_file(&link).unwrap();
+        let report = archives.prune(ArchivePrune::UnusedSince(cutoff)).unwrap();
+        assert_eq!(report, PruneReport { files: 1, bytes: 3 });
+        assert!(archives.recorded("old_1_all.deb").is_none(), "the name goes with its file");
+        assert!(ws_path_of(&archives, "new_1_all.deb").exists());
+
+        // A checkout uses every file.
+        pause();
+        let cutoff = SystemTime::now();
+        pause();
+        let (ws, _) = archives.checkout().unwrap();
+        assert_eq!(archives.prune(ArchivePrune::UnusedSince(cutoff)).unwrap(), PruneReport::default());
+
+        // All goes; a probe holding a file keeps its link and publishes it again.
+        assert_eq!(archives.prune(ArchivePrune::All).unwrap(), PruneReport { files: 1, bytes: 4 });
+        assert_eq!(cache.releases().unwrap()[0].packages, 0);
+        assert_eq!(fs::read(ws.dir().join("new_1_all.deb")).unwrap(), b"new!");
+        assert_eq!(archives.publish(&ws, &HashMap::new()).unwrap().added, ["new_1_all.deb"]);
+        assert_eq!(
+            cache.prune_archives(ArchivePrune::All).unwrap(),
+            [("r".to_owned(), PruneReport { files: 1, bytes: 4 })]
+        );
     }
 
     fn ws_path_of(archives: &Archives, name: &str) -> PathBuf {

@@ -12,6 +12,7 @@ pub mod apt_cache;
 pub mod catalog;
 pub mod check;
 pub mod deb;
+pub mod depcache;
 pub mod deps;
 pub mod layer;
 pub mod mirror;

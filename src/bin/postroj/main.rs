@@ -4,6 +4,9 @@
 #[path = "../common/cli.rs"]
 #[macro_use]
 mod cli;
+mod cache;
+#[path = "../common/format.rs"]
+mod format;
 mod images;
 mod probe;
 #[path = "../common/progress.rs"]
@@ -20,7 +23,7 @@ struct Cli {
     /// Root of the image store (shared with racker).
     #[arg(long, global = true, env = "RACKER_ROOT", default_value = racker::store::DEFAULT_ROOT)]
     root: PathBuf,
-    /// Where package lists and downloaded packages are cached for probes
+    /// Root of the host's apt cache: package lists per image, downloaded packages per release.
     #[arg(long, global = true, env = "POSTROJ_APT_CACHE", default_value = postroj::apt_cache::DEFAULT_ROOT, value_name = "DIR")]
     apt_cache: PathBuf,
     #[command(subcommand)]
@@ -37,6 +40,9 @@ enum Command {
     Pkgprobe(probe::PkgprobeArgs),
     /// Check that the curated images in the store work
     Selftest(probe::SelftestArgs),
+    /// List and remove pkgprobe's dependency layers and apt cache
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
@@ -48,6 +54,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Pull(args) => images::pull(&store, &args).map(|()| 0),
         Command::Pkgprobe(args) => probe::pkgprobe(&store, &cli.apt_cache, &args),
         Command::Selftest(args) => probe::selftest(&store, &args),
+        Command::Cache(command) => cache::run(&store, &cli.apt_cache, &command).map(|()| 0),
     }
 }
 

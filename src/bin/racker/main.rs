@@ -5,6 +5,7 @@
 #[macro_use]
 mod cli;
 mod containers;
+#[path = "../common/format.rs"]
 mod format;
 mod images;
 #[path = "../common/progress.rs"]

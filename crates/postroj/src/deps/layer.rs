@@ -26,16 +26,9 @@ use super::{DepKey, DependencySet, DepsError};
 use crate::apt_cache::{self, AptCache, AptCacheError, ArchiveWorkspace, IndexPolicy, ListsAccess, ListsReader};
 use crate::catalog::CuratedImage;
 use crate::deb::{self, DebError};
+use crate::depcache;
 use crate::layer::Script;
 use crate::package::Package;
-
-/// The repository of dependency layers in the store; the tag is [`DepKey::short`].
-pub const REPOSITORY: &str = "localhost/postroj/deps";
-/// The labels every dependency layer's config carries.
-pub const LABEL_KEY: &str = "org.racker.postroj.deps.key";
-pub const LABEL_BASE: &str = "org.racker.postroj.deps.base";
-pub const LABEL_IMAGE: &str = "org.racker.postroj.deps.label";
-pub const LABEL_PACKAGES: &str = "org.racker.postroj.deps.packages";
 
 /// How much of a failed package manager run an error shows.
 const SCRIPT_LINES_SHOWN: usize = 15;
@@ -174,7 +167,7 @@ pub fn prepare(store: &Store, needs: Needs<'_>, opts: &Options) -> Result<Prepar
         return Ok(prepared(needs.base.clone(), None, Outcome::NotNeeded, set, lists, workspace));
     }
     let key = DepKey::new(needs.base, &set);
-    let name = format!("{REPOSITORY}:{}", key.short());
+    let name = depcache::reference(&key);
     let mut found = find_layer(store, &name, &key)?;
     // One build per key: whoever waited for the lock finds the layer made.
     let _building = if found.is_none() {
@@ -282,7 +275,7 @@ fn find_layer(store: &Store, name: &str, key: &DepKey) -> Result<Option<Digest>>
     let record = store.image(&id)?;
     let config: serde_json::Value =
         serde_json::from_slice(&store.read_blob(&record.config_digest)?).unwrap_or_default();
-    Ok((config["config"]["Labels"][LABEL_KEY] == key.to_string()).then_some(id))
+    Ok((config["config"]["Labels"][depcache::LABEL_KEY] == key.to_string()).then_some(id))
 }
 
 /// An exclusive lock on building the layer of `key`, held while the guard lives.
@@ -338,18 +331,11 @@ fn build(
             output: finished.output_tail(SCRIPT_LINES_SHOWN),
         });
     }
-    let packages: Vec<String> = set.packages().map(|p| format!("{}:{}={}", p.name(), p.arch(), p.version())).collect();
     let tag = Reference::parse(name)?;
     let opts = CommitOptions {
-        message: Some(format!("postroj: dependency layer {} ({} packages)", key.short(), packages.len())),
+        message: Some(format!("postroj: dependency layer {} ({} packages)", key.short(), install.len())),
         created_by: Some(format!("apt-get install --no-install-recommends {}", install.join(" "))),
-        labels: [
-            (LABEL_KEY.to_owned(), key.to_string()),
-            (LABEL_BASE.to_owned(), needs.base.to_string()),
-            (LABEL_IMAGE.to_owned(), needs.image.label.to_owned()),
-            (LABEL_PACKAGES.to_owned(), packages.join(" ")),
-        ]
-        .into(),
+        labels: depcache::labels(key, needs.base, needs.image.label, set),
         tags: vec![tag],
         ..CommitOptions::default()
     };
