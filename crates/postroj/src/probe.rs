@@ -260,10 +260,12 @@ fn check_unit(container: &Booted, unit: &str, minimal_boot: bool) -> Case {
     let name = format!("unit {unit}");
     let started = Instant::now();
     // A unit that is already active (started by the boot or by the package's install
-    // scripts) costs one question; any other is enabled where it can be, then started.
+    // scripts) costs one question; any other is enabled where it can be (unless the
+    // package did: enabling a unit with a SysV script runs update-rc.d, a second's work),
+    // then started.
     let script = "if state=$(systemctl is-active \"$1\"); then echo \"state=$state\"; exit; fi; \
-                  systemctl enable --quiet \"$1\" 2>/dev/null; systemctl start \"$1\" 2>&1; \
-                  echo \"state=$(systemctl is-active \"$1\")\"";
+                  systemctl is-enabled --quiet \"$1\" 2>/dev/null || systemctl enable --quiet \"$1\" 2>/dev/null; \
+                  systemctl start \"$1\" 2>&1; echo \"state=$(systemctl is-active \"$1\")\"";
     let out = match container.exec(&["sh", "-c", script, "unit", unit], COMMAND_TIMEOUT) {
         Ok(out) => out,
         Err(e) => return Case::error(name, started.elapsed(), e.to_string(), ""),
