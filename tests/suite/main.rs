@@ -17,6 +17,7 @@ mod hostile_registry;
 mod local_users;
 mod postroj_cache_cli;
 mod postroj_checks;
+mod postroj_depcache;
 mod postroj_probe;
 mod postroj_pull;
 mod registry;

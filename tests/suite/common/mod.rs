@@ -15,6 +15,10 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// Held by tests whose containers serve on the host's port 80 (a web server from the
+/// mirror, as users probe it): containers share the host's network.
+pub static HOST_PORT_80: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Privileged tests run as root (CI does); elsewhere they fail loudly instead of skipping.
 pub fn require_root() {
     assert!(
@@ -218,7 +222,14 @@ impl TempStore {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_postroj"));
         cmd.arg("--root").arg(self.root());
         cmd.env("REGISTRY_AUTH_FILE", self.auth_file());
+        // The probe cache (package lists, downloads) is the store's own too, never the host's.
+        cmd.env("POSTROJ_APT_CACHE", self.apt_cache());
         cmd
+    }
+
+    /// Where postroj keeps package lists and downloads for this store's probes.
+    pub fn apt_cache(&self) -> PathBuf {
+        self.auth.path().join("apt-cache")
     }
 
     /// Nothing of the store's is mounted, no container process runs, no snapshot or

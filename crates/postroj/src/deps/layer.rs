@@ -94,23 +94,38 @@ pub struct Prepared {
     pub key: Option<DepKey>,
     pub set: DependencySet,
     pub outcome: Outcome,
-    /// The resolution was read from the cache instead of asking apt.
-    pub resolution_cached: bool,
-    lists: ListsReader,
-    archives: ArchiveWorkspace,
+    /// How the set was known: from the package alone, a cached resolution, or apt.
+    pub resolution: Resolution,
+    /// The package lists and a download workspace, unless apt was not needed at all.
+    cache: Option<(ListsReader, ArchiveWorkspace)>,
+}
+
+/// Where a dependency set came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resolution {
+    /// The package declares no dependencies (and nothing is required by name).
+    Declared,
+    /// An earlier probe's, for the same lists and relations.
+    Cached,
+    /// apt's simulation, now.
+    Simulated,
 }
 
 impl Prepared {
     /// The package lists (read-only) and a download workspace, at apt's places: whatever
     /// apt still does in the probe's container works without fetching the lists.
     pub fn binds(&self) -> Vec<Bind> {
-        vec![self.lists.bind(), self.archives.bind()]
+        self.cache.iter().flat_map(|(lists, archives)| [lists.bind(), archives.bind()]).collect()
     }
 
     /// One line for the report: what was used and why.
     pub fn describe(&self) -> String {
         let count = self.set.packages().count();
-        let resolved = if self.resolution_cached { "resolution cached" } else { "resolved by apt" };
+        let resolved = match self.resolution {
+            Resolution::Declared => "the package declares no dependencies",
+            Resolution::Cached => "resolution cached",
+            Resolution::Simulated => "resolved by apt",
+        };
         match (&self.outcome, &self.key) {
             (Outcome::NotNeeded, _) | (_, None) => format!("nothing to install ({resolved})"),
             (Outcome::Cached, Some(key)) => format!("cached layer {} ({count} packages, {resolved})", key.short()),
@@ -137,6 +152,20 @@ pub struct Needs<'a> {
 
 /// Resolves what `needs` asks for and finds or builds the layer holding it.
 pub fn prepare(store: &Store, needs: Needs<'_>, opts: &Options) -> Result<Prepared> {
+    let control = match needs.package {
+        Some((package, _)) => Some(deb::control(&package.path)?),
+        None => None,
+    };
+    if needs.requires.is_empty() && !control.as_ref().is_some_and(|c| declares_dependencies(c, opts.recommends)) {
+        return Ok(Prepared {
+            image: needs.base.clone(),
+            key: None,
+            set: DependencySet::new(),
+            outcome: Outcome::NotNeeded,
+            resolution: Resolution::Declared,
+            cache: None,
+        });
+    }
     let cache = AptCache::open(&opts.cache_root)?;
     let access = cache.lists(needs.base)?.prepare(opts.index)?;
     let archives = cache.archives(&release_key(needs.image)?)?;
@@ -149,19 +178,14 @@ pub fn prepare(store: &Store, needs: Needs<'_>, opts: &Options) -> Result<Prepar
             entry.expected
         );
     }
-    let control = match needs.package {
-        Some((package, _)) => Some(deb::control(&package.path)?),
-        None => None,
-    };
-    let (lists, set, resolution_cached) = resolve(store, &needs, control.as_ref(), access, &workspace, opts)?;
-    let prepared = |image, key, outcome, set, lists, archives| Prepared {
+    let (lists, set, resolution) = resolve(store, &needs, control.as_ref(), access, &workspace, opts)?;
+    let prepared = |image, key, outcome, set, lists, workspace| Prepared {
         image,
         key,
         set,
         outcome,
-        resolution_cached,
-        lists,
-        archives,
+        resolution,
+        cache: Some((lists, workspace)),
     };
     if set.is_empty() {
         return Ok(prepared(needs.base.clone(), None, Outcome::NotNeeded, set, lists, workspace));
@@ -184,6 +208,12 @@ pub fn prepare(store: &Store, needs: Needs<'_>, opts: &Options) -> Result<Prepar
     Ok(prepared(id, Some(key), Outcome::Built, set, lists, workspace))
 }
 
+/// Whether the control file names anything that could need installing.
+fn declares_dependencies(control: &deb::Control, recommends: bool) -> bool {
+    let declared = |field: &str| control.get(field).is_some_and(|v| !v.trim().is_empty());
+    declared("Depends") || declared("Pre-Depends") || (recommends && declared("Recommends"))
+}
+
 /// The dependency set, from the cache of resolutions when the lists and the package's
 /// relations are those of an earlier probe, else from apt's simulation (which also
 /// refreshes the lists when the policy asks for it). Returns the lists it used, pinned.
@@ -194,7 +224,7 @@ fn resolve(
     access: ListsAccess,
     workspace: &ArchiveWorkspace,
     opts: &Options,
-) -> Result<(ListsReader, DependencySet, bool)> {
+) -> Result<(ListsReader, DependencySet, Resolution)> {
     let under_test = match control {
         Some(control) => control.get("Package").cloned().unwrap_or_default(),
         None => String::new(),
@@ -206,7 +236,7 @@ fn resolve(
             // A cached resolution that does not parse is simulated again, not trusted.
             if let Ok(set) = text.parse::<DependencySet>() {
                 let ListsAccess::Ready(lists) = access else { unreachable!("matched above") };
-                return Ok((lists, set, true));
+                return Ok((lists, set, Resolution::Cached));
             }
         }
     }
@@ -240,7 +270,7 @@ fn resolve(
     };
     let path = lists.derived_dir()?.join(format!("resolution-{}", Digest::of(key_text.as_bytes()).hex()));
     apt_cache::write_atomically(&path, set.canonical_text().as_bytes())?;
-    Ok((lists, set, false))
+    Ok((lists, set, Resolution::Simulated))
 }
 
 /// What a resolution depends on besides the lists: the image, whether Recommends count,
