@@ -6,12 +6,14 @@
 //! ```text
 //! catalog ──> provision ──> store image  ──>  probe: boot lean ─> install package ─> checks ─> report
 //!  labels     pull/mmdebstrap + systemd layer       (runtime)      (package cache)   (check)   (report)
+//!                                                   effects: the install's writes, from the upper dir
 //! ```
 
 pub mod apt_cache;
 pub mod catalog;
 pub mod check;
 pub mod deps;
+pub mod effects;
 pub mod mirror;
 pub mod package;
 pub mod probe;
