@@ -27,8 +27,9 @@ use crate::catalog::PackageManager;
 
 /// Paths (and everything below them) whose changes are bookkeeping, not the package's
 /// effect, as piuparts ignores them: package databases, caches, logs and the journal,
-/// volatile directories, systemd's own state, the user database (users and groups are
-/// reported as such) with its backups and lock, and the linker cache.
+/// volatile directories, systemd's and D-Bus's own state (the machine id), the user
+/// database (users and groups are reported as such) with its backups and lock, and the
+/// linker cache.
 pub const IGNORED: &[&str] = &[
     "/var/lib/dpkg",
     "/var/lib/apt",
@@ -45,6 +46,8 @@ pub const IGNORED: &[&str] = &[
     "/run",
     "/var/run",
     "/etc/ld.so.cache",
+    "/etc/machine-id",
+    "/var/lib/dbus/machine-id",
     "/etc/.pwd.lock",
     "/etc/passwd",
     "/etc/passwd-",
@@ -113,6 +116,9 @@ struct Entry {
     gid: u32,
     size: u64,
     mtime: (i64, i64),
+    /// When the inode last changed (written, replaced, chmod): a file that a step
+    /// rewrote keeps its size and, from a package, its mtime.
+    ctime: (i64, i64),
     target: Option<PathBuf>,
     /// A directory that hides what the layers below it have there.
     opaque: bool,
@@ -147,6 +153,7 @@ impl Entry {
             gid: meta.gid(),
             size: if kind == Kind::File { meta.size() } else { 0 },
             mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
             target,
             opaque,
         }))
@@ -154,12 +161,15 @@ impl Entry {
 
     /// Whether the step changed this path from `was` to `self`. A directory changes with
     /// every entry written into it (its times and size): only its mode, owner and
-    /// opacity count.
-    fn differs_from(&self, was: &Entry) -> bool {
+    /// opacity count. The change time counts where both are the upper directory's
+    /// (`same_inode_space`); a copy up from the image always has a new one.
+    fn differs_from(&self, was: &Entry, same_inode_space: bool) -> bool {
         if self.kind == Kind::Dir && was.kind == Kind::Dir {
             return (self.mode, self.uid, self.gid) != (was.mode, was.uid, was.gid) || (self.opaque && !was.opaque);
         }
-        Entry { opaque: false, ..self.clone() } != Entry { opaque: false, ..was.clone() }
+        let plain =
+            |e: &Entry| Entry { opaque: false, ctime: if same_inode_space { e.ctime } else { (0, 0) }, ..e.clone() };
+        plain(self) != plain(was)
     }
 }
 
@@ -319,12 +329,12 @@ pub fn compare(step: &str, before: &State, after: &State, image: &Image) -> Effe
             }
             Some(was) if was.kind == Kind::Whiteout => fx.added.push(FileEffect::new(path, now)),
             Some(was) => {
-                if now.differs_from(was) {
+                if now.differs_from(was, true) {
                     fx.changed.push(FileEffect::new(path, now));
                 }
             }
             None => match image.lookup(path) {
-                Some(old) if now.differs_from(&old) => fx.changed.push(FileEffect::new(path, now)),
+                Some(old) if now.differs_from(&old, false) => fx.changed.push(FileEffect::new(path, now)),
                 Some(_) => {}
                 None => fx.added.push(FileEffect::new(path, now)),
             },
@@ -502,10 +512,22 @@ mod tests {
         write(&lower, "/etc/old.conf", "old\n");
         write(&lower, "/usr/share/doc/base/README", "base\n");
         std::fs::create_dir_all(upper.join("etc")).expect("mkdir");
-        write(&upper, "/etc/machine-id", "boot\n"); // the boot's: in both states
+        write(&upper, "/etc/hostname", "boot\n"); // the boot's: in both states
+        write(&upper, "/usr/share/fx/version", "1.0\n"); // an older version's
+        let version_time = std::fs::metadata(upper.join("usr/share/fx/version")).and_then(|m| m.modified());
         write(&upper, "/var/lib/made-at-boot", "x\n"); // the boot's, gone by the install
         let before = state(&upper, "root:x:0:0::/root:/bin/sh\n", "root:x:0:\n");
 
+        // Replaced by a file of the same size and time, as an upgrade does: the inode changed.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        write(&upper, "/usr/share/fx/version.new", "2.0\n");
+        let times = std::fs::FileTimes::new().set_modified(version_time.expect("mtime"));
+        std::fs::File::options()
+            .write(true)
+            .open(upper.join("usr/share/fx/version.new"))
+            .and_then(|f| f.set_times(times))
+            .expect("utime");
+        std::fs::rename(upper.join("usr/share/fx/version.new"), upper.join("usr/share/fx/version")).expect("rename");
         write(&upper, "/etc/shells", "/bin/sh\n/bin/fx\n"); // copied up and changed
         write(&upper, "/usr/share/doc/base/README", "base\n"); // rewritten, same size...
         let readme = upper.join("usr/share/doc/base/README");
@@ -543,7 +565,7 @@ mod tests {
                 "/usr/lib/fx/fx",
             ]
         );
-        assert_eq!(paths(&fx.changed), ["/etc/shells"]);
+        assert_eq!(paths(&fx.changed), ["/etc/shells", "/usr/share/fx/version"]);
         assert_eq!(fx.removed, ["/etc/old.conf", "/var/lib/made-at-boot"]);
         assert_eq!(fx.units_enabled, ["fx.service (multi-user.target.wants)"]);
         assert_eq!(fx.users_created, [Account { name: "fx".into(), id: 999 }]);
@@ -552,7 +574,7 @@ mod tests {
         assert!(text.contains("files added (8):\n    /etc/fx.conf (3 bytes, 0644)"), "{text}");
         assert!(text.contains("-> /usr/lib/systemd/system/fx.service"), "{text}");
         assert!(
-            fx.summary().starts_with("8 files added, 1 changed, 2 removed; 1 unit enabled; 1 user"),
+            fx.summary().starts_with("8 files added, 2 changed, 2 removed; 1 unit enabled; 1 user"),
             "{}",
             fx.summary()
         );
