@@ -16,6 +16,7 @@ mod fixtures;
 mod hostile_registry;
 mod local_users;
 mod postroj_checks;
+mod postroj_modes;
 mod postroj_probe;
 mod postroj_pull;
 mod registry;

@@ -6,6 +6,7 @@
 //! ```text
 //! catalog ──> provision ──> store image  ──>  probe: boot lean ─> install package ─> checks ─> report
 //!  labels     pull/mmdebstrap + systemd layer       (runtime)      (package cache)   (check)   (report)
+//!                                                   lifecycle: install / purge / upgrade / reinstall
 //!                                                   effects: the install's writes, from the upper dir
 //! ```
 
@@ -14,6 +15,7 @@ pub mod catalog;
 pub mod check;
 pub mod deps;
 pub mod effects;
+pub mod lifecycle;
 pub mod mirror;
 pub mod package;
 pub mod probe;

@@ -3,24 +3,27 @@
 //! install the package, enable and start the units and ask whether each is active, check
 //! the network addresses from the host (containers share its network), tear down by
 //! termination. Several images run in parallel, each in its own container; every step
-//! becomes a [`Case`] of the image's [`Suite`].
+//! becomes a timed [`Case`] of the image's [`Suite`], the teardown too. Which installs
+//! and checks run in which order is the [`Mode`]'s ([`lifecycle`](super::lifecycle));
+//! `--keep-on-failure` leaves a failed probe's container running instead.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::catalog::CuratedImage;
 use super::check::{self, Target};
+use super::lifecycle::{self, Mode};
 use super::package::Package;
-use super::report::{Case, Report, Suite};
+use super::report::{Case, Outcome, Report, Suite};
 use racker::runtime::rootfs::LEGACY_GENERATOR_MASKS;
-use racker::runtime::{Bind, BootTarget, Booted, RunOptions, RunRequest};
+use racker::runtime::{BootTarget, Booted, RunOptions, RunRequest};
 use racker::store::Store;
 
 /// Where the package is bound (read-only) inside the container.
-const PACKAGE_DIR: &str = "/run/postroj";
+pub(crate) const PACKAGE_DIR: &str = "/run/postroj";
 
 /// How long one command inside the container may take (an install downloads dependencies).
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
+pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// What to probe in each image.
 #[derive(Clone, Debug)]
@@ -34,6 +37,12 @@ pub struct ProbeSpec {
     pub boot_timeout: Duration,
     /// Boot the image's full default target instead of the minimal one.
     pub full_boot: bool,
+    /// Which installs run, and when the checks run between them.
+    pub mode: Mode,
+    /// Report what the install of the package did (files, units, users, conffiles).
+    pub effects: bool,
+    /// Leave a failed probe's container running for inspection ([`Suite::kept`]).
+    pub keep_on_failure: bool,
 }
 
 /// `postroj selftest`: what shows that a curated image works.
@@ -60,6 +69,9 @@ impl ProbeSpec {
             network_timeout: Duration::from_secs(5),
             boot_timeout,
             full_boot: test == Selftest::Hostnamectl,
+            mode: Mode::Install,
+            effects: false,
+            keep_on_failure: false,
         }
     }
 }
@@ -92,14 +104,7 @@ pub fn probe_image(store: &Store, image: &CuratedImage, spec: &ProbeSpec, log: S
         log(image.label, &case);
         suite.push(case);
     };
-    let mut binds = Vec::new();
-    if let Some(package) = &spec.package {
-        binds.push(Bind {
-            source: package.path.clone(),
-            target: format!("{PACKAGE_DIR}/{}", package.file_name),
-            read_only: true,
-        });
-    }
+    let binds = lifecycle::package_binds(spec);
     let request = RunRequest {
         options: RunOptions { binds, ..RunOptions::default() },
         boot_target: if spec.full_boot { BootTarget::Default } else { BootTarget::Minimal },
@@ -114,52 +119,89 @@ pub fn probe_image(store: &Store, image: &CuratedImage, spec: &ProbeSpec, log: S
         }
         Err(e) => {
             record(&mut suite, Case::error("boot", started.elapsed(), e.to_string(), ""));
-            skip_rest(&mut suite, spec, "the container did not boot", &mut record);
+            lifecycle::skip_all(spec, "the container did not boot", &mut suite, &mut record);
             return suite;
         }
     };
+    lifecycle::run(&container, image, spec, &mut suite, &mut record);
+    teardown(container, spec, &mut suite, &mut record);
+    suite
+}
 
-    if let Some(package) = &spec.package {
-        let name = format!("install {}", package.file_name);
-        let path = format!("{PACKAGE_DIR}/{}", package.file_name);
-        let started = Instant::now();
-        // The package may bring SysV scripts: systemd makes units of them again.
-        let script = format!(
-            "rm -f {} && {{ {}; }} && systemctl daemon-reload",
-            LEGACY_GENERATOR_MASKS.join(" "),
-            image.package_manager.install_script()
-        );
-        let case = match container.exec(&["sh", "-c", &script, "install", &path], COMMAND_TIMEOUT) {
-            Ok(out) if out.status.success() => Case::passed(name, started.elapsed(), "installed"),
-            Ok(out) => Case::failed(
-                name,
-                started.elapsed(),
-                format!("the package manager failed ({})", out.status),
-                tail(&combined(&out), 30),
-            ),
-            Err(e) => Case::error(name, started.elapsed(), e.to_string(), ""),
-        };
-        let failed = !matches!(case.outcome, super::report::Outcome::Passed { .. });
-        record(&mut suite, case);
-        if failed {
-            skip_rest(&mut suite, spec, "the package did not install", &mut record);
-            return suite;
-        }
+/// Installs the package file at `path` (inside the container) as the step `name`
+/// (`install foo_1.0_all.deb`, `upgrade to foo_2.0_all.deb`): every install of every
+/// mode goes through here.
+pub(crate) fn install_file(container: &Booted, image: &CuratedImage, path: &str, name: String) -> Case {
+    let started = Instant::now();
+    // The package may bring SysV scripts: systemd makes units of them again.
+    let script = format!(
+        "rm -f {} && {{ {}; }} && systemctl daemon-reload",
+        LEGACY_GENERATOR_MASKS.join(" "),
+        image.package_manager.install_script()
+    );
+    match container.exec(&["sh", "-c", &script, "install", path], COMMAND_TIMEOUT) {
+        Ok(out) if out.status.success() => Case::passed(name, started.elapsed(), "installed"),
+        Ok(out) => Case::failed(
+            name,
+            started.elapsed(),
+            format!("the package manager failed ({})", out.status),
+            tail(&combined(&out), 30),
+        ),
+        Err(e) => Case::error(name, started.elapsed(), e.to_string(), ""),
     }
+}
 
+/// Runs the spec's checks (units, commands, network), handing each case to `each` as it
+/// finishes.
+pub(crate) fn run_checks(container: &Booted, spec: &ProbeSpec, each: &mut dyn FnMut(Case)) {
     for unit in &spec.units {
-        let case = check_unit(&container, unit, !spec.full_boot);
-        record(&mut suite, case);
+        each(check_unit(container, unit, !spec.full_boot));
     }
     for command in &spec.commands {
-        let case = check_exit_status(&container, command);
-        record(&mut suite, case);
+        each(check_exit_status(container, command));
     }
     for target in &spec.network {
         let outcome = check::check(target, spec.network_timeout);
-        record(&mut suite, Case::from_check(target, &outcome));
+        each(Case::from_check(target, &outcome));
     }
-    suite
+}
+
+/// The names of the cases [`run_checks`] makes, for skipping them.
+pub(crate) fn check_names(spec: &ProbeSpec) -> Vec<String> {
+    let units = spec.units.iter().map(|unit| format!("unit {unit}"));
+    let commands = spec.commands.iter().map(|command| format!("command {}", command.join(" ")));
+    let network = spec.network.iter().map(|target| format!("network {target}"));
+    units.chain(commands).chain(network).collect()
+}
+
+/// Ends the probe's container, timed as the case `teardown`; with `--keep-on-failure`
+/// a failed probe's container is kept running instead, and named in the suite.
+fn teardown(container: Booted, spec: &ProbeSpec, suite: &mut Suite, record: &mut impl FnMut(&mut Suite, Case)) {
+    let started = Instant::now();
+    let name = container.name().to_owned();
+    if spec.keep_on_failure && !suite.passed() {
+        match container.keep() {
+            Ok(name) => {
+                suite.kept = Some(name.clone());
+                let reason = format!("container {name} kept running for inspection (--keep-on-failure)");
+                record(suite, Case::skipped("teardown", reason));
+            }
+            Err(e) => {
+                record(suite, Case::error("teardown", started.elapsed(), format!("keeping container {name}: {e}"), ""))
+            }
+        }
+        return;
+    }
+    let case = match container.stop() {
+        Ok(()) => Case::passed("teardown", started.elapsed(), format!("removed {name}")),
+        Err(e) => Case::error("teardown", started.elapsed(), e.to_string(), ""),
+    };
+    record(suite, case);
+}
+
+/// Whether a case passed.
+pub(crate) fn passed(case: &Case) -> bool {
+    matches!(case.outcome, Outcome::Passed { .. })
 }
 
 /// Runs `command` inside; it passes when it exits 0, with its first line of output.
@@ -226,24 +268,12 @@ fn check_unit(container: &Booted, unit: &str, minimal_boot: bool) -> Case {
     Case::failed(name, started.elapsed(), message, format!("{start_output}\n{evidence}").trim().to_owned())
 }
 
-fn skip_rest(suite: &mut Suite, spec: &ProbeSpec, reason: &str, record: &mut impl FnMut(&mut Suite, Case)) {
-    for unit in &spec.units {
-        record(suite, Case::skipped(format!("unit {unit}"), reason));
-    }
-    for command in &spec.commands {
-        record(suite, Case::skipped(format!("command {}", command.join(" ")), reason));
-    }
-    for target in &spec.network {
-        record(suite, Case::skipped(format!("network {target}"), reason));
-    }
-}
-
-fn combined(out: &std::process::Output) -> String {
+pub(crate) fn combined(out: &std::process::Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 /// The last `lines` lines of `text`.
-fn tail(text: &str, lines: usize) -> String {
+pub(crate) fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
