@@ -607,6 +607,17 @@ mod tests {
     }
 
     #[test]
+    fn a_store_on_btrfs_says_that_effects_need_overlay() {
+        let e = EffectsError::from(RuntimeError::Snapshot(SnapshotError::NoUpper {
+            key: "0123".into(),
+            driver: Driver::Btrfs,
+        }));
+        let text = e.to_string();
+        assert!(text.contains("btrfs") && text.contains("need the overlay storage driver"), "{text}");
+        assert!(!text.contains("commit"), "not the commit command's words: {text}");
+    }
+
+    #[test]
     fn conffiles_are_the_paths_of_dpkg_and_rpm_output() {
         let dpkg = " /etc/fx.conf 5d41402abc4b2a76b9719d911017c592\n /etc/old.conf 0123 obsolete\n\n";
         assert_eq!(parse_conffiles(dpkg), ["/etc/fx.conf", "/etc/old.conf"]);
