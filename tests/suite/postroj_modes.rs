@@ -7,8 +7,8 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::common::postroj::{err, out, postroj, probe_store, Deb, FileServer};
-use crate::common::TempStore;
+use crate::common::postroj::{err, out, postroj, probe_store, with_curated_debian, Deb, FileServer};
+use crate::common::{btrfs, require_root, TempStore};
 
 /// A oneshot service that stays active once started: a unit check passes on it.
 const ONESHOT_UNIT: &[u8] = b"[Unit]\nDescription=racker modes test\n\n[Service]\nType=oneshot\n\
@@ -306,6 +306,46 @@ fn reinstall_checks_after_both_installs() {
         .map(|(n, r)| (n.to_owned(), r.to_owned()))
     );
     store.assert_clean();
+}
+
+/// btrfs snapshots keep no record of a container's writes: the effects and the purge
+/// check cannot be told there, and say so as errors (never a silent pass).
+#[test]
+fn on_btrfs_effects_and_the_purge_check_are_errors_that_say_why() {
+    require_root();
+    let fs = btrfs::BtrfsLoop::new();
+    let _sweep = btrfs::MountSweep(vec![fs.path().to_owned()]);
+    let store = with_curated_debian(TempStore::at(fs.path()));
+    let cache = tempfile::tempdir().expect("cache");
+    let dir = tempfile::tempdir().expect("packages");
+    let deb = littering_package(dir.path());
+    let o = postroj(
+        &store,
+        cache.path(),
+        &[
+            "pkgprobe",
+            "--image=debian-bookworm",
+            &format!("--package={}", deb.display()),
+            "--mode=purge",
+            "--effects",
+            "--format=json",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}\n{}", out(&o), err(&o));
+    let report = json(&o);
+    let all = report["suites"][0]["cases"].as_array().expect("cases").clone();
+    let case =
+        |name: &str| all.iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("{name}: {all:#?}")).clone();
+    assert_eq!(case("install racker-litter_1.0_all.deb")["result"], "passed");
+    for name in ["effects", "leftovers"] {
+        let c = case(name);
+        assert_eq!(c["result"], "error", "{c:#}");
+        let message = c["message"].as_str().unwrap_or_default();
+        assert!(message.contains("btrfs") && message.contains("overlay storage driver"), "{message}");
+        assert!(message.contains("effect report") && !message.contains("commit"), "in the probe's words: {message}");
+    }
+    assert!(report["suites"][0].get("effects").is_none(), "{report:#}");
+    fs.assert_clean(&store);
 }
 
 /// Removes every container of the store on drop: a kept container must not outlive a

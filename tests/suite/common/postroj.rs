@@ -22,7 +22,11 @@ pub fn err(o: &Output) -> String {
 /// for matrix runs, also `debian-trixie`: same image, second label).
 pub fn probe_store() -> TempStore {
     require_root();
-    let store = TempStore::new();
+    with_curated_debian(TempStore::new())
+}
+
+/// `store` with the images of [`probe_store`].
+pub fn with_curated_debian(store: TempStore) -> TempStore {
     let tarball = images::debian_rootfs_tarball();
     store.ok(&["import", "-q", tarball.to_str().expect("utf-8"), "localhost/postroj/debian-bookworm:latest"]);
     store.ok(&["tag", "localhost/postroj/debian-bookworm:latest", "localhost/postroj/debian-trixie:latest"]);
