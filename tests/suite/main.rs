@@ -18,6 +18,7 @@ mod local_users;
 mod postroj_cache_cli;
 mod postroj_checks;
 mod postroj_depcache;
+mod postroj_modes;
 mod postroj_probe;
 mod postroj_pull;
 mod registry;

@@ -248,24 +248,7 @@ fn https_accepts_a_self_signed_certificate_unless_told_to_verify() {
 
 /// A real Debian package, built by dpkg-deb.
 fn build_deb(dir: &Path) -> PathBuf {
-    let root = dir.join("foo");
-    std::fs::create_dir_all(root.join("DEBIAN")).expect("mkdir");
-    std::fs::create_dir_all(root.join("usr/share/foo")).expect("mkdir");
-    std::fs::write(root.join("usr/share/foo/hello"), "hi\n").expect("write");
-    std::fs::write(
-        root.join("DEBIAN/control"),
-        "Package: foo\nVersion: 1.0\nArchitecture: all\nMaintainer: Test <test@example.org>\nDescription: a test\n",
-    )
-    .expect("write control");
-    let deb = dir.join("foo_1.0_all.deb");
-    let out = Command::new("dpkg-deb")
-        .args(["--build", "--root-owner-group"])
-        .arg(&root)
-        .arg(&deb)
-        .output()
-        .expect("dpkg-deb");
-    assert!(out.status.success(), "dpkg-deb: {}", String::from_utf8_lossy(&out.stderr));
-    deb
+    crate::common::postroj::build_deb(dir, "foo", "a test", &[("usr/share/foo/hello", b"hi\n", 0o644)])
 }
 
 fn files(dir: &Path) -> Vec<String> {

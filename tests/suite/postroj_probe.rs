@@ -6,67 +6,12 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
 
-use crate::common::images;
-use crate::common::{require_root, wait_until, TempStore};
+use crate::common::postroj::{build_deb, err, out, postroj, probe_store, FileServer};
 
 /// The port the test package's service listens on inside the container (the host's
 /// network: containers share it).
 const SERVICE_PORT: u16 = 18471;
-
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A store whose Debian bookworm + systemd image is the curated `debian-bookworm` (and,
-/// for matrix runs, also `debian-trixie`: same image, second label).
-fn probe_store() -> TempStore {
-    require_root();
-    let store = TempStore::new();
-    let tarball = images::debian_rootfs_tarball();
-    store.ok(&["import", "-q", tarball.to_str().expect("utf-8"), "localhost/postroj/debian-bookworm:latest"]);
-    store.ok(&["tag", "localhost/postroj/debian-bookworm:latest", "localhost/postroj/debian-trixie:latest"]);
-    store
-}
-
-fn postroj(store: &TempStore, cache: &Path, args: &[&str]) -> Output {
-    store.postroj().env("POSTROJ_PACKAGE_CACHE", cache).args(args).output().expect("running postroj")
-}
-
-/// Builds `NAME_1.0_all.deb` in `dir` with dpkg-deb, of `files` (path, contents, mode).
-fn build_deb(dir: &Path, name: &str, description: &str, files: &[(&str, &[u8], u32)]) -> PathBuf {
-    let root = dir.join(format!("{name}-pkg"));
-    let write = |rel: &str, contents: &[u8], mode: u32| {
-        use std::os::unix::fs::PermissionsExt;
-        let path = root.join(rel);
-        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        std::fs::write(&path, contents).expect("write");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
-    };
-    let control = format!(
-        "Package: {name}\nVersion: 1.0\nArchitecture: all\nMaintainer: racker tests <tests@racker.invalid>\n\
-         Description: {description}\n"
-    );
-    write("DEBIAN/control", control.as_bytes(), 0o644);
-    for (rel, contents, mode) in files {
-        write(rel, contents, *mode);
-    }
-    let deb = dir.join(format!("{name}_1.0_all.deb"));
-    let status = Command::new("dpkg-deb")
-        .args(["--build", "--root-owner-group"])
-        .arg(&root)
-        .arg(&deb)
-        .stdout(Stdio::null())
-        .status()
-        .expect("dpkg-deb");
-    assert!(status.success(), "dpkg-deb failed");
-    deb
-}
 
 /// Builds `racker-probe-web_1.0_all.deb` in `dir`: busybox httpd as a systemd service on
 /// [`SERVICE_PORT`], serving one page.
@@ -87,49 +32,6 @@ fn build_web_package(dir: &Path) -> PathBuf {
             ("lib/systemd/system/racker-probe-web.service", unit.as_bytes(), 0o644),
         ],
     )
-}
-
-/// `python3 -m http.server` on 127.0.0.1 serving a directory; killed on drop. Its
-/// access log says how often a file was fetched.
-struct FileServer {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl FileServer {
-    fn start(dir: &Path) -> FileServer {
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-        let log = dir.join("access.log");
-        let child = Command::new("python3")
-            .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
-            .arg(dir)
-            .arg(port.to_string())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("python3 -m http.server");
-        let server = FileServer { child, port, log };
-        wait_until(10, "the file server listens", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
-        server
-    }
-
-    fn url(&self, name: &str) -> String {
-        format!("http://127.0.0.1:{}/{name}", self.port)
-    }
-
-    fn gets(&self, name: &str) -> usize {
-        let mut text = String::new();
-        std::fs::File::open(&self.log).and_then(|mut f| f.read_to_string(&mut text)).expect("access log");
-        text.lines().filter(|l| l.contains(&format!("\"GET /{name} "))).count()
-    }
-}
-
-impl Drop for FileServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A registries.conf that sends docker.io to a port nothing listens on.
@@ -186,7 +88,13 @@ fn a_package_from_a_url_installs_its_unit_serves_http_and_is_downloaded_once() {
     let names: Vec<&str> = cases.iter().filter_map(|c| c["name"].as_str()).collect();
     assert_eq!(
         names,
-        ["boot", "install racker-probe-web_1.0_all.deb", "unit racker-probe-web", &format!("network {service}")]
+        [
+            "boot",
+            "install racker-probe-web_1.0_all.deb",
+            "unit racker-probe-web",
+            &format!("network {service}"),
+            "teardown"
+        ]
     );
     assert!(cases.iter().all(|c| c["result"] == "passed"), "{cases:#?}");
     assert!(cases[3]["detail"].as_str().unwrap_or_default().contains("200"), "{:#?}", cases[3]);
@@ -287,7 +195,8 @@ fn a_matrix_runs_in_parallel_and_reports_junit() {
     assert_eq!(o.status.code(), Some(1), "one check fails in each image:\n{}\n{}", out(&o), err(&o));
     let xml = out(&o);
     assert!(xml.starts_with("<?xml"), "{xml}");
-    assert!(xml.contains("<testsuites ") && xml.contains("tests=\"8\"") && xml.contains("failures=\"2\""), "{xml}");
+    // boot, two units, the network check and the teardown, in each image.
+    assert!(xml.contains("<testsuites ") && xml.contains("tests=\"10\"") && xml.contains("failures=\"2\""), "{xml}");
     for label in ["debian-bookworm", "debian-trixie"] {
         assert!(xml.contains(&format!("<testsuite name=\"{label}\"")), "{xml}");
         assert!(xml.contains(&format!("classname=\"postroj.pkgprobe.{label}\" name=\"unit systemd-journald\"")));

@@ -217,6 +217,11 @@ fn auto_falls_back_to_the_mirror_when_the_registry_is_unreachable() {
     let log = err(&o);
     assert!(log.contains("not in the store yet, pulling: debian-bookworm"), "{log}");
     assert!(out(&o).contains("unit systemd-journald") && out(&o).contains("passed"), "{}", out(&o));
+    // The pull is the cold cycle's first phase, timed in the report.
+    let table = out(&o);
+    let pull = table.lines().find(|l| l.split_whitespace().take(2).eq(["debian-bookworm", "pull"]));
+    assert!(pull.is_some_and(|l| l.contains("passed")), "{table}");
+    assert!(table.contains("debian-bookworm phases: pull "), "{table}");
     assert!(
         log.contains("source registry: docker.io/library/debian:bookworm (--source auto tries the registry first)"),
         "{log}"

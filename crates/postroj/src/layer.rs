@@ -4,9 +4,14 @@
 //!
 //! Command mode, not a boot: no systemd runs while the script does, so package scripts
 //! start no services (as in a `docker build`), and the writes are the script's alone.
-//! The container is removed however the script ends.
+//! The container is removed however the script ends, and a script that cannot end is
+//! stopped: past its timeout, or when a file system it fills is full (apt's download
+//! methods then wait forever instead of failing).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use racker::digest::Digest;
 use racker::runtime::{self, Bind, CommitError, CommitOptions, Console, RunOptions, RunRequest, RuntimeError};
@@ -25,7 +30,19 @@ pub struct Script<'a> {
     pub binds: Vec<Bind>,
     /// Where the output goes; `None`: captured into [`Finished::output`].
     pub console: Option<Console>,
+    /// How long the script may run.
+    pub timeout: Duration,
+    /// A directory whose file system the script writes to: when it is full, the script
+    /// is stopped.
+    pub watch_space: Option<PathBuf>,
 }
+
+/// How long a script runs at most unless told otherwise: an install of many packages
+/// from a slow mirror.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// How often a running script's limits are looked at.
+const WATCH_INTERVAL: Duration = Duration::from_millis(200);
 
 /// A finished script's container, kept for [`Finished::commit`]; removed on drop.
 pub struct Finished<'s> {
@@ -34,11 +51,22 @@ pub struct Finished<'s> {
     pub exit_code: i32,
     /// What the script wrote to standard output and error, when captured.
     pub output: String,
+    /// Why the script was stopped before it ended, if it was.
+    pub stopped: Option<String>,
 }
 
 impl<'a> Script<'a> {
     pub fn new(image: &'a str, name: &'a str, script: &'a str) -> Script<'a> {
-        Script { image, name, script, args: Vec::new(), binds: Vec::new(), console: None }
+        Script {
+            image,
+            name,
+            script,
+            args: Vec::new(),
+            binds: Vec::new(),
+            console: None,
+            timeout: DEFAULT_TIMEOUT,
+            watch_space: None,
+        }
     }
 
     /// Runs the script to its end.
@@ -50,7 +78,8 @@ impl<'a> Script<'a> {
             .map_err(|source| RuntimeError::Io { path: std::env::temp_dir(), source })?;
         let log: PathBuf = log_dir.path().join("output");
         // From here on the container may exist: the guard removes it on every path.
-        let mut finished = Finished { store, container: container.clone(), exit_code: -1, output: String::new() };
+        let mut finished =
+            Finished { store, container: container.clone(), exit_code: -1, output: String::new(), stopped: None };
         let mut command = vec!["-c".to_owned(), self.script.to_owned(), self.name.to_owned()];
         command.extend(self.args.iter().cloned());
         let request = RunRequest {
@@ -68,15 +97,64 @@ impl<'a> Script<'a> {
             output: self.console.clone().unwrap_or_else(|| Console::Log(log.clone())),
             ..RunRequest::default()
         };
-        finished.exit_code = runtime::run(store, self.image, &request)?;
+        let done = AtomicBool::new(false);
+        let stopped = Mutex::new(None);
+        let code = std::thread::scope(|scope| {
+            scope.spawn(|| self.watch(store.root(), &container_name(&request), &done, &stopped));
+            let code = runtime::run(store, self.image, &request);
+            done.store(true, Ordering::Release);
+            code
+        })?;
+        finished.exit_code = code;
+        finished.stopped = stopped.into_inner().unwrap_or_else(|e| e.into_inner());
         finished.output = std::fs::read(&log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
         Ok(finished)
     }
 }
 
+fn container_name(request: &RunRequest) -> String {
+    request.name.clone().unwrap_or_default()
+}
+
+impl Script<'_> {
+    /// Until `done`: stops the container `name` when the script runs past its timeout or
+    /// the watched file system is full, saying why in `stopped`.
+    fn watch(&self, store_root: &Path, name: &str, done: &AtomicBool, stopped: &Mutex<Option<String>>) {
+        let started = Instant::now();
+        let mut reason = None;
+        while !done.load(Ordering::Acquire) {
+            std::thread::sleep(WATCH_INTERVAL);
+            if reason.is_none() {
+                reason = self.limit_reached(started);
+            }
+            let Some(why) = &reason else { continue };
+            // Until the container runs, there is nothing to stop: try again next time.
+            let killed = Store::open(store_root)
+                .map_err(RuntimeError::from)
+                .and_then(|store| runtime::kill(&store, name, rustix::process::Signal::KILL));
+            if killed.is_ok() {
+                if let Ok(mut slot) = stopped.lock() {
+                    *slot = Some(why.clone());
+                }
+                return;
+            }
+        }
+    }
+
+    fn limit_reached(&self, started: Instant) -> Option<String> {
+        if started.elapsed() > self.timeout {
+            return Some(format!("it ran longer than {} s", self.timeout.as_secs()));
+        }
+        let dir = self.watch_space.as_ref()?;
+        let fs = rustix::fs::statvfs(dir).ok()?;
+        (fs.f_bavail == 0 || fs.f_favail == 0).then(|| format!("the file system of {} is full", dir.display()))
+    }
+}
+
 impl Finished<'_> {
+    /// The script ended by itself with exit status 0.
     pub fn success(&self) -> bool {
-        self.exit_code == 0
+        self.exit_code == 0 && self.stopped.is_none()
     }
 
     /// The script's writes as a new layer on its image: the new image's id.

@@ -6,6 +6,8 @@
 //! ```text
 //! catalog ──> provision ──> store image  ──>  probe: boot lean ─> install package ─> checks ─> report
 //!  labels     pull/mmdebstrap + systemd layer       (runtime)      (package cache)   (check)   (report)
+//!                                                   lifecycle: install / purge / upgrade / reinstall
+//!                                                   effects: the install's writes, from the upper dir
 //! ```
 
 pub mod apt_cache;
@@ -14,7 +16,9 @@ pub mod check;
 pub mod deb;
 pub mod depcache;
 pub mod deps;
+pub mod effects;
 pub mod layer;
+pub mod lifecycle;
 pub mod mirror;
 pub mod package;
 pub mod probe;

@@ -3,7 +3,9 @@
 //! install the package, enable and start the units and ask whether each is active, check
 //! the network addresses from the host (containers share its network), tear down by
 //! termination. Several images run in parallel, each in its own container; every step
-//! becomes a [`Case`] of the image's [`Suite`].
+//! becomes a timed [`Case`] of the image's [`Suite`], the teardown too. Which installs
+//! and checks run in which order is the [`Mode`]'s ([`lifecycle`](super::lifecycle));
+//! `--keep-on-failure` leaves a failed probe's container running instead.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -12,17 +14,18 @@ use super::catalog::CuratedImage;
 use super::check::{self, Target};
 use super::deps::layer::{self as deplayer, DepLayerError, Needs};
 use super::deps::DepsError;
+use super::lifecycle::{self, Mode};
 use super::package::Package;
-use super::report::{Case, Report, Suite};
+use super::report::{Case, Outcome, Report, Suite};
 use racker::runtime::rootfs::LEGACY_GENERATOR_MASKS;
-use racker::runtime::{Bind, BootTarget, Booted, RunOptions, RunRequest};
+use racker::runtime::{BootTarget, Booted, RunOptions, RunRequest};
 use racker::store::Store;
 
 /// Where the package is bound (read-only) inside the container.
-const PACKAGE_DIR: &str = "/run/postroj";
+pub(crate) const PACKAGE_DIR: &str = "/run/postroj";
 
 /// How long one command inside the container may take (an install downloads dependencies).
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
+pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// What to probe in each image.
 #[derive(Clone, Debug)]
@@ -40,6 +43,12 @@ pub struct ProbeSpec {
     pub boot_timeout: Duration,
     /// Boot the image's full default target instead of the minimal one.
     pub full_boot: bool,
+    /// Which installs run, and when the checks run between them.
+    pub mode: Mode,
+    /// Report what the install of the package did (files, units, users, conffiles).
+    pub effects: bool,
+    /// Leave a failed probe's container running for inspection ([`Suite::kept`]).
+    pub keep_on_failure: bool,
 }
 
 /// How a probe gets what the package needs from the image's repositories.
@@ -79,6 +88,9 @@ impl ProbeSpec {
             network_timeout: Duration::from_secs(5),
             boot_timeout,
             full_boot: test == Selftest::Hostnamectl,
+            mode: Mode::Install,
+            effects: false,
+            keep_on_failure: false,
         }
     }
 }
@@ -111,50 +123,23 @@ pub fn probe_image(store: &Store, image: &CuratedImage, spec: &ProbeSpec, log: S
         log(image.label, &case);
         suite.push(case);
     };
-    let package_path = spec.package.as_ref().map(|p| format!("{PACKAGE_DIR}/{}", p.file_name));
-    let mut binds = Vec::new();
-    if let (Some(package), Some(path)) = (&spec.package, &package_path) {
-        binds.push(Bind { source: package.path.clone(), target: path.clone(), read_only: true });
-    }
+    let mut binds = lifecycle::package_binds(spec);
     let mut boot_image = image.local_name();
     // What the dependency layer pins (package lists, download workspace) for the probe.
-    let mut _dependencies = None;
-    if let Dependencies::Cached(opts) = &spec.dependencies {
-        let wanted = spec.package.is_some() || !spec.requires.is_empty();
-        if wanted && deplayer::supported(image) {
-            let started = Instant::now();
-            let prepared = store.resolve(&boot_image).map_err(DepLayerError::from).and_then(|base| {
-                let package = spec.package.as_ref().zip(package_path.as_deref());
-                let needs = Needs { image, base: &base, package, requires: &spec.requires };
-                deplayer::prepare(store, needs, opts)
-            });
-            match prepared {
-                Ok(prepared) => {
-                    record(&mut suite, Case::passed("dependencies", started.elapsed(), prepared.describe()));
-                    boot_image = prepared.image.to_string();
-                    binds.extend(prepared.binds());
-                    _dependencies = Some(prepared);
-                }
-                Err(e) => {
-                    let (message, evidence) = match e.to_string().split_once('\n') {
-                        Some((first, rest)) => (first.to_owned(), rest.to_owned()),
-                        None => (e.to_string(), String::new()),
-                    };
-                    // Unresolvable dependencies are the package's failure, the rest ours.
-                    let case = match e {
-                        DepLayerError::Deps(DepsError::Unresolvable { .. }) | DepLayerError::Simulation { .. } => {
-                            Case::failed("dependencies", started.elapsed(), message, evidence)
-                        }
-                        _ => Case::error("dependencies", started.elapsed(), message, evidence),
-                    };
-                    record(&mut suite, case);
-                    skip_rest(&mut suite, spec, "the dependencies are not installed", &mut record);
-                    return suite;
-                }
-            }
+    let dependencies = match dependency_layer(store, image, spec) {
+        None => None,
+        Some(Ok((prepared, case))) => {
+            record(&mut suite, case);
+            boot_image = prepared.image.to_string();
+            binds.extend(prepared.binds());
+            Some(prepared)
         }
-    }
-    let cached = _dependencies.is_some();
+        Some(Err(case)) => {
+            record(&mut suite, case);
+            lifecycle::skip_all(spec, "the dependencies are not installed", &mut suite, &mut record);
+            return suite;
+        }
+    };
     let request = RunRequest {
         options: RunOptions { binds, ..RunOptions::default() },
         boot_target: if spec.full_boot { BootTarget::Default } else { BootTarget::Minimal },
@@ -169,63 +154,80 @@ pub fn probe_image(store: &Store, image: &CuratedImage, spec: &ProbeSpec, log: S
         }
         Err(e) => {
             record(&mut suite, Case::error("boot", started.elapsed(), e.to_string(), ""));
-            skip_rest(&mut suite, spec, "the container did not boot", &mut record);
+            lifecycle::skip_all(spec, "the container did not boot", &mut suite, &mut record);
             return suite;
         }
     };
-
-    if !spec.requires.is_empty() && !cached {
-        let name = format!("install {}", spec.requires.join(" "));
-        let mut argv = vec!["sh", "-c", image.package_manager.install_by_name_script(), "install"];
-        argv.extend(spec.requires.iter().map(String::as_str));
-        let case = install(&container, name, &argv);
-        let failed = !matches!(case.outcome, super::report::Outcome::Passed { .. });
+    if !spec.requires.is_empty() && dependencies.is_none() {
+        let script = image.package_manager.install_by_name_script();
+        let requires: Vec<&str> = spec.requires.iter().map(String::as_str).collect();
+        let case = install(&container, script, &requires, format!("install {}", spec.requires.join(" ")));
+        let ok = passed(&case);
         record(&mut suite, case);
-        if failed {
-            skip_rest(&mut suite, spec, "the required packages did not install", &mut record);
-            return suite;
+        if !ok {
+            lifecycle::skip_all(spec, "the required packages did not install", &mut suite, &mut record);
         }
     }
-    if let (Some(package), Some(path)) = (&spec.package, &package_path) {
-        let name = format!("install {}", package.file_name);
+    if suite.passed() {
         // On a dependency layer only the package itself is left to install.
-        let script = if cached {
-            image.package_manager.install_on_layer_script()
-        } else {
-            image.package_manager.install_script()
+        let script = match dependencies {
+            Some(_) => image.package_manager.install_on_layer_script(),
+            None => image.package_manager.install_script(),
         };
-        let case = install(&container, name, &["sh", "-c", script, "install", path]);
-        let failed = !matches!(case.outcome, super::report::Outcome::Passed { .. });
-        record(&mut suite, case);
-        if failed {
-            skip_rest(&mut suite, spec, "the package did not install", &mut record);
-            return suite;
-        }
+        lifecycle::run(&container, image, spec, script, &mut suite, &mut record);
     }
-
-    for unit in &spec.units {
-        let case = check_unit(&container, unit, !spec.full_boot);
-        record(&mut suite, case);
-    }
-    for command in &spec.commands {
-        let case = check_exit_status(&container, command);
-        record(&mut suite, case);
-    }
-    for target in &spec.network {
-        let outcome = check::check(target, spec.network_timeout);
-        record(&mut suite, Case::from_check(target, &outcome));
-    }
+    teardown(container, spec, &mut suite, &mut record);
     suite
 }
 
-/// Runs the install script `argv`, then has systemd read the units it brought (SysV
-/// scripts included: the masks of the minimal boot are lifted).
-fn install(container: &Booted, name: String, argv: &[&str]) -> Case {
+/// The dependency layer the probe boots, with its case `dependencies`, or the failed case;
+/// `None` when the probe has nothing to install from the repositories or the image's
+/// package manager gets no layers (`--no-cache` or not apt).
+fn dependency_layer(
+    store: &Store,
+    image: &CuratedImage,
+    spec: &ProbeSpec,
+) -> Option<Result<(deplayer::Prepared, Case), Case>> {
+    let Dependencies::Cached(opts) = &spec.dependencies else { return None };
+    if (spec.package.is_none() && spec.requires.is_empty()) || !deplayer::supported(image) {
+        return None;
+    }
     let started = Instant::now();
-    let script = format!("rm -f {} && {{ \"$@\"; }} && systemctl daemon-reload", LEGACY_GENERATOR_MASKS.join(" "));
-    let mut full = vec!["sh", "-c", script.as_str(), "install"];
-    full.extend_from_slice(argv);
-    match container.exec(&full, COMMAND_TIMEOUT) {
+    let package_path = spec.package.as_ref().map(|p| format!("{PACKAGE_DIR}/{}", p.file_name));
+    let prepared = store.resolve(&image.local_name()).map_err(DepLayerError::from).and_then(|base| {
+        let package = spec.package.as_ref().zip(package_path.as_deref());
+        let needs = Needs { image, base: &base, package, requires: &spec.requires };
+        deplayer::prepare(store, needs, opts)
+    });
+    Some(match prepared {
+        Ok(prepared) => {
+            let case = Case::passed("dependencies", started.elapsed(), prepared.describe());
+            Ok((prepared, case))
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let (message, evidence) = text.split_once('\n').unwrap_or((text.as_str(), ""));
+            // Unresolvable dependencies are the package's failure, the rest ours.
+            Err(match e {
+                DepLayerError::Deps(DepsError::Unresolvable { .. }) | DepLayerError::Simulation { .. } => {
+                    Case::failed("dependencies", started.elapsed(), message, evidence)
+                }
+                _ => Case::error("dependencies", started.elapsed(), message, evidence),
+            })
+        }
+    })
+}
+
+/// Runs the install `script` with `args` as the step `name` (`install foo_1.0_all.deb`,
+/// `upgrade to foo_2.0_all.deb`), then has systemd read the units it brought (SysV
+/// scripts included: the masks of the minimal boot are lifted). Every install of every
+/// mode goes through here.
+pub(crate) fn install(container: &Booted, script: &str, args: &[&str], name: String) -> Case {
+    let started = Instant::now();
+    let wrapped = format!("rm -f {} && {{ {script}; }} && systemctl daemon-reload", LEGACY_GENERATOR_MASKS.join(" "));
+    let mut argv = vec!["sh", "-c", wrapped.as_str(), "install"];
+    argv.extend_from_slice(args);
+    match container.exec(&argv, COMMAND_TIMEOUT) {
         Ok(out) if out.status.success() => Case::passed(name, started.elapsed(), "installed"),
         Ok(out) => Case::failed(
             name,
@@ -235,6 +237,59 @@ fn install(container: &Booted, name: String, argv: &[&str]) -> Case {
         ),
         Err(e) => Case::error(name, started.elapsed(), e.to_string(), ""),
     }
+}
+
+/// Runs the spec's checks (units, commands, network), handing each case to `each` as it
+/// finishes.
+pub(crate) fn run_checks(container: &Booted, spec: &ProbeSpec, each: &mut dyn FnMut(Case)) {
+    for unit in &spec.units {
+        each(check_unit(container, unit, !spec.full_boot));
+    }
+    for command in &spec.commands {
+        each(check_exit_status(container, command));
+    }
+    for target in &spec.network {
+        let outcome = check::check(target, spec.network_timeout);
+        each(Case::from_check(target, &outcome));
+    }
+}
+
+/// The names of the cases [`run_checks`] makes, for skipping them.
+pub(crate) fn check_names(spec: &ProbeSpec) -> Vec<String> {
+    let units = spec.units.iter().map(|unit| format!("unit {unit}"));
+    let commands = spec.commands.iter().map(|command| format!("command {}", command.join(" ")));
+    let network = spec.network.iter().map(|target| format!("network {target}"));
+    units.chain(commands).chain(network).collect()
+}
+
+/// Ends the probe's container, timed as the case `teardown`; with `--keep-on-failure`
+/// a failed probe's container is kept running instead, and named in the suite.
+fn teardown(container: Booted, spec: &ProbeSpec, suite: &mut Suite, record: &mut impl FnMut(&mut Suite, Case)) {
+    let started = Instant::now();
+    let name = container.name().to_owned();
+    if spec.keep_on_failure && !suite.passed() {
+        match container.keep() {
+            Ok(name) => {
+                suite.kept = Some(name.clone());
+                let reason = format!("container {name} kept running for inspection (--keep-on-failure)");
+                record(suite, Case::skipped("teardown", reason));
+            }
+            Err(e) => {
+                record(suite, Case::error("teardown", started.elapsed(), format!("keeping container {name}: {e}"), ""))
+            }
+        }
+        return;
+    }
+    let case = match container.stop() {
+        Ok(()) => Case::passed("teardown", started.elapsed(), format!("removed {name}")),
+        Err(e) => Case::error("teardown", started.elapsed(), e.to_string(), ""),
+    };
+    record(suite, case);
+}
+
+/// Whether a case passed.
+pub(crate) fn passed(case: &Case) -> bool {
+    matches!(case.outcome, Outcome::Passed { .. })
 }
 
 /// Runs `command` inside; it passes when it exits 0, with its first line of output.
@@ -303,24 +358,12 @@ fn check_unit(container: &Booted, unit: &str, minimal_boot: bool) -> Case {
     Case::failed(name, started.elapsed(), message, format!("{start_output}\n{evidence}").trim().to_owned())
 }
 
-fn skip_rest(suite: &mut Suite, spec: &ProbeSpec, reason: &str, record: &mut impl FnMut(&mut Suite, Case)) {
-    for unit in &spec.units {
-        record(suite, Case::skipped(format!("unit {unit}"), reason));
-    }
-    for command in &spec.commands {
-        record(suite, Case::skipped(format!("command {}", command.join(" ")), reason));
-    }
-    for target in &spec.network {
-        record(suite, Case::skipped(format!("network {target}"), reason));
-    }
-}
-
-fn combined(out: &std::process::Output) -> String {
+pub(crate) fn combined(out: &std::process::Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 /// The last `lines` lines of `text`.
-fn tail(text: &str, lines: usize) -> String {
+pub(crate) fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }

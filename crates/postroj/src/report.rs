@@ -1,8 +1,11 @@
 //! What a probe found, and its three renderings: a summary table for people, JSON for
 //! scripts and JUnit XML for CI systems (one `<testsuite>` per image).
 //!
-//! A [`Report`] has one [`Suite`] per image; a suite has one [`Case`] per check (`boot`,
-//! `install foo_1.0_all.deb`, `unit foo.service`, `network http://localhost:8080/`).
+//! A [`Report`] has one [`Suite`] per image; a suite has one [`Case`] per step or check
+//! (`pull`, `boot`, `install foo_1.0_all.deb`, `unit foo.service`, `network
+//! http://localhost:8080/`, `teardown`), each timed: a suite's [`phases`](Suite::phases)
+//! sum them by kind. A suite may carry the install's [`Effects`] and the name of the
+//! container kept for inspection.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -13,6 +16,7 @@ use quick_xml::Writer;
 use serde::Serialize;
 
 use super::check::CheckOutcome;
+use super::effects::Effects;
 
 /// Everything one `pkgprobe` run found.
 #[derive(Clone, Debug, Serialize)]
@@ -31,6 +35,12 @@ pub struct Suite {
     /// When the image's checks started.
     pub timestamp: DateTime<Utc>,
     pub cases: Vec<Case>,
+    /// What the install did (`--effects`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effects: Option<Effects>,
+    /// The container left running after a failure (`--keep-on-failure`), by name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept: Option<String>,
 }
 
 /// One check and how it went.
@@ -129,6 +139,15 @@ impl Case {
     fn kind(&self) -> &str {
         self.name.split_whitespace().next().unwrap_or("check")
     }
+
+    /// The phase of the probe the case belongs to: its kind, with the checks of units,
+    /// commands and network services together as `checks`.
+    pub fn phase(&self) -> &str {
+        match self.kind() {
+            "unit" | "command" | "network" => "checks",
+            kind => kind,
+        }
+    }
 }
 
 /// Counts of cases by outcome. JSON carries JUnit's four (`passed` there is the verdict).
@@ -160,11 +179,29 @@ impl Counts {
 
 impl Suite {
     pub fn new(image: impl Into<String>) -> Suite {
-        Suite { image: image.into(), timestamp: Utc::now(), cases: Vec::new() }
+        Suite { image: image.into(), timestamp: Utc::now(), cases: Vec::new(), effects: None, kept: None }
     }
 
     pub fn push(&mut self, case: Case) {
         self.cases.push(case);
+    }
+
+    /// Puts `case` first: a step that ran before the probe (`pull`).
+    pub fn prepend(&mut self, case: Case) {
+        self.cases.insert(0, case);
+    }
+
+    /// The time of each phase (`pull`, `boot`, `dependencies`, `install`, `checks`,
+    /// `teardown`, …), in the order the phases first ran.
+    pub fn phases(&self) -> Vec<(&str, Duration)> {
+        let mut phases: Vec<(&str, Duration)> = Vec::new();
+        for case in &self.cases {
+            match phases.iter_mut().find(|(phase, _)| *phase == case.phase()) {
+                Some((_, total)) => *total += case.duration,
+                None => phases.push((case.phase(), case.duration)),
+            }
+        }
+        phases
     }
 
     pub fn counts(&self) -> Counts {
@@ -234,6 +271,25 @@ impl Report {
         }
         let mut out = racker::table::table(&["IMAGE", "CHECK", "RESULT", "TIME"], &rows);
         for suite in &self.suites {
+            let phases: Vec<String> =
+                suite.phases().iter().map(|(phase, time)| format!("{phase} {:.2} s", secs(*time))).collect();
+            let _ = writeln!(out, "\n{} phases: {}", suite.image, phases.join(", "));
+            if let Some(effects) = &suite.effects {
+                let _ = writeln!(out, "\n{} effects of {}:", suite.image, effects.step);
+                for line in effects.render_text().lines() {
+                    let _ = writeln!(out, "  {line}");
+                }
+            }
+            if let Some(name) = &suite.kept {
+                let _ = writeln!(
+                    out,
+                    "\n{}: container {name} kept running: racker exec {name} COMMAND to look into it, \
+                     racker rm -f {name} to remove it",
+                    suite.image
+                );
+            }
+        }
+        for suite in &self.suites {
             for case in &suite.cases {
                 let (Outcome::Failed { message, details } | Outcome::Error { message, details }) = &case.outcome else {
                     continue;
@@ -270,7 +326,13 @@ impl Report {
             time: Duration,
             #[serde(flatten)]
             counts: Counts,
+            #[serde(serialize_with = "serialize_phases")]
+            phases: Vec<(&'a str, Duration)>,
             cases: &'a [Case],
+            #[serde(skip_serializing_if = "Option::is_none")]
+            effects: Option<&'a Effects>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            kept: Option<&'a str>,
         }
         #[derive(Serialize)]
         struct ReportView<'a> {
@@ -299,6 +361,9 @@ impl Report {
                     passed: suite.passed(),
                     time: suite.duration(),
                     counts: suite.counts(),
+                    phases: suite.phases(),
+                    effects: suite.effects.as_ref(),
+                    kept: suite.kept.as_deref(),
                 })
                 .collect(),
         };
@@ -357,11 +422,36 @@ impl Report {
             ("timestamp", timestamp.as_str()),
             ("hostname", hostname.as_str()),
         ]);
-        if suite.cases.is_empty() {
+        let mut properties: Vec<(String, String)> = suite
+            .phases()
+            .iter()
+            .map(|(phase, time)| (format!("phase.{phase}"), format!("{:.3}", secs(*time))))
+            .collect();
+        if let Some(name) = &suite.kept {
+            properties.push(("kept-container".into(), name.clone()));
+        }
+        if suite.cases.is_empty() && properties.is_empty() && suite.effects.is_none() {
             element.write_empty()?;
             return Ok(());
         }
-        element.write_inner_content(|w| suite.cases.iter().try_for_each(|case| write_case(w, &classname, case)))?;
+        element.write_inner_content(|w| {
+            if !properties.is_empty() {
+                w.create_element("properties").write_inner_content(|w| {
+                    properties.iter().try_for_each(|(name, value)| {
+                        w.create_element("property")
+                            .with_attributes([("name", xml_safe(name).as_str()), ("value", xml_safe(value).as_str())])
+                            .write_empty()
+                            .map(|_| ())
+                    })
+                })?;
+            }
+            suite.cases.iter().try_for_each(|case| write_case(w, &classname, case))?;
+            if let Some(effects) = &suite.effects {
+                let text = format!("effects of {}:\n{}", effects.step, effects.render_text());
+                w.create_element("system-out").write_text_content(BytesText::new(&xml_safe(&text)))?;
+            }
+            Ok(())
+        })?;
         Ok(())
     }
 }
@@ -467,6 +557,16 @@ pub(crate) fn serialize_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result
     s.serialize_f64((d.as_secs_f64() * 1000.0).round() / 1000.0)
 }
 
+/// Phases as a JSON object of seconds, in the order they ran.
+fn serialize_phases<S: serde::Serializer>(phases: &[(&str, Duration)], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(phases.len()))?;
+    for (phase, time) in phases {
+        map.serialize_entry(phase, &((time.as_secs_f64() * 1000.0).round() / 1000.0))?;
+    }
+    map.end()
+}
+
 /// This host's name, for JUnit's `hostname`.
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -567,6 +667,87 @@ mod tests {
         assert!(text.contains("debian-bookworm / unit foo.service: foo.service is failed, not active"), "{text}");
         assert!(text.contains("    Main PID: 42"), "{text}");
         assert!(text.contains("5 checks on 2 images: 2 passed, 1 failed, 1 errors, 1 skipped"), "{text}");
+    }
+
+    /// A suite with a pull, effects and a kept container, as `--effects --keep-on-failure` makes it.
+    fn with_effects() -> Report {
+        let mut report = Report::new();
+        let mut suite = Suite::new("debian-bookworm");
+        suite.push(Case::passed("boot", Duration::from_millis(100), "booted"));
+        suite.push(Case::passed("install fx_1.0_all.deb", Duration::from_millis(700), "installed"));
+        suite.push(Case::passed("effects", Duration::from_millis(10), "1 file added"));
+        suite.push(Case::passed("unit fx (after install)", Duration::from_millis(200), "active"));
+        suite.push(Case::failed(
+            "network tcp://localhost:1 (after install)",
+            Duration::from_millis(300),
+            "refused",
+            "",
+        ));
+        suite.push(Case::skipped("teardown", "kept"));
+        suite.prepend(Case::passed("pull", Duration::from_secs(20), "pulled"));
+        suite.effects = Some(Effects {
+            step: "install fx_1.0_all.deb".into(),
+            added: vec![crate::effects::FileEffect {
+                path: "/etc/fx.conf".into(),
+                kind: crate::effects::Kind::File,
+                mode: "0644".into(),
+                size: 3,
+                target: None,
+            }],
+            units_enabled: vec!["fx.service (multi-user.target.wants)".into()],
+            users_created: vec![crate::effects::Account { name: "fx".into(), id: 999 }],
+            conffiles: vec!["/etc/fx.conf".into()],
+            ..Effects::default()
+        });
+        suite.kept = Some("racker-0123456789ab".into());
+        report.push(suite);
+        report
+    }
+
+    #[test]
+    fn phases_sum_the_cases_by_kind_in_the_order_they_ran() {
+        let report = with_effects();
+        let phases = report.suites[0].phases();
+        let names: Vec<&str> = phases.iter().map(|(p, _)| *p).collect();
+        assert_eq!(names, ["pull", "boot", "install", "effects", "checks", "teardown"]);
+        assert_eq!(phases[4].1, Duration::from_millis(500), "the unit and the network check");
+    }
+
+    #[test]
+    fn effects_phases_and_the_kept_container_are_in_every_format() {
+        let report = with_effects();
+        let json: serde_json::Value = serde_json::from_str(&report.render_json()).expect("JSON");
+        let suite = &json["suites"][0];
+        assert_eq!(suite["phases"]["pull"], 20.0);
+        assert_eq!(suite["phases"]["checks"], 0.5);
+        assert_eq!(suite["effects"]["added"][0]["path"], "/etc/fx.conf");
+        assert_eq!(suite["effects"]["added"][0]["type"], "file");
+        assert_eq!(suite["effects"]["users_created"][0]["name"], "fx");
+        assert_eq!(suite["effects"]["conffiles"][0], "/etc/fx.conf");
+        assert_eq!(suite["kept"], "racker-0123456789ab");
+        assert_eq!(suite["cases"][0]["name"], "pull");
+
+        let text = report.render_text();
+        assert!(text.contains("debian-bookworm phases: pull 20.00 s, boot 0.10 s, install 0.70 s"), "{text}");
+        assert!(text.contains("debian-bookworm effects of install fx_1.0_all.deb:"), "{text}");
+        assert!(text.contains("      /etc/fx.conf (3 bytes, 0644)"), "{text}");
+        assert!(text.contains("fx.service (multi-user.target.wants)") && text.contains("fx (999)"), "{text}");
+        assert!(text.contains("racker exec racker-0123456789ab") && text.contains("racker rm -f racker-0123456789ab"));
+
+        let xml = report.render_junit();
+        let doc = roxmltree::Document::parse(&xml).unwrap_or_else(|e| panic!("{e}\n{xml}"));
+        let suite = doc.descendants().find(|n| n.has_tag_name("testsuite")).expect("a testsuite");
+        let property = |name: &str| {
+            suite
+                .descendants()
+                .find(|n| n.has_tag_name("property") && n.attribute("name") == Some(name))
+                .and_then(|n| n.attribute("value").map(str::to_owned))
+        };
+        assert_eq!(property("phase.install").as_deref(), Some("0.700"));
+        assert_eq!(property("kept-container").as_deref(), Some("racker-0123456789ab"));
+        let out = suite.children().find(|n| n.has_tag_name("system-out")).and_then(|n| n.text()).unwrap_or_default();
+        assert!(out.contains("effects of install fx_1.0_all.deb") && out.contains("/etc/fx.conf"), "{xml}");
+        assert_eq!(suite.children().filter(|n| n.has_tag_name("testcase")).count(), 7);
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! `postroj pkgprobe` and `postroj selftest`.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use postroj::apt_cache::IndexPolicy;
 use postroj::catalog::{self, CuratedImage};
 use postroj::check::Target;
 use postroj::deps::layer as deplayer;
+use postroj::lifecycle::Mode;
 use postroj::package::{self, Package, PackageCache};
 use postroj::probe::{self, Dependencies, ProbeSpec};
 use postroj::provision::SourceChoice;
@@ -52,6 +53,21 @@ pub struct PkgprobeArgs {
     /// The package to install: a URL (downloaded once, cached) or a file
     #[arg(long, value_name = "URL|PATH")]
     package: Option<String>,
+    /// What to do with the package: install it; purge it after the checks and fail on
+    /// what it leaves behind; upgrade to it from --from; or install it twice
+    #[arg(long, value_enum, default_value_t, requires = "package")]
+    mode: ModeArg,
+    /// The older package that --mode upgrade installs first: a URL or a file, as --package
+    #[arg(long, value_name = "URL|PATH", requires = "package")]
+    from: Option<String>,
+    /// Report what the install did: files added, changed and removed, units enabled,
+    /// users and groups created, conffiles
+    #[arg(long, requires = "package")]
+    effects: bool,
+    /// Leave the container of a failed probe running (racker exec NAME to look into it,
+    /// racker rm -f NAME to remove it)
+    #[arg(long)]
+    keep_on_failure: bool,
     /// A systemd unit to enable, start and find active; repeatable
     #[arg(long = "check-unit", value_name = "UNIT")]
     units: Vec<String>,
@@ -86,6 +102,19 @@ pub struct PkgprobeArgs {
     run: RunArgs,
 }
 
+#[derive(Clone, Copy, Debug, Default, clap::ValueEnum, PartialEq, Eq)]
+pub enum ModeArg {
+    /// Install, then check
+    #[default]
+    Install,
+    /// Install, check, purge, and fail on files left behind
+    Purge,
+    /// Install --from, check, upgrade to --package, check again
+    Upgrade,
+    /// Install, check, reinstall the same file, check again
+    Reinstall,
+}
+
 #[derive(clap::Args)]
 pub struct SelftestArgs {
     #[arg(value_enum)]
@@ -107,10 +136,23 @@ pub enum Selftest {
 
 pub fn pkgprobe(store: &Store, apt_cache: &Path, args: &PkgprobeArgs) -> Result<i32> {
     let images = labels(&args.images)?;
-    pull_missing(store, &images, args.run.quiet)?;
+    // Checked before anything is pulled or downloaded.
+    let from = match (args.mode, &args.from) {
+        (ModeArg::Upgrade, None) => anyhow::bail!("--mode upgrade needs --from, the package it upgrades from"),
+        (ModeArg::Upgrade, Some(from)) => Some(from),
+        (_, Some(_)) => anyhow::bail!("--from is the package --mode upgrade upgrades from: give --mode upgrade"),
+        (_, None) => None,
+    };
+    let pulled = pull_missing(store, &images, args.run.quiet)?;
     let package = match &args.package {
         Some(source) => Some(fetch_package(source, &images, args)?),
         None => None,
+    };
+    let mode = match (args.mode, from) {
+        (ModeArg::Upgrade, Some(from)) => Mode::Upgrade { from: fetch_package(from, &images, args)? },
+        (ModeArg::Purge, _) => Mode::Purge,
+        (ModeArg::Reinstall, _) => Mode::Reinstall,
+        (ModeArg::Install | ModeArg::Upgrade, _) => Mode::Install,
     };
     let network_timeout = Duration::try_from_secs_f64(args.network_timeout)
         .with_context(|| format!("--network-timeout {}: give seconds, such as 5 or 0.5", args.network_timeout))?;
@@ -138,27 +180,30 @@ pub fn pkgprobe(store: &Store, apt_cache: &Path, args: &PkgprobeArgs) -> Result<
         network_timeout,
         boot_timeout: Duration::from_secs(args.run.boot_timeout),
         full_boot: args.full_boot,
+        mode,
+        effects: args.effects,
+        keep_on_failure: args.keep_on_failure,
     };
-    run_probes(store, &images, &spec, &args.run)
+    run_probes(store, &images, &spec, &pulled, &args.run)
 }
 
 pub fn selftest(store: &Store, args: &SelftestArgs) -> Result<i32> {
-    let images = if args.images.is_empty() {
+    let (images, pulled) = if args.images.is_empty() {
         let present: Vec<&'static CuratedImage> =
             catalog::all().iter().filter(|i| store.resolve(&i.local_name()).is_ok()).collect();
         anyhow::ensure!(!present.is_empty(), "no curated image is in the store: run `postroj pull LABEL` first");
-        present
+        (present, Vec::new())
     } else {
         let images = labels(&args.images)?;
-        pull_missing(store, &images, args.run.quiet)?;
-        images
+        let pulled = pull_missing(store, &images, args.run.quiet)?;
+        (images, pulled)
     };
     let test = match args.test {
         Selftest::Hostnamectl => probe::Selftest::Hostnamectl,
         Selftest::Pkgprobe => probe::Selftest::Pkgprobe,
     };
     let spec = ProbeSpec::selftest(test, Duration::from_secs(args.run.boot_timeout));
-    run_probes(store, &images, &spec, &args.run)
+    run_probes(store, &images, &spec, &pulled, &args.run)
 }
 
 fn labels(labels: &[String]) -> Result<Vec<&'static CuratedImage>> {
@@ -172,19 +217,33 @@ fn labels(labels: &[String]) -> Result<Vec<&'static CuratedImage>> {
     Ok(images)
 }
 
+/// An image the probe pulled first, and how long that took (the case `pull`).
+struct Pulled {
+    label: &'static str,
+    took: Duration,
+}
+
 /// Pulls the images the store does not have yet, as `postroj pull` would (the cold cycle).
-fn pull_missing(store: &Store, images: &[&'static CuratedImage], quiet: bool) -> Result<()> {
+fn pull_missing(store: &Store, images: &[&'static CuratedImage], quiet: bool) -> Result<Vec<Pulled>> {
     let names: Vec<String> = images.iter().map(|i| i.local_name()).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut pulled = Vec::new();
     store.resolve_or_pull(&names, |missing| {
         let missing: Vec<&'static CuratedImage> = missing.iter().map(|&i| images[i]).collect();
         if !quiet {
             let labels: Vec<&str> = missing.iter().map(|i| i.label).collect();
             errln!("not in the store yet, pulling: {}", labels.join(", "));
         }
-        crate::images::pull_images(store, &missing, SourceChoice::Auto, false, quiet, false)
+        // One at a time, so that each image's pull is timed on its own.
+        let mut ids = Vec::new();
+        for image in missing {
+            let started = Instant::now();
+            ids.extend(crate::images::pull_images(store, &[image], SourceChoice::Auto, false, quiet, false)?);
+            pulled.push(Pulled { label: image.label, took: started.elapsed() });
+        }
+        anyhow::Ok(ids)
     })?;
-    Ok(())
+    Ok(pulled)
 }
 
 /// Downloads (once, into the cache) or takes the package, and checks that every image's
@@ -199,15 +258,35 @@ fn fetch_package(source: &str, images: &[&CuratedImage], args: &PkgprobeArgs) ->
     Ok(package)
 }
 
-fn run_probes(store: &Store, images: &[&CuratedImage], spec: &ProbeSpec, run: &RunArgs) -> Result<i32> {
+fn run_probes(
+    store: &Store,
+    images: &[&CuratedImage],
+    spec: &ProbeSpec,
+    pulled: &[Pulled],
+    run: &RunArgs,
+) -> Result<i32> {
     let quiet = run.quiet;
     let log = move |label: &str, case: &Case| {
         if !quiet {
             errln!("{label}: {} {}", case.name, describe(case));
         }
     };
-    let report = probe::probe_all(store.root(), images, spec, run.jobs as usize, &log);
+    let mut report = probe::probe_all(store.root(), images, spec, run.jobs as usize, &log);
+    for suite in &mut report.suites {
+        if let Some(pull) = pulled.iter().find(|p| p.label == suite.image) {
+            suite.prepend(Case::passed("pull", pull.took, "pulled into the store"));
+        }
+    }
     write_report(&report, run)?;
+    // Said even with --quiet: the container runs on until someone removes it.
+    for suite in &report.suites {
+        if let Some(name) = &suite.kept {
+            errln!(
+                "{}: kept container {name} running: racker exec {name} COMMAND to look into it, racker rm -f {name} to remove it",
+                suite.image
+            );
+        }
+    }
     Ok(if report.passed() { 0 } else { 1 })
 }
 

@@ -8,6 +8,7 @@ pub mod diskfull;
 pub mod hostile;
 pub mod images;
 pub mod locks;
+pub mod postroj;
 pub mod registry;
 pub mod tree;
 

@@ -49,6 +49,8 @@ pub enum DepLayerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Reference(#[from] racker::reference::ReferenceError),
+    #[error("{what} was stopped: {reason}")]
+    Stopped { what: &'static str, reason: String },
     #[error("apt could not simulate the install (exit {code}):\n{output}")]
     Simulation { code: i32, output: String },
     #[error("installing the dependencies ({count} packages) failed (exit {code}):\n{output}")]
@@ -252,7 +254,12 @@ fn resolve(
         run.args.push(in_container.to_owned());
     }
     run.args.extend(needs.requires.iter().cloned());
+    run.watch_space = Some(opts.cache_root.clone());
     let finished = run.run(store)?;
+    if let Some(reason) = finished.stopped.clone() {
+        let what = if refresh { "fetching the package lists" } else { "resolving the dependencies" };
+        return Err(DepLayerError::Stopped { what, reason });
+    }
     let set = match super::parse_simulation(manager, &finished.output, &under_test) {
         Ok(set) if finished.success() => set,
         Ok(_) | Err(DepsError::Unrecognised { .. }) => {
@@ -353,7 +360,11 @@ fn build(
     run.args =
         std::iter::once(if offline { "offline" } else { "online" }.to_owned()).chain(install.iter().cloned()).collect();
     run.binds = vec![lists.bind(), workspace.bind()];
+    run.watch_space = Some(opts.cache_root.clone());
     let finished = run.run(store)?;
+    if let Some(reason) = finished.stopped.clone() {
+        return Err(DepLayerError::Stopped { what: "installing the dependencies", reason });
+    }
     if !finished.success() {
         return Err(DepLayerError::Build {
             count: install.len(),

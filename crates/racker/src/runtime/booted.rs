@@ -1,13 +1,15 @@
 //! A booted throw-away container that a caller drives step by step (postroj's probes:
 //! install, start units, ask their state), with every command's output captured. It is
-//! torn down when dropped: the leader killed, the snapshot and record removed.
+//! torn down by [`Booted::stop`] (or, failing that, when dropped): the leader killed, the
+//! snapshot and record removed. [`Booted::keep`] leaves it running instead, for a person
+//! to look into (`racker exec`, then `racker rm -f`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use super::machine::Machine;
-use super::run::{boot, check_command, discard_or_warn, prepare, Prepared};
+use super::run::{boot, check_command, discard, discard_or_warn, prepare, Prepared};
 use super::{Result, RunRequest, RuntimeError};
 use crate::store::Store;
 
@@ -15,6 +17,8 @@ pub struct Booted<'s> {
     store: &'s Store,
     prepared: Prepared,
     machine: Machine,
+    /// Stopped or kept: nothing is left for drop to do.
+    done: bool,
 }
 
 impl<'s> Booted<'s> {
@@ -24,7 +28,7 @@ impl<'s> Booted<'s> {
         let request = RunRequest { boot: Some(true), remove: true, ..request.clone() };
         let prepared = prepare(store, image, &request, true)?;
         match boot(store, &prepared, request.boot_timeout) {
-            Ok(machine) => Ok(Booted { store, prepared, machine }),
+            Ok(machine) => Ok(Booted { store, prepared, machine, done: false }),
             Err(e) => {
                 discard_or_warn(store, &*prepared.snapshotter, &prepared.id);
                 Err(e)
@@ -39,6 +43,22 @@ impl<'s> Booted<'s> {
     /// The container's root file system as the host sees it.
     pub fn rootfs(&self) -> &Path {
         &self.prepared.rootfs
+    }
+
+    /// The directory that holds exactly what the container has written so far, in
+    /// overlayfs notation (whiteouts for deletions): what a caller diffs to see the
+    /// effects of a step. Overlay snapshots only; btrfs fails with
+    /// [`SnapshotError::NoUpper`](crate::snapshot::SnapshotError::NoUpper).
+    pub fn upper_dir(&self) -> Result<PathBuf> {
+        Ok(self.prepared.snapshotter.upper_dir(&self.prepared.id)?)
+    }
+
+    /// The unpacked layers of the container's image, base first, whiteouts in overlayfs
+    /// notation: what tells a file the container changed from one it added.
+    pub fn image_layer_dirs(&self) -> Result<Vec<PathBuf>> {
+        let record = self.store.container(&self.prepared.id)?;
+        let image = self.store.image(&record.image_id)?;
+        Ok(image.layers.iter().map(|layer| self.store.layer_dir(layer.layer_id)).collect())
     }
 
     /// Runs `argv` inside the booted system with the image's environment and no input;
@@ -61,10 +81,35 @@ impl<'s> Booted<'s> {
     pub fn console_tail(&self, lines: usize) -> Option<String> {
         self.machine.console_tail(lines)
     }
+
+    /// Tears the container down now: its processes ended, its snapshot, cgroup and record
+    /// removed. Unlike a drop, says what could not be removed (its record then stays, for
+    /// `racker rm -f` or `gc`).
+    pub fn stop(mut self) -> Result<()> {
+        self.done = true;
+        let ended = self.machine.terminate();
+        let removed = discard(self.store, &*self.prepared.snapshotter, &self.prepared.id);
+        ended.and(removed)
+    }
+
+    /// Leaves the container running after this handle and this process are gone, for a
+    /// person to look into: `racker ps` lists it, `racker exec NAME` enters it and
+    /// `racker rm -f NAME` removes it. Its record names systemd-nspawn as its owner, whose
+    /// life is the container's: `racker gc` leaves it alone while it runs and cleans up
+    /// after it once it has ended. Returns its name. On error it is torn down as usual.
+    pub fn keep(mut self) -> Result<String> {
+        self.store.set_container_owner(&self.prepared.id, i64::from(self.machine.pid()))?;
+        self.machine.release();
+        self.done = true;
+        Ok(self.prepared.name.clone())
+    }
 }
 
 impl Drop for Booted<'_> {
     fn drop(&mut self) {
+        if self.done {
+            return;
+        }
         if let Err(e) = self.machine.terminate() {
             tracing::warn!("ending container {}: {e}", self.prepared.name);
         }

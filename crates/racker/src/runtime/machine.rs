@@ -56,6 +56,8 @@ pub struct Machine {
     reported: Readiness,
     console: Option<PathBuf>,
     cgroup: Option<ContainerCgroup>,
+    /// Handed over ([`release`](Self::release)): dropping it leaves the container running.
+    released: bool,
 }
 
 impl Machine {
@@ -109,7 +111,15 @@ impl Machine {
                 return Err(RuntimeError::Spawn { program: "systemd-nspawn".into(), source });
             }
         };
-        Ok(Machine { name: machine, child, notify, reported: Readiness::default(), console: console_path, cgroup })
+        Ok(Machine {
+            name: machine,
+            child,
+            notify,
+            reported: Readiness::default(),
+            console: console_path,
+            cgroup,
+            released: false,
+        })
     }
 
     pub fn pid(&self) -> i32 {
@@ -177,6 +187,13 @@ impl Machine {
         }
     }
 
+    /// Lets the container outlive this handle and this process: nspawn keeps running (in
+    /// its own process group and cgroup, so neither the caller's signals nor its exit
+    /// reach it), and whoever holds its record ends it later (`racker rm -f`).
+    pub fn release(&mut self) {
+        self.released = true;
+    }
+
     fn kill_nspawn_side(&mut self) {
         // Not yet reported (nspawn stuck before it said): its whole cgroup, or without one
         // nspawn's own children, the leader among them, and nspawn only when it has none.
@@ -212,6 +229,9 @@ fn children(pid: i32) -> Vec<i32> {
 
 impl Drop for Machine {
     fn drop(&mut self) {
+        if self.released {
+            return;
+        }
         if let Err(e) = self.terminate() {
             tracing::warn!("{e}");
         }

@@ -161,6 +161,17 @@ impl Store {
         Ok(())
     }
 
+    /// Hands the container to another owner process (`monitor_pid`): the process whose
+    /// life is the container's, once the one that started it is gone (a kept probe
+    /// container's systemd-nspawn). `gc` leaves a container alone while its owner lives.
+    pub fn set_container_owner(&self, id: &str, owner_pid: i64) -> Result<()> {
+        let db = self.db();
+        db.conn
+            .execute("UPDATE containers SET monitor_pid = ?2 WHERE id = ?1", params![id, owner_pid])
+            .map_err(db.err())?;
+        Ok(())
+    }
+
     /// Stores what the container runs, once it is known.
     pub fn update_container_spec(&self, id: &str, spec: &serde_json::Value) -> Result<()> {
         let db = self.db();
