@@ -298,7 +298,7 @@ impl ImageLists {
             } else if let Some(generation) = name.strip_suffix(DERIVED_SUFFIX) {
                 // Derived from a generation that is gone (removed below, or by a crash).
                 if !self.dir.join(generation).exists() {
-                    fs::remove_dir_all(&path).map_err(io_err(&path))?;
+                    remove_dir_if_present(&path)?;
                 }
             } else if name.starts_with("gen-") && !name.ends_with(".lock") && Some(&name) != current.as_ref() {
                 let lock_path = self.dir.join(format!("{name}.lock"));
@@ -308,10 +308,7 @@ impl ImageLists {
                     Err(e) => return Err(io_err(lock_path)(e)),
                 };
                 if unused {
-                    let derived = self.dir.join(format!("{name}{DERIVED_SUFFIX}"));
-                    if derived.exists() {
-                        fs::remove_dir_all(&derived).map_err(io_err(&derived))?;
-                    }
+                    remove_dir_if_present(&self.dir.join(format!("{name}{DERIVED_SUFFIX}")))?;
                     fs::remove_dir_all(&path).map_err(io_err(&path))?;
                     remove_if_present(&lock_path)?;
                 }
@@ -672,6 +669,14 @@ fn same_file(a: &Path, b: &Path) -> bool {
     match (fs::metadata(a), fs::metadata(b)) {
         (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
         _ => false,
+    }
+}
+
+/// Removes a directory tree that another entry's removal may already have taken.
+fn remove_dir_if_present(path: &Path) -> Result<()> {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(path)(e)),
+        _ => Ok(()),
     }
 }
 
@@ -1047,6 +1052,22 @@ mod tests {
         assert_eq!(fs::metadata(tmp.path().join("apt")).unwrap().permissions().mode() & 0o777, 0o700);
         assert_eq!(fs::metadata(reader.dir().join("partial")).unwrap().permissions().mode() & 0o777, 0o755);
         drop(reader);
+    }
+
+    #[test]
+    fn what_is_derived_from_lists_goes_with_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = AptCache::open(tmp.path()).unwrap();
+        let lists = cache.lists(&image()).unwrap();
+        let first = refresh(lists.prepare(IndexPolicy::Refresh).unwrap(), "v1");
+        let derived = first.derived_dir().unwrap();
+        fs::write(derived.join("resolution"), "install hello amd64 2.10-3\n").unwrap();
+        drop(first);
+        for round in ["v2", "v3"] {
+            let reader = refresh(lists.prepare(IndexPolicy::Refresh).unwrap(), round);
+            assert!(!derived.exists(), "a refresh removes what the old lists gave");
+            assert_eq!(reader.derived_dir().unwrap(), PathBuf::from(format!("{}.derived", reader.dir().display())));
+        }
     }
 
     #[test]

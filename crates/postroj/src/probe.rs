@@ -200,6 +200,8 @@ fn dependency_layer(
         deplayer::prepare(store, needs, opts)
     });
     Some(match prepared {
+        // Nothing asked of apt: no phase to report.
+        Ok(prepared) if prepared.resolution == deplayer::Resolution::Declared => return None,
         Ok(prepared) => {
             let case = Case::passed("dependencies", started.elapsed(), prepared.describe());
             Ok((prepared, case))
