@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use crate::common::postroj::Deb;
 use crate::common::{images, require_root, TempStore, HOST_PORT_80};
 
 fn text(o: &Output) -> String {
@@ -23,28 +24,10 @@ fn store() -> TempStore {
     store
 }
 
-/// Builds `NAME_VERSION_all.deb` in `dir`, depending on `depends` (if any).
-fn deb(dir: &Path, name: &str, version: &str, depends: Option<&str>) -> PathBuf {
-    let root = dir.join(format!("{name}-{version}"));
-    std::fs::create_dir_all(root.join("DEBIAN")).expect("mkdir");
-    std::fs::create_dir_all(root.join("usr/share/doc").join(name)).expect("mkdir");
-    std::fs::write(root.join("usr/share/doc").join(name).join("README"), format!("{name} {version}\n")).expect("write");
-    let depends = depends.map(|d| format!("Depends: {d}\n")).unwrap_or_default();
-    let control = format!(
-        "Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: racker tests <tests@racker.invalid>\n\
-         {depends}Description: a package of the dependency cache tests\n"
-    );
-    std::fs::write(root.join("DEBIAN/control"), control).expect("write");
-    let path = dir.join(format!("{name}_{version}_all.deb"));
-    let status = Command::new("dpkg-deb")
-        .args(["--build", "--root-owner-group"])
-        .arg(&root)
-        .arg(&path)
-        .stdout(Stdio::null())
-        .status()
-        .expect("dpkg-deb");
-    assert!(status.success(), "dpkg-deb failed");
-    path
+/// Builds `NAME_VERSION_all.deb` in `dir`, depending on `depends` (packages of the mirror).
+fn deb(dir: &Path, name: &str, version: &str, depends: &str) -> PathBuf {
+    let description = "a package of the dependency cache tests";
+    Deb { name, version, description, files: &[], control: &[] }.build_depending_on(dir, depends)
 }
 
 /// `postroj pkgprobe --image=debian-bookworm --package=DEB ARGS…`, table report.
@@ -109,7 +92,7 @@ fn dependencies_row(report: &str) -> String {
 fn a_second_probe_boots_the_cached_layer_and_installs_only_the_package() {
     let store = store();
     let dir = tempfile::tempdir().expect("tempdir");
-    let web = deb(dir.path(), "probe-web", "1.0", Some("lighttpd"));
+    let web = deb(dir.path(), "probe-web", "1.0", "lighttpd");
     let _port = HOST_PORT_80.lock().unwrap_or_else(|e| e.into_inner());
     let checks = ["--check-unit=lighttpd", "--check-network=http://localhost:80/"];
 
@@ -126,9 +109,9 @@ fn a_second_probe_boots_the_cached_layer_and_installs_only_the_package() {
     assert!(row.contains(layer.as_str()), "the layer {layer} is the one booted:\n{second}");
 
     // A rebuild with the same dependencies hits; one with another set builds another.
-    let rebuilt = deb(dir.path(), "probe-web", "1.1", Some("lighttpd"));
+    let rebuilt = deb(dir.path(), "probe-web", "1.1", "lighttpd");
     assert!(dependencies_row(&passes(&store, &rebuilt, &checks)).contains("cached layer"));
-    let more = deb(dir.path(), "probe-web", "1.2", Some("lighttpd, hello"));
+    let more = deb(dir.path(), "probe-web", "1.2", "lighttpd, hello");
     let report = passes(&store, &more, &checks);
     assert!(dependencies_row(&report).contains("built layer"), "{report}");
     assert_eq!(layers(&store).len(), 2, "a new set, a new layer");
@@ -143,7 +126,7 @@ fn a_second_probe_boots_the_cached_layer_and_installs_only_the_package() {
 fn new_lists_and_a_new_image_are_noticed_and_offline_uses_the_cache_or_says_what_is_missing() {
     let store = store();
     let dir = tempfile::tempdir().expect("tempdir");
-    let hello = deb(dir.path(), "probe-hello", "1.0", Some("hello"));
+    let hello = deb(dir.path(), "probe-hello", "1.0", "hello");
     assert!(dependencies_row(&passes(&store, &hello, &[])).contains("resolved by apt"));
     let generation = current_generation(&store);
     assert!(dependencies_row(&passes(&store, &hello, &[])).contains("resolution cached"));
@@ -169,7 +152,7 @@ fn new_lists_and_a_new_image_are_noticed_and_offline_uses_the_cache_or_says_what
     let o = offline_with(&store, &hello);
     assert_eq!(o.status.code(), Some(0), "a warm cache probes offline:\n{}", text(&o));
     // A new set whose packages were never downloaded: named, not guessed.
-    let other = deb(dir.path(), "probe-hello", "2.0", Some("hello, figlet"));
+    let other = deb(dir.path(), "probe-hello", "2.0", "hello, figlet");
     let o = offline_with(&store, &other);
     assert_ne!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("--offline: not in the download cache: figlet_"), "{}", text(&o));
@@ -203,7 +186,7 @@ fn offline_with(store: &TempStore, deb: &Path) -> Output {
 fn offline_with_a_cold_cache_says_what_is_missing() {
     let store = store();
     let dir = tempfile::tempdir().expect("tempdir");
-    let hello = deb(dir.path(), "probe-hello", "1.0", Some("hello"));
+    let hello = deb(dir.path(), "probe-hello", "1.0", "hello");
     let o = offline_with(&store, &hello);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("no package lists cached for image"), "{}", text(&o));
@@ -216,7 +199,7 @@ fn offline_with_a_cold_cache_says_what_is_missing() {
 fn four_parallel_probes_share_one_refresh_and_build_one_layer() {
     let store = store();
     let dir = tempfile::tempdir().expect("tempdir");
-    let hello = deb(dir.path(), "probe-hello", "1.0", Some("hello"));
+    let hello = deb(dir.path(), "probe-hello", "1.0", "hello");
     let children: Vec<_> = (0..4)
         .map(|_| probe_cmd(&store, &hello, &[]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("postroj"))
         .collect();
@@ -237,7 +220,7 @@ fn four_parallel_probes_share_one_refresh_and_build_one_layer() {
 fn a_corrupted_download_is_found_by_its_hash_and_fetched_again() {
     let store = store();
     let dir = tempfile::tempdir().expect("tempdir");
-    let hello = deb(dir.path(), "probe-hello", "1.0", Some("hello"));
+    let hello = deb(dir.path(), "probe-hello", "1.0", "hello");
     passes(&store, &hello, &[]);
     let archives = store.apt_cache().join("archives/debian-bookworm-amd64");
     let name = entries(&archives.join("names"), "hello_").pop().expect("hello's .deb is kept");
@@ -260,7 +243,7 @@ fn a_corrupted_download_is_found_by_its_hash_and_fetched_again() {
 fn a_full_disk_while_filling_the_cache_leaves_nothing_half_written() {
     let store = store();
     let dir = tempfile::tempdir().expect("tempdir");
-    let hello = deb(dir.path(), "probe-hello", "1.0", Some("hello"));
+    let hello = deb(dir.path(), "probe-hello", "1.0", "hello");
     // The cache on a file system too small for bookworm's package lists.
     let fs = crate::common::diskfull::Tmpfs::new(8);
     let cache = fs.path().join("apt");

@@ -51,6 +51,15 @@ pub struct Deb<'a> {
 impl Deb<'_> {
     /// Builds `NAME_VERSION_all.deb` in `dir` with dpkg-deb.
     pub fn build(&self, dir: &Path) -> PathBuf {
+        self.build_with(dir, None)
+    }
+
+    /// The same, declaring `Depends: DEPENDS` (packages of the mirror).
+    pub fn build_depending_on(&self, dir: &Path, depends: &str) -> PathBuf {
+        self.build_with(dir, Some(depends))
+    }
+
+    fn build_with(&self, dir: &Path, depends: Option<&str>) -> PathBuf {
         let Deb { name, version, description, .. } = self;
         let root = dir.join(format!("{name}-{version}-pkg"));
         let write = |rel: &str, contents: &[u8], mode: u32| {
@@ -60,9 +69,10 @@ impl Deb<'_> {
             std::fs::write(&path, contents).expect("write");
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
         };
+        let depends = depends.map(|d| format!("Depends: {d}\n")).unwrap_or_default();
         let control = format!(
             "Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: racker tests <tests@racker.invalid>\n\
-             Description: {description}\n"
+             {depends}Description: {description}\n"
         );
         write("DEBIAN/control", control.as_bytes(), 0o644);
         for (file, contents) in self.control {
