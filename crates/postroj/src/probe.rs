@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::catalog::CuratedImage;
+use super::catalog::{CuratedImage, Family};
 use super::check::{self, Target};
 use super::package::Package;
 use super::report::{Case, Report, Suite};
@@ -25,6 +25,8 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
 /// What to probe in each image.
 #[derive(Clone, Debug)]
 pub struct ProbeSpec {
+    /// Packages from the image's repositories, installed before the package file.
+    pub requires: Vec<String>,
     pub package: Option<Package>,
     pub units: Vec<String>,
     /// Commands that must exit 0 inside the container (`selftest hostnamectl`).
@@ -41,26 +43,37 @@ pub struct ProbeSpec {
 pub enum Selftest {
     /// Boot fully and ask hostnamectl: systemd, D-Bus and hostnamed at work.
     Hostnamectl,
-    /// Probe lean, as pkgprobe does: boot, start systemd-journald and find it active.
+    /// Probe lean, as pkgprobe does: boot, find systemd-journald active, install the
+    /// family's web server and probe its unit and its port.
     Pkgprobe,
 }
 
 impl ProbeSpec {
-    /// The probe `test` runs in each image: no package, no network.
-    pub fn selftest(test: Selftest, boot_timeout: Duration) -> ProbeSpec {
-        let (units, commands) = match test {
-            Selftest::Pkgprobe => (vec!["systemd-journald".into()], vec![]),
-            Selftest::Hostnamectl => (vec![], vec![vec!["hostnamectl".into()]]),
-        };
-        ProbeSpec {
+    /// The probe `test` runs in each image of `family`. The pkgprobe selftest is the
+    /// original postroj's: find systemd-journald active, then install the family's web
+    /// server from the image's own repositories and find its unit active and its port
+    /// answering.
+    pub fn selftest(test: Selftest, family: Family, boot_timeout: Duration) -> ProbeSpec {
+        let mut spec = ProbeSpec {
+            requires: vec![],
             package: None,
-            units,
-            commands,
+            units: vec![],
+            commands: vec![],
             network: vec![],
-            network_timeout: Duration::from_secs(5),
+            network_timeout: Duration::from_secs(10),
             boot_timeout,
             full_boot: test == Selftest::Hostnamectl,
+        };
+        match test {
+            Selftest::Hostnamectl => spec.commands.push(vec!["hostnamectl".into()]),
+            Selftest::Pkgprobe => {
+                let server = family.web_server();
+                spec.requires.push(server.package.into());
+                spec.units = vec!["systemd-journald".into(), server.unit.into()];
+                spec.network.extend(Target::parse(&format!("http://localhost:{}/", server.port)).ok());
+            }
         }
+        spec
     }
 }
 
@@ -118,6 +131,31 @@ pub fn probe_image(store: &Store, image: &CuratedImage, spec: &ProbeSpec, log: S
             return suite;
         }
     };
+
+    if !spec.requires.is_empty() {
+        let name = format!("dependencies {}", spec.requires.join(" "));
+        let started = Instant::now();
+        // As after the package's install below: systemd learns the new units.
+        let script = format!("{{ {}; }} && systemctl daemon-reload", image.package_manager.install_named_script());
+        let mut argv = vec!["sh", "-c", &script, "requires"];
+        argv.extend(spec.requires.iter().map(String::as_str));
+        let case = match container.exec(&argv, COMMAND_TIMEOUT) {
+            Ok(out) if out.status.success() => Case::passed(name, started.elapsed(), "installed"),
+            Ok(out) => Case::failed(
+                name,
+                started.elapsed(),
+                format!("the package manager failed ({})", out.status),
+                tail(&combined(&out), 30),
+            ),
+            Err(e) => Case::error(name, started.elapsed(), e.to_string(), ""),
+        };
+        let failed = !matches!(case.outcome, super::report::Outcome::Passed { .. });
+        record(&mut suite, case);
+        if failed {
+            skip_rest(&mut suite, spec, "the dependencies did not install", &mut record);
+            return suite;
+        }
+    }
 
     if let Some(package) = &spec.package {
         let name = format!("install {}", package.file_name);
@@ -246,4 +284,24 @@ fn combined(out: &std::process::Output) -> String {
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pkgprobe_selftest_installs_the_family_web_server_and_probes_unit_and_port() {
+        let spec = ProbeSpec::selftest(Selftest::Pkgprobe, Family::Debian, Duration::from_secs(60));
+        assert_eq!(spec.requires, ["lighttpd"]);
+        assert_eq!(spec.units, ["systemd-journald", "lighttpd"]);
+        assert_eq!(spec.network, [Target::parse("http://localhost:80/").expect("a target")]);
+        assert!(spec.package.is_none() && !spec.full_boot);
+        let fedora = ProbeSpec::selftest(Selftest::Pkgprobe, Family::Fedora, Duration::from_secs(60));
+        assert_eq!((fedora.requires, fedora.units[1].as_str()), (vec!["nginx".to_owned()], "nginx"));
+
+        let hostnamectl = ProbeSpec::selftest(Selftest::Hostnamectl, Family::Debian, Duration::from_secs(60));
+        assert!(hostnamectl.requires.is_empty() && hostnamectl.network.is_empty() && hostnamectl.full_boot);
+        assert_eq!(hostnamectl.commands, [["hostnamectl"]]);
+    }
 }
