@@ -34,9 +34,11 @@ pub fn list(store: &Store, args: &ListArgs) -> Result<()> {
             for image in images {
                 let present = store.resolve(&image.local_name()).is_ok();
                 let family = serde_json::to_value(image.family)?.as_str().unwrap_or_default().to_owned();
+                let aliases = image.aliases().collect::<Vec<_>>().join(",");
                 rows.push(vec![
                     image.label.to_owned(),
-                    image.aliases().collect::<Vec<_>>().join(","),
+                    // A word in every column: rows split on whitespace.
+                    if aliases.is_empty() { "-".to_owned() } else { aliases },
                     image.source.to_owned(),
                     family,
                     if present { "yes" } else { "no" }.to_owned(),
