@@ -11,7 +11,7 @@ require() {
   local tool
   declare -A package=([socat]=socat [mmdebstrap]=mmdebstrap [systemd-nspawn]=systemd-container
     [nsenter]=util-linux [docker-registry]=docker-registry [skopeo]=skopeo [umoci]=umoci
-    [zstd]=zstd [mkfs.btrfs]=btrfs-progs [losetup]=mount [curl]=curl)
+    [zstd]=zstd [mkfs.btrfs]=btrfs-progs [losetup]=mount [curl]=curl [piuparts]=piuparts [dpkg-deb]=dpkg)
   for tool in "$@"; do
     command -v "$tool" >/dev/null ||
       { echo "missing $tool: apt-get install ${package[$tool]:-$tool}" >&2; exit 1; }
@@ -28,8 +28,18 @@ bench_cleanup() {
   rm -rf "$work"
 }
 
+# Prints the Debian mirror of the host's apt sources (deb822 or one-line), the first that
+# is not the security archive; deb.debian.org if there is none.
+debian_mirror() {
+  local uri
+  uri=$(grep -hs '^[[:space:]]*URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' | grep -v -- -security | head -n1) || true
+  [[ -n "$uri" ]] || uri=$(grep -hs '^[[:space:]]*deb[[:space:]]' /etc/apt/sources.list /etc/apt/sources.list.d/*.list |
+    sed 's/\[[^]]*\]//' | awk '{print $2}' | grep -v -- -security | head -n1) || true
+  echo "${uri:-http://deb.debian.org/debian}"
+}
+
 # Prints the path of Debian bookworm + systemd as a tarball, built once with mmdebstrap from
-# the configured Debian mirror and cached in $BENCH_CACHE (default /var/cache/racker-bench).
+# the host's Debian mirror and cached in $BENCH_CACHE (default /var/cache/racker-bench).
 debian_tarball() {
   local cache=${BENCH_CACHE:-/var/cache/racker-bench}
   local tarball=$cache/bookworm-systemd.tar
@@ -39,7 +49,8 @@ debian_tarball() {
     log "building Debian bookworm + systemd with mmdebstrap (once)"
     # mmdebstrap takes the output format from the name: keep .tar at the end.
     rm -rf "$cache/partial.tar"
-    mmdebstrap --quiet --format=tar --variant=minbase --include=systemd,systemd-sysv,dbus bookworm "$cache/partial.tar" >&2
+    mmdebstrap --quiet --format=tar --variant=minbase --include=systemd,systemd-sysv,dbus \
+      bookworm "$cache/partial.tar" "$(debian_mirror)" </dev/null >&2
     mv "$cache/partial.tar" "$tarball"
   fi
   echo "$tarball"

@@ -142,7 +142,7 @@ fn new_lists_and_a_new_image_are_noticed_and_offline_uses_the_cache_or_says_what
     let generations = |store: &TempStore| {
         entries(&lists_dir(store), "gen-").into_iter().filter(|n| !n.contains('.')).collect::<Vec<_>>()
     };
-    assert_eq!(generations(&store), [refreshed.clone()], "the old generation is gone");
+    assert_eq!(generations(&store), std::slice::from_ref(&refreshed), "the old generation is gone");
     // --refresh fetches them whatever their age.
     passes(&store, &hello, &["--refresh"]);
     assert_ne!(current_generation(&store), refreshed);

@@ -210,15 +210,12 @@ fn a_matrix_runs_in_parallel_and_reports_junit() {
 fn selftests_cover_the_curated_images_in_the_store() {
     let store = probe_store();
     let cache = tempfile::tempdir().expect("cache");
-    let o = postroj(&store, cache.path(), &["selftest", "pkgprobe", "--format=json"]);
+    let o = postroj(&store, cache.path(), &["selftest", "hostnamectl", "-j", "2", "--format=json"]);
     assert_eq!(o.status.code(), Some(0), "{}\n{}", out(&o), err(&o));
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON report");
     let images: Vec<&str> =
         report["suites"].as_array().expect("suites").iter().filter_map(|s| s["image"].as_str()).collect();
     assert_eq!(images, ["debian-bookworm", "debian-trixie"], "every curated image in the store, in catalog order");
-
-    let o = postroj(&store, cache.path(), &["selftest", "hostnamectl", "--image=debian-bookworm"]);
-    assert_eq!(o.status.code(), Some(0), "{}\n{}", out(&o), err(&o));
     assert!(out(&o).contains("command hostnamectl") && out(&o).contains("passed"), "{}", out(&o));
 
     let o = postroj(&store, cache.path(), &["pkgprobe", "--image=debian-potato", "--check-unit=x"]);
@@ -234,6 +231,53 @@ fn selftests_cover_the_curated_images_in_the_store() {
     assert_eq!(o.status.code(), Some(2), "{}", err(&o));
     assert!(err(&o).contains("ubuntu-noble") && err(&o).contains("cannot reach the registry"), "{}", err(&o));
     store.assert_clean();
+}
+
+/// Panics, saying why, unless nothing on this host listens on port 80 (the web server of
+/// `selftest pkgprobe` serves there, on the network the containers share with the host).
+/// Takes the host's port 80 for the test (other tests' web servers wait) and insists that
+/// nothing else listens there.
+fn require_free_port_80() -> std::sync::MutexGuard<'static, ()> {
+    let guard = crate::common::HOST_PORT_80.lock().unwrap_or_else(|e| e.into_inner());
+    if let Err(e) = TcpListener::bind(("0.0.0.0", 80)) {
+        panic!("port 80 of this host is taken ({e}): selftest pkgprobe probes its web server there; stop what listens");
+    }
+    guard
+}
+
+/// README: `selftest pkgprobe` is the original postroj's: it installs the family's web
+/// server (lighttpd on Debian) from the image's own repositories, here the real Debian
+/// mirror, and finds its unit active and port 80 answering. The image is named by its
+/// version alias, as everywhere a label is taken.
+#[test]
+fn selftest_pkgprobe_installs_lighttpd_from_the_mirror_and_probes_its_unit_and_port() {
+    let _port = require_free_port_80();
+    let store = probe_store();
+    let cache = tempfile::tempdir().expect("cache");
+    let o = postroj(&store, cache.path(), &["selftest", "pkgprobe", "--image=debian-12", "--format=json"]);
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", out(&o), err(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON report");
+    let suites = report["suites"].as_array().expect("suites");
+    assert_eq!(suites.len(), 1, "{report:#}");
+    assert_eq!(suites[0]["image"], "debian-bookworm", "the alias names the curated label");
+    let cases = suites[0]["cases"].as_array().expect("cases");
+    let names: Vec<&str> = cases.iter().filter_map(|c| c["name"].as_str()).collect();
+    assert_eq!(
+        names,
+        ["dependencies", "boot", "unit systemd-journald", "unit lighttpd", "network http://localhost/", "teardown"]
+    );
+    assert!(cases.iter().all(|c| c["result"] == "passed"), "{cases:#?}");
+    // lighttpd came from a dependency layer built from the mirror.
+    assert!(cases[0]["detail"].as_str().unwrap_or_default().contains("built layer"), "{:#?}", cases[0]);
+    assert!(cases[4]["detail"].as_str().unwrap_or_default().contains("200"), "{:#?}", cases[4]);
+    // The server went with its container.
+    assert!(TcpStream::connect(("127.0.0.1", 80)).is_err(), "nothing listens on port 80 after the probe");
+    store.assert_clean();
+
+    // pkgprobe takes the alias too.
+    let o = postroj(&store, cache.path(), &["pkgprobe", "--image=debian-12", "--check-unit=systemd-journald"]);
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", out(&o), err(&o));
+    assert!(out(&o).contains("debian-bookworm"), "{}", out(&o));
 }
 
 /// README: a unit that is installed but does not come up fails its check, and the report

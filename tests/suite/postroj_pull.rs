@@ -113,6 +113,10 @@ fn registry_pull_provisions_systemd_once_and_reuses_it() {
     assert_eq!(inspect(&store, LOCAL)["Id"], image["Id"], "the same image");
     let after = (store.files("blobs/sha256"), store.files("layers"), store.count("layers"), store.count("blobs"));
     assert_eq!(after, before, "no new layer or blob");
+    // Its alias pulls the same label, and so reuses it too.
+    let o = ok(postroj(&store, Some(&conf), &["pull", "-q", "debian-12", "--source", "registry"]));
+    assert_eq!(out(&o), format!("{LOCAL}\n"));
+    assert_eq!(inspect(&store, LOCAL)["Id"], image["Id"], "the same image");
 
     let table = out(&ok(postroj(&store, None, &["list-images", "--format", "table"])));
     let row = table.lines().find(|l| l.starts_with("debian-bookworm ")).expect("a debian-bookworm row");
@@ -157,10 +161,15 @@ fn list_images_prints_json_labels_or_a_table() {
     let mut lines = table.lines();
     let header: Vec<&str> =
         lines.next().expect("header").split("   ").map(str::trim).filter(|c| !c.is_empty()).collect();
-    assert_eq!(header, ["LABEL", "SOURCE", "FAMILY", "IN STORE"]);
+    assert_eq!(header, ["LABEL", "ALIASES", "SOURCE", "FAMILY", "IN STORE"]);
     let row: Vec<&str> =
         table.lines().find(|l| l.starts_with("debian-bookworm ")).expect("row").split_whitespace().collect();
-    assert_eq!(row, ["debian-bookworm", "docker.io/library/debian:bookworm", "debian", "no"]);
+    assert_eq!(row, ["debian-bookworm", "debian-12", "docker.io/library/debian:bookworm", "debian", "no"]);
+    let row: Vec<&str> =
+        table.lines().find(|l| l.starts_with("ubuntu-jammy ")).expect("row").split_whitespace().collect();
+    assert_eq!(row[1], "ubuntu-22.04,ubuntu-22", "{table}");
+    let row: Vec<&str> = table.lines().find(|l| l.starts_with("fedora-41 ")).expect("row").split_whitespace().collect();
+    assert_eq!(row[1], "-", "no aliases: {table}");
     assert_eq!(lines.count(), json.len());
 }
 
@@ -285,7 +294,7 @@ fn catalog(store: &TempStore) -> Vec<(String, String)> {
         .skip(1)
         .map(|l| {
             let cols: Vec<&str> = l.split_whitespace().collect();
-            (cols[0].to_owned(), cols[1].to_owned())
+            (cols[0].to_owned(), cols[2].to_owned())
         })
         .collect()
 }

@@ -1,7 +1,8 @@
 //! The curated images: a label (`debian-bookworm`) names a distribution release, where
-//! its image comes from, and how its package manager installs things. Labels are what
-//! `postroj pull` and `pkgprobe --image` take; in the store, a label's provisioned image
-//! is the tag [`CuratedImage::local_name`].
+//! its image comes from, and how its package manager installs things. Labels and their
+//! aliases (`debian-12`, and the labels of the original postroj) are what `postroj pull`,
+//! `pkgprobe --image` and `selftest --image` take; in the store, a label's provisioned
+//! image is the tag [`CuratedImage::local_name`].
 
 use std::fmt;
 
@@ -15,6 +16,29 @@ pub enum Family {
     Redhat,
     Suse,
     Arch,
+}
+
+impl Family {
+    /// The web server `postroj selftest pkgprobe` installs from the family's own
+    /// repositories and probes, as the original postroj did with Apache: one that each
+    /// release of the family carries and that listens on port 80 as installed.
+    pub fn web_server(self) -> WebServer {
+        let (package, unit) = match self {
+            Debian | Ubuntu => ("lighttpd", "lighttpd"),
+            Fedora | Suse | Arch => ("nginx", "nginx"),
+            // nginx is missing from CentOS 7's repositories; httpd is in every one.
+            Redhat => ("httpd", "httpd"),
+        };
+        WebServer { package, unit, port: 80 }
+    }
+}
+
+/// A service package: its name in the repositories, its systemd unit, its HTTP port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WebServer {
+    pub package: &'static str,
+    pub unit: &'static str,
+    pub port: u16,
 }
 
 /// The package manager that provisions an image and installs probed packages.
@@ -75,9 +99,9 @@ impl PackageManager {
         }
     }
 
-    /// A shell script that installs the packages named by its arguments from the
-    /// image's repositories (fetching the package lists first).
-    pub fn install_by_name_script(self) -> &'static str {
+    /// A shell script that installs the packages named as its arguments from the image's
+    /// repositories (their package lists fetched first, where the image keeps none).
+    pub fn install_named_script(self) -> &'static str {
         match self {
             PackageManager::Apt => {
                 "export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && \
@@ -85,8 +109,8 @@ impl PackageManager {
             }
             PackageManager::Dnf => "dnf install -y -q \"$@\"",
             PackageManager::Yum => "yum install -y -q \"$@\"",
-            PackageManager::Zypper => "zypper --non-interactive install \"$@\"",
-            PackageManager::Pacman => "pacman -Sy --noconfirm \"$@\"",
+            PackageManager::Zypper => "zypper --non-interactive --quiet install \"$@\"",
+            PackageManager::Pacman => "pacman -Sy --noconfirm --needed \"$@\"",
         }
     }
 
@@ -148,6 +172,8 @@ static CATALOG: &[CuratedImage] = &[
     image("ubuntu-focal", "docker.io/library/ubuntu:focal", Ubuntu, Apt, None),
     image("ubuntu-jammy", "docker.io/library/ubuntu:jammy", Ubuntu, Apt, None),
     image("ubuntu-noble", "docker.io/library/ubuntu:noble", Ubuntu, Apt, None),
+    image("fedora-35", "registry.fedoraproject.org/fedora:35", Fedora, Dnf, None),
+    image("fedora-36", "registry.fedoraproject.org/fedora:36", Fedora, Dnf, None),
     image("fedora-37", "registry.fedoraproject.org/fedora:37", Fedora, Dnf, None),
     image("fedora-38", "registry.fedoraproject.org/fedora:38", Fedora, Dnf, None),
     image("fedora-39", "registry.fedoraproject.org/fedora:39", Fedora, Dnf, None),
@@ -170,9 +196,44 @@ static CATALOG: &[CuratedImage] = &[
     image("archlinux", "docker.io/library/archlinux:latest", Arch, Pacman, None),
 ];
 
+/// Other names of curated images, alias first: the release numbers people type
+/// (`debian-12`, `ubuntu-22.04`) and the labels of the original postroj that name a
+/// release otherwise (its version names, such as `ubuntu-22` and `debian-unstable`, and
+/// its dated or pre-release labels).
+static ALIASES: &[(&str, &str)] = &[
+    ("debian-9", "debian-stretch"),
+    ("debian-10", "debian-buster"),
+    ("debian-11", "debian-bullseye"),
+    ("debian-12", "debian-bookworm"),
+    ("debian-13", "debian-trixie"),
+    ("debian-unstable", "debian-sid"),
+    ("ubuntu-20.04", "ubuntu-focal"),
+    ("ubuntu-20", "ubuntu-focal"),
+    ("ubuntu-22.04", "ubuntu-jammy"),
+    ("ubuntu-22", "ubuntu-jammy"),
+    ("ubuntu-24.04", "ubuntu-noble"),
+    ("ubuntu-24", "ubuntu-noble"),
+    ("centos-stream8", "centos-8"),
+    ("centos-stream9", "centos-9"),
+    ("opensuse-15", "opensuse-leap"),
+    ("opensuse-latest", "opensuse-tumbleweed"),
+    ("sles-latest", "sles-bci"),
+    // Amazon Linux 2022 was renamed 2023 before its release.
+    ("amazonlinux-2022", "amazonlinux-2023"),
+    // Arch is a rolling release: a 2022 snapshot cannot install from today's repositories.
+    ("archlinux-20220501", "archlinux"),
+];
+
 /// Every curated image, in the order `list-images` shows them.
 pub fn all() -> &'static [CuratedImage] {
     CATALOG
+}
+
+impl CuratedImage {
+    /// The other names this image is found by, in the catalog's order.
+    pub fn aliases(&self) -> impl Iterator<Item = &'static str> + '_ {
+        ALIASES.iter().filter(move |(_, label)| *label == self.label).map(|(alias, _)| *alias)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -182,13 +243,16 @@ pub struct UnknownLabel {
     hint: String,
 }
 
-/// The curated image called `label`; the error names the closest labels.
+/// The curated image called `label` or one of its aliases; the error names the closest
+/// labels and aliases.
 pub fn find(label: &str) -> Result<&'static CuratedImage, UnknownLabel> {
-    if let Some(found) = CATALOG.iter().find(|i| i.label == label) {
+    let canonical = ALIASES.iter().find(|(alias, _)| *alias == label).map_or(label, |(_, canonical)| *canonical);
+    if let Some(found) = CATALOG.iter().find(|i| i.label == canonical) {
         return Ok(found);
     }
-    let prefix = label.split('-').next().unwrap_or(label);
-    let close: Vec<&str> = CATALOG.iter().filter(|i| i.label.starts_with(prefix)).map(|i| i.label).collect();
+    let prefix = format!("{}-", label.split('-').next().unwrap_or(label));
+    let names = CATALOG.iter().map(|i| i.label).chain(ALIASES.iter().map(|(alias, _)| *alias));
+    let close: Vec<&str> = names.filter(|name| name.starts_with(&prefix)).collect();
     let hint = if close.is_empty() {
         "see `postroj list-images` for the labels".to_owned()
     } else {
@@ -217,6 +281,87 @@ mod tests {
     fn unknown_labels_suggest_close_ones() {
         assert_eq!(find("debian-bookworm").map(|i| i.family).ok(), Some(Family::Debian));
         let err = find("debian-potato").err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err.contains("debian-bookworm") && err.contains("list-images"), "{err}");
+        assert!(err.starts_with("unknown image label \"debian-potato\""), "{err}");
+        assert!(err.contains("debian-bookworm") && err.contains("debian-12") && err.contains("list-images"), "{err}");
+        assert!(!err.contains("ubuntu"), "only names of the same distribution: {err}");
+        let err = find("plan9-4").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("see `postroj list-images`"), "{err}");
+        // A prefix of a label is not a label, nor is a label in other case.
+        assert!(find("debian").is_err() && find("debian-").is_err() && find("Debian-12").is_err());
+    }
+
+    #[test]
+    fn version_aliases_resolve_to_their_release() {
+        let cases = [
+            ("debian-10", "debian-buster"),
+            ("debian-11", "debian-bullseye"),
+            ("debian-12", "debian-bookworm"),
+            ("debian-13", "debian-trixie"),
+            ("ubuntu-20.04", "ubuntu-focal"),
+            ("ubuntu-22.04", "ubuntu-jammy"),
+            ("ubuntu-24.04", "ubuntu-noble"),
+            ("fedora-41", "fedora-41"),
+        ];
+        for (alias, label) in cases {
+            assert_eq!(find(alias).map(|i| i.label).ok(), Some(label), "{alias}");
+        }
+        assert_eq!(
+            find("debian-12").map(|i| i.local_name()).ok(),
+            find("debian-bookworm").map(|i| i.local_name()).ok()
+        );
+    }
+
+    /// The labels the original postroj listed (its release names) and its version names.
+    #[test]
+    fn the_original_postroj_labels_resolve() {
+        let seed = [
+            "debian-stretch",
+            "debian-buster",
+            "debian-bullseye",
+            "debian-bookworm",
+            "debian-sid",
+            "ubuntu-focal",
+            "ubuntu-jammy",
+            "fedora-35",
+            "fedora-36",
+            "fedora-37",
+            "rhel-8",
+            "rhel-9",
+            "opensuse-leap",
+            "opensuse-tumbleweed",
+            "sles-15",
+            "sles-bci",
+            "centos-7",
+            "centos-8",
+            "centos-9",
+            "rockylinux-8",
+            "amazonlinux-2022",
+            "oraclelinux-8",
+            "archlinux-20220501",
+        ];
+        let version_names = ["debian-9", "debian-unstable", "ubuntu-20", "ubuntu-22", "opensuse-15", "sles-latest"];
+        for label in seed.iter().chain(&version_names) {
+            assert!(find(label).is_ok(), "{label}: {:?}", find(label).err().map(|e| e.to_string()));
+        }
+        assert_eq!(find("debian-unstable").map(|i| i.label).ok(), Some("debian-sid"));
+        assert_eq!(find("archlinux-20220501").map(|i| i.label).ok(), Some("archlinux"));
+    }
+
+    #[test]
+    fn aliases_name_curated_images_and_no_label() {
+        for (alias, label) in ALIASES {
+            assert!(all().iter().any(|i| i.label == *label), "{alias} -> {label}: no such label");
+            assert!(all().iter().all(|i| i.label != *alias), "{alias} is a label itself");
+            assert_eq!(ALIASES.iter().filter(|(a, _)| a == alias).count(), 1, "{alias} twice");
+        }
+        let bookworm = find("debian-bookworm").map(|i| i.aliases().collect::<Vec<_>>()).unwrap_or_default();
+        assert_eq!(bookworm, ["debian-12"]);
+    }
+
+    #[test]
+    fn every_family_has_a_web_server_on_port_80() {
+        assert_eq!(Family::Debian.web_server(), WebServer { package: "lighttpd", unit: "lighttpd", port: 80 });
+        assert_eq!(Family::Ubuntu.web_server().package, "lighttpd");
+        assert_eq!(Family::Redhat.web_server().unit, "httpd");
     }
 }

@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::catalog::CuratedImage;
+use super::catalog::{CuratedImage, Family};
 use super::check::{self, Target};
 use super::deps::layer::{self as deplayer, DepLayerError, Needs};
 use super::deps::DepsError;
@@ -67,31 +67,41 @@ pub enum Dependencies {
 pub enum Selftest {
     /// Boot fully and ask hostnamectl: systemd, D-Bus and hostnamed at work.
     Hostnamectl,
-    /// Probe lean, as pkgprobe does: boot, start systemd-journald and find it active.
+    /// Probe lean, as pkgprobe does: boot, find systemd-journald active, install the
+    /// family's web server and probe its unit and its port.
     Pkgprobe,
 }
 
 impl ProbeSpec {
-    /// The probe `test` runs in each image: no package, no network.
-    pub fn selftest(test: Selftest, boot_timeout: Duration) -> ProbeSpec {
-        let (units, commands) = match test {
-            Selftest::Pkgprobe => (vec!["systemd-journald".into()], vec![]),
-            Selftest::Hostnamectl => (vec![], vec![vec!["hostnamectl".into()]]),
-        };
-        ProbeSpec {
-            package: None,
+    /// The probe `test` runs in each image of `family`. The pkgprobe selftest is the
+    /// original postroj's: find systemd-journald active, then install the family's web
+    /// server from the image's own repositories and find its unit active and its port
+    /// answering.
+    pub fn selftest(test: Selftest, family: Family, boot_timeout: Duration) -> ProbeSpec {
+        let mut spec = ProbeSpec {
             requires: vec![],
+            package: None,
             dependencies: Dependencies::Uncached,
-            units,
-            commands,
+            units: vec![],
+            commands: vec![],
             network: vec![],
-            network_timeout: Duration::from_secs(5),
+            network_timeout: Duration::from_secs(10),
             boot_timeout,
             full_boot: test == Selftest::Hostnamectl,
             mode: Mode::Install,
             effects: false,
             keep_on_failure: false,
+        };
+        match test {
+            Selftest::Hostnamectl => spec.commands.push(vec!["hostnamectl".into()]),
+            Selftest::Pkgprobe => {
+                let server = family.web_server();
+                spec.requires.push(server.package.into());
+                spec.units = vec!["systemd-journald".into(), server.unit.into()];
+                spec.network.extend(Target::parse(&format!("http://localhost:{}/", server.port)).ok());
+            }
         }
+        spec
     }
 }
 
@@ -159,9 +169,9 @@ pub fn probe_image(store: &Store, image: &CuratedImage, spec: &ProbeSpec, log: S
         }
     };
     if !spec.requires.is_empty() && dependencies.is_none() {
-        let script = image.package_manager.install_by_name_script();
+        let script = image.package_manager.install_named_script();
         let requires: Vec<&str> = spec.requires.iter().map(String::as_str).collect();
-        let case = install(&container, script, &requires, format!("install {}", spec.requires.join(" ")));
+        let case = install(&container, script, &requires, format!("dependencies {}", spec.requires.join(" ")));
         let ok = passed(&case);
         record(&mut suite, case);
         if !ok {
@@ -368,4 +378,24 @@ pub(crate) fn combined(out: &std::process::Output) -> String {
 pub(crate) fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pkgprobe_selftest_installs_the_family_web_server_and_probes_unit_and_port() {
+        let spec = ProbeSpec::selftest(Selftest::Pkgprobe, Family::Debian, Duration::from_secs(60));
+        assert_eq!(spec.requires, ["lighttpd"]);
+        assert_eq!(spec.units, ["systemd-journald", "lighttpd"]);
+        assert_eq!(spec.network, [Target::parse("http://localhost:80/").expect("a target")]);
+        assert!(spec.package.is_none() && !spec.full_boot);
+        let fedora = ProbeSpec::selftest(Selftest::Pkgprobe, Family::Fedora, Duration::from_secs(60));
+        assert_eq!((fedora.requires, fedora.units[1].as_str()), (vec!["nginx".to_owned()], "nginx"));
+
+        let hostnamectl = ProbeSpec::selftest(Selftest::Hostnamectl, Family::Debian, Duration::from_secs(60));
+        assert!(hostnamectl.requires.is_empty() && hostnamectl.network.is_empty() && hostnamectl.full_boot);
+        assert_eq!(hostnamectl.commands, [["hostnamectl"]]);
+    }
 }

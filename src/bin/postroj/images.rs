@@ -12,7 +12,7 @@ pub enum ListFormat {
     /// A JSON array of the labels (what the original postroj printed)
     #[default]
     Json,
-    /// Label, source, family, and whether the store has the image
+    /// Label, aliases (also taken wherever a label is), source, family, and whether the store has the image
     Table,
 }
 
@@ -34,14 +34,17 @@ pub fn list(store: &Store, args: &ListArgs) -> Result<()> {
             for image in images {
                 let present = store.resolve(&image.local_name()).is_ok();
                 let family = serde_json::to_value(image.family)?.as_str().unwrap_or_default().to_owned();
+                let aliases = image.aliases().collect::<Vec<_>>().join(",");
                 rows.push(vec![
                     image.label.to_owned(),
+                    // A word in every column: rows split on whitespace.
+                    if aliases.is_empty() { "-".to_owned() } else { aliases },
                     image.source.to_owned(),
                     family,
                     if present { "yes" } else { "no" }.to_owned(),
                 ]);
             }
-            out!("{}", racker::table::table(&["LABEL", "SOURCE", "FAMILY", "IN STORE"], &rows))?;
+            out!("{}", racker::table::table(&["LABEL", "ALIASES", "SOURCE", "FAMILY", "IN STORE"], &rows))?;
         }
     }
     Ok(())
@@ -60,7 +63,7 @@ pub enum SourceArg {
 
 #[derive(clap::Args)]
 pub struct PullArgs {
-    /// Labels to pull (`postroj list-images` shows them)
+    /// Labels or aliases to pull (`postroj list-images --format table` shows them)
     #[arg(required_unless_present = "all", conflicts_with = "all")]
     labels: Vec<String>,
     /// Pull every curated image

@@ -53,7 +53,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::ListImages(args) => images::list(&store, &args).map(|()| 0),
         Command::Pull(args) => images::pull(&store, &args).map(|()| 0),
         Command::Pkgprobe(args) => probe::pkgprobe(&store, &cli.apt_cache, &args),
-        Command::Selftest(args) => probe::selftest(&store, &args),
+        Command::Selftest(args) => probe::selftest(&store, &cli.apt_cache, &args),
         Command::Cache(command) => cache::run(&store, &cli.apt_cache, &command).map(|()| 0),
     }
 }

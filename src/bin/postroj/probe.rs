@@ -15,6 +15,10 @@ use postroj::provision::SourceChoice;
 use postroj::report::{Case, Outcome, Report};
 use racker::store::Store;
 
+/// How old cached package lists may get before a probe fetches them again.
+const DEFAULT_LISTS_MAX_AGE_TEXT: &str = "6h";
+const DEFAULT_LISTS_MAX_AGE: Duration = Duration::from_secs(6 * 3600);
+
 #[derive(Clone, Copy, Debug, Default, clap::ValueEnum, PartialEq, Eq)]
 pub enum ReportFormat {
     /// A summary table for people
@@ -93,7 +97,7 @@ pub struct PkgprobeArgs {
     #[arg(long)]
     offline: bool,
     /// Fetch the package lists again when the cached ones are older than this (e.g. 90m, 6h, 2d)
-    #[arg(long, default_value = "6h", value_name = "AGE", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = DEFAULT_LISTS_MAX_AGE_TEXT, value_name = "AGE", value_parser = humantime::parse_duration)]
     lists_max_age: Duration,
     /// Install the package's Recommends too (by default only what it Depends on, as piuparts does)
     #[arg(long)]
@@ -130,7 +134,9 @@ pub struct SelftestArgs {
 pub enum Selftest {
     /// Boot each image fully and ask hostnamectl (systemd, D-Bus and hostnamed at work)
     Hostnamectl,
-    /// Probe each image lean: boot, start systemd-journald and find it active
+    /// Probe each image lean, as the original postroj did: boot, find systemd-journald
+    /// active, install the family's web server (lighttpd on Debian and Ubuntu) from the
+    /// image's repositories, find its unit active and http://localhost:80/ answering
     Pkgprobe,
 }
 
@@ -187,7 +193,7 @@ pub fn pkgprobe(store: &Store, apt_cache: &Path, args: &PkgprobeArgs) -> Result<
     run_probes(store, &images, &spec, &pulled, &args.run)
 }
 
-pub fn selftest(store: &Store, args: &SelftestArgs) -> Result<i32> {
+pub fn selftest(store: &Store, apt_cache: &Path, args: &SelftestArgs) -> Result<i32> {
     let (images, pulled) = if args.images.is_empty() {
         let present: Vec<&'static CuratedImage> =
             catalog::all().iter().filter(|i| store.resolve(&i.local_name()).is_ok()).collect();
@@ -202,8 +208,38 @@ pub fn selftest(store: &Store, args: &SelftestArgs) -> Result<i32> {
         Selftest::Hostnamectl => probe::Selftest::Hostnamectl,
         Selftest::Pkgprobe => probe::Selftest::Pkgprobe,
     };
-    let spec = ProbeSpec::selftest(test, Duration::from_secs(args.run.boot_timeout));
-    run_probes(store, &images, &spec, &pulled, &args.run)
+    let boot_timeout = Duration::from_secs(args.run.boot_timeout);
+    // The web server comes from a dependency layer, as a probed package's dependencies do.
+    let dependencies = Dependencies::Cached(deplayer::Options {
+        cache_root: apt_cache.to_owned(),
+        index: IndexPolicy::Ttl(DEFAULT_LISTS_MAX_AGE),
+        recommends: false,
+    });
+    let spec_for = |image: &CuratedImage| ProbeSpec {
+        dependencies: dependencies.clone(),
+        ..ProbeSpec::selftest(test, image.family, boot_timeout)
+    };
+    let log = step_log(args.run.quiet);
+    let report = match test {
+        // Each image's web server listens on port 80 of the host's network, which the
+        // containers share: in parallel, one image's check could reach another's server.
+        probe::Selftest::Pkgprobe => {
+            if args.run.jobs > 1 && images.len() > 1 && !args.run.quiet {
+                errln!("selftest pkgprobe: one image at a time (each web server listens on the host's port 80)");
+            }
+            let mut report = Report::new();
+            for image in &images {
+                report.push(probe::probe_image(store, image, &spec_for(image), &log));
+            }
+            report
+        }
+        // The same probe in every image.
+        probe::Selftest::Hostnamectl => {
+            let spec = images.first().map(|i| spec_for(i)).context("no image to test")?;
+            probe::probe_all(store.root(), &images, &spec, args.run.jobs as usize, &log)
+        }
+    };
+    finish(report, &pulled, &args.run)
 }
 
 fn labels(labels: &[String]) -> Result<Vec<&'static CuratedImage>> {
@@ -265,13 +301,22 @@ fn run_probes(
     pulled: &[Pulled],
     run: &RunArgs,
 ) -> Result<i32> {
-    let quiet = run.quiet;
-    let log = move |label: &str, case: &Case| {
+    let report = probe::probe_all(store.root(), images, spec, run.jobs as usize, &step_log(run.quiet));
+    finish(report, pulled, run)
+}
+
+/// The progress line of each finished step, unless `quiet`.
+fn step_log(quiet: bool) -> impl Fn(&str, &Case) + Sync {
+    move |label: &str, case: &Case| {
         if !quiet {
             errln!("{label}: {} {}", case.name, describe(case));
         }
-    };
-    let mut report = probe::probe_all(store.root(), images, spec, run.jobs as usize, &log);
+    }
+}
+
+/// Puts the pulls into the report and writes it; names the containers kept running. The
+/// exit status says whether every check passed.
+fn finish(mut report: Report, pulled: &[Pulled], run: &RunArgs) -> Result<i32> {
     for suite in &mut report.suites {
         if let Some(pull) = pulled.iter().find(|p| p.label == suite.image) {
             suite.prepend(Case::passed("pull", pull.took, "pulled into the store"));
