@@ -100,9 +100,11 @@ impl<'a> Script<'a> {
         let done = AtomicBool::new(false);
         let stopped = Mutex::new(None);
         let code = std::thread::scope(|scope| {
-            scope.spawn(|| self.watch(store.root(), &container_name(&request), &done, &stopped));
+            let watcher = scope.spawn(|| self.watch(store.root(), &container_name(&request), &done, &stopped));
             let code = runtime::run(store, self.image, &request);
             done.store(true, Ordering::Release);
+            // Not a moment's wait for the watcher's next look.
+            watcher.thread().unpark();
             code
         })?;
         finished.exit_code = code;
@@ -123,7 +125,7 @@ impl Script<'_> {
         let started = Instant::now();
         let mut reason = None;
         while !done.load(Ordering::Acquire) {
-            std::thread::sleep(WATCH_INTERVAL);
+            std::thread::park_timeout(WATCH_INTERVAL);
             if reason.is_none() {
                 reason = self.limit_reached(started);
             }

@@ -15,6 +15,7 @@
 //! parallel probes that need it wait for one build instead of making four.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use racker::digest::Digest;
 use racker::reference::Reference;
@@ -27,7 +28,7 @@ use crate::apt_cache::{self, AptCache, AptCacheError, ArchiveWorkspace, IndexPol
 use crate::catalog::CuratedImage;
 use crate::deb::{self, DebError};
 use crate::depcache;
-use crate::layer::Script;
+use crate::layer::{Finished, Script};
 use crate::package::Package;
 
 /// How much of a failed package manager run an error shows.
@@ -99,7 +100,17 @@ pub struct Prepared {
     /// How the set was known: from the package alone, a cached resolution, or apt.
     pub resolution: Resolution,
     /// The package lists and a download workspace, unless apt was not needed at all.
-    cache: Option<(ListsReader, ArchiveWorkspace)>,
+    cache: Option<(ListsReader, Arc<ArchiveWorkspace>)>,
+    /// Moves what a build downloaded into the shared pool while the probe goes on.
+    publishing: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if let Some(publishing) = self.publishing.take() {
+            let _ = publishing.join();
+        }
+    }
 }
 
 /// Where a dependency set came from.
@@ -166,6 +177,7 @@ pub fn prepare(store: &Store, needs: Needs<'_>, opts: &Options) -> Result<Prepar
             outcome: Outcome::NotNeeded,
             resolution: Resolution::Declared,
             cache: None,
+            publishing: None,
         });
     }
     let cache = AptCache::open(&opts.cache_root)?;
@@ -180,17 +192,19 @@ pub fn prepare(store: &Store, needs: Needs<'_>, opts: &Options) -> Result<Prepar
             entry.expected
         );
     }
-    let (lists, set, resolution) = resolve(store, &needs, control.as_ref(), access, &workspace, opts)?;
-    let prepared = |image, key, outcome, set, lists, workspace| Prepared {
+    let workspace = Arc::new(workspace);
+    let (lists, set, resolution, speculative) = resolve(store, &needs, control.as_ref(), access, &workspace, opts)?;
+    let prepared = |image, key, outcome, set, lists, workspace, publishing| Prepared {
         image,
         key,
         set,
         outcome,
         resolution,
         cache: Some((lists, workspace)),
+        publishing,
     };
     if set.is_empty() {
-        return Ok(prepared(needs.base.clone(), None, Outcome::NotNeeded, set, lists, workspace));
+        return Ok(prepared(needs.base.clone(), None, Outcome::NotNeeded, set, lists, workspace, None));
     }
     let key = DepKey::new(needs.base, &set);
     let name = depcache::reference(&key);
@@ -204,10 +218,24 @@ pub fn prepare(store: &Store, needs: Needs<'_>, opts: &Options) -> Result<Prepar
         None
     };
     if let Some(id) = found {
-        return Ok(prepared(id, Some(key), Outcome::Cached, set, lists, workspace));
+        return Ok(prepared(id, Some(key), Outcome::Cached, set, lists, workspace, None));
     }
-    let id = build(store, &needs, &key, &name, &set, &lists, (&archives, &workspace), opts)?;
-    Ok(prepared(id, Some(key), Outcome::Built, set, lists, workspace))
+    let manager = needs.image.package_manager;
+    let mut wanted = set.install_args(manager);
+    wanted.sort();
+    let finished = match speculative {
+        Some(finished) if finished.success() && super::installed_after_simulation(&finished.output) == Some(wanted) => {
+            finished
+        }
+        _ => install_set(store, &needs, &key, &set, &lists, &workspace, opts)?,
+    };
+    let id = commit_layer(&finished, &needs, &key, &name, &set)?;
+    drop(finished);
+    let publishing = {
+        let (archives, workspace, lists) = (archives.clone(), Arc::clone(&workspace), lists.dir().to_owned());
+        std::thread::spawn(move || publish_downloads(&archives, &workspace, &lists))
+    };
+    Ok(prepared(id, Some(key), Outcome::Built, set, lists, workspace, Some(publishing)))
 }
 
 /// Whether the control file names anything that could need installing.
@@ -219,14 +247,14 @@ fn declares_dependencies(control: &deb::Control, recommends: bool) -> bool {
 /// The dependency set, from the cache of resolutions when the lists and the package's
 /// relations are those of an earlier probe, else from apt's simulation (which also
 /// refreshes the lists when the policy asks for it). Returns the lists it used, pinned.
-fn resolve(
-    store: &Store,
+fn resolve<'s>(
+    store: &'s Store,
     needs: &Needs<'_>,
     control: Option<&deb::Control>,
     access: ListsAccess,
     workspace: &ArchiveWorkspace,
     opts: &Options,
-) -> Result<(ListsReader, DependencySet, Resolution)> {
+) -> Result<(ListsReader, DependencySet, Resolution, Option<Finished<'s>>)> {
     let under_test = match control {
         Some(control) => control.get("Package").cloned().unwrap_or_default(),
         None => String::new(),
@@ -238,7 +266,7 @@ fn resolve(
             // A cached resolution that does not parse is simulated again, not trusted.
             if let Ok(set) = text.parse::<DependencySet>() {
                 let ListsAccess::Ready(lists) = access else { unreachable!("matched above") };
-                return Ok((lists, set, Resolution::Cached));
+                return Ok((lists, set, Resolution::Cached, None));
             }
         }
     }
@@ -246,8 +274,15 @@ fn resolve(
     let script = super::simulate_script(manager).ok_or(DepsError::Unsupported { manager })?;
     let refresh = matches!(access, ListsAccess::Refresh(_));
     let base = needs.base.to_string();
-    let mut run = Script::new(&base, "postroj-resolve", script);
-    run.args = vec![if refresh { "refresh" } else { "cached" }.to_owned(), opts.recommends.to_string()];
+    let container = format!("postroj-deps-{}", needs.image.label);
+    let mut run = Script::new(&base, &container, script);
+    let install = if opts.index == IndexPolicy::Offline { "offline" } else { "online" };
+    run.args = vec![
+        if refresh { "refresh" } else { "cached" }.to_owned(),
+        opts.recommends.to_string(),
+        install.to_owned(),
+        under_test.clone(),
+    ];
     run.binds = vec![access.bind(), workspace.bind()];
     if let Some((package, in_container)) = needs.package {
         run.binds.push(Bind { source: package.path.clone(), target: in_container.to_owned(), read_only: true });
@@ -255,13 +290,18 @@ fn resolve(
     }
     run.args.extend(needs.requires.iter().cloned());
     run.watch_space = Some(opts.cache_root.clone());
+    let started = std::time::Instant::now();
     let finished = run.run(store)?;
+    tracing::debug!(refresh, "resolution (and speculative install) container: {:?}", started.elapsed());
     if let Some(reason) = finished.stopped.clone() {
         let what = if refresh { "fetching the package lists" } else { "resolving the dependencies" };
         return Err(DepLayerError::Stopped { what, reason });
     }
+    // The install after the simulation may fail (offline, say) and be made again alone;
+    // the simulation itself must have succeeded.
+    let simulated = finished.success() || super::installed_after_simulation(&finished.output).is_some();
     let set = match super::parse_simulation(manager, &finished.output, &under_test) {
-        Ok(set) if finished.success() => set,
+        Ok(set) if simulated => set,
         Ok(_) | Err(DepsError::Unrecognised { .. }) => {
             return Err(DepLayerError::Simulation {
                 code: finished.exit_code,
@@ -270,14 +310,13 @@ fn resolve(
         }
         Err(e) => return Err(e.into()),
     };
-    drop(finished);
     let lists = match access {
         ListsAccess::Ready(lists) => lists,
         ListsAccess::Refresh(refresh) => refresh.publish()?,
     };
     let path = lists.derived_dir()?.join(format!("resolution-{}", Digest::of(key_text.as_bytes()).hex()));
     apt_cache::write_atomically(&path, set.canonical_text().as_bytes())?;
-    Ok((lists, set, Resolution::Simulated))
+    Ok((lists, set, Resolution::Simulated, Some(finished)))
 }
 
 /// What a resolution depends on besides the lists: the image, whether Recommends count,
@@ -327,19 +366,17 @@ fn lock_key(root: &Path, key: &DepKey) -> Result<std::fs::File> {
     Ok(file)
 }
 
-/// Installs `set` in a command-mode container of the base (no services start), commits
-/// its writes as the layer, tags it `name`; then keeps what apt downloaded, verified.
-#[allow(clippy::too_many_arguments)]
-fn build(
-    store: &Store,
+/// Installs `set` in a command-mode container of the base (no services start), for
+/// [`commit_layer`].
+fn install_set<'s>(
+    store: &'s Store,
     needs: &Needs<'_>,
     key: &DepKey,
-    name: &str,
     set: &DependencySet,
     lists: &ListsReader,
-    (archives, workspace): (&apt_cache::Archives, &ArchiveWorkspace),
+    workspace: &ArchiveWorkspace,
     opts: &Options,
-) -> Result<Digest> {
+) -> Result<Finished<'s>> {
     let manager = needs.image.package_manager;
     let script = super::install_set_script(manager).ok_or(DepsError::Unsupported { manager })?;
     let install = set.install_args(manager);
@@ -361,7 +398,9 @@ fn build(
         std::iter::once(if offline { "offline" } else { "online" }.to_owned()).chain(install.iter().cloned()).collect();
     run.binds = vec![lists.bind(), workspace.bind()];
     run.watch_space = Some(opts.cache_root.clone());
+    let started = std::time::Instant::now();
     let finished = run.run(store)?;
+    tracing::debug!("build container: {:?}", started.elapsed());
     if let Some(reason) = finished.stopped.clone() {
         return Err(DepLayerError::Stopped { what: "installing the dependencies", reason });
     }
@@ -372,20 +411,44 @@ fn build(
             output: finished.output_tail(SCRIPT_LINES_SHOWN),
         });
     }
-    let tag = Reference::parse(name)?;
+    Ok(finished)
+}
+
+/// Commits the writes of the container that installed `set` as the layer of `key`,
+/// tagged `name`.
+fn commit_layer(
+    finished: &Finished<'_>,
+    needs: &Needs<'_>,
+    key: &DepKey,
+    name: &str,
+    set: &DependencySet,
+) -> Result<Digest> {
+    let install = set.install_args(needs.image.package_manager);
     let opts = CommitOptions {
         message: Some(format!("postroj: dependency layer {} ({} packages)", key.short(), install.len())),
         created_by: Some(format!("apt-get install --no-install-recommends {}", install.join(" "))),
         labels: depcache::labels(key, needs.base, needs.image.label, set),
-        tags: vec![tag],
+        tags: vec![Reference::parse(name)?],
         ..CommitOptions::default()
     };
+    let started = std::time::Instant::now();
     let id = finished.commit(&opts)?;
-    let report = archives.publish(workspace, &apt_cache::index_hashes(lists.dir())?)?;
-    for entry in report.rejected {
-        tracing::warn!("download cache: {} does not match the package lists' hash: not kept", entry.name);
-    }
+    tracing::debug!("commit: {:?}", started.elapsed());
     Ok(id)
+}
+
+/// Keeps what apt downloaded into the workspace, each file checked against the package
+/// lists' hash; a failure costs only the next probe a download, so it is logged.
+fn publish_downloads(archives: &apt_cache::Archives, workspace: &ArchiveWorkspace, lists: &Path) {
+    let published = apt_cache::index_hashes(lists).and_then(|hashes| archives.publish(workspace, &hashes));
+    match published {
+        Ok(report) => {
+            for entry in report.rejected {
+                tracing::warn!("download cache: {} does not match the package lists' hash: not kept", entry.name);
+            }
+        }
+        Err(e) => tracing::warn!("download cache: keeping the downloads: {e}"),
+    }
 }
 
 /// The images whose downloaded .debs are interchangeable: one release, one architecture.

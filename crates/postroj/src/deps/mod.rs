@@ -24,21 +24,50 @@ use racker::digest::Digest;
 use crate::catalog::PackageManager;
 
 /// A shell script that simulates installing its arguments (package files by absolute
-/// path, or names from the image's repositories) and prints what it would install, for
-/// [`parse_simulation`]; `None` for the managers without dependency layers (their probes
-/// install as before). Its first argument is `refresh` (fetch the package lists first,
-/// into the bound lists directory) or `cached`, its second `true` or `false`: whether
-/// Recommends are installed. It changes nothing but the lists.
+/// path, or names from the image's repositories), prints what it would install, for
+/// [`parse_simulation`], and then installs that set at once, speculatively: a first probe
+/// is no slower than a plain install, and the caller commits the container only if it
+/// needs the layer and the set installed is the one it parsed (the line after
+/// [`INSTALLING`] names it). `None` for the managers without dependency layers (their
+/// probes install as before). Its first arguments: `refresh` (fetch the package lists
+/// first, into the bound lists directory) or `cached`; `true` or `false` (whether
+/// Recommends are installed); `online`, `offline` (install only from the bound archives)
+/// or `none` (simulate only); the name of the package under test (not installed).
 pub fn simulate_script(manager: PackageManager) -> Option<&'static str> {
     match manager {
         PackageManager::Apt => Some(
-            "export LC_ALL=C DEBIAN_FRONTEND=noninteractive; refresh=$1 recommends=$2; shift 2; \
-             if [ \"$refresh\" = refresh ]; then apt-get update -qq || exit; fi; \
-             exec apt-get install -s -o APT::Install-Recommends=\"$recommends\" \"$@\"",
+            r#"export LC_ALL=C DEBIAN_FRONTEND=noninteractive
+refresh=$1 recommends=$2 install=$3 under_test=$4; shift 4
+if [ "$refresh" = refresh ]; then apt-get update -qq || exit; fi
+sim=$(apt-get install -s -o APT::Install-Recommends="$recommends" "$@") || { printf '%s\n' "$sim"; exit 100; }
+printf '%s\n' "$sim"
+[ "$install" = none ] && exit 0
+set -- $(printf '%s\n' "$sim" |
+  sed -n 's/^Inst \([^ ]*\) \(\[[^]]*\] \)\{0,1\}(\([^ ]*\) [^[]*\[\([^]]*\)\].*/\1 \3 \4/p' |
+  while read -r name version arch; do
+    name=${name%%:*}; [ "$name" = "$under_test" ] || echo "$name:$arch=$version"
+  done)
+[ $# -gt 0 ] || exit 0
+echo "postroj-installing: $*"
+download=; [ "$install" = offline ] && download=--no-download
+apt-get install -y -qq --no-install-recommends $download "$@" || exit
+rm -f /var/cache/apt/pkgcache.bin /var/cache/apt/srcpkgcache.bin"#,
         ),
         // dnf's metadata has no host cache yet: rpm images install as before.
         PackageManager::Dnf | PackageManager::Yum | PackageManager::Zypper | PackageManager::Pacman => None,
     }
+}
+
+/// Starts the line of [`simulate_script`]'s output that lists what it installs.
+pub const INSTALLING: &str = "postroj-installing: ";
+
+/// What [`simulate_script`] installed after its simulation, sorted: `None` if it installed
+/// nothing.
+pub fn installed_after_simulation(output: &str) -> Option<Vec<String>> {
+    let line = output.lines().find_map(|l| l.strip_prefix(INSTALLING))?;
+    let mut specs: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+    specs.sort();
+    Some(specs)
 }
 
 /// The dependency set in the output of [`simulate_script`], without `under_test`.
@@ -347,6 +376,55 @@ mod tests {
         for (n, v, a) in [("a b", "1", "all"), ("a", "", "all"), ("a", "1", "am\nd64")] {
             assert!(matches!(ResolvedPackage::new(n, v, a), Err(DepsError::InvalidField { .. })));
         }
+    }
+
+    /// The script's own parse of the simulation (shell, in the container) installs what
+    /// the Rust parser reads from the same output. apt-get is a stand-in here that prints
+    /// a captured simulation and records the install it is asked for.
+    #[test]
+    fn the_script_installs_exactly_the_set_the_parser_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let simulation = "Inst base-files [12.4+deb12u5] (12.4+deb12u6 Debian:12.6/stable [amd64])\n\
+                          Inst libfoo:i386 (1.0-1 Debian:12.5/stable, Debian:12/stable [i386]) []\n\
+                          Inst lighttpd (1.4.69-1 Debian:12.5/stable [amd64])\n\
+                          Inst probe (1.0 local-deb [all])\n\
+                          Conf lighttpd (1.4.69-1 Debian:12.5/stable [amd64])\n\
+                          3 upgraded, 1 newly installed, 0 to remove and 0 not upgraded.\n";
+        std::fs::write(dir.path().join("simulation"), simulation).unwrap();
+        let fake = format!(
+            "#!/bin/sh\ncase \"$*\" in *' -s '*) cat {0}/simulation ;; *) echo \"$*\" > {0}/installed ;; esac\n",
+            dir.path().display()
+        );
+        let apt_get = dir.path().join("apt-get");
+        std::fs::write(&apt_get, fake).unwrap();
+        std::fs::set_permissions(&apt_get, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let path = format!("{}:{}", dir.path().display(), std::env::var("PATH").unwrap_or_default());
+        let script = simulate_script(PackageManager::Apt).unwrap();
+        let out = std::process::Command::new("sh")
+            .args(["-c", script, "resolve", "cached", "false", "online", "probe", "/run/postroj/probe.deb"])
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let output = String::from_utf8_lossy(&out.stdout);
+        let mut wanted =
+            parse_simulation(PackageManager::Apt, &output, "probe").unwrap().install_args(PackageManager::Apt);
+        wanted.sort();
+        assert_eq!(installed_after_simulation(&output), Some(wanted.clone()));
+        let installed = std::fs::read_to_string(dir.path().join("installed")).unwrap();
+        assert!(wanted.iter().all(|w| installed.contains(w.as_str())), "{installed}");
+        assert!(!installed.contains("probe"), "the package under test is not in its layer: {installed}");
+    }
+
+    #[test]
+    fn the_speculative_install_is_read_from_its_marked_line() {
+        let output =
+            "Inst hello (2.10-3 Debian:12.10/stable [amd64])\npostroj-installing: hello:amd64=2.10-3 a:all=1\n";
+        assert_eq!(
+            installed_after_simulation(output),
+            Some(vec!["a:all=1".to_owned(), "hello:amd64=2.10-3".to_owned()])
+        );
+        assert_eq!(installed_after_simulation("Inst hello (2.10-3 x [amd64])\n"), None);
     }
 
     #[test]
