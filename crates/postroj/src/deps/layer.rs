@@ -300,7 +300,7 @@ fn resolve<'s>(
     // The install after the simulation may fail (offline, say) and be made again alone;
     // the simulation itself must have succeeded.
     let simulated = finished.success() || super::installed_after_simulation(&finished.output).is_some();
-    let set = match super::parse_simulation(manager, &finished.output, &under_test) {
+    let set = match super::parse_simulation(manager, super::simulation_output(&finished.output), &under_test) {
         Ok(set) if simulated => set,
         Ok(_) | Err(DepsError::Unrecognised { .. }) => {
             return Err(DepLayerError::Simulation {

@@ -61,6 +61,15 @@ rm -f /var/cache/apt/pkgcache.bin /var/cache/apt/srcpkgcache.bin"#,
 /// Starts the line of [`simulate_script`]'s output that lists what it installs.
 pub const INSTALLING: &str = "postroj-installing: ";
 
+/// The simulation's part of [`simulate_script`]'s output: what the install after it
+/// printed (its errors included) is not the simulation's.
+pub fn simulation_output(output: &str) -> &str {
+    match output.find(INSTALLING) {
+        Some(at) => &output[..at],
+        None => output,
+    }
+}
+
 /// What [`simulate_script`] installed after its simulation, sorted: `None` if it installed
 /// nothing.
 pub fn installed_after_simulation(output: &str) -> Option<Vec<String>> {
@@ -425,6 +434,8 @@ mod tests {
             Some(vec!["a:all=1".to_owned(), "hello:amd64=2.10-3".to_owned()])
         );
         assert_eq!(installed_after_simulation("Inst hello (2.10-3 x [amd64])\n"), None);
+        let failed = format!("{output}E: Unable to fetch some archives\n");
+        assert!(!simulation_output(&failed).contains("E: ") && simulation_output(&failed).contains("Inst hello"));
     }
 
     #[test]
