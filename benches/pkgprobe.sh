@@ -31,9 +31,9 @@
 #                      (--no-upgrade-test --skip-minimize), from the same tarball the image
 #                      is imported from (gzipped: piuparts unpacks with tar -z) and the same
 #                      Debian mirror; its own chroot each run, as piuparts always works
-#   lighttpd cold      the lighttpd probe with empty caches: a new store holding the image
-#                      (imported, its layer unpacked by an untimed journald probe) and an
-#                      empty apt cache
+#   lighttpd cold      the lighttpd probe with empty caches, in every round: the image in
+#                      the store, its dependency layer removed (postroj cache rm --all) and
+#                      an empty apt cache, so that it runs side by side with no-cache
 #
 # One untimed warm-up run of each warm, by-hand and piuparts cycle first; then they are
 # interleaved, each run after an untimed 0.3 s pause (piuparts in the first PIUPARTS_RUNS
@@ -147,6 +147,12 @@ round() { # $1: the round's number
   time_run "as users do" boot_as_users_do "$work/rootfs"
   time_run "lighttpd warm" lighttpd_probe "$work/store" "$work/apt"
   [[ -z "$no_cache" ]] || time_run "lighttpd no-cache" lighttpd_probe "$work/store" "$work/apt" --no-cache
+  if [[ -n "$no_cache" ]]; then
+    # Empty caches, the image present: no dependency layer, no lists, no downloads.
+    "$postroj" --root "$work/store" cache rm --all >/dev/null
+    rm -rf "$work/apt-cold"
+    time_run "lighttpd cold" lighttpd_probe "$work/store" "$work/apt-cold"
+  fi
   (($1 > piuparts_runs)) || time_run "piuparts" piuparts_cycle
 }
 log "warming up: one untimed run of each cycle"
@@ -164,13 +170,6 @@ cold_cycle() { # a fresh store each time
 for ((i = 1; i <= cold_runs; i++)); do
   log "cold cycle $i of $cold_runs"
   time_run "cold postroj" cold_cycle "$i"
-  # Empty caches, the image present: imported and its layer unpacked by a journald probe.
-  store=$work/cold-caches-$i
-  "$racker" --root "$store" import -q "$tarball" "$image" >/dev/null
-  "$postroj" --root "$store" pkgprobe -q --image=debian-bookworm --check-unit=systemd-journald >/dev/null
-  time_run "lighttpd cold" lighttpd_probe "$store" "$work/apt-cold-$i"
-  "$racker" --root "$store" gc >/dev/null 2>&1
-  rm -rf "$store" "$work/apt-cold-$i"
 done
 
 printf '\npkgprobe cycles on Debian bookworm + systemd, %d warm runs after a warm-up, %d cold, %d piuparts, ms\n' \
@@ -180,7 +179,7 @@ keys=("warm postroj" "same-work by hand" "as users do")
 keys+=("lighttpd warm")
 [[ -z "$no_cache" ]] || keys+=("lighttpd no-cache")
 ((piuparts_runs == 0)) || keys+=("piuparts")
-((cold_runs == 0)) || keys+=("lighttpd cold")
+[[ -z "$no_cache" ]] || keys+=("lighttpd cold")
 print_medians "${keys[@]}"
 [[ -n "$no_cache" ]] || echo "lighttpd no-cache: skipped, this postroj has no --no-cache"
 echo
