@@ -8,20 +8,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use crate::common::postroj::Deb;
-use crate::common::{images, require_root, TempStore, HOST_PORT_80};
+use crate::common::postroj::{probe_store, Deb};
+use crate::common::{TempStore, HOST_PORT_80};
 
 fn text(o: &Output) -> String {
     format!("{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-/// A store whose curated `debian-bookworm` is the test's bookworm + systemd image.
-fn store() -> TempStore {
-    require_root();
-    let store = TempStore::new();
-    let tarball = images::debian_rootfs_tarball();
-    store.ok(&["import", "-q", tarball.to_str().expect("utf-8"), "localhost/postroj/debian-bookworm:latest"]);
-    store
 }
 
 /// Builds `NAME_VERSION_all.deb` in `dir`, depending on `depends` (packages of the mirror).
@@ -90,7 +81,7 @@ fn dependencies_row(report: &str) -> String {
 
 #[test]
 fn a_second_probe_boots_the_cached_layer_and_installs_only_the_package() {
-    let store = store();
+    let store = probe_store();
     let dir = tempfile::tempdir().expect("tempdir");
     let web = deb(dir.path(), "probe-web", "1.0", "lighttpd");
     let _port = HOST_PORT_80.lock().unwrap_or_else(|e| e.into_inner());
@@ -124,7 +115,7 @@ fn a_second_probe_boots_the_cached_layer_and_installs_only_the_package() {
 
 #[test]
 fn new_lists_and_a_new_image_are_noticed_and_offline_uses_the_cache_or_says_what_is_missing() {
-    let store = store();
+    let store = probe_store();
     let dir = tempfile::tempdir().expect("tempdir");
     let hello = deb(dir.path(), "probe-hello", "1.0", "hello");
     assert!(dependencies_row(&passes(&store, &hello, &[])).contains("resolved by apt"));
@@ -184,7 +175,7 @@ fn offline_with(store: &TempStore, deb: &Path) -> Output {
 
 #[test]
 fn offline_with_a_cold_cache_says_what_is_missing() {
-    let store = store();
+    let store = probe_store();
     let dir = tempfile::tempdir().expect("tempdir");
     let hello = deb(dir.path(), "probe-hello", "1.0", "hello");
     let o = offline_with(&store, &hello);
@@ -197,7 +188,7 @@ fn offline_with_a_cold_cache_says_what_is_missing() {
 
 #[test]
 fn four_parallel_probes_share_one_refresh_and_build_one_layer() {
-    let store = store();
+    let store = probe_store();
     let dir = tempfile::tempdir().expect("tempdir");
     let hello = deb(dir.path(), "probe-hello", "1.0", "hello");
     let children: Vec<_> = (0..4)
@@ -218,7 +209,7 @@ fn four_parallel_probes_share_one_refresh_and_build_one_layer() {
 
 #[test]
 fn a_corrupted_download_is_found_by_its_hash_and_fetched_again() {
-    let store = store();
+    let store = probe_store();
     let dir = tempfile::tempdir().expect("tempdir");
     let hello = deb(dir.path(), "probe-hello", "1.0", "hello");
     passes(&store, &hello, &[]);
@@ -241,7 +232,7 @@ fn a_corrupted_download_is_found_by_its_hash_and_fetched_again() {
 
 #[test]
 fn a_full_disk_while_filling_the_cache_leaves_nothing_half_written() {
-    let store = store();
+    let store = probe_store();
     let dir = tempfile::tempdir().expect("tempdir");
     let hello = deb(dir.path(), "probe-hello", "1.0", "hello");
     // The cache on a file system too small for bookworm's package lists.

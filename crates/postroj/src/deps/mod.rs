@@ -30,7 +30,8 @@ use crate::catalog::PackageManager;
 /// needs the layer and the set installed is the one it parsed (the line after
 /// [`INSTALLING`] names it). `None` for the managers without dependency layers (their
 /// probes install as before). Its first arguments: `refresh` (fetch the package lists
-/// first, into the bound lists directory) or `cached`; `true` or `false` (whether
+/// first, into the bound lists directory, without the descriptions' translations, which
+/// no probe reads) or `cached`; `true` or `false` (whether
 /// Recommends are installed); `online`, `offline` (install only from the bound archives)
 /// or `none` (simulate only); the name of the package under test (not installed).
 pub fn simulate_script(manager: PackageManager) -> Option<&'static str> {
@@ -38,7 +39,7 @@ pub fn simulate_script(manager: PackageManager) -> Option<&'static str> {
         PackageManager::Apt => Some(
             r#"export LC_ALL=C DEBIAN_FRONTEND=noninteractive
 refresh=$1 recommends=$2 install=$3 under_test=$4; shift 4
-if [ "$refresh" = refresh ]; then apt-get update -qq || exit; fi
+if [ "$refresh" = refresh ]; then apt-get update -qq -o Acquire::Languages=none || exit; fi
 sim=$(apt-get install -s -o APT::Install-Recommends="$recommends" "$@") || { printf '%s\n' "$sim"; exit 100; }
 printf '%s\n' "$sim"
 [ "$install" = none ] && exit 0
