@@ -41,6 +41,10 @@ pub struct Script<'a> {
 /// from a slow mirror.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
+/// How much of a script's output is kept: its start, where the package manager says what
+/// it does; a runaway script's flood beyond it is not read.
+const MAX_OUTPUT: u64 = 16 << 20;
+
 /// How often a running script's limits are looked at.
 const WATCH_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -109,9 +113,16 @@ impl<'a> Script<'a> {
         })?;
         finished.exit_code = code;
         finished.stopped = stopped.into_inner().unwrap_or_else(|e| e.into_inner());
-        finished.output = std::fs::read(&log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+        finished.output = read_output(&log);
         Ok(finished)
     }
+}
+
+fn read_output(log: &Path) -> String {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    let _ = std::fs::File::open(log).and_then(|f| f.take(MAX_OUTPUT).read_to_end(&mut bytes));
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 fn container_name(request: &RunRequest) -> String {
