@@ -294,10 +294,14 @@ fn conffiles(container: &Booted, manager: PackageManager, package: &Package) -> 
     Ok(effects::parse_conffiles(&String::from_utf8_lossy(&out.stdout)))
 }
 
-/// The name of the package in `package`'s file, asked of the package tools in the container.
+/// The name of the package in `package`'s file: a .deb's control file is read on the
+/// host, other formats are asked of the package tools in the container.
 fn package_name(container: &Booted, manager: PackageManager, package: &Package) -> Result<String, String> {
     let script = match manager {
-        PackageManager::Apt => "dpkg-deb -f \"$1\" Package",
+        PackageManager::Apt => {
+            let control = crate::deb::control(&package.path).map_err(|e| e.to_string())?;
+            return control.get("Package").cloned().ok_or_else(|| format!("{} names no Package", package.file_name));
+        }
         // An rpm is queried the same way whichever front end installs it.
         PackageManager::Dnf | PackageManager::Yum | PackageManager::Zypper => "rpm -qp --qf '%{NAME}\\n' \"$1\"",
         PackageManager::Pacman => "pacman -Qqp \"$1\"",
