@@ -99,8 +99,9 @@ pub struct Prepared {
     pub outcome: Outcome,
     /// How the set was known: from the package alone, a cached resolution, or apt.
     pub resolution: Resolution,
-    /// The package lists and a download workspace, unless apt was not needed at all.
-    cache: Option<(ListsReader, Arc<ArchiveWorkspace>)>,
+    /// The package lists, unless apt was not needed at all, and a download workspace,
+    /// unless a cached layer made downloads unlikely.
+    cache: Option<(ListsReader, Option<Arc<ArchiveWorkspace>>)>,
     /// Moves what a build downloaded into the shared pool while the probe goes on.
     publishing: Option<std::thread::JoinHandle<()>>,
 }
@@ -128,7 +129,8 @@ impl Prepared {
     /// The package lists (read-only) and a download workspace, at apt's places: whatever
     /// apt still does in the probe's container works without fetching the lists.
     pub fn binds(&self) -> Vec<Bind> {
-        self.cache.iter().flat_map(|(lists, archives)| [lists.bind(), archives.bind()]).collect()
+        let Some((lists, archives)) = &self.cache else { return Vec::new() };
+        std::iter::once(lists.bind()).chain(archives.iter().map(|a| a.bind())).collect()
     }
 
     /// One line for the report: what was used and why.
@@ -182,6 +184,26 @@ pub fn prepare(store: &Store, needs: Needs<'_>, opts: &Options) -> Result<Prepar
     }
     let cache = AptCache::open(&opts.cache_root)?;
     let access = cache.lists(needs.base)?.prepare(opts.index)?;
+    let key_text = resolution_text(&needs, control.as_ref(), opts.recommends);
+    // The warm loop: a resolution of these lists and relations whose layer is stored. No
+    // download workspace is checked out (and no pool file linked) for it.
+    if let ListsAccess::Ready(lists) = &access {
+        if let Some(set) = cached_resolution(lists, &key_text)?.filter(|set| !set.is_empty()) {
+            let key = DepKey::new(needs.base, &set);
+            if let Some(id) = find_layer(store, &depcache::reference(&key), &key)? {
+                let ListsAccess::Ready(lists) = access else { unreachable!("matched above") };
+                return Ok(Prepared {
+                    image: id,
+                    key: Some(key),
+                    set,
+                    outcome: Outcome::Cached,
+                    resolution: Resolution::Cached,
+                    cache: Some((lists, None)),
+                    publishing: None,
+                });
+            }
+        }
+    }
     let archives = cache.archives(&release_key(needs.image)?)?;
     let (workspace, corrupt) = archives.checkout()?;
     for entry in corrupt {
@@ -193,14 +215,15 @@ pub fn prepare(store: &Store, needs: Needs<'_>, opts: &Options) -> Result<Prepar
         );
     }
     let workspace = Arc::new(workspace);
-    let (lists, set, resolution, speculative) = resolve(store, &needs, control.as_ref(), access, &workspace, opts)?;
+    let (lists, set, resolution, speculative) =
+        resolve(store, &needs, control.as_ref(), &key_text, access, &workspace, opts)?;
     let prepared = |image, key, outcome, set, lists, workspace, publishing| Prepared {
         image,
         key,
         set,
         outcome,
         resolution,
-        cache: Some((lists, workspace)),
+        cache: Some((lists, Some(workspace))),
         publishing,
     };
     if set.is_empty() {
@@ -251,6 +274,7 @@ fn resolve<'s>(
     store: &'s Store,
     needs: &Needs<'_>,
     control: Option<&deb::Control>,
+    key_text: &str,
     access: ListsAccess,
     workspace: &ArchiveWorkspace,
     opts: &Options,
@@ -259,15 +283,10 @@ fn resolve<'s>(
         Some(control) => control.get("Package").cloned().unwrap_or_default(),
         None => String::new(),
     };
-    let key_text = resolution_text(needs, control, opts.recommends);
     if let ListsAccess::Ready(lists) = &access {
-        let path = lists.derived_dir()?.join(format!("resolution-{}", Digest::of(key_text.as_bytes()).hex()));
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            // A cached resolution that does not parse is simulated again, not trusted.
-            if let Ok(set) = text.parse::<DependencySet>() {
-                let ListsAccess::Ready(lists) = access else { unreachable!("matched above") };
-                return Ok((lists, set, Resolution::Cached, None));
-            }
+        if let Some(set) = cached_resolution(lists, key_text)? {
+            let ListsAccess::Ready(lists) = access else { unreachable!("matched above") };
+            return Ok((lists, set, Resolution::Cached, None));
         }
     }
     let manager = needs.image.package_manager;
@@ -314,9 +333,20 @@ fn resolve<'s>(
         ListsAccess::Ready(lists) => lists,
         ListsAccess::Refresh(refresh) => refresh.publish()?,
     };
-    let path = lists.derived_dir()?.join(format!("resolution-{}", Digest::of(key_text.as_bytes()).hex()));
-    apt_cache::write_atomically(&path, set.canonical_text().as_bytes())?;
+    apt_cache::write_atomically(&resolution_path(&lists, key_text)?, set.canonical_text().as_bytes())?;
     Ok((lists, set, Resolution::Simulated, Some(finished)))
+}
+
+/// Where the resolution for `key_text` of these lists is kept.
+fn resolution_path(lists: &ListsReader, key_text: &str) -> Result<PathBuf> {
+    Ok(lists.derived_dir()?.join(format!("resolution-{}", Digest::of(key_text.as_bytes()).hex())))
+}
+
+/// An earlier probe's resolution for `key_text` of these lists; one that does not parse
+/// is simulated again, not trusted.
+fn cached_resolution(lists: &ListsReader, key_text: &str) -> Result<Option<DependencySet>> {
+    let text = std::fs::read_to_string(resolution_path(lists, key_text)?).ok();
+    Ok(text.and_then(|text| text.parse().ok()))
 }
 
 /// What a resolution depends on besides the lists: the image, whether Recommends count,
@@ -453,12 +483,6 @@ fn publish_downloads(archives: &apt_cache::Archives, workspace: &ArchiveWorkspac
 
 /// The images whose downloaded .debs are interchangeable: one release, one architecture.
 fn release_key(image: &CuratedImage) -> Result<apt_cache::ReleaseKey> {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "i386",
-        "powerpc64" => "ppc64el",
-        other => other,
-    };
+    let arch = racker::oci::Platform::host().architecture;
     Ok(apt_cache::ReleaseKey::new(&format!("{}-{arch}", image.label))?)
 }
