@@ -213,6 +213,69 @@ fn overlay_xattrs_in_the_tar_are_dropped() {
     assert_eq!(xattr(&d.join("f"), "trusted.overlay.redirect"), None);
 }
 
+/// Binary xattr values may hold a newline byte (journald's `user.crtime_usec`, file
+/// capabilities): PAX records are read by their length, so the layer unpacks and the
+/// values arrive byte for byte.
+#[test]
+fn xattr_values_holding_newlines_arrive_intact() {
+    require_root();
+    use fixturegen::file;
+    const CAP: &[u8] = &[1, 0, 0, 2, 2, 0, b'\n', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    const CRTIME: &[u8] = &[b'\n', 0x1f, 0x0a, 0x33, 0, 0, 0, 0];
+    let tar = fixturegen::build_tar(&[
+        file(b"ping", 0o755, b"x").xattrs(&[("security.capability", CAP), ("user.crtime_usec", CRTIME)]),
+        file(b"after", 0o644, b"y"),
+    ])
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    apply_tar(&tar[..], tmp.path(), &OVERLAY).unwrap();
+    assert_eq!(xattr(&tmp.path().join("ping"), "security.capability").unwrap(), CAP);
+    assert_eq!(xattr(&tmp.path().join("ping"), "user.crtime_usec").unwrap(), CRTIME);
+    assert_eq!(fs::read(tmp.path().join("after")).unwrap(), b"y");
+}
+
+/// A record hidden inside another record's value (`\n22 linkpath=…\n`) is not a record:
+/// the symlink points where its header says, as Go's archive/tar (docker) reads it.
+#[test]
+fn a_pax_record_hidden_in_a_value_is_not_applied() {
+    require_root();
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_pax_extensions([("comment", &b"x\n27 linkpath=/etc/passwd\n"[..])]).unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_path("link").unwrap();
+    h.set_link_name("harmless").unwrap();
+    h.set_mode(0o777);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_size(0);
+    h.set_cksum();
+    b.append(&h, &[][..]).unwrap();
+    let tar = b.into_inner().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    apply_tar(&tar[..], tmp.path(), &OVERLAY).unwrap();
+    assert_eq!(fs::read_link(tmp.path().join("link")).unwrap(), Path::new("harmless"));
+}
+
+/// A PAX header that lies about its records is refused, naming it.
+#[test]
+fn a_malformed_pax_header_is_refused() {
+    require_root();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::XHeader);
+    h.set_path("PaxHeaders/f").unwrap();
+    h.set_size(12);
+    h.set_cksum();
+    b.append(&h, &b"99 path=abc\n"[..]).unwrap();
+    b.append_data(&mut tar::Header::new_ustar(), "f", &[][..]).unwrap();
+    let tar = b.into_inner().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let err = apply_tar(&tar[..], tmp.path(), &OVERLAY).unwrap_err();
+    assert!(err.to_string().contains("malformed pax record"), "{err}");
+}
+
 /// Applies a malicious layer into `<tmp>/dest` and returns the error.
 fn refuse(name: &str) -> (UnpackError, tempfile::TempDir) {
     let tmp = tempfile::tempdir().unwrap();

@@ -15,6 +15,7 @@ use rustix::fs::{
 use rustix::io::Errno;
 use tar::EntryType;
 
+use super::extensions::{ExtensionError, Extensions, ReadError};
 use super::{UnpackError, UnpackOptions, UnpackStats, WhiteoutMode};
 use crate::digest::HashingReader;
 
@@ -51,9 +52,28 @@ pub fn apply_tar<R: Read>(tar: R, dest: &Path, opts: &UnpackOptions) -> Result<U
         buf: vec![0; 128 * 1024],
     };
     let mut archive = tar::Archive::new(HashingReader::new(tar));
-    for entry in archive.entries().map_err(|e| corrupt("reading the first entry", e))? {
+    // Raw entries: extension headers are read here, by length (see `extensions`).
+    let entries = archive.entries().map_err(|e| corrupt("reading the first entry", e))?.raw(true);
+    let mut ext = Extensions::default();
+    for entry in entries {
         let mut entry = entry.map_err(|e| corrupt("reading the next entry", e))?;
-        applier.apply(&mut entry)?;
+        let etype = entry.header().entry_type();
+        let size = entry.header().size().map_err(|e| corrupt("reading an entry's size", e))?;
+        let read = match etype {
+            EntryType::XHeader => ext.read_pax(&mut entry, size),
+            EntryType::GNULongName => ext.read_gnu(&mut entry, size, false),
+            EntryType::GNULongLink => ext.read_gnu(&mut entry, size, true),
+            // Global records (e.g. git archive's comment) say nothing racker applies.
+            EntryType::XGlobalHeader => Ok(()),
+            _ => {
+                applier.apply(&mut entry, &std::mem::take(&mut ext))?;
+                continue;
+            }
+        };
+        read.map_err(|e| extension_err(&entry, e))?;
+    }
+    if !ext.is_empty() {
+        return Err(corrupt("reading the end of the tar stream", io::Error::other(ExtensionError::Dangling)));
     }
     applier.set_dir_times()?;
     let (diff_id, tar_size) =
@@ -132,16 +152,12 @@ struct Applier<'o> {
 }
 
 impl Applier<'_> {
-    fn apply<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), UnpackError> {
-        let raw = entry.path_bytes().into_owned();
+    fn apply<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>, ext: &Extensions) -> Result<(), UnpackError> {
+        let raw = ext.path(&entry.header().path_bytes()).to_vec();
         let es = String::from_utf8_lossy(&raw).into_owned();
         let etype = entry.header().entry_type();
-        if matches!(
-            etype,
-            EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink
-        ) {
-            return Ok(());
-        }
+        let size = entry.header().size().map_err(|e| corrupt(&format!("header of {es:?}: size"), e))?;
+        ext.check_size(size).map_err(|e| bad(&es, e.to_string()))?;
         let comps = sanitize(&raw).map_err(|u| UnpackError::UnsafePath {
             entry: es.clone(),
             reason: match u {
@@ -149,8 +165,8 @@ impl Applier<'_> {
                 Unsafe::DotDot => "path has a `..` component",
             },
         })?;
-        let meta = read_meta(entry, &es)?;
-        let kind = read_kind(entry, etype, &es)?;
+        let meta = read_meta(entry, ext, &es)?;
+        let kind = read_kind(entry, ext, etype, &es)?;
 
         let Some((&name, dir)) = comps.split_last() else {
             // `.` or `./`: metadata for the layer root.
@@ -504,7 +520,7 @@ fn set_dir_meta(fd: BorrowedFd<'_>, meta: &Meta, es: &str) -> Result<(), UnpackE
 }
 
 /// Reads mode, owner, mtime and xattrs from the header and its PAX records.
-fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>, es: &str) -> Result<Meta, UnpackError> {
+fn read_meta<R: Read>(entry: &tar::Entry<'_, R>, ext: &Extensions, es: &str) -> Result<Meta, UnpackError> {
     let field = |what: &str, e| corrupt(&format!("header of {es:?}: {what}"), e);
     let h = entry.header();
     let mode = h.mode().map_err(|e| field("mode", e))? & 0o7777;
@@ -513,24 +529,20 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>, es: &str) -> Result<Meta, U
     let secs = h.mtime().map_err(|e| field("mtime", e))?;
     let mut mtime = Timespec { tv_sec: i64::try_from(secs).unwrap_or(i64::MAX), tv_nsec: 0 };
     let mut xattrs = Vec::new();
-    if let Some(pax) = entry.pax_extensions().map_err(|e| field("pax records", e))? {
-        for ext in pax {
-            let ext = ext.map_err(|e| field("pax records", e))?;
-            let (key, value) = (ext.key_bytes(), ext.value_bytes());
-            if let Some(name) = key.strip_prefix(PAX_XATTR_PREFIX) {
-                // Only racker sets overlay attributes.
-                if !name.starts_with(OVERLAY_XATTR_PREFIX) {
-                    xattrs.push((name.to_vec(), value.to_vec()));
-                }
-            } else if key == b"mtime" {
-                if let Some(t) = parse_pax_time(value) {
-                    mtime = t;
-                }
-            } else if key == b"uid" {
-                uid = parse_pax_int(value).ok_or_else(|| bad(es, "invalid PAX uid".into()))?;
-            } else if key == b"gid" {
-                gid = parse_pax_int(value).ok_or_else(|| bad(es, "invalid PAX gid".into()))?;
+    for (key, value) in ext.records() {
+        if let Some(name) = key.strip_prefix(PAX_XATTR_PREFIX) {
+            // Only racker sets overlay attributes.
+            if !name.starts_with(OVERLAY_XATTR_PREFIX) {
+                xattrs.push((name.to_vec(), value.to_vec()));
             }
+        } else if key == b"mtime" {
+            if let Some(t) = parse_pax_time(value) {
+                mtime = t;
+            }
+        } else if key == b"uid" {
+            uid = parse_pax_int(value).ok_or_else(|| bad(es, "invalid PAX uid".into()))?;
+        } else if key == b"gid" {
+            gid = parse_pax_int(value).ok_or_else(|| bad(es, "invalid PAX gid".into()))?;
         }
     }
     let id = |v: u64, what: &str| u32::try_from(v).map_err(|_| bad(es, format!("{what} {v} out of range")));
@@ -543,12 +555,16 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>, es: &str) -> Result<Meta, U
     })
 }
 
-fn read_kind<R: Read>(entry: &tar::Entry<'_, R>, etype: EntryType, es: &str) -> Result<Kind, UnpackError> {
+fn read_kind<R: Read>(
+    entry: &tar::Entry<'_, R>,
+    ext: &Extensions,
+    etype: EntryType,
+    es: &str,
+) -> Result<Kind, UnpackError> {
     let link = || {
-        entry
-            .link_name_bytes()
-            .map(|l| l.into_owned())
+        ext.link(entry.header().link_name_bytes().as_deref())
             .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec)
             .ok_or_else(|| bad(es, "link without a link name".into()))
     };
     let device = |ft| -> Result<Kind, UnpackError> {
@@ -558,7 +574,10 @@ fn read_kind<R: Read>(entry: &tar::Entry<'_, R>, etype: EntryType, es: &str) -> 
         Ok(Kind::Node(ft, major.unwrap_or(0), minor.unwrap_or(0)))
     };
     Ok(match etype {
-        EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => Kind::File,
+        EntryType::Regular | EntryType::Continuous => Kind::File,
+        EntryType::GNUSparse => {
+            return Err(bad(es, "GNU sparse files are not supported (write the layer without --sparse)".into()))
+        }
         EntryType::Directory => Kind::Dir,
         EntryType::Symlink => Kind::Symlink(link()?),
         EntryType::Link => Kind::Hardlink(link()?),
@@ -668,6 +687,14 @@ fn io_err(es: &str, action: &'static str, e: Errno) -> UnpackError {
 
 fn bad(es: &str, reason: String) -> UnpackError {
     UnpackError::BadEntry { entry: es.into(), reason }
+}
+
+fn extension_err<R: Read>(entry: &tar::Entry<'_, R>, e: ReadError) -> UnpackError {
+    let context = format!("extension header {:?}", String::from_utf8_lossy(&entry.header().path_bytes()));
+    match e {
+        ReadError::Io(e) => corrupt(&context, e),
+        ReadError::Refused(e) => corrupt(&context, io::Error::new(io::ErrorKind::InvalidData, e)),
+    }
 }
 
 fn corrupt(context: &str, source: io::Error) -> UnpackError {

@@ -13,6 +13,7 @@
 
 mod apply;
 mod compression;
+mod extensions;
 
 use std::io;
 
