@@ -122,6 +122,26 @@ impl BlobReader<'_> {
     }
 }
 
+impl BlobReader<'_> {
+    /// Called once the declared size has arrived: the response must end here. A registry
+    /// whose chunks happen to stop exactly at the declared size and then stream on is
+    /// refused as one that overshoots within a chunk is.
+    fn expect_end(&mut self) -> io::Result<usize> {
+        let Some(mut response) = self.response.take() else { return Ok(0) };
+        loop {
+            match self.source.session.runtime.block_on(response.chunk()) {
+                Ok(Some(bytes)) if bytes.is_empty() => {}
+                Ok(Some(_)) => {
+                    return Err(self
+                        .refuse(format!("the registry sent more than the {} bytes the manifest declares", self.size)))
+                }
+                // All declared bytes are here; the digest check decides the rest.
+                Ok(None) | Err(_) => return Ok(0),
+            }
+        }
+    }
+}
+
 impl Read for BlobReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
@@ -137,7 +157,7 @@ impl Read for BlobReader<'_> {
                 return Ok(n);
             }
             if self.offset >= self.size {
-                return Ok(0);
+                return self.expect_end();
             }
             let Some(response) = self.response.as_mut() else {
                 self.open()?;
