@@ -110,7 +110,7 @@ fn a_package_from_a_url_installs_its_unit_serves_http_and_is_downloaded_once() {
             &format!("--package={package}"),
             "--check-unit=racker-probe-web",
             &wrong,
-            "--network-timeout=1",
+            "--network-timeout=3",
         ],
     );
     assert_eq!(o.status.code(), Some(1), "{}\n{}", out(&o), err(&o));

@@ -164,15 +164,24 @@ pub fn check_with(target: &Target, options: &CheckOptions) -> CheckOutcome {
 }
 
 /// Runs `attempt` until it succeeds, fails for good, or the deadline passes (the last
-/// attempt is made at the deadline).
+/// attempt is made at the deadline). A last attempt that the deadline cut short says
+/// nothing about the service, so the failure reported is then the one seen before it
+/// (a refused connection stays "refused" on a loaded host).
 fn retry<T>(deadline: Instant, mut attempt: impl FnMut() -> io::Result<T>) -> (io::Result<T>, u32) {
     let mut attempts = 0;
+    let mut seen: Option<io::Error> = None;
     loop {
         attempts += 1;
         let result = attempt();
         let left = deadline.saturating_duration_since(Instant::now());
         match result {
-            Err(e) if is_transient(e.kind()) && !left.is_zero() => std::thread::sleep(left.min(RETRY_INTERVAL)),
+            Err(e) if is_transient(e.kind()) && !left.is_zero() => {
+                seen = Some(e);
+                std::thread::sleep(left.min(RETRY_INTERVAL));
+            }
+            Err(e) if e.kind() == io::ErrorKind::TimedOut && seen.is_some() => {
+                return (Err(seen.unwrap_or(e)), attempts);
+            }
             result => return (result, attempts),
         }
     }
@@ -264,6 +273,21 @@ fn failure_detail(err: &io::Error, started: Instant) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_last_attempt_cut_short_by_the_deadline_reports_the_failure_before_it() {
+        let mut answers = vec![io::ErrorKind::TimedOut, io::ErrorKind::ConnectionRefused];
+        let deadline = Instant::now() + Duration::from_millis(50);
+        let (result, attempts) = retry(deadline, || {
+            let kind = answers.pop().unwrap_or(io::ErrorKind::TimedOut);
+            Err::<(), _>(io::Error::from(kind))
+        });
+        assert_eq!(result.err().map(|e| e.kind()), Some(io::ErrorKind::ConnectionRefused));
+        assert_eq!(attempts, 2);
+        // A service that never answered at all still times out.
+        let (result, _) = retry(Instant::now(), || Err::<(), _>(io::Error::from(io::ErrorKind::TimedOut)));
+        assert_eq!(result.err().map(|e| e.kind()), Some(io::ErrorKind::TimedOut));
+    }
 
     #[test]
     fn parses_the_three_forms() {
