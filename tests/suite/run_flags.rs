@@ -92,6 +92,8 @@ fn capabilities_follow_cap_add_cap_drop_and_privileged() {
     let all = u64::from_str_radix(bounding.trim(), 16).expect("hex");
     assert_eq!(effective_caps(&store, &["--privileged"]), all, "--privileged has every capability");
     assert_eq!(effective_caps(&store, &["--cap-add", "ALL"]), all);
+    let o = run(&store, &["--privileged"], &["grep", "^Seccomp:", "/proc/self/status"]);
+    assert_eq!(out(&o).split_whitespace().collect::<Vec<_>>(), ["Seccomp:", "0"], "no system call filter");
     store.assert_clean();
 }
 

@@ -454,4 +454,38 @@ mod tests {
         assert_eq!(drop.len(), CAPABILITIES.len() - 1);
         assert!(!drop.contains(&"CAP_NET_ADMIN".to_owned()));
     }
+
+    #[test]
+    fn nspawn_gets_the_flags_and_old_records_load_without_them() {
+        let flags = RunFlags {
+            privileged: true,
+            read_only: true,
+            tmpfs: vec![Tmpfs { path: "/run".into(), options: "size=1m".into() }],
+            dns: vec!["192.0.2.1".parse().expect("ip")],
+            init: true,
+            limits: Limits { memory: Some(1 << 26), ..Limits::default() },
+            ..RunFlags::default()
+        };
+        let spec = RunSpec { argv: vec!["sh".into()], flags, ..RunSpec::default() };
+        let direct = nspawn_args(&spec, Registration::Direct);
+        for want in
+            ["--read-only", "--tmpfs=/run:size=1m", "--resolv-conf=off", "--bind-ro=/usr/bin/tini-static:/dev/init"]
+        {
+            assert!(direct.contains(&want.to_owned()), "{want} missing from {direct:?}");
+        }
+        assert!(direct.iter().any(|a| a.starts_with("--capability=CAP_CHOWN,")), "{direct:?}");
+        assert!(!direct.iter().any(|a| a.starts_with("--property=")), "limits are racker's own cgroup's: {direct:?}");
+        let machined = nspawn_args(&spec, Registration::Machined);
+        assert!(machined.contains(&"--property=MemoryMax=67108864".to_owned()), "{machined:?}");
+        assert_eq!(init_argv(&spec), ["/dev/init", "--"]);
+        let booted = RunSpec { boot: true, ..spec };
+        assert!(init_argv(&booted).is_empty());
+
+        let old: RunSpec = serde_json::from_value(serde_json::json!({
+            "argv": ["sh"], "env": [], "workdir": "/", "user": null, "hostname": null, "binds": [],
+            "network": "host", "boot": false, "tty": false, "interactive": false,
+        }))
+        .expect("a record from before the flags");
+        assert_eq!(old.flags, RunFlags::default());
+    }
 }
