@@ -367,6 +367,10 @@ pub(crate) fn nspawn_args(spec: &RunSpec, registration: Registration) -> Vec<Str
     }
     if registration == Registration::Machined {
         args.extend(flags.limits.unit_properties());
+        // machined's scope has a device allowlist: the node and its permissions join it.
+        for device in &flags.devices {
+            args.push(format!("--property=DeviceAllow={} {}", device.host.display(), device.permissions));
+        }
     }
     args
 }
