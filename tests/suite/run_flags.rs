@@ -317,6 +317,7 @@ fn bad_values_exit_125_naming_the_flag_and_make_nothing() {
     for (flags, named) in [
         (&["--memory", "lots"][..], "--memory"),
         (&["--memory", "64x"], "--memory"),
+        (&["--memory", "1m"], "--memory"),
         (&["--cpus", "half"], "--cpus"),
         (&["--cpus", "0"], "--cpus"),
         (&["--pids-limit", "many"], "--pids-limit"),

@@ -81,7 +81,7 @@ impl RunFlagArgs {
             add_hosts: each("--add-host", &self.add_host, runtime::parse_add_host)?,
             dns: each("--dns", &self.dns, runtime::parse_dns)?,
             limits: runtime::Limits {
-                memory: one("--memory", &self.memory, runtime::parse_size)?,
+                memory: one("--memory", &self.memory, runtime::parse_memory)?,
                 cpus: one("--cpus", &self.cpus, runtime::parse_cpus)?,
                 pids: self
                     .pids_limit

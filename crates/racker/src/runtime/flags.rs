@@ -124,8 +124,8 @@ pub fn parse_capability(flag: &str, value: &str) -> std::result::Result<String, 
     }
 }
 
-/// docker's size syntax: a number with an optional unit b, k, m or g (any case, an
-/// optional trailing `b` as in `64mb`), in bytes.
+/// docker's size syntax: a number with an optional unit b, k, m, g or t (any case, an
+/// optional trailing `b` or `ib` as in `64mb`, `64MiB`; all binary), in bytes.
 pub fn parse_size(flag: &str, value: &str) -> std::result::Result<u64, String> {
     let bad = || invalid(flag, value, "expected a size such as 64m (a number with b, k, m or g)");
     let lower = value.trim().to_ascii_lowercase();
@@ -133,9 +133,10 @@ pub fn parse_size(flag: &str, value: &str) -> std::result::Result<u64, String> {
     let unit = &lower[digits.len()..];
     let factor: u64 = match unit {
         "" | "b" => 1,
-        "k" | "kb" => 1 << 10,
-        "m" | "mb" => 1 << 20,
-        "g" | "gb" => 1 << 30,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
         _ => return Err(bad()),
     };
     let number: f64 = digits.parse().map_err(|_| bad())?;
@@ -144,6 +145,16 @@ pub fn parse_size(flag: &str, value: &str) -> std::result::Result<u64, String> {
         return Err(bad());
     }
     Ok(bytes as u64)
+}
+
+/// `--memory`: a size of at least 6 MiB, docker's minimum (less would not start a
+/// container: systemd-nspawn shares the limit).
+pub fn parse_memory(flag: &str, value: &str) -> std::result::Result<u64, String> {
+    let bytes = parse_size(flag, value)?;
+    match bytes >= 6 << 20 {
+        true => Ok(bytes),
+        false => Err(invalid(flag, value, "expected at least 6m, the smallest memory limit")),
+    }
 }
 
 /// `--cpus`: a positive decimal, kept as millionths of a CPU (docker keeps nano-CPUs;
@@ -434,6 +445,9 @@ mod tests {
         assert_eq!(parse_size("--memory", "1G"), Ok(1 << 30));
         assert_eq!(parse_size("--memory", "512kb"), Ok(512 << 10));
         assert_eq!(parse_size("--memory", "4096"), Ok(4096));
+        assert_eq!(parse_size("--memory", "64MiB"), Ok(64 << 20));
+        assert!(parse_size("--memory", "64ib").is_err());
+        assert!(parse_memory("--memory", "1m").is_err_and(|e| e.contains("6m")));
         assert!(parse_size("--memory", "64x").is_err_and(|e| e.contains("--memory")));
         assert!(parse_size("--memory", "-1m").is_err());
         assert_eq!(parse_cpus("--cpus", "0.5"), Ok(500_000));

@@ -34,8 +34,8 @@ use std::time::Duration;
 pub use booted::Booted;
 pub use commit::{apply_change, commit, CommitError, CommitOptions};
 pub use flags::{
-    parse_add_host, parse_capability, parse_cpus, parse_device, parse_dns, parse_label, parse_pids_limit, parse_signal,
-    parse_size, parse_tmpfs, Device, RunFlags, Tmpfs,
+    parse_add_host, parse_capability, parse_cpus, parse_device, parse_dns, parse_label, parse_memory, parse_pids_limit,
+    parse_signal, parse_size, parse_tmpfs, Device, RunFlags, Tmpfs,
 };
 pub use host::{prepare_nspawn_state, runtime_dir, Registration};
 pub use lifecycle::{
