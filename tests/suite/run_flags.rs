@@ -349,3 +349,32 @@ fn bad_values_exit_125_naming_the_flag_and_make_nothing() {
     assert_eq!(store.ok(&["ps", "-aq"]), "", "nothing was made");
     store.assert_clean();
 }
+
+#[test]
+fn boot_mode_takes_the_flags_for_the_booted_system_and_its_command() {
+    require_root();
+    let store = TempStore::new();
+    let tarball = images::debian_rootfs_tarball();
+    store.ok(&["import", "-q", tarball.to_str().expect("utf-8"), "debian:bookworm-systemd"]);
+    let run_booted = |flags: &[&str], script: &str| {
+        let mut args = vec!["run", "--name", "booted", "--boot-target", "minimal"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["debian:bookworm-systemd", "sh", "-c", script]);
+        let o = store.run(&args);
+        let dirs = cgroups_of(&store, "booted");
+        remove(&store, "booted", &dirs);
+        o
+    };
+    let o = run_booted(
+        &["--cap-drop", "NET_RAW", "--add-host", "db:10.9.9.9", "--memory", "256m"],
+        "grep CapBnd /proc/1/status; grep db /etc/hosts",
+    );
+    let text = out(&o);
+    let bounding = text.split_whitespace().nth(1).and_then(|h| u64::from_str_radix(h, 16).ok()).expect("CapBnd");
+    assert_eq!(bounding & (1 << 13), 0, "systemd runs without CAP_NET_RAW: {text}");
+    assert!(text.contains("10.9.9.9\tdb"), "{text}{}", err(&o));
+    // The command entered into the booted system is bound by the limit too.
+    let o = run_booted(&["--memory", "64m"], "head -c 300m /dev/zero | tail -n 1");
+    assert_eq!(o.status.code(), Some(137), "{}{}", out(&o), err(&o));
+    store.assert_clean();
+}

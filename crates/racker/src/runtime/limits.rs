@@ -226,6 +226,23 @@ fn oom_killed(spec: &RunSpec) -> bool {
     })
 }
 
+/// Makes a command entered into the running container (`exec`, a booted container's
+/// command) join its limits' v1 cgroups, which hold nothing else: nsenter enters its
+/// namespaces, not its cgroups, and the limits must bind that command too. (A v2
+/// controller's cgroup is the container's whole tree, which systemd inside manages.)
+pub(crate) fn join_on_spawn(spec: &RunSpec, cmd: &mut std::process::Command) {
+    const V1_FILES: [&str; 4] = ["memory.limit_in_bytes", "cpu.cfs_quota_us", "pids.max", "devices.deny"];
+    let v1: Vec<PathBuf> = spec
+        .cgroup
+        .iter()
+        .filter(|d| !d.join("cgroup.events").exists() && V1_FILES.iter().any(|f| d.join(f).exists()))
+        .cloned()
+        .collect();
+    if !v1.is_empty() {
+        cgroup::ContainerCgroup::at(v1).enter_on_spawn(cmd);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Limits;

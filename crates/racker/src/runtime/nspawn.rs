@@ -151,6 +151,7 @@ pub fn enter(spec: &RunSpec, leader: i32, ids: Option<(u32, u32)>) -> Result<Com
         }
     }
     cmd.args(&spec.argv);
+    super::limits::join_on_spawn(spec, &mut cmd);
     cmd.env_clear().envs(plain.into_iter().map(|(k, v)| (k, v)));
     Ok(cmd)
 }
