@@ -23,6 +23,7 @@ mod postroj_probe;
 mod postroj_pull;
 mod registry;
 mod run;
+mod run_flags;
 mod snapshot;
 mod store;
 mod unpack;

@@ -74,6 +74,8 @@ pub struct RunArgs {
     /// overlay or btrfs (default: by the store's file system)
     #[arg(long)]
     storage_driver: Option<Driver>,
+    #[command(flatten)]
+    flags: Box<crate::runflags::RunFlagArgs>,
     /// Image to run
     image: String,
     /// Command and arguments (everything after the image, options included)
@@ -96,6 +98,8 @@ pub fn ensure_image(store: &Store, image: &str) -> Result<String> {
 }
 
 pub fn run(store: &Store, root: &std::path::Path, args: RunArgs) -> Result<i32> {
+    // Flag values first: a bad one makes nothing (no pull, no container).
+    let flags = args.flags.parse()?;
     let image = ensure_image(store, &args.image)?;
     let detach = args.detach;
     let request = RunRequest {
@@ -112,6 +116,7 @@ pub fn run(store: &Store, root: &std::path::Path, args: RunArgs) -> Result<i32> 
             security: args.security_opt,
             tty: args.tty,
             interactive: args.interactive,
+            flags,
         },
         name: args.name,
         remove: args.rm,
@@ -244,8 +249,8 @@ pub fn exec(store: &Store, args: ExecArgs) -> Result<i32> {
     Ok(runtime::exec(store, &args.container, &opts)?)
 }
 
-pub fn stop(store: &Store, names: &[String], timeout: u64) -> Result<()> {
-    each(names, |n| runtime::stop(store, n, Duration::from_secs(timeout)))
+pub fn stop(store: &Store, names: &[String], timeout: Option<u64>) -> Result<()> {
+    each(names, |n| runtime::stop(store, n, timeout.map(Duration::from_secs)))
 }
 
 /// Parses `-s`: a name (`TERM`, `SIGTERM`) or a number.

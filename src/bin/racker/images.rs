@@ -161,7 +161,14 @@ pub fn remove(store: &Store, names: &[String], force: bool) -> Result<()> {
 pub fn inspect(store: &Store, names: &[String]) -> Result<()> {
     let mut out = Vec::new();
     for name in names {
-        let id = store.resolve(name)?;
+        // A name no image has may be a container's (its run flags, labels included).
+        let id = match (store.resolve(name), store.container(name)) {
+            (Err(_), Ok(record)) => {
+                out.push(crate::runflags::container_json(&record));
+                continue;
+            }
+            (resolved, _) => resolved?,
+        };
         let image = store.image(&id)?;
         let config: serde_json::Value =
             serde_json::from_slice(&store.read_blob(&image.config_digest)?).context("reading the image config")?;

@@ -11,6 +11,7 @@ mod images;
 #[path = "../common/progress.rs"]
 mod progress;
 mod registry;
+mod runflags;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -74,9 +75,9 @@ enum Command {
     Stop {
         #[arg(required = true)]
         containers: Vec<String>,
-        /// Seconds to wait before killing
-        #[arg(short, long, default_value_t = 10)]
-        time: u64,
+        /// Seconds to wait before killing (default: the container's --stop-timeout, or 10)
+        #[arg(short, long)]
+        time: Option<u64>,
     },
     /// Send a signal to containers
     Kill {

@@ -218,7 +218,7 @@ fn pids_below(dir: &Path) -> Vec<i32> {
 }
 
 /// The cgroup directory name of container `id`.
-fn name(id: &str) -> String {
+pub(super) fn name(id: &str) -> String {
     format!("racker-{}", &id[..32.min(id.len())])
 }
 

@@ -235,7 +235,7 @@ fn start_and_wait(
         machine.terminate()?;
         Ok(code)
     } else {
-        Ok(exit_code(machine.wait()?))
+        Ok(super::limits::exit_code(spec, exit_code(machine.wait()?)))
     }
 }
 
@@ -337,14 +337,20 @@ fn end_processes(record: &ContainerRecord) -> Result<()> {
 }
 
 /// Stops a container as docker does: a polite signal (systemd's poweroff for a booted
-/// one, SIGTERM otherwise), then SIGKILL after `timeout`. Stopping a stopped one is fine;
-/// whatever of it is left once its owner is done (a container whose nspawn or owner was
-/// killed) is ended too.
-pub fn stop(store: &Store, name: &str, timeout: Duration) -> Result<()> {
+/// one, its `--stop-signal` or SIGTERM otherwise), then SIGKILL after `timeout` (None:
+/// its `--stop-timeout`, or 10 s). Stopping a stopped one is fine; whatever of it is left
+/// once its owner is done (a container whose nspawn or owner was killed) is ended too.
+pub fn stop(store: &Store, name: &str, timeout: Option<Duration>) -> Result<()> {
     let record = match running(store, name) {
         Ok((record, spec, leader)) => {
-            // SAFETY: 38 is a valid real-time signal number on Linux.
-            let polite = if spec.boot { unsafe { Signal::from_raw_unchecked(SIGRTMIN_PLUS_4) } } else { Signal::TERM };
+            let timeout = timeout.unwrap_or(Duration::from_secs(spec.flags.stop_timeout.unwrap_or(10)));
+            let polite = match (spec.boot, spec.flags.stop_signal) {
+                // SAFETY: 38 is a valid real-time signal number on Linux.
+                (true, _) => unsafe { Signal::from_raw_unchecked(SIGRTMIN_PLUS_4) },
+                // SAFETY: parse_signal keeps a stop signal within the kernel's 1..=64.
+                (false, Some(n)) => unsafe { Signal::from_raw_unchecked(n) },
+                (false, None) => Signal::TERM,
+            };
             signal_leader(leader, polite)?;
             if !wait_exit(Some(leader as i64), timeout) {
                 let _ = signal_leader(leader, Signal::KILL);

@@ -102,6 +102,12 @@ impl Machine {
         if let Some(cgroup) = &cgroup {
             cgroup.enter_on_spawn(&mut cmd);
         }
+        if let Err(e) = super::limits::apply(spec, registration, cgroup.is_some()) {
+            if let Some(cgroup) = &cgroup {
+                let _ = cgroup.remove();
+            }
+            return Err(e);
+        }
         let child = match cmd.spawn() {
             Ok(child) => child,
             Err(source) => {

@@ -16,8 +16,10 @@
 mod booted;
 mod cgroup;
 mod commit;
+mod flags;
 mod host;
 mod lifecycle;
+mod limits;
 mod machine;
 mod notify;
 mod nspawn;
@@ -31,10 +33,15 @@ use std::time::Duration;
 
 pub use booted::Booted;
 pub use commit::{apply_change, commit, CommitError, CommitOptions};
+pub use flags::{
+    parse_add_host, parse_capability, parse_cpus, parse_device, parse_dns, parse_label, parse_memory, parse_pids_limit,
+    parse_signal, parse_size, parse_tmpfs, Device, RunFlags, Tmpfs,
+};
 pub use host::{prepare_nspawn_state, runtime_dir, Registration};
 pub use lifecycle::{
     collect, exec, kill, list, logs, monitor, remove, run_detached, stop, ContainerStatus, ExecOptions,
 };
+pub use limits::Limits;
 pub use machine::{Console, Machine, SignalForwarder};
 pub use run::{run, RunRequest, DEFAULT_BOOT_TIMEOUT};
 pub use spec::{spec_of, Bind, BootTarget, Network, RunOptions, RunSpec, SecurityOpt, DEFAULT_PATH, MINIMAL_TARGET};

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use super::host::Registration;
 use super::spec::{Network, RunSpec};
-use super::{rootfs, Result, RuntimeError};
+use super::{flags, rootfs, Result, RuntimeError};
 
 /// systemd-nspawn's machine names are host names: letters, digits, `-` and `.`.
 pub fn machine_name(name: &str, id: &str) -> String {
@@ -51,6 +51,8 @@ pub fn command(spec: &RunSpec, rootfs: &Path, machine: &str, id: &str, registrat
         let flag = if bind.read_only { "--bind-ro" } else { "--bind" };
         cmd.arg(format!("{flag}={}:{}", bind.source.display(), bind.target));
     }
+    cmd.args(flags::nspawn_args(spec, registration));
+    flags::nspawn_env(spec, &mut cmd);
     if spec.boot {
         cmd.args(["--boot", "--notify-ready=yes", "--console=pipe"]);
         // Arguments after the options go to the container's init, as on a kernel command line.
@@ -66,7 +68,7 @@ pub fn command(spec: &RunSpec, rootfs: &Path, machine: &str, id: &str, registrat
         if let Some(user) = &spec.user {
             cmd.arg(format!("--user={user}"));
         }
-        cmd.arg("--").args(&spec.argv);
+        cmd.arg("--").args(flags::init_argv(spec)).args(&spec.argv);
     }
     cmd.env_remove("NOTIFY_SOCKET");
     cmd
@@ -149,6 +151,7 @@ pub fn enter(spec: &RunSpec, leader: i32, ids: Option<(u32, u32)>) -> Result<Com
         }
     }
     cmd.args(&spec.argv);
+    super::limits::join_on_spawn(spec, &mut cmd);
     cmd.env_clear().envs(plain.into_iter().map(|(k, v)| (k, v)));
     Ok(cmd)
 }

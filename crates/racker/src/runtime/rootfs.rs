@@ -195,6 +195,27 @@ pub fn prepare_minimal_boot(rootfs: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Makes the directory `path` in the container's root (with its parents), resolved
+/// inside the root: a mount point nspawn could not make in a read-only root.
+pub(crate) fn make_dir(rootfs: &Path, path: &str) -> io::Result<()> {
+    let root = open_root(rootfs).ok_or(io::ErrorKind::NotFound)?;
+    dir_in_root(&root, path).map(drop)
+}
+
+/// Removes `dir/name` in the container's root if it is a symlink, so that a file racker
+/// writes there replaces the link instead of failing on it (`/etc/resolv.conf` is often
+/// a link to a resolver's file).
+pub(crate) fn unlink_symlink(rootfs: &Path, dir: &str, name: &str) -> io::Result<()> {
+    let root = open_root(rootfs).ok_or(io::ErrorKind::NotFound)?;
+    let dir = dir_in_root(&root, dir)?;
+    match rustix::fs::statat(&dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink => {
+            rustix::fs::unlinkat(&dir, name, rustix::fs::AtFlags::empty()).map_err(io::Error::from)
+        }
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -93,6 +93,7 @@ pub(crate) fn prepare(store: &Store, image: &str, request: &RunRequest, detached
     spec.boot_timeout = Some(request.boot_timeout.as_secs());
     if Registration::detect() == Registration::Direct {
         spec.cgroup = ContainerCgroup::paths_for(&id);
+        spec.cgroup.extend(super::limits::controller_dirs(&id, &spec.flags)?);
     }
     if spec.argv.is_empty() && !detached {
         return Err(RuntimeError::Invalid {
@@ -219,7 +220,7 @@ fn execute(store: &Store, p: &Prepared, request: &RunRequest) -> Result<i32> {
         None,
     )?;
     let status = machine.wait()?;
-    Ok(exit_code(status))
+    Ok(super::limits::exit_code(&p.spec, exit_code(status)))
 }
 
 pub(super) fn exit_code(status: std::process::ExitStatus) -> i32 {
@@ -239,6 +240,7 @@ pub(super) fn check_command(rootfs: &Path, spec: &RunSpec) -> Result<()> {
 /// What systemd-nspawn needs of a root that images do not always have: a `/usr`
 /// directory, and `getent` for `--user` (nspawn resolves users with it).
 fn prepare_rootfs(rootfs: &Path, spec: &RunSpec) -> Result<()> {
+    super::flags::prepare_rootfs(rootfs, &spec.flags)?;
     let usr = rootfs.join("usr");
     if std::fs::symlink_metadata(&usr).is_err() {
         std::fs::create_dir(&usr).map_err(|source| RuntimeError::Io { path: usr.clone(), source })?;

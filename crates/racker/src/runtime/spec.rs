@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use super::flags::RunFlags;
 use super::{Result, RuntimeError};
 use crate::store::ContainerRecord;
 
@@ -135,6 +136,9 @@ pub struct RunSpec {
     /// machined): where every process of the container is found, by any racker process.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cgroup: Vec<PathBuf>,
+    /// docker's common run flags (capabilities, limits, ...): see flags.rs.
+    #[serde(default)]
+    pub flags: RunFlags,
 }
 
 /// The user's side of `racker run`, before the image config is applied.
@@ -152,6 +156,8 @@ pub struct RunOptions {
     pub security: Vec<SecurityOpt>,
     pub tty: bool,
     pub interactive: bool,
+    /// docker's common run flags, checked when parsed.
+    pub flags: RunFlags,
 }
 
 /// A `--security-opt` value racker understands.
@@ -247,6 +253,7 @@ impl RunSpec {
             argv.extend(strings("Cmd"));
         }
         // A booted system needs no command: it runs until stopped (`racker run -d`).
+        opts.flags.check_mode(boot)?;
         if argv.is_empty() && !boot {
             return Err(RuntimeError::Invalid {
                 what: "command".into(),
@@ -273,6 +280,7 @@ impl RunSpec {
             rootfs: None,
             boot_timeout: None,
             cgroup: Vec::new(),
+            flags: opts.flags.clone(),
         })
     }
 
