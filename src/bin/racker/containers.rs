@@ -96,8 +96,26 @@ pub fn ensure_image(store: &Store, image: &str) -> Result<String> {
 }
 
 pub fn run(store: &Store, root: &std::path::Path, args: RunArgs) -> Result<i32> {
-    let image = ensure_image(store, &args.image)?;
     let detach = args.detach;
+    let (image, request) = run_request(store, args)?;
+    if detach {
+        let record = runtime::run_detached(store, &image, &request, monitor_command(root)?)?;
+        outln!("{}", record.id)?;
+        return Ok(0);
+    }
+    Ok(runtime::run(store, &image, &request)?)
+}
+
+/// The racker that owns a detached container (`container-monitor`; the id is added).
+pub fn monitor_command(root: &std::path::Path) -> Result<std::process::Command> {
+    let mut monitor = std::process::Command::new(std::env::current_exe().context("finding the racker binary")?);
+    monitor.arg("--root").arg(root).arg("container-monitor");
+    Ok(monitor)
+}
+
+/// The image (pulled if missing) and what `run` and `create` make of `args`.
+pub fn run_request(store: &Store, args: RunArgs) -> Result<(String, RunRequest)> {
+    let image = ensure_image(store, &args.image)?;
     let request = RunRequest {
         options: RunOptions {
             command: args.command,
@@ -121,14 +139,7 @@ pub fn run(store: &Store, root: &std::path::Path, args: RunArgs) -> Result<i32> 
         boot_timeout: Duration::from_secs(args.boot_timeout),
         output: runtime::Console::Inherit,
     };
-    if detach {
-        let mut monitor = std::process::Command::new(std::env::current_exe().context("finding the racker binary")?);
-        monitor.arg("--root").arg(root).arg("container-monitor");
-        let record = runtime::run_detached(store, &image, &request, monitor)?;
-        outln!("{}", record.id)?;
-        return Ok(0);
-    }
-    Ok(runtime::run(store, &image, &request)?)
+    Ok((image, request))
 }
 
 #[derive(clap::Args)]
@@ -287,7 +298,7 @@ pub fn logs(store: &Store, name: &str) -> Result<()> {
 
 /// Applies `f` to every name, printing each as docker does; fails if any failed. One
 /// name's failure is the error itself: one line.
-fn each(names: &[String], f: impl Fn(&str) -> racker::runtime::Result<()>) -> Result<()> {
+pub fn each(names: &[String], f: impl Fn(&str) -> racker::runtime::Result<()>) -> Result<()> {
     if let [name] = names {
         // Exit status 1 as docker's, not run's 125: the message alone, not its type.
         f(name).map_err(|e| anyhow::anyhow!("{e}"))?;

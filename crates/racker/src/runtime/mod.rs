@@ -16,7 +16,9 @@
 mod booted;
 mod cgroup;
 mod commit;
+mod ended;
 mod host;
+mod identity;
 mod lifecycle;
 mod machine;
 mod notify;
@@ -24,6 +26,7 @@ mod nspawn;
 pub mod rootfs;
 mod run;
 mod spec;
+mod start;
 
 use std::io;
 use std::path::PathBuf;
@@ -38,6 +41,7 @@ pub use lifecycle::{
 pub use machine::{Console, Machine, SignalForwarder};
 pub use run::{run, RunRequest, DEFAULT_BOOT_TIMEOUT};
 pub use spec::{spec_of, Bind, BootTarget, Network, RunOptions, RunSpec, SecurityOpt, DEFAULT_PATH, MINIMAL_TARGET};
+pub use start::{create, mount_root, rename, restart, start, wait, StartOptions};
 
 use crate::snapshot::SnapshotError;
 use crate::store::StoreError;
