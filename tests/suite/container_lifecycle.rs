@@ -217,3 +217,40 @@ fn hostname_takes_effect_in_boot_mode() {
     assert_eq!((o.status.code(), out(&o).as_str()), (Some(0), "booted-1\n"), "{}", err(&o));
     store.assert_clean();
 }
+
+/// `pause` freezes the container's cgroup, `ps` says so, `unpause` thaws it; a paused
+/// container stops and goes as any other.
+#[test]
+fn pause_freezes_the_container_and_unpause_thaws_it() {
+    let (store, _dir) = busybox();
+    store.ok(&["run", "-d", "--name", "p", "bb", "sh", "-c", "while :; do echo t >> /srv/ticks; sleep 0.05; done"]);
+    store.ok(&["pause", "p"]);
+    let ps = store.ok(&["ps"]);
+    assert!(ps.contains("(Paused)"), "{ps}");
+    let json = store.ok(&["ps", "--format", "json"]);
+    assert!(json.contains("\"State\":\"paused\""), "{json}");
+    // The kernel's word that every process of the container is frozen (no timing).
+    let spec: String =
+        store.db().query_row("SELECT spec FROM containers WHERE name = 'p'", [], |r| r.get(0)).expect("a record");
+    let spec: serde_json::Value = serde_json::from_str(&spec).expect("json");
+    let events = |frozen: &str| {
+        spec["cgroup"].as_array().expect("cgroup dirs").iter().filter_map(|d| d.as_str()).any(|d| {
+            std::fs::read_to_string(std::path::Path::new(d).join("cgroup.events"))
+                .is_ok_and(|e| e.lines().any(|l| l == format!("frozen {frozen}")))
+        })
+    };
+    assert!(events("1"), "the container's cgroup is not frozen");
+    store.ok(&["unpause", "p"]);
+    assert!(events("0"), "the container's cgroup is still frozen");
+    assert!(!store.ok(&["ps"]).contains("(Paused)"));
+    let again = store.run(&["unpause", "p"]);
+    assert_eq!(again.status.code(), Some(1), "{}", err(&again));
+    // A paused container stops (killed after the timeout) and is removed as any other.
+    store.ok(&["pause", "p"]);
+    store.ok(&["stop", "-t", "1", "p"]);
+    assert!(store.ok(&["ps", "-a"]).contains("Exited (137)"));
+    let o = store.run(&["pause", "p"]);
+    assert_eq!(o.status.code(), Some(1), "pausing a stopped container: {}", err(&o));
+    store.ok(&["rm", "p"]);
+    store.assert_clean();
+}

@@ -160,6 +160,7 @@ pub struct PsArgs {
 fn status_text(c: &runtime::ContainerStatus) -> String {
     let r = &c.record;
     match (c.running, r.state) {
+        (true, _) if c.paused => format!("Up {} (Paused)", since(Some(&r.created)).trim_end_matches(" ago")),
         (true, _) => format!("Up {}", since(Some(&r.created)).trim_end_matches(" ago")),
         (false, ContainerState::Created) => "Created".into(),
         (false, _) => match (r.exit_code, &r.finished) {
@@ -203,7 +204,7 @@ pub fn ps(store: &Store, args: &PsArgs) -> Result<()> {
             outln!(
                 "{}",
                 serde_json::json!({"ID": id, "Image": image, "Command": spec.command_line(), "CreatedAt": r.created,
-                    "Status": status_text(&c), "State": if c.running { "running" } else { "exited" }, "Names": r.name,
+                    "Status": status_text(&c), "State": if c.paused { "paused" } else if c.running { "running" } else { "exited" }, "Names": r.name,
                     "Boot": spec.boot, "Pid": r.leader.map(|l| l.pid)})
             )?;
         } else {

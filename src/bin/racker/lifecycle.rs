@@ -1,4 +1,5 @@
-//! Container lifecycle commands beyond `run`: create, start, restart, wait, rename.
+//! Container lifecycle commands beyond `run`: create, start, restart, wait, rename,
+//! pause, unpause.
 
 use std::path::Path;
 use std::time::Duration;
@@ -55,6 +56,10 @@ pub enum LifecycleCommand {
     Wait(WaitArgs),
     /// Rename a container
     Rename(RenameArgs),
+    /// Freeze every process of containers (cgroup freezer)
+    Pause(WaitArgs),
+    /// Thaw paused containers
+    Unpause(WaitArgs),
 }
 
 /// Runs a lifecycle verb; returns racker's exit status (the container's for `start -a`).
@@ -84,6 +89,8 @@ pub fn run(store: &Store, root: &Path, command: LifecycleCommand) -> Result<i32>
             }
             Ok(if failed > 0 { 1 } else { 0 })
         }
+        LifecycleCommand::Pause(args) => each(&args.containers, |n| runtime::pause(store, n)).map(|()| 0),
+        LifecycleCommand::Unpause(args) => each(&args.containers, |n| runtime::unpause(store, n)).map(|()| 0),
         LifecycleCommand::Rename(args) => {
             runtime::rename(store, &args.container, &args.new_name).map_err(|e| anyhow::anyhow!("{e}"))?;
             Ok(0)

@@ -85,6 +85,8 @@ pub struct ContainerStatus {
     /// exited while anything of it runs, whatever its record says. (One its owner is
     /// still starting is shown as created, as docker does.)
     pub running: bool,
+    /// Its processes are frozen (`pause`).
+    pub paused: bool,
 }
 
 /// Containers, with stale "running" records (their owner died) shown as not running.
@@ -95,7 +97,8 @@ pub fn list(store: &Store, all: bool) -> Result<Vec<ContainerStatus>> {
         .map(|record| {
             let starting = record.state == ContainerState::Created && alive(record.monitor_pid);
             let running = is_running(&record) || (!starting && cgroup_of(&record).populated());
-            ContainerStatus { record, running }
+            let paused = running && cgroup_of(&record).frozen();
+            ContainerStatus { record, running, paused }
         })
         .filter(|c| all || c.running)
         .collect())
@@ -321,6 +324,7 @@ pub fn kill(store: &Store, name: &str, signal: Signal) -> Result<()> {
     if leader.is_none() && !cgroup.populated() {
         return Err(RuntimeError::NotRunning { name: record.name });
     }
+    super::start::thaw(&record);
     if let Some(leader) = leader {
         super::ended::note_kill(&record.id, signal.as_raw());
         signal_leader(leader.pid as i32, signal)?;
@@ -351,6 +355,7 @@ fn end_processes(record: &ContainerRecord) -> Result<()> {
 pub fn stop(store: &Store, name: &str, timeout: Duration) -> Result<()> {
     let record = match running(store, name) {
         Ok((record, spec, leader)) => {
+            super::start::thaw(&record);
             // SAFETY: 38 is a valid real-time signal number on Linux.
             let polite = if spec.boot { unsafe { Signal::from_raw_unchecked(SIGRTMIN_PLUS_4) } } else { Signal::TERM };
             signal_leader(leader, polite)?;
@@ -379,6 +384,7 @@ pub fn remove(store: &Store, name: &str, force: bool) -> Result<()> {
         if !force {
             return Err(RuntimeError::Running { name: record.name });
         }
+        super::start::thaw(&record);
         end_processes(&record)?;
         // Its owner, if it lives, sees nspawn end and cleans up: let it finish first.
         if record.state != ContainerState::Exited {

@@ -137,3 +137,44 @@ pub fn rename(store: &Store, name: &str, new: &str) -> Result<()> {
     let record = store.container(name)?;
     Ok(store.rename_container(&record.id, new)?)
 }
+
+/// `racker pause`: freezes every process of a running container (cgroup2 freezer).
+pub fn pause(store: &Store, name: &str) -> Result<()> {
+    freeze(store, name, true)
+}
+
+/// `racker unpause`: thaws a paused container.
+pub fn unpause(store: &Store, name: &str) -> Result<()> {
+    freeze(store, name, false)
+}
+
+fn freeze(store: &Store, name: &str, frozen: bool) -> Result<()> {
+    let record = store.container(name)?;
+    let cgroup = super::run::cgroup_of(&record);
+    if !is_running(&record) && !cgroup.populated() {
+        return Err(RuntimeError::NotRunning { name: record.name });
+    }
+    if !frozen && !cgroup.frozen() {
+        return Err(RuntimeError::Invalid {
+            what: format!("container {}", record.name),
+            reason: "it is not paused".into(),
+        });
+    }
+    cgroup
+        .freeze(frozen, FREEZE_TIMEOUT)
+        .map_err(|e| RuntimeError::Left { name: record.name, what: format!("cgroup {e}") })
+}
+
+/// How long the kernel may take to freeze or thaw a container's processes.
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Thaws a paused container before it is signalled: a frozen nspawn could not see its
+/// container end. Best effort: killing works on frozen processes anyway.
+pub(super) fn thaw(record: &ContainerRecord) {
+    let cgroup = super::run::cgroup_of(record);
+    if cgroup.frozen() {
+        if let Err(e) = cgroup.freeze(false, FREEZE_TIMEOUT) {
+            tracing::warn!("{e}");
+        }
+    }
+}
