@@ -254,3 +254,30 @@ fn pause_freezes_the_container_and_unpause_thaws_it() {
     store.ok(&["rm", "p"]);
     store.assert_clean();
 }
+
+/// `generate systemd` writes a unit whose ExecStart runs the container attached (its
+/// status is the service's) and whose ExecStop stops it.
+#[test]
+fn generate_systemd_writes_a_unit_that_starts_the_container() {
+    let (store, _dir) = busybox();
+    store.ok(&["create", "--name", "svc", "bb", "sh", "-c", "echo served; exit 4"]);
+    let unit = store.ok(&["generate", "systemd", "svc"]);
+    assert!(unit.contains("[Service]") && unit.contains("WantedBy=multi-user.target"), "{unit}");
+    let exec = |key: &str| -> Vec<String> {
+        let line = unit.lines().find_map(|l| l.strip_prefix(key)).unwrap_or_else(|| panic!("no {key} in {unit}"));
+        line.split_whitespace().map(str::to_owned).collect()
+    };
+    let start = exec("ExecStart=");
+    assert!(start.ends_with(&["start".to_owned(), "-a".to_owned(), "svc".to_owned()]), "{start:?}");
+    assert!(exec("ExecStop=").ends_with(&["svc".to_owned()]));
+    // What systemd would run.
+    let o = std::process::Command::new(&start[0]).args(&start[1..]).output().expect("ExecStart");
+    assert_eq!((o.status.code(), out(&o).as_str()), (Some(4), "served\n"), "{}", err(&o));
+    let stop = exec("ExecStop=");
+    let o = std::process::Command::new(&stop[0]).args(&stop[1..]).output().expect("ExecStop");
+    assert!(o.status.success(), "{}", err(&o));
+    let missing = store.run(&["generate", "systemd", "nothing-here"]);
+    assert_eq!(missing.status.code(), Some(1), "{}", err(&missing));
+    store.ok(&["rm", "svc"]);
+    store.assert_clean();
+}

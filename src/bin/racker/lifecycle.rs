@@ -1,5 +1,5 @@
 //! Container lifecycle commands beyond `run`: create, start, restart, wait, rename,
-//! pause, unpause.
+//! pause, unpause, generate systemd.
 
 use std::path::Path;
 use std::time::Duration;
@@ -60,6 +60,20 @@ pub enum LifecycleCommand {
     Pause(WaitArgs),
     /// Thaw paused containers
     Unpause(WaitArgs),
+    /// Generate configuration for other tools (`generate systemd NAME`)
+    #[command(subcommand)]
+    Generate(GenerateCommand),
+}
+
+#[derive(clap::Subcommand)]
+pub enum GenerateCommand {
+    /// Print a systemd unit that runs the container as a service (survives reboots)
+    Systemd {
+        container: String,
+        /// Write container-NAME.service in the current directory instead
+        #[arg(long)]
+        files: bool,
+    },
 }
 
 /// Runs a lifecycle verb; returns racker's exit status (the container's for `start -a`).
@@ -91,6 +105,18 @@ pub fn run(store: &Store, root: &Path, command: LifecycleCommand) -> Result<i32>
         }
         LifecycleCommand::Pause(args) => each(&args.containers, |n| runtime::pause(store, n)).map(|()| 0),
         LifecycleCommand::Unpause(args) => each(&args.containers, |n| runtime::unpause(store, n)).map(|()| 0),
+        LifecycleCommand::Generate(GenerateCommand::Systemd { container, files }) => {
+            let racker = std::env::current_exe().map_err(|e| anyhow::anyhow!("finding the racker binary: {e}"))?;
+            let unit = runtime::systemd_unit(store, &container, &racker).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if files {
+                let path = std::path::PathBuf::from(format!("container-{container}.service"));
+                std::fs::write(&path, unit).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                outln!("{}", path.display())?;
+            } else {
+                crate::cli::print(&unit)?;
+            }
+            Ok(0)
+        }
         LifecycleCommand::Rename(args) => {
             runtime::rename(store, &args.container, &args.new_name).map_err(|e| anyhow::anyhow!("{e}"))?;
             Ok(0)

@@ -41,7 +41,7 @@ pub use lifecycle::{
 pub use machine::{Console, Machine, SignalForwarder};
 pub use run::{run, RunRequest, DEFAULT_BOOT_TIMEOUT};
 pub use spec::{spec_of, Bind, BootTarget, Network, RunOptions, RunSpec, SecurityOpt, DEFAULT_PATH, MINIMAL_TARGET};
-pub use start::{create, mount_root, pause, rename, restart, start, unpause, wait, StartOptions};
+pub use start::{create, mount_root, pause, rename, restart, start, systemd_unit, unpause, wait, StartOptions};
 
 use crate::snapshot::SnapshotError;
 use crate::store::StoreError;

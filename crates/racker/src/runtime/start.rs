@@ -63,6 +63,12 @@ pub fn start(store: &Store, name: &str, opts: &StartOptions, monitor: Command) -
         what: format!("container {}", record.name),
         reason: "no run spec recorded".into(),
     })?;
+    if opts.attach && spec.argv.is_empty() {
+        return Err(RuntimeError::Invalid {
+            what: format!("container {}", record.name),
+            reason: "a booted system without a command has no output to attach: start it without -a".into(),
+        });
+    }
     let snapshotter = snapshot::open(store, record.snapshotter.parse().ok())?;
     let rootfs = mount_root(store, &record, &*snapshotter)?;
     super::ended::forget(&record.id);
@@ -177,4 +183,27 @@ pub(super) fn thaw(record: &ContainerRecord) {
             tracing::warn!("{e}");
         }
     }
+}
+
+/// `racker generate systemd`: a unit that runs the container as a service, so that it
+/// comes back after a reboot (nothing in racker restarts containers across reboots). A
+/// container with a command runs attached (systemd sees its status and restarts it on
+/// failure); a booted system without one is started and stopped as a oneshot.
+pub fn systemd_unit(store: &Store, name: &str, racker: &std::path::Path) -> Result<String> {
+    let record = store.container(name)?;
+    let spec = spec_of(&record).unwrap_or_default();
+    let root = store.root().display().to_string();
+    let cmd = |verb: &str| format!("{} --root {root} {verb} {}", racker.display(), record.name);
+    let service = if spec.argv.is_empty() {
+        format!("Type=oneshot\nRemainAfterExit=yes\nExecStart={}\n", cmd("start"))
+    } else {
+        format!("Type=simple\nExecStart={}\nRestart=on-failure\n", cmd("start -a"))
+    };
+    Ok(format!(
+        "# racker generate systemd {name}\n[Unit]\nDescription=racker container {name}\n\
+         Wants=network-online.target\nAfter=network-online.target\n\n[Service]\n{service}\
+         ExecStop={stop}\nTimeoutStopSec=30\n\n[Install]\nWantedBy=multi-user.target\n",
+        name = record.name,
+        stop = cmd("stop -t 10"),
+    ))
 }
