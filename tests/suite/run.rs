@@ -871,14 +871,15 @@ impl Drop for KillOnDrop {
 #[test]
 fn rm_names_what_it_could_not_remove_and_keeps_the_record() {
     let (store, _dir) = busybox_store(images::busybox_config(), 0);
-    store.ok(&["run", "--name", "kept", "bb", "true"]);
+    // A stopped container holds no mount: hold a running one's.
+    store.ok(&["run", "-d", "--name", "kept", "bb", "sleep", "1000"]);
     let spec: String =
         store.db().query_row("SELECT spec FROM containers WHERE name = 'kept'", [], |r| r.get(0)).expect("a record");
     let spec: serde_json::Value = serde_json::from_str(&spec).expect("json");
     let rootfs = spec["rootfs"].as_str().expect("a root file system");
     // A host process working in the container's root keeps its mount busy.
     let holder = KillOnDrop(Command::new("sleep").arg("1000").current_dir(rootfs).spawn().expect("spawn sleep"));
-    let refused = store.run(&["rm", "kept"]);
+    let refused = store.run(&["rm", "-f", "kept"]);
     assert_eq!(refused.status.code(), Some(1), "rm succeeded with its snapshot still mounted");
     let e = err(&refused);
     assert!(e.lines().count() == 1 && e.contains("kept") && e.contains("snapshot") && e.contains("busy"), "{e}");

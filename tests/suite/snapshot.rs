@@ -328,6 +328,32 @@ fn prunes_only_what_no_live_image_needs(env: Env) {
     assert!(list(snap).is_empty());
 }
 
+/// A stopped container's snapshot holds no mount: `unmount` releases it with its writes
+/// kept, `mount` gives the same root back (twice is fine), and a missing key is NotFound.
+fn unmounts_and_mounts_again_with_the_writes(env: Env) {
+    let (image, kept, eph) = kept_and_eph(&env);
+    let snap = &*env.snap;
+    write_into(&kept.s.rootfs, "kept's own");
+    write_into(&eph.s.rootfs, "eph's own");
+    let mounted = |p: &Path| {
+        let at = format!(" {} ", p.display());
+        std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo").lines().any(|l| l.contains(&at))
+    };
+    for (p, tag) in [(&kept, "kept's own"), (&eph, "eph's own")] {
+        snap.unmount(&p.s.key).expect("unmount");
+        snap.unmount(&p.s.key).expect("unmounting twice");
+        if snap.driver() == Driver::Overlay {
+            assert!(!mounted(&p.s.rootfs), "{} is still mounted", p.s.rootfs.display());
+        }
+        let root = snap.mount(&p.s.key, &image).expect("mount");
+        assert_eq!(root, p.s.rootfs);
+        assert_eq!(snap.mount(&p.s.key, &image).expect("mounting twice"), root);
+        assert_written(&root, tag);
+    }
+    assert!(matches!(snap.unmount("nothing"), Err(SnapshotError::NotFound { .. })));
+    assert!(matches!(snap.mount("nothing", &image), Err(SnapshotError::NotFound { .. })));
+}
+
 /// The conformance suite: every check a test of its own for each backend
 /// (`overlay::<check>`, `overlay_fallback::<check>`, `btrfs::<check>`), on a store of its
 /// own, so that one failure hides none of the others. `overlay_fallback` is overlay on a
@@ -375,6 +401,7 @@ conformance!(
     prepares_one_image_twice_at_once,
     removes_without_a_trace,
     prunes_only_what_no_live_image_needs,
+    unmounts_and_mounts_again_with_the_writes,
 );
 
 /// An image of 120 layers, each adding one file: all 120 are visible.

@@ -98,10 +98,28 @@ pub fn ensure_image(store: &Store, image: &str) -> Result<String> {
 }
 
 pub fn run(store: &Store, root: &std::path::Path, args: RunArgs) -> Result<i32> {
+    let detach = args.detach;
+    let (image, request) = run_request(store, args)?;
+    if detach {
+        let record = runtime::run_detached(store, &image, &request, monitor_command(root)?)?;
+        outln!("{}", record.id)?;
+        return Ok(0);
+    }
+    Ok(runtime::run(store, &image, &request)?)
+}
+
+/// The racker that owns a detached container (`container-monitor`; the id is added).
+pub fn monitor_command(root: &std::path::Path) -> Result<std::process::Command> {
+    let mut monitor = std::process::Command::new(std::env::current_exe().context("finding the racker binary")?);
+    monitor.arg("--root").arg(root).arg("container-monitor");
+    Ok(monitor)
+}
+
+/// The image (pulled if missing) and what `run` and `create` make of `args`.
+pub fn run_request(store: &Store, args: RunArgs) -> Result<(String, RunRequest)> {
     // Flag values first: a bad one makes nothing (no pull, no container).
     let flags = args.flags.parse()?;
     let image = ensure_image(store, &args.image)?;
-    let detach = args.detach;
     let request = RunRequest {
         options: RunOptions {
             command: args.command,
@@ -126,14 +144,7 @@ pub fn run(store: &Store, root: &std::path::Path, args: RunArgs) -> Result<i32> 
         boot_timeout: Duration::from_secs(args.boot_timeout),
         output: runtime::Console::Inherit,
     };
-    if detach {
-        let mut monitor = std::process::Command::new(std::env::current_exe().context("finding the racker binary")?);
-        monitor.arg("--root").arg(root).arg("container-monitor");
-        let record = runtime::run_detached(store, &image, &request, monitor)?;
-        outln!("{}", record.id)?;
-        return Ok(0);
-    }
-    Ok(runtime::run(store, &image, &request)?)
+    Ok((image, request))
 }
 
 #[derive(clap::Args)]
@@ -154,6 +165,7 @@ pub struct PsArgs {
 fn status_text(c: &runtime::ContainerStatus) -> String {
     let r = &c.record;
     match (c.running, r.state) {
+        (true, _) if c.paused => format!("Up {} (Paused)", since(Some(&r.created)).trim_end_matches(" ago")),
         (true, _) => format!("Up {}", since(Some(&r.created)).trim_end_matches(" ago")),
         (false, ContainerState::Created) => "Created".into(),
         (false, _) => match (r.exit_code, &r.finished) {
@@ -197,7 +209,7 @@ pub fn ps(store: &Store, args: &PsArgs) -> Result<()> {
             outln!(
                 "{}",
                 serde_json::json!({"ID": id, "Image": image, "Command": spec.command_line(), "CreatedAt": r.created,
-                    "Status": status_text(&c), "State": if c.running { "running" } else { "exited" }, "Names": r.name,
+                    "Status": status_text(&c), "State": if c.paused { "paused" } else if c.running { "running" } else { "exited" }, "Names": r.name,
                     "Boot": spec.boot, "Pid": r.leader.map(|l| l.pid)})
             )?;
         } else {
@@ -292,7 +304,7 @@ pub fn logs(store: &Store, name: &str) -> Result<()> {
 
 /// Applies `f` to every name, printing each as docker does; fails if any failed. One
 /// name's failure is the error itself: one line.
-fn each(names: &[String], f: impl Fn(&str) -> racker::runtime::Result<()>) -> Result<()> {
+pub fn each(names: &[String], f: impl Fn(&str) -> racker::runtime::Result<()>) -> Result<()> {
     if let [name] = names {
         // Exit status 1 as docker's, not run's 125: the message alone, not its type.
         f(name).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -8,6 +8,7 @@ mod containers;
 #[path = "../common/format.rs"]
 mod format;
 mod images;
+mod lifecycle;
 #[path = "../common/progress.rs"]
 mod progress;
 mod registry;
@@ -98,6 +99,8 @@ enum Command {
     Commit(containers::CommitArgs),
     /// Show a container's console output (and journal, for booted containers)
     Logs { container: String },
+    #[command(flatten)]
+    Lifecycle(lifecycle::LifecycleCommand),
     /// (internal) own a detached container until it ends
     #[command(hide = true)]
     ContainerMonitor { id: String },
@@ -189,6 +192,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Rm { containers: names, force } => done(containers::remove(&open()?, &names, force)),
         Command::Commit(args) => done(containers::commit(&open()?, args)),
         Command::Logs { container } => done(containers::logs(&open()?, &container)),
+        Command::Lifecycle(command) => lifecycle::run(&open()?, &cli.root, command),
         Command::ContainerMonitor { id } => Ok(racker::runtime::monitor(&open()?, &id).unwrap_or(125)),
         Command::Tag { source, target } => done(images::tag(&open()?, &source, &target)),
         Command::Rmi(args) | Command::Image(ImageCommand::Rm(args)) => {
@@ -206,9 +210,21 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
 
 fn main() -> ExitCode {
     cli::init_logging();
-    let cli = Cli::parse();
+    // docker's convention: a usage error is racker's own failure (125); --help and
+    // --version are not errors.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return ExitCode::from(if err.use_stderr() { 125 } else { 0 });
+        }
+    };
     // docker's convention: `run` fails with 125 (126/127 when the command cannot run).
-    let failure = if matches!(cli.command, Command::Run(_) | Command::Exec(_)) { 125 } else { 1 };
+    let failure = match &cli.command {
+        Command::Run(_) | Command::Exec(_) => 125,
+        Command::Lifecycle(command) => lifecycle::failure_code(command),
+        _ => 1,
+    };
     match run(cli) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
         Err(err) => {

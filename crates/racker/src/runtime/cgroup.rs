@@ -187,6 +187,43 @@ impl ContainerCgroup {
         failed.map_or(Ok(()), Err)
     }
 
+    /// Freezes (`pause`) or thaws (`unpause`) every process of the container through
+    /// cgroup2's `cgroup.freeze`, and waits until the kernel reports it done
+    /// (`frozen` in `cgroup.events`, which it notifies on).
+    pub fn freeze(&self, frozen: bool, timeout: Duration) -> Result<(), CgroupLeft> {
+        let Some(events) = self.events() else {
+            let path = self.dirs.first().cloned().unwrap_or_default();
+            return Err(CgroupLeft { path, reason: "no cgroup2 freezer for the container".into() });
+        };
+        let control = events.with_file_name("cgroup.freeze");
+        std::fs::write(&control, if frozen { "1" } else { "0" })
+            .map_err(|e| CgroupLeft { path: control.clone(), reason: format!("writing it: {e}") })?;
+        let deadline = Instant::now() + timeout;
+        let Ok(mut file) = std::fs::File::open(&events) else { return Ok(()) };
+        loop {
+            let mut text = String::new();
+            let read = file.seek(SeekFrom::Start(0)).and_then(|_| file.read_to_string(&mut text));
+            if read.is_err() || parse_field(&text, "frozen ") == Some(frozen) {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let what = if frozen { "freeze" } else { "thaw" };
+                return Err(CgroupLeft { path: events, reason: format!("did not {what} within {timeout:?}") });
+            }
+            let spec = rustix::event::Timespec { tv_sec: left.as_secs() as i64, tv_nsec: left.subsec_nanos() as i64 };
+            let mut fds = [rustix::event::PollFd::new(&file, rustix::event::PollFlags::PRI)];
+            let _ = rustix::event::poll(&mut fds, Some(&spec));
+        }
+    }
+
+    /// Whether the container is frozen (`pause`d).
+    pub fn frozen(&self) -> bool {
+        self.events()
+            .and_then(|events| std::fs::read_to_string(events).ok())
+            .is_some_and(|text| parse_field(&text, "frozen ") == Some(true))
+    }
+
     /// The cgroup2 directory's `cgroup.events`, where the kernel has one.
     fn events(&self) -> Option<PathBuf> {
         self.dirs.iter().map(|dir| dir.join("cgroup.events")).find(|events| events.exists())
@@ -204,7 +241,12 @@ fn read_populated(events: &Path) -> Option<bool> {
 }
 
 fn parse_populated(text: &str) -> Option<bool> {
-    text.lines().find_map(|l| l.strip_prefix("populated ")).map(|v| v.trim() != "0")
+    parse_field(text, "populated ")
+}
+
+/// A boolean field (`populated `, `frozen `) of a `cgroup.events` text.
+fn parse_field(text: &str, field: &str) -> Option<bool> {
+    text.lines().find_map(|l| l.strip_prefix(field)).map(|v| v.trim() != "0")
 }
 
 /// The pids in the cgroup `dir` and below it.

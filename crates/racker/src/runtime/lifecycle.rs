@@ -28,7 +28,7 @@ pub const STATUS_FD_ENV: &str = "RACKER_MONITOR_STATUS_FD";
 const SIGRTMIN_PLUS_4: i32 = 38;
 
 /// Whether process `pid` runs: a zombie (ended, not yet reaped by its parent) does not.
-fn alive(pid: Option<i64>) -> bool {
+pub(super) fn alive(pid: Option<i64>) -> bool {
     pid.and_then(|p| i32::try_from(p).ok()).and_then(identify).is_some()
 }
 
@@ -53,7 +53,7 @@ pub(super) fn is_running(record: &ContainerRecord) -> bool {
 }
 
 /// Waits until `pid` has exited, or `timeout` passes; true if it exited.
-fn wait_exit(pid: Option<i64>, timeout: Duration) -> bool {
+pub(super) fn wait_exit(pid: Option<i64>, timeout: Duration) -> bool {
     let Some(pid) = pid.and_then(|p| Pid::from_raw(p as i32)) else { return true };
     let Ok(fd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) else { return true };
     let deadline = Instant::now() + timeout;
@@ -85,6 +85,8 @@ pub struct ContainerStatus {
     /// exited while anything of it runs, whatever its record says. (One its owner is
     /// still starting is shown as created, as docker does.)
     pub running: bool,
+    /// Its processes are frozen (`pause`).
+    pub paused: bool,
 }
 
 /// Containers, with stale "running" records (their owner died) shown as not running.
@@ -95,7 +97,8 @@ pub fn list(store: &Store, all: bool) -> Result<Vec<ContainerStatus>> {
         .map(|record| {
             let starting = record.state == ContainerState::Created && alive(record.monitor_pid);
             let running = is_running(&record) || (!starting && cgroup_of(&record).populated());
-            ContainerStatus { record, running }
+            let paused = running && cgroup_of(&record).frozen();
+            ContainerStatus { record, running, paused }
         })
         .filter(|c| all || c.running)
         .collect())
@@ -103,12 +106,20 @@ pub fn list(store: &Store, all: bool) -> Result<Vec<ContainerStatus>> {
 
 /// `racker run -d`: prepares the container, hands it to a monitor process (`monitor`
 /// is the command that runs [`monitor`]), and returns once it runs.
-pub fn run_detached(store: &Store, image: &str, request: &RunRequest, mut monitor: Command) -> Result<ContainerRecord> {
+pub fn run_detached(store: &Store, image: &str, request: &RunRequest, monitor: Command) -> Result<ContainerRecord> {
     let prepared = prepare(store, image, request, true)?;
     let unstarted = DiscardUnlessKept::new(store, &*prepared.snapshotter, &prepared.id);
     if !prepared.spec.boot {
         check_command(&prepared.rootfs, &prepared.spec)?;
     }
+    hand_to_monitor(&prepared.id, &prepared.name, monitor)?;
+    unstarted.keep();
+    Ok(store.container(&prepared.id)?)
+}
+
+/// Starts `monitor` (the command that runs [`monitor`]) for container `id` and returns
+/// once it reports the container running, or with the reason it did not start.
+pub(super) fn hand_to_monitor(id: &str, name: &str, mut monitor: Command) -> Result<()> {
     let (ours, theirs) =
         UnixStream::pair().map_err(|source| RuntimeError::Spawn { program: "monitor".into(), source })?;
     // The monitor inherits `theirs` (and only it) to report its start.
@@ -116,7 +127,7 @@ pub fn run_detached(store: &Store, image: &str, request: &RunRequest, mut monito
         .map_err(|e| RuntimeError::Spawn { program: "monitor".into(), source: e.into() })?;
     use std::os::unix::process::CommandExt;
     monitor
-        .arg(&prepared.id)
+        .arg(id)
         .env(STATUS_FD_ENV, theirs.as_raw_fd().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -132,18 +143,14 @@ pub fn run_detached(store: &Store, image: &str, request: &RunRequest, mut monito
     match line.trim_end().split_once(' ') {
         Some(("ok", _)) | None if line.starts_with("ok") => {}
         Some(("error", message)) => {
-            return Err(RuntimeError::Invalid {
-                what: format!("container {}", prepared.name),
-                reason: message.to_owned(),
-            });
+            return Err(RuntimeError::Invalid { what: format!("container {name}"), reason: message.to_owned() });
         }
         _ => {
             let status = child.wait().ok().and_then(|s| s.code()).unwrap_or(-1);
             return Err(RuntimeError::ExitedEarly { status });
         }
     }
-    unstarted.keep();
-    Ok(store.container(&prepared.id)?)
+    Ok(())
 }
 
 /// The monitor of a detached container: starts it, reports the start on the status
@@ -163,7 +170,8 @@ pub fn monitor(store: &Store, id: &str) -> Result<i32> {
         reason: "no run spec recorded".into(),
     })?;
     let snapshotter = snapshot::open(store, record.snapshotter.parse().ok())?;
-    let result = start_and_wait(store, id, &record, &spec, &status);
+    let result = super::start::mount_root(store, &record, &*snapshotter)
+        .and_then(|_| start_and_wait(store, id, &record, &spec, &status));
     match &result {
         Ok(_) => {}
         Err(e) => report(&status, &format!("error {e}")),
@@ -175,6 +183,7 @@ pub fn monitor(store: &Store, id: &str) -> Result<i32> {
     if spec.remove {
         discard_or_warn(store, &*snapshotter, id);
     } else {
+        super::start::release_root(&*snapshotter, id);
         store.set_container_state(id, ContainerState::Exited, None, Some(code))?;
     }
     result
@@ -235,7 +244,8 @@ fn start_and_wait(
         machine.terminate()?;
         Ok(code)
     } else {
-        Ok(super::limits::exit_code(spec, exit_code(machine.wait()?)))
+        let status = machine.wait()?;
+        Ok(super::limits::exit_code(spec, super::ended::command_code(status, id, Some(&console))))
     }
 }
 
@@ -314,7 +324,9 @@ pub fn kill(store: &Store, name: &str, signal: Signal) -> Result<()> {
     if leader.is_none() && !cgroup.populated() {
         return Err(RuntimeError::NotRunning { name: record.name });
     }
+    super::start::thaw(&record);
     if let Some(leader) = leader {
+        super::ended::note_kill(&record.id, signal.as_raw());
         signal_leader(leader.pid as i32, signal)?;
     }
     if signal == Signal::KILL && (leader.is_none() || !alive(record.monitor_pid)) {
@@ -343,6 +355,7 @@ fn end_processes(record: &ContainerRecord) -> Result<()> {
 pub fn stop(store: &Store, name: &str, timeout: Option<Duration>) -> Result<()> {
     let record = match running(store, name) {
         Ok((record, spec, leader)) => {
+            super::start::thaw(&record);
             let timeout = timeout.unwrap_or(Duration::from_secs(spec.flags.stop_timeout.unwrap_or(10)));
             let polite = match (spec.boot, spec.flags.stop_signal) {
                 // SAFETY: 38 is a valid real-time signal number on Linux.
@@ -353,6 +366,7 @@ pub fn stop(store: &Store, name: &str, timeout: Option<Duration>) -> Result<()> 
             };
             signal_leader(leader, polite)?;
             if !wait_exit(Some(leader as i64), timeout) {
+                super::ended::note_kill(&record.id, Signal::KILL.as_raw());
                 let _ = signal_leader(leader, Signal::KILL);
             }
             // The owner records the end and cleans up; wait for it so that the caller sees it.
@@ -376,6 +390,7 @@ pub fn remove(store: &Store, name: &str, force: bool) -> Result<()> {
         if !force {
             return Err(RuntimeError::Running { name: record.name });
         }
+        super::start::thaw(&record);
         end_processes(&record)?;
         // Its owner, if it lives, sees nspawn end and cleans up: let it finish first.
         if record.state != ContainerState::Exited {
@@ -420,6 +435,13 @@ pub fn collect(store: &Store) -> Result<Vec<String>> {
         if record.state != ContainerState::Exited && alive(record.monitor_pid) {
             continue; // its owner runs it, or starts it
         }
+        let never_started = record.state == ContainerState::Created && record.leader.is_none();
+        if never_started && !spec_of(record).is_some_and(|s| s.remove) && !is_live(record) {
+            // Made by `create` (or a run killed before it started): it waits for `start`,
+            // holding no mount meanwhile.
+            super::start::release_root(&*snapshotter, &record.id);
+            continue;
+        }
         // Its owner is gone: nobody records its end or removes it. What still runs of it
         // is ended, as containerd ends a container whose shim died.
         if is_live(record) {
@@ -440,6 +462,7 @@ pub fn collect(store: &Store) -> Result<Vec<String>> {
             if let Err(e) = cgroup_of(record).remove() {
                 tracing::warn!("leaving cgroup {e}");
             }
+            super::start::release_root(&*snapshotter, &record.id);
             if record.state != ContainerState::Exited {
                 store.set_container_state(&record.id, ContainerState::Exited, None, None)?;
             }

@@ -73,6 +73,9 @@ impl Machine {
     ) -> Result<Machine> {
         let machine = nspawn::machine_name(name, id);
         let notify = NotifySocket::bind(runtime_dir, id)?;
+        let mut spec = spec.clone();
+        spec.binds.extend(super::identity::binds(&spec, rootfs, runtime_dir, id)?);
+        let spec = &spec;
         let mut cmd = nspawn::command(spec, rootfs, &machine, id, registration);
         cmd.env("NOTIFY_SOCKET", notify.path());
         let console_path = match console {
@@ -82,7 +85,10 @@ impl Machine {
                 None
             }
             Console::Log(path) => {
-                let log = crate::private::create_file(&path, true)
+                // Appended to: a container started again keeps its earlier output, as in docker.
+                let mut log = crate::private::create_file(&path, false)
+                    .map_err(|source| RuntimeError::Io { path: path.clone(), source })?;
+                std::io::Seek::seek(&mut log, std::io::SeekFrom::End(0))
                     .map_err(|source| RuntimeError::Io { path: path.clone(), source })?;
                 let err = log.try_clone().map_err(|source| RuntimeError::Io { path: path.clone(), source })?;
                 cmd.stdin(Stdio::null()).stdout(log).stderr(err);

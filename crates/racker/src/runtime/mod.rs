@@ -16,8 +16,10 @@
 mod booted;
 mod cgroup;
 mod commit;
+mod ended;
 mod flags;
 mod host;
+mod identity;
 mod lifecycle;
 mod limits;
 mod machine;
@@ -26,6 +28,7 @@ mod nspawn;
 pub mod rootfs;
 mod run;
 mod spec;
+mod start;
 
 use std::io;
 use std::path::PathBuf;
@@ -45,6 +48,7 @@ pub use limits::Limits;
 pub use machine::{Console, Machine, SignalForwarder};
 pub use run::{run, RunRequest, DEFAULT_BOOT_TIMEOUT};
 pub use spec::{spec_of, Bind, BootTarget, Network, RunOptions, RunSpec, SecurityOpt, DEFAULT_PATH, MINIMAL_TARGET};
+pub use start::{create, mount_root, pause, rename, restart, start, systemd_unit, unpause, wait, StartOptions};
 
 use crate::snapshot::SnapshotError;
 use crate::store::StoreError;

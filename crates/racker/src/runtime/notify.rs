@@ -88,7 +88,13 @@ impl NotifySocket {
                         }
                     }
                 }
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                // A signal racker forwards to the container (Ctrl-C) interrupts the wait, not the start.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
+                    ) =>
+                {
                     if let Ok(Some(status)) = child.try_wait() {
                         return Err(RuntimeError::ExitedEarly { status: status.code().unwrap_or(-1) });
                     }

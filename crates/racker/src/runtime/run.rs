@@ -173,6 +173,8 @@ pub(crate) fn discard(store: &Store, snapshotter: &dyn snapshot::Snapshotter, id
         let _ = std::fs::remove_file(dir.join(format!("{id}.console")));
         // Left behind when its racker was killed; nobody listens on it any more.
         let _ = std::fs::remove_file(dir.join(format!("{id}.notify")));
+        super::ended::forget(id);
+        super::identity::remove(&dir, id);
     }
     store.remove_container(id)?;
     Ok(())
@@ -198,13 +200,14 @@ pub fn run(store: &Store, image: &str, request: &RunRequest) -> Result<i32> {
     if request.remove {
         discard_or_warn(store, &*prepared.snapshotter, &prepared.id);
     } else {
+        super::start::release_root(&*prepared.snapshotter, &prepared.id);
         store.set_container_state(&prepared.id, ContainerState::Exited, None, code)?;
     }
     result
 }
 
 /// Starts the prepared container and waits for its command.
-fn execute(store: &Store, p: &Prepared, request: &RunRequest) -> Result<i32> {
+pub(super) fn execute(store: &Store, p: &Prepared, request: &RunRequest) -> Result<i32> {
     if p.spec.boot {
         return run_booted(store, p, request);
     }
@@ -220,7 +223,12 @@ fn execute(store: &Store, p: &Prepared, request: &RunRequest) -> Result<i32> {
         None,
     )?;
     let status = machine.wait()?;
-    Ok(super::limits::exit_code(&p.spec, exit_code(status)))
+    if machine.leader().is_none() {
+        // nspawn failed before the command ran (its message is on stderr): racker's
+        // failure, never the command's status.
+        return Err(RuntimeError::ExitedEarly { status: exit_code(status) });
+    }
+    Ok(super::limits::exit_code(&p.spec, super::ended::command_code(status, &p.id, None)))
 }
 
 pub(super) fn exit_code(status: std::process::ExitStatus) -> i32 {
@@ -238,7 +246,8 @@ pub(super) fn check_command(rootfs: &Path, spec: &RunSpec) -> Result<()> {
 }
 
 /// What systemd-nspawn needs of a root that images do not always have: a `/usr`
-/// directory, and `getent` for `--user` (nspawn resolves users with it).
+/// directory; and a `--user` that the image resolves (nspawn is given it through a
+/// getent racker binds in: see identity.rs).
 fn prepare_rootfs(rootfs: &Path, spec: &RunSpec) -> Result<()> {
     super::flags::prepare_rootfs(rootfs, &spec.flags)?;
     let usr = rootfs.join("usr");
@@ -251,32 +260,9 @@ fn prepare_rootfs(rootfs: &Path, spec: &RunSpec) -> Result<()> {
     if let (Some(user), false) = (&spec.user, spec.boot) {
         rootfs::resolve_user(rootfs, user)
             .map_err(|reason| RuntimeError::Invalid { what: format!("--user {user}"), reason })?;
-        let has_getent = ["/usr/bin/getent", "/bin/getent"].iter().any(|p| rootfs::read_file(rootfs, p).is_some());
-        if !has_getent {
-            rootfs::write_file(rootfs, "/usr/bin", "getent", GETENT_SHIM.as_bytes(), 0o755)
-                .map_err(|source| RuntimeError::Io { path: rootfs.join("usr/bin/getent"), source })?;
-        }
     }
     Ok(())
 }
-
-/// `getent passwd|group|initgroups KEY` for images without one (busybox): systemd-nspawn
-/// runs it inside the container to resolve `--user`. A numeric user without an entry
-/// gets gid 0, as in docker. Written into the container's own writable layer only.
-const GETENT_SHIM: &str = r#"#!/bin/sh
-# written by racker for systemd-nspawn --user; not part of the image
-db=$1; key=$2
-[ "$db" = initgroups ] && { echo "$key"; exit 0; }
-while IFS= read -r line; do
-  name=${line%%:*}; rest=${line#*:}; rest=${rest#*:}; id=${rest%%:*}
-  if [ "$name" = "$key" ] || [ "$id" = "$key" ]; then echo "$line"; exit 0; fi
-done < "/etc/$db"
-case "$db:$key" in
-  passwd:*[!0-9]*|passwd:) exit 2 ;;
-  passwd:*) echo "$key:x:$key:0::/:/bin/sh"; exit 0 ;;
-esac
-exit 2
-"#;
 
 /// Starts a prepared boot-mode container, its console logged, and waits until its
 /// systemd is ready (the machine is ended again if that fails).

@@ -258,6 +258,18 @@ impl BtrfsSnapshotter {
     }
 }
 
+impl BtrfsSnapshotter {
+    /// Container `key`'s subvolume, if it exists.
+    fn mount_point(&self, key: &str) -> Result<PathBuf> {
+        check_key(key)?;
+        let rootfs = self.containers.join(key);
+        if rootfs.symlink_metadata().is_err() {
+            return Err(SnapshotError::NotFound { key: key.to_owned() });
+        }
+        Ok(rootfs)
+    }
+}
+
 impl Snapshotter for BtrfsSnapshotter {
     fn driver(&self) -> Driver {
         Driver::Btrfs
@@ -290,6 +302,15 @@ impl Snapshotter for BtrfsSnapshotter {
     fn remove(&self, key: &str) -> Result<()> {
         check_key(key)?;
         delete(&self.containers, key).map(drop)
+    }
+
+    /// A subvolume is no mount: a stopped container holds nothing.
+    fn unmount(&self, key: &str) -> Result<()> {
+        self.mount_point(key).map(drop)
+    }
+
+    fn mount(&self, key: &str, _image: &ImageLayers) -> Result<PathBuf> {
+        self.mount_point(key)
     }
 
     fn list(&self) -> Result<Vec<String>> {

@@ -155,6 +155,20 @@ pub trait Snapshotter: Send + Sync {
     /// ([`SnapshotError::NoUpper`]).
     fn upper_dir(&self, key: &str) -> Result<PathBuf>;
 
+    /// Releases what holds container `key`'s root while the container is stopped: its
+    /// writes stay, nothing of it stays mounted (overlay: the overlay mount goes, upper
+    /// and work directories stay; btrfs: nothing to do, a subvolume is no mount).
+    /// Unmounting an unmounted snapshot is fine; a missing one is
+    /// [`SnapshotError::NotFound`]. Callers end the container's processes first.
+    fn unmount(&self, key: &str) -> Result<()>;
+
+    /// Makes container `key`'s root usable again after [`unmount`](Self::unmount), with
+    /// the same writes, at the same path, and returns that path. `image` must be the
+    /// layers the snapshot was prepared from. Mounting a mounted snapshot returns its
+    /// root as it is, so every user of a stopped container's root (start, cp, export,
+    /// diff) simply mounts first and unmounts when done.
+    fn mount(&self, key: &str, image: &ImageLayers) -> Result<PathBuf>;
+
     /// Deletes what the backend keeps per image for images not in `live_images` (and any
     /// half-built leftovers); returns the images whose data went. For `racker gc`.
     fn prune(&self, live_images: &[Digest]) -> Result<Vec<Digest>>;

@@ -131,6 +131,16 @@ impl OverlaySnapshotter {
         if ephemeral { &self.runtime } else { &self.kept }.join(key)
     }
 
+    /// The base directory of the existing snapshot `key` (kept or ephemeral).
+    fn existing_base(&self, key: &str) -> Result<PathBuf> {
+        check_key(key)?;
+        [false, true]
+            .into_iter()
+            .map(|ephemeral| self.base(key, ephemeral))
+            .find(|base| base.join("upper").is_dir())
+            .ok_or_else(|| SnapshotError::NotFound { key: key.to_owned() })
+    }
+
     /// Mounts `fstype` with `params`, falling back to a classic mount string when the new
     /// mount API is missing (ENOSYS) or refuses `lowerdir+` (EINVAL, before Linux 6.8).
     fn mount(&self, fstype: &'static str, params: &[(&str, &str)], target: &Path) -> Result<()> {
@@ -329,6 +339,29 @@ impl Snapshotter for OverlaySnapshotter {
             .ok_or_else(|| SnapshotError::NotFound { key: key.to_owned() })
     }
 
+    /// Only the overlay goes: upper and work stay (and an ephemeral snapshot's tmpfs,
+    /// which holds them).
+    fn unmount(&self, key: &str) -> Result<()> {
+        let base = self.existing_base(key)?;
+        unmount_all(&*self.mounter, &base.join("rootfs"))
+    }
+
+    fn mount(&self, key: &str, image: &ImageLayers) -> Result<PathBuf> {
+        let base = self.existing_base(key)?;
+        let rootfs = base.join("rootfs");
+        if is_overlay(&rootfs) {
+            return Ok(rootfs);
+        }
+        let mut lowers: Vec<PathBuf> = image.layers.iter().rev().map(|l| l.dir.clone()).collect();
+        if lowers.is_empty() {
+            lowers.push(base.join("empty"));
+        }
+        let params = overlay_params(&lowers, &base.join("upper"), &base.join("work"));
+        let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.mount("overlay", &params, &rootfs)?;
+        Ok(rootfs)
+    }
+
     fn prune(&self, _live_images: &[Digest]) -> Result<Vec<Digest>> {
         // Overlay keeps nothing per image: the lowers are the store's own layers.
         Ok(Vec::new())
@@ -337,6 +370,12 @@ impl Snapshotter for OverlaySnapshotter {
 
 /// `statfs.f_type` of overlayfs (linux/magic.h).
 const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
+
+/// Whether an overlay is mounted on `rootfs` (a kept snapshot's base is never on
+/// overlayfs, an ephemeral one's is a tmpfs: only the mount makes it overlayfs).
+fn is_overlay(rootfs: &Path) -> bool {
+    rustix::fs::statfs(rootfs).is_ok_and(|s| s.f_type == OVERLAYFS_SUPER_MAGIC)
+}
 
 /// overlayfs refuses an upper directory on an overlayfs (a store inside a container or a
 /// volatile root), with a bare EINVAL at mount time: say so, and what to do, before.

@@ -215,6 +215,25 @@ impl Store {
         }
     }
 
+    /// Gives container `id` the name `new`; fails if the name is invalid or taken.
+    pub fn rename_container(&self, id: &str, new: &str) -> Result<()> {
+        if !is_valid_container_name(new) {
+            return Err(StoreError::InvalidContainerName { name: new.to_owned() });
+        }
+        let mut db = self.db();
+        let tx = db.write()?;
+        let path = self.root.join("racker.db");
+        let e = |source| StoreError::Database { path: path.clone(), source };
+        let taken: Option<String> =
+            tx.query_row("SELECT id FROM containers WHERE name = ?1", [new], |r| r.get(0)).optional().map_err(e)?;
+        if let Some(other) = taken {
+            return Err(StoreError::NameInUse { name: new.to_owned(), id: other[..12.min(other.len())].to_owned() });
+        }
+        tx.execute("UPDATE containers SET name = ?2 WHERE id = ?1", params![id, new]).map_err(e)?;
+        tx.commit().map_err(e)?;
+        Ok(())
+    }
+
     /// Forgets a container (its snapshot is the runtime's to remove first).
     pub fn remove_container(&self, id: &str) -> Result<()> {
         let db = self.db();
