@@ -25,4 +25,5 @@ mod registry;
 mod run;
 mod snapshot;
 mod store;
+mod terminals;
 mod unpack;

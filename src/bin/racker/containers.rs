@@ -215,10 +215,15 @@ pub fn ps(store: &Store, args: &PsArgs) -> Result<()> {
 #[derive(clap::Args)]
 #[command(trailing_var_arg = true)]
 pub struct ExecArgs {
+    /// Keep standard input open
     #[arg(short, long)]
     interactive: bool,
+    /// Allocate a pseudo-terminal
     #[arg(short, long)]
     tty: bool,
+    /// Start the command in the background
+    #[arg(short, long)]
+    detach: bool,
     #[arg(short, long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
     #[arg(short, long)]
@@ -240,6 +245,7 @@ pub fn exec(store: &Store, args: ExecArgs) -> Result<i32> {
         user: args.user,
         tty: args.tty,
         interactive: args.interactive,
+        detach: args.detach,
     };
     Ok(runtime::exec(store, &args.container, &opts)?)
 }

@@ -21,6 +21,7 @@ mod lifecycle;
 mod machine;
 mod notify;
 mod nspawn;
+mod pty;
 pub mod rootfs;
 mod run;
 mod spec;

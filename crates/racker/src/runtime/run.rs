@@ -310,6 +310,13 @@ fn run_booted(store: &Store, p: &Prepared, request: &RunRequest) -> Result<i32> 
 fn run_entered(machine: &Machine, p: &Prepared, ids: Option<(u32, u32)>, request: &RunRequest) -> Result<i32> {
     let spec = &p.spec;
     check_command(&p.rootfs, spec)?;
+    if spec.tty {
+        let mut spec = spec.clone();
+        super::pty::pass_term(&mut spec.env);
+        let cmd = machine.enter(&spec, ids)?;
+        let root = PathBuf::from(format!("/proc/{}/root", machine.leader().unwrap_or_default()));
+        return super::pty::Pty::open(&root)?.run(cmd, spec.interactive, "nsenter").map(exit_code);
+    }
     let mut cmd = machine.enter(spec, ids)?;
     request.output.direct(&mut cmd);
     if !spec.tty {
