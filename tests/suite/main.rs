@@ -12,6 +12,7 @@ mod fixturegen;
 
 mod cli;
 mod commit;
+mod container_logs;
 mod fixtures;
 mod hostile_registry;
 mod local_users;

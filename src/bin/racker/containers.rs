@@ -282,15 +282,6 @@ pub fn remove(store: &Store, names: &[String], force: bool) -> Result<()> {
     each(names, |n| runtime::remove(store, n, force))
 }
 
-pub fn logs(store: &Store, name: &str) -> Result<()> {
-    let mut out = crate::cli::CheckedStdout::default();
-    let logged = runtime::logs(store, name, &mut out);
-    if let Some(closed) = out.failed {
-        return Err(crate::cli::StdoutError(closed).into());
-    }
-    Ok(logged?)
-}
-
 /// Applies `f` to every name, printing each as docker does; fails if any failed. One
 /// name's failure is the error itself: one line.
 fn each(names: &[String], f: impl Fn(&str) -> racker::runtime::Result<()>) -> Result<()> {

@@ -8,6 +8,7 @@ mod containers;
 #[path = "../common/format.rs"]
 mod format;
 mod images;
+mod logs;
 #[path = "../common/progress.rs"]
 mod progress;
 mod registry;
@@ -95,8 +96,8 @@ enum Command {
     },
     /// Create a new image from a stopped container's changes (overlay storage driver)
     Commit(containers::CommitArgs),
-    /// Show a container's console output (and journal, for booted containers)
-    Logs { container: String },
+    /// Show a container's output (stdout and stderr apart), or a booted one's console and journal
+    Logs(logs::LogsArgs),
     /// (internal) own a detached container until it ends
     #[command(hide = true)]
     ContainerMonitor { id: String },
@@ -187,7 +188,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Kill { containers: names, signal } => done(containers::kill(&open()?, &names, signal)),
         Command::Rm { containers: names, force } => done(containers::remove(&open()?, &names, force)),
         Command::Commit(args) => done(containers::commit(&open()?, args)),
-        Command::Logs { container } => done(containers::logs(&open()?, &container)),
+        Command::Logs(args) => done(logs::logs(&open()?, &args)),
         Command::ContainerMonitor { id } => Ok(racker::runtime::monitor(&open()?, &id).unwrap_or(125)),
         Command::Tag { source, target } => done(images::tag(&open()?, &source, &target)),
         Command::Rmi(args) | Command::Image(ImageCommand::Rm(args)) => {

@@ -210,7 +210,7 @@ fn start_and_wait(
         id,
         Registration::detect(),
         &runtime,
-        Console::Log(console.clone()),
+        if spec.boot { Console::Log(console.clone()) } else { Console::Json(super::logfile::json_log_path(&console)) },
     )?;
     let timeout = Duration::from_secs(spec.boot_timeout.unwrap_or(DEFAULT_BOOT_TIMEOUT.as_secs()));
     let leader = machine.wait_started(spec.boot, timeout)?;

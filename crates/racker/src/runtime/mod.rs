@@ -18,6 +18,7 @@ mod cgroup;
 mod commit;
 mod host;
 mod lifecycle;
+mod logfile;
 mod machine;
 mod notify;
 mod nspawn;
@@ -36,6 +37,7 @@ pub use host::{prepare_nspawn_state, runtime_dir, Registration};
 pub use lifecycle::{
     collect, exec, kill, list, logs, monitor, remove, run_detached, stop, ContainerStatus, ExecOptions,
 };
+pub use logfile::{container_logs, LogOptions, LogRecord};
 pub use machine::{Console, Machine, SignalForwarder};
 pub use run::{run, RunRequest, DEFAULT_BOOT_TIMEOUT};
 pub use spec::{spec_of, Bind, BootTarget, Network, RunOptions, RunSpec, SecurityOpt, DEFAULT_PATH, MINIMAL_TARGET};

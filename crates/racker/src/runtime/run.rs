@@ -170,6 +170,7 @@ pub(crate) fn discard(store: &Store, snapshotter: &dyn snapshot::Snapshotter, id
     let _ = std::fs::remove_dir_all(store.root().join("containers").join(id));
     if let Ok(dir) = runtime_dir() {
         let _ = std::fs::remove_file(dir.join(format!("{id}.console")));
+        let _ = std::fs::remove_file(super::logfile::json_log_path(&dir.join(format!("{id}.console"))));
         // Left behind when its racker was killed; nobody listens on it any more.
         let _ = std::fs::remove_file(dir.join(format!("{id}.notify")));
     }
