@@ -177,3 +177,25 @@ fn exec_d_starts_a_command_that_ends_with_the_container() {
     store.ok(&["rm", "-f", "box"]);
     store.assert_clean();
 }
+
+#[test]
+fn run_it_in_boot_mode_gives_the_command_a_terminal() {
+    require_root();
+    let store = TempStore::new();
+    let tarball = images::debian_rootfs_tarball();
+    store.ok(&["import", "-q", tarball.to_str().expect("utf-8"), "debian:bookworm-systemd"]);
+    let script = "tty; stty size; echo term=$TERM; echo sleeping; exec sleep 1000";
+    let cmd = racker(
+        &store,
+        &["run", "-it", "--rm", "--boot-target", "minimal", "debian:bookworm-systemd", "sh", "-c", script],
+    );
+    let (mut child, term) = Terminal::spawn(cmd, 33, 111, "racker-boot-term");
+    let shown = term.expect("sleeping");
+    assert!(shown.contains("/dev/pts/"), "tty names the container's terminal: {shown}");
+    assert!(shown.contains("33 111"), "the caller's size: {shown}");
+    assert!(shown.contains("term=racker-boot-term"), "the caller's TERM: {shown}");
+    term.type_in(b"\x03");
+    assert_eq!(child.wait().expect("racker run").code(), Some(130), "{}", term.text());
+    term.finish();
+    store.assert_clean();
+}
