@@ -232,10 +232,15 @@ pub fn ps(store: &Store, args: &PsArgs) -> Result<()> {
 #[derive(clap::Args)]
 #[command(trailing_var_arg = true)]
 pub struct ExecArgs {
+    /// Keep standard input open
     #[arg(short, long)]
     interactive: bool,
+    /// Allocate a pseudo-terminal
     #[arg(short, long)]
     tty: bool,
+    /// Start the command in the background
+    #[arg(short, long)]
+    detach: bool,
     #[arg(short, long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
     #[arg(short, long)]
@@ -257,6 +262,7 @@ pub fn exec(store: &Store, args: ExecArgs) -> Result<i32> {
         user: args.user,
         tty: args.tty,
         interactive: args.interactive,
+        detach: args.detach,
     };
     Ok(runtime::exec(store, &args.container, &opts)?)
 }
@@ -291,15 +297,6 @@ pub fn kill(store: &Store, names: &[String], signal: Signal) -> Result<()> {
 
 pub fn remove(store: &Store, names: &[String], force: bool) -> Result<()> {
     each(names, |n| runtime::remove(store, n, force))
-}
-
-pub fn logs(store: &Store, name: &str) -> Result<()> {
-    let mut out = crate::cli::CheckedStdout::default();
-    let logged = runtime::logs(store, name, &mut out);
-    if let Some(closed) = out.failed {
-        return Err(crate::cli::StdoutError(closed).into());
-    }
-    Ok(logged?)
 }
 
 /// Applies `f` to every name, printing each as docker does; fails if any failed. One

@@ -9,6 +9,7 @@ mod containers;
 mod format;
 mod images;
 mod lifecycle;
+mod logs;
 #[path = "../common/progress.rs"]
 mod progress;
 mod registry;
@@ -97,8 +98,8 @@ enum Command {
     },
     /// Create a new image from a stopped container's changes (overlay storage driver)
     Commit(containers::CommitArgs),
-    /// Show a container's console output (and journal, for booted containers)
-    Logs { container: String },
+    /// Show a container's output (stdout and stderr apart), or a booted one's console and journal
+    Logs(logs::LogsArgs),
     #[command(flatten)]
     Lifecycle(lifecycle::LifecycleCommand),
     /// (internal) own a detached container until it ends
@@ -191,7 +192,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Kill { containers: names, signal } => done(containers::kill(&open()?, &names, signal)),
         Command::Rm { containers: names, force } => done(containers::remove(&open()?, &names, force)),
         Command::Commit(args) => done(containers::commit(&open()?, args)),
-        Command::Logs { container } => done(containers::logs(&open()?, &container)),
+        Command::Logs(args) => done(logs::logs(&open()?, &args)),
         Command::Lifecycle(command) => lifecycle::run(&open()?, &cli.root, command),
         Command::ContainerMonitor { id } => Ok(racker::runtime::monitor(&open()?, &id).unwrap_or(125)),
         Command::Tag { source, target } => done(images::tag(&open()?, &source, &target)),

@@ -53,11 +53,16 @@ pub(super) fn command_code(status: ExitStatus, id: &str, console: Option<&Path>)
 }
 
 /// The signal nspawn's last console line names ("Container web terminated by signal
-/// KILL."), if that is what the log ends with.
+/// KILL."), if that is what the log ends with: a plain console log, or the json log of a
+/// command-mode container (its last record's text).
 fn signal_in_console(console: &Path) -> Option<i32> {
     let text = std::fs::read(console).ok()?;
-    let tail = &text[text.len().saturating_sub(256)..];
+    let tail = &text[text.len().saturating_sub(1024)..];
     let last = String::from_utf8_lossy(tail).lines().last()?.to_owned();
+    let last = match serde_json::from_str::<super::LogRecord>(&last) {
+        Ok(record) => record.log.trim_end().to_owned(),
+        Err(_) => last,
+    };
     let name = last.strip_prefix("Container ")?.split_once(" terminated by signal ")?.1.strip_suffix('.')?;
     signal_number(name)
 }

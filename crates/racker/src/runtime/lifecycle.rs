@@ -212,6 +212,7 @@ fn start_and_wait(
     })?;
     let console = spec.console.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("{id}.console")));
     let runtime = runtime_dir()?;
+    let output = if spec.boot { console.clone() } else { super::logfile::json_log_path(&console) };
     let mut machine = Machine::start(
         spec,
         &rootfs,
@@ -219,7 +220,7 @@ fn start_and_wait(
         id,
         Registration::detect(),
         &runtime,
-        Console::Log(console.clone()),
+        if spec.boot { Console::Log(output.clone()) } else { Console::Json(output.clone()) },
     )?;
     let timeout = Duration::from_secs(spec.boot_timeout.unwrap_or(DEFAULT_BOOT_TIMEOUT.as_secs()));
     let leader = machine.wait_started(spec.boot, timeout)?;
@@ -245,7 +246,7 @@ fn start_and_wait(
         Ok(code)
     } else {
         let status = machine.wait()?;
-        Ok(super::limits::exit_code(spec, super::ended::command_code(status, id, Some(&console))))
+        Ok(super::limits::exit_code(spec, super::ended::command_code(status, id, Some(&output))))
     }
 }
 
@@ -269,11 +270,13 @@ pub struct ExecOptions {
     pub user: Option<String>,
     pub tty: bool,
     pub interactive: bool,
+    /// `-d`: start the command and return at once; it ends with the container.
+    pub detach: bool,
 }
 
 /// Runs a command in a running container (either mode), returning its exit status.
 pub fn exec(store: &Store, name: &str, opts: &ExecOptions) -> Result<i32> {
-    let (_, mut spec, leader) = running(store, name)?;
+    let (record, mut spec, leader) = running(store, name)?;
     for entry in &opts.env {
         let (k, v) = entry.split_once('=').ok_or_else(|| RuntimeError::Invalid {
             what: format!("-e {entry}"),
@@ -298,8 +301,16 @@ pub fn exec(store: &Store, name: &str, opts: &ExecOptions) -> Result<i32> {
                 .map_err(|reason| RuntimeError::Invalid { what: format!("--user {u}"), reason })
         })
         .transpose()?;
+    if opts.tty && !opts.detach {
+        super::pty::pass_term(&mut spec.env);
+        let cmd = nspawn::enter(&spec, leader, ids)?;
+        return super::pty::Pty::open(&root)?.run(cmd, opts.interactive, "nsenter").map(exit_code);
+    }
     let mut cmd = nspawn::enter(&spec, leader, ids)?;
     cmd.stdin(if opts.interactive { Stdio::inherit() } else { Stdio::null() });
+    if opts.detach {
+        return exec_detached(cmd, &record);
+    }
     if !opts.tty {
         use std::os::unix::process::CommandExt;
         cmd.process_group(0);
@@ -307,6 +318,19 @@ pub fn exec(store: &Store, name: &str, opts: &ExecOptions) -> Result<i32> {
     let mut child = cmd.spawn().map_err(|source| RuntimeError::Spawn { program: "nsenter".into(), source })?;
     let _signals = if opts.tty { None } else { Some(SignalForwarder::to_group(child.id() as i32)?) };
     child.wait().map(exit_code).map_err(|source| RuntimeError::Spawn { program: "nsenter".into(), source })
+}
+
+/// `exec -d`: the command runs on without racker, in the container's cgroup (so that
+/// `stop`, `rm -f` and `gc` find it), its output dropped as docker drops it.
+fn exec_detached(mut cmd: Command, record: &ContainerRecord) -> Result<i32> {
+    use std::os::unix::process::CommandExt;
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
+    let cgroup = cgroup_of(record);
+    if cgroup.populated() {
+        cgroup.enter_on_spawn(&mut cmd);
+    }
+    cmd.spawn().map_err(|source| RuntimeError::Spawn { program: "nsenter".into(), source })?;
+    Ok(0)
 }
 
 fn signal_leader(leader: i32, signal: Signal) -> Result<()> {

@@ -10,6 +10,7 @@ use rustix::process::{Pid, Signal};
 
 use super::cgroup::ContainerCgroup;
 use super::host::Registration;
+use super::logfile::JsonLog;
 use super::notify::{NotifySocket, Readiness};
 use super::spec::RunSpec;
 use super::{nspawn, Result, RuntimeError};
@@ -27,6 +28,9 @@ pub enum Console {
     Discard,
     /// A log file (booted consoles, detached containers).
     Log(PathBuf),
+    /// docker's json-file log: stdout and stderr apart, each line stamped (detached
+    /// command-mode containers; see logfile.rs).
+    Json(PathBuf),
 }
 
 impl Console {
@@ -34,7 +38,7 @@ impl Console {
     /// (a log file is the machine's own business: see [`Machine::start`]).
     pub(crate) fn direct(&self, cmd: &mut Command) {
         match self {
-            Console::Inherit | Console::Log(_) => {}
+            Console::Inherit | Console::Log(_) | Console::Json(_) => {}
             Console::Stderr => {
                 cmd.stdin(Stdio::null());
                 if let Ok(err) = rustix::io::dup(std::io::stderr()) {
@@ -58,6 +62,8 @@ pub struct Machine {
     cgroup: Option<ContainerCgroup>,
     /// Handed over ([`release`](Self::release)): dropping it leaves the container running.
     released: bool,
+    /// Writes the json log, for [`Console::Json`].
+    json: Option<JsonLog>,
 }
 
 impl Machine {
@@ -78,6 +84,7 @@ impl Machine {
         let spec = &spec;
         let mut cmd = nspawn::command(spec, rootfs, &machine, id, registration);
         cmd.env("NOTIFY_SOCKET", notify.path());
+        let mut json_file = None;
         let console_path = match console {
             Console::Inherit | Console::Stderr | Console::Discard => {
                 cmd.stdin(if spec.interactive { Stdio::inherit() } else { Stdio::null() });
@@ -93,6 +100,11 @@ impl Machine {
                 let err = log.try_clone().map_err(|source| RuntimeError::Io { path: path.clone(), source })?;
                 cmd.stdin(Stdio::null()).stdout(log).stderr(err);
                 Some(path)
+            }
+            Console::Json(path) => {
+                json_file = Some(JsonLog::create(&path)?);
+                cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+                None
             }
         };
         // Without a terminal, nspawn gets its own process group: racker forwards signals
@@ -114,7 +126,7 @@ impl Machine {
             }
             return Err(e);
         }
-        let child = match cmd.spawn() {
+        let mut child = match cmd.spawn() {
             Ok(child) => child,
             Err(source) => {
                 if let Some(cgroup) = &cgroup {
@@ -123,7 +135,12 @@ impl Machine {
                 return Err(RuntimeError::Spawn { program: "systemd-nspawn".into(), source });
             }
         };
+        let json = match (json_file, child.stdout.take(), child.stderr.take()) {
+            (Some(file), Some(out), Some(err)) => Some(JsonLog::start(file, out, err)),
+            _ => None,
+        };
         Ok(Machine {
+            json,
             name: machine,
             child,
             notify,
@@ -182,7 +199,13 @@ impl Machine {
 
     /// Waits for nspawn to end; its status is the command's (command mode).
     pub fn wait(&mut self) -> Result<ExitStatus> {
-        self.child.wait().map_err(|source| RuntimeError::Spawn { program: "systemd-nspawn".into(), source })
+        let status =
+            self.child.wait().map_err(|source| RuntimeError::Spawn { program: "systemd-nspawn".into(), source })?;
+        // The log is complete before the end is recorded: `logs -f` stops at its writer's end.
+        if let Some(json) = &mut self.json {
+            json.finish();
+        }
+        Ok(status)
     }
 
     /// Ends the container now: SIGKILL to its leader ends every process in it, then

@@ -22,9 +22,11 @@ mod host;
 mod identity;
 mod lifecycle;
 mod limits;
+mod logfile;
 mod machine;
 mod notify;
 mod nspawn;
+mod pty;
 pub mod rootfs;
 mod run;
 mod spec;
@@ -45,6 +47,7 @@ pub use lifecycle::{
     collect, exec, kill, list, logs, monitor, remove, run_detached, stop, ContainerStatus, ExecOptions,
 };
 pub use limits::Limits;
+pub use logfile::{container_logs, LogOptions, LogRecord};
 pub use machine::{Console, Machine, SignalForwarder};
 pub use run::{run, RunRequest, DEFAULT_BOOT_TIMEOUT};
 pub use spec::{spec_of, Bind, BootTarget, Network, RunOptions, RunSpec, SecurityOpt, DEFAULT_PATH, MINIMAL_TARGET};

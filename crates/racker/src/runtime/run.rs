@@ -171,6 +171,7 @@ pub(crate) fn discard(store: &Store, snapshotter: &dyn snapshot::Snapshotter, id
     let _ = std::fs::remove_dir_all(store.root().join("containers").join(id));
     if let Ok(dir) = runtime_dir() {
         let _ = std::fs::remove_file(dir.join(format!("{id}.console")));
+        let _ = std::fs::remove_file(super::logfile::json_log_path(&dir.join(format!("{id}.console"))));
         // Left behind when its racker was killed; nobody listens on it any more.
         let _ = std::fs::remove_file(dir.join(format!("{id}.notify")));
         super::ended::forget(id);
@@ -298,6 +299,13 @@ fn run_booted(store: &Store, p: &Prepared, request: &RunRequest) -> Result<i32> 
 fn run_entered(machine: &Machine, p: &Prepared, ids: Option<(u32, u32)>, request: &RunRequest) -> Result<i32> {
     let spec = &p.spec;
     check_command(&p.rootfs, spec)?;
+    if spec.tty {
+        let mut spec = spec.clone();
+        super::pty::pass_term(&mut spec.env);
+        let cmd = machine.enter(&spec, ids)?;
+        let root = PathBuf::from(format!("/proc/{}/root", machine.leader().unwrap_or_default()));
+        return super::pty::Pty::open(&root)?.run(cmd, spec.interactive, "nsenter").map(exit_code);
+    }
     let mut cmd = machine.enter(spec, ids)?;
     request.output.direct(&mut cmd);
     if !spec.tty {
