@@ -203,6 +203,11 @@ impl Machine {
             self.child.wait().map_err(|source| RuntimeError::Spawn { program: "systemd-nspawn".into(), source })?;
         // The log is complete before the end is recorded: `logs -f` stops at its writer's end.
         if let Some(json) = &mut self.json {
+            // Processes that outlived a killed nspawn still hold the log's pipes: the
+            // container is over, so they go now, or the log would never end.
+            if let Some(cgroup) = &self.cgroup {
+                let _ = cgroup.kill_all(super::run::KILL_TIMEOUT);
+            }
             json.finish();
         }
         Ok(status)
