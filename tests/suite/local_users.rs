@@ -106,7 +106,8 @@ fn no_other_user_reaches_the_store_or_the_runtime_directory() {
     let layer = setuid_layer_dir(&store);
     let kept_rootfs = root.join("snapshots").join(&kept).join("rootfs");
     let eph_rootfs = ephemeral_area(&store).join(&ephemeral).join("rootfs");
-    let console = root.join("containers").join(&kept).join(format!("{kept}.console"));
+    // A detached command-mode container's output log (docker's json-file format).
+    let console = root.join("containers").join(&kept).join(format!("{kept}-json.log"));
     for path in [&layer.join("opt/suid-busybox"), &kept_rootfs.join("opt/suid-busybox"), &eph_rootfs.join("bin/sh")] {
         assert!(path.exists(), "{} is there for root", path.display());
     }
@@ -142,7 +143,7 @@ fn no_other_user_reaches_the_store_or_the_runtime_directory() {
     for file in ["racker.db", "racker.db-wal", "racker.db-shm", "lock", "store-version"] {
         assert_eq!(mode(&root.join(file)), 0o600, "{file}");
     }
-    assert_eq!(mode(&console), 0o600, "the console log");
+    assert_eq!(mode(&console), 0o600, "the container's log");
     assert_eq!(mode(Path::new(RUNTIME_DIR)), 0o700, "{RUNTIME_DIR}");
 
     store.ok(&["rm", "-f", "kept", "eph"]);
