@@ -3,19 +3,11 @@
 //! that the next container of the new image sees, over base layers the store keeps once.
 
 use std::io::Read;
-use std::process::Output;
 
 use crate::common::diskfull::SmallStore;
 use crate::common::images;
 use crate::common::{self, require_root, TempStore};
-
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use crate::common::{err, out};
 
 /// A store with the busybox image (plus one numbered layer, so there is something to
 /// share) as `bb`.

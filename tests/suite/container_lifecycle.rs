@@ -4,17 +4,10 @@
 //! `rename`, and stopped containers that hold no mount. Every test ends with the
 //! store's leak check (no process, mount, cgroup or snapshot left).
 
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 
 use crate::common::{self, images, require_root, TempStore};
-
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use crate::common::{debian_store, err, out};
 
 /// A store with the busybox image as `bb`.
 fn busybox() -> (TempStore, tempfile::TempDir) {
@@ -192,15 +185,6 @@ fn wait_prints_each_exit_code() {
     assert_eq!(o.status.code(), Some(1), "{}", err(&o));
     store.ok(&["rm", "zero", "three"]);
     store.assert_clean();
-}
-
-/// The Debian bookworm + systemd image.
-fn debian_store() -> TempStore {
-    require_root();
-    let store = TempStore::new();
-    let tarball = images::debian_rootfs_tarball();
-    store.ok(&["import", "-q", tarball.to_str().expect("utf-8"), "debian:bookworm-systemd"]);
-    store
 }
 
 #[test]

@@ -11,18 +11,11 @@ use racker::digest::Digest;
 
 use crate::common::images;
 use crate::common::registry::sha256_hex;
+use crate::common::{err, out};
 use crate::common::{require_root, TempStore};
 
 const BOOKWORM: &str = "localhost/postroj/debian-bookworm:latest";
 const TRIXIE: &str = "localhost/postroj/debian-trixie:latest";
-
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 /// One dependency layer the test made.
 struct Entry {

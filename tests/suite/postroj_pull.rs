@@ -8,17 +8,10 @@ use std::process::{Command, Output};
 
 use crate::common::images;
 use crate::common::registry::{sha256_hex, Registry};
+use crate::common::{err, out};
 use crate::common::{require_root, TempStore};
 
 const LOCAL: &str = "localhost/postroj/debian-bookworm:latest";
-
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 /// postroj on `store`, reading registries.conf from `conf` (if any), never the host's.
 fn postroj(store: &TempStore, conf: Option<&Path>, args: &[&str]) -> Output {

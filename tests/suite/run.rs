@@ -3,20 +3,13 @@
 //! test checks that teardown leaves no mount, no process and no snapshot behind.
 
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use serde_json::json;
 
 use crate::common::images;
 use crate::common::{self, require_root, TempStore};
-
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use crate::common::{debian_store, err, out};
 
 /// A store with the busybox image as `bb` (config: `config`) plus `layers` extra layers.
 fn busybox_store(config: serde_json::Value, layers: usize) -> (TempStore, tempfile::TempDir) {
@@ -310,15 +303,6 @@ fn signals_reach_a_foreground_command() {
     assert_eq!(child.wait().expect("wait").code(), Some(5));
     assert_eq!(rest, "got-term\n");
     store.assert_clean();
-}
-
-/// The Debian bookworm + systemd image, imported once per test store.
-fn debian_store() -> TempStore {
-    require_root();
-    let store = TempStore::new();
-    let tarball = images::debian_rootfs_tarball();
-    store.ok(&["import", "-q", tarball.to_str().expect("utf-8"), "debian:bookworm-systemd"]);
-    store
 }
 
 #[test]

@@ -9,14 +9,7 @@ use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::common::{self, images, require_root, TempStore};
-
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use crate::common::{err, out};
 
 fn store() -> (TempStore, tempfile::TempDir) {
     require_root();

@@ -20,6 +20,25 @@ use std::process::{Command, Output};
 /// mirror, as users probe it): containers share the host's network.
 pub static HOST_PORT_80: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// A command's standard output, as text.
+pub fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A command's standard error, as text.
+pub fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A store holding the Debian bookworm + systemd image (`debian:bookworm-systemd`).
+pub fn debian_store() -> TempStore {
+    require_root();
+    let store = TempStore::new();
+    let tarball = images::debian_rootfs_tarball();
+    store.ok(&["import", "-q", tarball.to_str().expect("utf-8"), "debian:bookworm-systemd"]);
+    store
+}
+
 /// Privileged tests run as root (CI does); elsewhere they fail loudly instead of skipping.
 pub fn require_root() {
     assert!(
