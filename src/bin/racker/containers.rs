@@ -100,6 +100,9 @@ pub fn ensure_image(store: &Store, image: &str) -> Result<String> {
 pub fn run(store: &Store, root: &std::path::Path, args: RunArgs) -> Result<i32> {
     let detach = args.detach;
     let (image, request) = run_request(store, args)?;
+    if !detach && request.options.flags.restart != runtime::RestartPolicy::No {
+        errln!("warning: --restart applies to detached containers (run -d, start): this run ends with its command");
+    }
     if detach {
         let record = runtime::run_detached(store, &image, &request, monitor_command(root)?)?;
         outln!("{}", record.id)?;
@@ -119,6 +122,9 @@ pub fn monitor_command(root: &std::path::Path) -> Result<std::process::Command> 
 pub fn run_request(store: &Store, args: RunArgs) -> Result<(String, RunRequest)> {
     // Flag values first: a bad one makes nothing (no pull, no container).
     let flags = args.flags.parse()?;
+    if args.rm && flags.restart != runtime::RestartPolicy::No {
+        anyhow::bail!("conflicting options --restart and --rm: a container that restarts is not removed when it ends");
+    }
     let image = ensure_image(store, &args.image)?;
     let request = RunRequest {
         options: RunOptions {
@@ -168,6 +174,9 @@ fn status_text(c: &runtime::ContainerStatus) -> String {
         (true, _) if c.paused => format!("Up {} (Paused)", since(Some(&r.created)).trim_end_matches(" ago")),
         (true, _) => format!("Up {}", since(Some(&r.created)).trim_end_matches(" ago")),
         (false, ContainerState::Created) => "Created".into(),
+        (false, ContainerState::Restarting) => {
+            format!("Restarting ({}) {}", r.exit_code.unwrap_or(0), since(r.finished.as_deref()))
+        }
         (false, _) => match (r.exit_code, &r.finished) {
             (Some(code), finished) => format!("Exited ({code}) {}", since(finished.as_deref())),
             (None, _) => "Exited (unknown)".into(),

@@ -53,6 +53,10 @@ pub struct RunFlagArgs {
     /// Seconds `racker stop` waits before SIGKILL (default 10)
     #[arg(long, value_name = "SECONDS", allow_hyphen_values = true)]
     stop_timeout: Option<String>,
+    /// Start a detached container again when it ends: no, on-failure[:N], always or
+    /// unless-stopped
+    #[arg(long, value_name = "POLICY", default_value = "no")]
+    restart: String,
 }
 
 impl RunFlagArgs {
@@ -99,6 +103,7 @@ impl RunFlagArgs {
                 .transpose()
                 .map_err(anyhow::Error::msg)?,
             stop_timeout,
+            restart: runtime::parse_restart("--restart", &self.restart).map_err(anyhow::Error::msg)?,
         })
     }
 }
@@ -115,6 +120,7 @@ pub fn container_json(record: &racker::store::ContainerRecord) -> serde_json::Va
         "Image": record.image_id.to_string(),
         "Created": record.created,
         "State": { "Status": format!("{:?}", record.state).to_lowercase(), "ExitCode": record.exit_code },
+        "RestartCount": record.restart_count,
         "Config": {
             "Cmd": spec.argv,
             "Labels": flags.labels,
@@ -136,6 +142,7 @@ pub fn container_json(record: &racker::store::ContainerRecord) -> serde_json::Va
             "NanoCpus": l.cpus.unwrap_or(0) * 1000,
             "PidsLimit": l.pids,
             "Init": flags.init,
+            "RestartPolicy": { "Name": flags.restart.name(), "MaximumRetryCount": flags.restart.max_retries() },
         },
     })
 }

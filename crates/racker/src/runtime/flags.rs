@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::limits::Limits;
+use super::restart::RestartPolicy;
 use super::spec::RunSpec;
 use super::{rootfs, Registration, Result, RuntimeError};
 
@@ -38,6 +39,8 @@ pub struct RunFlags {
     pub stop_signal: Option<i32>,
     /// Seconds `racker stop` waits before SIGKILL, unless its `-t` says otherwise.
     pub stop_timeout: Option<u64>,
+    /// What the monitor of a detached container does when it ends.
+    pub restart: RestartPolicy,
 }
 
 /// `--device HOST[:CONTAINER][:PERMS]`.

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use rustix::process::{Pid, Signal};
 
 use super::machine::{Console, Machine, SignalForwarder};
+use super::restart::{self, Backoff};
 use super::run::{
     cgroup_of, check_command, discard, discard_or_warn, exit_code, prepare, DiscardUnlessKept, DEFAULT_BOOT_TIMEOUT,
     KILL_TIMEOUT,
@@ -100,7 +101,8 @@ pub fn list(store: &Store, all: bool) -> Result<Vec<ContainerStatus>> {
             let paused = running && cgroup_of(&record).frozen();
             ContainerStatus { record, running, paused }
         })
-        .filter(|c| all || c.running)
+        // docker counts a restarting container as running (between two runs).
+        .filter(|c| all || c.running || c.record.state == ContainerState::Restarting)
         .collect())
 }
 
@@ -170,8 +172,9 @@ pub fn monitor(store: &Store, id: &str) -> Result<i32> {
         reason: "no run spec recorded".into(),
     })?;
     let snapshotter = snapshot::open(store, record.snapshotter.parse().ok())?;
+    let mut status = status;
     let result = super::start::mount_root(store, &record, &*snapshotter)
-        .and_then(|_| start_and_wait(store, id, &record, &spec, &status));
+        .and_then(|_| supervise(store, id, &record, &spec, &mut status));
     match &result {
         Ok(_) => {}
         Err(e) => report(&status, &format!("error {e}")),
@@ -187,6 +190,40 @@ pub fn monitor(store: &Store, id: &str) -> Result<i32> {
         store.set_container_state(id, ContainerState::Exited, None, Some(code))?;
     }
     result
+}
+
+/// Runs the container until it ends for good: again after each end as its `--restart`
+/// policy says, unless the user stopped it. Only the first start is reported on `status`.
+fn supervise(
+    store: &Store,
+    id: &str,
+    record: &ContainerRecord,
+    spec: &RunSpec,
+    status: &mut Option<UnixStream>,
+) -> Result<i32> {
+    let mut backoff = Backoff::new();
+    let mut restarts = 0;
+    loop {
+        let began = Instant::now();
+        let code = start_and_wait(store, id, record, spec, status)?;
+        *status = None;
+        if restart::stopped_by_user(id) || !spec.flags.restart.restarts_after(code, restarts) {
+            return Ok(code);
+        }
+        restarts += 1;
+        store.note_container_restart(id, code, restarts)?;
+        let delay = backoff.next(began.elapsed());
+        tracing::debug!("container {id} exited with {code}: restart {restarts} in {delay:?}");
+        // A stop during the delay ends the container here (checked often: `stop` waits).
+        let until = Instant::now() + delay;
+        while Instant::now() < until {
+            if restart::stopped_by_user(id) {
+                return Ok(code);
+            }
+            std::thread::sleep(Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())));
+        }
+        super::ended::forget(id);
+    }
 }
 
 /// Writes one line to `racker run -d`, if it still listens.
@@ -350,6 +387,7 @@ pub fn kill(store: &Store, name: &str, signal: Signal) -> Result<()> {
     }
     super::start::thaw(&record);
     if let Some(leader) = leader {
+        restart::note_stop(&record.id);
         super::ended::note_kill(&record.id, signal.as_raw());
         signal_leader(leader.pid as i32, signal)?;
     }
@@ -377,6 +415,8 @@ fn end_processes(record: &ContainerRecord) -> Result<()> {
 /// its `--stop-timeout`, or 10 s). Stopping a stopped one is fine; whatever of it is left
 /// once its owner is done (a container whose nspawn or owner was killed) is ended too.
 pub fn stop(store: &Store, name: &str, timeout: Option<Duration>) -> Result<()> {
+    // Before any signal: its monitor must not start it again (`--restart`).
+    restart::note_stop(&store.container(name)?.id);
     let record = match running(store, name) {
         Ok((record, spec, leader)) => {
             super::start::thaw(&record);
@@ -397,7 +437,13 @@ pub fn stop(store: &Store, name: &str, timeout: Option<Duration>) -> Result<()> 
             wait_exit(record.monitor_pid, Duration::from_secs(30));
             record
         }
-        Err(RuntimeError::NotRunning { .. }) => store.container(name)?,
+        Err(RuntimeError::NotRunning { .. }) => {
+            let record = store.container(name)?;
+            if record.state == ContainerState::Restarting {
+                wait_exit(record.monitor_pid, Duration::from_secs(30));
+            }
+            record
+        }
         Err(e) => return Err(e),
     };
     if alive(record.monitor_pid) && record.state != ContainerState::Exited {
@@ -410,10 +456,12 @@ pub fn stop(store: &Store, name: &str, timeout: Option<Duration>) -> Result<()> 
 /// first). Succeeds only when no process, mount or snapshot of it is left.
 pub fn remove(store: &Store, name: &str, force: bool) -> Result<()> {
     let record = store.container(name)?;
-    if is_live(&record) {
+    let restarting = record.state == ContainerState::Restarting && alive(record.monitor_pid);
+    if is_live(&record) || restarting {
         if !force {
             return Err(RuntimeError::Running { name: record.name });
         }
+        restart::note_stop(&record.id);
         super::start::thaw(&record);
         end_processes(&record)?;
         // Its owner, if it lives, sees nspawn end and cleans up: let it finish first.

@@ -27,6 +27,7 @@ mod machine;
 mod notify;
 mod nspawn;
 mod pty;
+mod restart;
 pub mod rootfs;
 mod run;
 mod spec;
@@ -49,6 +50,7 @@ pub use lifecycle::{
 pub use limits::Limits;
 pub use logfile::{container_logs, LogOptions, LogRecord};
 pub use machine::{Console, Machine, SignalForwarder};
+pub use restart::{parse_restart, RestartPolicy};
 pub use run::{run, RunRequest, DEFAULT_BOOT_TIMEOUT};
 pub use spec::{spec_of, Bind, BootTarget, Network, RunOptions, RunSpec, SecurityOpt, DEFAULT_PATH, MINIMAL_TARGET};
 pub use start::{create, mount_root, pause, rename, restart, start, systemd_unit, unpause, wait, StartOptions};

@@ -175,6 +175,7 @@ pub(crate) fn discard(store: &Store, snapshotter: &dyn snapshot::Snapshotter, id
         // Left behind when its racker was killed; nobody listens on it any more.
         let _ = std::fs::remove_file(dir.join(format!("{id}.notify")));
         super::ended::forget(id);
+        super::restart::forget_stop(id);
         super::identity::remove(&dir, id);
     }
     store.remove_container(id)?;

@@ -56,7 +56,8 @@ pub struct StartOptions {
 /// fine, as in docker.
 pub fn start(store: &Store, name: &str, opts: &StartOptions, monitor: Command) -> Result<Option<i32>> {
     let record = store.container(name)?;
-    if is_running(&record) || super::run::cgroup_of(&record).populated() {
+    let restarting = record.state == ContainerState::Restarting && lifecycle::alive(record.monitor_pid);
+    if restarting || is_running(&record) || super::run::cgroup_of(&record).populated() {
         return Ok(None);
     }
     let mut spec = spec_of(&record).ok_or_else(|| RuntimeError::Invalid {
@@ -72,6 +73,7 @@ pub fn start(store: &Store, name: &str, opts: &StartOptions, monitor: Command) -
     let snapshotter = snapshot::open(store, record.snapshotter.parse().ok())?;
     let rootfs = mount_root(store, &record, &*snapshotter)?;
     super::ended::forget(&record.id);
+    super::restart::forget_stop(&record.id);
     if !opts.attach {
         let started = hand_to_monitor(&record.id, &record.name, monitor);
         if started.is_err() {

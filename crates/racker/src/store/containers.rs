@@ -13,6 +13,8 @@ use crate::digest::Digest;
 pub enum ContainerState {
     Created,
     Running,
+    /// Ended, and its monitor starts it again after a delay (`--restart`).
+    Restarting,
     Exited,
 }
 
@@ -21,6 +23,7 @@ impl ContainerState {
         match self {
             ContainerState::Created => "created",
             ContainerState::Running => "running",
+            ContainerState::Restarting => "restarting",
             ContainerState::Exited => "exited",
         }
     }
@@ -28,6 +31,7 @@ impl ContainerState {
         match s {
             "running" => ContainerState::Running,
             "created" => ContainerState::Created,
+            "restarting" => ContainerState::Restarting,
             _ => ContainerState::Exited,
         }
     }
@@ -60,6 +64,8 @@ pub struct ContainerRecord {
     pub exit_code: Option<i32>,
     pub created: String,
     pub finished: Option<String>,
+    /// How often its monitor started it again after it ended (`--restart`).
+    pub restart_count: i64,
 }
 
 fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<ContainerRecord> {
@@ -83,6 +89,7 @@ fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<ContainerRecord> {
         exit_code: r.get(8)?,
         created: r.get(9)?,
         finished: r.get(10)?,
+        restart_count: r.get(12)?,
     })
 }
 
@@ -96,7 +103,7 @@ pub fn is_valid_container_name(name: &str) -> bool {
 }
 
 const COLUMNS: &str =
-    "id, name, image_id, snapshotter, spec, state, pid, monitor_pid, exit_code, created, finished, pid_start";
+    "id, name, image_id, snapshotter, spec, state, pid, monitor_pid, exit_code, created, finished, pid_start, restart_count";
 
 impl Store {
     /// Records a new container; fails if the name is taken.
@@ -122,7 +129,7 @@ impl Store {
         }
         tx.execute(
             &format!(
-                "INSERT INTO containers ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, 'created', NULL, ?6, NULL, ?7, NULL, NULL)"
+                "INSERT INTO containers ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, 'created', NULL, ?6, NULL, ?7, NULL, NULL, 0)"
             ),
             params![id, name, image_id.to_string(), snapshotter, spec.to_string(), std::process::id(), now()],
         )
@@ -146,7 +153,8 @@ impl Store {
         db.conn
             .execute(
                 "UPDATE containers SET state = ?2, pid = ?3, pid_start = ?4, monitor_pid = ?5,
-                 exit_code = COALESCE(?6, exit_code), finished = COALESCE(?7, finished) WHERE id = ?1",
+                 exit_code = COALESCE(?6, exit_code), finished = COALESCE(?7, finished),
+                 restart_count = CASE ?2 WHEN 'created' THEN 0 ELSE restart_count END WHERE id = ?1",
                 params![
                     id,
                     state.as_str(),
@@ -156,6 +164,20 @@ impl Store {
                     exit_code,
                     finished
                 ],
+            )
+            .map_err(db.err())?;
+        Ok(())
+    }
+
+    /// Records that container `id` ended with `exit_code` and that its monitor will start
+    /// it again: state `restarting`, its `restarts` since it was last started by the user.
+    pub fn note_container_restart(&self, id: &str, exit_code: i32, restarts: u32) -> Result<()> {
+        let db = self.db();
+        db.conn
+            .execute(
+                "UPDATE containers SET state = 'restarting', pid = NULL, pid_start = NULL, exit_code = ?2,
+                 finished = ?3, restart_count = ?4 WHERE id = ?1",
+                params![id, exit_code, now(), restarts],
             )
             .map_err(db.err())?;
         Ok(())

@@ -86,6 +86,9 @@ ALTER TABLE blobs ADD COLUMN unsynced_boot TEXT;
     r#"
 ALTER TABLE containers ADD COLUMN pid_start INTEGER;
 "#,
+    r#"
+ALTER TABLE containers ADD COLUMN restart_count INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// One row of `racker images`, grouped per image.
