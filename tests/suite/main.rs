@@ -12,6 +12,7 @@ mod fixturegen;
 
 mod cli;
 mod commit;
+mod container_attach;
 mod container_lifecycle;
 mod container_logs;
 mod container_restart;

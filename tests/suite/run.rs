@@ -218,15 +218,18 @@ fn names_are_unique_and_kept_containers_keep_their_writes_until_rm() {
 fn a_store_of_the_previous_schema_is_migrated_with_its_containers() {
     let (store, _dir) = busybox_store(images::busybox_config(), 0);
     store.ok(&["run", "--name", "kept", "bb", "sh", "-c", "echo kept > /srv/mine"]);
-    // Back to schema version 3, as the racker before it left stores.
+    // Back to schema version 3, as the racker before pid_start left stores.
     store
         .db()
-        .execute_batch("ALTER TABLE containers DROP COLUMN pid_start; PRAGMA user_version = 3;")
+        .execute_batch(
+            "ALTER TABLE containers DROP COLUMN restart_count; ALTER TABLE containers DROP COLUMN pid_start;
+             PRAGMA user_version = 3;",
+        )
         .expect("downgrade");
     let ps = store.ok(&["ps", "-a"]);
     assert!(ps.contains("kept") && ps.contains("Exited (0)"), "{ps}");
     let version: i64 = store.db().query_row("PRAGMA user_version", [], |r| r.get(0)).expect("user_version");
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     store.ok(&["run", "-d", "--name", "new", "bb", "sleep", "1000"]);
     let ps = store.ok(&["ps"]);
     assert!(ps.contains("new") && ps.contains("Up") && !ps.contains("kept"), "{ps}");

@@ -91,3 +91,17 @@ macro_rules! errln {
         $crate::cli::eprint(&format!("{}\n", format_args!($($arg)*)))
     };
 }
+
+/// Writes to standard error, ignoring failures: nobody is left to tell.
+#[allow(dead_code)] // racker's logs and attach; postroj has no use for it
+pub struct Stderr;
+
+impl std::io::Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().lock().write_all(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -39,6 +39,21 @@ pub struct WaitArgs {
 }
 
 #[derive(clap::Args)]
+pub struct AttachArgs {
+    /// Do not attach standard input
+    #[arg(long)]
+    no_stdin: bool,
+    /// Keys that detach (docker's syntax: a character or ctrl-X, comma-separated)
+    #[arg(long, default_value = "ctrl-p,ctrl-q", value_name = "KEYS")]
+    detach_keys: String,
+    /// Forward signals (SIGINT, SIGTERM, SIGHUP, SIGQUIT) to the container
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    sig_proxy: bool,
+    /// Container name or id
+    container: String,
+}
+
+#[derive(clap::Args)]
 pub struct RenameArgs {
     container: String,
     new_name: String,
@@ -55,6 +70,8 @@ pub enum LifecycleCommand {
     Restart(RestartArgs),
     /// Block until containers stop, then print their exit codes
     Wait(WaitArgs),
+    /// Attach to a running container's output (and input, if it was made with -i)
+    Attach(AttachArgs),
     /// Rename a container
     Rename(RenameArgs),
     /// Freeze every process of containers (cgroup freezer)
@@ -104,6 +121,7 @@ pub fn run(store: &Store, root: &Path, command: LifecycleCommand) -> Result<i32>
             }
             Ok(if failed > 0 { 1 } else { 0 })
         }
+        LifecycleCommand::Attach(args) => attach(store, &args),
         LifecycleCommand::Pause(args) => each(&args.containers, |n| runtime::pause(store, n)).map(|()| 0),
         LifecycleCommand::Unpause(args) => each(&args.containers, |n| runtime::unpause(store, n)).map(|()| 0),
         LifecycleCommand::Generate(GenerateCommand::Systemd { container, files }) => {
@@ -141,6 +159,24 @@ fn start(store: &Store, root: &Path, args: &StartArgs) -> Result<i32> {
         return Ok(runtime::start(store, name, &opts, monitor(root)?)?.unwrap_or(0));
     }
     each(&args.containers, |n| runtime::start(store, n, &opts, monitor(root)?).map(drop)).map(|()| 0)
+}
+
+/// `attach`: the container's status once it ends; 0 after the detach keys.
+fn attach(store: &Store, args: &AttachArgs) -> Result<i32> {
+    let opts = runtime::AttachOptions {
+        stdin: !args.no_stdin,
+        detach_keys: runtime::parse_detach_keys(&args.detach_keys).map_err(anyhow::Error::msg)?,
+        sig_proxy: args.sig_proxy,
+    };
+    // The detach keys end racker at once: the container runs on, as after docker's.
+    let on_detach = Box::new(|| std::process::exit(0));
+    let mut out = crate::cli::CheckedStdout::default();
+    let attached = runtime::attach(store, &args.container, &opts, on_detach, &mut out, &mut crate::cli::Stderr);
+    if let Some(closed) = out.failed {
+        return Err(crate::cli::StdoutError(closed).into());
+    }
+    // A container that cannot be attached to is the verb's failure (1), as in docker.
+    attached.map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// docker's status for a failed verb: `create` and `start -a` fail as `run` does (125),

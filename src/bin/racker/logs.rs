@@ -50,19 +50,6 @@ fn parse_tail(text: &str) -> Result<Option<usize>> {
     }
 }
 
-/// Writes to standard error, ignoring failures: nobody is left to tell.
-struct Stderr;
-
-impl std::io::Write for Stderr {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let _ = std::io::stderr().lock().write_all(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 pub fn logs(store: &Store, args: &LogsArgs) -> Result<()> {
     let now = Utc::now();
     let opts = LogOptions {
@@ -73,7 +60,7 @@ pub fn logs(store: &Store, args: &LogsArgs) -> Result<()> {
         timestamps: args.timestamps,
     };
     let mut out = crate::cli::CheckedStdout::default();
-    let logged = runtime::container_logs(store, &args.container, &opts, &mut out, &mut Stderr);
+    let logged = runtime::container_logs(store, &args.container, &opts, &mut out, &mut crate::cli::Stderr);
     if let Some(closed) = out.failed {
         return Err(crate::cli::StdoutError(closed).into());
     }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal};
 
+use super::attach::InputRelay;
 use super::machine::{Console, Machine, SignalForwarder};
 use super::restart::{self, Backoff};
 use super::run::{
@@ -203,9 +204,14 @@ fn supervise(
 ) -> Result<i32> {
     let mut backoff = Backoff::new();
     let mut restarts = 0;
+    // `-i`: `attach` reaches the container's stdin through the monitor, over all its runs.
+    let input = match spec.interactive && !spec.boot {
+        true => Some(InputRelay::serve(&runtime_dir()?, id)?),
+        false => None,
+    };
     loop {
         let began = Instant::now();
-        let code = start_and_wait(store, id, record, spec, status)?;
+        let code = start_and_wait(store, id, record, spec, status, input.as_ref())?;
         *status = None;
         if restart::stopped_by_user(id) || !spec.flags.restart.restarts_after(code, restarts) {
             return Ok(code);
@@ -242,6 +248,7 @@ fn start_and_wait(
     record: &ContainerRecord,
     spec: &RunSpec,
     status: &Option<UnixStream>,
+    input: Option<&InputRelay>,
 ) -> Result<i32> {
     let rootfs = spec.rootfs.clone().ok_or_else(|| RuntimeError::Invalid {
         what: format!("container {id}"),
@@ -261,6 +268,9 @@ fn start_and_wait(
     )?;
     let timeout = Duration::from_secs(spec.boot_timeout.unwrap_or(DEFAULT_BOOT_TIMEOUT.as_secs()));
     let leader = machine.wait_started(spec.boot, timeout)?;
+    if let Some(input) = input {
+        input.connect(machine.take_stdin());
+    }
     store.set_container_state(id, ContainerState::Running, identify(leader), None)?;
     report(status, &format!("ok {leader}"));
     if spec.boot && !spec.argv.is_empty() {

@@ -64,6 +64,8 @@ pub struct Machine {
     released: bool,
     /// Writes the json log, for [`Console::Json`].
     json: Option<JsonLog>,
+    /// The container's standard input, for an interactive [`Console::Json`].
+    stdin: Option<std::process::ChildStdin>,
 }
 
 impl Machine {
@@ -103,7 +105,9 @@ impl Machine {
             }
             Console::Json(path) => {
                 json_file = Some(JsonLog::create(&path)?);
-                cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+                // `-i`: input comes later, from `attach` (see attach.rs), through a pipe.
+                cmd.stdin(if spec.interactive { Stdio::piped() } else { Stdio::null() });
+                cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
                 None
             }
         };
@@ -139,8 +143,10 @@ impl Machine {
             (Some(file), Some(out), Some(err)) => Some(JsonLog::start(file, out, err)),
             _ => None,
         };
+        let stdin = child.stdin.take();
         Ok(Machine {
             json,
+            stdin,
             name: machine,
             child,
             notify,
@@ -149,6 +155,11 @@ impl Machine {
             cgroup,
             released: false,
         })
+    }
+
+    /// The container's standard input (an interactive detached container), once.
+    pub(crate) fn take_stdin(&mut self) -> Option<std::process::ChildStdin> {
+        self.stdin.take()
     }
 
     pub fn pid(&self) -> i32 {
@@ -291,15 +302,28 @@ pub struct SignalForwarder {
 }
 
 impl SignalForwarder {
+    /// Forwards to every process of group `pgid`.
     pub fn to_group(pgid: i32) -> Result<SignalForwarder> {
+        Self::forward(rustix::process::kill_process_group, pgid)
+    }
+
+    /// Forwards to process `pid` alone (a container's leader, for `attach`).
+    pub fn to_process(pid: i32) -> Result<SignalForwarder> {
+        Self::forward(rustix::process::kill_process, pid)
+    }
+
+    fn forward(
+        send: impl Fn(Pid, Signal) -> rustix::io::Result<()> + Send + 'static,
+        target: i32,
+    ) -> Result<SignalForwarder> {
         use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
         let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT])
             .map_err(|source| RuntimeError::Spawn { program: "signal handler".into(), source })?;
         let handle = signals.handle();
         let thread = std::thread::spawn(move || {
             for signal in signals.forever() {
-                if let (Some(pid), Ok(sig)) = (Pid::from_raw(pgid), Signal::from_named_raw(signal).ok_or(())) {
-                    let _ = rustix::process::kill_process_group(pid, sig);
+                if let (Some(pid), Ok(sig)) = (Pid::from_raw(target), Signal::from_named_raw(signal).ok_or(())) {
+                    let _ = send(pid, sig);
                 }
             }
         });

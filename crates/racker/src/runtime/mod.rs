@@ -13,6 +13,7 @@
 //! (postroj); `run_detached` hands a container to a monitor process; a stopped
 //! container's writes become a new image with [`commit`].
 
+mod attach;
 mod booted;
 mod cgroup;
 mod commit;
@@ -37,6 +38,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use attach::{attach, parse_detach_keys, AttachOptions};
 pub use booted::Booted;
 pub use commit::{apply_change, commit, CommitError, CommitOptions};
 pub use flags::{

@@ -174,6 +174,7 @@ pub(crate) fn discard(store: &Store, snapshotter: &dyn snapshot::Snapshotter, id
         let _ = std::fs::remove_file(super::logfile::json_log_path(&dir.join(format!("{id}.console"))));
         // Left behind when its racker was killed; nobody listens on it any more.
         let _ = std::fs::remove_file(dir.join(format!("{id}.notify")));
+        let _ = std::fs::remove_file(dir.join(format!("{id}.attach")));
         super::ended::forget(id);
         super::restart::forget_stop(id);
         super::identity::remove(&dir, id);
