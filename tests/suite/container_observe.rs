@@ -91,7 +91,9 @@ fn top_sees_only_the_container(store: &TempStore) {
     let _c = Containers(store, vec!["t"]);
     store.ok(&["run", "-d", "--name", "t", "bb", "sh", "-c", "sleep 1001 & exec sleep 1002"]);
     // Until both sleeps have started (the shell may still be forking when run returns).
-    store.ok(&["exec", "t", "sh", "-c", "until [ \"$(pgrep -x sleep | wc -l)\" = 2 ]; do sleep 0.05; done"]);
+    let both = "i=0; until [ \"$(ps -o args | grep -c '^sleep 100[12]$')\" = 2 ]; do \
+                i=$((i+1)); [ $i -lt 600 ] || exit 1; sleep 0.05; done";
+    store.ok(&["exec", "t", "sh", "-c", both]);
     let (titles, rows) = ps_rows(&store.ok(&["top", "t"]));
     assert_eq!(titles.first().map(String::as_str), Some("UID"), "ps -ef's header: {titles:?}");
     let commands: Vec<&str> = rows.iter().map(|r| r["CMD"].as_str()).collect();

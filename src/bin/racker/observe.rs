@@ -385,26 +385,15 @@ pub fn inspect(store: &Store, args: &InspectArgs) -> Result<i32> {
             _ => store.container(name).ok(),
         };
         let object = match (container, args.kind) {
-            (Some(record), _) => Some(container_json(store, &record)),
-            (None, Some(ObjectType::Container)) => None,
-            (None, _) => match crate::images::image_json(store, name) {
-                Ok(json) => Some(json),
-                Err(e) if args.kind == Some(ObjectType::Image) => {
-                    crate::cli::eprint(&format!("Error: {e:#}\n"));
-                    missing += 1;
-                    continue;
-                }
-                Err(_) => None,
-            },
+            (Some(record), _) => Ok(container_json(store, &record)),
+            (None, Some(ObjectType::Container)) => Err(format!("No such container: {name}")),
+            // Not a container: the image's lookup says why it is no image either.
+            (None, _) => crate::images::image_json(store, name).map_err(|e| format!("{e:#}")),
         };
         match object {
-            Some(json) => found.push(json),
-            None => {
-                let what = match args.kind {
-                    Some(ObjectType::Container) => "container",
-                    _ => "object",
-                };
-                crate::cli::eprint(&format!("Error: No such {what}: {name}\n"));
+            Ok(json) => found.push(json),
+            Err(message) => {
+                crate::cli::eprint(&format!("Error: {message}\n"));
                 missing += 1;
             }
         }

@@ -38,7 +38,9 @@ fn without_runtime_artifacts(mut changes: Vec<Change>) -> Vec<Change> {
         .filter(|d| !has_below(&changes, d) && changes.iter().any(|c| &c.path == d && c.kind == ChangeKind::Added))
         .collect();
     let etc_alone = !has_below(&changes, "/etc");
-    changes.retain(|c| !stubs.contains(&c.path) && !(etc_alone && c.path == "/etc" && c.kind == ChangeKind::Changed));
+    let runtimes =
+        |c: &Change| stubs.contains(&c.path) || (etc_alone && c.path == "/etc" && c.kind == ChangeKind::Changed);
+    changes.retain(|c| !runtimes(c));
     changes
 }
 
