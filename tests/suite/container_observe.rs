@@ -40,6 +40,16 @@ impl Drop for HostProcess {
     }
 }
 
+/// Kills a racker that runs until it is stopped (`stats` streaming), when dropped.
+struct KillOnDrop<'c>(&'c mut Child);
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Removes the named containers when dropped, so that a failed assertion leaves none
 /// running (the leak check after it would report them, not the cause).
 struct Containers<'s>(&'s TempStore, Vec<&'static str>);
@@ -219,6 +229,15 @@ fn export_round_trip(store: &TempStore) {
     assert!(piped.status.success(), "{}", err(&piped));
     assert_eq!(tar_listing(&piped.stdout).keys().collect::<Vec<_>>(), listing.keys().collect::<Vec<_>>());
     assert_eq!(mounts_of(store), Vec::<String>::new(), "export left a mount");
+    // Standard output on a terminal: docker's refusal, and nothing written.
+    let flags = rustix::pty::OpenptFlags::RDWR | rustix::pty::OpenptFlags::NOCTTY;
+    let master = rustix::pty::openpt(flags | rustix::pty::OpenptFlags::CLOEXEC).expect("posix_openpt");
+    rustix::pty::grantpt(&master).expect("grantpt");
+    rustix::pty::unlockpt(&master).expect("unlockpt");
+    let slave = rustix::pty::ioctl_tiocgptpeer(&master, flags).expect("opening the slave");
+    let on_terminal = store.cmd().args(["export", "e"]).stdout(slave).output().expect("racker export");
+    assert_eq!(on_terminal.status.code(), Some(1), "{}", err(&on_terminal));
+    assert!(err(&on_terminal).contains("cowardly refusing to save to a terminal"), "{}", err(&on_terminal));
     store.ok(&["rm", "e"]);
 }
 
@@ -279,6 +298,20 @@ fn stats_reports_the_containers_use() {
     let names: Vec<&str> = lines.filter_map(|l| l.split_whitespace().nth(1)).collect();
     assert_eq!(names.len(), 2, "{table}");
     assert!(names.contains(&"s") && names.contains(&"free"), "{table}");
+    // Streaming: a new table every second until it is ended.
+    let mut streaming = store
+        .cmd()
+        .args(["stats", "--format", "json", "s"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("racker stats");
+    let mut ended = KillOnDrop(&mut streaming);
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(ended.0.stdout.take().expect("stdout")));
+    for _ in 0..2 {
+        let line = lines.next().expect("a sample").expect("a line");
+        let row: serde_json::Value = serde_json::from_str(&line).expect("json");
+        assert_eq!(row["Name"], "s", "{line}");
+    }
     store.ok(&["stop", "-t", "1", "free"]);
     let stopped = store.run(&["stats", "--no-stream", "free"]);
     assert_eq!(stopped.status.code(), Some(1), "{}", err(&stopped));
