@@ -305,7 +305,7 @@ fn stats_reports_the_containers_use() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("racker stats");
-    let mut ended = KillOnDrop(&mut streaming);
+    let ended = KillOnDrop(&mut streaming);
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(ended.0.stdout.take().expect("stdout")));
     for _ in 0..2 {
         let line = lines.next().expect("a sample").expect("a line");
