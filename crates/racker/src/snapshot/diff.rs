@@ -272,10 +272,10 @@ pub fn upper_changes(upper: &Path, lowers: &[PathBuf]) -> Result<Vec<Change>> {
 }
 
 fn upper_walk(dir: &Path, rel: &str, lowers: &[PathBuf], out: &mut Vec<Change>) -> Result<()> {
-    for name in sorted_names(dir)? {
+    for name in live_names(dir)? {
         let path = dir.join(&name);
         let child = format!("{rel}/{}", name.to_string_lossy());
-        let meta = fs::symlink_metadata(&path).map_err(io_err(&path, "reading metadata"))?;
+        let Some(meta) = live_metadata(&path)? else { continue };
         if is_whiteout(&meta) {
             out.push(Change { path: child, kind: ChangeKind::Deleted });
             continue;
@@ -349,7 +349,7 @@ pub fn tree_changes(base: &Path, tree: &Path) -> Result<Vec<Change>> {
 }
 
 fn compare(base: Option<&Path>, dir: &Path, rel: &str, out: &mut Vec<Change>) -> Result<()> {
-    let names = sorted_names(dir)?;
+    let names = live_names(dir)?;
     if let Some(base) = base {
         let present: BTreeSet<&[u8]> = names.iter().map(|n| n.as_bytes()).collect();
         for gone in sorted_names(base)?.iter().filter(|n| !present.contains(n.as_bytes())) {
@@ -359,7 +359,7 @@ fn compare(base: Option<&Path>, dir: &Path, rel: &str, out: &mut Vec<Change>) ->
     for name in names {
         let path = dir.join(&name);
         let child = format!("{rel}/{}", name.to_string_lossy());
-        let meta = fs::symlink_metadata(&path).map_err(io_err(&path, "reading metadata"))?;
+        let Some(meta) = live_metadata(&path)? else { continue };
         let was = base.map(|b| b.join(&name)).and_then(|p| fs::symlink_metadata(&p).ok().map(|m| (p, m)));
         match was {
             None => {
@@ -379,6 +379,24 @@ fn compare(base: Option<&Path>, dir: &Path, rel: &str, out: &mut Vec<Change>) ->
         }
     }
     Ok(())
+}
+
+/// [`sorted_names`] of a directory a running container may be changing: one it
+/// removed meanwhile has no entries.
+fn live_names(dir: &Path) -> Result<Vec<std::ffi::OsString>> {
+    match sorted_names(dir) {
+        Err(DiffError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        names => names,
+    }
+}
+
+/// The metadata of an entry a running container may have removed meanwhile (None).
+fn live_metadata(path: &Path) -> Result<Option<fs::Metadata>> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) => Ok(Some(meta)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(path, "reading metadata")(e)),
+    }
 }
 
 /// Whether an entry changed between two trees, by what docker's naive differ looks at
