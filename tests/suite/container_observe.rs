@@ -279,7 +279,7 @@ fn bytes_of(size: &str) -> f64 {
 #[test]
 fn stats_reports_the_containers_use() {
     let (store, _dir) = busybox();
-    let _c = Containers(&store, vec!["s", "free"]);
+    let _c = Containers(&store, vec!["s", "free", "iso"]);
     store.ok(&["run", "-d", "--name", "s", "--memory", "64m", "bb", "sh", "-c", "sleep 1001 & exec sleep 1002"]);
     store.ok(&["run", "-d", "--name", "free", "bb", "sleep", "1000"]);
     let json = store.ok(&["stats", "--no-stream", "--format", "json", "s"]);
@@ -291,6 +291,13 @@ fn stats_reports_the_containers_use() {
     assert!(bytes_of(used) > 0.0, "{row}");
     assert_eq!(limit, "64MiB", "{row}");
     assert!(row["CPUPerc"].as_str().expect("CPU").ends_with('%'), "{row}");
+    assert_eq!(row["NetIO"], "--", "on the host's network: {row}");
+    // A network of its own (loopback only) counts its own bytes.
+    store.ok(&["run", "-d", "--name", "iso", "--network", "none", "bb", "sleep", "1000"]);
+    let iso: serde_json::Value =
+        serde_json::from_str(store.ok(&["stats", "--no-stream", "--format", "json", "iso"]).trim()).expect("json");
+    assert_eq!(iso["NetIO"], "0B / 0B", "{iso}");
+    store.ok(&["rm", "-f", "iso"]);
     // Without names: every running container, in docker's table.
     let table = store.ok(&["stats", "--no-stream"]);
     let mut lines = table.lines();

@@ -266,12 +266,13 @@ pub struct Change {
 /// included (they are in the upper directory anyway).
 pub fn upper_changes(upper: &Path, lowers: &[PathBuf]) -> Result<Vec<Change>> {
     let mut out = Vec::new();
-    upper_walk(upper, "", lowers, &mut out)?;
+    upper_walk(upper, "", lowers, false, &mut out)?;
     out.sort();
     Ok(out)
 }
 
-fn upper_walk(dir: &Path, rel: &str, lowers: &[PathBuf], out: &mut Vec<Change>) -> Result<()> {
+/// `hiding`: a directory above is opaque, so the lowers show nothing of this one.
+fn upper_walk(dir: &Path, rel: &str, lowers: &[PathBuf], hiding: bool, out: &mut Vec<Change>) -> Result<()> {
     for name in live_names(dir)? {
         let path = dir.join(&name);
         let child = format!("{rel}/{}", name.to_string_lossy());
@@ -284,7 +285,8 @@ fn upper_walk(dir: &Path, rel: &str, lowers: &[PathBuf], out: &mut Vec<Change>) 
         let kind = if existed { ChangeKind::Changed } else { ChangeKind::Added };
         out.push(Change { path: child.clone(), kind });
         if meta.is_dir() {
-            if read_xattrs(&path)?.opaque {
+            let opaque = hiding || read_xattrs(&path)?.opaque;
+            if opaque && existed {
                 // Nothing of the lowers shows through: what they have here is gone,
                 // unless the upper made it again.
                 for hidden in lower_names(lowers, &child) {
@@ -292,10 +294,8 @@ fn upper_walk(dir: &Path, rel: &str, lowers: &[PathBuf], out: &mut Vec<Change>) 
                         out.push(Change { path: format!("{child}/{hidden}"), kind: ChangeKind::Deleted });
                     }
                 }
-                upper_walk(&path, &child, &[], out)?;
-            } else {
-                upper_walk(&path, &child, lowers, out)?;
             }
+            upper_walk(&path, &child, lowers, opaque, out)?;
         }
     }
     Ok(())
@@ -649,6 +649,40 @@ mod tests {
         assert_eq!(write_layer(d, &BTreeSet::new(), Vec::new()).unwrap().1, tar, "deterministic");
         let skip = BTreeSet::from(["b".to_owned(), "c".to_owned()]);
         assert_eq!(names(&write_layer(d, &skip, Vec::new()).unwrap().1), [("a".to_owned(), tar::EntryType::Regular)]);
+    }
+
+    #[test]
+    fn an_upper_directory_reads_as_added_changed_and_deleted() {
+        assert!(rustix::process::geteuid().is_root(), "this test needs root (whiteouts, trusted xattrs)");
+        let (lower, upper) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (l, u) = (lower.path(), upper.path());
+        for dir in ["etc", "opaque"] {
+            fs::create_dir(l.join(dir)).unwrap();
+            fs::create_dir(u.join(dir)).unwrap();
+        }
+        for file in ["etc/passwd", "etc/gone", "opaque/hidden", "opaque/again"] {
+            fs::write(l.join(file), "lower").unwrap();
+        }
+        fs::write(u.join("etc/passwd"), "changed").unwrap();
+        fs::write(u.join("etc/new"), "added").unwrap();
+        let whiteout = rustix::fs::FileType::CharacterDevice;
+        rustix::fs::mknodat(rustix::fs::CWD, u.join("etc/gone"), whiteout, Mode::from_raw_mode(0), 0).unwrap();
+        rustix::fs::setxattr(u.join("opaque"), OPAQUE_XATTR, b"y", rustix::fs::XattrFlags::empty()).unwrap();
+        fs::write(u.join("opaque/again"), "made again").unwrap();
+        let lines: Vec<String> =
+            upper_changes(u, &[l.to_owned()]).unwrap().iter().map(|c| format!("{} {}", c.kind, c.path)).collect();
+        assert_eq!(
+            lines,
+            [
+                "C /etc",
+                "D /etc/gone",
+                "A /etc/new",
+                "C /etc/passwd",
+                "C /opaque",
+                "C /opaque/again",
+                "D /opaque/hidden"
+            ]
+        );
     }
 
     #[test]
