@@ -413,6 +413,7 @@ fn container_json(store: &Store, record: &racker::store::ContainerRecord) -> ser
         (true, true, _) => "paused",
         (true, false, _) => "running",
         (false, _, racker::store::ContainerState::Created) => "created",
+        (false, _, racker::store::ContainerState::Restarting) => "restarting",
         _ => "exited",
     };
     const NEVER: &str = "0001-01-01T00:00:00Z";
@@ -440,7 +441,7 @@ fn container_json(store: &Store, record: &racker::store::ContainerRecord) -> ser
             "Status": state,
             "Running": running,
             "Paused": paused,
-            "Restarting": false,
+            "Restarting": state == "restarting",
             "OOMKilled": false,
             "Dead": false,
             "Pid": record.leader.filter(|_| running).map_or(0, |l| l.pid),

@@ -113,14 +113,16 @@ fn duration(text: &str) -> Option<std::time::Duration> {
 }
 
 /// Removes every stopped container `filter` matches (a container its owner is still
-/// starting is not stopped); returns the ids removed with the bytes each one's writes
+/// starting or restarting is not stopped); returns the ids removed with the bytes each one's writes
 /// took. One that cannot be removed is reported and left for the next prune.
 pub fn prune(store: &Store, filter: &PruneFilter) -> Result<Vec<(String, u64)>> {
     let mut removed = Vec::new();
     for status in list(store, true)? {
         let record = status.record;
         let starting = record.state == ContainerState::Created && alive(record.monitor_pid);
-        if status.running || starting || !filter.matches(&record) {
+        // Between two runs of its restart policy a container is not stopped (docker).
+        let restarting = record.state == ContainerState::Restarting;
+        if status.running || starting || restarting || !filter.matches(&record) {
             continue;
         }
         let size = super::files::writes_size(store, &record.id).unwrap_or(0);
