@@ -15,6 +15,7 @@ mod commit;
 mod container_attach;
 mod container_lifecycle;
 mod container_logs;
+mod container_observe;
 mod container_restart;
 mod fixtures;
 mod hostile_registry;

@@ -172,7 +172,7 @@ fn labels_and_stop_settings_show_in_inspect() {
     let dirs = cgroups_of(&store, "labelled");
     let json: serde_json::Value = serde_json::from_str(&store.ok(&["inspect", "labelled"])).expect("inspect JSON");
     let c = &json[0];
-    assert_eq!(c["Name"], "labelled");
+    assert_eq!(c["Name"], "/labelled");
     assert_eq!(c["Config"]["Labels"], serde_json::json!({"app": "web", "tier": ""}));
     assert_eq!((c["Config"]["StopSignal"].as_i64(), c["Config"]["StopTimeout"].as_i64()), (Some(10), Some(3)));
     remove(&store, "labelled", &dirs);

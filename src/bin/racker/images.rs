@@ -158,48 +158,44 @@ pub fn remove(store: &Store, names: &[String], force: bool) -> Result<()> {
     Ok(())
 }
 
+/// `image inspect`: images only, as one JSON array.
 pub fn inspect(store: &Store, names: &[String]) -> Result<()> {
-    let mut out = Vec::new();
-    for name in names {
-        // A name no image has may be a container's (its run flags, labels included).
-        let id = match (store.resolve(name), store.container(name)) {
-            (Err(_), Ok(record)) => {
-                out.push(crate::runflags::container_json(&record));
-                continue;
-            }
-            (resolved, _) => resolved?,
-        };
-        let image = store.image(&id)?;
-        let config: serde_json::Value =
-            serde_json::from_slice(&store.read_blob(&image.config_digest)?).context("reading the image config")?;
-        let layers: Vec<_> = image
-            .layers
-            .iter()
-            .map(|l| {
-                serde_json::json!({
-                    "Digest": l.blob_digest, "MediaType": l.media_type, "Size": l.blob_size,
-                    "DiffID": l.diff_id, "ChainID": l.chain_id, "UnpackedSize": l.size,
-                    "Path": store.layer_dir(l.layer_id),
-                })
-            })
-            .collect();
-        out.push(serde_json::json!({
-            "Id": image.summary.id,
-            "RepoTags": image.summary.tags.iter().map(|(r, t)| format!("{}:{t}", familiar_name(r))).collect::<Vec<_>>(),
-            "RepoDigests": image.summary.digests.iter().map(|(r, d)| format!("{}@{d}", familiar_name(r))).collect::<Vec<_>>(),
-            "Created": image.summary.created,
-            "Architecture": image.architecture,
-            "Os": image.os,
-            "Size": image.summary.size,
-            "Config": config.get("config").cloned().unwrap_or(serde_json::Value::Null),
-            "RootFS": { "Type": "layers", "Layers": image.layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>() },
-            "Manifest": { "Digest": image.manifest_digest, "MediaType": image.manifest_media_type },
-            "Layers": layers,
-            "OciConfig": config,
-        }));
-    }
+    let out = names.iter().map(|name| image_json(store, name)).collect::<Result<Vec<_>>>()?;
     outln!("{}", serde_json::to_string_pretty(&out)?)?;
     Ok(())
+}
+
+/// An image's configuration and layers, as `inspect` shows it.
+pub fn image_json(store: &Store, name: &str) -> Result<serde_json::Value> {
+    let id = store.resolve(name)?;
+    let image = store.image(&id)?;
+    let config: serde_json::Value =
+        serde_json::from_slice(&store.read_blob(&image.config_digest)?).context("reading the image config")?;
+    let layers: Vec<_> = image
+        .layers
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "Digest": l.blob_digest, "MediaType": l.media_type, "Size": l.blob_size,
+                "DiffID": l.diff_id, "ChainID": l.chain_id, "UnpackedSize": l.size,
+                "Path": store.layer_dir(l.layer_id),
+            })
+        })
+        .collect();
+    Ok(serde_json::json!({
+        "Id": image.summary.id,
+        "RepoTags": image.summary.tags.iter().map(|(r, t)| format!("{}:{t}", familiar_name(r))).collect::<Vec<_>>(),
+        "RepoDigests": image.summary.digests.iter().map(|(r, d)| format!("{}@{d}", familiar_name(r))).collect::<Vec<_>>(),
+        "Created": image.summary.created,
+        "Architecture": image.architecture,
+        "Os": image.os,
+        "Size": image.summary.size,
+        "Config": config.get("config").cloned().unwrap_or(serde_json::Value::Null),
+        "RootFS": { "Type": "layers", "Layers": image.layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>() },
+        "Manifest": { "Digest": image.manifest_digest, "MediaType": image.manifest_media_type },
+        "Layers": layers,
+        "OciConfig": config,
+    }))
 }
 
 pub fn gc(store: &Store, dry_run: bool) -> Result<()> {

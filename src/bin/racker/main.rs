@@ -10,6 +10,7 @@ mod format;
 mod images;
 mod lifecycle;
 mod logs;
+mod observe;
 #[path = "../common/progress.rs"]
 mod progress;
 mod registry;
@@ -109,8 +110,13 @@ enum Command {
     Tag { source: String, target: String },
     /// Remove images
     Rmi(RmiArgs),
-    /// Show images' configuration and layers as JSON
-    Inspect(InspectArgs),
+    /// Show containers' or images' details as JSON (a container first, as docker)
+    Inspect(observe::InspectArgs),
+    #[command(flatten)]
+    Observe(observe::ObserveCommand),
+    /// Manage containers (docker's `container` subcommands)
+    #[command(subcommand)]
+    Container(observe::ContainerCommand),
     /// Remove blobs, layers and leftovers that no image references
     Gc {
         /// Only show what would be removed
@@ -167,6 +173,28 @@ enum SystemCommand {
     },
 }
 
+impl Command {
+    /// `racker container VERB …` is `racker VERB …` for every verb both have; what only
+    /// the group has (`prune`, a container-only `inspect`) stays in it.
+    fn ungrouped(self) -> Command {
+        use observe::ContainerCommand as C;
+        let Command::Container(command) = self else { return self };
+        match command {
+            C::Ls(args) => Command::Ps(args),
+            C::Run(args) => Command::Run(*args),
+            C::Exec(args) => Command::Exec(args),
+            C::Stop(a) => Command::Stop { containers: a.containers, time: a.time },
+            C::Kill(a) => Command::Kill { containers: a.containers, signal: a.signal },
+            C::Rm(a) => Command::Rm { containers: a.containers, force: a.force },
+            C::Logs(args) => Command::Logs(args),
+            C::Commit(args) => Command::Commit(args),
+            C::Lifecycle(command) => Command::Lifecycle(command),
+            C::Observe(command) => Command::Observe(command),
+            command @ (C::Inspect(_) | C::Prune(_)) => Command::Container(command),
+        }
+    }
+}
+
 /// Runs the command; returns the exit status (a container's own, for `run`).
 fn run(cli: Cli) -> anyhow::Result<i32> {
     use anyhow::Context as _;
@@ -199,9 +227,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Rmi(args) | Command::Image(ImageCommand::Rm(args)) => {
             done(images::remove(&open()?, &args.images, args.force))
         }
-        Command::Inspect(args) | Command::Image(ImageCommand::Inspect(args)) => {
-            done(images::inspect(&open()?, &args.images))
-        }
+        Command::Inspect(args) => observe::inspect(&open()?, &args),
+        Command::Image(ImageCommand::Inspect(args)) => done(images::inspect(&open()?, &args.images)),
+        Command::Observe(command) => observe::run(&open()?, command),
+        Command::Container(command) => observe::run_group(&open()?, command),
         Command::Gc { dry_run } | Command::Image(ImageCommand::Prune { dry_run, .. }) => {
             done(images::gc(&open()?, dry_run))
         }
@@ -220,6 +249,7 @@ fn main() -> ExitCode {
             return ExitCode::from(if err.use_stderr() { 125 } else { 0 });
         }
     };
+    let cli = Cli { command: cli.command.ungrouped(), ..cli };
     // docker's convention: `run` fails with 125 (126/127 when the command cannot run).
     let failure = match &cli.command {
         Command::Run(_) | Command::Exec(_) => 125,

@@ -89,6 +89,19 @@ impl ContainerCgroup {
         }
     }
 
+    /// The processes in the cgroup and below it, in every hierarchy, each once.
+    pub fn pids(&self) -> Vec<i32> {
+        let mut pids: Vec<i32> = self.dirs.iter().flat_map(|dir| pids_below(dir)).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    /// The cgroup's directories, one per hierarchy (and per v1 controller of its limits).
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
     /// Ends every process in the cgroup and below it, and waits until none is left (at
     /// most `timeout`): nspawn, the container's init and whatever they started.
     pub fn kill_all(&self, timeout: Duration) -> Result<(), CgroupLeft> {

@@ -155,10 +155,10 @@ pub fn commit(store: &Store, name: &str, opts: &CommitOptions) -> Result<Digest,
 
 /// Top-level directories systemd-nspawn (and racker, for `/usr`) create as mount points
 /// when an image lacks them.
-const STUB_DIRS: [&str; 8] = ["dev", "proc", "sys", "run", "tmp", "var", "root", "usr"];
+pub(super) const STUB_DIRS: [&str; 8] = ["dev", "proc", "sys", "run", "tmp", "var", "root", "usr"];
 /// Files systemd-nspawn writes for every run: the host's resolver configuration, and a
 /// mount point (or copy) for the host's time zone.
-const HOST_FILES: [&str; 2] = ["etc/resolv.conf", "etc/localtime"];
+pub(super) const HOST_FILES: [&str; 2] = ["etc/resolv.conf", "etc/localtime"];
 
 /// What the runtime, not the container's command, put into `upper`, as paths for
 /// [`diff::write_layer`](crate::snapshot::diff::write_layer) to skip: docker keeps the

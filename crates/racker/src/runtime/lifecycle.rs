@@ -74,7 +74,7 @@ pub(super) fn wait_exit(pid: Option<i64>, timeout: Duration) -> bool {
 
 /// Whether anything of the container still runs: its leader, or any process in its
 /// cgroup (nspawn, or what outlived a killed nspawn or owner).
-fn is_live(record: &ContainerRecord) -> bool {
+pub(super) fn is_live(record: &ContainerRecord) -> bool {
     is_running(record) || cgroup_of(record).populated()
 }
 

@@ -18,6 +18,7 @@ mod booted;
 mod cgroup;
 mod commit;
 mod ended;
+mod files;
 mod flags;
 mod host;
 mod identity;
@@ -27,12 +28,14 @@ mod logfile;
 mod machine;
 mod notify;
 mod nspawn;
+mod prune;
 mod pty;
 mod restart;
 pub mod rootfs;
 mod run;
 mod spec;
 mod start;
+mod usage;
 
 use std::io;
 use std::path::PathBuf;
@@ -41,6 +44,7 @@ use std::time::Duration;
 pub use attach::{attach, parse_detach_keys, AttachOptions};
 pub use booted::Booted;
 pub use commit::{apply_change, commit, CommitError, CommitOptions};
+pub use files::{diff, export, writes_size};
 pub use flags::{
     parse_add_host, parse_capability, parse_cpus, parse_device, parse_dns, parse_label, parse_memory, parse_pids_limit,
     parse_signal, parse_size, parse_tmpfs, Device, RunFlags, Tmpfs,
@@ -52,10 +56,13 @@ pub use lifecycle::{
 pub use limits::Limits;
 pub use logfile::{container_logs, LogOptions, LogRecord};
 pub use machine::{Console, Machine, SignalForwarder};
+pub use prune::{prune, PruneFilter};
 pub use restart::{parse_restart, RestartPolicy};
 pub use run::{run, RunRequest, DEFAULT_BOOT_TIMEOUT};
 pub use spec::{spec_of, Bind, BootTarget, Network, RunOptions, RunSpec, SecurityOpt, DEFAULT_PATH, MINIMAL_TARGET};
 pub use start::{create, mount_root, pause, rename, restart, start, systemd_unit, unpause, wait, StartOptions};
+
+pub use usage::{processes, top, usage, Usage};
 
 use crate::snapshot::SnapshotError;
 use crate::store::StoreError;
@@ -86,6 +93,8 @@ pub enum RuntimeError {
     /// that `rm -f` or `gc` can try again.
     #[error("container {name}: {what}")]
     Left { name: String, what: String },
+    #[error("exporting container {name}: {source}")]
+    Export { name: String, source: crate::snapshot::diff::DiffError },
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
     #[error(transparent)]

@@ -313,6 +313,17 @@ impl Snapshotter for BtrfsSnapshotter {
         self.mount_point(key)
     }
 
+    /// The snapshot against its image's subvolume, which it was made from: a walk of
+    /// both (`btrfs subvolume find-new` would name changed files but not deletions).
+    fn changes(&self, key: &str, image: &ImageLayers) -> Result<Vec<super::diff::Change>> {
+        let tree = self.mount_point(key)?;
+        let base = self.images.join(image.id.hex());
+        if base.symlink_metadata().is_err() {
+            return Err(SnapshotError::NotFound { key: format!("image {}", image.id) });
+        }
+        Ok(super::diff::tree_changes(&base, &tree)?)
+    }
+
     fn list(&self) -> Result<Vec<String>> {
         let mut keys = keys_in(&self.containers)?;
         keys.sort();

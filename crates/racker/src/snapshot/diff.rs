@@ -82,13 +82,7 @@ fn io_err(path: &Path, action: &'static str) -> impl FnOnce(io::Error) -> DiffEr
 impl<W: Write> Writer<'_, W> {
     /// Writes the entries below `dir` (whose tar name is `prefix`), sorted by name.
     fn dir_entries(&mut self, dir: &Path, prefix: &str) -> Result<()> {
-        let mut names: Vec<std::ffi::OsString> = fs::read_dir(dir)
-            .map_err(io_err(dir, "listing"))?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<io::Result<_>>()
-            .map_err(io_err(dir, "listing"))?;
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        for name in names {
+        for name in sorted_names(dir)? {
             let path = dir.join(&name);
             let name = name.to_string_lossy();
             if name.contains('\u{FFFD}') {
@@ -109,7 +103,7 @@ impl<W: Write> Writer<'_, W> {
         let meta = fs::symlink_metadata(path).map_err(io_err(path, "reading metadata"))?;
         let kind = meta.file_type();
         // A whiteout first: overlayfs may give every whiteout one shared inode.
-        if kind.is_char_device() && meta.rdev() == 0 {
+        if is_whiteout(&meta) {
             let parent = &tar_name[..tar_name.len() - name.len()];
             let mut header = header_from(&meta, tar::EntryType::Regular);
             header.set_mode(0o600);
@@ -221,6 +215,201 @@ impl<W: Write> Writer<'_, W> {
         header.set_cksum();
         self.builder.append(&header, &records[..]).map_err(output_err)
     }
+}
+
+/// The names in `dir`, sorted by their bytes: the order of every walk here.
+fn sorted_names(dir: &Path) -> Result<Vec<std::ffi::OsString>> {
+    let mut names: Vec<std::ffi::OsString> = fs::read_dir(dir)
+        .map_err(io_err(dir, "listing"))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<io::Result<_>>()
+        .map_err(io_err(dir, "listing"))?;
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    Ok(names)
+}
+
+/// An overlayfs whiteout: a character device 0/0.
+fn is_whiteout(meta: &fs::Metadata) -> bool {
+    meta.file_type().is_char_device() && meta.rdev() == 0
+}
+
+/// What happened to one path of a container's root, as `docker diff` prints it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ChangeKind {
+    Added,
+    Changed,
+    Deleted,
+}
+
+impl std::fmt::Display for ChangeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ChangeKind::Added => "A",
+            ChangeKind::Changed => "C",
+            ChangeKind::Deleted => "D",
+        })
+    }
+}
+
+/// One line of `racker diff`: `C /etc`, `A /etc/new`, `D /gone`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Change {
+    /// Absolute in the container: `/etc/new`.
+    pub path: String,
+    pub kind: ChangeKind,
+}
+
+/// The changes an overlay upper directory records against its lower layers
+/// (`lowers`, top first, in overlayfs notation): a whiteout is a deletion, an entry
+/// the lowers have is a change, any other an addition; an opaque directory hides (so
+/// deletes) what the lowers have below it. Sorted by path, parents of a change
+/// included (they are in the upper directory anyway).
+pub fn upper_changes(upper: &Path, lowers: &[PathBuf]) -> Result<Vec<Change>> {
+    let mut out = Vec::new();
+    upper_walk(upper, "", lowers, false, &mut out)?;
+    out.sort();
+    Ok(out)
+}
+
+/// `hiding`: a directory above is opaque, so the lowers show nothing of this one.
+fn upper_walk(dir: &Path, rel: &str, lowers: &[PathBuf], hiding: bool, out: &mut Vec<Change>) -> Result<()> {
+    for name in live_names(dir)? {
+        let path = dir.join(&name);
+        let child = format!("{rel}/{}", name.to_string_lossy());
+        let Some(meta) = live_metadata(&path)? else { continue };
+        if is_whiteout(&meta) {
+            out.push(Change { path: child, kind: ChangeKind::Deleted });
+            continue;
+        }
+        let existed = in_lowers(lowers, &child);
+        let kind = if existed { ChangeKind::Changed } else { ChangeKind::Added };
+        out.push(Change { path: child.clone(), kind });
+        if meta.is_dir() {
+            let opaque = hiding || read_xattrs(&path)?.opaque;
+            if opaque && existed {
+                // Nothing of the lowers shows through: what they have here is gone,
+                // unless the upper made it again.
+                for hidden in lower_names(lowers, &child) {
+                    if fs::symlink_metadata(path.join(&hidden)).is_err() {
+                        out.push(Change { path: format!("{child}/{hidden}"), kind: ChangeKind::Deleted });
+                    }
+                }
+            }
+            upper_walk(&path, &child, lowers, opaque, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether the topmost lower that has `rel` (absolute) has it as more than a whiteout.
+fn in_lowers(lowers: &[PathBuf], rel: &str) -> bool {
+    let rel = rel.trim_start_matches('/');
+    lowers.iter().find_map(|lower| fs::symlink_metadata(lower.join(rel)).ok()).is_some_and(|m| !is_whiteout(&m))
+}
+
+/// The names the lowers show in directory `rel`.
+fn lower_names(lowers: &[PathBuf], rel: &str) -> BTreeSet<String> {
+    let rel = rel.trim_start_matches('/');
+    let mut names = BTreeSet::new();
+    for lower in lowers {
+        let Ok(names_here) = sorted_names(&lower.join(rel)) else { continue };
+        names.extend(names_here.into_iter().map(|n| n.to_string_lossy().into_owned()));
+    }
+    names.retain(|n| in_lowers(lowers, &format!("{rel}/{n}")));
+    names
+}
+
+/// The changes of the tree `tree` against `base`, the tree it was a copy of (a btrfs
+/// snapshot against its image's subvolume): entries only `tree` has are added (with
+/// everything below them), entries only `base` has deleted, entries whose type, mode,
+/// owner, size, device or modification time differ changed, and so are the parents of
+/// every change, as docker reports them. Sorted by path.
+pub fn tree_changes(base: &Path, tree: &Path) -> Result<Vec<Change>> {
+    let mut out = Vec::new();
+    compare(Some(base), tree, "", &mut out)?;
+    let parents: BTreeSet<String> = out
+        .iter()
+        .flat_map(|c| {
+            let mut ancestors = Vec::new();
+            let mut path = c.path.as_str();
+            while let Some((parent, _)) = path.rsplit_once('/') {
+                if parent.is_empty() {
+                    break;
+                }
+                ancestors.push(parent.to_owned());
+                path = parent;
+            }
+            ancestors
+        })
+        .collect();
+    let listed: BTreeSet<String> = out.iter().map(|c| c.path.clone()).collect();
+    out.extend(parents.difference(&listed).map(|p| Change { path: p.clone(), kind: ChangeKind::Changed }));
+    out.sort();
+    Ok(out)
+}
+
+fn compare(base: Option<&Path>, dir: &Path, rel: &str, out: &mut Vec<Change>) -> Result<()> {
+    let names = live_names(dir)?;
+    if let Some(base) = base {
+        let present: BTreeSet<&[u8]> = names.iter().map(|n| n.as_bytes()).collect();
+        for gone in sorted_names(base)?.iter().filter(|n| !present.contains(n.as_bytes())) {
+            out.push(Change { path: format!("{rel}/{}", gone.to_string_lossy()), kind: ChangeKind::Deleted });
+        }
+    }
+    for name in names {
+        let path = dir.join(&name);
+        let child = format!("{rel}/{}", name.to_string_lossy());
+        let Some(meta) = live_metadata(&path)? else { continue };
+        let was = base.map(|b| b.join(&name)).and_then(|p| fs::symlink_metadata(&p).ok().map(|m| (p, m)));
+        match was {
+            None => {
+                out.push(Change { path: child.clone(), kind: ChangeKind::Added });
+                if meta.is_dir() {
+                    compare(None, &path, &child, out)?;
+                }
+            }
+            Some((base_path, old)) => {
+                if differs(&old, &meta) {
+                    out.push(Change { path: child.clone(), kind: ChangeKind::Changed });
+                }
+                if meta.is_dir() {
+                    compare(old.is_dir().then_some(base_path.as_path()), &path, &child, out)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// [`sorted_names`] of a directory a running container may be changing: one it
+/// removed meanwhile has no entries.
+fn live_names(dir: &Path) -> Result<Vec<std::ffi::OsString>> {
+    match sorted_names(dir) {
+        Err(DiffError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        names => names,
+    }
+}
+
+/// The metadata of an entry a running container may have removed meanwhile (None).
+fn live_metadata(path: &Path) -> Result<Option<fs::Metadata>> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) => Ok(Some(meta)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(path, "reading metadata")(e)),
+    }
+}
+
+/// Whether an entry changed between two trees, by what docker's naive differ looks at
+/// (a directory's size says nothing).
+fn differs(old: &fs::Metadata, new: &fs::Metadata) -> bool {
+    old.mode() != new.mode()
+        || old.uid() != new.uid()
+        || old.gid() != new.gid()
+        || old.rdev() != new.rdev()
+        || (!new.is_dir() && old.size() != new.size())
+        || old.mtime() != new.mtime()
+        || old.mtime_nsec() != new.mtime_nsec()
+        || old.ino() != new.ino()
 }
 
 /// `LEN KEY=VALUE\n`, where LEN counts the whole record, its own digits included.
@@ -460,6 +649,40 @@ mod tests {
         assert_eq!(write_layer(d, &BTreeSet::new(), Vec::new()).unwrap().1, tar, "deterministic");
         let skip = BTreeSet::from(["b".to_owned(), "c".to_owned()]);
         assert_eq!(names(&write_layer(d, &skip, Vec::new()).unwrap().1), [("a".to_owned(), tar::EntryType::Regular)]);
+    }
+
+    #[test]
+    fn an_upper_directory_reads_as_added_changed_and_deleted() {
+        assert!(rustix::process::geteuid().is_root(), "this test needs root (whiteouts, trusted xattrs)");
+        let (lower, upper) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (l, u) = (lower.path(), upper.path());
+        for dir in ["etc", "opaque"] {
+            fs::create_dir(l.join(dir)).unwrap();
+            fs::create_dir(u.join(dir)).unwrap();
+        }
+        for file in ["etc/passwd", "etc/gone", "opaque/hidden", "opaque/again"] {
+            fs::write(l.join(file), "lower").unwrap();
+        }
+        fs::write(u.join("etc/passwd"), "changed").unwrap();
+        fs::write(u.join("etc/new"), "added").unwrap();
+        let whiteout = rustix::fs::FileType::CharacterDevice;
+        rustix::fs::mknodat(rustix::fs::CWD, u.join("etc/gone"), whiteout, Mode::from_raw_mode(0), 0).unwrap();
+        rustix::fs::setxattr(u.join("opaque"), OPAQUE_XATTR, b"y", rustix::fs::XattrFlags::empty()).unwrap();
+        fs::write(u.join("opaque/again"), "made again").unwrap();
+        let lines: Vec<String> =
+            upper_changes(u, &[l.to_owned()]).unwrap().iter().map(|c| format!("{} {}", c.kind, c.path)).collect();
+        assert_eq!(
+            lines,
+            [
+                "C /etc",
+                "D /etc/gone",
+                "A /etc/new",
+                "C /etc/passwd",
+                "C /opaque",
+                "C /opaque/again",
+                "D /opaque/hidden"
+            ]
+        );
     }
 
     #[test]

@@ -169,6 +169,11 @@ pub trait Snapshotter: Send + Sync {
     /// diff) simply mounts first and unmounts when done.
     fn mount(&self, key: &str, image: &ImageLayers) -> Result<PathBuf>;
 
+    /// What container `key` changed of `image`'s files (`racker diff`), sorted by path:
+    /// overlay reads its upper directory, btrfs compares the snapshot with its image's
+    /// subvolume. Needs no mount.
+    fn changes(&self, key: &str, image: &ImageLayers) -> Result<Vec<diff::Change>>;
+
     /// Deletes what the backend keeps per image for images not in `live_images` (and any
     /// half-built leftovers); returns the images whose data went. For `racker gc`.
     fn prune(&self, live_images: &[Digest]) -> Result<Vec<Digest>>;
@@ -191,6 +196,8 @@ pub enum SnapshotError {
     NotBtrfs { root: PathBuf, magic: i64 },
     #[error("{dir} is on overlayfs, which cannot hold a container's writable layer: put the store (--root) on another file system (tmpfs, ext4, xfs, or btrfs), or run the container with --rm")]
     UpperOnOverlay { dir: PathBuf },
+    #[error("comparing the container's files: {0}")]
+    Changes(#[from] diff::DiffError),
     #[error("{path}: {action}: {source}")]
     Io { path: PathBuf, action: &'static str, source: io::Error },
     #[error("mounting {fstype} on {target}: {step}: {source}")]

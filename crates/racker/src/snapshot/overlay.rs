@@ -346,6 +346,12 @@ impl Snapshotter for OverlaySnapshotter {
         unmount_all(&*self.mounter, &base.join("rootfs"))
     }
 
+    fn changes(&self, key: &str, image: &ImageLayers) -> Result<Vec<super::diff::Change>> {
+        let upper = self.upper_dir(key)?;
+        let lowers: Vec<PathBuf> = image.layers.iter().rev().map(|l| l.dir.clone()).collect();
+        Ok(super::diff::upper_changes(&upper, &lowers)?)
+    }
+
     fn mount(&self, key: &str, image: &ImageLayers) -> Result<PathBuf> {
         let base = self.existing_base(key)?;
         let rootfs = base.join("rootfs");

@@ -1,0 +1,135 @@
+//! A container's files as a whole: `diff` (what it changed of its image) and `export`
+//! (its root as a tar). Both work on running and stopped containers; a stopped one's
+//! root is mounted only for as long as `export` reads it, and `diff` needs no mount.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+
+use super::lifecycle::is_live;
+use super::start::{mount_root, release_root};
+use super::{Result, RuntimeError};
+use crate::snapshot::diff::{self, Change, ChangeKind};
+use crate::snapshot::{self, ImageLayers};
+use crate::store::Store;
+
+/// `racker diff`: what container `name` added, changed and deleted, sorted by path,
+/// without what the runtime itself put there (see [`without_runtime_artifacts`]).
+pub fn diff(store: &Store, name: &str) -> Result<Vec<Change>> {
+    let record = store.container(name)?;
+    let snapshotter = snapshot::open(store, record.snapshotter.parse().ok())?;
+    let image = store.ready_image(&record.image_id)?;
+    let changes = snapshotter.changes(&record.id, &ImageLayers::of(store, &image))?;
+    Ok(without_runtime_artifacts(changes))
+}
+
+/// Leaves out what nspawn and racker write for every run, as `commit` does (docker
+/// keeps them in an init layer `diff` never shows): the host's resolver configuration
+/// and time zone, the mount points made for an image that lacked them, and `/etc`
+/// itself when nothing else of it changed.
+fn without_runtime_artifacts(mut changes: Vec<Change>) -> Vec<Change> {
+    changes.retain(|c| !super::commit::HOST_FILES.iter().any(|f| c.path.strip_prefix('/') == Some(f)));
+    let has_below = |changes: &[Change], dir: &str| {
+        let prefix = format!("{dir}/");
+        changes.iter().any(|c| c.path.starts_with(&prefix))
+    };
+    let stubs: Vec<String> = super::commit::STUB_DIRS
+        .iter()
+        .map(|d| format!("/{d}"))
+        .filter(|d| !has_below(&changes, d) && changes.iter().any(|c| &c.path == d && c.kind == ChangeKind::Added))
+        .collect();
+    let etc_alone = !has_below(&changes, "/etc");
+    let runtimes =
+        |c: &Change| stubs.contains(&c.path) || (etc_alone && c.path == "/etc" && c.kind == ChangeKind::Changed);
+    changes.retain(|c| !runtimes(c));
+    changes
+}
+
+/// `racker export`: writes the whole root of container `name` to `out` as an
+/// uncompressed tar (owners, modes, symbolic and hard links, xattrs, device nodes;
+/// sockets left out, as docker does). A stopped container's root is mounted for the
+/// walk and unmounted after it.
+pub fn export(store: &Store, name: &str, out: &mut dyn Write) -> Result<()> {
+    let record = store.container(name)?;
+    let snapshotter = snapshot::open(store, record.snapshotter.parse().ok())?;
+    let was_live = is_live(&record);
+    let rootfs = mount_root(store, &record, &*snapshotter)?;
+    let written = diff::write_layer(&rootfs, &BTreeSet::new(), out);
+    // Unless it was started meanwhile: `start` mounts it again as it found it.
+    if !was_live && !store.container(&record.id).is_ok_and(|r| is_live(&r)) {
+        release_root(&*snapshotter, &record.id);
+    }
+    written.map(drop).map_err(|source| RuntimeError::Export { name: record.name, source })
+}
+
+/// The bytes container `name` wrote (what its writes take on disk beyond its image):
+/// for `container prune`'s total.
+pub fn writes_size(store: &Store, name: &str) -> Result<u64> {
+    let record = store.container(name)?;
+    let snapshotter = snapshot::open(store, record.snapshotter.parse().ok())?;
+    if let Ok(upper) = snapshotter.upper_dir(&record.id) {
+        return Ok(tree_size(&upper));
+    }
+    // btrfs: the files the container added or changed (the rest is shared with its image).
+    let image = store.ready_image(&record.image_id)?;
+    let root = snapshotter.mount(&record.id, &ImageLayers::of(store, &image))?;
+    let changes = snapshotter.changes(&record.id, &ImageLayers::of(store, &image))?;
+    Ok(changes
+        .iter()
+        .filter(|c| c.kind != ChangeKind::Deleted)
+        .filter_map(|c| std::fs::symlink_metadata(root.join(c.path.trim_start_matches('/'))).ok())
+        .filter(|m| !m.is_dir())
+        .map(|m| m.len())
+        .sum())
+}
+
+/// Bytes of the files below `dir` (directories and unreadable entries count nothing).
+fn tree_size(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => tree_size(&e.path()),
+            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(kind: ChangeKind, path: &str) -> Change {
+        Change { path: path.into(), kind }
+    }
+
+    #[test]
+    fn runtime_writes_are_left_out_and_real_changes_kept() {
+        use ChangeKind::*;
+        let only_runtime = vec![
+            change(Changed, "/etc"),
+            change(Added, "/etc/resolv.conf"),
+            change(Added, "/proc"),
+            change(Added, "/sys"),
+        ];
+        assert_eq!(without_runtime_artifacts(only_runtime), []);
+        let real = vec![
+            change(Changed, "/etc"),
+            change(Added, "/etc/new"),
+            change(Changed, "/etc/resolv.conf"),
+            change(Added, "/tmp"),
+            change(Added, "/tmp/x"),
+            change(Deleted, "/gone"),
+        ];
+        assert_eq!(
+            without_runtime_artifacts(real),
+            [
+                change(Changed, "/etc"),
+                change(Added, "/etc/new"),
+                change(Added, "/tmp"),
+                change(Added, "/tmp/x"),
+                change(Deleted, "/gone")
+            ]
+        );
+    }
+}
