@@ -199,3 +199,29 @@ fn run_it_in_boot_mode_gives_the_command_a_terminal() {
     term.finish();
     store.assert_clean();
 }
+
+#[test]
+fn attach_to_a_dit_container_types_raw_and_detaches_with_the_terminal_restored() {
+    require_root();
+    let store = TempStore::new();
+    let _dir = images::add_busybox(&store);
+    let script = "tty; while read x; do echo \"got $x\"; [ \"$x\" = quit ] && exit 5; done";
+    store.ok(&["run", "-dit", "--name", "tbox", "bb", "sh", "-c", script]);
+    let (mut child, term) = Terminal::spawn(racker(&store, &["attach", "tbox"]), 24, 80, "xterm");
+    term.type_in(b"hello\r");
+    term.expect("got hello");
+    // docker's keys: the container runs on, and racker gave the terminal back as it was.
+    term.type_in(b"\x10\x11");
+    assert_eq!(child.wait().expect("racker attach").code(), Some(0), "{}", term.text());
+    let local = rustix::termios::tcgetattr(term.master.as_fd()).expect("tcgetattr").local_modes;
+    assert!(local.contains(rustix::termios::LocalModes::ICANON), "the terminal was left raw: {local:?}");
+    term.finish();
+    assert!(store.ok(&["ps"]).contains("tbox"));
+    let (mut child, term) = Terminal::spawn(racker(&store, &["attach", "tbox"]), 24, 80, "xterm");
+    term.type_in(b"quit\r");
+    assert_eq!(child.wait().expect("racker attach").code(), Some(5), "{}", term.text());
+    let logs = store.ok(&["logs", "tbox"]);
+    assert!(logs.contains("/dev/pts/") && logs.contains("got hello"), "{logs}");
+    store.ok(&["rm", "tbox"]);
+    store.assert_clean();
+}

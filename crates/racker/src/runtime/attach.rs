@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use super::lifecycle::is_running;
 use super::logfile::{container_logs, LogOptions};
 use super::machine::SignalForwarder;
+use super::pty::RawMode;
 use super::{runtime_dir, spec_of, Result, RuntimeError};
 use crate::store::{ContainerState, Store};
 
@@ -154,19 +155,40 @@ pub fn attach(
         });
     }
     let spec = spec_of(&record).unwrap_or_default();
+    // Output from now on, by time: what the input passed below makes is written later,
+    // however soon the container answers.
+    let follow = LogOptions { follow: true, since: Some(chrono::Utc::now()), ..LogOptions::default() };
+    // A container with a terminal gets the keys as typed: the caller's terminal goes raw
+    // (restored before the detach keys end the caller, and when the container ends).
+    let raw = Arc::new(Mutex::new(None));
     if opts.stdin && spec.interactive && !spec.boot {
         let path = socket_path(&runtime_dir()?, &record.id);
         let socket = UnixStream::connect(&path).map_err(|source| RuntimeError::Io { path, source })?;
         let keys = DetachKeys { keys: opts.detach_keys.clone(), matched: 0 };
-        std::thread::spawn(move || pass_input(socket, keys, &*on_detach));
+        if spec.tty {
+            *lock(&raw) = RawMode::enter();
+        }
+        let raw = Arc::clone(&raw);
+        std::thread::spawn(move || {
+            pass_input(socket, keys, &|| {
+                lock(&raw).take();
+                on_detach();
+            })
+        });
     }
     let _signals = match (opts.sig_proxy && !spec.tty, record.leader) {
         (true, Some(leader)) => Some(SignalForwarder::to_process(leader.pid as i32)?),
         _ => None,
     };
-    let follow = LogOptions { follow: true, tail: Some(0), ..LogOptions::default() };
-    container_logs(store, name, &follow, out, err)?;
+    let followed = container_logs(store, name, &follow, out, err);
+    lock(&raw).take();
+    followed?;
     super::start::wait(store, name)
+}
+
+/// The raw-mode slot, also after a panic elsewhere (it only restores the terminal).
+fn lock(raw: &Mutex<Option<RawMode>>) -> std::sync::MutexGuard<'_, Option<RawMode>> {
+    raw.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Copies the caller's stdin to the container until the detach keys or the end of input.

@@ -211,13 +211,13 @@ fn write_all(fd: &OwnedFd, mut bytes: &[u8]) -> rustix::io::Result<()> {
 
 /// The caller's terminal in raw mode while it lives; restored when dropped, also on
 /// errors and panics that unwind.
-struct RawMode {
+pub(super) struct RawMode {
     saved: Termios,
 }
 
 impl RawMode {
     /// None when standard input is no terminal (a pipe, a file): nothing to change.
-    fn enter() -> Option<RawMode> {
+    pub(super) fn enter() -> Option<RawMode> {
         let stdin = io::stdin();
         if !termios::isatty(&stdin) {
             return None;
