@@ -12,6 +12,7 @@ mod fixturegen;
 
 mod cli;
 mod commit;
+mod container_files;
 mod container_lifecycle;
 mod container_logs;
 mod fixtures;

@@ -5,6 +5,7 @@
 #[macro_use]
 mod cli;
 mod containers;
+mod files;
 #[path = "../common/format.rs"]
 mod format;
 mod images;
@@ -96,6 +97,8 @@ enum Command {
         #[arg(short, long)]
         force: bool,
     },
+    /// Copy files between a container (running or stopped) and the host
+    Cp(files::CpArgs),
     /// Create a new image from a stopped container's changes (overlay storage driver)
     Commit(containers::CommitArgs),
     /// Show a container's output (stdout and stderr apart), or a booted one's console and journal
@@ -192,6 +195,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Kill { containers: names, signal } => done(containers::kill(&open()?, &names, signal)),
         Command::Rm { containers: names, force } => done(containers::remove(&open()?, &names, force)),
         Command::Commit(args) => done(containers::commit(&open()?, args)),
+        Command::Cp(args) => done(files::cp(&open()?, &args)),
         Command::Logs(args) => done(logs::logs(&open()?, &args)),
         Command::Lifecycle(command) => lifecycle::run(&open()?, &cli.root, command),
         Command::ContainerMonitor { id } => Ok(racker::runtime::monitor(&open()?, &id).unwrap_or(125)),

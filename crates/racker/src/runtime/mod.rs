@@ -16,6 +16,7 @@
 mod booted;
 mod cgroup;
 mod commit;
+mod copy;
 mod ended;
 mod flags;
 mod host;
@@ -38,6 +39,7 @@ use std::time::Duration;
 
 pub use booted::Booted;
 pub use commit::{apply_change, commit, CommitError, CommitOptions};
+pub use copy::{copy_from_container, copy_to_container, CopyOptions, HostSide};
 pub use flags::{
     parse_add_host, parse_capability, parse_cpus, parse_device, parse_dns, parse_label, parse_memory, parse_pids_limit,
     parse_signal, parse_size, parse_tmpfs, Device, RunFlags, Tmpfs,
