@@ -165,3 +165,90 @@ fn cp_resolves_a_containers_symlinks_inside_its_root() {
     store.ok(&["rm", "esc2"]);
     store.assert_clean();
 }
+
+#[test]
+fn a_named_volume_outlives_its_containers_and_goes_only_when_unused() {
+    let (store, _dir) = busybox();
+    store.ok(&["run", "--rm", "-v", "data:/data", "bb", "sh", "-c", "echo kept > /data/f"]);
+    assert_eq!(store.ok(&["run", "--rm", "-v", "data:/data:ro", "bb", "cat", "/data/f"]), "kept\n");
+    // A new volume mounted where the image has files starts with them, owners and modes kept.
+    let seeded = store.ok(&[
+        "run",
+        "--rm",
+        "--mount",
+        "type=volume,source=srv,target=/srv",
+        "bb",
+        "sh",
+        "-c",
+        "cat /srv/data.txt; stat -c '%a' /srv/not-executable",
+    ]);
+    assert_eq!(seeded, "from the image\n644\n");
+    assert_eq!(store.ok(&["volume", "ls", "-q"]), "data\nsrv\n");
+    let inspect: serde_json::Value = serde_json::from_str(&store.ok(&["volume", "inspect", "data"])).expect("json");
+    assert_eq!(inspect[0]["Name"], "data");
+    assert_eq!(inspect[0]["Driver"], "local");
+    assert_eq!(inspect[0]["Scope"], "local");
+    let mountpoint = inspect[0]["Mountpoint"].as_str().expect("Mountpoint");
+    assert_eq!(std::fs::read_to_string(Path::new(mountpoint).join("f")).expect("read"), "kept\n");
+    let mode = std::fs::metadata(Path::new(mountpoint).parent().expect("parent")).expect("stat").mode();
+    assert_eq!(mode & 0o777, 0o700, "the volume's own directory is root's alone");
+
+    // In use by a stopped container: refused, with exit 1 and who uses it.
+    store.ok(&["create", "--name", "user", "-v", "data:/data", "bb", "true"]);
+    let o = store.run(&["volume", "rm", "data"]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(err(&o).contains("in use by container user"), "{}", err(&o));
+    let o = store.run(&["volume", "rm", "-f", "data"]);
+    assert_eq!(o.status.code(), Some(1), "-f does not remove a volume in use: {}", err(&o));
+    let df = store.ok(&["system", "df", "-v"]);
+    assert!(df.contains("Local Volumes"), "{df}");
+
+    // prune removes what no container uses; the used one stays until its container goes.
+    store.ok(&["volume", "create", "--label", "k=v", "spare"]);
+    let pruned = store.ok(&["volume", "prune", "-f"]);
+    assert!(pruned.starts_with("Deleted Volumes:\n"), "{pruned}");
+    assert!(pruned.contains("spare\n") && pruned.contains("srv\n") && !pruned.contains("data\n"), "{pruned}");
+    assert!(pruned.contains("Total reclaimed space:"), "{pruned}");
+    store.ok(&["rm", "user"]);
+    assert_eq!(store.ok(&["volume", "rm", "data"]), "data\n");
+    assert_eq!(store.ok(&["volume", "ls", "-q"]), "");
+
+    // Names are docker's; a random one without a name.
+    let o = store.run(&["volume", "create", "../x"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("invalid volume name"), "{}", err(&o));
+    let o = store.run(&["run", "--rm", "-v", "a b:/x", "bb", "true"]);
+    assert_eq!(o.status.code(), Some(125), "{}", err(&o));
+    let name = store.ok(&["volume", "create"]);
+    assert_eq!(name.trim().len(), 64, "{name}");
+    store.ok(&["volume", "rm", name.trim()]);
+    store.assert_clean();
+}
+
+#[test]
+fn mount_gives_a_tmpfs_and_a_read_only_bind() {
+    let (store, _dir) = busybox();
+    let host = tempfile::tempdir().expect("tempdir");
+    std::fs::write(host.path().join("f"), "from the host\n").expect("write");
+    let bind = format!("type=bind,source={},target=/host,readonly", host.path().display());
+    let script = "cat /host/f; touch /host/new 2>/dev/null && echo wrote || echo refused; \
+                  grep ' /scratch ' /proc/mounts | cut -d' ' -f3; stat -c '%a' /scratch";
+    let seen = store.ok(&[
+        "run",
+        "--rm",
+        "--mount",
+        &bind,
+        "--mount",
+        "type=tmpfs,target=/scratch,tmpfs-size=1m,tmpfs-mode=700",
+        "bb",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!(seen, "from the host\nrefused\ntmpfs\n700\n");
+    assert!(!host.path().join("new").exists());
+    let o = store.run(&["run", "--rm", "--mount", "type=bind,target=/x", "bb", "true"]);
+    assert_eq!(o.status.code(), Some(125), "{}", err(&o));
+    assert!(err(&o).contains("--mount"), "{}", err(&o));
+    store.assert_clean();
+}

@@ -15,6 +15,7 @@ mod logs;
 mod progress;
 mod registry;
 mod runflags;
+mod volumes;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -123,6 +124,9 @@ enum Command {
     /// Manage images (docker's `image` subcommands)
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Manage named volumes
+    #[command(subcommand)]
+    Volume(volumes::VolumeCommand),
     /// System information
     #[command(subcommand)]
     System(SystemCommand),
@@ -167,6 +171,9 @@ enum SystemCommand {
     Df {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
+        /// List each volume with its size and how many containers use it
+        #[arg(short, long)]
+        verbose: bool,
     },
 }
 
@@ -209,7 +216,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Gc { dry_run } | Command::Image(ImageCommand::Prune { dry_run, .. }) => {
             done(images::gc(&open()?, dry_run))
         }
-        Command::System(SystemCommand::Df { format }) => done(images::disk_usage(&open()?, format)),
+        Command::Volume(command) => done(volumes::run(&open()?, command)),
+        Command::System(SystemCommand::Df { format, verbose }) => done(images::disk_usage(&open()?, format, verbose)),
     }
 }
 

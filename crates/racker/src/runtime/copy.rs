@@ -427,6 +427,28 @@ fn apply(input: impl Read, dir: OwnedFd, owner: Option<(u32, u32)>, shown: &str)
         .map_err(|e| RuntimeError::Invalid { what: format!("copy to {shown}"), reason: e.to_string() })
 }
 
+/// Copies what the container's directory `path` holds (owners, modes and times kept),
+/// and the directory's own owner and mode, into the host directory `dest`: a new
+/// volume gets what the image has where it is mounted, as in docker. Nothing to do if
+/// the container has no directory there.
+pub(super) fn seed_from_container(rootfs: &Path, path: &str, dest: &Path) -> Result<()> {
+    let tree = Tree::container(rootfs)?;
+    let fd = match tree.open(path, OFlags::PATH | OFlags::DIRECTORY) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT | Errno::NOTDIR) => return Ok(()),
+        Err(e) => return Err(not_found(path, e)),
+    };
+    let io = |e: Errno| RuntimeError::Io { path: dest.into(), source: e.into() };
+    let st = rfs::fstat(&fd).map_err(io)?;
+    let dir = rfs::open(dest, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+        .map_err(io)?;
+    rfs::fchown(&dir, Some(rfs::Uid::from_raw(st.st_uid)), Some(rfs::Gid::from_raw(st.st_gid))).map_err(io)?;
+    rfs::fchmod(&dir, Mode::from_raw_mode(st.st_mode & 0o7777)).map_err(io)?;
+    let source =
+        Source { fd, kind: FileType::Directory, base: String::new(), contents_only: true, shown: tree.show(path) };
+    pipe_through(source, "", dir, None, &dest.display().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

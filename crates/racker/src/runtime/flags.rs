@@ -29,6 +29,8 @@ pub struct RunFlags {
     pub devices: Vec<Device>,
     pub read_only: bool,
     pub tmpfs: Vec<Tmpfs>,
+    /// Named volumes (`--mount type=volume`, `-v NAME:/path`), bound in as `-v` binds.
+    pub volumes: Vec<super::volumes::VolumeMount>,
     pub labels: BTreeMap<String, String>,
     pub add_hosts: Vec<(String, IpAddr)>,
     pub dns: Vec<IpAddr>,

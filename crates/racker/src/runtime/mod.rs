@@ -32,6 +32,7 @@ pub mod rootfs;
 mod run;
 mod spec;
 mod start;
+mod volumes;
 
 use std::io;
 use std::path::PathBuf;
@@ -54,6 +55,9 @@ pub use machine::{Console, Machine, SignalForwarder};
 pub use run::{run, RunRequest, DEFAULT_BOOT_TIMEOUT};
 pub use spec::{spec_of, Bind, BootTarget, Network, RunOptions, RunSpec, SecurityOpt, DEFAULT_PATH, MINIMAL_TARGET};
 pub use start::{create, mount_root, pause, rename, restart, start, systemd_unit, unpause, wait, StartOptions};
+pub use volumes::{
+    new_volume_name, parse_mount, parse_volume_flag, prune_volumes, remove_volume, volume_users, MountArg, VolumeMount,
+};
 
 use crate::snapshot::SnapshotError;
 use crate::store::StoreError;

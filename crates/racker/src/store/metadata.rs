@@ -86,6 +86,13 @@ ALTER TABLE blobs ADD COLUMN unsynced_boot TEXT;
     r#"
 ALTER TABLE containers ADD COLUMN pid_start INTEGER;
 "#,
+    r#"
+CREATE TABLE volumes (
+    name        TEXT PRIMARY KEY,
+    created     TEXT NOT NULL,
+    labels      TEXT NOT NULL
+);
+"#,
 ];
 
 /// One row of `racker images`, grouped per image.
