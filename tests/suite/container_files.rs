@@ -171,6 +171,11 @@ fn a_named_volume_outlives_its_containers_and_goes_only_when_unused() {
     let (store, _dir) = busybox();
     store.ok(&["run", "--rm", "-v", "data:/data", "bb", "sh", "-c", "echo kept > /data/f"]);
     assert_eq!(store.ok(&["run", "--rm", "-v", "data:/data:ro", "bb", "cat", "/data/f"]), "kept\n");
+    // A read-only root gets the mount point made first.
+    assert_eq!(
+        store.ok(&["run", "--rm", "--read-only", "-v", "data:/new/mount", "bb", "cat", "/new/mount/f"]),
+        "kept\n"
+    );
     // A new volume mounted where the image has files starts with them, owners and modes kept.
     let seeded = store.ok(&[
         "run",
@@ -195,6 +200,11 @@ fn a_named_volume_outlives_its_containers_and_goes_only_when_unused() {
 
     // In use by a stopped container: refused, with exit 1 and who uses it.
     store.ok(&["create", "--name", "user", "-v", "data:/data", "bb", "true"]);
+    let inspect: serde_json::Value = serde_json::from_str(&store.ok(&["inspect", "user"])).expect("json");
+    let mounts = &inspect[0]["HostConfig"]["Mounts"];
+    assert_eq!(mounts[0]["Name"], "data", "{inspect}");
+    assert_eq!(mounts[0]["Destination"], "/data", "{inspect}");
+    assert_eq!(mounts.as_array().map(Vec::len), Some(1), "the volume's bind is not listed twice: {inspect}");
     let o = store.run(&["volume", "rm", "data"]);
     assert_eq!(o.status.code(), Some(1), "{}", err(&o));
     assert!(err(&o).contains("in use by container user"), "{}", err(&o));
