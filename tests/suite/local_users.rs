@@ -137,7 +137,7 @@ fn no_other_user_reaches_the_store_or_the_runtime_directory() {
     assert!(reached.is_empty(), "nobody reached:\n{}", reached.lines().take(40).collect::<Vec<_>>().join("\n"));
 
     // Modes as set, whatever the umask (racker ran with 000).
-    for dir in ["", "blobs", "blobs/sha256", "layers", "ingest", "containers", "snapshots"] {
+    for dir in ["", "blobs", "blobs/sha256", "layers", "ingest", "containers", "volumes", "snapshots"] {
         assert_eq!(mode(&root.join(dir)), 0o700, "{dir:?}");
     }
     for file in ["racker.db", "racker.db-wal", "racker.db-shm", "lock", "store-version"] {

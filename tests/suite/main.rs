@@ -13,6 +13,7 @@ mod fixturegen;
 mod cli;
 mod commit;
 mod container_attach;
+mod container_files;
 mod container_lifecycle;
 mod container_logs;
 mod container_observe;

@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result};
 use racker::reference::familiar_name;
 use racker::reference::Reference;
 use racker::registry::{self, PullOptions};
-use racker::runtime::{self, Bind, BootTarget, ExecOptions, Network, RunOptions, RunRequest, SecurityOpt};
+use racker::runtime::{self, BootTarget, ExecOptions, Network, RunOptions, RunRequest, SecurityOpt};
 use racker::store::ContainerState;
 use rustix::process::Signal;
 
@@ -40,9 +40,9 @@ pub struct RunArgs {
     /// Read environment variables from a file
     #[arg(long, value_name = "FILE")]
     env_file: Vec<PathBuf>,
-    /// Bind mount a volume, SRC:DST[:ro]
+    /// Bind mount a host path or a named volume (made if missing), SRC:DST[:ro]
     #[arg(short, long = "volume", value_name = "SRC:DST[:ro]")]
-    volume: Vec<Bind>,
+    volume: Vec<String>,
     /// Working directory inside the container
     #[arg(short, long)]
     workdir: Option<String>,
@@ -121,10 +121,11 @@ pub fn monitor_command(root: &std::path::Path) -> Result<std::process::Command> 
 /// The image (pulled if missing) and what `run` and `create` make of `args`.
 pub fn run_request(store: &Store, args: RunArgs) -> Result<(String, RunRequest)> {
     // Flag values first: a bad one makes nothing (no pull, no container).
-    let flags = args.flags.parse()?;
+    let mut flags = args.flags.parse()?;
     if args.rm && flags.restart != runtime::RestartPolicy::No {
         anyhow::bail!("conflicting options --restart and --rm: a container that restarts is not removed when it ends");
     }
+    let binds = args.flags.mounts(&args.volume, &mut flags)?;
     let image = ensure_image(store, &args.image)?;
     let request = RunRequest {
         options: RunOptions {
@@ -135,7 +136,7 @@ pub fn run_request(store: &Store, args: RunArgs) -> Result<(String, RunRequest)>
             workdir: args.workdir,
             user: args.user,
             hostname: args.hostname,
-            binds: args.volume,
+            binds,
             network: args.network,
             security: args.security_opt,
             tty: args.tty,

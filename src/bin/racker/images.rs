@@ -220,20 +220,52 @@ pub fn gc(store: &Store, dry_run: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn disk_usage(store: &Store, format: Format) -> Result<()> {
+pub fn disk_usage(store: &Store, format: Format, verbose: bool) -> Result<()> {
     let du = store.disk_usage()?;
+    // Volumes: each one's size, and whether a container (running or not) uses it.
+    let mut volumes = Vec::new();
+    for v in store.volumes()? {
+        let users = racker::runtime::volume_users(store, &v.name).map_err(|e| anyhow::anyhow!("{e}"))?.len();
+        volumes.push((store.volume_size(&v.name), users, v.name));
+    }
+    let volumes_size: u64 = volumes.iter().map(|(s, _, _)| s).sum();
+    let volumes_reclaimable: u64 = volumes.iter().filter(|(_, u, _)| *u == 0).map(|(s, _, _)| s).sum();
     if format == Format::Json {
-        outln!("{}", serde_json::to_string_pretty(&du)?)?;
+        let mut value = serde_json::to_value(&du)?;
+        value["volumes"] = volumes.len().into();
+        value["volumes_size"] = volumes_size.into();
+        value["volumes_reclaimable_size"] = volumes_reclaimable.into();
+        if verbose {
+            value["volume_list"] = volumes
+                .iter()
+                .map(|(size, users, name)| serde_json::json!({"name": name, "size": size, "links": users}))
+                .collect();
+        }
+        outln!("{}", serde_json::to_string_pretty(&value)?)?;
         return Ok(());
     }
     let rows = vec![
-        vec!["Images".into(), du.images.to_string(), human_size(du.images_size)],
-        vec!["Layers".into(), du.layers.to_string(), human_size(du.layers_size)],
-        vec!["Blobs".into(), du.blobs.to_string(), human_size(du.blobs_size)],
+        vec!["Images".into(), du.images.to_string(), human_size(du.images_size), String::new()],
+        vec!["Layers".into(), du.layers.to_string(), human_size(du.layers_size), String::new()],
+        vec!["Blobs".into(), du.blobs.to_string(), human_size(du.blobs_size), String::new()],
+        vec![
+            "Local Volumes".into(),
+            volumes.len().to_string(),
+            human_size(volumes_size),
+            human_size(volumes_reclaimable),
+        ],
     ];
-    out!("{}", table(&["TYPE", "TOTAL", "SIZE"], &rows))?;
+    out!("{}", table(&["TYPE", "TOTAL", "SIZE", "RECLAIMABLE"], &rows))?;
     outln!("\nShared between images: {}", human_size(du.shared_size))?;
     outln!("Reclaimable by gc: {}", human_size(du.reclaimable_size))?;
     outln!("Dedupe ratio: {:.2}x (images' logical size per byte stored)", du.dedupe_ratio)?;
+    if verbose {
+        let rows: Vec<Vec<String>> = volumes
+            .iter()
+            .map(|(size, users, name)| vec![name.clone(), users.to_string(), human_size(*size)])
+            .collect();
+        outln!("\nLocal Volumes space usage:\n")?;
+        out!("{}", table(&["VOLUME NAME", "LINKS", "SIZE"], &rows))?;
+    }
     Ok(())
 }

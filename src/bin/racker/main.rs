@@ -5,6 +5,7 @@
 #[macro_use]
 mod cli;
 mod containers;
+mod files;
 #[path = "../common/format.rs"]
 mod format;
 mod images;
@@ -15,6 +16,7 @@ mod observe;
 mod progress;
 mod registry;
 mod runflags;
+mod volumes;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -97,6 +99,8 @@ enum Command {
         #[arg(short, long)]
         force: bool,
     },
+    /// Copy files between a container (running or stopped) and the host
+    Cp(files::CpArgs),
     /// Create a new image from a stopped container's changes (overlay storage driver)
     Commit(containers::CommitArgs),
     /// Show a container's output (stdout and stderr apart), or a booted one's console and journal
@@ -126,6 +130,9 @@ enum Command {
     /// Manage images (docker's `image` subcommands)
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Manage named volumes
+    #[command(subcommand)]
+    Volume(volumes::VolumeCommand),
     /// System information
     #[command(subcommand)]
     System(SystemCommand),
@@ -170,6 +177,9 @@ enum SystemCommand {
     Df {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
+        /// List each volume with its size and how many containers use it
+        #[arg(short, long)]
+        verbose: bool,
     },
 }
 
@@ -220,6 +230,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Kill { containers: names, signal } => done(containers::kill(&open()?, &names, signal)),
         Command::Rm { containers: names, force } => done(containers::remove(&open()?, &names, force)),
         Command::Commit(args) => done(containers::commit(&open()?, args)),
+        Command::Cp(args) => done(files::cp(&open()?, &args)),
         Command::Logs(args) => done(logs::logs(&open()?, &args)),
         Command::Lifecycle(command) => lifecycle::run(&open()?, &cli.root, command),
         Command::ContainerMonitor { id } => Ok(racker::runtime::monitor(&open()?, &id).unwrap_or(125)),
@@ -234,7 +245,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Gc { dry_run } | Command::Image(ImageCommand::Prune { dry_run, .. }) => {
             done(images::gc(&open()?, dry_run))
         }
-        Command::System(SystemCommand::Df { format }) => done(images::disk_usage(&open()?, format)),
+        Command::Volume(command) => done(volumes::run(&open()?, command)),
+        Command::System(SystemCommand::Df { format, verbose }) => done(images::disk_usage(&open()?, format, verbose)),
     }
 }
 

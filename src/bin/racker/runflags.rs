@@ -26,6 +26,9 @@ pub struct RunFlagArgs {
     /// Mount a tmpfs, PATH[:OPTIONS] (e.g. /run:size=64m)
     #[arg(long, value_name = "PATH[:OPTIONS]")]
     tmpfs: Vec<String>,
+    /// Mount a bind, tmpfs or named volume: type=bind|tmpfs|volume,source=…,target=…[,readonly]
+    #[arg(long, value_name = "SPEC")]
+    mount: Vec<String>,
     /// Set a label on the container, KEY=VALUE
     #[arg(short = 'l', long, value_name = "KEY=VALUE")]
     label: Vec<String>,
@@ -81,6 +84,7 @@ impl RunFlagArgs {
             devices: each("--device", &self.device, runtime::parse_device)?,
             read_only: self.read_only,
             tmpfs: each("--tmpfs", &self.tmpfs, runtime::parse_tmpfs)?,
+            volumes: Vec::new(),
             labels: each("--label", &self.label, runtime::parse_label)?.into_iter().collect(),
             add_hosts: each("--add-host", &self.add_host, runtime::parse_add_host)?,
             dns: each("--dns", &self.dns, runtime::parse_dns)?,
@@ -105,6 +109,26 @@ impl RunFlagArgs {
             stop_timeout,
             restart: runtime::parse_restart("--restart", &self.restart).map_err(anyhow::Error::msg)?,
         })
+    }
+}
+
+impl RunFlagArgs {
+    /// `-v` values and `--mount`: the binds (host paths, as `-v` binds them), with
+    /// tmpfs mounts and named volumes added to `flags`.
+    pub fn mounts(&self, volume: &[String], flags: &mut RunFlags) -> Result<Vec<runtime::Bind>> {
+        let mut binds = Vec::new();
+        let parsed = volume
+            .iter()
+            .map(|v| runtime::parse_volume_flag("-v", v))
+            .chain(self.mount.iter().map(|v| runtime::parse_mount("--mount", v)));
+        for mount in parsed {
+            match mount.map_err(anyhow::Error::msg)? {
+                runtime::MountArg::Bind(bind) => binds.push(bind),
+                runtime::MountArg::Tmpfs(tmpfs) => flags.tmpfs.push(tmpfs),
+                runtime::MountArg::Volume(volume) => flags.volumes.push(volume),
+            }
+        }
+        Ok(binds)
     }
 }
 
@@ -135,6 +159,11 @@ pub fn container_json(record: &racker::store::ContainerRecord) -> serde_json::Va
                 "PathOnHost": d.host, "PathInContainer": d.container, "CgroupPermissions": d.permissions,
             })).collect::<Vec<_>>(),
             "ReadonlyRootfs": flags.read_only,
+            "Mounts": flags.volumes.iter().map(|v| serde_json::json!({
+                "Type": "volume", "Name": v.name, "Destination": v.target, "RW": !v.read_only,
+            })).chain(spec.binds.iter().filter(|b| !flags.volumes.iter().any(|v| v.target == b.target)).map(|b| serde_json::json!({
+                "Type": "bind", "Source": b.source, "Destination": b.target, "RW": !b.read_only,
+            }))).collect::<Vec<_>>(),
             "Tmpfs": flags.tmpfs.iter().map(|t| (t.path.clone(), t.options.clone())).collect::<std::collections::BTreeMap<_, _>>(),
             "ExtraHosts": flags.add_hosts.iter().map(|(n, ip)| format!("{n}:{ip}")).collect::<Vec<_>>(),
             "Dns": flags.dns,

@@ -270,6 +270,9 @@ impl TempStore {
         assert!(orphans.is_empty(), "container leaders left running without their nspawn: {orphans:?}");
         let snapshots = self.files("snapshots");
         assert!(snapshots.is_empty(), "snapshots left behind: {snapshots:?}");
+        // Only a test that made volumes has any: it removes them.
+        let volumes = self.files("volumes");
+        assert!(volumes.is_empty(), "volumes left behind: {volumes:?}");
     }
 
     pub fn files(&self, area: &str) -> BTreeSet<String> {

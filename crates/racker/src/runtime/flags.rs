@@ -30,6 +30,8 @@ pub struct RunFlags {
     pub devices: Vec<Device>,
     pub read_only: bool,
     pub tmpfs: Vec<Tmpfs>,
+    /// Named volumes (`--mount type=volume`, `-v NAME:/path`), bound in as `-v` binds.
+    pub volumes: Vec<super::volumes::VolumeMount>,
     pub labels: BTreeMap<String, String>,
     pub add_hosts: Vec<(String, IpAddr)>,
     pub dns: Vec<IpAddr>,
@@ -406,7 +408,8 @@ pub(crate) fn nspawn_env(spec: &RunSpec, cmd: &mut Command) {
 }
 
 /// Writes what the flags put into the container's own writable layer before it starts:
-/// `/etc/hosts` entries, `/etc/resolv.conf`, and mount points a read-only root lacks.
+/// `/etc/hosts` entries, `/etc/resolv.conf`, and mount points a read-only root lacks
+/// (volumes' too).
 pub(crate) fn prepare_rootfs(rootfs: &Path, flags: &RunFlags) -> Result<()> {
     let io = |path: &str| {
         let path = rootfs.join(path.trim_start_matches('/'));
@@ -432,7 +435,8 @@ pub(crate) fn prepare_rootfs(rootfs: &Path, flags: &RunFlags) -> Result<()> {
     // nspawn makes its own mount points where the root is writable; a read-only one
     // must have them already (the snapshot's writable layer takes them).
     let nspawn_mounts: &[&str] = if flags.read_only { &["/dev", "/proc", "/sys", "/run", "/tmp"] } else { &[] };
-    for dir in nspawn_mounts.iter().copied().chain(flags.tmpfs.iter().map(|t| t.path.as_str())) {
+    let targets = flags.tmpfs.iter().map(|t| t.path.as_str()).chain(flags.volumes.iter().map(|v| v.target.as_str()));
+    for dir in nspawn_mounts.iter().copied().chain(targets) {
         rootfs::make_dir(rootfs, dir).map_err(io(dir))?;
     }
     Ok(())

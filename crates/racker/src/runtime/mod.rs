@@ -17,6 +17,7 @@ mod attach;
 mod booted;
 mod cgroup;
 mod commit;
+mod copy;
 mod ended;
 mod files;
 mod flags;
@@ -36,6 +37,7 @@ mod run;
 mod spec;
 mod start;
 mod usage;
+mod volumes;
 
 use std::io;
 use std::path::PathBuf;
@@ -44,6 +46,7 @@ use std::time::Duration;
 pub use attach::{attach, parse_detach_keys, AttachOptions};
 pub use booted::Booted;
 pub use commit::{apply_change, commit, CommitError, CommitOptions};
+pub use copy::{copy_from_container, copy_to_container, CopyOptions, HostSide};
 pub use files::{diff, export, writes_size};
 pub use flags::{
     parse_add_host, parse_capability, parse_cpus, parse_device, parse_dns, parse_label, parse_memory, parse_pids_limit,
@@ -61,6 +64,9 @@ pub use restart::{parse_restart, RestartPolicy};
 pub use run::{run, RunRequest, DEFAULT_BOOT_TIMEOUT};
 pub use spec::{spec_of, Bind, BootTarget, Network, RunOptions, RunSpec, SecurityOpt, DEFAULT_PATH, MINIMAL_TARGET};
 pub use start::{create, mount_root, pause, rename, restart, start, systemd_unit, unpause, wait, StartOptions};
+pub use volumes::{
+    new_volume_name, parse_mount, parse_volume_flag, prune_volumes, remove_volume, volume_users, MountArg, VolumeMount,
+};
 
 pub use usage::{processes, top, usage, Usage};
 

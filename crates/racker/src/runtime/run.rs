@@ -106,6 +106,7 @@ pub(crate) fn prepare(store: &Store, image: &str, request: &RunRequest, detached
         crate::private::dir(&dir).map_err(|source| RuntimeError::Io { path: dir.clone(), source })?;
         spec.console = Some(dir.join(format!("{id}.console")));
     }
+    super::volumes::attach(store, &mut spec, &snap.rootfs)?;
     store.update_container_spec(&id, &serde_json::to_value(&spec).unwrap_or_default())?;
     prepare_rootfs(&snap.rootfs, &spec)?;
     prepare_nspawn_state()?;

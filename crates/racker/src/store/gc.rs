@@ -45,7 +45,7 @@ const UNREFERENCED_LAYERS: &str =
     "SELECT id, diff_id, size FROM layers WHERE diff_id NOT IN (SELECT diff_id FROM image_layers)";
 
 /// Apparent size of a file or tree, for reporting what leftovers held.
-fn tree_size(path: &Path) -> u64 {
+pub(crate) fn tree_size(path: &Path) -> u64 {
     let Ok(meta) = fs::symlink_metadata(path) else {
         return 0;
     };

@@ -89,6 +89,13 @@ ALTER TABLE containers ADD COLUMN pid_start INTEGER;
     r#"
 ALTER TABLE containers ADD COLUMN restart_count INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+CREATE TABLE volumes (
+    name        TEXT PRIMARY KEY,
+    created     TEXT NOT NULL,
+    labels      TEXT NOT NULL
+);
+"#,
 ];
 
 /// One row of `racker images`, grouped per image.

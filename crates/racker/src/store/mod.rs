@@ -9,7 +9,8 @@
 //! ├── blobs/sha256/<hex>   verified, immutable blobs
 //! ├── layers/<id>/         unpacked layers, overlayfs lowers
 //! ├── ingest/<op>/         staging area of operations in progress
-//! └── containers/<id>/     console logs of kept and detached containers
+//! ├── containers/<id>/     console logs of kept and detached containers
+//! └── volumes/<name>/_data named volumes' files
 //! ```
 //!
 //! Directories are 0700 and files 0600: layers hold setuid binaries and device nodes,
@@ -26,6 +27,7 @@ mod gc;
 mod ingest;
 mod metadata;
 mod missing;
+mod volumes;
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -43,6 +45,7 @@ pub use containers::{ContainerRecord, ContainerState, Leader};
 pub use gc::{DiskUsage, GcReport};
 pub use ingest::{BlobInfo, Ingest, LayerInfo, NewImage};
 pub use metadata::{ImageRecord, ImageSummary, LayerRecord, Removal};
+pub use volumes::{is_valid_volume_name, VolumeRecord};
 
 /// The on-disk format version this build reads and writes (store-format.md).
 pub const FORMAT_VERSION: u32 = 1;
@@ -79,6 +82,10 @@ pub enum StoreError {
     NameInUse { name: String, id: String },
     #[error("Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")]
     InvalidContainerName { name: String },
+    #[error("No such volume: {0}")]
+    VolumeNotFound(String),
+    #[error("invalid volume name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed, at least two characters")]
+    InvalidVolumeName { name: String },
     #[error(transparent)]
     Reference(#[from] ReferenceError),
     #[error("invalid {what}: {reason}")]
@@ -104,7 +111,7 @@ pub fn layer_dir(root: &Path, id: i64) -> PathBuf {
 }
 
 /// The store's directories, made at open.
-const DIRS: [&str; 6] = ["", "blobs", "blobs/sha256", "layers", "ingest", "containers"];
+const DIRS: [&str; 7] = ["", "blobs", "blobs/sha256", "layers", "ingest", "containers", "volumes"];
 /// What else sits at the top of a store, tightened at open where it exists.
 const OTHER_DIRS: [&str; 4] = ["snapshots", "btrfs", "btrfs/images", "btrfs/containers"];
 const FILES: [&str; 7] =

@@ -41,9 +41,22 @@ const PAX_XATTR_PREFIX: &[u8] = b"SCHILY.xattr.";
 pub fn apply_tar<R: Read>(tar: R, dest: &Path, opts: &UnpackOptions) -> Result<UnpackStats, UnpackError> {
     let root = rfs::open(dest, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
         .map_err(|e| io_err(".", "opening the destination directory", e))?;
+    apply_tar_at(tar, root, opts, None)
+}
+
+/// [`apply_tar`] to the directory `root` (opened, not `O_PATH`), for a caller that
+/// resolved it itself (inside a container's root). With `owner`, every entry gets that
+/// uid and gid instead of the tar's (`racker cp` without `-a`).
+pub fn apply_tar_at<R: Read>(
+    tar: R,
+    root: OwnedFd,
+    opts: &UnpackOptions,
+    owner: Option<(u32, u32)>,
+) -> Result<UnpackStats, UnpackError> {
     let mut applier = Applier {
         root,
         opts,
+        owner,
         cache: None,
         added: HashSet::new(),
         dir_times: HashMap::new(),
@@ -136,6 +149,8 @@ struct Applier<'o> {
     /// The destination directory, opened once; every path is resolved beneath it.
     root: OwnedFd,
     opts: &'o UnpackOptions,
+    /// The owner every entry gets, whatever the tar says.
+    owner: Option<(u32, u32)>,
     /// The last parent directory resolved (an `O_PATH` fd) and its archive path: tars
     /// list a directory's entries together, so this saves an `openat2` per entry. It
     /// cannot go stale: an entry only ever removes children of its own parent, never an
@@ -165,7 +180,10 @@ impl Applier<'_> {
                 Unsafe::DotDot => "path has a `..` component",
             },
         })?;
-        let meta = read_meta(entry, ext, &es)?;
+        let mut meta = read_meta(entry, ext, &es)?;
+        if let Some((uid, gid)) = self.owner {
+            (meta.uid, meta.gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
+        }
         let kind = read_kind(entry, ext, etype, &es)?;
 
         let Some((&name, dir)) = comps.split_last() else {
@@ -178,7 +196,8 @@ impl Applier<'_> {
             return Ok(());
         };
 
-        if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
+        if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX).filter(|_| self.opts.whiteouts != WhiteoutMode::Plain)
+        {
             return if name == OPAQUE_MARKER {
                 self.opaque(dir, &es)
             } else if name.starts_with(AUFS_META_PREFIX) {
@@ -455,6 +474,7 @@ impl Applier<'_> {
                 WhiteoutMode::Delete => {
                     self.prune(&fd, &key).map_err(|e| io_err(es, "removing lower contents of an opaque directory", e))
                 }
+                WhiteoutMode::Plain => Ok(()), // never reached: apply takes the name as a file
             },
         );
         self.cache = Some((key, parent));

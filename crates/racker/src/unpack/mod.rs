@@ -19,7 +19,7 @@ use std::io;
 
 use crate::digest::Digest;
 
-pub use apply::apply_tar;
+pub use apply::{apply_tar, apply_tar_at};
 pub use compression::{decompress, Compression};
 
 /// What to do with OCI whiteout entries (`.wh.NAME`, `.wh..wh..opq`).
@@ -32,6 +32,9 @@ pub enum WhiteoutMode {
     /// Apply them: delete what they name. For applying a layer in place on top of the
     /// materialised lower layers (e.g. a btrfs snapshot of the parent).
     Delete,
+    /// Neither: `.wh.` names are ordinary files. For copying a tree that is not a
+    /// layer (`racker cp`), where such a name is just a name.
+    Plain,
 }
 
 /// How [`apply_tar`] treats a layer.

@@ -1,0 +1,129 @@
+//! Named volumes: a directory per volume under `volumes/<name>/_data`, and a row in
+//! the database that says it exists (its creation time and labels). Which containers
+//! use a volume is in their specs: the runtime checks that before a volume goes.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::PathBuf;
+
+use rusqlite::params;
+
+use super::metadata::now;
+use super::{io_err, Result, Store, StoreError};
+
+/// A named volume as `volume inspect` shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct VolumeRecord {
+    pub name: String,
+    pub created: String,
+    pub labels: BTreeMap<String, String>,
+    /// The directory bound into containers (`volumes/<name>/_data`).
+    pub mountpoint: PathBuf,
+}
+
+/// docker's rule for volume names, `[a-zA-Z0-9][a-zA-Z0-9_.-]+`: a volume's name is a
+/// directory of the store, so nothing that could climb out of it gets in.
+pub fn is_valid_volume_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() >= 2
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+impl Store {
+    /// The directory of volume `name` (whether or not it exists).
+    pub fn volume_dir(&self, name: &str) -> PathBuf {
+        self.root.join("volumes").join(name)
+    }
+
+    fn volume_record(&self, name: String, created: String, labels: &str) -> VolumeRecord {
+        VolumeRecord {
+            mountpoint: self.volume_dir(&name).join("_data"),
+            name,
+            created,
+            labels: serde_json::from_str(labels).unwrap_or_default(),
+        }
+    }
+
+    /// Makes volume `name` if it does not exist (an existing one is returned as it is,
+    /// as docker does); `true` with it if it was made now. `volumes/<name>` is 0700,
+    /// `_data` 0755 until the first container's image or user says otherwise.
+    pub fn create_volume(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<(VolumeRecord, bool)> {
+        if !is_valid_volume_name(name) {
+            return Err(StoreError::InvalidVolumeName { name: name.to_owned() });
+        }
+        let dir = self.volume_dir(name);
+        crate::private::dir(&dir).map_err(io_err(&dir))?;
+        let data = dir.join("_data");
+        match fs::create_dir(&data) {
+            Ok(()) => {
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(&data, fs::Permissions::from_mode(0o755)).map_err(io_err(&data))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err(&data)(e)),
+        }
+        let db = self.db();
+        let made = db
+            .conn
+            .execute(
+                "INSERT OR IGNORE INTO volumes (name, created, labels) VALUES (?1, ?2, ?3)",
+                params![name, now(), serde_json::to_string(labels).unwrap_or_default()],
+            )
+            .map_err(db.err())?;
+        drop(db);
+        Ok((self.volume(name)?, made == 1))
+    }
+
+    /// All volumes, by name.
+    pub fn volumes(&self) -> Result<Vec<VolumeRecord>> {
+        let db = self.db();
+        let mut stmt = db.conn.prepare("SELECT name, created, labels FROM volumes ORDER BY name").map_err(db.err())?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(db.err())?;
+        Ok(rows.into_iter().map(|(n, c, l)| self.volume_record(n, c, &l)).collect())
+    }
+
+    /// One volume by its name.
+    pub fn volume(&self, name: &str) -> Result<VolumeRecord> {
+        self.volumes()?.into_iter().find(|v| v.name == name).ok_or_else(|| StoreError::VolumeNotFound(name.to_owned()))
+    }
+
+    /// Removes volume `name`, its row first and then its files (the caller checked that
+    /// no container uses it).
+    pub fn remove_volume(&self, name: &str) -> Result<()> {
+        let db = self.db();
+        let gone = db.conn.execute("DELETE FROM volumes WHERE name = ?1", [name]).map_err(db.err())?;
+        drop(db);
+        if gone == 0 {
+            return Err(StoreError::VolumeNotFound(name.to_owned()));
+        }
+        let dir = self.volume_dir(name);
+        match fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(dir)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The apparent size of a volume's files.
+    pub fn volume_size(&self, name: &str) -> u64 {
+        super::gc::tree_size(&self.volume_dir(name).join("_data"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_valid_volume_name;
+
+    #[test]
+    fn volume_names_follow_docker() {
+        for good in ["data", "a1", "my_vol.v2-x", "0abc"] {
+            assert!(is_valid_volume_name(good), "{good}");
+        }
+        for bad in ["", "a", "a/b", "..", ".hidden", "-rm", "_x", "x y", "naïve"] {
+            assert!(!is_valid_volume_name(bad), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! `racker volume create|ls|inspect|rm|prune`: named volumes, kept in the store (the
+//! library's `store::volumes` and `runtime::volumes` do the work).
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use racker::runtime;
+use racker::store::{Store, VolumeRecord};
+
+use crate::format::{human_size, table};
+use crate::Format;
+
+#[derive(clap::Subcommand)]
+pub enum VolumeCommand {
+    /// Create a volume (a random name without NAME); prints its name
+    Create {
+        name: Option<String>,
+        /// Set a label, KEY=VALUE
+        #[arg(short, long, value_name = "KEY=VALUE")]
+        label: Vec<String>,
+    },
+    /// List volumes
+    #[command(alias = "list")]
+    Ls {
+        /// Only show names
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Show volumes as JSON
+    Inspect {
+        #[arg(required = true)]
+        volumes: Vec<String>,
+    },
+    /// Remove volumes (refused while a container uses one)
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        volumes: Vec<String>,
+        /// Do not fail on volumes that do not exist
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Remove every volume no container uses
+    Prune {
+        /// Accepted for docker compatibility; prune never asks
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+fn json(v: &VolumeRecord) -> serde_json::Value {
+    serde_json::json!({
+        "CreatedAt": v.created,
+        "Driver": "local",
+        "Labels": v.labels,
+        "Mountpoint": v.mountpoint,
+        "Name": v.name,
+        "Options": {},
+        "Scope": "local",
+    })
+}
+
+/// Runs a volume verb. Failures are 1, as docker's (not run's 125).
+pub fn run(store: &Store, command: VolumeCommand) -> Result<()> {
+    let msg = |e: runtime::RuntimeError| anyhow::anyhow!("{e}");
+    match command {
+        VolumeCommand::Create { name, label } => {
+            let labels: BTreeMap<String, String> = label
+                .iter()
+                .map(|l| runtime::parse_label("--label", l).map_err(anyhow::Error::msg))
+                .collect::<Result<_>>()?;
+            let name = name.unwrap_or_else(runtime::new_volume_name);
+            let (volume, _) = store.create_volume(&name, &labels)?;
+            outln!("{}", volume.name)?;
+        }
+        VolumeCommand::Ls { quiet, format } => {
+            let volumes = store.volumes()?;
+            if quiet {
+                for v in &volumes {
+                    outln!("{}", v.name)?;
+                }
+            } else if format == Format::Json {
+                for v in &volumes {
+                    outln!("{}", json(v))?;
+                }
+            } else {
+                let rows: Vec<Vec<String>> = volumes.iter().map(|v| vec!["local".into(), v.name.clone()]).collect();
+                out!("{}", table(&["DRIVER", "VOLUME NAME"], &rows))?;
+            }
+        }
+        VolumeCommand::Inspect { volumes } => {
+            let found: Vec<serde_json::Value> =
+                volumes.iter().map(|n| store.volume(n).map(|v| json(&v))).collect::<Result<_, _>>()?;
+            outln!("{}", serde_json::to_string_pretty(&found)?)?;
+        }
+        VolumeCommand::Rm { volumes, force } => {
+            let mut failed = None;
+            for name in &volumes {
+                match runtime::remove_volume(store, name, force) {
+                    Ok(()) => outln!("{name}")?,
+                    Err(e) => {
+                        errln!("Error: {e}");
+                        failed = Some(msg(e));
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                return Err(e.context("some volumes could not be removed"));
+            }
+        }
+        VolumeCommand::Prune { force: _ } => {
+            let removed = runtime::prune_volumes(store).map_err(msg)?;
+            if !removed.is_empty() {
+                outln!("Deleted Volumes:")?;
+                for (v, _) in &removed {
+                    outln!("{}", v.name)?;
+                }
+                outln!("")?;
+            }
+            outln!("Total reclaimed space: {}", human_size(removed.iter().map(|(_, s)| s).sum()))?;
+        }
+    }
+    Ok(())
+}
