@@ -14,6 +14,7 @@ mod cli;
 mod commit;
 mod container_lifecycle;
 mod container_logs;
+mod container_network;
 mod fixtures;
 mod hostile_registry;
 mod local_users;

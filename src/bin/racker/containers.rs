@@ -55,9 +55,16 @@ pub struct RunArgs {
     /// Overwrite the image's entrypoint
     #[arg(long)]
     entrypoint: Option<String>,
-    /// host (default) or none
-    #[arg(long, default_value = "host")]
-    network: Network,
+    /// host (default without -p), none, private (the default network; the default with
+    /// -p or -P) or a network of `racker network create`
+    #[arg(long, value_name = "NETWORK")]
+    network: Option<Network>,
+    /// Publish a container's port on the host, [IP:][HOST:]CONTAINER[/tcp|udp]
+    #[arg(short = 'p', long = "publish", value_name = "[IP:][HOST:]CONTAINER")]
+    publish: Vec<runtime::PortMapping>,
+    /// Publish every port the image exposes, on random host ports
+    #[arg(short = 'P', long = "publish-all")]
+    publish_all: bool,
     /// seccomp=unconfined (no system call filter: faster start) or no-new-privileges
     #[arg(long = "security-opt", value_name = "OPT")]
     security_opt: Vec<SecurityOpt>,
@@ -119,6 +126,12 @@ pub fn monitor_command(root: &std::path::Path) -> Result<std::process::Command> 
 pub fn run_request(store: &Store, args: RunArgs) -> Result<(String, RunRequest)> {
     // Flag values first: a bad one makes nothing (no pull, no container).
     let flags = args.flags.parse()?;
+    let publishing = !args.publish.is_empty() || args.publish_all;
+    // Publishing ports asks for a network of the container's own, as it has in docker.
+    let network = args.network.unwrap_or(if publishing { Network::Named("private".into()) } else { Network::Host });
+    if network == Network::Host && publishing {
+        errln!("WARNING: Published ports are discarded when using host network mode");
+    }
     let image = ensure_image(store, &args.image)?;
     let request = RunRequest {
         options: RunOptions {
@@ -130,7 +143,9 @@ pub fn run_request(store: &Store, args: RunArgs) -> Result<(String, RunRequest)>
             user: args.user,
             hostname: args.hostname,
             binds: args.volume,
-            network: args.network,
+            network,
+            ports: args.publish,
+            publish_all: args.publish_all,
             security: args.security_opt,
             tty: args.tty,
             interactive: args.interactive,

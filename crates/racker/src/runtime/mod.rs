@@ -24,6 +24,7 @@ mod lifecycle;
 mod limits;
 mod logfile;
 mod machine;
+pub mod network;
 mod notify;
 mod nspawn;
 mod pty;
@@ -49,6 +50,7 @@ pub use lifecycle::{
 pub use limits::Limits;
 pub use logfile::{container_logs, LogOptions, LogRecord};
 pub use machine::{Console, Machine, SignalForwarder};
+pub use network::{PortMapping, Protocol, Published};
 pub use run::{run, RunRequest, DEFAULT_BOOT_TIMEOUT};
 pub use spec::{spec_of, Bind, BootTarget, Network, RunOptions, RunSpec, SecurityOpt, DEFAULT_PATH, MINIMAL_TARGET};
 pub use start::{create, mount_root, pause, rename, restart, start, systemd_unit, unpause, wait, StartOptions};
@@ -82,6 +84,8 @@ pub enum RuntimeError {
     /// that `rm -f` or `gc` can try again.
     #[error("container {name}: {what}")]
     Left { name: String, what: String },
+    #[error(transparent)]
+    Network(Box<network::NetworkError>),
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
     #[error(transparent)]
