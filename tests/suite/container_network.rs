@@ -281,3 +281,59 @@ fn a_booted_debian_serves_a_published_port() {
     store.ok(&["rm", "vm"]);
     store.assert_clean();
 }
+
+#[test]
+fn pkgprobe_on_a_private_network_probes_a_fixed_port_service_in_parallel() {
+    use crate::common::postroj::{build_deb, postroj, probe_store, FileServer};
+    let store = probe_store();
+    let cache = tempfile::tempdir().expect("cache");
+    let served = tempfile::tempdir().expect("served");
+    // A service on one fixed port of every address, as most are: on the host's network
+    // two probes at once would fight over it.
+    let port = free_port();
+    let busybox = std::fs::read("/bin/busybox").expect("busybox-static");
+    let unit = format!(
+        "[Unit]\nDescription=fixed port\n\n[Service]\n\
+         ExecStart=/usr/lib/fixed-port/busybox httpd -f -p {port} -h /usr/share/fixed-port\n\n\
+         [Install]\nWantedBy=multi-user.target\n"
+    );
+    build_deb(
+        served.path(),
+        "fixed-port",
+        "busybox httpd on one fixed port",
+        &[
+            ("usr/lib/fixed-port/busybox", &busybox, 0o755),
+            ("usr/share/fixed-port/index.html", b"fixed\n", 0o644),
+            ("lib/systemd/system/fixed-port.service", unit.as_bytes(), 0o644),
+        ],
+    );
+    let server = FileServer::start(served.path());
+    let service = format!("http://localhost:{port}/");
+    let o = postroj(
+        &store,
+        cache.path(),
+        &[
+            "pkgprobe",
+            "--image=debian-bookworm",
+            "--image=debian-trixie",
+            "-j",
+            "2",
+            "--network=private",
+            &format!("--package={}", server.url("fixed-port_1.0_all.deb")),
+            "--check-unit=fixed-port",
+            &format!("--check-network={service}"),
+            "--format=json",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", out(&o), err(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON report");
+    for suite in report["suites"].as_array().expect("suites") {
+        let check =
+            suite["cases"].as_array().and_then(|c| c.iter().find(|c| c["name"] == format!("network {service}")));
+        let check = check.unwrap_or_else(|| panic!("no network check in {suite:#}"));
+        assert_eq!(check["result"], "passed", "{check:#}");
+        // Reached at the container's own address: nothing listens on the host's port.
+        assert!(check["detail"].as_str().is_some_and(|d| d.contains("200")), "{check:#}");
+    }
+    store.assert_clean();
+}
