@@ -133,6 +133,41 @@ fn the_command_sees_its_network_from_its_first_instruction_and_random_ports_are_
 }
 
 #[test]
+fn parallel_runs_on_one_network_get_addresses_of_their_own() {
+    let (store, _dir) = busybox_store();
+    // All six run at once: each reports its address, then waits for the test.
+    let control = tempfile::tempdir().expect("a control directory");
+    let volume = format!("{}:/control", control.path().display());
+    let script = "ip -o -4 addr show eth0; touch /control/$(hostname); until [ -e /control/go ]; do sleep 0.05; done";
+    let runs: Vec<std::process::Child> = (0..6)
+        .map(|_| {
+            store
+                .cmd()
+                .args(["run", "--rm", "--network", "private", "-p", "80", "-v", &volume, "bb", "sh", "-c", script])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    common::wait_until(60, "the six containers never all ran", || {
+        std::fs::read_dir(control.path()).map(|d| d.count()).unwrap_or(0) == 6
+    });
+    std::fs::write(control.path().join("go"), "").expect("letting them end");
+    let mut addresses = std::collections::BTreeSet::new();
+    for run in runs {
+        let o = run.wait_with_output().expect("wait");
+        assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+        let text = out(&o);
+        let address = text.split_whitespace().skip_while(|w| *w != "inet").nth(1).map(str::to_owned);
+        addresses.insert(address.unwrap_or_else(|| panic!("no address: {text}")));
+    }
+    assert_eq!(addresses.len(), 6, "six containers at once, six addresses: {addresses:?}");
+    assert_eq!(store.ok(&["ps", "-aq"]), "");
+    store.assert_clean();
+}
+
+#[test]
 fn containers_on_a_user_network_reach_each_other_by_name() {
     let (store, _dir) = busybox_store();
     let created = store.ok(&["network", "create", "--subnet", "10.91.7.0/24", "backend"]);
@@ -212,6 +247,22 @@ fn bad_network_requests_fail_clearly_and_leave_nothing() {
             assert_eq!(o.status.code(), Some(125), "{args:?}");
         }
     }
+    // nspawn fails after the network was made (a bind source that does not exist):
+    // racker's failure, and the network is undone with the container.
+    let o = store.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "private",
+        "-p",
+        "80",
+        "-v",
+        "/nonexistent-racker-src:/x",
+        "bb",
+        "true",
+    ]);
+    assert_eq!(o.status.code(), Some(125), "{}", err(&o));
+    store.assert_no_network_left();
     // On the host's network -p means nothing: docker's warning, and the command runs.
     let o = store.run(&["run", "--rm", "--network", "host", "-p", "80", "bb", "true"]);
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
