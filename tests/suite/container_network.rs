@@ -93,6 +93,10 @@ fn a_published_port_serves_http_from_a_command_mode_container() {
     let e = store.fails(&["port", "web", "81"]);
     assert!(e.contains("no public port '81/tcp' published for web"), "{e}");
     assert!(!network_pieces_of(&id).is_empty(), "the running container has a veth, namespace and rules");
+    let inspect: serde_json::Value = serde_json::from_str(&store.ok(&["inspect", "web"])).expect("json");
+    assert_eq!(inspect[0]["HostConfig"]["NetworkMode"], "private", "{inspect:#}");
+    assert_eq!(inspect[0]["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"], port.to_string(), "{inspect:#}");
+    assert!(inspect[0]["NetworkSettings"]["IPAddress"].as_str().is_some_and(|ip| ip.starts_with("10.89.")));
     // The container sees the default private network, and its own name.
     let inside = store.ok(&["exec", "web", "sh", "-c", "ip -o -4 addr show eth0; ip route; cat /etc/hosts"]);
     assert!(inside.contains("inet 10.89.") && inside.contains("default via 10.89."), "{inside}");

@@ -164,7 +164,9 @@ pub fn inspect(store: &Store, names: &[String]) -> Result<()> {
         // A name no image has may be a container's (its run flags, labels included).
         let id = match (store.resolve(name), store.container(name)) {
             (Err(_), Ok(record)) => {
-                out.push(crate::runflags::container_json(&record));
+                let mut json = crate::runflags::container_json(&record);
+                crate::network::add_to_inspect(store, &record, &mut json)?;
+                out.push(json);
                 continue;
             }
             (resolved, _) => resolved?,

@@ -139,3 +139,48 @@ pub fn port(store: &Store, container: &str, port: Option<&str>) -> Result<()> {
     }
     Ok(())
 }
+
+/// A container's network in `inspect`, where docker has it: `HostConfig.NetworkMode`
+/// and `PortBindings` (as asked), `NetworkSettings` (while it runs: its address and
+/// published ports).
+pub fn add_to_inspect(
+    store: &Store,
+    record: &racker::store::ContainerRecord,
+    json: &mut serde_json::Value,
+) -> Result<()> {
+    let spec = racker::runtime::spec_of(record).unwrap_or_default();
+    let mut bindings = serde_json::Map::new();
+    for p in &spec.ports {
+        let key = format!("{}/{}", p.container_port, p.protocol);
+        let host_ip = p.host_ip.map(|ip| ip.to_string()).unwrap_or_default();
+        let host_port = if p.host_port == 0 { String::new() } else { p.host_port.to_string() };
+        let entry = serde_json::json!({"HostIp": host_ip, "HostPort": host_port});
+        if let Some(list) = bindings.entry(key).or_insert_with(|| serde_json::json!([])).as_array_mut() {
+            list.push(entry);
+        }
+    }
+    json["HostConfig"]["NetworkMode"] = serde_json::Value::String(spec.network.clone().into());
+    json["HostConfig"]["PortBindings"] = serde_json::Value::Object(bindings);
+    let mut settings = serde_json::json!({"Networks": {}, "Ports": {}});
+    if let Some((net, attached)) = network::endpoint(store, &record.id)? {
+        let mut ports = serde_json::Map::new();
+        for p in &attached.ports {
+            let entry = serde_json::json!({"HostIp": p.host_ip.to_string(), "HostPort": p.host_port.to_string()});
+            let key = format!("{}/{}", p.container_port, p.protocol);
+            if let Some(list) = ports.entry(key).or_insert_with(|| serde_json::json!([])).as_array_mut() {
+                list.push(entry);
+            }
+        }
+        settings["Ports"] = serde_json::Value::Object(ports);
+        settings["IPAddress"] = serde_json::Value::String(attached.address.to_string());
+        settings["Networks"][&net.name] = serde_json::json!({
+            "NetworkID": net.id,
+            "IPAddress": attached.address.to_string(),
+            "IPPrefixLen": net.subnet.prefix,
+            "Gateway": net.gateway.to_string(),
+            "Aliases": attached.names,
+        });
+    }
+    json["NetworkSettings"] = settings;
+    Ok(())
+}
