@@ -118,6 +118,25 @@ fn the_command_sees_its_network_from_its_first_instruction_and_random_ports_are_
     // A foreground --rm run: its first instruction finds eth0 configured.
     let o = store.run(&["run", "--rm", "--network", "private", "bb", "cat", "/sys/class/net/eth0/operstate"]);
     assert_eq!((o.status.code(), out(&o).as_str()), (Some(0), "up\n"), "{}", err(&o));
+    // --add-host and --dns reach the files racker binds in.
+    let files = store.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "private",
+        "--hostname",
+        "h1",
+        "--add-host",
+        "db:192.0.2.9",
+        "--dns",
+        "192.0.2.53",
+        "bb",
+        "cat",
+        "/etc/hosts",
+        "/etc/resolv.conf",
+    ]);
+    assert!(files.contains("192.0.2.9\tdb\n") && files.contains("nameserver 192.0.2.53\n"), "{files}");
+    assert!(files.lines().any(|l| l.starts_with("10.89.") && l.contains(" h1")), "{files}");
     // -P publishes the image's ExposedPorts (80/tcp) on a random port; -p 8080 too.
     store.ok(&["run", "-d", "--name", "rnd", "-P", "-p", "8080", "bb", "sh", "-c", &httpd("random")]);
     let id = id_of(&store, "rnd");

@@ -540,7 +540,9 @@ fn bring_up(networks: &Networks, record: &mut NetworkRecord) -> std::result::Res
         }
     }
     link::create_bridge(&record.bridge, record.gateway, record.subnet.prefix)?;
-    nft::add_network(&record.id, &record.bridge, &record.subnet.to_string())
+    nft::add_network(&record.id, &record.bridge, &record.subnet.to_string()).inspect_err(|_| {
+        let _ = link::remove_bridge(&record.bridge);
+    })
 }
 
 /// Rewrites the hosts file of every container on the network (in place).
