@@ -82,8 +82,15 @@ pub fn add_network(net: &str, bridge: &str, subnet: &str) -> Result<(), NetworkE
     ))
 }
 
+/// Removes the network's NAT, and racker's table once no network has chains in it
+/// (callers hold the network lock: nothing adds one meanwhile).
 pub fn remove_network(net: &str) -> Result<(), NetworkError> {
-    delete(&[network_chain(net)])
+    delete(&[network_chain(net)])?;
+    let listing = Command::new("nft").args(["list", "table", TABLE]).output();
+    if listing.is_ok_and(|o| o.status.success() && !String::from_utf8_lossy(&o.stdout).contains("chain ")) {
+        run(&format!("delete table {TABLE}\n"))?;
+    }
+    Ok(())
 }
 
 /// DNAT of the container's published ports to `address`.
