@@ -16,6 +16,7 @@ mod container_attach;
 mod container_files;
 mod container_lifecycle;
 mod container_logs;
+mod container_network;
 mod container_observe;
 mod container_restart;
 mod fixtures;

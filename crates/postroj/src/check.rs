@@ -1,5 +1,7 @@
 //! Network checks of a probed package's services, run from the host: probe containers
-//! share the host's network, so `localhost:PORT` reaches the container's service.
+//! share the host's network, so `localhost:PORT` reaches the container's service; on a
+//! private network a loopback target is sent to the container's address instead
+//! ([`Target::on`]).
 //!
 //! A freshly started service needs a moment before it listens, so a check retries
 //! connection-level failures (refused, reset) every [`RETRY_INTERVAL`] until its timeout.
@@ -70,6 +72,32 @@ impl Target {
                 Ok(Target::Http { url })
             }
             _ => Err(invalid(&format!("unknown scheme {scheme:?}"))),
+        }
+    }
+}
+
+impl Target {
+    /// The target with a loopback host (`localhost`, `127.0.0.1`, `::1`) replaced by
+    /// `address`: the container's own, when it has a network of its own.
+    pub fn on(&self, address: std::net::IpAddr) -> Target {
+        let loopback = |host: &str| {
+            host.eq_ignore_ascii_case("localhost")
+                || host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        };
+        match self {
+            Target::Tcp { host, port } if loopback(host) => Target::Tcp { host: address.to_string(), port: *port },
+            Target::Http { url } if url.host_str().is_some_and(loopback) => {
+                let mut url = url.clone();
+                match url.set_ip_host(address) {
+                    Ok(()) => Target::Http { url },
+                    Err(()) => self.clone(),
+                }
+            }
+            other => other.clone(),
         }
     }
 }
@@ -273,6 +301,16 @@ fn failure_detail(err: &io::Error, started: Instant) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_targets_go_to_the_container_s_address() {
+        let ip: std::net::IpAddr = "10.89.0.7".parse().expect("ip");
+        let on = |t: &str| Target::parse(t).expect("target").on(ip).to_string();
+        assert_eq!(on("http://localhost:8080/x"), "http://10.89.0.7:8080/x");
+        assert_eq!(on("tcp://127.0.0.1:22"), "tcp://10.89.0.7:22");
+        assert_eq!(on("https://[::1]/"), "https://10.89.0.7/");
+        assert_eq!(on("http://example.org/"), "http://example.org/", "other hosts stay");
+    }
 
     #[test]
     fn a_last_attempt_cut_short_by_the_deadline_reports_the_failure_before_it() {

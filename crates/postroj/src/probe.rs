@@ -1,7 +1,8 @@
 //! `pkgprobe`: for each image, boot a throw-away container lean (racker's minimal
 //! target: the journal only; whatever the package's units need is started on demand),
 //! install the package, enable and start the units and ask whether each is active, check
-//! the network addresses from the host (containers share its network), tear down by
+//! the network addresses from the host (containers share its network, or with a private
+//! network loopback addresses are sent to the container's own), tear down by
 //! termination. Several images run in parallel, each in its own container; every step
 //! becomes a timed [`Case`] of the image's [`Suite`], the teardown too. Which installs
 //! and checks run in which order is the [`Mode`]'s ([`lifecycle`](super::lifecycle));
@@ -18,7 +19,7 @@ use super::lifecycle::{self, Mode};
 use super::package::Package;
 use super::report::{Case, Outcome, Report, Suite};
 use racker::runtime::rootfs::LEGACY_GENERATOR_MASKS;
-use racker::runtime::{BootTarget, Booted, RunOptions, RunRequest};
+use racker::runtime::{BootTarget, Booted, Network, RunOptions, RunRequest};
 use racker::store::Store;
 
 /// Where the package is bound (read-only) inside the container.
@@ -40,6 +41,10 @@ pub struct ProbeSpec {
     pub commands: Vec<Vec<String>>,
     pub network: Vec<Target>,
     pub network_timeout: Duration,
+    /// The probe containers' network: the host's, or a private one (each container its
+    /// own address, where loopback check targets are sent: parallel probes of a service
+    /// on one fixed port do not collide).
+    pub container_network: Network,
     pub boot_timeout: Duration,
     /// Boot the image's full default target instead of the minimal one.
     pub full_boot: bool,
@@ -86,6 +91,7 @@ impl ProbeSpec {
             commands: vec![],
             network: vec![],
             network_timeout: Duration::from_secs(10),
+            container_network: Network::Host,
             boot_timeout,
             full_boot: test == Selftest::Hostnamectl,
             mode: Mode::Install,
@@ -151,7 +157,7 @@ pub fn probe_image(store: &Store, image: &CuratedImage, spec: &ProbeSpec, log: S
         }
     };
     let request = RunRequest {
-        options: RunOptions { binds, ..RunOptions::default() },
+        options: RunOptions { binds, network: spec.container_network.clone(), ..RunOptions::default() },
         boot_target: if spec.full_boot { BootTarget::Default } else { BootTarget::Minimal },
         boot_timeout: spec.boot_timeout,
         ..RunRequest::default()
@@ -260,8 +266,12 @@ pub(crate) fn run_checks(container: &Booted, spec: &ProbeSpec, each: &mut dyn Fn
     for command in &spec.commands {
         each(check_exit_status(container, command));
     }
+    let address = container.address();
     for target in &spec.network {
-        let outcome = check::check(target, spec.network_timeout);
+        // A container with an address of its own is reached there: the target names
+        // the case as the user gave it.
+        let reached = address.map_or_else(|| target.clone(), |ip| target.on(ip.into()));
+        let outcome = check::check(&reached, spec.network_timeout);
         each(Case::from_check(target, &outcome));
     }
 }

@@ -81,6 +81,11 @@ pub struct PkgprobeArgs {
     /// Seconds to keep trying each network address
     #[arg(long, default_value_t = 5.0, value_name = "S")]
     network_timeout: f64,
+    /// The containers' network: host (shared with the host), or private (or a racker
+    /// network's name): each container has its own address, where checks of localhost
+    /// go, so services on one fixed port can be probed with -j N
+    #[arg(long = "network", default_value = "host", value_name = "NETWORK")]
+    container_network: racker::runtime::Network,
     /// Boot the image's full default target instead of the minimal one
     #[arg(long)]
     full_boot: bool,
@@ -184,6 +189,7 @@ pub fn pkgprobe(store: &Store, apt_cache: &Path, args: &PkgprobeArgs) -> Result<
         commands: vec![],
         network: args.network.clone(),
         network_timeout,
+        container_network: args.container_network.clone(),
         boot_timeout: Duration::from_secs(args.run.boot_timeout),
         full_boot: args.full_boot,
         mode,

@@ -55,9 +55,16 @@ pub struct RunArgs {
     /// Overwrite the image's entrypoint
     #[arg(long)]
     entrypoint: Option<String>,
-    /// host (default) or none
-    #[arg(long, default_value = "host")]
-    network: Network,
+    /// host (default without -p), none, private (the default network; the default with
+    /// -p or -P) or a network of `racker network create`
+    #[arg(long, value_name = "NETWORK")]
+    network: Option<Network>,
+    /// Publish a container's port on the host, [IP:][HOST:]CONTAINER[/tcp|udp]
+    #[arg(short = 'p', long = "publish", value_name = "[IP:][HOST:]CONTAINER")]
+    publish: Vec<runtime::PortMapping>,
+    /// Publish every port the image exposes, on random host ports
+    #[arg(short = 'P', long = "publish-all")]
+    publish_all: bool,
     /// seccomp=unconfined (no system call filter: faster start) or no-new-privileges
     #[arg(long = "security-opt", value_name = "OPT")]
     security_opt: Vec<SecurityOpt>,
@@ -126,6 +133,12 @@ pub fn run_request(store: &Store, args: RunArgs) -> Result<(String, RunRequest)>
         anyhow::bail!("conflicting options --restart and --rm: a container that restarts is not removed when it ends");
     }
     let binds = args.flags.mounts(&args.volume, &mut flags)?;
+    let publishing = !args.publish.is_empty() || args.publish_all;
+    // Publishing ports asks for a network of the container's own, as it has in docker.
+    let network = args.network.unwrap_or(if publishing { Network::Named("private".into()) } else { Network::Host });
+    if network == Network::Host && publishing {
+        errln!("WARNING: Published ports are discarded when using host network mode");
+    }
     let image = ensure_image(store, &args.image)?;
     let request = RunRequest {
         options: RunOptions {
@@ -137,7 +150,9 @@ pub fn run_request(store: &Store, args: RunArgs) -> Result<(String, RunRequest)>
             user: args.user,
             hostname: args.hostname,
             binds,
-            network: args.network,
+            network,
+            ports: args.publish,
+            publish_all: args.publish_all,
             security: args.security_opt,
             tty: args.tty,
             interactive: args.interactive,

@@ -11,6 +11,7 @@ mod format;
 mod images;
 mod lifecycle;
 mod logs;
+mod network;
 mod observe;
 #[path = "../common/progress.rs"]
 mod progress;
@@ -71,7 +72,7 @@ enum Command {
     /// Log out of a registry
     Logout(registry::LogoutArgs),
     /// Run a command in a new container
-    Run(containers::RunArgs),
+    Run(Box<containers::RunArgs>),
     /// List containers
     Ps(containers::PsArgs),
     /// Run a command in a running container
@@ -107,6 +108,15 @@ enum Command {
     Logs(logs::LogsArgs),
     #[command(flatten)]
     Lifecycle(lifecycle::LifecycleCommand),
+    /// Manage private networks
+    #[command(subcommand)]
+    Network(network::NetworkCommand),
+    /// List a container's published ports, or the host address of one
+    Port {
+        container: String,
+        /// PORT[/tcp|udp]
+        port: Option<String>,
+    },
     /// (internal) own a detached container until it ends
     #[command(hide = true)]
     ContainerMonitor { id: String },
@@ -191,7 +201,7 @@ impl Command {
         let Command::Container(command) = self else { return self };
         match command {
             C::Ls(args) => Command::Ps(args),
-            C::Run(args) => Command::Run(*args),
+            C::Run(args) => Command::Run(args),
             C::Exec(args) => Command::Exec(args),
             C::Stop(a) => Command::Stop { containers: a.containers, time: a.time },
             C::Kill(a) => Command::Kill { containers: a.containers, signal: a.signal },
@@ -223,7 +233,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Push(args) => done(registry::push(&open()?, &args)),
         Command::Login(args) => done(registry::login(&args)),
         Command::Logout(args) => done(registry::logout(&args)),
-        Command::Run(args) => containers::run(&open()?, &cli.root, args),
+        Command::Run(args) => containers::run(&open()?, &cli.root, *args),
         Command::Ps(args) => done(containers::ps(&open()?, &args)),
         Command::Exec(args) => containers::exec(&open()?, args),
         Command::Stop { containers: names, time } => done(containers::stop(&open()?, &names, time)),
@@ -233,6 +243,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Cp(args) => done(files::cp(&open()?, &args)),
         Command::Logs(args) => done(logs::logs(&open()?, &args)),
         Command::Lifecycle(command) => lifecycle::run(&open()?, &cli.root, command),
+        Command::Network(command) => done(network::run(&open()?, command)),
+        Command::Port { container, port } => done(network::port(&open()?, &container, port.as_deref())),
         Command::ContainerMonitor { id } => Ok(racker::runtime::monitor(&open()?, &id).unwrap_or(125)),
         Command::Tag { source, target } => done(images::tag(&open()?, &source, &target)),
         Command::Rmi(args) | Command::Image(ImageCommand::Rm(args)) => {

@@ -385,7 +385,10 @@ pub fn inspect(store: &Store, args: &InspectArgs) -> Result<i32> {
             _ => store.container(name).ok(),
         };
         let object = match (container, args.kind) {
-            (Some(record), _) => Ok(container_json(store, &record)),
+            (Some(record), _) => {
+                let mut json = container_json(store, &record);
+                crate::network::add_to_inspect(store, &record, &mut json).map(|()| json).map_err(|e| format!("{e:#}"))
+            }
             (None, Some(ObjectType::Container)) => Err(format!("No such container: {name}")),
             // Not a container: the image's lookup says why it is no image either.
             (None, _) => crate::images::image_json(store, name).map_err(|e| format!("{e:#}")),

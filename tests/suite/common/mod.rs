@@ -273,6 +273,30 @@ impl TempStore {
         // Only a test that made volumes has any: it removes them.
         let volumes = self.files("volumes");
         assert!(volumes.is_empty(), "volumes left behind: {volumes:?}");
+        self.assert_no_network_left();
+    }
+
+    /// No container is attached to any of the store's private networks, and nothing
+    /// of them is on the host: bridges, veths (their alias), namespaces and nftables
+    /// chains all carry the network's id (`rk-<id>`).
+    pub fn assert_no_network_left(&self) {
+        for name in self.files("networks").iter().filter_map(|f| f.strip_suffix(".json")) {
+            let path = self.root().join("networks").join(format!("{name}.json"));
+            let record: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).expect("a network record")).expect("json");
+            let attached = record["containers"].as_object().map_or(0, |c| c.len());
+            assert_eq!(attached, 0, "containers still attached to network {name}: {record}");
+            let tag = format!("rk-{}", record["id"].as_str().expect("a network id"));
+            for (what, args) in [
+                ("links", &["ip", "-o", "link"][..]),
+                ("namespaces", &["ip", "netns", "list"]),
+                ("nftables", &["nft", "list", "ruleset"]),
+            ] {
+                let listing = Command::new(args[0]).args(&args[1..]).output().map(|o| out(&o)).unwrap_or_default();
+                let left: Vec<&str> = listing.lines().filter(|l| l.contains(&tag)).collect();
+                assert!(left.is_empty(), "{what} of network {name} left behind: {left:#?}");
+            }
+        }
     }
 
     pub fn files(&self, area: &str) -> BTreeSet<String> {

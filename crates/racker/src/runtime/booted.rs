@@ -77,6 +77,12 @@ impl<'s> Booted<'s> {
         wait_with_timeout(child, timeout)
     }
 
+    /// The container's address on its private network (`--network private|NAME`); None
+    /// on the host's network.
+    pub fn address(&self) -> Option<std::net::Ipv4Addr> {
+        super::network::endpoint(self.store, &self.prepared.id).ok().flatten().map(|(_, a)| a.address)
+    }
+
     /// The last lines of the container's console (systemd's own messages).
     pub fn console_tail(&self, lines: usize) -> Option<String> {
         self.machine.console_tail(lines)

@@ -258,6 +258,7 @@ fn start_and_wait(
     let runtime = runtime_dir()?;
     let output = if spec.boot { console.clone() } else { super::logfile::json_log_path(&console) };
     let mut machine = Machine::start(
+        store.root(),
         spec,
         &rootfs,
         &record.name,
@@ -543,6 +544,9 @@ pub fn collect(store: &Store) -> Result<Vec<String>> {
         } else {
             if let Err(e) = cgroup_of(record).remove() {
                 tracing::warn!("leaving cgroup {e}");
+            }
+            if let Err(e) = super::network::release(store.root(), &record.id) {
+                tracing::warn!("{e}");
             }
             super::start::release_root(&*snapshotter, &record.id);
             if record.state != ContainerState::Exited {

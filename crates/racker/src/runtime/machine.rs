@@ -66,11 +66,17 @@ pub struct Machine {
     json: Option<JsonLog>,
     /// The container's standard input, for an interactive [`Console::Json`].
     stdin: Option<std::process::ChildStdin>,
+    /// Its place on a private network, undone after the container ends (dropped after
+    /// the teardown in [`Drop`]: fields drop last).
+    network: Option<super::network::Attachment>,
 }
 
 impl Machine {
-    /// Starts systemd-nspawn for `spec` on `rootfs`.
+    /// Starts systemd-nspawn for `spec` on `rootfs` (its private network, if any, is
+    /// configured first: see network/mod.rs; `store_root` holds its record).
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
+        store_root: &Path,
         spec: &RunSpec,
         rootfs: &Path,
         name: &str,
@@ -83,6 +89,11 @@ impl Machine {
         let notify = NotifySocket::bind(runtime_dir, id)?;
         let mut spec = spec.clone();
         spec.binds.extend(super::identity::binds(&spec, rootfs, runtime_dir, id)?);
+        let network = super::network::attach(store_root, &spec, name, id)?;
+        if let Some(attachment) = &network {
+            spec.netns = Some(attachment.netns.clone());
+            spec.binds.extend(attachment.binds.iter().cloned());
+        }
         let spec = &spec;
         let mut cmd = nspawn::command(spec, rootfs, &machine, id, registration);
         cmd.env("NOTIFY_SOCKET", notify.path());
@@ -154,6 +165,7 @@ impl Machine {
             console: console_path,
             cgroup,
             released: false,
+            network,
         })
     }
 
@@ -243,6 +255,9 @@ impl Machine {
     /// reach it), and whoever holds its record ends it later (`racker rm -f`).
     pub fn release(&mut self) {
         self.released = true;
+        if let Some(network) = &mut self.network {
+            network.keep();
+        }
     }
 
     fn kill_nspawn_side(&mut self) {

@@ -27,6 +27,7 @@ mod lifecycle;
 mod limits;
 mod logfile;
 mod machine;
+pub mod network;
 mod notify;
 mod nspawn;
 mod prune;
@@ -59,6 +60,7 @@ pub use lifecycle::{
 pub use limits::Limits;
 pub use logfile::{container_logs, LogOptions, LogRecord};
 pub use machine::{Console, Machine, SignalForwarder};
+pub use network::{PortMapping, Protocol, Published};
 pub use prune::{prune, PruneFilter};
 pub use restart::{parse_restart, RestartPolicy};
 pub use run::{run, RunRequest, DEFAULT_BOOT_TIMEOUT};
@@ -101,6 +103,8 @@ pub enum RuntimeError {
     Left { name: String, what: String },
     #[error("exporting container {name}: {source}")]
     Export { name: String, source: crate::snapshot::diff::DiffError },
+    #[error(transparent)]
+    Network(Box<network::NetworkError>),
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
     #[error(transparent)]

@@ -41,8 +41,16 @@ pub fn command(spec: &RunSpec, rootfs: &Path, machine: &str, id: &str, registrat
     if spec.no_new_privileges {
         cmd.arg("--no-new-privileges=yes");
     }
-    if spec.network == Network::None {
-        cmd.arg("--private-network");
+    match (&spec.network, &spec.netns) {
+        (Network::Host, _) => {}
+        (Network::Named(_), Some(netns)) => {
+            // racker made and configured the namespace, and writes resolv.conf itself.
+            cmd.arg(format!("--network-namespace-path={}", netns.display()));
+            cmd.arg("--resolv-conf=off");
+        }
+        (Network::None | Network::Named(_), _) => {
+            cmd.arg("--private-network");
+        }
     }
     if let Some(hostname) = &spec.hostname {
         cmd.arg(format!("--hostname={hostname}"));

@@ -87,6 +87,7 @@ pub(crate) fn prepare(store: &Store, image: &str, request: &RunRequest, detached
     let snap = snapshotter.prepare(&id, &snapshot::ImageLayers::of(store, &record), request.remove)?;
     let boot = request.boot.unwrap_or_else(|| rootfs::has_systemd(&snap.rootfs));
     let mut spec = RunSpec::new(&request.options, &config, boot)?;
+    super::network::check(store, &spec.network)?;
     spec.remove = request.remove;
     spec.boot_target = request.boot_target.clone();
     spec.rootfs = Some(snap.rootfs.clone());
@@ -169,6 +170,7 @@ pub(crate) fn discard(store: &Store, snapshotter: &dyn snapshot::Snapshotter, id
     cgroup.kill_all(KILL_TIMEOUT).map_err(|e| left(format!("not removed: cgroup {e}")))?;
     snapshotter.remove(id).map_err(|e| left(format!("not removed: its snapshot is left: {e}")))?;
     cgroup.remove().map_err(|e| left(format!("not removed: cgroup {e}")))?;
+    super::network::release(store.root(), id).map_err(|e| left(format!("not removed: its network {e}")))?;
     let _ = std::fs::remove_dir_all(store.root().join("containers").join(id));
     if let Ok(dir) = runtime_dir() {
         let _ = std::fs::remove_file(dir.join(format!("{id}.console")));
@@ -218,7 +220,7 @@ pub(super) fn execute(store: &Store, p: &Prepared, request: &RunRequest) -> Resu
     check_command(&p.rootfs, &p.spec)?;
     let (registration, runtime) = (Registration::detect(), runtime_dir()?);
     let output = request.output.clone();
-    let mut machine = Machine::start(&p.spec, &p.rootfs, &p.name, &p.id, registration, &runtime, output)?;
+    let mut machine = Machine::start(store.root(), &p.spec, &p.rootfs, &p.name, &p.id, registration, &runtime, output)?;
     let _signals = if p.spec.tty { None } else { Some(SignalForwarder::to_group(machine.pid())?) };
     store.set_container_state(
         &p.id,
@@ -274,8 +276,16 @@ pub(super) fn boot(store: &Store, p: &Prepared, timeout: Duration) -> Result<Mac
     let runtime = runtime_dir()?;
     let console = p.spec.console.clone().unwrap_or_else(|| runtime.join(format!("{}.console", p.id)));
     let registration = Registration::detect();
-    let mut machine =
-        Machine::start(&p.spec, &p.rootfs, &p.name, &p.id, registration, &runtime, Console::Log(console))?;
+    let mut machine = Machine::start(
+        store.root(),
+        &p.spec,
+        &p.rootfs,
+        &p.name,
+        &p.id,
+        registration,
+        &runtime,
+        Console::Log(console),
+    )?;
     let leader = machine.wait_started(true, timeout)?;
     store.set_container_state(&p.id, ContainerState::Running, lifecycle::identify(leader), None)?;
     Ok(machine)

@@ -4,30 +4,60 @@
 use std::path::PathBuf;
 
 use super::flags::RunFlags;
+use super::network::PortMapping;
 use super::{Result, RuntimeError};
 use crate::store::ContainerRecord;
 
 /// docker's PATH for images that do not set one.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// `--network`: what network a container has. Stored as its name (`host`, `none`,
+/// or a private network's).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub enum Network {
     /// The host's network (systemd-nspawn's default).
     #[default]
     Host,
     /// Only a loopback interface.
     None,
+    /// A private network of racker's (`private`, the default one, or one of
+    /// `racker network create`): see network/mod.rs.
+    Named(String),
 }
 
 impl std::str::FromStr for Network {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let valid = !s.is_empty()
+            && s.len() <= 64
+            && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
         match s {
             "host" => Ok(Network::Host),
             "none" => Ok(Network::None),
-            other => Err(format!("network {other:?} is not supported: use host or none")),
+            // docker's name for its default network.
+            "bridge" | "private" => Ok(Network::Named(super::network::DEFAULT_NETWORK.into())),
+            name if valid => Ok(Network::Named(name.to_owned())),
+            other => Err(format!("network {other:?} is not valid: use host, none, private or a network's name")),
         }
+    }
+}
+
+impl From<Network> for String {
+    fn from(n: Network) -> String {
+        match n {
+            Network::Host => "host".into(),
+            Network::None => "none".into(),
+            Network::Named(name) => name,
+        }
+    }
+}
+
+impl TryFrom<String> for Network {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        s.parse()
     }
 }
 
@@ -106,6 +136,12 @@ pub struct RunSpec {
     pub hostname: Option<String>,
     pub binds: Vec<Bind>,
     pub network: Network,
+    /// `-p` and `-P`: ports published on a private network.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortMapping>,
+    /// The network namespace nspawn joins, for one start (set by the machine).
+    #[serde(skip)]
+    pub netns: Option<PathBuf>,
     /// Boot systemd as PID 1 and run `argv` inside the booted system.
     pub boot: bool,
     /// What the boot starts.
@@ -153,6 +189,10 @@ pub struct RunOptions {
     pub hostname: Option<String>,
     pub binds: Vec<Bind>,
     pub network: Network,
+    /// `-p`: ports to publish.
+    pub ports: Vec<PortMapping>,
+    /// `-P`: publish the image's `ExposedPorts` too, on random host ports.
+    pub publish_all: bool,
     pub security: Vec<SecurityOpt>,
     pub tty: bool,
     pub interactive: bool,
@@ -181,6 +221,28 @@ impl std::str::FromStr for SecurityOpt {
                 "security option {other:?} is not supported: racker knows seccomp=unconfined and no-new-privileges"
             )),
         }
+    }
+}
+
+/// The ports `-p` and `-P` publish: none on the host's network (where the container's
+/// ports are the host's already; the caller warns), an error with `--network none`.
+fn publishable(opts: &RunOptions, config: &serde_json::Value) -> Result<Vec<PortMapping>> {
+    let mut ports = opts.ports.clone();
+    if opts.publish_all {
+        for exposed in super::network::exposed(config) {
+            let mapped = |p: &PortMapping| p.container_port == exposed.container_port && p.protocol == exposed.protocol;
+            if !ports.iter().any(mapped) {
+                ports.push(exposed);
+            }
+        }
+    }
+    match opts.network {
+        Network::Host => Ok(Vec::new()),
+        Network::None if !ports.is_empty() => Err(RuntimeError::Invalid {
+            what: "-p".into(),
+            reason: "a container with --network none has no network to publish ports on".into(),
+        }),
+        _ => Ok(ports),
     }
 }
 
@@ -252,6 +314,7 @@ impl RunSpec {
         } else if opts.entrypoint.is_none() {
             argv.extend(strings("Cmd"));
         }
+        let ports = publishable(opts, config)?;
         // A booted system needs no command: it runs until stopped (`racker run -d`).
         opts.flags.check_mode(boot)?;
         if argv.is_empty() && !boot {
@@ -268,7 +331,9 @@ impl RunSpec {
             user: opts.user.clone().or_else(|| text("User")),
             hostname: opts.hostname.clone(),
             binds: opts.binds.clone(),
-            network: opts.network,
+            network: opts.network.clone(),
+            ports,
+            netns: None,
             boot,
             boot_target: BootTarget::Default,
             seccomp_unconfined: opts.security.contains(&SecurityOpt::SeccompUnconfined),
