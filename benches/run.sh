@@ -11,6 +11,10 @@
 #                  racker and podman again with --security-opt seccomp=unconfined (no system
 #                  call filter: most of systemd-nspawn's start is compiling its filter)
 #                  All share the host's network, as racker does by default.
+#                  racker create + start -a + rm of the same command: the lifecycle verbs
+#                  against run --rm (target <= 1.0 plus the two extra process starts)
+#                  racker run --rm --network=private: the same command on a private network
+#                  (a namespace, veth and bridge made and removed per run)
 #   boot cycle     racker run --rm IMG systemctl is-active systemd-journald, booting the
 #                  image's default target, and again with --boot-target minimal
 #                  same work by hand, for each of the two targets: what racker does, step by
@@ -69,6 +73,13 @@ if command -v podman >/dev/null && command -v runc >/dev/null; then
   "${podman[@]}" import -q "$tarball" localhost/bench:debian >/dev/null
 fi
 
+racker_create_start() {
+  local name="bench-$RANDOM$RANDOM"
+  "$racker" --root "$work/store" create --boot=false --name "$name" bench:debian /bin/true >/dev/null &&
+    "$racker" --root "$work/store" start -a "$name" &&
+    "$racker" --root "$work/store" rm "$name" >/dev/null
+}
+
 nspawn_true() {
   systemd-nspawn -q --register=no --keep-unit --link-journal=no --volatile=overlay -D "$work/rootfs" /bin/true
 }
@@ -80,6 +91,8 @@ podman_true() { # extra podman run options
 round() {
   time_run "command racker" "$racker" --root "$work/store" run --rm --boot=false bench:debian /bin/true
   time_run "command nspawn" nspawn_true
+  time_run "command create+start" racker_create_start
+  time_run "command private-net" "$racker" --root "$work/store" run --rm --boot=false --network=private bench:debian /bin/true
   ((${#podman[@]} == 0)) || time_run "command podman" podman_true
   time_run "cmd racker-unconf" "$racker" --root "$work/store" run --rm --boot=false --security-opt seccomp=unconfined bench:debian /bin/true
   ((${#podman[@]} == 0)) || time_run "cmd podman-unconf" podman_true --security-opt seccomp=unconfined
@@ -97,12 +110,18 @@ for ((i = 1; i <= runs; i++)); do round; done
 
 printf '\ncontainer cycles on Debian bookworm + systemd, %d runs each after a warm-up round, ms\n' "$runs"
 ((${#podman[@]})) || echo "podman: not installed (apt-get install podman runc), not measured"
-print_medians "command racker" "command nspawn" "command podman" "cmd racker-unconf" "cmd podman-unconf" \
+print_medians "command racker" "command nspawn" "command create+start" "command private-net" "command podman" "cmd racker-unconf" "cmd podman-unconf" \
   "boot racker" "boot same-work" "boot racker-min" "boot same-work-min" "boot as-users-do"
 echo
 echo "ratios of medians:"
 if ok "command racker" && ok "command nspawn"; then
   echo "command: racker / bare nspawn = $(ratio "${med[command racker]}" "${med[command nspawn]}")x (target <= 1.1)"
+fi
+if ok "command racker" && ok "command create+start"; then
+  echo "command: racker create + start -a + rm / run --rm = $(ratio "${med[command create+start]}" "${med[command racker]}")x (target <= 1.1)"
+fi
+if ok "command racker" && ok "command private-net"; then
+  echo "command: run --rm --network=private / host network = $(ratio "${med[command private-net]}" "${med[command racker]}")x"
 fi
 if ok "command racker" && ok "command podman"; then
   echo "command: podman / racker = $(ratio "${med[command podman]}" "${med[command racker]}")x (target >= 2.5)"
