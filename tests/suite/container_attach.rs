@@ -5,14 +5,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Stdio};
 
-use crate::common::{err, images, out, require_root, TempStore};
-
-fn busybox() -> (TempStore, tempfile::TempDir) {
-    require_root();
-    let store = TempStore::new();
-    let dir = images::add_busybox(&store);
-    (store, dir)
-}
+use crate::common::{busybox_store, err, out, TempStore};
 
 /// `racker attach ARGS…` with piped stdin and stdout.
 fn attach(store: &TempStore, args: &[&str]) -> Child {
@@ -32,7 +25,7 @@ const ECHO: &str = "while read x; do echo \"got $x\"; [ \"$x\" = quit ] && exit 
 
 #[test]
 fn attach_passes_input_and_ends_with_the_containers_status() {
-    let (store, _dir) = busybox();
+    let (store, _dir) = busybox_store();
     store.ok(&["run", "-di", "--name", "echo", "bb", "sh", "-c", ECHO]);
     let mut child = attach(&store, &["echo"]);
     let mut stdin = child.stdin.take().expect("stdin");
@@ -50,7 +43,7 @@ fn attach_passes_input_and_ends_with_the_containers_status() {
 
 #[test]
 fn the_detach_keys_leave_the_container_running() {
-    let (store, _dir) = busybox();
+    let (store, _dir) = busybox_store();
     store.ok(&["run", "-di", "--name", "echo", "bb", "sh", "-c", ECHO]);
     // docker's default keys: ctrl-p ctrl-q.
     let mut child = attach(&store, &["echo"]);
@@ -100,7 +93,7 @@ fn the_detach_keys_leave_the_container_running() {
 
 #[test]
 fn attach_refuses_a_stopped_container_and_bad_keys() {
-    let (store, _dir) = busybox();
+    let (store, _dir) = busybox_store();
     store.ok(&["run", "--name", "done", "bb", "true"]);
     let o = store.run(&["attach", "done"]);
     assert_eq!(o.status.code(), Some(1), "{}", err(&o));

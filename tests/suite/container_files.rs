@@ -7,15 +7,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Stdio;
 
-use crate::common::{err, images, require_root, TempStore};
-
-/// A store with the busybox image as `bb`.
-fn busybox() -> (TempStore, tempfile::TempDir) {
-    require_root();
-    let store = TempStore::new();
-    let dir = images::add_busybox(&store);
-    (store, dir)
-}
+use crate::common::{busybox_store, err, TempStore};
 
 /// A host tree: `tree/a.txt`, `tree/sub/b.txt`, `tree/link -> a.txt`, `tree/owned`
 /// (1234:5678, 0640).
@@ -45,7 +37,7 @@ fn exec(store: &TempStore, container: &str, script: &str) -> String {
 
 #[test]
 fn cp_round_trip_keeps_symlinks_and_with_a_owners_and_modes() {
-    let (store, _dir) = busybox();
+    let (store, _dir) = busybox_store();
     let host = tempfile::tempdir().expect("tempdir");
     let tree = host_tree(host.path());
     store.ok(&["run", "-d", "--name", "box", "bb", "sleep", "600"]);
@@ -98,7 +90,7 @@ fn cp_round_trip_keeps_symlinks_and_with_a_owners_and_modes() {
 
 #[test]
 fn cp_works_on_stopped_containers_and_tar_streams() {
-    let (store, _dir) = busybox();
+    let (store, _dir) = busybox_store();
     let host = tempfile::tempdir().expect("tempdir");
     let tree = host_tree(host.path());
     store.ok(&["create", "--name", "later", "bb", "cat", "/srv/tree/a.txt", "/srv/note"]);
@@ -131,7 +123,7 @@ fn cp_works_on_stopped_containers_and_tar_streams() {
 
 #[test]
 fn cp_resolves_a_containers_symlinks_inside_its_root() {
-    let (store, _dir) = busybox();
+    let (store, _dir) = busybox_store();
     let host = tempfile::tempdir().expect("tempdir");
     let file = host.path().join("x");
     std::fs::write(&file, "stays inside\n").expect("write");
@@ -168,7 +160,7 @@ fn cp_resolves_a_containers_symlinks_inside_its_root() {
 
 #[test]
 fn a_named_volume_outlives_its_containers_and_goes_only_when_unused() {
-    let (store, _dir) = busybox();
+    let (store, _dir) = busybox_store();
     store.ok(&["run", "--rm", "-v", "data:/data", "bb", "sh", "-c", "echo kept > /data/f"]);
     assert_eq!(store.ok(&["run", "--rm", "-v", "data:/data:ro", "bb", "cat", "/data/f"]), "kept\n");
     // A read-only root gets the mount point made first.
@@ -237,7 +229,7 @@ fn a_named_volume_outlives_its_containers_and_goes_only_when_unused() {
 
 #[test]
 fn mount_gives_a_tmpfs_and_a_read_only_bind() {
-    let (store, _dir) = busybox();
+    let (store, _dir) = busybox_store();
     let host = tempfile::tempdir().expect("tempdir");
     std::fs::write(host.path().join("f"), "from the host\n").expect("write");
     let bind = format!("type=bind,source={},target=/host,readonly", host.path().display());

@@ -6,16 +6,8 @@
 
 use std::process::Stdio;
 
-use crate::common::{self, images, require_root, TempStore};
+use crate::common::{self, busybox_store, TempStore};
 use crate::common::{debian_store, err, out};
-
-/// A store with the busybox image as `bb`.
-fn busybox() -> (TempStore, tempfile::TempDir) {
-    require_root();
-    let store = TempStore::new();
-    let dir = images::add_busybox(&store);
-    (store, dir)
-}
 
 /// No cgroup of any container is left beside the tests' own.
 fn assert_no_container_cgroups(ids: &[&str]) {
@@ -31,7 +23,7 @@ fn assert_no_container_cgroups(ids: &[&str]) {
 
 #[test]
 fn flag_errors_and_racker_failures_exit_125_help_exits_0() {
-    let (store, _dir) = busybox();
+    let (store, _dir) = busybox_store();
     for args in [&["run", "--bogus", "bb", "true"][..], &["ps", "--bogus"], &["no-such-verb"], &["run"]] {
         let o = store.run(args);
         assert_eq!(o.status.code(), Some(125), "racker {args:?}: {}", err(&o));
@@ -48,7 +40,7 @@ fn flag_errors_and_racker_failures_exit_125_help_exits_0() {
 
 #[test]
 fn an_nspawn_start_failure_is_rackers_125_not_the_commands_status() {
-    let (store, _dir) = busybox();
+    let (store, _dir) = busybox_store();
     // A bind whose source does not exist: nspawn refuses to start the container.
     let o = store.run(&["run", "--rm", "-v", "/nonexistent-racker-src:/x", "bb", "sh", "-c", "exit 1"]);
     assert_eq!(o.status.code(), Some(125), "{}", err(&o));
@@ -60,7 +52,7 @@ fn an_nspawn_start_failure_is_rackers_125_not_the_commands_status() {
 
 #[test]
 fn a_killed_container_exits_137_in_run_ps_and_wait() {
-    let (store, _dir) = busybox();
+    let (store, _dir) = busybox_store();
     let id = store.ok(&["run", "-d", "--name", "victim", "bb", "sleep", "1000"]);
     store.ok(&["kill", "victim"]);
     assert_eq!(store.ok(&["wait", "victim"]), "137\n");
@@ -89,7 +81,7 @@ fn a_killed_container_exits_137_in_run_ps_and_wait() {
 
 #[test]
 fn user_and_group_resolve_as_in_docker() {
-    let (store, _dir) = busybox();
+    let (store, _dir) = busybox_store();
     let id = |user: &str| store.ok(&["run", "--rm", "-u", user, "bb", "sh", "-c", "id -u; id -g"]);
     assert_eq!(id("1000:1000"), "1000\n1000\n");
     assert_eq!(id("app:nogroup"), "1000\n65534\n");
@@ -159,25 +151,19 @@ fn lifecycle_keeps_writes_and_holds_no_mount_when_stopped(store: &TempStore) {
 
 #[test]
 fn create_start_wait_restart_rename_on_overlay() {
-    let (store, _dir) = busybox();
+    let (store, _dir) = busybox_store();
     lifecycle_keeps_writes_and_holds_no_mount_when_stopped(&store);
     store.assert_clean();
 }
 
 #[test]
 fn create_start_wait_restart_rename_on_btrfs() {
-    require_root();
-    let fs = common::btrfs::BtrfsLoop::new();
-    let _sweep = common::btrfs::MountSweep(vec![fs.path().to_owned()]);
-    let store = TempStore::at(fs.path());
-    let _dir = images::add_busybox(&store);
-    lifecycle_keeps_writes_and_holds_no_mount_when_stopped(&store);
-    fs.assert_clean(&store);
+    common::btrfs::with_busybox_store(lifecycle_keeps_writes_and_holds_no_mount_when_stopped);
 }
 
 #[test]
 fn wait_prints_each_exit_code() {
-    let (store, _dir) = busybox();
+    let (store, _dir) = busybox_store();
     store.ok(&["run", "-d", "--name", "zero", "bb", "true"]);
     store.ok(&["run", "-d", "--name", "three", "bb", "sh", "-c", "exit 3"]);
     assert_eq!(store.ok(&["wait", "zero", "three"]), "0\n3\n");
@@ -208,7 +194,7 @@ fn hostname_takes_effect_in_boot_mode() {
 /// container stops and goes as any other.
 #[test]
 fn pause_freezes_the_container_and_unpause_thaws_it() {
-    let (store, _dir) = busybox();
+    let (store, _dir) = busybox_store();
     store.ok(&["run", "-d", "--name", "p", "bb", "sh", "-c", "while :; do echo t >> /srv/ticks; sleep 0.05; done"]);
     store.ok(&["pause", "p"]);
     let ps = store.ok(&["ps"]);
@@ -245,7 +231,7 @@ fn pause_freezes_the_container_and_unpause_thaws_it() {
 /// status is the service's) and whose ExecStop stops it.
 #[test]
 fn generate_systemd_writes_a_unit_that_starts_the_container() {
-    let (store, _dir) = busybox();
+    let (store, _dir) = busybox_store();
     store.ok(&["create", "--name", "svc", "bb", "sh", "-c", "echo served; exit 4"]);
     let unit = store.ok(&["generate", "systemd", "svc"]);
     assert!(unit.contains("[Service]") && unit.contains("WantedBy=multi-user.target"), "{unit}");

@@ -5,15 +5,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::process::Stdio;
 
-use crate::common::images;
-use crate::common::{require_root, TempStore};
-
-fn store_with_busybox() -> (TempStore, tempfile::TempDir) {
-    require_root();
-    let store = TempStore::new();
-    let dir = images::add_busybox(&store);
-    (store, dir)
-}
+use crate::common::{busybox_store, TempStore};
 
 /// Waits for the detached container `name` to end: `logs -f` returns once it has.
 fn wait_for_end(store: &TempStore, name: &str) {
@@ -28,7 +20,7 @@ fn split(o: &std::process::Output) -> (String, String) {
 
 #[test]
 fn logs_keep_stdout_and_stderr_apart() {
-    let (store, _dir) = store_with_busybox();
+    let (store, _dir) = busybox_store();
     let script = "echo out-1; echo err-1 >&2; echo out-2; echo err-2 >&2";
     store.ok(&["run", "-d", "--name", "c", "bb", "sh", "-c", script]);
     wait_for_end(&store, "c");
@@ -53,7 +45,7 @@ fn logs_keep_stdout_and_stderr_apart() {
 
 #[test]
 fn tail_timestamps_since_and_until_select_lines() {
-    let (store, _dir) = store_with_busybox();
+    let (store, _dir) = busybox_store();
     store.ok(&["run", "-d", "--name", "c", "bb", "sh", "-c", "for i in 1 2 3 4 5; do echo line-$i; done"]);
     wait_for_end(&store, "c");
     assert_eq!(store.ok(&["logs", "--tail", "2", "c"]), "line-4\nline-5\n");
@@ -82,7 +74,7 @@ fn tail_timestamps_since_and_until_select_lines() {
 
 #[test]
 fn logs_f_follows_a_writer_until_the_container_ends() {
-    let (store, _dir) = store_with_busybox();
+    let (store, _dir) = busybox_store();
     let script = "echo first; while [ ! -e /tmp/go ]; do sleep 0.1; done; echo second >&2; echo third";
     store.ok(&["run", "-d", "--name", "c", "bb", "sh", "-c", script]);
     let mut follow = store

@@ -13,19 +13,12 @@ use crate::common::images;
 use crate::common::{self, debian_store, err, out, require_root, TempStore};
 
 /// A store with the busybox image as `bb`, exposing 80/tcp (for `-P`).
-fn busybox_store() -> (TempStore, tempfile::TempDir) {
+fn store_exposing_80() -> (TempStore, tempfile::TempDir) {
     require_root();
     let store = TempStore::new();
-    let dir = tempfile::tempdir().expect("tempdir");
     let mut config = images::busybox_config();
     config["ExposedPorts"] = json!({"80/tcp": {}});
-    let location = images::write_layout(dir.path(), &images::image(&[images::busybox_layer()], config));
-    store.ok(&["pull", "-q", &location]);
-    let row: serde_json::Value =
-        serde_json::from_str(store.ok(&["images", "--format", "json"]).lines().next().expect("an image"))
-            .expect("json");
-    let full = format!("{}:{}", row["Repository"].as_str().expect("repo"), row["Tag"].as_str().expect("tag"));
-    store.ok(&["tag", &full, "bb"]);
+    let dir = images::add_busybox_with(&store, config, &[images::busybox_layer()]);
     (store, dir)
 }
 
@@ -82,7 +75,7 @@ fn network_pieces_of(id: &str) -> Vec<String> {
 
 #[test]
 fn a_published_port_serves_http_from_a_command_mode_container() {
-    let (store, _dir) = busybox_store();
+    let (store, _dir) = store_exposing_80();
     let port = free_port();
     let publish = format!("127.0.0.1:{port}:80");
     store.ok(&["run", "-d", "--name", "web", "-p", &publish, "bb", "sh", "-c", &httpd("hello-from-web")]);
@@ -114,7 +107,7 @@ fn a_published_port_serves_http_from_a_command_mode_container() {
 
 #[test]
 fn the_command_sees_its_network_from_its_first_instruction_and_random_ports_are_published() {
-    let (store, _dir) = busybox_store();
+    let (store, _dir) = store_exposing_80();
     // A foreground --rm run: its first instruction finds eth0 configured.
     let o = store.run(&["run", "--rm", "--network", "private", "bb", "cat", "/sys/class/net/eth0/operstate"]);
     assert_eq!((o.status.code(), out(&o).as_str()), (Some(0), "up\n"), "{}", err(&o));
@@ -157,7 +150,7 @@ fn the_command_sees_its_network_from_its_first_instruction_and_random_ports_are_
 
 #[test]
 fn parallel_runs_on_one_network_get_addresses_of_their_own() {
-    let (store, _dir) = busybox_store();
+    let (store, _dir) = store_exposing_80();
     // All six run at once: each reports its address, then waits for the test.
     let control = tempfile::tempdir().expect("a control directory");
     let volume = format!("{}:/control", control.path().display());
@@ -192,7 +185,7 @@ fn parallel_runs_on_one_network_get_addresses_of_their_own() {
 
 #[test]
 fn containers_on_a_user_network_reach_each_other_by_name() {
-    let (store, _dir) = busybox_store();
+    let (store, _dir) = store_exposing_80();
     let created = store.ok(&["network", "create", "--subnet", "10.91.7.0/24", "backend"]);
     assert_eq!(created.trim().len(), 10, "the network's id: {created}");
     let e = store.fails(&["network", "create", "backend"]);
@@ -246,7 +239,7 @@ fn containers_on_a_user_network_reach_each_other_by_name() {
 
 #[test]
 fn bad_network_requests_fail_clearly_and_leave_nothing() {
-    let (store, _dir) = busybox_store();
+    let (store, _dir) = store_exposing_80();
     // A host port another program holds.
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().expect("address").port();
@@ -296,7 +289,7 @@ fn bad_network_requests_fail_clearly_and_leave_nothing() {
 
 #[test]
 fn a_crashed_monitor_leaves_a_network_that_gc_removes() {
-    let (store, _dir) = busybox_store();
+    let (store, _dir) = store_exposing_80();
     store.ok(&["run", "-d", "--name", "orphan", "-p", "80", "bb", "sleep", "1000"]);
     let id = id_of(&store, "orphan");
     let record =

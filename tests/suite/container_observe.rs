@@ -7,15 +7,7 @@
 use std::collections::BTreeMap;
 use std::process::{Child, Command};
 
-use crate::common::{self, debian_store, err, images, out, require_root, TempStore};
-
-/// A store with the busybox image as `bb`.
-fn busybox() -> (TempStore, tempfile::TempDir) {
-    require_root();
-    let store = TempStore::new();
-    let dir = images::add_busybox(&store);
-    (store, dir)
-}
+use crate::common::{self, busybox_store, debian_store, err, out, TempStore};
 
 /// A host process the test started, killed when the test ends (also when it fails).
 struct HostProcess(Child);
@@ -132,20 +124,14 @@ fn top_sees_only_the_container(store: &TempStore) {
 
 #[test]
 fn top_lists_exactly_the_containers_processes() {
-    let (store, _dir) = busybox();
+    let (store, _dir) = busybox_store();
     top_sees_only_the_container(&store);
     store.assert_clean();
 }
 
 #[test]
 fn top_on_btrfs() {
-    require_root();
-    let fs = common::btrfs::BtrfsLoop::new();
-    let _sweep = common::btrfs::MountSweep(vec![fs.path().to_owned()]);
-    let store = TempStore::at(fs.path());
-    let _dir = images::add_busybox(&store);
-    top_sees_only_the_container(&store);
-    fs.assert_clean(&store);
+    common::btrfs::with_busybox_store(top_sees_only_the_container);
 }
 
 /// `diff` of a container that added, changed and deleted files: docker's A/C/D lines,
@@ -175,20 +161,14 @@ fn diff_shows_what_the_container_did(store: &TempStore) {
 
 #[test]
 fn diff_on_overlay() {
-    let (store, _dir) = busybox();
+    let (store, _dir) = busybox_store();
     diff_shows_what_the_container_did(&store);
     store.assert_clean();
 }
 
 #[test]
 fn diff_on_btrfs() {
-    require_root();
-    let fs = common::btrfs::BtrfsLoop::new();
-    let _sweep = common::btrfs::MountSweep(vec![fs.path().to_owned()]);
-    let store = TempStore::at(fs.path());
-    let _dir = images::add_busybox(&store);
-    diff_shows_what_the_container_did(&store);
-    fs.assert_clean(&store);
+    common::btrfs::with_busybox_store(diff_shows_what_the_container_did);
 }
 
 /// Entries of a tar: name → (type, uid, gid, link target).
@@ -243,20 +223,14 @@ fn export_round_trip(store: &TempStore) {
 
 #[test]
 fn export_on_overlay() {
-    let (store, _dir) = busybox();
+    let (store, _dir) = busybox_store();
     export_round_trip(&store);
     store.assert_clean();
 }
 
 #[test]
 fn export_on_btrfs() {
-    require_root();
-    let fs = common::btrfs::BtrfsLoop::new();
-    let _sweep = common::btrfs::MountSweep(vec![fs.path().to_owned()]);
-    let store = TempStore::at(fs.path());
-    let _dir = images::add_busybox(&store);
-    export_round_trip(&store);
-    fs.assert_clean(&store);
+    common::btrfs::with_busybox_store(export_round_trip);
 }
 
 /// Bytes of a docker size (`64MiB`, `1.5kB`).
@@ -278,7 +252,7 @@ fn bytes_of(size: &str) -> f64 {
 
 #[test]
 fn stats_reports_the_containers_use() {
-    let (store, _dir) = busybox();
+    let (store, _dir) = busybox_store();
     let _c = Containers(&store, vec!["s", "free", "iso"]);
     store.ok(&["run", "-d", "--name", "s", "--memory", "64m", "bb", "sh", "-c", "sleep 1001 & exec sleep 1002"]);
     store.ok(&["run", "-d", "--name", "free", "bb", "sleep", "1000"]);
@@ -328,7 +302,7 @@ fn stats_reports_the_containers_use() {
 
 #[test]
 fn container_prune_removes_only_stopped_containers() {
-    let (store, _dir) = busybox();
+    let (store, _dir) = busybox_store();
     let _c = Containers(&store, vec!["alive", "gone", "kept"]);
     store.ok(&["run", "-d", "--name", "alive", "bb", "sleep", "1000"]);
     let gone = store.ok(&["run", "-d", "--name", "gone", "bb", "sh", "-c", "echo bytes > /srv/written"]);
@@ -354,7 +328,7 @@ fn container_prune_removes_only_stopped_containers() {
 
 #[test]
 fn inspect_finds_containers_first_and_type_restricts_it() {
-    let (store, _dir) = busybox();
+    let (store, _dir) = busybox_store();
     let _c = Containers(&store, vec!["both"]);
     store.ok(&["tag", "bb", "both"]);
     let id = store.ok(&["run", "-d", "--name", "both", "--memory", "32m", "-e", "K=v", "bb", "sleep", "1000"]);

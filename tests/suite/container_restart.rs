@@ -5,14 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{err, images, require_root, TempStore};
-
-fn busybox() -> (TempStore, tempfile::TempDir) {
-    require_root();
-    let store = TempStore::new();
-    let dir = images::add_busybox(&store);
-    (store, dir)
-}
+use crate::common::{busybox_store, err, TempStore};
 
 /// Waits (at most a minute) until `done` holds for the output of `racker args`.
 fn eventually(store: &TempStore, args: &[&str], done: impl Fn(&str) -> bool) -> String {
@@ -36,7 +29,7 @@ fn inspect(store: &TempStore, name: &str) -> serde_json::Value {
 
 #[test]
 fn on_failure_retries_n_times_on_the_same_snapshot() {
-    let (store, _dir) = busybox();
+    let (store, _dir) = busybox_store();
     let script = "echo run >> /srv/n; wc -l < /srv/n; exit 2";
     store.ok(&["run", "-d", "--restart", "on-failure:3", "--name", "flaky", "bb", "sh", "-c", script]);
     // wait returns once the monitor gave up: the first run and three restarts.
@@ -59,7 +52,7 @@ fn on_failure_retries_n_times_on_the_same_snapshot() {
 
 #[test]
 fn always_restarts_until_stopped_and_stop_is_not_undone() {
-    let (store, _dir) = busybox();
+    let (store, _dir) = busybox_store();
     store.ok(&["run", "-d", "--restart=always", "--name", "loop", "bb", "sh", "-c", "echo up; sleep 0.2"]);
     eventually(&store, &["logs", "loop"], |l| l.lines().count() >= 3);
     // Restarting or running, `ps` lists it as docker does (without -a).
@@ -86,7 +79,7 @@ fn always_restarts_until_stopped_and_stop_is_not_undone() {
 
 #[test]
 fn a_container_between_two_runs_is_stopped_and_removed() {
-    let (store, _dir) = busybox();
+    let (store, _dir) = busybox_store();
     // Fails at once: its delays grow, and it spends most of its time restarting.
     store.ok(&["run", "-d", "--restart", "unless-stopped", "--name", "crash", "bb", "sh", "-c", "exit 1"]);
     eventually(&store, &["ps", "-a"], |ps| ps.contains("Restarting (1)"));
@@ -105,7 +98,7 @@ fn a_container_between_two_runs_is_stopped_and_removed() {
 
 #[test]
 fn bad_policies_and_rm_with_restart_are_refused() {
-    let (store, _dir) = busybox();
+    let (store, _dir) = busybox_store();
     for (args, says) in [
         (&["run", "-d", "--restart", "sometimes", "bb", "true"][..], "sometimes"),
         (&["run", "-d", "--restart", "on-failure:x", "bb", "true"], "on-failure:x"),

@@ -99,3 +99,15 @@ impl Drop for BtrfsLoop {
         let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
     }
 }
+
+/// Runs `test` on a store on a fresh loop-mounted btrfs holding the busybox image as
+/// `bb`, then checks that nothing of it is left on the file system.
+pub fn with_busybox_store(test: impl FnOnce(&TempStore)) {
+    crate::common::require_root();
+    let fs = BtrfsLoop::new();
+    let _sweep = MountSweep(vec![fs.path().to_owned()]);
+    let store = TempStore::at(fs.path());
+    let _dir = crate::common::images::add_busybox(&store);
+    test(&store);
+    fs.assert_clean(&store);
+}

@@ -86,9 +86,13 @@ pub fn write_layout(dir: &Path, img: &Image) -> String {
 /// Adds the busybox image (plus one numbered layer, so there is something to share) to
 /// `store` as `bb`; the returned directory holds the layout it came from.
 pub fn add_busybox(store: &crate::common::TempStore) -> tempfile::TempDir {
+    add_busybox_with(store, busybox_config(), &[busybox_layer(), numbered_layer(1)])
+}
+
+/// The busybox image with `config` and `layers`, pulled into `store` and tagged `bb`.
+pub fn add_busybox_with(store: &crate::common::TempStore, config: Value, layers: &[Layer]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
-    let layers = [busybox_layer(), numbered_layer(1)];
-    let location = write_layout(dir.path(), &image(&layers, busybox_config()));
+    let location = write_layout(dir.path(), &image(layers, config));
     store.ok(&["pull", "-q", &location]);
     let row: serde_json::Value =
         serde_json::from_str(store.ok(&["images", "--format", "json"]).lines().next().expect("an image"))

@@ -39,6 +39,14 @@ pub fn debian_store() -> TempStore {
     store
 }
 
+/// A store with the busybox image as `bb` (its layout lives as long as the directory).
+pub fn busybox_store() -> (TempStore, tempfile::TempDir) {
+    require_root();
+    let store = TempStore::new();
+    let dir = images::add_busybox(&store);
+    (store, dir)
+}
+
 /// Privileged tests run as root (CI does); elsewhere they fail loudly instead of skipping.
 pub fn require_root() {
     assert!(
