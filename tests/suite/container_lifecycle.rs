@@ -102,17 +102,6 @@ fn user_and_group_resolve_as_in_docker() {
     store.assert_clean();
 }
 
-/// The mounts of the store's that this process sees.
-fn mounts_of(store: &TempStore) -> Vec<String> {
-    let root = store.root().display().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .expect("mountinfo")
-        .lines()
-        .filter(|l| l.contains(&root))
-        .map(str::to_owned)
-        .collect()
-}
-
 /// create, start -a, start + wait, restart, rename, on one snapshot: the writes of every
 /// start survive into the next, and a stopped container holds no mount.
 fn lifecycle_keeps_writes_and_holds_no_mount_when_stopped(store: &TempStore) {
@@ -120,13 +109,13 @@ fn lifecycle_keeps_writes_and_holds_no_mount_when_stopped(store: &TempStore) {
     let id = store.ok(&["create", "--name", "c1", "bb", "sh", "-c", script]);
     assert_eq!(id.trim().len(), 64, "create prints the id: {id}");
     assert!(store.ok(&["ps", "-a"]).contains("Created"), "{}", store.ok(&["ps", "-a"]));
-    assert_eq!(mounts_of(store), Vec::<String>::new(), "a created container holds a mount");
+    assert_eq!(store.mounts(), Vec::<String>::new(), "a created container holds a mount");
     let o = store.run(&["start", "-a", "c1"]);
     assert_eq!((o.status.code(), out(&o).trim()), (Some(3), "1"), "{}", err(&o));
-    assert_eq!(mounts_of(store), Vec::<String>::new(), "an exited container holds a mount");
+    assert_eq!(store.mounts(), Vec::<String>::new(), "an exited container holds a mount");
     assert_eq!(store.ok(&["start", "c1"]), "c1\n");
     assert_eq!(store.ok(&["wait", "c1"]), "3\n");
-    assert_eq!(mounts_of(store), Vec::<String>::new());
+    assert_eq!(store.mounts(), Vec::<String>::new());
     store.ok(&["rename", "c1", "c2"]);
     assert!(store.run(&["start", "c1"]).status.code() == Some(1), "the old name is gone");
     assert_eq!(store.ok(&["restart", "c2"]), "c2\n");
@@ -138,14 +127,14 @@ fn lifecycle_keeps_writes_and_holds_no_mount_when_stopped(store: &TempStore) {
     assert!(names == ["c2"] && ps.contains("Exited (3)"), "{ps}");
     let o = store.run(&["rename", "c2", "bad/name"]);
     assert_eq!(o.status.code(), Some(1), "{}", err(&o));
-    assert_eq!(mounts_of(store), Vec::<String>::new());
+    assert_eq!(store.mounts(), Vec::<String>::new());
     // A detached long runner, restarted while it runs, still keeps its writes.
     store.ok(&["run", "-d", "--name", "svc", "bb", "sh", "-c", "echo x >> /srv/n; exec sleep 1000"]);
     store.ok(&["restart", "-t", "1", "svc"]);
     assert_eq!(store.ok(&["exec", "svc", "wc", "-l", "/srv/n"]).split_whitespace().next(), Some("2"));
     store.ok(&["kill", "svc"]);
     assert_eq!(store.ok(&["wait", "svc"]), "137\n");
-    assert_eq!(mounts_of(store), Vec::<String>::new());
+    assert_eq!(store.mounts(), Vec::<String>::new());
     store.ok(&["rm", "c2", "svc"]);
 }
 

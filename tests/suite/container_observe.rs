@@ -75,17 +75,6 @@ fn ps_rows(text: &str) -> (Vec<String>, Vec<BTreeMap<String, String>>) {
     (titles, rows)
 }
 
-/// The mounts of the store's that this process sees.
-fn mounts_of(store: &TempStore) -> Vec<String> {
-    let root = store.root().display().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .expect("mountinfo")
-        .lines()
-        .filter(|l| l.contains(&root))
-        .map(str::to_owned)
-        .collect()
-}
-
 /// `top` lists the container's processes, each a row ps printed, and nothing of the
 /// host: not a host `sleep` this test runs beside it.
 fn top_sees_only_the_container(store: &TempStore) {
@@ -148,7 +137,7 @@ fn diff_shows_what_the_container_did(store: &TempStore) {
     assert_eq!(running, expected);
     store.ok(&["stop", "-t", "1", "d"]);
     assert_eq!(store.ok(&["container", "diff", "d"]), expected, "a stopped container's diff");
-    assert_eq!(mounts_of(store), Vec::<String>::new(), "diff left a mount");
+    assert_eq!(store.mounts(), Vec::<String>::new(), "diff left a mount");
     store.ok(&["rm", "d"]);
     // A container that changed nothing shows nothing (the runtime's own writes aside).
     store.ok(&["run", "--name", "quiet", "bb", "true"]);
@@ -203,12 +192,12 @@ fn export_round_trip(store: &TempStore) {
     assert_eq!(listing["srv/link"].0, tar::EntryType::Symlink);
     assert_eq!(listing["srv/link"].3.as_deref(), Some("mine"));
     assert!(listing.contains_key("bin/busybox") && listing.contains_key("srv/data.txt"), "the image's files too");
-    assert_eq!(mounts_of(store), Vec::<String>::new(), "export left a mount");
+    assert_eq!(store.mounts(), Vec::<String>::new(), "export left a mount");
     // To standard output (a pipe): the same entries.
     let piped = store.run(&["container", "export", "e"]);
     assert!(piped.status.success(), "{}", err(&piped));
     assert_eq!(tar_listing(&piped.stdout).keys().collect::<Vec<_>>(), listing.keys().collect::<Vec<_>>());
-    assert_eq!(mounts_of(store), Vec::<String>::new(), "export left a mount");
+    assert_eq!(store.mounts(), Vec::<String>::new(), "export left a mount");
     // Standard output on a terminal: docker's refusal, and nothing written.
     let flags = rustix::pty::OpenptFlags::RDWR | rustix::pty::OpenptFlags::NOCTTY;
     let master = rustix::pty::openpt(flags | rustix::pty::OpenptFlags::CLOEXEC).expect("posix_openpt");

@@ -307,6 +307,17 @@ impl TempStore {
         }
     }
 
+    /// The mounts below the store that this process sees (mountinfo lines).
+    pub fn mounts(&self) -> Vec<String> {
+        let root = self.root().display().to_string();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .expect("mountinfo")
+            .lines()
+            .filter(|l| l.contains(&root))
+            .map(str::to_owned)
+            .collect()
+    }
+
     pub fn files(&self, area: &str) -> BTreeSet<String> {
         let dir = self.root().join(area);
         match std::fs::read_dir(&dir) {
