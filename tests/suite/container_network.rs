@@ -83,6 +83,9 @@ fn a_published_port_serves_http_from_a_command_mode_container() {
     assert_eq!(http_get(port), "hello-from-web\n");
     assert_eq!(store.ok(&["port", "web"]), format!("80/tcp -> 127.0.0.1:{port}\n"));
     assert_eq!(store.ok(&["port", "web", "80/tcp"]), format!("127.0.0.1:{port}\n"));
+    let ps = store.ok(&["ps"]);
+    assert!(ps.lines().next().is_some_and(|h| h.contains("STATUS") && h.contains("PORTS")), "{ps}");
+    assert!(ps.contains(&format!("127.0.0.1:{port}->80/tcp")), "ps shows docker's PORTS: {ps}");
     let e = store.fails(&["port", "web", "81"]);
     assert!(e.contains("no public port '81/tcp' published for web"), "{e}");
     assert!(!network_pieces_of(&id).is_empty(), "the running container has a veth, namespace and rules");

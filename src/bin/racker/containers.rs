@@ -230,11 +230,25 @@ pub fn ps(store: &Store, args: &PsArgs) -> Result<()> {
             command = command.chars().take(19).collect::<String>() + "…";
         }
         let image = images.get(&r.image_id.to_string()).cloned().unwrap_or_else(|| r.image_id.short().to_owned());
+        // docker's PORTS: `127.0.0.1:8080->80/tcp, …` while it is on a network.
+        let ports = runtime::network::ports_of(store, &r.id)
+            .unwrap_or_default()
+            .iter()
+            .map(|p| format!("{}:{}->{}/{}", p.host_ip, p.host_port, p.container_port, p.protocol))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let state = match (c.running, c.paused, r.state) {
+            (true, true, _) => "paused",
+            (true, false, _) => "running",
+            (false, _, ContainerState::Created) => "created",
+            (false, _, ContainerState::Restarting) => "restarting",
+            (false, _, _) => "exited",
+        };
         if args.format == Format::Json {
             outln!(
                 "{}",
                 serde_json::json!({"ID": id, "Image": image, "Command": spec.command_line(), "CreatedAt": r.created,
-                    "Status": status_text(&c), "State": if c.paused { "paused" } else if c.running { "running" } else { "exited" }, "Names": r.name,
+                    "Status": status_text(&c), "State": state, "Ports": ports, "Names": r.name,
                     "Boot": spec.boot, "Pid": r.leader.map(|l| l.pid)})
             )?;
         } else {
@@ -244,12 +258,13 @@ pub fn ps(store: &Store, args: &PsArgs) -> Result<()> {
                 format!("\"{command}\""),
                 since(Some(&r.created)),
                 status_text(&c),
+                ports,
                 r.name.clone(),
             ]);
         }
     }
     if !args.quiet && args.format == Format::Table {
-        out!("{}", table(&["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"], &rows))?;
+        out!("{}", table(&["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], &rows))?;
     }
     Ok(())
 }
