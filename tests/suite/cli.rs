@@ -34,6 +34,71 @@ fn listings_into_a_closed_pipe_end_quietly() {
 }
 
 #[test]
+fn help_version_and_info_into_a_closed_pipe_end_quietly() {
+    let store = TempStore::new();
+    for args in [&["--help"][..], &["run", "--help"], &["version"], &["info"], &["info", "--format", "json"]] {
+        let o = output_into_closed_pipe(store.cmd().args(args));
+        assert_quiet_sigpipe_exit(&format!("racker {args:?}"), &o);
+    }
+    let o = output_into_closed_pipe(store.postroj().arg("--help"));
+    assert_quiet_sigpipe_exit("postroj --help", &o);
+}
+
+/// Runs `cmd` as `cmd 2>&1 | head -0` runs it: standard output and error both on a
+/// pipe nobody reads any more. Nothing is left to read the messages; the status tells.
+fn both_into_a_closed_pipe(cmd: &mut std::process::Command) -> std::process::ExitStatus {
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(common::closed_pipe())
+        .stderr(common::closed_pipe())
+        .status()
+        .expect("running the command")
+}
+
+#[test]
+fn a_closed_standard_error_is_no_panic() {
+    let store = TempStore::new();
+    // Listings end as they do with only standard output closed (and logging to the
+    // closed standard error is no failure either).
+    let listing = both_into_a_closed_pipe(store.cmd().args(["images"]).env("RACKER_LOG", "trace"));
+    assert_eq!(listing.code(), Some(141), "racker images 2>&1 | head -0: {listing:?}");
+    let listing = both_into_a_closed_pipe(store.postroj().args(["list-images"]).env("RACKER_LOG", "trace"));
+    assert_eq!(listing.code(), Some(141), "postroj list-images 2>&1 | head -0: {listing:?}");
+    // A failure whose message nobody can read fails as it does with a reader (the
+    // message said), never with a panic's 101.
+    let failures: [(&str, &[&str]); 4] = [
+        ("postroj", &["pull", "no-such-label"]),
+        ("racker", &["rm", "no-such-container"]),
+        ("racker", &["images", "--no-such-flag"]),
+        ("postroj", &["--no-such-flag"]),
+    ];
+    for (program, args) in failures {
+        let what = format!("{program} {args:?}");
+        let cmd = || {
+            let mut cmd = if program == "postroj" { store.postroj() } else { store.cmd() };
+            cmd.args(args);
+            cmd
+        };
+        let read = cmd().output().expect("running the command");
+        assert!(!err(&read).contains("panicked") && !err(&read).is_empty(), "{what}:\n{}", err(&read));
+        assert!(!read.status.success() && read.status.code() != Some(101), "{what}: {:?}", read.status);
+        let closed = both_into_a_closed_pipe(&mut cmd());
+        assert_eq!(closed.code(), read.status.code(), "{what} 2>&1 | head -0: {closed:?}");
+    }
+}
+
+#[test]
+fn removals_into_a_closed_pipe_end_quietly_and_still_remove() {
+    common::require_root();
+    let store = TempStore::new();
+    let _dir = images::add_busybox(&store);
+    store.ok(&["run", "--name", "gone", "bb", "true"]);
+    let o = output_into_closed_pipe(store.cmd().args(["rm", "gone"]));
+    assert_quiet_sigpipe_exit("racker rm gone", &o);
+    assert_eq!(store.ok(&["ps", "-aq"]), "", "the container is left");
+    store.assert_clean();
+}
+
+#[test]
 fn a_container_whose_output_closes_early_is_still_torn_down() {
     common::require_root();
     let store = TempStore::new();

@@ -33,5 +33,6 @@ mod run;
 mod run_flags;
 mod snapshot;
 mod store;
+mod system_info;
 mod terminals;
 mod unpack;

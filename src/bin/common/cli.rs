@@ -71,6 +71,17 @@ pub fn exit_code_of(err: &anyhow::Error) -> Option<u8> {
         .then_some(CLOSED_PIPE_EXIT)
 }
 
+/// Prints clap's help, version or usage error and gives the exit status: `usage` for
+/// an error, 0 for help and version, [`CLOSED_PIPE_EXIT`] when the help went into a
+/// pipe that closed (`racker --help | head -1`).
+pub fn usage_exit(err: &clap::Error, usage: u8) -> std::process::ExitCode {
+    let printed = err.print();
+    if !err.use_stderr() && printed.is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) {
+        return std::process::ExitCode::from(CLOSED_PIPE_EXIT);
+    }
+    std::process::ExitCode::from(if err.use_stderr() { usage } else { 0 })
+}
+
 /// `println!` that returns the [`StdoutError`] instead of panicking.
 macro_rules! outln {
     ($($arg:tt)*) => {

@@ -60,7 +60,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
 
 fn main() -> ExitCode {
     cli::init_logging();
-    match run(Cli::parse()) {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return cli::usage_exit(&err, 2),
+    };
+    match run(cli) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
         Err(err) => {
             if let Some(code) = cli::exit_code_of(&err) {

@@ -345,7 +345,7 @@ pub fn each(names: &[String], f: impl Fn(&str) -> racker::runtime::Result<()>) -
     if let [name] = names {
         // Exit status 1 as docker's, not run's 125: the message alone, not its type.
         f(name).map_err(|e| anyhow::anyhow!("{e}"))?;
-        println!("{name}");
+        outln!("{name}")?;
         return Ok(());
     }
     let mut failed = 0;

@@ -44,8 +44,13 @@ pub fn cp(store: &Store, args: &CpArgs) -> Result<()> {
         (Some(_), Some(_)) => bail!("copying between containers is not supported: copy to the host first"),
         (None, None) => bail!("must specify at least one container source (CONTAINER:PATH)"),
         (Some((container, path)), None) => {
-            let mut stdout = std::io::stdout().lock();
-            runtime::copy_from_container(store, container, path, host(&args.dest), &mut stdout, opts)
+            // A closed standard output (`racker cp c:/x - | head -c1`) ends quietly.
+            let mut stdout = crate::cli::CheckedStdout::default();
+            let copied = runtime::copy_from_container(store, container, path, host(&args.dest), &mut stdout, opts);
+            if let (Err(_), Some(closed)) = (&copied, stdout.failed) {
+                return Err(crate::cli::StdoutError(closed).into());
+            }
+            copied
         }
         (None, Some((container, path))) => {
             let mut stdin = std::io::stdin().lock();

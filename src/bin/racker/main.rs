@@ -17,6 +17,7 @@ mod observe;
 mod progress;
 mod registry;
 mod runflags;
+mod system;
 mod volumes;
 
 use std::path::PathBuf;
@@ -146,6 +147,19 @@ enum Command {
     /// System information
     #[command(subcommand)]
     System(SystemCommand),
+    /// Show racker's version, the Rust version it needs and the platform
+    Version {
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Show what the store holds and what the host offers containers
+    Info(InfoArgs),
+}
+
+#[derive(clap::Args)]
+struct InfoArgs {
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
 }
 
 #[derive(Subcommand)]
@@ -191,6 +205,8 @@ enum SystemCommand {
         #[arg(short, long)]
         verbose: bool,
     },
+    /// Show what the store holds and what the host offers containers (same as `racker info`)
+    Info(InfoArgs),
 }
 
 impl Command {
@@ -259,6 +275,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Volume(command) => done(volumes::run(&open()?, command)),
         Command::System(SystemCommand::Df { format, verbose }) => done(images::disk_usage(&open()?, format, verbose)),
+        Command::Info(args) | Command::System(SystemCommand::Info(args)) => done(system::info(&open()?, args.format)),
+        Command::Version { format } => done(system::version(format)),
     }
 }
 
@@ -268,10 +286,7 @@ fn main() -> ExitCode {
     // --version are not errors.
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(err) => {
-            let _ = err.print();
-            return ExitCode::from(if err.use_stderr() { 125 } else { 0 });
-        }
+        Err(err) => return cli::usage_exit(&err, 125),
     };
     let cli = Cli { command: cli.command.ungrouped(), ..cli };
     // docker's convention: `run` fails with 125 (126/127 when the command cannot run).

@@ -23,6 +23,7 @@ mod files;
 mod flags;
 mod host;
 mod identity;
+mod info;
 mod lifecycle;
 mod limits;
 mod logfile;
@@ -54,6 +55,7 @@ pub use flags::{
     parse_signal, parse_size, parse_tmpfs, Device, RunFlags, Tmpfs,
 };
 pub use host::{prepare_nspawn_state, runtime_dir, Registration};
+pub use info::{CgroupVersion, HostFacts, StoreInfo};
 pub use lifecycle::{
     collect, exec, kill, list, logs, monitor, remove, run_detached, stop, ContainerStatus, ExecOptions,
 };

@@ -58,6 +58,18 @@ pub enum Driver {
     Btrfs,
 }
 
+impl Driver {
+    /// The driver [`open`] picks for a store at `root` when none is asked for: btrfs if
+    /// the root is on btrfs, overlay otherwise (also when the root cannot be examined).
+    #[allow(clippy::unnecessary_cast)] // f_type's width differs between architectures
+    pub fn default_for(root: &Path) -> Driver {
+        match rustix::fs::statfs(root) {
+            Ok(s) if s.f_type as i64 == BTRFS_SUPER_MAGIC => Driver::Btrfs,
+            _ => Driver::Overlay,
+        }
+    }
+}
+
 impl FromStr for Driver {
     type Err = SnapshotError;
     /// Parses a `--storage-driver` value: `overlay` (also `overlayfs`, `overlay2`) or `btrfs`.

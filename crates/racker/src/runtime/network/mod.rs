@@ -339,6 +339,11 @@ pub fn create(store: &Store, name: &str, subnet: Option<&str>) -> Result<Network
     Ok(Networks::of(store.root()).create(name, subnet)?)
 }
 
+/// The networks the store has records of, without making the default one (`racker info`).
+pub fn recorded(store: &Store) -> Result<Vec<NetworkRecord>> {
+    Ok(Networks::of(store.root()).all()?)
+}
+
 /// `racker network ls`: every network of the store, the default one included.
 pub fn list(store: &Store) -> Result<Vec<NetworkRecord>> {
     let networks = Networks::of(store.root());
