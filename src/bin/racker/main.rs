@@ -4,6 +4,7 @@
 #[path = "../common/cli.rs"]
 #[macro_use]
 mod cli;
+mod completion;
 mod containers;
 mod files;
 #[path = "../common/format.rs"]
@@ -17,12 +18,14 @@ mod observe;
 mod progress;
 mod registry;
 mod runflags;
+#[path = "../common/shell.rs"]
+mod shell;
 mod volumes;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory as _, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(name = "racker", version, about = "Operating-system containers on systemd-nspawn, fast")]
@@ -146,6 +149,10 @@ enum Command {
     /// System information
     #[command(subcommand)]
     System(SystemCommand),
+    /// Print a shell completion script (bash, zsh, fish) to standard output
+    Completion(shell::CompletionArgs),
+    /// Write man pages: racker.1 and one per subcommand (racker-run.1, ...)
+    Man(shell::ManArgs),
 }
 
 #[derive(Subcommand)]
@@ -224,6 +231,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     };
     let done = |r: anyhow::Result<()>| r.map(|()| 0);
     match cli.command {
+        Command::Completion(args) => done(cli::print(&completion::script(&Cli::command(), args.shell)).map_err(Into::into)),
+        Command::Man(args) => done(shell::write_man_pages(&Cli::command(), &args.out_dir).map(drop)),
         Command::Images(args) | Command::Image(ImageCommand::Ls(args)) => done(images::list(&open()?, &args)),
         Command::Load { input, quiet } => done(images::load(&open()?, &input, quiet)),
         Command::Import { source, reference, quiet } => {
