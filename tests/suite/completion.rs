@@ -58,9 +58,15 @@ fn bash_completes_subcommands_and_never_internal_ones() {
     }
     for words in [&[RACKER, ""][..], &[RACKER, "co"], &[RACKER, "help", ""], &[RACKER, "help", "co"]] {
         let offered = complete(dir.path(), &bash, words);
-        assert!(!offered.iter().any(|w| w.contains("monitor")), "{words:?} offers the internal subcommand: {offered:?}");
+        assert!(
+            !offered.iter().any(|w| w.contains("monitor")),
+            "{words:?} offers the internal subcommand: {offered:?}"
+        );
     }
-    assert!(!bash.contains("container-monitor") && !bash.contains("container__monitor"), "the script names container-monitor");
+    assert!(
+        !bash.contains("container-monitor") && !bash.contains("container__monitor"),
+        "the script names container-monitor"
+    );
     let group = complete(dir.path(), &bash, &[RACKER, "container", ""]);
     assert!(group.iter().any(|w| w == "run") && group.iter().any(|w| w == "ls"), "racker container <TAB>: {group:?}");
     let shells = complete(dir.path(), &bash, &[RACKER, "completion", ""]);
@@ -141,7 +147,8 @@ fn zsh_and_fish_scripts_name_the_subcommands() {
     assert!(err(&o).contains("invalid value 'tcsh'"), "{}", err(&o));
 }
 
-/// `man -l page` as text (ASCII: options keep their plain '-').
+/// `man -l page` as text (ASCII: options keep their plain '-'), each line's justified
+/// spacing made single.
 fn man(page: &Path) -> String {
     let o = Command::new("man")
         .args(["-P", "cat", "-l"])
@@ -151,7 +158,7 @@ fn man(page: &Path) -> String {
         .output()
         .expect("running man (man-db, scripts/prerequisites)");
     assert!(o.status.success(), "man -l {}: {:?}\n{}", page.display(), o.status, err(&o));
-    out(&o)
+    out(&o).lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect::<Vec<_>>().join("\n")
 }
 
 #[test]
@@ -166,7 +173,9 @@ fn man_pages_render_with_every_subcommand_and_option() {
         .expect("the pages")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
-    for want in ["racker.1", "racker-run.1", "racker-image-rm.1", "racker-container-run.1", "postroj.1", "postroj-pull.1"] {
+    for want in
+        ["racker.1", "racker-run.1", "racker-image-rm.1", "racker-container-run.1", "postroj.1", "postroj-pull.1"]
+    {
         assert!(files.iter().any(|f| f == want), "no {want} in {files:?}");
     }
     assert!(!files.iter().any(|f| f.contains("monitor") || f.contains("-help")), "internal pages: {files:?}");

@@ -44,7 +44,8 @@ fn find<'a>(cmd: &'a clap::Command, path: &str) -> Option<&'a clap::Command> {
 /// The options of `cmd` that take a value (`-p 80:80`): the word after them is not an argument.
 fn valued_options(cmd: &clap::Command) -> String {
     let mut words = Vec::new();
-    for arg in cmd.get_arguments().filter(|a| !a.is_positional() && a.get_num_args().is_some_and(|n| n.takes_values())) {
+    for arg in cmd.get_arguments().filter(|a| !a.is_positional() && a.get_num_args().is_some_and(|n| n.takes_values()))
+    {
         words.extend(arg.get_short_and_visible_aliases().into_iter().flatten().map(|s| format!("-{s}")));
         words.extend(arg.get_long_and_visible_aliases().into_iter().flatten().map(|l| format!("--{l}")));
     }
@@ -71,7 +72,11 @@ fn bash_image_names(cmd: &clap::Command) -> String {
         let _ = writeln!(takes, "        \"{path}\") echo {how} ;;");
         if let Some((group, _)) = path.split_once(' ') {
             if !groups.contains(&group) {
-                let _ = writeln!(valued, "        \"{group}\") echo '{}' ;;", find(&cmd, group).map(valued_options).unwrap_or_default());
+                let _ = writeln!(
+                    valued,
+                    "        \"{group}\") echo '{}' ;;",
+                    find(&cmd, group).map(valued_options).unwrap_or_default()
+                );
                 groups.push(group);
             }
         }

@@ -231,7 +231,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     };
     let done = |r: anyhow::Result<()>| r.map(|()| 0);
     match cli.command {
-        Command::Completion(args) => done(cli::print(&completion::script(&Cli::command(), args.shell)).map_err(Into::into)),
+        Command::Completion(args) => {
+            done(cli::print(&completion::script(&Cli::command(), args.shell)).map_err(Into::into))
+        }
         Command::Man(args) => done(shell::write_man_pages(&Cli::command(), &args.out_dir).map(drop)),
         Command::Images(args) | Command::Image(ImageCommand::Ls(args)) => done(images::list(&open()?, &args)),
         Command::Load { input, quiet } => done(images::load(&open()?, &input, quiet)),
