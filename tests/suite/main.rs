@@ -12,6 +12,7 @@ mod fixturegen;
 
 mod cli;
 mod commit;
+mod completion;
 mod container_attach;
 mod container_files;
 mod container_lifecycle;

@@ -11,11 +11,13 @@ mod images;
 mod probe;
 #[path = "../common/progress.rs"]
 mod progress;
+#[path = "../common/shell.rs"]
+mod shell;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "postroj", version, about = "Test packages in booted OS containers on systemd-nspawn, fast")]
@@ -43,10 +45,23 @@ enum Command {
     /// List and remove pkgprobe's dependency layers and apt cache
     #[command(subcommand)]
     Cache(cache::CacheCommand),
+    /// Print a shell completion script (bash, zsh, fish) to standard output
+    Completion(shell::CompletionArgs),
+    /// Write man pages: postroj.1 and one per subcommand (postroj-pull.1, ...)
+    Man(shell::ManArgs),
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
     use anyhow::Context as _;
+    // Neither needs the store (a completion script is made before one exists).
+    match &cli.command {
+        Command::Completion(args) => {
+            cli::print(&shell::completion_script(&Cli::command(), args.shell))?;
+            return Ok(0);
+        }
+        Command::Man(args) => return shell::write_man_pages(&Cli::command(), &args.out_dir).map(|_| 0),
+        _ => {}
+    }
     let store = racker::store::Store::open(&cli.root)
         .with_context(|| format!("opening the image store at {}", cli.root.display()))?;
     match cli.command {
@@ -55,6 +70,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Pkgprobe(args) => probe::pkgprobe(&store, &cli.apt_cache, &args),
         Command::Selftest(args) => probe::selftest(&store, &cli.apt_cache, &args),
         Command::Cache(command) => cache::run(&store, &cli.apt_cache, &command).map(|()| 0),
+        Command::Completion(_) | Command::Man(_) => Ok(0),
     }
 }
 

@@ -4,6 +4,7 @@
 #[path = "../common/cli.rs"]
 #[macro_use]
 mod cli;
+mod completion;
 mod containers;
 mod files;
 #[path = "../common/format.rs"]
@@ -18,12 +19,14 @@ mod progress;
 mod registry;
 mod runflags;
 mod system;
+#[path = "../common/shell.rs"]
+mod shell;
 mod volumes;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory as _, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(name = "racker", version, about = "Operating-system containers on systemd-nspawn, fast")]
@@ -154,6 +157,10 @@ enum Command {
     },
     /// Show what the store holds and what the host offers containers
     Info(InfoArgs),
+    /// Print a shell completion script (bash, zsh, fish) to standard output
+    Completion(shell::CompletionArgs),
+    /// Write man pages: racker.1 and one per subcommand (racker-run.1, ...)
+    Man(shell::ManArgs),
 }
 
 #[derive(clap::Args)]
@@ -240,6 +247,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     };
     let done = |r: anyhow::Result<()>| r.map(|()| 0);
     match cli.command {
+        Command::Completion(args) => {
+            done(cli::print(&completion::script(&Cli::command(), args.shell)).map_err(Into::into))
+        }
+        Command::Man(args) => done(shell::write_man_pages(&Cli::command(), &args.out_dir).map(drop)),
         Command::Images(args) | Command::Image(ImageCommand::Ls(args)) => done(images::list(&open()?, &args)),
         Command::Load { input, quiet } => done(images::load(&open()?, &input, quiet)),
         Command::Import { source, reference, quiet } => {
