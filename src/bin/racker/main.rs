@@ -18,9 +18,9 @@ mod observe;
 mod progress;
 mod registry;
 mod runflags;
-mod system;
 #[path = "../common/shell.rs"]
 mod shell;
+mod system;
 mod volumes;
 
 use std::path::PathBuf;
