@@ -343,8 +343,7 @@ pub fn remove(store: &Store, names: &[String], force: bool) -> Result<()> {
 /// name's failure is the error itself: one line.
 pub fn each(names: &[String], f: impl Fn(&str) -> racker::runtime::Result<()>) -> Result<()> {
     if let [name] = names {
-        // Exit status 1 as docker's, not run's 125: the message alone, not its type.
-        f(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+        f(name)?;
         outln!("{name}")?;
         return Ok(());
     }

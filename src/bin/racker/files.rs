@@ -57,6 +57,5 @@ pub fn cp(store: &Store, args: &CpArgs) -> Result<()> {
             runtime::copy_to_container(store, host(&args.src), &mut stdin, container, path, opts)
         }
     };
-    // docker's cp fails with 1, not with run's 125.
-    copied.map_err(|e| anyhow::anyhow!("{e}"))
+    Ok(copied?)
 }

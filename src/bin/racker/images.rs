@@ -225,7 +225,7 @@ pub fn disk_usage(store: &Store, format: Format, verbose: bool) -> Result<()> {
     // Volumes: each one's size, and whether a container (running or not) uses it.
     let mut volumes = Vec::new();
     for v in store.volumes()? {
-        let users = racker::runtime::volume_users(store, &v.name).map_err(|e| anyhow::anyhow!("{e}"))?.len();
+        let users = racker::runtime::volume_users(store, &v.name)?.len();
         volumes.push((store.volume_size(&v.name), users, v.name));
     }
     let volumes_size: u64 = volumes.iter().map(|(s, _, _)| s).sum();

@@ -126,7 +126,7 @@ pub fn run(store: &Store, root: &Path, command: LifecycleCommand) -> Result<i32>
         LifecycleCommand::Unpause(args) => each(&args.containers, |n| runtime::unpause(store, n)).map(|()| 0),
         LifecycleCommand::Generate(GenerateCommand::Systemd { container, files }) => {
             let racker = std::env::current_exe().map_err(|e| anyhow::anyhow!("finding the racker binary: {e}"))?;
-            let unit = runtime::systemd_unit(store, &container, &racker).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let unit = runtime::systemd_unit(store, &container, &racker)?;
             if files {
                 let path = std::path::PathBuf::from(format!("container-{container}.service"));
                 std::fs::write(&path, unit).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
@@ -137,7 +137,7 @@ pub fn run(store: &Store, root: &Path, command: LifecycleCommand) -> Result<i32>
             Ok(0)
         }
         LifecycleCommand::Rename(args) => {
-            runtime::rename(store, &args.container, &args.new_name).map_err(|e| anyhow::anyhow!("{e}"))?;
+            runtime::rename(store, &args.container, &args.new_name)?;
             Ok(0)
         }
     }
@@ -175,8 +175,7 @@ fn attach(store: &Store, args: &AttachArgs) -> Result<i32> {
     if let Some(closed) = out.failed {
         return Err(crate::cli::StdoutError(closed).into());
     }
-    // A container that cannot be attached to is the verb's failure (1), as in docker.
-    attached.map_err(|e| anyhow::anyhow!("{e}"))
+    Ok(attached?)
 }
 
 /// docker's status for a failed verb: `create` and `start -a` fail as `run` does (125),

@@ -313,7 +313,12 @@ fn main() -> ExitCode {
                 return ExitCode::from(code);
             }
             errln!("Error: {}", cli::one_line(&err));
-            let code = err.downcast_ref::<racker::runtime::RuntimeError>().map_or(failure, |e| e.exit_code());
+            // A runtime error's own status (126, 127: the command cannot run) is the
+            // verb's where it fails as `run` does; other verbs fail with theirs (docker's 1).
+            let code = match err.downcast_ref::<racker::runtime::RuntimeError>() {
+                Some(e) if failure == 125 => e.exit_code(),
+                _ => failure,
+            };
             ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
     }

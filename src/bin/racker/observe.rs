@@ -150,21 +150,16 @@ pub enum ContainerCommand {
     Observe(ObserveCommand),
 }
 
-/// A library error as docker reports a failed verb: its message, exit status 1.
-fn failed(e: impl std::fmt::Display) -> anyhow::Error {
-    anyhow!("{e}")
-}
-
 /// Runs an observing verb; returns racker's exit status.
 pub fn run(store: &Store, command: ObserveCommand) -> Result<i32> {
     match command {
         ObserveCommand::Top(args) => {
-            let rows = runtime::top(store, &args.container, &args.ps_options).map_err(failed)?;
+            let rows = runtime::top(store, &args.container, &args.ps_options)?;
             crate::cli::print(&(rows.join("\n") + "\n"))?;
         }
         ObserveCommand::Stats(args) => stats(store, &args)?,
         ObserveCommand::Diff(args) => {
-            let changes = runtime::diff(store, &args.container).map_err(failed)?;
+            let changes = runtime::diff(store, &args.container)?;
             let text: String = changes.iter().map(|c| format!("{} {}\n", c.kind, c.path)).collect();
             crate::cli::print(&text)?;
         }
@@ -196,7 +191,7 @@ fn export(store: &Store, args: &ExportArgs) -> Result<()> {
         if let Some(e) = stdout_failed {
             return Err(crate::cli::StdoutError(e).into());
         }
-        result.map_err(failed)?;
+        result?;
         return flushed.map_err(|e| crate::cli::StdoutError(e).into());
     };
     use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
@@ -211,7 +206,7 @@ fn export(store: &Store, args: &ExportArgs) -> Result<()> {
     file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let mut out = std::io::BufWriter::new(file);
     let written = runtime::export(store, &args.container, &mut out)
-        .map_err(failed)
+        .map_err(anyhow::Error::from)
         .and_then(|()| out.flush().map_err(|e| anyhow!("{}: {e}", path.display())));
     if written.is_err() {
         let _ = std::fs::remove_file(path);
@@ -238,10 +233,10 @@ fn sample_all(store: &Store, names: &[String]) -> Result<Vec<(runtime::Container
         return Ok(samples);
     }
     for name in names {
-        let record = store.container(name).map_err(failed)?;
+        let record = store.container(name)?;
         let status =
             all.iter().find(|s| s.record.id == record.id).cloned().ok_or_else(|| anyhow!("no container {name}"))?;
-        let usage = runtime::usage(store, &record.id).map_err(failed)?;
+        let usage = runtime::usage(store, &record.id)?;
         samples.push((status, Sample { at: Instant::now(), usage }));
     }
     Ok(samples)
@@ -347,7 +342,7 @@ fn binary_size(bytes: u64) -> String {
 }
 
 fn prune(store: &Store, args: &PruneArgs) -> Result<()> {
-    let filter = runtime::PruneFilter::parse(&args.filters, chrono::Utc::now()).map_err(failed)?;
+    let filter = runtime::PruneFilter::parse(&args.filters, chrono::Utc::now())?;
     if !args.force {
         crate::cli::print(
             "WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] ",
@@ -358,7 +353,7 @@ fn prune(store: &Store, args: &PruneArgs) -> Result<()> {
             return Ok(());
         }
     }
-    let removed = runtime::prune(store, &filter).map_err(failed)?;
+    let removed = runtime::prune(store, &filter)?;
     let mut text = String::new();
     if !removed.is_empty() {
         text.push_str("Deleted Containers:\n");

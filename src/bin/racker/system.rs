@@ -43,7 +43,7 @@ pub fn version(format: Format) -> Result<()> {
 /// `racker info`: the store's counts and the host facts, docker's names where docker
 /// has the same fact.
 pub fn info(store: &Store, format: Format) -> Result<()> {
-    let store_info = StoreInfo::of(store).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let store_info = StoreInfo::of(store)?;
     let host = HostFacts::detect();
     if format == Format::Json {
         let mut value = serde_json::to_value(&store_info)?;

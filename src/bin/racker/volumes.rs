@@ -62,9 +62,8 @@ fn json(v: &VolumeRecord) -> serde_json::Value {
     })
 }
 
-/// Runs a volume verb. Failures are 1, as docker's (not run's 125).
+/// Runs a volume verb.
 pub fn run(store: &Store, command: VolumeCommand) -> Result<()> {
-    let msg = |e: runtime::RuntimeError| anyhow::anyhow!("{e}");
     match command {
         VolumeCommand::Create { name, label } => {
             let labels: BTreeMap<String, String> = label
@@ -102,7 +101,7 @@ pub fn run(store: &Store, command: VolumeCommand) -> Result<()> {
                     Ok(()) => outln!("{name}")?,
                     Err(e) => {
                         errln!("Error: {e}");
-                        failed = Some(msg(e));
+                        failed = Some(anyhow::Error::from(e));
                     }
                 }
             }
@@ -111,7 +110,7 @@ pub fn run(store: &Store, command: VolumeCommand) -> Result<()> {
             }
         }
         VolumeCommand::Prune { force: _ } => {
-            let removed = runtime::prune_volumes(store).map_err(msg)?;
+            let removed = runtime::prune_volumes(store)?;
             if !removed.is_empty() {
                 outln!("Deleted Volumes:")?;
                 for (v, _) in &removed {
