@@ -259,6 +259,11 @@ fn bad_network_requests_fail_clearly_and_leave_nothing() {
         (&["run", "--rm", "-p", "70000:80", "bb", "true"], "not a port number"),
         (&["network", "create", "--subnet", "10.0.0.0/40", "n"], "invalid subnet"),
         (&["network", "create", "host"], "names a network mode"),
+        // A name that could be a path names no network, and no file outside the store.
+        (&["network", "rm", "../../etc/x"], "not found"),
+        (&["network", "inspect", "/etc/passwd"], "not found"),
+        // A host name goes into other containers' /etc/hosts: only a real one passes.
+        (&["run", "--rm", "--network", "private", "--hostname", "x db", "bb", "true"], "invalid --hostname"),
     ] {
         let o = store.run(args);
         assert!(!o.status.success() && err(&o).contains(message), "{args:?}: {}", err(&o));

@@ -148,7 +148,12 @@ pub fn run_request(store: &Store, args: RunArgs) -> Result<(String, RunRequest)>
             env_files: args.env_file,
             workdir: args.workdir,
             user: args.user,
-            hostname: args.hostname,
+            hostname: args
+                .hostname
+                .as_deref()
+                .map(|h| runtime::parse_hostname("--hostname", h))
+                .transpose()
+                .map_err(anyhow::Error::msg)?,
             binds,
             network,
             ports: args.publish,

@@ -70,6 +70,22 @@ fn invalid(flag: &str, value: &str, fix: &str) -> String {
     format!("invalid {flag} {value:?}: {fix}")
 }
 
+/// `--hostname`: a host name as RFC 1123 spells one (it goes into `/etc/hosts` of the
+/// container and of every other one on its network, so nothing else may pass).
+pub fn parse_hostname(flag: &str, value: &str) -> std::result::Result<String, String> {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    match value.len() <= 253 && value.split('.').all(label_ok) {
+        true => Ok(value.to_owned()),
+        false => Err(invalid(flag, value, "use letters, digits and '-', in labels joined by '.'")),
+    }
+}
+
 /// The capabilities Linux knows, by number (`CAP_` prefix left off).
 const CAPABILITIES: [&str; 41] = [
     "CHOWN",

@@ -51,8 +51,8 @@ pub use commit::{apply_change, commit, CommitError, CommitOptions};
 pub use copy::{copy_from_container, copy_to_container, CopyOptions, HostSide};
 pub use files::{diff, export, writes_size};
 pub use flags::{
-    parse_add_host, parse_capability, parse_cpus, parse_device, parse_dns, parse_label, parse_memory, parse_pids_limit,
-    parse_signal, parse_size, parse_tmpfs, Device, RunFlags, Tmpfs,
+    parse_add_host, parse_capability, parse_cpus, parse_device, parse_dns, parse_hostname, parse_label, parse_memory,
+    parse_pids_limit, parse_signal, parse_size, parse_tmpfs, Device, RunFlags, Tmpfs,
 };
 pub use host::{prepare_nspawn_state, runtime_dir, Registration};
 pub use info::{CgroupVersion, HostFacts, StoreInfo};

@@ -46,7 +46,7 @@ pub enum NetworkError {
     Command { what: String, message: String },
     #[error("cannot publish port {port}: {source}")]
     PortTaken { port: String, source: std::io::Error },
-    #[error("network {0} not found")]
+    #[error("network {0} not found: create it with racker network create {0}")]
     NotFound(String),
     #[error("network {0} already exists")]
     Exists(String),
@@ -160,11 +160,15 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> NetworkError + '_ {
 }
 
 /// docker's rule for names, and none of the modes' names.
-fn check_name(name: &str) -> std::result::Result<(), NetworkError> {
-    let valid = name.len() <= 64
+/// Whether `name` is spelled as a network name may be (so that it can name no other file).
+fn well_formed(name: &str) -> bool {
+    name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-    if !valid {
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+fn check_name(name: &str) -> std::result::Result<(), NetworkError> {
+    if !well_formed(name) {
         return Err(NetworkError::Invalid {
             what: format!("network name {name:?}"),
             reason: "use letters, digits, '_', '.' and '-', starting with a letter or digit".into(),
@@ -204,7 +208,12 @@ impl Networks {
         self.dir.join(format!("{name}.json"))
     }
 
+    /// The record of network `name`; None where there is none, or `name` could be no
+    /// network's (`../x`, `/etc/x`: whatever a user typed names no file outside).
     fn load(&self, name: &str) -> std::result::Result<Option<NetworkRecord>, NetworkError> {
+        if !well_formed(name) {
+            return Ok(None);
+        }
         let path = self.path(name);
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
@@ -239,7 +248,8 @@ impl Networks {
         crate::private::dir(&self.dir).map_err(io(&self.dir))?;
         let path = self.path(&record.name);
         let partial = self.dir.join(format!(".{}.json.partial", record.name));
-        let bytes = serde_json::to_vec_pretty(record).unwrap_or_default();
+        let bytes = serde_json::to_vec_pretty(record)
+            .map_err(|e| NetworkError::Record(record.name.clone(), format!("serialising: {e}")))?;
         let mut file = crate::private::create_file(&partial, true).map_err(io(&partial))?;
         std::io::Write::write_all(&mut file, &bytes).map_err(io(&partial))?;
         file.sync_all().map_err(io(&partial))?;
