@@ -194,6 +194,8 @@ fn export(store: &Store, args: &ExportArgs) -> Result<()> {
         result?;
         return flushed.map_err(|e| crate::cli::StdoutError(e).into());
     };
+    // The container first: a name that is none must not cost the file its contents.
+    store.container(&args.container)?;
     use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
     let file = std::fs::OpenOptions::new()
         .write(true)

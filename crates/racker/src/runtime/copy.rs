@@ -17,10 +17,8 @@ use std::path::Path;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
-use super::lifecycle::is_running;
-use super::start::{mount_root, release_root};
+use super::start::with_root;
 use super::{Result, RuntimeError};
-use crate::snapshot;
 use crate::store::Store;
 use crate::unpack::{apply_tar_at, UnpackOptions, WhiteoutMode};
 
@@ -52,7 +50,7 @@ pub fn copy_from_container(
     out: &mut dyn Write,
     opts: CopyOptions,
 ) -> Result<()> {
-    with_root(store, container, |rootfs| {
+    with_root(store, &store.container(container)?, |rootfs| {
         let tree = Tree::container(rootfs)?;
         let source = Source::resolve(&tree, path, opts.follow_link)?;
         match dest {
@@ -82,7 +80,7 @@ pub fn copy_to_container(
 ) -> Result<()> {
     // docker: files copied into a container belong to its root unless -a.
     let owner = (!opts.archive).then_some((0, 0));
-    with_root(store, container, |rootfs| {
+    with_root(store, &store.container(container)?, |rootfs| {
         let tree = Tree::container(rootfs)?;
         match src {
             HostSide::Stream => {
@@ -99,20 +97,6 @@ pub fn copy_to_container(
             }
         }
     })
-}
-
-/// Runs `f` on the root of container `name`: its live root while it runs, else its
-/// snapshot mounted for the time of `f`.
-fn with_root<T>(store: &Store, name: &str, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
-    let record = store.container(name)?;
-    let snapshotter = snapshot::open(store, record.snapshotter.parse().ok())?;
-    let running = is_running(&record) || super::run::cgroup_of(&record).populated();
-    let rootfs = mount_root(store, &record, &*snapshotter)?;
-    let result = f(&rootfs);
-    if !running {
-        release_root(&*snapshotter, &record.id);
-    }
-    result
 }
 
 fn invalid(what: impl std::fmt::Display, reason: String) -> RuntimeError {

@@ -5,8 +5,7 @@
 use std::collections::BTreeSet;
 use std::io::Write;
 
-use super::lifecycle::is_live;
-use super::start::{mount_root, release_root};
+use super::start::with_root;
 use super::{Result, RuntimeError};
 use crate::snapshot::diff::{self, Change, ChangeKind};
 use crate::snapshot::{self, ImageLayers};
@@ -50,15 +49,11 @@ fn without_runtime_artifacts(mut changes: Vec<Change>) -> Vec<Change> {
 /// walk and unmounted after it.
 pub fn export(store: &Store, name: &str, out: &mut dyn Write) -> Result<()> {
     let record = store.container(name)?;
-    let snapshotter = snapshot::open(store, record.snapshotter.parse().ok())?;
-    let was_live = is_live(&record);
-    let rootfs = mount_root(store, &record, &*snapshotter)?;
-    let written = diff::write_layer(&rootfs, &BTreeSet::new(), out);
-    // Unless it was started meanwhile: `start` mounts it again as it found it.
-    if !was_live && !store.container(&record.id).is_ok_and(|r| is_live(&r)) {
-        release_root(&*snapshotter, &record.id);
-    }
-    written.map(drop).map_err(|source| RuntimeError::Export { name: record.name, source })
+    with_root(store, &record, |rootfs| {
+        diff::write_layer(rootfs, &BTreeSet::new(), out)
+            .map(drop)
+            .map_err(|source| RuntimeError::Export { name: record.name.clone(), source })
+    })
 }
 
 /// The bytes container `name` wrote (what its writes take on disk beyond its image):

@@ -4,7 +4,7 @@
 //! no mount ([`release_root`]); whatever needs its root mounts it first
 //! ([`mount_root`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -31,6 +31,26 @@ pub(crate) fn release_root(snapshotter: &dyn Snapshotter, id: &str) {
     if let Ok(dir) = super::runtime_dir() {
         super::identity::remove(&dir, id);
     }
+}
+
+/// Runs `f` on the root of container `record`: its live root while anything holds it
+/// (its processes, or a monitor starting it or waiting to restart it), else its
+/// snapshot mounted for the time of `f` and unmounted after, unless it was started
+/// meanwhile (`cp`, `export`).
+pub(super) fn with_root<T>(store: &Store, record: &ContainerRecord, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+    let held = |r: &ContainerRecord| {
+        lifecycle::is_live(r)
+            || (matches!(r.state, ContainerState::Created | ContainerState::Restarting)
+                && lifecycle::alive(r.monitor_pid))
+    };
+    let snapshotter = snapshot::open(store, record.snapshotter.parse().ok())?;
+    let was_held = held(record);
+    let rootfs = mount_root(store, record, &*snapshotter)?;
+    let result = f(&rootfs);
+    if !was_held && !store.container(&record.id).is_ok_and(|r| held(&r)) {
+        release_root(&*snapshotter, &record.id);
+    }
+    result
 }
 
 /// `racker create`: the container made as `run` makes it (record, snapshot, spec), not
