@@ -148,7 +148,8 @@ pub fn attach(
     err: &mut dyn Write,
 ) -> Result<i32> {
     let record = store.container(name)?;
-    if !is_running(&record) && record.state != ContainerState::Restarting {
+    let restarting = record.state == ContainerState::Restarting && super::lifecycle::alive(record.monitor_pid);
+    if !is_running(&record) && !restarting {
         return Err(RuntimeError::Invalid {
             what: format!("container {}", record.name),
             reason: "it is not running: you cannot attach to a stopped container, start it first".into(),
@@ -176,7 +177,8 @@ pub fn attach(
             })
         });
     }
-    let _signals = match (opts.sig_proxy && !spec.tty, record.leader) {
+    // Only a leader known to be this run's (its start time checked): never a reused pid.
+    let _signals = match (opts.sig_proxy && !spec.tty, record.leader.filter(|_| is_running(&record))) {
         (true, Some(leader)) => Some(SignalForwarder::to_process(leader.pid as i32)?),
         _ => None,
     };

@@ -84,7 +84,7 @@ fn timestamp(text: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     if let Ok(secs) = text.parse::<f64>() {
         return DateTime::from_timestamp(secs.trunc() as i64, (secs.fract() * 1e9) as u32);
     }
-    duration(text).and_then(|d| chrono::Duration::from_std(d).ok()).map(|d| now - d)
+    duration(text).and_then(|d| chrono::Duration::from_std(d).ok()).and_then(|d| now.checked_sub_signed(d))
 }
 
 /// A Go duration: `1h30m`, `10m`, `45s`, `1.5h`.
@@ -109,7 +109,7 @@ fn duration(text: &str) -> Option<std::time::Duration> {
         total += value * seconds;
         rest = &rest[unit_len..];
     }
-    Some(std::time::Duration::from_secs_f64(total))
+    std::time::Duration::try_from_secs_f64(total).ok()
 }
 
 /// Removes every stopped container `filter` matches (a container its owner is still
@@ -121,7 +121,7 @@ pub fn prune(store: &Store, filter: &PruneFilter) -> Result<Vec<(String, u64)>> 
         let record = status.record;
         let starting = record.state == ContainerState::Created && alive(record.monitor_pid);
         // Between two runs of its restart policy a container is not stopped (docker).
-        let restarting = record.state == ContainerState::Restarting;
+        let restarting = record.state == ContainerState::Restarting && alive(record.monitor_pid);
         if status.running || starting || restarting || !filter.matches(&record) {
             continue;
         }
@@ -147,6 +147,8 @@ mod tests {
         assert_eq!(at("2026-01-01T05:00:00Z").as_deref(), Some("2026-01-01T05:00:00+00:00"));
         assert_eq!(at("0").as_deref(), Some("1970-01-01T00:00:00+00:00"));
         assert_eq!(at("soon"), None);
+        assert_eq!(at("99999999999999999999h"), None, "an overflowing duration is no time, not a panic");
+        assert_eq!(at("10000000000h"), None);
         assert!(PruneFilter::parse(&["colour=red".into()], now).is_err());
     }
 }

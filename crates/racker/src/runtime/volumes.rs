@@ -159,8 +159,10 @@ pub fn volume_users(store: &Store, name: &str) -> Result<Vec<String>> {
 /// `racker volume rm`: refused while a container uses the volume (with `-f` too, as in
 /// docker, where `-f` only lets a missing volume pass).
 pub fn remove_volume(store: &Store, name: &str, force: bool) -> Result<()> {
-    if let Err(e) = store.volume(name) {
-        return if force { Ok(()) } else { Err(e.into()) };
+    match store.volume(name) {
+        Err(crate::store::StoreError::VolumeNotFound(_)) if force => return Ok(()),
+        Err(e) => return Err(e.into()),
+        Ok(_) => {}
     }
     let users = volume_users(store, name)?;
     if !users.is_empty() {
