@@ -207,7 +207,20 @@ fn export_round_trip(store: &TempStore) {
     let on_terminal = store.cmd().args(["export", "e"]).stdout(slave).output().expect("racker export");
     assert_eq!(on_terminal.status.code(), Some(1), "{}", err(&on_terminal));
     assert!(err(&on_terminal).contains("cowardly refusing to save to a terminal"), "{}", err(&on_terminal));
+    // A name that is no container costs an existing file nothing.
+    let o = store.run(&["export", "-o", file.to_str().expect("utf-8"), "no-such-container"]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert_eq!(tar_listing(&std::fs::read(&file).expect("the tar is still there")).len(), listing.len());
     store.ok(&["rm", "e"]);
+    // A running container is exported whole (frozen for the walk) and runs on, not paused.
+    let _r = Containers(store, vec!["live"]);
+    store.ok(&["run", "-d", "--name", "live", "bb", "sh", "-c", "echo up > /srv/live; exec sleep 1000"]);
+    let o = store.run(&["export", "live"]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(tar_listing(&o.stdout).contains_key("bin/busybox"));
+    let ps = store.ok(&["ps"]);
+    assert!(ps.contains("live") && !ps.contains("Paused"), "{ps}");
+    store.ok(&["rm", "-f", "live"]);
 }
 
 #[test]

@@ -49,11 +49,26 @@ fn without_runtime_artifacts(mut changes: Vec<Change>) -> Vec<Change> {
 /// walk and unmounted after it.
 pub fn export(store: &Store, name: &str, out: &mut dyn Write) -> Result<()> {
     let record = store.container(name)?;
-    with_root(store, &record, |rootfs| {
+    // A running container is frozen for the walk (as `pause` does, unless it is paused
+    // already): the walk goes by path, so its processes must not swap a directory for a
+    // symlink to the host's files in between, nor change what is being read.
+    let cgroup = super::run::cgroup_of(&record);
+    let freeze = cgroup.populated() && !cgroup.frozen();
+    if freeze {
+        cgroup.freeze(true, super::start::FREEZE_TIMEOUT).map_err(|e| RuntimeError::Left {
+            name: record.name.clone(),
+            what: format!("not frozen for the export: {e}"),
+        })?;
+    }
+    let written = with_root(store, &record, |rootfs| {
         diff::write_layer(rootfs, &BTreeSet::new(), out)
             .map(drop)
             .map_err(|source| RuntimeError::Export { name: record.name.clone(), source })
-    })
+    });
+    if freeze {
+        super::start::thaw(&record);
+    }
+    written
 }
 
 /// The bytes container `name` wrote (what its writes take on disk beyond its image):

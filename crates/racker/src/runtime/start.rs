@@ -194,7 +194,7 @@ fn freeze(store: &Store, name: &str, frozen: bool) -> Result<()> {
 }
 
 /// How long the kernel may take to freeze or thaw a container's processes.
-const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Thaws a paused container before it is signalled: a frozen nspawn could not see its
 /// container end. Best effort: killing works on frozen processes anyway.
