@@ -234,8 +234,11 @@ impl Networks {
         for entry in entries.flatten() {
             let file = entry.file_name().to_string_lossy().into_owned();
             if let Some(name) = file.strip_suffix(".json") {
-                if let Some(record) = self.load(name)? {
-                    all.push(record);
+                // One unreadable record must not stop every container's teardown.
+                match self.load(name) {
+                    Ok(Some(record)) => all.push(record),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!("{e}: fix or remove it"),
                 }
             }
         }
