@@ -91,18 +91,38 @@ impl Store {
         self.volumes()?.into_iter().find(|v| v.name == name).ok_or_else(|| StoreError::VolumeNotFound(name.to_owned()))
     }
 
-    /// Removes volume `name`, its row first and then its files (the caller checked that
-    /// no container uses it).
+    /// Removes volume `name`: its files are moved aside first (to `.NAME.removing`, which
+    /// no volume name can be), then its row goes, then the files. A failure on the way
+    /// leaves the volume whole or gone, never a row-less directory that a later volume
+    /// of that name would quietly take over. The caller checked that no container uses it.
     pub fn remove_volume(&self, name: &str) -> Result<()> {
+        let dir = self.volume_dir(name);
+        let aside = self.root().join("volumes").join(format!(".{name}.removing"));
+        let moved = match fs::rename(&dir, &aside) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(io_err(&dir)(e)),
+        };
         let db = self.db();
-        let gone = db.conn.execute("DELETE FROM volumes WHERE name = ?1", [name]).map_err(db.err())?;
+        let deleted = db.conn.execute("DELETE FROM volumes WHERE name = ?1", [name]).map_err(db.err());
         drop(db);
+        let gone = match deleted {
+            Ok(gone) => gone,
+            Err(e) => {
+                if moved {
+                    let _ = fs::rename(&aside, &dir);
+                }
+                return Err(e);
+            }
+        };
         if gone == 0 {
+            if moved {
+                let _ = fs::rename(&aside, &dir);
+            }
             return Err(StoreError::VolumeNotFound(name.to_owned()));
         }
-        let dir = self.volume_dir(name);
-        match fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(dir)(e)),
+        match fs::remove_dir_all(&aside) {
+            Err(e) if moved && e.kind() != std::io::ErrorKind::NotFound => Err(io_err(aside)(e)),
             _ => Ok(()),
         }
     }
