@@ -131,7 +131,10 @@ fn lifecycle_keeps_writes_and_holds_no_mount_when_stopped(store: &TempStore) {
     // A detached long runner, restarted while it runs, still keeps its writes.
     store.ok(&["run", "-d", "--name", "svc", "bb", "sh", "-c", "echo x >> /srv/n; exec sleep 1000"]);
     store.ok(&["restart", "-t", "1", "svc"]);
-    assert_eq!(store.ok(&["exec", "svc", "wc", "-l", "/srv/n"]).split_whitespace().next(), Some("2"));
+    // `restart` returns once the command runs, maybe before its first write: wait (bounded).
+    let count =
+        "i=0; while [ $(wc -l < /srv/n) -lt 2 ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; wc -l < /srv/n";
+    assert_eq!(store.ok(&["exec", "svc", "sh", "-c", count]).trim(), "2");
     store.ok(&["kill", "svc"]);
     assert_eq!(store.ok(&["wait", "svc"]), "137\n");
     assert_eq!(store.mounts(), Vec::<String>::new());
@@ -176,6 +179,27 @@ fn hostname_takes_effect_in_boot_mode() {
         "hostname",
     ]);
     assert_eq!((o.status.code(), out(&o).as_str()), (Some(0), "booted-1\n"), "{}", err(&o));
+    store.assert_clean();
+}
+
+/// `create` mounts nothing: it reads from the image's layers whether the image boots, and
+/// leaves what only the root can tell to the first start, as docker does: a user the
+/// image lacks fails `start` (125), not `create`, and the container stays to be removed.
+#[test]
+fn create_reads_the_layers_and_the_first_start_prepares_the_root() {
+    let store = debian_store();
+    let image = "debian:bookworm-systemd";
+    store.ok(&["create", "--name", "booted", "--boot-target", "minimal", image, "cat", "/proc/1/comm"]);
+    assert_eq!(store.mounts(), Vec::<String>::new(), "a created container holds a mount");
+    let o = store.run(&["start", "-a", "booted"]);
+    assert_eq!((o.status.code(), out(&o).as_str()), (Some(0), "systemd\n"), "booted: {}", err(&o));
+    store.ok(&["create", "--name", "nouser", "--boot=false", "-u", "nosuchuser", image, "true"]);
+    let o = store.run(&["start", "-a", "nouser"]);
+    assert_eq!(o.status.code(), Some(125), "{}", err(&o));
+    assert!(err(&o).contains("--user nosuchuser"), "{}", err(&o));
+    assert!(store.ok(&["ps", "-a"]).contains("Created"), "{}", store.ok(&["ps", "-a"]));
+    assert_eq!(store.mounts(), Vec::<String>::new(), "a failed start leaves a mount");
+    store.ok(&["rm", "booted", "nouser"]);
     store.assert_clean();
 }
 

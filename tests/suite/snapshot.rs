@@ -335,15 +335,11 @@ fn unmounts_and_mounts_again_with_the_writes(env: Env) {
     let snap = &*env.snap;
     write_into(&kept.s.rootfs, "kept's own");
     write_into(&eph.s.rootfs, "eph's own");
-    let mounted = |p: &Path| {
-        let at = format!(" {} ", p.display());
-        std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo").lines().any(|l| l.contains(&at))
-    };
     for (p, tag) in [(&kept, "kept's own"), (&eph, "eph's own")] {
         snap.unmount(&p.s.key).expect("unmount");
         snap.unmount(&p.s.key).expect("unmounting twice");
         if snap.driver() == Driver::Overlay {
-            assert!(!mounted(&p.s.rootfs), "{} is still mounted", p.s.rootfs.display());
+            assert!(!is_mounted(&p.s.rootfs), "{} is still mounted", p.s.rootfs.display());
         }
         let root = snap.mount(&p.s.key, &image).expect("mount");
         assert_eq!(root, p.s.rootfs);
@@ -352,6 +348,33 @@ fn unmounts_and_mounts_again_with_the_writes(env: Env) {
     }
     assert!(matches!(snap.unmount("nothing"), Err(SnapshotError::NotFound { .. })));
     assert!(matches!(snap.mount("nothing", &image), Err(SnapshotError::NotFound { .. })));
+}
+
+/// `create` (for `racker create`) makes a kept snapshot that holds no mount: `mount`
+/// gives its root at the path it named, the image's view, and writes kept over
+/// `unmount`; the key is taken as by `prepare`, and `remove` leaves nothing.
+fn creates_a_snapshot_without_mounting_it(env: Env) {
+    let snap = &*env.snap;
+    let image = env.pull_layout(&fixture("oci/whiteouts"));
+    let made = Prepared { snap, s: snap.create("made", &image).expect("create") };
+    assert_eq!((made.s.key.as_str(), made.s.ephemeral, made.s.driver), ("made", false, snap.driver()));
+    assert_eq!(list(snap), ["made"]);
+    assert!(!is_mounted(&made.s.rootfs), "{} is mounted", made.s.rootfs.display());
+    assert!(matches!(snap.create("made", &image), Err(SnapshotError::AlreadyExists { .. })));
+    assert!(matches!(snap.prepare("made", &image, true), Err(SnapshotError::AlreadyExists { .. })));
+    let root = snap.mount("made", &image).expect("mount");
+    assert_eq!(root, made.s.rootfs);
+    common::assert_whiteouts_view(&root);
+    write_into(&root, "made's own");
+    snap.unmount("made").expect("unmount");
+    assert_written(&snap.mount("made", &image).expect("mount again"), "made's own");
+    drop(made);
+    assert!(list(snap).is_empty());
+}
+
+fn is_mounted(p: &Path) -> bool {
+    let at = format!(" {} ", p.display());
+    std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo").lines().any(|l| l.contains(&at))
 }
 
 /// The conformance suite: every check a test of its own for each backend
@@ -402,6 +425,7 @@ conformance!(
     removes_without_a_trace,
     prunes_only_what_no_live_image_needs,
     unmounts_and_mounts_again_with_the_writes,
+    creates_a_snapshot_without_mounting_it,
 );
 
 /// An image of 120 layers, each adding one file: all 120 are visible.

@@ -77,6 +77,25 @@ pub fn has_systemd(rootfs: &Path) -> bool {
     ["/lib/systemd/systemd", "/usr/lib/systemd/systemd"].iter().any(|p| open_in_root(&root, p, OFlags::PATH).is_some())
 }
 
+/// Whether an image boots, read from its layers (top first) without composing them, for
+/// `create`, which mounts nothing: the top-most layer that has one of systemd's paths
+/// decides, and a whiteout there (a 0:0 character device) says no.
+pub fn layers_have_systemd<'a>(layers_top_first: impl Iterator<Item = &'a Path> + Clone) -> bool {
+    ["/lib/systemd/systemd", "/usr/lib/systemd/systemd"].iter().any(|path| {
+        layers_top_first
+            .clone()
+            .find_map(|layer| {
+                let fd = open_in_root(&open_root(layer)?, path, OFlags::PATH)?;
+                let stat = rustix::fs::fstat(&fd).ok()?;
+                let whiteout = rustix::fs::FileType::from_raw_mode(stat.st_mode)
+                    == rustix::fs::FileType::CharacterDevice
+                    && stat.st_rdev == 0;
+                Some(!whiteout)
+            })
+            .unwrap_or(false)
+    })
+}
+
 /// Reads a small file of the container's (`/etc/passwd`), if it exists.
 pub fn read_file(rootfs: &Path, path: &str) -> Option<String> {
     let root = open_root(rootfs)?;

@@ -73,6 +73,16 @@ pub(crate) struct Prepared {
 /// Everything up to starting nspawn, shared by foreground and detached runs. On error,
 /// whatever was made is removed again.
 pub(crate) fn prepare(store: &Store, image: &str, request: &RunRequest, detached: bool) -> Result<Prepared> {
+    make(store, image, request, detached, true)
+}
+
+/// `racker create`: the container made as [`prepare`] makes it, detached, but its root
+/// left unmounted: the mount and what goes into the root wait for the first start.
+pub(crate) fn prepare_unmounted(store: &Store, image: &str, request: &RunRequest) -> Result<Prepared> {
+    make(store, image, request, true, false)
+}
+
+fn make(store: &Store, image: &str, request: &RunRequest, detached: bool, mounted: bool) -> Result<Prepared> {
     let image_id = store.resolve(image)?;
     let record = store.ready_image(&image_id)?;
     let config: serde_json::Value = serde_json::from_slice(&store.read_blob(&record.config_digest)?).map_err(|e| {
@@ -84,8 +94,15 @@ pub(crate) fn prepare(store: &Store, image: &str, request: &RunRequest, detached
     // The record first: it claims the name, so two runs never collide.
     store.create_container(&id, &name, &image_id, &snapshotter.driver().to_string(), &serde_json::json!({}))?;
     let unmade = DiscardUnlessKept::new(store, &*snapshotter, &id);
-    let snap = snapshotter.prepare(&id, &snapshot::ImageLayers::of(store, &record), request.remove)?;
-    let boot = request.boot.unwrap_or_else(|| rootfs::has_systemd(&snap.rootfs));
+    let layers = snapshot::ImageLayers::of(store, &record);
+    let snap = match mounted {
+        true => snapshotter.prepare(&id, &layers, request.remove)?,
+        false => snapshotter.create(&id, &layers)?,
+    };
+    let boot = request.boot.unwrap_or_else(|| match mounted {
+        true => rootfs::has_systemd(&snap.rootfs),
+        false => rootfs::layers_have_systemd(layers.layers.iter().rev().map(|l| l.dir.as_path())),
+    });
     let mut spec = RunSpec::new(&request.options, &config, boot)?;
     super::network::check(store, &spec.network)?;
     spec.remove = request.remove;
@@ -107,10 +124,12 @@ pub(crate) fn prepare(store: &Store, image: &str, request: &RunRequest, detached
         crate::private::dir(&dir).map_err(|source| RuntimeError::Io { path: dir.clone(), source })?;
         spec.console = Some(dir.join(format!("{id}.console")));
     }
-    super::volumes::attach(store, &mut spec, &snap.rootfs)?;
+    super::volumes::attach(store, &mut spec)?;
+    spec.root_pending = !mounted;
+    if mounted {
+        ready_root(store, &spec, &snap.rootfs)?;
+    }
     store.update_container_spec(&id, &serde_json::to_value(&spec).unwrap_or_default())?;
-    prepare_rootfs(&snap.rootfs, &spec)?;
-    prepare_nspawn_state()?;
     unmade.keep();
     Ok(Prepared { id, name, spec, rootfs: snap.rootfs, snapshotter })
 }
@@ -254,6 +273,14 @@ pub(super) fn check_command(rootfs: &Path, spec: &RunSpec) -> Result<()> {
 /// What systemd-nspawn needs of a root that images do not always have: a `/usr`
 /// directory; and a `--user` that the image resolves (nspawn is given it through a
 /// getent racker binds in: see identity.rs).
+/// What the container's mounted root needs before the container first starts: its empty
+/// volumes seeded from the image, the flags' files and mount points, the user resolved.
+pub(crate) fn ready_root(store: &Store, spec: &RunSpec, rootfs: &Path) -> Result<()> {
+    super::volumes::seed(store, spec, rootfs)?;
+    prepare_rootfs(rootfs, spec)?;
+    prepare_nspawn_state()
+}
+
 fn prepare_rootfs(rootfs: &Path, spec: &RunSpec) -> Result<()> {
     super::flags::prepare_rootfs(rootfs, &spec.flags)?;
     let usr = rootfs.join("usr");

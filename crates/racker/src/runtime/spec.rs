@@ -165,6 +165,12 @@ pub struct RunSpec {
     /// The prepared root file system (the snapshot's).
     #[serde(default)]
     pub rootfs: Option<PathBuf>,
+    /// `create` left the root unmounted: what a start needs in it ([`ready_root`]) waits
+    /// for the first start.
+    ///
+    /// [`ready_root`]: super::run::ready_root
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub root_pending: bool,
     /// Seconds a boot may take before it counts as failed.
     #[serde(default)]
     pub boot_timeout: Option<u64>,
@@ -343,6 +349,7 @@ impl RunSpec {
             remove: false,
             console: None,
             rootfs: None,
+            root_pending: false,
             boot_timeout: None,
             cgroup: Vec::new(),
             flags: opts.flags.clone(),

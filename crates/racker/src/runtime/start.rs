@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::lifecycle::{self, hand_to_monitor, is_running};
-use super::run::{discard_or_warn, execute, prepare, Prepared};
+use super::run::{discard_or_warn, execute, prepare_unmounted, ready_root, Prepared};
 use super::{spec_of, Result, RunRequest, RuntimeError};
 use crate::snapshot::{self, ImageLayers, Snapshotter};
 use crate::store::{ContainerRecord, ContainerState, Store};
@@ -54,10 +54,10 @@ pub(super) fn with_root<T>(store: &Store, record: &ContainerRecord, f: impl FnOn
 }
 
 /// `racker create`: the container made as `run` makes it (record, snapshot, spec), not
-/// started, its root unmounted until `start`.
+/// started. Its root is not mounted before `start`: what goes into it waits for the first
+/// start, which also checks what only the root can tell (the `--user`), as docker's does.
 pub fn create(store: &Store, image: &str, request: &RunRequest) -> Result<ContainerRecord> {
-    let prepared = prepare(store, image, request, true)?;
-    release_root(&*prepared.snapshotter, &prepared.id);
+    let prepared = prepare_unmounted(store, image, request)?;
     Ok(store.container(&prepared.id)?)
 }
 
@@ -92,6 +92,16 @@ pub fn start(store: &Store, name: &str, opts: &StartOptions, monitor: Command) -
     }
     let snapshotter = snapshot::open(store, record.snapshotter.parse().ok())?;
     let rootfs = mount_root(store, &record, &*snapshotter)?;
+    if spec.root_pending {
+        spec.root_pending = false;
+        let readied = ready_root(store, &spec, &rootfs).and_then(|()| {
+            Ok(store.update_container_spec(&record.id, &serde_json::to_value(&spec).unwrap_or_default())?)
+        });
+        if let Err(e) = readied {
+            release_root(&*snapshotter, &record.id);
+            return Err(e);
+        }
+    }
     super::ended::forget(&record.id);
     super::restart::forget_stop(&record.id);
     if !opts.attach {

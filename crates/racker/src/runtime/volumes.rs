@@ -124,19 +124,28 @@ pub fn parse_volume_flag(flag: &str, value: &str) -> std::result::Result<MountAr
     Ok(MountArg::Volume(VolumeMount { name: name.to_owned(), target: target.to_owned(), read_only }))
 }
 
-/// Makes the container's volumes that do not exist yet, fills an empty one with what
-/// the image has at its mount point, and binds each in as `-v` binds are.
-pub(crate) fn attach(store: &Store, spec: &mut RunSpec, rootfs: &Path) -> Result<()> {
+/// Makes the container's volumes that do not exist yet and binds each in as `-v` binds
+/// are; [`seed`] fills them once the root is mounted.
+pub(crate) fn attach(store: &Store, spec: &mut RunSpec) -> Result<()> {
     for volume in spec.flags.volumes.clone() {
         let (record, _) = store.create_volume(&volume.name, &BTreeMap::new())?;
-        let empty = std::fs::read_dir(&record.mountpoint)
-            .map_err(|source| RuntimeError::Io { path: record.mountpoint.clone(), source })?
+        spec.binds.push(Bind { source: record.mountpoint, target: volume.target, read_only: volume.read_only });
+    }
+    Ok(())
+}
+
+/// Fills each of the container's volumes that is still empty with what the image has at
+/// its mount point, as docker does.
+pub(crate) fn seed(store: &Store, spec: &RunSpec, rootfs: &Path) -> Result<()> {
+    for volume in &spec.flags.volumes {
+        let mountpoint = store.volume(&volume.name)?.mountpoint;
+        let empty = std::fs::read_dir(&mountpoint)
+            .map_err(|source| RuntimeError::Io { path: mountpoint.clone(), source })?
             .next()
             .is_none();
         if empty {
-            super::copy::seed_from_container(rootfs, &volume.target, &record.mountpoint)?;
+            super::copy::seed_from_container(rootfs, &volume.target, &mountpoint)?;
         }
-        spec.binds.push(Bind { source: record.mountpoint, target: volume.target, read_only: volume.read_only });
     }
     Ok(())
 }

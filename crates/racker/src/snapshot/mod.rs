@@ -154,6 +154,20 @@ pub trait Snapshotter: Send + Sync {
     /// Fails with [`SnapshotError::AlreadyExists`] if `key` has a snapshot.
     fn prepare(&self, key: &str, image: &ImageLayers, ephemeral: bool) -> Result<Snapshot>;
 
+    /// Makes a kept snapshot for container `key` as [`prepare`](Self::prepare) does, but
+    /// leaves it as [`unmount`](Self::unmount) would (`racker create`: nothing needs the
+    /// root before `start` mounts it); returns where [`mount`](Self::mount) puts the root.
+    fn create(&self, key: &str, image: &ImageLayers) -> Result<Snapshot> {
+        let snapshot = self.prepare(key, image, false)?;
+        if let Err(e) = self.unmount(key) {
+            if let Err(cleanup) = self.remove(key) {
+                tracing::warn!("cleaning up the failed snapshot {key}: {cleanup}");
+            }
+            return Err(e);
+        }
+        Ok(snapshot)
+    }
+
     /// Tears the snapshot of `key` down completely: unmounted, its writes deleted. A missing
     /// snapshot is not an error, so a half-made one (after a crash) can always be removed.
     fn remove(&self, key: &str) -> Result<()>;

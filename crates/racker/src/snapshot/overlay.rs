@@ -166,47 +166,92 @@ impl OverlaySnapshotter {
         })
     }
 
-    fn mount_overlay(&self, base: &Path, image: &ImageLayers) -> Result<PathBuf> {
-        // The store refuses such images as they come in; one from an older racker may remain.
-        if image.layers.len() > MAX_LAYERS {
-            return Err(SnapshotError::TooManyLayers {
-                image: image.id.clone(),
-                layers: image.layers.len(),
-                limit: MAX_LAYERS,
-            });
-        }
+    /// Lays out a new snapshot's directories in `base`: upper, work, the mount point, and
+    /// an empty lower for an image without layers. Mounts nothing.
+    fn lay_out(&self, base: &Path, image: &ImageLayers) -> Result<()> {
+        check_layer_count(image)?;
         let (upper, work, rootfs) = (base.join("upper"), base.join("work"), base.join("rootfs"));
-        let mut lowers: Vec<PathBuf> = image.layers.iter().rev().map(|l| l.dir.clone()).collect();
-        if lowers.is_empty() {
-            // An image without layers (FROM scratch and nothing added) still needs a lower.
-            let empty = base.join("empty");
-            fs::create_dir(&empty).map_err(io_err(&empty, "creating the empty lower directory"))?;
-            lowers.push(empty);
-        }
+        let top = match image.layers.last() {
+            Some(layer) => layer.dir.clone(),
+            None => {
+                // An image without layers (FROM scratch and nothing added) still needs a lower.
+                let empty = base.join("empty");
+                fs::create_dir(&empty).map_err(io_err(&empty, "creating the empty lower directory"))?;
+                empty
+            }
+        };
         for dir in [&upper, &work, &rootfs] {
             fs::create_dir(dir).map_err(io_err(dir, "creating"))?;
         }
         // The merged root directory takes the upper's owner and mode: make them the image's
         // (its top layer's root), as containerd does, not those of a fresh mkdir.
-        let top = fs::metadata(&lowers[0]).map_err(io_err(&lowers[0], "reading the top layer's root"))?;
+        let top = fs::metadata(&top).map_err(io_err(&top, "reading the top layer's root"))?;
         chown(&upper, Some(top.uid()), Some(top.gid())).map_err(io_err(&upper, "chown"))?;
-        fs::set_permissions(&upper, fs::Permissions::from_mode(top.mode() & 0o7777))
-            .map_err(io_err(&upper, "chmod"))?;
-        let params = overlay_params(&lowers, &upper, &work);
-        let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        self.mount("overlay", &params, &rootfs)?;
-        Ok(rootfs)
+        fs::set_permissions(&upper, fs::Permissions::from_mode(top.mode() & 0o7777)).map_err(io_err(&upper, "chmod"))
     }
 
-    fn prepare_in(&self, key: &str, image: &ImageLayers, ephemeral: bool) -> Result<PathBuf> {
-        let base = self.base(key, ephemeral);
-        if ephemeral {
-            // The tmpfs holds upper, work and the mount point: teardown is two unmounts and
-            // an rmdir, and a reboot forgets it.
-            self.mount("tmpfs", &[("source", "tmpfs"), ("mode", "0700")], &base)?;
+    /// Claims `key` and makes its snapshot, mounted or not; a failure leaves nothing.
+    fn make(&self, key: &str, image: &ImageLayers, ephemeral: bool, mounted: bool) -> Result<Snapshot> {
+        check_key(key)?;
+        let other = self.base(key, !ephemeral);
+        if other.symlink_metadata().is_ok() {
+            return Err(SnapshotError::AlreadyExists { key: key.to_owned(), path: other });
         }
-        self.mount_overlay(&base, image)
+        if !ephemeral {
+            refuse_upper_on_overlay(&self.kept)?;
+        }
+        let base = self.base(key, ephemeral);
+        // mkdir is the claim on the key: whoever creates it owns the snapshot. The store's
+        // ephemeral area may vanish meanwhile (remove drops it once empty): then again.
+        let mut attempts = 0;
+        loop {
+            if ephemeral {
+                make_private_dir(&self.runtime)?;
+            }
+            match fs::DirBuilder::new().mode(crate::private::DIR_MODE).create(&base) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    return Err(SnapshotError::AlreadyExists { key: key.to_owned(), path: base })
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound && ephemeral && attempts < 3 => attempts += 1,
+                Err(e) => return Err(io_err(&base, "creating")(e)),
+            }
+        }
+        let made = (|| {
+            if ephemeral {
+                // The tmpfs holds upper, work and the mount point: teardown is two unmounts
+                // and an rmdir, and a reboot forgets it.
+                self.mount("tmpfs", &[("source", "tmpfs"), ("mode", "0700")], &base)?;
+            }
+            self.lay_out(&base, image)?;
+            match mounted {
+                true => Snapshotter::mount(self, key, image),
+                false => Ok(base.join("rootfs")),
+            }
+        })();
+        match made {
+            Ok(rootfs) => Ok(Snapshot { key: key.to_owned(), rootfs, driver: Driver::Overlay, ephemeral }),
+            Err(e) => {
+                if let Err(cleanup) = self.remove(key) {
+                    tracing::warn!("cleaning up the failed snapshot {key}: {cleanup}");
+                }
+                Err(e)
+            }
+        }
     }
+}
+
+/// Refuses an image with more layers than one overlay mount takes. The store refuses such
+/// images as they come in; one from an older racker may remain.
+fn check_layer_count(image: &ImageLayers) -> Result<()> {
+    if image.layers.len() > MAX_LAYERS {
+        return Err(SnapshotError::TooManyLayers {
+            image: image.id.clone(),
+            layers: image.layers.len(),
+            limit: MAX_LAYERS,
+        });
+    }
+    Ok(())
 }
 
 /// The overlay parameters in order: `source`, one `lowerdir+` per lower (top first),
@@ -261,40 +306,12 @@ impl Snapshotter for OverlaySnapshotter {
     }
 
     fn prepare(&self, key: &str, image: &ImageLayers, ephemeral: bool) -> Result<Snapshot> {
-        check_key(key)?;
-        let other = self.base(key, !ephemeral);
-        if other.symlink_metadata().is_ok() {
-            return Err(SnapshotError::AlreadyExists { key: key.to_owned(), path: other });
-        }
-        if !ephemeral {
-            refuse_upper_on_overlay(&self.kept)?;
-        }
-        let base = self.base(key, ephemeral);
-        // mkdir is the claim on the key: whoever creates it owns the snapshot. The store's
-        // ephemeral area may vanish meanwhile (remove drops it once empty): then again.
-        let mut attempts = 0;
-        loop {
-            if ephemeral {
-                make_private_dir(&self.runtime)?;
-            }
-            match fs::DirBuilder::new().mode(crate::private::DIR_MODE).create(&base) {
-                Ok(()) => break,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    return Err(SnapshotError::AlreadyExists { key: key.to_owned(), path: base })
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound && ephemeral && attempts < 3 => attempts += 1,
-                Err(e) => return Err(io_err(&base, "creating")(e)),
-            }
-        }
-        match self.prepare_in(key, image, ephemeral) {
-            Ok(rootfs) => Ok(Snapshot { key: key.to_owned(), rootfs, driver: Driver::Overlay, ephemeral }),
-            Err(e) => {
-                if let Err(cleanup) = self.remove(key) {
-                    tracing::warn!("cleaning up the failed snapshot {key}: {cleanup}");
-                }
-                Err(e)
-            }
-        }
+        self.make(key, image, ephemeral, true)
+    }
+
+    /// The directories only: the first mount is the container's first start.
+    fn create(&self, key: &str, image: &ImageLayers) -> Result<Snapshot> {
+        self.make(key, image, false, false)
     }
 
     fn remove(&self, key: &str) -> Result<()> {
@@ -358,6 +375,7 @@ impl Snapshotter for OverlaySnapshotter {
         if is_overlay(&rootfs) {
             return Ok(rootfs);
         }
+        check_layer_count(image)?;
         let mut lowers: Vec<PathBuf> = image.layers.iter().rev().map(|l| l.dir.clone()).collect();
         if lowers.is_empty() {
             lowers.push(base.join("empty"));
