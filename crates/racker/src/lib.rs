@@ -24,4 +24,5 @@ pub mod snapshot;
 pub mod source;
 pub mod store;
 pub mod table;
+pub mod timestamp;
 pub mod unpack;

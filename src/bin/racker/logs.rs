@@ -29,18 +29,9 @@ pub struct LogsArgs {
 
 /// A point in time as docker's `--since`/`--until` take it.
 fn parse_time(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    if let Ok(seconds) = text.parse::<f64>() {
-        let whole = seconds.trunc() as i64;
-        let nanos = ((seconds - seconds.trunc()) * 1e9) as u32;
-        return DateTime::from_timestamp(whole, nanos).with_context(|| format!("time {text:?} is out of range"));
-    }
-    let ago = humantime::parse_duration(text)
-        .with_context(|| format!("{text:?} is no time: use RFC 3339, Unix seconds or a duration such as 10m"))?;
-    let ago = chrono::Duration::from_std(ago).with_context(|| format!("duration {text:?} is too long"))?;
-    now.checked_sub_signed(ago).with_context(|| format!("duration {text:?} is too long"))
+    racker::timestamp::parse(text, now).with_context(|| {
+        format!("{text:?} is no time: use RFC 3339, a date, Unix seconds or a duration such as 10m or 1h30m")
+    })
 }
 
 fn parse_tail(text: &str) -> Result<Option<usize>> {
