@@ -106,10 +106,14 @@ fn select_rows(output: &str, pids: &[i32]) -> Option<Vec<String>> {
     Some(rows)
 }
 
-/// `racker stats`: running container `name`'s resource use now.
+/// `racker stats`: container `name`'s resource use now; nothing at all for one that is
+/// not running, which docker shows as a row of zeros.
 pub fn usage(store: &Store, name: &str) -> Result<Usage> {
     let record = store.container(name)?;
-    let pids = members(&record)?;
+    let pids = match members(&record) {
+        Err(RuntimeError::NotRunning { .. }) => return Ok(Usage { net: Some((0, 0)), ..Usage::default() }),
+        other => other?,
+    };
     let dirs = cgroup_of(&record).dirs().to_vec();
     let file = |name: &str| dirs.iter().map(|d| d.join(name)).find(|f| f.exists());
     let read = |name: &str| file(name).and_then(|f| std::fs::read_to_string(f).ok());
