@@ -36,10 +36,24 @@ fn batch(global: &[&str], lines: &[String], force: bool) -> Result<(), NetworkEr
     if output.status.success() || force {
         return Ok(());
     }
-    Err(NetworkError::Command {
-        what: format!("ip {}", lines.first().map(String::as_str).unwrap_or("")),
-        message: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-    })
+    Err(batch_failure(lines, &String::from_utf8_lossy(&output.stderr)))
+}
+
+/// One line for a failed batch: the command that failed (`ip` names its number in
+/// "Command failed -:N") and what `ip` said about it.
+fn batch_failure(lines: &[String], stderr: &str) -> NetworkError {
+    let failed = stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Command failed -:"))
+        .and_then(|n| n.trim().parse::<usize>().ok())
+        .and_then(|n| lines.get(n.checked_sub(1)?))
+        .or(lines.first());
+    let message: Vec<&str> =
+        stderr.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("Command failed")).collect();
+    NetworkError::Command {
+        what: format!("ip {}", failed.map(String::as_str).unwrap_or("")),
+        message: message.join("; "),
+    }
 }
 
 /// Whether a link of that name exists.
@@ -144,5 +158,25 @@ pub fn remove_endpoint(netns: &str, veth: &str) {
     }
     if !lines.is_empty() {
         let _ = batch(&[], &lines, true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_batch_names_its_failing_command_on_one_line() {
+        let lines = ["link add rk-1 type bridge".to_owned(), "addr add 10.0.0.1/24 dev rk-1".to_owned()];
+        let stderr = "RTNETLINK answers: File exists\nCommand failed -:2\n";
+        let NetworkError::Command { what, message } = batch_failure(&lines, stderr) else {
+            panic!("not a command error")
+        };
+        assert_eq!(
+            (what.as_str(), message.as_str()),
+            ("ip addr add 10.0.0.1/24 dev rk-1", "RTNETLINK answers: File exists")
+        );
+        let NetworkError::Command { what, .. } = batch_failure(&lines, "Cannot find device\n") else { panic!() };
+        assert_eq!(what, "ip link add rk-1 type bridge", "without a line number, the batch's first");
     }
 }
