@@ -136,11 +136,10 @@ fn cp_resolves_a_containers_symlinks_inside_its_root() {
     crate::common::wait_until(30, "the symlink", || {
         store.run(&["exec", "esc", "test", "-L", "/escape"]).status.success()
     });
-    // A running container's /tmp is nspawn's tmpfs, which cp does not see: /srv here.
-    let host_srv = Path::new("/srv").join(&name);
-    store.ok(&["cp", file.to_str().expect("utf-8"), &format!("esc:/escape/srv/{name}")]);
-    assert!(!host_srv.exists(), "the copy reached the host's /srv");
-    assert_eq!(exec(&store, "esc", &format!("cat /srv/{name}")), "stays inside\n");
+    // cp sees a running container's files as its processes do: its /tmp is nspawn's tmpfs.
+    store.ok(&["cp", file.to_str().expect("utf-8"), &format!("esc:/escape/tmp/{name}")]);
+    assert!(!host_tmp.exists(), "the copy reached the host's /tmp");
+    assert_eq!(exec(&store, "esc", &format!("cat /tmp/{name}")), "stays inside\n");
     // Reading through it stays inside too: the container's /etc/os-release, not the host's.
     let out = host.path().join("os-release");
     store.ok(&["cp", "esc:/escape/etc/os-release", out.to_str().expect("utf-8")]);
@@ -189,6 +188,13 @@ fn a_named_volume_outlives_its_containers_and_goes_only_when_unused() {
     assert_eq!(std::fs::read_to_string(Path::new(mountpoint).join("f")).expect("read"), "kept\n");
     let mode = std::fs::metadata(Path::new(mountpoint).parent().expect("parent")).expect("stat").mode();
     assert_eq!(mode & 0o777, 0o700, "the volume's own directory is root's alone");
+    // cp into a running container's volume writes into the volume, as in docker.
+    let host = tempfile::tempdir().expect("tempdir");
+    std::fs::write(host.path().join("g"), "copied\n").expect("write");
+    store.ok(&["run", "-d", "--name", "vol-user", "-v", "data:/data", "bb", "sleep", "600"]);
+    store.ok(&["cp", host.path().join("g").to_str().expect("utf-8"), "vol-user:/data/g"]);
+    assert_eq!(std::fs::read_to_string(Path::new(mountpoint).join("g")).expect("read"), "copied\n");
+    store.ok(&["rm", "-f", "vol-user"]);
 
     // In use by a stopped container: refused, with exit 1 and who uses it.
     store.ok(&["create", "--name", "user", "-v", "data:/data", "bb", "true"]);

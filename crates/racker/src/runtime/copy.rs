@@ -6,20 +6,21 @@
 //! with the layer applier ([`crate::unpack::apply_tar_at`]), whose entries never leave
 //! the directory they are applied to. Paths in the container are resolved with
 //! `openat2(RESOLVE_IN_ROOT)`: a symlink in the container, even `/escape -> /`, resolves
-//! inside the container's root, never to the host's. A running container's root is its
-//! live mount (overlay merged directory or btrfs subvolume); a stopped one's is mounted
-//! for the copy and unmounted after, so a stopped container still holds no mount.
+//! inside the container's root, never to the host's. A running container's root is the
+//! one its processes see (through its leader, with their mounts); a stopped one's is its
+//! snapshot, mounted for the copy and unmounted after, so it still holds no mount.
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
+use super::lifecycle::is_running;
 use super::start::with_root;
 use super::{Result, RuntimeError};
-use crate::store::Store;
+use crate::store::{ContainerRecord, Store};
 use crate::unpack::{apply_tar_at, UnpackOptions, WhiteoutMode};
 
 /// How `racker cp` copies.
@@ -40,6 +41,16 @@ pub enum HostSide<'a> {
     Stream,
 }
 
+/// Runs `f` on the root as the container sees it, as docker's cp does: a running
+/// container's through its leader (`/proc/PID/root`: its volumes, binds and tmpfs mounts
+/// included), a stopped one's snapshot ([`with_root`]).
+fn with_container_view<T>(store: &Store, record: &ContainerRecord, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+    match record.leader.filter(|_| is_running(record)) {
+        Some(leader) => f(&PathBuf::from(format!("/proc/{}/root", leader.pid))),
+        None => with_root(store, record, f),
+    }
+}
+
 /// `racker cp CONTAINER:PATH DEST`: the container's `path` copied to `dest`, or as a
 /// tar to `out` when `dest` is [`HostSide::Stream`].
 pub fn copy_from_container(
@@ -50,7 +61,7 @@ pub fn copy_from_container(
     out: &mut dyn Write,
     opts: CopyOptions,
 ) -> Result<()> {
-    with_root(store, &store.container(container)?, |rootfs| {
+    with_container_view(store, &store.container(container)?, |rootfs| {
         let tree = Tree::container(rootfs)?;
         let source = Source::resolve(&tree, path, opts.follow_link)?;
         match dest {
@@ -80,7 +91,7 @@ pub fn copy_to_container(
 ) -> Result<()> {
     // docker: files copied into a container belong to its root unless -a.
     let owner = (!opts.archive).then_some((0, 0));
-    with_root(store, &store.container(container)?, |rootfs| {
+    with_container_view(store, &store.container(container)?, |rootfs| {
         let tree = Tree::container(rootfs)?;
         match src {
             HostSide::Stream => {
