@@ -250,6 +250,12 @@ fn ps_templates_and_filters_print_as_dockers() {
     assert!(status.contains("status=sleeping"), "{status}");
     usage_error(&store, &["ps", "--format", "{{.Names"]);
 
+    // stats: docker's fields, and table TEMPLATE with its headers.
+    let stats = store.ok(&["stats", "--no-stream", "--format", "{{.Name}} {{len .CPUPerc}}", "fmt-r"]);
+    assert!(stats.starts_with("fmt-r ") && stats.lines().count() == 1, "{stats}");
+    let stats = store.ok(&["stats", "--no-stream", "--format", "table {{.Name}}\\t{{.PIDs}}", "fmt-r"]);
+    assert!(stats.starts_with("NAME    PIDS\nfmt-r   "), "{stats}");
+
     // inspect -f of containers.
     assert_eq!(store.ok(&["inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "fmt-b"]), "exited 3\n");
     assert_eq!(store.ok(&["container", "inspect", "-f", "{{.State.Status}}", "fmt-r"]), "running\n");
