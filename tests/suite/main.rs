@@ -21,6 +21,7 @@ mod container_network;
 mod container_observe;
 mod container_restart;
 mod fixtures;
+mod formats;
 mod hostile_registry;
 mod local_users;
 mod postroj_cache_cli;

@@ -11,7 +11,9 @@ use racker::runtime::{self, BootTarget, ExecOptions, Network, RunOptions, RunReq
 use racker::store::ContainerState;
 use rustix::process::Signal;
 
-use crate::format::{since, table};
+use crate::filters::{label_matches, Filters};
+use crate::format::{human_size, since, table};
+use crate::template::{go_time, UsageError};
 use crate::Format;
 use racker::snapshot::Driver;
 use racker::store::Store;
@@ -185,9 +187,43 @@ pub struct PsArgs {
     /// Do not truncate ids and commands
     #[arg(long)]
     no_trunc: bool,
-    #[arg(long, value_enum, default_value_t)]
+    /// status=, name=REGEX, id=PREFIX, ancestor=IMAGE, label=KEY[=VALUE], exited=CODE
+    /// (repeat: the same key is any of, different keys all of)
+    #[arg(short, long = "filter", value_name = "FILTER")]
+    filter: Vec<String>,
+    /// Show the N last created containers (in every state)
+    #[arg(short = 'n', long = "last", value_name = "N")]
+    last: Option<usize>,
+    /// Show the latest created container (in every state)
+    #[arg(short, long)]
+    latest: bool,
+    /// Show the SIZE column: what the container wrote (and with its image, the virtual size)
+    #[arg(short, long)]
+    size: bool,
+    /// table, json, or a Go template: '{{.Names}}', 'table {{.ID}}\t{{.Status}}' (see the README)
+    #[arg(long, default_value = "table", value_name = "FORMAT")]
     format: Format,
 }
+
+/// docker's `ps --filter` keys, and the states `status=` takes.
+const PS_FILTERS: [&str; 6] = ["ancestor", "exited", "id", "label", "name", "status"];
+const STATES: [&str; 7] = ["created", "restarting", "running", "removing", "paused", "exited", "dead"];
+
+/// docker's column names of the `ps` fields, for `--format 'table …'`.
+const PS_HEADERS: [(&str, &str); 12] = [
+    ("ID", "CONTAINER ID"),
+    ("Image", "IMAGE"),
+    ("Command", "COMMAND"),
+    ("CreatedAt", "CREATED AT"),
+    ("RunningFor", "CREATED"),
+    ("Status", "STATUS"),
+    ("State", "STATE"),
+    ("Ports", "PORTS"),
+    ("Names", "NAMES"),
+    ("Labels", "LABELS"),
+    ("Mounts", "MOUNTS"),
+    ("Size", "SIZE"),
+];
 
 fn status_text(c: &runtime::ContainerStatus) -> String {
     let r = &c.record;
@@ -206,8 +242,30 @@ fn status_text(c: &runtime::ContainerStatus) -> String {
 }
 
 pub fn ps(store: &Store, args: &PsArgs) -> Result<()> {
-    let images: std::collections::HashMap<String, String> = store
-        .images()?
+    let filters = Filters::parse(&args.filter, &PS_FILTERS)?;
+    for status in filters.values("status") {
+        if !STATES.contains(&status.as_str()) {
+            return Err(UsageError(format!(
+                "invalid filter 'status={status}': valid states are {}",
+                STATES.join(", ")
+            ))
+            .into());
+        }
+    }
+    let names = filters
+        .values("name")
+        .iter()
+        .map(|n| regex::Regex::new(n).map_err(|e| UsageError(format!("invalid filter 'name={n}': {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let exited = filters
+        .values("exited")
+        .iter()
+        .map(|c| c.parse::<i32>().map_err(|_| UsageError(format!("invalid filter 'exited={c}': not an exit code"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    // ancestor=: the images named (an unknown one matches no container).
+    let ancestors: Vec<_> = filters.values("ancestor").iter().filter_map(|a| store.resolve(a).ok()).collect();
+    let summaries = store.images()?;
+    let images: std::collections::HashMap<String, (String, u64)> = summaries
         .into_iter()
         .map(|i| {
             let shown = i
@@ -215,33 +273,20 @@ pub fn ps(store: &Store, args: &PsArgs) -> Result<()> {
                 .first()
                 .map(|(r, t)| format!("{}:{t}", familiar_name(r)))
                 .unwrap_or_else(|| i.id.short().to_owned());
-            (i.id.to_string(), shown)
+            (i.id.to_string(), (shown, i.size))
         })
         .collect();
+    // -n and -l show stopped containers too, as a state filter does.
+    let limit = if args.latest { Some(1) } else { args.last };
+    let all = args.all || limit.is_some() || filters.has("status") || filters.has("exited");
+    // SIZE costs a walk of each container's writes: only when asked for.
+    let sizes = args.size || matches!(&args.format, Format::Template { text, .. } if text.contains(".Size"));
     let mut rows = Vec::new();
-    for c in runtime::list(store, args.all)? {
+    let mut json = Vec::new();
+    let mut shown = 0;
+    for c in runtime::list(store, all)? {
         let r = &c.record;
-        let id = if args.no_trunc { r.id.clone() } else { r.id[..12.min(r.id.len())].to_owned() };
-        if args.quiet {
-            outln!("{id}")?;
-            continue;
-        }
         let spec = runtime::spec_of(r).unwrap_or_default();
-        let mut command = spec.command_line();
-        if spec.boot {
-            command = if command.is_empty() { "(booted)".into() } else { format!("(booted) {command}") };
-        }
-        if !args.no_trunc && command.chars().count() > 20 {
-            command = command.chars().take(19).collect::<String>() + "…";
-        }
-        let image = images.get(&r.image_id.to_string()).cloned().unwrap_or_else(|| r.image_id.short().to_owned());
-        // docker's PORTS: `127.0.0.1:8080->80/tcp, …` while it is on a network.
-        let ports = runtime::network::ports_of(store, &r.id)
-            .unwrap_or_default()
-            .iter()
-            .map(|p| format!("{}:{}->{}/{}", p.host_ip, p.host_port, p.container_port, p.protocol))
-            .collect::<Vec<_>>()
-            .join(", ");
         let state = match (c.running, c.paused, r.state) {
             (true, true, _) => "paused",
             (true, false, _) => "running",
@@ -249,29 +294,68 @@ pub fn ps(store: &Store, args: &PsArgs) -> Result<()> {
             (false, _, ContainerState::Restarting) => "restarting",
             (false, _, _) => "exited",
         };
-        if args.format == Format::Json {
-            outln!(
-                "{}",
-                serde_json::json!({"ID": id, "Image": image, "Command": spec.command_line(), "CreatedAt": r.created,
-                    "Status": status_text(&c), "State": state, "Ports": ports, "Names": r.name,
-                    "Boot": spec.boot, "Pid": r.leader.map(|l| l.pid)})
-            )?;
-        } else {
-            rows.push(vec![
-                id,
-                image,
-                format!("\"{command}\""),
-                since(Some(&r.created)),
-                status_text(&c),
-                ports,
-                r.name.clone(),
-            ]);
+        let keep = filters.pass("status", |s| s == state)
+            && filters.pass("id", |p| r.id.starts_with(p))
+            && (names.is_empty() || names.iter().any(|n| n.is_match(&r.name) || n.is_match(&format!("/{}", r.name))))
+            && (!filters.has("ancestor") || ancestors.contains(&r.image_id))
+            && filters.pass("label", |l| label_matches(l, &spec.flags.labels))
+            && (exited.is_empty() || (state == "exited" && r.exit_code.is_some_and(|code| exited.contains(&code))));
+        if !keep || limit.is_some_and(|n| shown >= n) {
+            continue;
         }
+        shown += 1;
+        let id = if args.no_trunc { r.id.clone() } else { r.id[..12.min(r.id.len())].to_owned() };
+        if args.quiet {
+            outln!("{id}")?;
+            continue;
+        }
+        let mut command = spec.command_line();
+        if spec.boot {
+            command = if command.is_empty() { "(booted)".into() } else { format!("(booted) {command}") };
+        }
+        if !args.no_trunc && command.chars().count() > 20 {
+            command = command.chars().take(19).collect::<String>() + "…";
+        }
+        let (image, image_size) =
+            images.get(&r.image_id.to_string()).cloned().unwrap_or_else(|| (r.image_id.short().to_owned(), 0));
+        // docker's PORTS: `127.0.0.1:8080->80/tcp, …` while it is on a network.
+        let ports = runtime::network::ports_of(store, &r.id)
+            .unwrap_or_default()
+            .iter()
+            .map(|p| format!("{}:{}->{}/{}", p.host_ip, p.host_port, p.container_port, p.protocol))
+            .collect::<Vec<_>>()
+            .join(", ");
+        // docker's `2B (virtual 5MB)`: the container's writes, then with its image.
+        let size = if sizes {
+            let writes = runtime::writes_size(store, &r.id).unwrap_or(0);
+            format!("{} (virtual {})", human_size(writes), human_size(writes + image_size))
+        } else {
+            "0B".to_owned()
+        };
+        let labels = spec.flags.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+        let mounts = spec.binds.iter().map(|b| b.source.display().to_string()).collect::<Vec<_>>().join(",");
+        json.push(serde_json::json!({"ID": id, "Image": image, "Command": format!("\"{command}\""),
+            "CreatedAt": go_time(Some(&r.created)), "RunningFor": since(Some(&r.created)),
+            "Status": status_text(&c), "State": state, "Ports": ports, "Names": r.name,
+            "Labels": labels, "Mounts": mounts, "Size": size, "Networks": String::from(spec.network.clone()),
+            "Boot": spec.boot, "Pid": r.leader.map(|l| l.pid)}));
+        let mut row =
+            vec![id, image, format!("\"{command}\""), since(Some(&r.created)), status_text(&c), ports, r.name.clone()];
+        if args.size {
+            row.push(size);
+        }
+        rows.push(row);
     }
-    if !args.quiet && args.format == Format::Table {
-        out!("{}", table(&["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], &rows))?;
+    if args.quiet {
+        return Ok(());
     }
-    Ok(())
+    crate::template::print_rows(&args.format, &PS_HEADERS, &json, || {
+        let mut header = vec!["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"];
+        if args.size {
+            header.push("SIZE");
+        }
+        table(&header, &rows)
+    })
 }
 
 #[derive(clap::Args)]

@@ -7,13 +7,19 @@ use racker::reference::{familiar_name, Reference};
 use racker::source::{self, RootfsInput};
 use racker::store::Store;
 
-use crate::format::{human_size, since, table};
+use crate::filters::{boolean, label_matches, reference_matches, Filters};
+use crate::format::{human_size, since as since_text, table};
+use crate::template::go_time;
 use crate::Format;
 
 #[derive(clap::Args)]
 pub struct ImagesArgs {
     /// Only images of this repository (and tag)
     reference: Option<String>,
+    /// Show all images (accepted for docker compatibility: racker keeps no intermediate
+    /// images, so there is nothing more to show)
+    #[arg(short, long)]
+    all: bool,
     /// Only show image ids
     #[arg(short, long)]
     quiet: bool,
@@ -23,17 +29,54 @@ pub struct ImagesArgs {
     /// Do not truncate ids
     #[arg(long)]
     no_trunc: bool,
-    #[arg(long, value_enum, default_value_t)]
+    /// reference=PATTERN, dangling=true|false, before=IMAGE, since=IMAGE, label=KEY[=VALUE]
+    /// (repeat: the same key is any of, different keys all of)
+    #[arg(short, long = "filter", value_name = "FILTER")]
+    filter: Vec<String>,
+    /// table, json, or a Go template: '{{.Repository}}:{{.Tag}}', 'table {{.ID}}\t{{.Size}}' (see the README)
+    #[arg(long, default_value = "table", value_name = "FORMAT")]
     format: Format,
 }
 
+/// docker's `images --filter` keys.
+const IMAGE_FILTERS: [&str; 5] = ["before", "dangling", "label", "reference", "since"];
+
+/// docker's column names of the `images` fields, for `--format 'table …'`.
+const IMAGE_HEADERS: [(&str, &str); 7] = [
+    ("ID", "IMAGE ID"),
+    ("Repository", "REPOSITORY"),
+    ("Tag", "TAG"),
+    ("Digest", "DIGEST"),
+    ("CreatedSince", "CREATED"),
+    ("CreatedAt", "CREATED AT"),
+    ("Size", "SIZE"),
+];
+
 pub fn list(store: &Store, args: &ImagesArgs) -> Result<()> {
     let filter = args.reference.as_deref().map(Reference::parse).transpose().context("invalid filter")?;
+    let filters = Filters::parse(&args.filter, &IMAGE_FILTERS)?;
     // A filter without an explicit tag matches every tag, as in docker.
     let want_tag = filter.as_ref().and_then(Reference::explicit_tag);
+    let all = store.images()?;
+    // before= and since=: creation times of the images named.
+    let created_of = |name: &str| -> Result<Option<chrono::DateTime<chrono::FixedOffset>>> {
+        let id = store.resolve(name)?;
+        Ok(all.iter().find(|i| i.id == id).and_then(|i| created_time(i.created.as_deref())))
+    };
+    let before = filters.values("before").iter().map(|n| created_of(n)).collect::<Result<Vec<_>>>()?;
+    let since = filters.values("since").iter().map(|n| created_of(n)).collect::<Result<Vec<_>>>()?;
     let mut rows = Vec::new();
     let mut json = Vec::new();
-    for image in store.images()? {
+    for image in &all {
+        let created = created_time(image.created.as_deref());
+        let dangling = image.tags.is_empty();
+        let keep = filters.try_pass("dangling", |v| Ok(boolean("dangling", v)? == dangling))?
+            && (before.is_empty() || before.iter().any(|b| created.is_some() && created < *b))
+            && (since.is_empty() || since.iter().any(|s| created.is_some() && created > *s))
+            && (!filters.has("label") || filters.pass("label", |l| label_matches(l, &image_labels(store, image))));
+        if !keep {
+            continue;
+        }
         let id = if args.no_trunc { image.id.to_string() } else { image.id.short().to_owned() };
         let mut names: Vec<(String, String)> = image.tags.clone();
         if names.is_empty() {
@@ -45,23 +88,29 @@ pub fn list(store: &Store, args: &ImagesArgs) -> Result<()> {
                     continue;
                 }
             }
+            let repo_shown = if repo == "<none>" { repo.clone() } else { familiar_name(&repo) };
+            if filters.has("reference")
+                && (dangling || !filters.try_pass("reference", |p| reference_matches(p, &repo_shown, &tag))?)
+            {
+                continue;
+            }
             let digest = image
                 .digests
                 .iter()
                 .find(|(r, _)| *r == repo)
                 .map(|(_, d)| d.to_string())
                 .unwrap_or_else(|| "<none>".into());
-            let repo_shown = if repo == "<none>" { repo.clone() } else { familiar_name(&repo) };
             json.push(serde_json::json!({
                 "ID": id, "Repository": repo_shown, "Tag": tag, "Digest": digest,
-                "CreatedAt": image.created, "CreatedSince": since(image.created.as_deref()),
-                "Size": human_size(image.size), "VirtualSize": image.size,
+                "CreatedAt": go_time(image.created.as_deref()), "CreatedSince": since_text(image.created.as_deref()),
+                "Size": human_size(image.size), "VirtualSize": human_size(image.size),
+                "Containers": "N/A", "SharedSize": "N/A", "UniqueSize": "N/A",
             }));
             let mut row = vec![repo_shown, tag];
             if args.digests {
                 row.push(digest);
             }
-            row.extend([id.clone(), since(image.created.as_deref()), human_size(image.size)]);
+            row.extend([id.clone(), since_text(image.created.as_deref()), human_size(image.size)]);
             rows.push(row);
         }
     }
@@ -73,19 +122,34 @@ pub fn list(store: &Store, args: &ImagesArgs) -> Result<()> {
                 outln!("{id}")?;
             }
         }
-    } else if args.format == Format::Json {
-        for value in json {
-            outln!("{value}")?;
-        }
-    } else {
+        return Ok(());
+    }
+    crate::template::print_rows(&args.format, &IMAGE_HEADERS, &json, || {
         let mut header = vec!["REPOSITORY", "TAG"];
         if args.digests {
             header.push("DIGEST");
         }
         header.extend(["IMAGE ID", "CREATED", "SIZE"]);
-        out!("{}", table(&header, &rows))?;
-    }
-    Ok(())
+        table(&header, &rows)
+    })
+}
+
+fn created_time(created: Option<&str>) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    created.and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+}
+
+/// The labels of an image's config (none when it cannot be read).
+fn image_labels(store: &Store, image: &racker::store::ImageSummary) -> std::collections::BTreeMap<String, String> {
+    let config = store
+        .image(&image.id)
+        .ok()
+        .and_then(|i| store.read_blob(&i.config_digest).ok())
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    config
+        .as_ref()
+        .and_then(|c| c["config"]["Labels"].as_object())
+        .map(|labels| labels.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect())
+        .unwrap_or_default()
 }
 
 pub fn load(store: &Store, input: &Path, quiet: bool) -> Result<()> {
@@ -159,10 +223,10 @@ pub fn remove(store: &Store, names: &[String], force: bool) -> Result<()> {
 }
 
 /// `image inspect`: images only, as one JSON array.
-pub fn inspect(store: &Store, names: &[String]) -> Result<()> {
+pub fn inspect(store: &Store, names: &[String], format: Option<&str>) -> Result<()> {
+    let template = crate::template::inspect_template(format)?;
     let out = names.iter().map(|name| image_json(store, name)).collect::<Result<Vec<_>>>()?;
-    outln!("{}", serde_json::to_string_pretty(&out)?)?;
-    Ok(())
+    crate::template::print_objects(template.as_ref(), &out)
 }
 
 /// An image's configuration and layers, as `inspect` shows it.
@@ -220,7 +284,7 @@ pub fn gc(store: &Store, dry_run: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn disk_usage(store: &Store, format: Format, verbose: bool) -> Result<()> {
+pub fn disk_usage(store: &Store, format: &Format, verbose: bool) -> Result<()> {
     let du = store.disk_usage()?;
     // Volumes: each one's size, and whether a container (running or not) uses it.
     let mut volumes = Vec::new();
@@ -230,7 +294,22 @@ pub fn disk_usage(store: &Store, format: Format, verbose: bool) -> Result<()> {
     }
     let volumes_size: u64 = volumes.iter().map(|(s, _, _)| s).sum();
     let volumes_reclaimable: u64 = volumes.iter().filter(|(_, u, _)| *u == 0).map(|(s, _, _)| s).sum();
-    if format == Format::Json {
+    if let Format::Template { .. } = format {
+        // docker's rows: one per kind of object, with docker's field names.
+        let row = |kind: &str, count: usize, size: u64, reclaimable: u64| {
+            serde_json::json!({"Type": kind, "TotalCount": count, "Active": "", "Size": human_size(size),
+                "Reclaimable": human_size(reclaimable)})
+        };
+        let rows = [
+            row("Images", du.images as usize, du.images_size, 0),
+            row("Layers", du.layers as usize, du.layers_size, du.reclaimable_size),
+            row("Blobs", du.blobs as usize, du.blobs_size, 0),
+            row("Local Volumes", volumes.len(), volumes_size, volumes_reclaimable),
+        ];
+        let headers = [("Type", "TYPE"), ("TotalCount", "TOTAL"), ("Size", "SIZE"), ("Reclaimable", "RECLAIMABLE")];
+        return crate::template::print_rows(format, &headers, &rows, String::new);
+    }
+    if format.is_json() {
         let mut value = serde_json::to_value(&du)?;
         value["volumes"] = volumes.len().into();
         value["volumes_size"] = volumes_size.into();

@@ -7,6 +7,7 @@ mod cli;
 mod completion;
 mod containers;
 mod files;
+mod filters;
 #[path = "../common/format.rs"]
 mod format;
 mod images;
@@ -21,12 +22,13 @@ mod runflags;
 #[path = "../common/shell.rs"]
 mod shell;
 mod system;
+mod template;
 mod volumes;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{CommandFactory as _, Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "racker", version, about = "Operating-system containers on systemd-nspawn, fast")]
@@ -38,12 +40,7 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Clone, Copy, Debug, Default, ValueEnum, PartialEq, Eq)]
-pub enum Format {
-    #[default]
-    Table,
-    Json,
-}
+pub use template::Format;
 
 #[derive(Subcommand)]
 enum Command {
@@ -152,7 +149,8 @@ enum Command {
     System(SystemCommand),
     /// Show racker's version, the Rust version it needs and the platform
     Version {
-        #[arg(long, value_enum, default_value_t)]
+        /// table, json, or a Go template: '{{.ID}}', 'table {{.ID}}\t{{.Name}}' (see the README)
+        #[arg(long, default_value = "table", value_name = "FORMAT")]
         format: Format,
     },
     /// Show what the store holds and what the host offers containers
@@ -165,7 +163,8 @@ enum Command {
 
 #[derive(clap::Args)]
 struct InfoArgs {
-    #[arg(long, value_enum, default_value_t)]
+    /// table, json, or a Go template: '{{.ID}}', 'table {{.ID}}\t{{.Name}}' (see the README)
+    #[arg(long, default_value = "table", value_name = "FORMAT")]
     format: Format,
 }
 
@@ -198,6 +197,9 @@ struct RmiArgs {
 
 #[derive(clap::Args)]
 struct InspectArgs {
+    /// A Go template rendered for each image ('{{.Id}}', '{{json .Config}}')
+    #[arg(short, long, value_name = "TEMPLATE")]
+    format: Option<String>,
     #[arg(required = true)]
     images: Vec<String>,
 }
@@ -206,7 +208,8 @@ struct InspectArgs {
 enum SystemCommand {
     /// Show the store's disk usage and how much sharing saves
     Df {
-        #[arg(long, value_enum, default_value_t)]
+        /// table, json, or a Go template: '{{.ID}}', 'table {{.ID}}\t{{.Name}}' (see the README)
+        #[arg(long, default_value = "table", value_name = "FORMAT")]
         format: Format,
         /// List each volume with its size and how many containers use it
         #[arg(short, long)]
@@ -278,16 +281,18 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             done(images::remove(&open()?, &args.images, args.force))
         }
         Command::Inspect(args) => observe::inspect(&open()?, &args),
-        Command::Image(ImageCommand::Inspect(args)) => done(images::inspect(&open()?, &args.images)),
+        Command::Image(ImageCommand::Inspect(args)) => {
+            done(images::inspect(&open()?, &args.images, args.format.as_deref()))
+        }
         Command::Observe(command) => observe::run(&open()?, command),
         Command::Container(command) => observe::run_group(&open()?, command),
         Command::Gc { dry_run } | Command::Image(ImageCommand::Prune { dry_run, .. }) => {
             done(images::gc(&open()?, dry_run))
         }
         Command::Volume(command) => done(volumes::run(&open()?, command)),
-        Command::System(SystemCommand::Df { format, verbose }) => done(images::disk_usage(&open()?, format, verbose)),
-        Command::Info(args) | Command::System(SystemCommand::Info(args)) => done(system::info(&open()?, args.format)),
-        Command::Version { format } => done(system::version(format)),
+        Command::System(SystemCommand::Df { format, verbose }) => done(images::disk_usage(&open()?, &format, verbose)),
+        Command::Info(args) | Command::System(SystemCommand::Info(args)) => done(system::info(&open()?, &args.format)),
+        Command::Version { format } => done(system::version(&format)),
     }
 }
 
@@ -315,7 +320,9 @@ fn main() -> ExitCode {
             errln!("Error: {}", cli::one_line(&err));
             // A runtime error's own status (126, 127: the command cannot run) is the
             // verb's where it fails as `run` does; other verbs fail with theirs (docker's 1).
+            // A bad --format or --filter is racker's own failure: 125, as docker's.
             let code = match err.downcast_ref::<racker::runtime::RuntimeError>() {
+                _ if err.chain().any(|c| c.is::<template::UsageError>()) => 125,
                 Some(e) if failure == 125 => e.exit_code(),
                 _ => failure,
             };

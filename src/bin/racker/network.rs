@@ -20,7 +20,8 @@ pub enum NetworkCommand {
     /// List networks
     #[command(alias = "list")]
     Ls {
-        #[arg(long, value_enum, default_value_t)]
+        /// table, json, or a Go template: '{{.ID}}', 'table {{.ID}}\t{{.Name}}' (see the README)
+        #[arg(long, default_value = "table", value_name = "FORMAT")]
         format: Format,
         /// Only show names
         #[arg(short, long)]
@@ -79,29 +80,31 @@ pub fn run(store: &Store, command: NetworkCommand) -> Result<()> {
                 for r in &all {
                     outln!("{}", r.name)?;
                 }
-            } else if format == Format::Json {
-                for r in &all {
-                    outln!(
-                        "{}",
-                        serde_json::json!({"ID": r.id, "Name": r.name, "Driver": "bridge", "Subnet": r.subnet.to_string(),
-                            "Gateway": r.gateway.to_string(), "Bridge": r.bridge, "Containers": r.containers.len(),
-                            "CreatedAt": r.created})
-                    )?;
-                }
             } else {
-                let rows: Vec<Vec<String>> = all
+                let json: Vec<serde_json::Value> = all
                     .iter()
                     .map(|r| {
-                        vec![
-                            r.id.clone(),
-                            r.name.clone(),
-                            "bridge".into(),
-                            r.subnet.to_string(),
-                            r.containers.len().to_string(),
-                        ]
+                        serde_json::json!({"ID": r.id, "Name": r.name, "Driver": "bridge", "Scope": "local",
+                            "Subnet": r.subnet.to_string(), "Gateway": r.gateway.to_string(), "Bridge": r.bridge,
+                            "Containers": r.containers.len(), "CreatedAt": r.created})
                     })
                     .collect();
-                out!("{}", table(&["NETWORK ID", "NAME", "DRIVER", "SUBNET", "CONTAINERS"], &rows))?;
+                let headers = [("ID", "NETWORK ID")];
+                crate::template::print_rows(&format, &headers, &json, || {
+                    let rows: Vec<Vec<String>> = all
+                        .iter()
+                        .map(|r| {
+                            vec![
+                                r.id.clone(),
+                                r.name.clone(),
+                                "bridge".into(),
+                                r.subnet.to_string(),
+                                r.containers.len().to_string(),
+                            ]
+                        })
+                        .collect();
+                    table(&["NETWORK ID", "NAME", "DRIVER", "SUBNET", "CONTAINERS"], &rows)
+                })?;
             }
         }
         NetworkCommand::Rm { networks } => {

@@ -28,7 +28,8 @@ pub struct StatsArgs {
     /// Show full container ids
     #[arg(long)]
     no_trunc: bool,
-    #[arg(long, value_enum, default_value_t)]
+    /// table, json, or a Go template: '{{.ID}}', 'table {{.ID}}\t{{.Name}}' (see the README)
+    #[arg(long, default_value = "table", value_name = "FORMAT")]
     format: Format,
     /// Containers (default: every running one)
     containers: Vec<String>,
@@ -72,12 +73,18 @@ pub struct InspectArgs {
     /// Only this kind of object (default: a container, else an image, as docker)
     #[arg(long = "type", value_enum)]
     kind: Option<ObjectType>,
+    /// A Go template rendered for each object ('{{.State.Status}}', '{{json .Config}}')
+    #[arg(short, long, value_name = "TEMPLATE")]
+    format: Option<String>,
     #[arg(required = true)]
     names: Vec<String>,
 }
 
 #[derive(clap::Args)]
 pub struct ContainerInspectArgs {
+    /// A Go template rendered for each container ('{{.State.Status}}', '{{json .Config}}')
+    #[arg(short, long, value_name = "TEMPLATE")]
+    format: Option<String>,
     #[arg(required = true)]
     containers: Vec<String>,
 }
@@ -171,9 +178,10 @@ pub fn run(store: &Store, command: ObserveCommand) -> Result<i32> {
 /// The verbs only the `container` group has.
 pub fn run_group(store: &Store, command: ContainerCommand) -> Result<i32> {
     match command {
-        ContainerCommand::Inspect(args) => {
-            inspect(store, &InspectArgs { kind: Some(ObjectType::Container), names: args.containers })
-        }
+        ContainerCommand::Inspect(args) => inspect(
+            store,
+            &InspectArgs { kind: Some(ObjectType::Container), format: args.format, names: args.containers },
+        ),
         ContainerCommand::Prune(args) => prune(store, &args).map(|()| 0),
         _ => bail!("this container verb is handled as its top-level one"),
     }
@@ -257,12 +265,16 @@ fn stats(store: &Store, args: &StatsArgs) -> Result<()> {
                 StatsRow::new(status, sample, earlier, args.no_trunc)
             })
             .collect();
-        let text = match args.format {
+        let text = match &args.format {
             Format::Json => rows.iter().map(|r| r.json().to_string() + "\n").collect(),
             Format::Table => table(
                 &["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "BLOCK I/O", "PIDS"],
                 &rows.iter().map(StatsRow::cells).collect::<Vec<_>>(),
             ),
+            Format::Template { table, text } => {
+                let json: Vec<serde_json::Value> = rows.iter().map(StatsRow::json).collect();
+                crate::template::render_rows(&crate::template::compile(text)?, *table, &STATS_HEADERS, &json)?
+            }
         };
         if args.no_stream {
             crate::cli::print(&text)?;
@@ -274,6 +286,19 @@ fn stats(store: &Store, args: &StatsArgs) -> Result<()> {
         before = now;
     }
 }
+
+/// docker's column names of the `stats` fields, for `--format 'table …'`.
+const STATS_HEADERS: [(&str, &str); 9] = [
+    ("ID", "CONTAINER ID"),
+    ("Container", "CONTAINER"),
+    ("Name", "NAME"),
+    ("CPUPerc", "CPU %"),
+    ("MemUsage", "MEM USAGE / LIMIT"),
+    ("MemPerc", "MEM %"),
+    ("NetIO", "NET I/O"),
+    ("BlockIO", "BLOCK I/O"),
+    ("PIDs", "PIDS"),
+];
 
 /// One line of `stats`, formatted as docker formats it.
 struct StatsRow {
@@ -374,6 +399,8 @@ fn prune(store: &Store, args: &PruneArgs) -> Result<()> {
 /// container's unless `--type` says otherwise, as in docker. Names that match nothing
 /// are reported and make the status 1, after the others are printed.
 pub fn inspect(store: &Store, args: &InspectArgs) -> Result<i32> {
+    // A bad template fails before anything is looked up, as docker's.
+    let template = crate::template::inspect_template(args.format.as_deref())?;
     let mut found = Vec::new();
     let mut missing = 0;
     for name in &args.names {
@@ -398,8 +425,7 @@ pub fn inspect(store: &Store, args: &InspectArgs) -> Result<i32> {
             }
         }
     }
-    let text = serde_json::to_string_pretty(&found).map_err(|e| anyhow!("{e}"))?;
-    outln!("{text}")?;
+    crate::template::print_objects(template.as_ref(), &found)?;
     Ok(if missing > 0 { 1 } else { 0 })
 }
 

@@ -14,19 +14,22 @@ const GIT_COMMIT: Option<&str> = option_env!("RACKER_GIT_COMMIT");
 
 /// `racker version`. There is no server: one block, with the Rust toolchain racker
 /// needs where docker names its Go version.
-pub fn version(format: Format) -> Result<()> {
+pub fn version(format: &Format) -> Result<()> {
     let os = std::env::consts::OS;
     let arch = std::env::consts::ARCH;
-    if format == Format::Json {
-        let mut value = serde_json::json!({
-            "Version": env!("CARGO_PKG_VERSION"),
-            "RustVersion": env!("CARGO_PKG_RUST_VERSION"),
-            "Os": os,
-            "Arch": arch,
-        });
-        if let Some(commit) = GIT_COMMIT {
-            value["GitCommit"] = commit.into();
-        }
+    let mut value = serde_json::json!({
+        "Version": env!("CARGO_PKG_VERSION"),
+        "RustVersion": env!("CARGO_PKG_RUST_VERSION"),
+        "Os": os,
+        "Arch": arch,
+    });
+    if let Some(commit) = GIT_COMMIT {
+        value["GitCommit"] = commit.into();
+    }
+    if crate::template::print_one(format, &value)?.is_some() {
+        return Ok(());
+    }
+    if format.is_json() {
         outln!("{}", serde_json::to_string_pretty(&value)?)?;
         return Ok(());
     }
@@ -42,16 +45,18 @@ pub fn version(format: Format) -> Result<()> {
 
 /// `racker info`: the store's counts and the host facts, docker's names where docker
 /// has the same fact.
-pub fn info(store: &Store, format: Format) -> Result<()> {
+pub fn info(store: &Store, format: &Format) -> Result<()> {
     let store_info = StoreInfo::of(store)?;
     let host = HostFacts::detect();
-    if format == Format::Json {
+    if *format != Format::Table {
         let mut value = serde_json::to_value(&store_info)?;
         if let (Some(all), serde_json::Value::Object(facts)) = (value.as_object_mut(), serde_json::to_value(&host)?) {
             all.extend(facts);
             all.insert("ServerVersion".into(), env!("CARGO_PKG_VERSION").into());
         }
-        outln!("{}", serde_json::to_string_pretty(&value)?)?;
+        if crate::template::print_one(format, &value)?.is_none() {
+            outln!("{}", serde_json::to_string_pretty(&value)?)?;
+        }
         return Ok(());
     }
     let s = &store_info;

@@ -25,7 +25,8 @@ pub enum VolumeCommand {
         /// Only show names
         #[arg(short, long)]
         quiet: bool,
-        #[arg(long, value_enum, default_value_t)]
+        /// table, json, or a Go template: '{{.ID}}', 'table {{.ID}}\t{{.Name}}' (see the README)
+        #[arg(long, default_value = "table", value_name = "FORMAT")]
         format: Format,
     },
     /// Show volumes as JSON
@@ -80,13 +81,12 @@ pub fn run(store: &Store, command: VolumeCommand) -> Result<()> {
                 for v in &volumes {
                     outln!("{}", v.name)?;
                 }
-            } else if format == Format::Json {
-                for v in &volumes {
-                    outln!("{}", json(v))?;
-                }
             } else {
-                let rows: Vec<Vec<String>> = volumes.iter().map(|v| vec!["local".into(), v.name.clone()]).collect();
-                out!("{}", table(&["DRIVER", "VOLUME NAME"], &rows))?;
+                let rows: Vec<serde_json::Value> = volumes.iter().map(json).collect();
+                crate::template::print_rows(&format, &[("Name", "VOLUME NAME")], &rows, || {
+                    let rows: Vec<Vec<String>> = volumes.iter().map(|v| vec!["local".into(), v.name.clone()]).collect();
+                    table(&["DRIVER", "VOLUME NAME"], &rows)
+                })?;
             }
         }
         VolumeCommand::Inspect { volumes } => {
