@@ -112,6 +112,8 @@ pub(crate) fn prepare(store: &Store, image: &str, request: &RunRequest, detached
     prepare_rootfs(&snap.rootfs, &spec)?;
     prepare_nspawn_state()?;
     unmade.keep();
+    let mode = if spec.boot { "boots systemd" } else { "runs its command" };
+    tracing::info!("container {name} ({id}) of image {image} made ({mode}), root at {}", snap.rootfs.display());
     Ok(Prepared { id, name, spec, rootfs: snap.rootfs, snapshotter })
 }
 
@@ -262,6 +264,14 @@ fn prepare_rootfs(rootfs: &Path, spec: &RunSpec) -> Result<()> {
     }
     if spec.boot && spec.boot_target == BootTarget::Minimal {
         rootfs::prepare_minimal_boot(rootfs).map_err(|source| RuntimeError::Io { path: rootfs.to_owned(), source })?;
+    }
+    // docker makes a missing working directory (`-w`, the image's WorkingDir) as it starts.
+    if rootfs::open_dir(rootfs, &spec.workdir).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+        tracing::debug!("making the working directory {}", spec.workdir);
+        rootfs::make_dir(rootfs, &spec.workdir).map_err(|e| RuntimeError::Invalid {
+            what: format!("working directory {}", spec.workdir),
+            reason: format!("cannot be made in the container: {e}"),
+        })?;
     }
     if let (Some(user), false) = (&spec.user, spec.boot) {
         rootfs::resolve_user(rootfs, user)

@@ -195,6 +195,7 @@ impl OverlaySnapshotter {
         let params = overlay_params(&lowers, &upper, &work);
         let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
         self.mount("overlay", &params, &rootfs)?;
+        tracing::debug!("overlay of image {} ({} layers) mounted at {}", image.id, lowers.len(), rootfs.display());
         Ok(rootfs)
     }
 
