@@ -266,7 +266,7 @@ fn prepare_rootfs(rootfs: &Path, spec: &RunSpec) -> Result<()> {
         rootfs::prepare_minimal_boot(rootfs).map_err(|source| RuntimeError::Io { path: rootfs.to_owned(), source })?;
     }
     // docker makes a missing working directory (`-w`, the image's WorkingDir) as it starts.
-    if rootfs::open_dir(rootfs, &spec.workdir).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+    if rootfs::open_dir(rootfs, &spec.workdir).is_err() {
         tracing::debug!("making the working directory {}", spec.workdir);
         rootfs::make_dir(rootfs, &spec.workdir).map_err(|e| RuntimeError::Invalid {
             what: format!("working directory {}", spec.workdir),
