@@ -258,7 +258,7 @@ impl<'s> Ingest<'s> {
             match (&present_layer, &known_blob) {
                 (Some(_), Some(_)) => "present",
                 (Some(_), None) => "unpacked already, storing its blob",
-                (None, _) => "fetching and unpacking",
+                (None, _) => "storing and unpacking",
             }
         );
         match (present_layer, known_blob) {
