@@ -20,6 +20,7 @@ mod container_logs;
 mod container_network;
 mod container_observe;
 mod container_restart;
+mod conventions;
 mod fixtures;
 mod formats;
 mod hostile_registry;

@@ -39,6 +39,7 @@ pub struct LsArgs {
     /// Do not truncate keys and ids
     #[arg(long)]
     no_trunc: bool,
+    /// Output format
     #[arg(long, value_enum, default_value_t)]
     format: Format,
 }

@@ -18,6 +18,7 @@ pub enum ListFormat {
 
 #[derive(clap::Args)]
 pub struct ListArgs {
+    /// Output format
     #[arg(long, value_enum, default_value_t)]
     format: ListFormat,
 }
@@ -64,7 +65,7 @@ pub enum SourceArg {
 #[derive(clap::Args)]
 pub struct PullArgs {
     /// Labels or aliases to pull (`postroj list-images --format table` shows them)
-    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    #[arg(conflicts_with = "all")]
     labels: Vec<String>,
     /// Pull every curated image
     #[arg(long)]
@@ -84,6 +85,10 @@ pub fn pull(store: &Store, args: &PullArgs) -> Result<()> {
     // Every label is checked before anything is pulled.
     let images: Vec<&'static CuratedImage> = if args.all {
         catalog::all().iter().collect()
+    } else if args.labels.is_empty() {
+        bail!(
+            "no image to pull: name labels (`postroj list-images` shows them), or pull every curated image with --all"
+        );
     } else {
         args.labels.iter().map(|l| catalog::find(l)).collect::<Result<_, _>>()?
     };

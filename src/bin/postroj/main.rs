@@ -28,6 +28,8 @@ struct Cli {
     /// Root of the host's apt cache: package lists per image, downloaded packages per release.
     #[arg(long, global = true, env = "POSTROJ_APT_CACHE", default_value = postroj::apt_cache::DEFAULT_ROOT, value_name = "DIR")]
     apt_cache: PathBuf,
+    #[command(flatten)]
+    log: cli::LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -62,6 +64,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Man(args) => return shell::write_man_pages(&Cli::command(), &args.out_dir).map(|_| 0),
         _ => {}
     }
+    cli::require_root("postroj")?;
     let store = racker::store::Store::open(&cli.root)
         .with_context(|| format!("opening the image store at {}", cli.root.display()))?;
     match cli.command {
@@ -75,11 +78,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
 }
 
 fn main() -> ExitCode {
-    cli::init_logging();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(err) => return cli::usage_exit(&err, 2),
+        Err(err) => return cli::usage_exit(err, &Cli::command(), 2),
     };
+    cli::init_logging(&cli.log);
     match run(cli) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
         Err(err) => {
@@ -89,5 +92,20 @@ fn main() -> ExitCode {
             errln!("Error: {}", cli::one_line(&err));
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_argument_and_subcommand_has_help() {
+        assert_eq!(cli::undocumented(&Cli::command()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn typos_of_every_verb_suggest_only_public_verbs() {
+        assert_eq!(cli::non_public_suggestions(&Cli::command()), Vec::<String>::new());
     }
 }

@@ -126,6 +126,7 @@ pub enum ModeArg {
 
 #[derive(clap::Args)]
 pub struct SelftestArgs {
+    /// Which test to run
     #[arg(value_enum)]
     test: Selftest,
     /// Curated image labels to test (default: every curated image in the store)

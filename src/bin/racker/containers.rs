@@ -94,6 +94,8 @@ pub struct RunArgs {
 
 /// Finds the image, pulling it from its registry as docker does when the store does not have it.
 pub fn ensure_image(store: &Store, image: &str) -> Result<String> {
+    let curated = crate::curated::resolve(store, image)?;
+    let image = curated.as_deref().unwrap_or(image);
     let ids = store.resolve_or_pull(&[image], |_| {
         let reference = Reference::parse(image).with_context(|| format!("no image {image:?} in the store"))?;
         errln!(
@@ -370,10 +372,13 @@ pub struct ExecArgs {
     /// Start the command in the background
     #[arg(short, long)]
     detach: bool,
+    /// Set an environment variable (KEY alone takes racker's own value)
     #[arg(short, long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
+    /// Working directory of the command in the container (it must exist)
     #[arg(short, long)]
     workdir: Option<String>,
+    /// User to run the command as: NAME|UID[:GROUP|GID]
     #[arg(short, long)]
     user: Option<String>,
     /// Container name or id

@@ -18,12 +18,14 @@ pub struct StartArgs {
     /// Attach standard input (with -a)
     #[arg(short, long)]
     interactive: bool,
+    /// Containers, by name or id (prefix)
     #[arg(required = true)]
     containers: Vec<String>,
 }
 
 #[derive(clap::Args)]
 pub struct RestartArgs {
+    /// Containers, by name or id (prefix)
     #[arg(required = true)]
     containers: Vec<String>,
     /// Seconds to wait for the stop before killing (default: the container's
@@ -34,6 +36,7 @@ pub struct RestartArgs {
 
 #[derive(clap::Args)]
 pub struct WaitArgs {
+    /// Containers, by name or id (prefix)
     #[arg(required = true)]
     containers: Vec<String>,
 }
@@ -55,7 +58,9 @@ pub struct AttachArgs {
 
 #[derive(clap::Args)]
 pub struct RenameArgs {
+    /// Container, by name or id (prefix)
     container: String,
+    /// Its new name
     new_name: String,
 }
 
@@ -87,6 +92,7 @@ pub enum LifecycleCommand {
 pub enum GenerateCommand {
     /// Print a systemd unit that runs the container as a service (survives reboots)
     Systemd {
+        /// Container, by name or id (prefix)
         container: String,
         /// Write container-NAME.service in the current directory instead
         #[arg(long)]

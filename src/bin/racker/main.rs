@@ -6,6 +6,7 @@
 mod cli;
 mod completion;
 mod containers;
+mod curated;
 mod files;
 mod filters;
 #[path = "../common/format.rs"]
@@ -36,6 +37,8 @@ struct Cli {
     /// Root of the image store.
     #[arg(long, global = true, env = "RACKER_ROOT", default_value = racker::store::DEFAULT_ROOT)]
     root: PathBuf,
+    #[command(flatten)]
+    log: cli::LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -58,9 +61,11 @@ enum Command {
     },
     /// Import a root filesystem tarball (file, URL or - for stdin) as a one-layer image
     Import {
+        /// The tarball: a file, an http(s) URL, or - for standard input
         source: String,
         /// Name for the image, NAME[:TAG]
         reference: Option<String>,
+        /// Print only the image id
         #[arg(short, long)]
         quiet: bool,
     },
@@ -80,6 +85,7 @@ enum Command {
     Exec(containers::ExecArgs),
     /// Stop containers (SIGTERM, or poweroff for booted ones; SIGKILL after a timeout)
     Stop {
+        /// Containers to stop, by name or id (prefix)
         #[arg(required = true)]
         containers: Vec<String>,
         /// Seconds to wait before killing (default: the container's --stop-timeout, or 10)
@@ -88,13 +94,16 @@ enum Command {
     },
     /// Send a signal to containers
     Kill {
+        /// Containers to signal, by name or id (prefix)
         #[arg(required = true)]
         containers: Vec<String>,
+        /// Signal to send, by name (KILL, SIGTERM, HUP) or number
         #[arg(short, long, default_value = "KILL", value_parser = containers::parse_signal)]
         signal: rustix::process::Signal,
     },
     /// Remove containers
     Rm {
+        /// Containers to remove, by name or id (prefix)
         #[arg(required = true)]
         containers: Vec<String>,
         /// Kill running containers first
@@ -114,6 +123,7 @@ enum Command {
     Network(network::NetworkCommand),
     /// List a container's published ports, or the host address of one
     Port {
+        /// Container, by name or id (prefix)
         container: String,
         /// PORT[/tcp|udp]
         port: Option<String>,
@@ -122,7 +132,12 @@ enum Command {
     #[command(hide = true)]
     ContainerMonitor { id: String },
     /// Create a tag TARGET that refers to SOURCE
-    Tag { source: String, target: String },
+    Tag {
+        /// The image to name: NAME[:TAG] or id
+        source: String,
+        /// The new name, NAME[:TAG]
+        target: String,
+    },
     /// Remove images
     Rmi(RmiArgs),
     /// Show containers' or images' details as JSON (a container first, as docker)
@@ -174,6 +189,7 @@ enum ImageCommand {
     Ls(images::ImagesArgs),
     /// Remove unreferenced blobs and layers (same as `racker gc`)
     Prune {
+        /// Only show what would be removed
         #[arg(long)]
         dry_run: bool,
         /// Accepted for docker compatibility; prune never asks
@@ -188,6 +204,7 @@ enum ImageCommand {
 
 #[derive(clap::Args)]
 struct RmiArgs {
+    /// Images to remove, by NAME[:TAG] or id (prefix)
     #[arg(required = true)]
     images: Vec<String>,
     /// Remove an image id even when several tags name it
@@ -200,6 +217,7 @@ struct InspectArgs {
     /// A Go template rendered for each image ('{{.Id}}', '{{json .Config}}')
     #[arg(short, long, value_name = "TEMPLATE")]
     format: Option<String>,
+    /// Images, by NAME[:TAG] or id (prefix)
     #[arg(required = true)]
     images: Vec<String>,
 }
@@ -245,6 +263,7 @@ impl Command {
 fn run(cli: Cli) -> anyhow::Result<i32> {
     use anyhow::Context as _;
     let open = || {
+        cli::require_root("racker")?;
         racker::store::Store::open(&cli.root)
             .with_context(|| format!("opening the image store at {}", cli.root.display()))
     };
@@ -297,13 +316,13 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
 }
 
 fn main() -> ExitCode {
-    cli::init_logging();
     // docker's convention: a usage error is racker's own failure (125); --help and
     // --version are not errors.
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(err) => return cli::usage_exit(&err, 125),
+        Err(err) => return cli::usage_exit(err, &Cli::command(), 125),
     };
+    cli::init_logging(&cli.log);
     let cli = Cli { command: cli.command.ungrouped(), ..cli };
     // docker's convention: `run` fails with 125 (126/127 when the command cannot run).
     let failure = match &cli.command {
@@ -328,5 +347,21 @@ fn main() -> ExitCode {
             };
             ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_argument_and_subcommand_has_help() {
+        let gaps = cli::undocumented(&Cli::command());
+        assert_eq!(gaps, Vec::<String>::new());
+    }
+
+    #[test]
+    fn typos_of_every_verb_suggest_only_public_verbs() {
+        assert_eq!(cli::non_public_suggestions(&Cli::command()), Vec::<String>::new());
     }
 }

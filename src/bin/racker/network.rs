@@ -15,6 +15,7 @@ pub enum NetworkCommand {
         /// IPv4 subnet, e.g. 10.90.0.0/24 (default: a free /24 of 10.89.0.0/16)
         #[arg(long)]
         subnet: Option<String>,
+        /// Name of the network
         name: String,
     },
     /// List networks
@@ -30,11 +31,13 @@ pub enum NetworkCommand {
     /// Remove networks (refused while a container uses one)
     #[command(alias = "remove")]
     Rm {
+        /// Networks, by name
         #[arg(required = true)]
         networks: Vec<String>,
     },
     /// Show networks as JSON, with their containers
     Inspect {
+        /// Networks, by name
         #[arg(required = true)]
         networks: Vec<String>,
     },

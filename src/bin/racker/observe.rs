@@ -14,6 +14,7 @@ use crate::Format;
 
 #[derive(clap::Args)]
 pub struct TopArgs {
+    /// Container, by name or id (prefix)
     container: String,
     /// Options for ps (default -ef); they must show the PID column
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "PS OPTIONS")]
@@ -37,6 +38,7 @@ pub struct StatsArgs {
 
 #[derive(clap::Args)]
 pub struct DiffArgs {
+    /// Container, by name or id (prefix)
     container: String,
 }
 
@@ -45,6 +47,7 @@ pub struct ExportArgs {
     /// Write to a file (mode 0600) instead of standard output
     #[arg(short, long)]
     output: Option<PathBuf>,
+    /// Container, by name or id (prefix)
     container: String,
 }
 
@@ -76,6 +79,7 @@ pub struct InspectArgs {
     /// A Go template rendered for each object ('{{.State.Status}}', '{{json .Config}}')
     #[arg(short, long, value_name = "TEMPLATE")]
     format: Option<String>,
+    /// Containers or images, by name or id (prefix)
     #[arg(required = true)]
     names: Vec<String>,
 }
@@ -85,6 +89,7 @@ pub struct ContainerInspectArgs {
     /// A Go template rendered for each container ('{{.State.Status}}', '{{json .Config}}')
     #[arg(short, long, value_name = "TEMPLATE")]
     format: Option<String>,
+    /// Containers, by name or id (prefix)
     #[arg(required = true)]
     containers: Vec<String>,
 }
@@ -101,6 +106,7 @@ pub struct PruneArgs {
 
 #[derive(clap::Args)]
 pub struct StopArgs {
+    /// Containers, by name or id (prefix)
     #[arg(required = true)]
     pub containers: Vec<String>,
     /// Seconds to wait before killing (default: the container's --stop-timeout, or 10)
@@ -110,14 +116,17 @@ pub struct StopArgs {
 
 #[derive(clap::Args)]
 pub struct KillArgs {
+    /// Containers, by name or id (prefix)
     #[arg(required = true)]
     pub containers: Vec<String>,
+    /// Signal to send, by name (KILL, SIGTERM, HUP) or number
     #[arg(short, long, default_value = "KILL", value_parser = crate::containers::parse_signal)]
     pub signal: rustix::process::Signal,
 }
 
 #[derive(clap::Args)]
 pub struct RmArgs {
+    /// Containers, by name or id (prefix)
     #[arg(required = true)]
     pub containers: Vec<String>,
     /// Kill running containers first
@@ -414,6 +423,10 @@ pub fn inspect(store: &Store, args: &InspectArgs) -> Result<i32> {
                 crate::network::add_to_inspect(store, &record, &mut json).map(|()| json).map_err(|e| format!("{e:#}"))
             }
             (None, Some(ObjectType::Container)) => Err(format!("No such container: {name}")),
+            // Neither a container nor an image, as docker words it.
+            (None, None) if matches!(store.resolve(name), Err(racker::store::StoreError::ImageNotFound(_))) => {
+                Err(format!("No such object: {name}"))
+            }
             // Not a container: the image's lookup says why it is no image either.
             (None, _) => crate::images::image_json(store, name).map_err(|e| format!("{e:#}")),
         };

@@ -109,6 +109,7 @@ pub struct PushArgs {
     image: String,
     /// Where to push it, NAME[:TAG] (default: the image's own name)
     destination: Option<String>,
+    /// Suppress the progress output
     #[arg(short, long)]
     quiet: bool,
     #[command(flatten)]
@@ -135,6 +136,7 @@ pub fn push(store: &Store, args: &PushArgs) -> Result<()> {
 pub struct LoginArgs {
     /// Registry host, e.g. quay.io or localhost:5000
     registry: String,
+    /// User name at the registry
     #[arg(short, long)]
     username: Option<String>,
     /// Password: visible to every local user (ps) while racker runs; prefer --password-stdin
@@ -187,6 +189,7 @@ pub fn login(args: &LoginArgs) -> Result<()> {
 
 #[derive(clap::Args)]
 pub struct LogoutArgs {
+    /// Registry host, e.g. quay.io or localhost:5000
     registry: String,
     #[command(flatten)]
     auth: AuthArgs,

@@ -14,6 +14,7 @@ use crate::Format;
 pub enum VolumeCommand {
     /// Create a volume (a random name without NAME); prints its name
     Create {
+        /// Name of the volume (default: a random one)
         name: Option<String>,
         /// Set a label, KEY=VALUE
         #[arg(short, long, value_name = "KEY=VALUE")]
@@ -31,12 +32,14 @@ pub enum VolumeCommand {
     },
     /// Show volumes as JSON
     Inspect {
+        /// Volumes, by name
         #[arg(required = true)]
         volumes: Vec<String>,
     },
     /// Remove volumes (refused while a container uses one)
     #[command(alias = "remove")]
     Rm {
+        /// Volumes, by name
         #[arg(required = true)]
         volumes: Vec<String>,
         /// Do not fail on volumes that do not exist

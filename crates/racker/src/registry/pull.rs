@@ -87,6 +87,7 @@ fn bad_content(registry: &str, err: StoreError) -> RegistryError {
 /// image is fetched from, not its name: the store records `reference`.
 pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions, progress: Arc<dyn Progress>) -> Result<Pulled> {
     let remote = super::config::rewrite(reference)?;
+    tracing::info!("pulling {reference}");
     if &remote != reference {
         tracing::info!("registries.conf: pulling {reference} from {remote}");
     }
@@ -96,7 +97,9 @@ pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions, progress: 
     session.authenticate(&top_ref)?;
 
     let (top_bytes, top_digest) = fetch_named(&origin, &top_ref, reference.digest())?;
+    tracing::debug!("{reference}: manifest {top_digest}");
     if let Some(pulled) = up_to_date(store, reference, &top_digest)? {
+        tracing::info!("{reference}: up to date, image {}", pulled.id);
         return Ok(pulled);
     }
 
@@ -109,6 +112,7 @@ pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions, progress: 
     let ingest = store.ingest()?.with_progress(progress.clone());
     let manifest_blob = ingest.put_blob_bytes(&manifest.bytes, &manifest.media_type)?;
     let config_blob = ingest.put_blob_bytes(&config_bytes, manifest.parsed.config().media_type().as_ref())?;
+    tracing::debug!("{reference}: config {}, {} layers", manifest.parsed.config().digest(), diff_ids.len());
     let layers = fetch_layers(&origin, &source, &ingest, manifest.parsed.layers(), &diff_ids, opts.jobs, &*progress)?;
 
     let tags = if reference.tag().is_some() { vec![reference.clone()] } else { vec![] };
@@ -121,6 +125,7 @@ pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions, progress: 
         tags,
         repo_digests: vec![repo_digest],
     })?;
+    tracing::info!("{reference}: pulled, image {id}");
     Ok(Pulled { id, digest: top_digest, outcome: PullOutcome::Downloaded })
 }
 

@@ -96,6 +96,7 @@ impl Machine {
         }
         let spec = &spec;
         let mut cmd = nspawn::command(spec, rootfs, &machine, id, registration);
+        tracing::debug!("container {id}: {}", nspawn::loggable(&cmd));
         cmd.env("NOTIFY_SOCKET", notify.path());
         let mut json_file = None;
         let console_path = match console {

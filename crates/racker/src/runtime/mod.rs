@@ -91,6 +91,9 @@ pub enum RuntimeError {
     WithConsole { source: Box<RuntimeError>, tail: String },
     #[error("invalid {what}: {reason}")]
     Invalid { what: String, reason: String },
+    /// A flag or setting names what is not there (`--env-file FILE: no such file`).
+    #[error("{what}: {reason}")]
+    Missing { what: String, reason: String },
     #[error("{0}: executable file not found in $PATH")]
     NotFound(String),
     #[error("{0}: permission denied (not an executable file)")]

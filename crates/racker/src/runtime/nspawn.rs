@@ -82,6 +82,19 @@ pub fn command(spec: &RunSpec, rootfs: &Path, machine: &str, id: &str, registrat
     cmd
 }
 
+/// `cmd` as a line for the debug log, without the values of `--setenv=NAME=VALUE`: an
+/// environment may carry secrets, and a log is read by more eyes than `ps`.
+pub fn loggable(cmd: &Command) -> String {
+    let args = cmd.get_args().map(|a| {
+        let a = a.to_string_lossy();
+        match a.strip_prefix("--setenv=").and_then(|kv| kv.split_once('=')) {
+            Some((name, _)) => format!("--setenv={name}=…"),
+            None => a.into_owned(),
+        }
+    });
+    std::iter::once(cmd.get_program().to_string_lossy().into_owned()).chain(args).collect::<Vec<_>>().join(" ")
+}
+
 /// Gives the container `env` without putting values on nspawn's command line, which
 /// every local user can read (`ps`): `--setenv=NAME` makes nspawn take the value from its
 /// own environment. Names the host's nspawn would itself obey ([`host_side`]) still go
@@ -130,8 +143,14 @@ pub(crate) fn host_side(name: &str) -> bool {
 /// handed to nsenter open.
 pub fn enter(spec: &RunSpec, leader: i32, ids: Option<(u32, u32)>) -> Result<Command> {
     let root = format!("/proc/{leader}/root");
-    let workdir = rootfs::open_dir(Path::new(&root), &spec.workdir)
-        .map_err(|source| RuntimeError::Io { path: format!("{root}{}", spec.workdir).into(), source })?;
+    let workdir = rootfs::open_dir(Path::new(&root), &spec.workdir).map_err(|source| match source.kind() {
+        // docker's exec does not make it either (its run does: see run.rs).
+        std::io::ErrorKind::NotFound => RuntimeError::Missing {
+            what: format!("working directory {}", spec.workdir),
+            reason: "no such directory in the container".into(),
+        },
+        _ => RuntimeError::Io { path: format!("{root}{}", spec.workdir).into(), source },
+    })?;
     let mut cmd = Command::new(host_program("nsenter"));
     cmd.arg(format!("--target={leader}")).args(["--all", &format!("--root={root}")]);
     cmd.arg(format!("--wd=/proc/self/fd/{}", workdir.as_raw_fd()));
@@ -159,6 +178,8 @@ pub fn enter(spec: &RunSpec, leader: i32, ids: Option<(u32, u32)>) -> Result<Com
         }
     }
     cmd.args(&spec.argv);
+    // The command, not the whole line: `env NAME=VALUE` may carry secrets.
+    tracing::debug!("entering the container of PID {leader} in {}: {:?}", spec.workdir, spec.argv);
     super::limits::join_on_spawn(spec, &mut cmd);
     cmd.env_clear().envs(plain.into_iter().map(|(k, v)| (k, v)));
     Ok(cmd)

@@ -131,6 +131,8 @@ fn make(store: &Store, image: &str, request: &RunRequest, detached: bool, mounte
     }
     store.update_container_spec(&id, &serde_json::to_value(&spec).unwrap_or_default())?;
     unmade.keep();
+    let mode = if spec.boot { "boots systemd" } else { "runs its command" };
+    tracing::info!("container {name} ({id}) of image {image} made ({mode}), root at {}", snap.rootfs.display());
     Ok(Prepared { id, name, spec, rootfs: snap.rootfs, snapshotter })
 }
 
@@ -289,6 +291,14 @@ fn prepare_rootfs(rootfs: &Path, spec: &RunSpec) -> Result<()> {
     }
     if spec.boot && spec.boot_target == BootTarget::Minimal {
         rootfs::prepare_minimal_boot(rootfs).map_err(|source| RuntimeError::Io { path: rootfs.to_owned(), source })?;
+    }
+    // docker makes a missing working directory (`-w`, the image's WorkingDir) as it starts.
+    if rootfs::open_dir(rootfs, &spec.workdir).is_err() {
+        tracing::debug!("making the working directory {}", spec.workdir);
+        rootfs::make_dir(rootfs, &spec.workdir).map_err(|e| RuntimeError::Invalid {
+            what: format!("working directory {}", spec.workdir),
+            reason: format!("cannot be made in the container: {e}"),
+        })?;
     }
     if let (Some(user), false) = (&spec.user, spec.boot) {
         rootfs::resolve_user(rootfs, user)

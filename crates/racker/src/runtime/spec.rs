@@ -292,8 +292,13 @@ impl RunSpec {
             set_env(&mut env, "PATH", DEFAULT_PATH.to_owned());
         }
         for file in &opts.env_files {
-            let content =
-                std::fs::read_to_string(file).map_err(|source| RuntimeError::Io { path: file.clone(), source })?;
+            let content = std::fs::read_to_string(file).map_err(|source| match source.kind() {
+                std::io::ErrorKind::NotFound => RuntimeError::Missing {
+                    what: format!("--env-file {}", file.display()),
+                    reason: "no such file".into(),
+                },
+                _ => RuntimeError::Io { path: file.clone(), source },
+            })?;
             for line in content.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
                 let (k, v) = env_entry(line).ok_or_else(|| RuntimeError::Invalid {
                     what: format!("env file {}", file.display()),
@@ -319,6 +324,14 @@ impl RunSpec {
             argv.extend(opts.command.iter().cloned());
         } else if opts.entrypoint.is_none() {
             argv.extend(strings("Cmd"));
+        }
+        // podman's rule, not docker's: a missing host path is refused rather than made
+        // (as root, where a typo would put it).
+        if let Some(bind) = opts.binds.iter().find(|b| !b.source.exists()) {
+            return Err(RuntimeError::Missing {
+                what: format!("bind source {}", bind.source.display()),
+                reason: "no such file or directory on the host (racker does not make it; make it first)".into(),
+            });
         }
         let ports = publishable(opts, config)?;
         // A booted system needs no command: it runs until stopped (`racker run -d`).

@@ -295,7 +295,10 @@ impl Snapshotter for BtrfsSnapshotter {
                 Err(SnapshotError::AlreadyExists { key: key.to_owned(), path: rootfs })
             }
             Err(e) => Err(e),
-            Ok(()) => Ok(Snapshot { key: key.to_owned(), rootfs, driver: Driver::Btrfs, ephemeral }),
+            Ok(()) => {
+                tracing::debug!("btrfs snapshot of image {} at {}", image.id, rootfs.display());
+                Ok(Snapshot { key: key.to_owned(), rootfs, driver: Driver::Btrfs, ephemeral })
+            }
         }
     }
 

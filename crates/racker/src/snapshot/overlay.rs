@@ -383,6 +383,12 @@ impl Snapshotter for OverlaySnapshotter {
         let params = overlay_params(&lowers, &base.join("upper"), &base.join("work"));
         let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
         self.mount("overlay", &params, &rootfs)?;
+        tracing::debug!(
+            "overlay of image {} ({} layers) mounted at {}",
+            image.id,
+            image.layers.len(),
+            rootfs.display()
+        );
         Ok(rootfs)
     }
 

@@ -253,6 +253,14 @@ impl<'s> Ingest<'s> {
             (Some(d), Some(mt)) => self.known_blob(d, mt),
             _ => None,
         };
+        tracing::debug!(
+            "layer {label}: {}",
+            match (&present_layer, &known_blob) {
+                (Some(_), Some(_)) => "present",
+                (Some(_), None) => "unpacked already, storing its blob",
+                (None, _) => "storing and unpacking",
+            }
+        );
         match (present_layer, known_blob) {
             (Some(diff_id), Some(blob)) => Ok(LayerInfo { blob, diff_id, fetched: false }),
             (Some(diff_id), None) => {
