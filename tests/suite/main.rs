@@ -22,6 +22,7 @@ mod container_observe;
 mod container_restart;
 mod fixtures;
 mod hostile_registry;
+mod image_verbs;
 mod local_users;
 mod postroj_cache_cli;
 mod postroj_checks;

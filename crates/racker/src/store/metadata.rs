@@ -320,6 +320,12 @@ impl Db {
                 return Ok(id);
             }
         }
+        // A short name also finds `localhost/NAME`, where imports and loads put it (podman).
+        if let Some(Ok(local)) = Reference::local_alternative(name_or_id) {
+            if let Some(id) = self.lookup_reference(&local)? {
+                return Ok(id);
+            }
+        }
         let hex = name_or_id.strip_prefix("sha256:").unwrap_or(name_or_id);
         if !hex.is_empty() && hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
             let mut stmt =
