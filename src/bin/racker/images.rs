@@ -32,6 +32,9 @@ pub fn list(store: &Store, args: &ImagesArgs) -> Result<()> {
     let filter = args.reference.as_deref().map(Reference::parse).transpose().context("invalid filter")?;
     // A filter without an explicit tag matches every tag, as in docker.
     let want_tag = filter.as_ref().and_then(Reference::explicit_tag);
+    // A short name also matches localhost/NAME, where imports and loads put it (podman).
+    let local_name =
+        args.reference.as_deref().and_then(Reference::local_alternative).and_then(Result::ok).map(|r| r.name());
     let mut rows = Vec::new();
     let mut json = Vec::new();
     for image in store.images()? {
@@ -42,7 +45,7 @@ pub fn list(store: &Store, args: &ImagesArgs) -> Result<()> {
         }
         for (repo, tag) in names {
             if let Some(f) = &filter {
-                if repo != f.name() || want_tag.is_some_and(|t| t != tag) {
+                if (repo != f.name() && Some(&repo) != local_name.as_ref()) || want_tag.is_some_and(|t| t != tag) {
                     continue;
                 }
             }
