@@ -502,6 +502,9 @@ fn import_takes_changes_and_a_message_and_names_like_podman() {
         "{layer}"
     );
     assert!(store.ok(&["images", "--digests"]).contains(&digest));
+    // A second name, then the short name untags rather than deletes.
+    store.ok(&["tag", "imp:1", "localhost/imp:2"]);
+    assert_eq!(store.ok(&["rmi", "imp:2"]), "Untagged: localhost/imp:2\n");
     let history = store.ok(&["history", "imp:1"]);
     assert!(history.contains("racker import") && history.contains("made by a test"), "{history}");
 

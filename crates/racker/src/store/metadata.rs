@@ -382,10 +382,18 @@ impl Db {
     pub(crate) fn remove(&mut self, name_or_id: &str, force: bool) -> Result<Removal> {
         let id = self.resolve(name_or_id)?;
         // Was the image named by a reference (rather than by its id)?
-        let name = match Reference::parse(name_or_id) {
+        let mut name = match Reference::parse(name_or_id) {
             Ok(r) if self.lookup_reference(&r)?.as_ref() == Some(&id) => Some(r),
             _ => None,
         };
+        // `rmi app:1` for `localhost/app:1`, as resolve finds it.
+        if name.is_none() {
+            if let Some(Ok(local)) = Reference::local_alternative(name_or_id) {
+                if self.lookup_reference(&local)?.as_ref() == Some(&id) {
+                    name = Some(local);
+                }
+            }
+        }
         let path = self.path.clone();
         let e = move |source| StoreError::Database { path: path.clone(), source };
         let tx = self.write()?;
