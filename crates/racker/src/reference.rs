@@ -284,4 +284,16 @@ mod tests {
         // Written or defaulted, the same image.
         assert_eq!(parse("debian"), parse("debian:latest"));
     }
+
+    #[test]
+    fn local_names_follow_podman() {
+        let local = |s: &str| Reference::parse_local(s).map(|r| r.to_string());
+        assert_eq!(local("foo:1").as_deref(), Ok("localhost/foo:1"));
+        assert_eq!(local("latest").as_deref(), Ok("localhost/latest:latest"));
+        assert_eq!(local("team/app").as_deref(), Ok("localhost/team/app:latest"));
+        assert_eq!(local("quay.io/x/y:2").as_deref(), Ok("quay.io/x/y:2"));
+        assert_eq!(local("docker.io/foo").as_deref(), Ok("docker.io/library/foo:latest"));
+        assert!(Reference::local_alternative("quay.io/x/y").is_none());
+        assert!(local("Bad").is_err());
+    }
 }
