@@ -434,6 +434,15 @@ fn system_prune_removes_stopped_containers_unused_networks_volumes_and_images() 
         "WARNING! This will remove:\n  - all stopped containers\n  - all networks not used by at least one container\n  - all volumes not used by at least one container\n  - all dangling images\n\nAre you sure you want to continue? [y/N] \n"
     );
     assert!(store.ok(&["network", "ls"]).contains("prunenet"), "nothing goes without an answer");
+    // `network prune` alone keeps what a container is on.
+    store.ok(&["network", "create", "usednet"]);
+    let on_net = store.ok(&["create", "--name", "on-usednet", "--network", "usednet", "a:1", "true"]).trim().to_owned();
+    let on_net_guard = RemoveContainer(&store, on_net);
+    store.ok(&["network", "create", "othernet"]);
+    assert_eq!(store.ok(&["network", "prune", "-f"]), "Deleted Networks:\nothernet\nprunenet\n");
+    store.ok(&["network", "create", "prunenet"]);
+    drop(on_net_guard);
+    store.ok(&["network", "rm", "usednet"]);
 
     let out = store.ok(&["system", "prune", "-f", "--volumes"]);
     assert!(out.starts_with(&format!("Deleted Containers:\n{stopped}\n\nDeleted Networks:\nprunenet\n\nDeleted Volumes:\nprunevol\n\nDeleted Images:\ndeleted: {b}\n\nTotal reclaimed space: ")), "{out}");

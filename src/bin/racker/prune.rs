@@ -35,7 +35,7 @@ pub struct SystemPruneArgs {
 
 /// docker's question on standard output; the answer on standard input. Anything but
 /// yes, and the end of input, is no.
-fn confirmed(warning: &str) -> Result<bool> {
+pub fn confirmed(warning: &str) -> Result<bool> {
     crate::cli::print(&format!("{warning}\nAre you sure you want to continue? [y/N] "))?;
     let mut answer = String::new();
     std::io::stdin().read_line(&mut answer).map_err(|e| anyhow!("reading the answer: {e}"))?;
