@@ -24,6 +24,7 @@ mod conventions;
 mod fixtures;
 mod formats;
 mod hostile_registry;
+mod image_verbs;
 mod local_users;
 mod postroj_cache_cli;
 mod postroj_checks;

@@ -147,6 +147,27 @@ impl Reference {
         Ok(Reference { registry, repository, tag, digest, tag_given })
     }
 
+    /// Parses a name as podman names local images (`load` of an OCI archive, `import`):
+    /// a name without a registry host is `localhost/NAME`, and `:latest` without a tag.
+    /// A full reference (`quay.io/x/y:1`, `docker.io/foo`) is used as is.
+    pub fn parse_local(input: &str) -> Result<Self, ReferenceError> {
+        match Reference::local_alternative(input) {
+            Some(local) => local,
+            None => Reference::parse(input),
+        }
+    }
+
+    /// `localhost/NAME` for a short name (no registry host), which is where podman's
+    /// rule puts imported and loaded images; `None` for a name that has a host.
+    pub fn local_alternative(input: &str) -> Option<Result<Self, ReferenceError>> {
+        let s = input.strip_prefix("docker://").unwrap_or(input);
+        match s.split_once('/') {
+            Some((first, _)) if is_registry_host(first) => None,
+            _ if s.is_empty() => None,
+            _ => Some(Reference::parse(&format!("localhost/{s}"))),
+        }
+    }
+
     pub fn registry(&self) -> &str {
         &self.registry
     }
@@ -262,5 +283,17 @@ mod tests {
         assert_eq!(parse("debian").with_tag("12").explicit_tag(), Some("12"));
         // Written or defaulted, the same image.
         assert_eq!(parse("debian"), parse("debian:latest"));
+    }
+
+    #[test]
+    fn local_names_follow_podman() {
+        let local = |s: &str| Reference::parse_local(s).map(|r| r.to_string());
+        assert_eq!(local("foo:1").as_deref(), Ok("localhost/foo:1"));
+        assert_eq!(local("latest").as_deref(), Ok("localhost/latest:latest"));
+        assert_eq!(local("team/app").as_deref(), Ok("localhost/team/app:latest"));
+        assert_eq!(local("quay.io/x/y:2").as_deref(), Ok("quay.io/x/y:2"));
+        assert_eq!(local("docker.io/foo").as_deref(), Ok("docker.io/library/foo:latest"));
+        assert!(Reference::local_alternative("quay.io/x/y").is_none());
+        assert!(local("Bad").is_err());
     }
 }

@@ -1,5 +1,6 @@
 //! Image commands: images, load, import, pull (local layouts), tag, rmi, inspect, gc, system df.
 
+use std::io::IsTerminal as _;
 use std::path::Path;
 
 use anyhow::{bail, Context as _, Result};
@@ -65,6 +66,9 @@ pub fn list(store: &Store, args: &ImagesArgs) -> Result<()> {
     };
     let before = filters.values("before").iter().map(|n| created_of(n)).collect::<Result<Vec<_>>>()?;
     let since = filters.values("since").iter().map(|n| created_of(n)).collect::<Result<Vec<_>>>()?;
+    // A short name also matches localhost/NAME, where imports and loads put it (podman).
+    let local_name =
+        args.reference.as_deref().and_then(Reference::local_alternative).and_then(Result::ok).map(|r| r.name());
     let mut rows = Vec::new();
     let mut json = Vec::new();
     for image in &all {
@@ -84,7 +88,7 @@ pub fn list(store: &Store, args: &ImagesArgs) -> Result<()> {
         }
         for (repo, tag) in names {
             if let Some(f) = &filter {
-                if repo != f.name() || want_tag.is_some_and(|t| t != tag) {
+                if (repo != f.name() && Some(&repo) != local_name.as_ref()) || want_tag.is_some_and(|t| t != tag) {
                     continue;
                 }
             }
@@ -94,12 +98,12 @@ pub fn list(store: &Store, args: &ImagesArgs) -> Result<()> {
             {
                 continue;
             }
-            let digest = image
-                .digests
-                .iter()
-                .find(|(r, _)| *r == repo)
-                .map(|(_, d)| d.to_string())
-                .unwrap_or_else(|| "<none>".into());
+            // Loaded and imported images have no registry's digest: their manifest's, as podman.
+            let digest = match image.digests.iter().find(|(r, _)| *r == repo) {
+                Some((_, d)) => d.to_string(),
+                None if args.digests => store.image(&image.id)?.manifest_digest.to_string(),
+                None => "<none>".into(),
+            };
             json.push(serde_json::json!({
                 "ID": id, "Repository": repo_shown, "Tag": tag, "Digest": digest,
                 "CreatedAt": go_time(image.created.as_deref()), "CreatedSince": since_text(image.created.as_deref()),
@@ -152,9 +156,21 @@ fn image_labels(store: &Store, image: &racker::store::ImageSummary) -> std::coll
         .unwrap_or_default()
 }
 
-pub fn load(store: &Store, input: &Path, quiet: bool) -> Result<()> {
-    let loaded = source::load_archive(store, input, crate::progress::for_stderr(quiet))
-        .with_context(|| format!("loading {}", input.display()))?;
+/// `racker load [-i FILE|-]`: standard input unless a file is given, as docker.
+pub fn load(store: &Store, input: Option<&Path>, quiet: bool) -> Result<()> {
+    let progress = crate::progress::for_stderr(quiet);
+    let loaded = match input.filter(|p| *p != Path::new("-")) {
+        Some(path) => {
+            source::load_archive(store, path, progress).with_context(|| format!("loading {}", path.display()))?
+        }
+        None => {
+            if std::io::stdin().is_terminal() {
+                bail!("requested load from stdin, but stdin is empty; give an archive with -i FILE or redirect one (racker load < FILE)");
+            }
+            source::load_archive_stream(store, std::io::stdin().lock(), Path::new("standard input"), progress)
+                .context("loading from standard input")?
+        }
+    };
     // As docker: the names in the archive, not every name the image has here.
     for image in loaded {
         let tagged = tagged_names(&image.names);
@@ -182,11 +198,47 @@ pub fn tagged_names(names: &[Reference]) -> Vec<(String, String)> {
     out
 }
 
-pub fn import(store: &Store, source_arg: &str, reference: Option<&str>, quiet: bool) -> Result<()> {
-    let names = reference.map(Reference::parse).transpose().context("invalid image name")?.into_iter().collect();
-    let input = RootfsInput::parse(source_arg);
-    let id = source::import_rootfs(store, &input, names, crate::progress::for_stderr(quiet))
-        .with_context(|| format!("importing {source_arg}"))?;
+#[derive(clap::Args)]
+pub struct ImportArgs {
+    /// Root filesystem tarball: a file, an http(s) URL, or - for standard input
+    source: String,
+    /// Name for the image, NAME[:TAG]; a name without a registry is localhost/NAME (podman)
+    reference: Option<String>,
+    /// Dockerfile instruction for the image's configuration: CMD, ENTRYPOINT, ENV, LABEL,
+    /// USER, WORKDIR, EXPOSE (repeatable)
+    #[arg(short, long = "change", value_name = "INSTRUCTION")]
+    changes: Vec<String>,
+    /// Comment for the image and its history
+    #[arg(short, long)]
+    message: Option<String>,
+    /// Suppress the progress output
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+pub fn import(store: &Store, args: &ImportArgs) -> Result<()> {
+    let names = args
+        .reference
+        .as_deref()
+        .map(Reference::parse_local)
+        .transpose()
+        .context("invalid image name")?
+        .into_iter()
+        .collect();
+    // Changes are checked before anything is read.
+    let run_config = if args.changes.is_empty() {
+        None
+    } else {
+        let mut section = serde_json::json!({});
+        for change in &args.changes {
+            racker::runtime::apply_change(&mut section, change)?;
+        }
+        Some(section)
+    };
+    let options = source::ImportOptions { run_config, message: args.message.clone() };
+    let input = RootfsInput::parse(&args.source);
+    let id = source::import_rootfs_with(store, &input, names, &options, crate::progress::for_stderr(args.quiet))
+        .with_context(|| format!("importing {}", args.source))?;
     outln!("{id}")?;
     Ok(())
 }
@@ -246,15 +298,39 @@ pub fn image_json(store: &Store, name: &str) -> Result<serde_json::Value> {
             })
         })
         .collect();
+    // As podman: each tagged repository with the manifest's digest, beside a registry's.
+    let mut repo_digests: Vec<String> =
+        image.summary.digests.iter().map(|(r, d)| format!("{}@{d}", familiar_name(r))).collect();
+    for (repo, _) in &image.summary.tags {
+        let local = format!("{}@{}", familiar_name(repo), image.manifest_digest);
+        if !repo_digests.contains(&local) {
+            repo_digests.push(local);
+        }
+    }
+    let run_config = config.get("config").cloned().unwrap_or(serde_json::Value::Null);
+    let text = |key: &str| config.get(key).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+    let lower: Vec<String> =
+        image.layers.iter().rev().skip(1).map(|l| store.layer_dir(l.layer_id).display().to_string()).collect();
+    let upper = image.layers.last().map(|l| store.layer_dir(l.layer_id).display().to_string());
     Ok(serde_json::json!({
         "Id": image.summary.id,
+        "Digest": image.manifest_digest,
         "RepoTags": image.summary.tags.iter().map(|(r, t)| format!("{}:{t}", familiar_name(r))).collect::<Vec<_>>(),
-        "RepoDigests": image.summary.digests.iter().map(|(r, d)| format!("{}@{d}", familiar_name(r))).collect::<Vec<_>>(),
+        "RepoDigests": repo_digests,
         "Created": image.summary.created,
+        "Author": text("author"),
+        "Comment": text("comment"),
         "Architecture": image.architecture,
         "Os": image.os,
         "Size": image.summary.size,
-        "Config": config.get("config").cloned().unwrap_or(serde_json::Value::Null),
+        "Labels": run_config.get("Labels").cloned().unwrap_or(serde_json::Value::Null),
+        "History": config.get("history").cloned().unwrap_or_else(|| serde_json::json!([])),
+        // The layers' directories, top first, as overlayfs stacks them.
+        "GraphDriver": {
+            "Name": "overlay",
+            "Data": { "UpperDir": upper, "LowerDir": lower.join(":") },
+        },
+        "Config": run_config,
         "RootFS": { "Type": "layers", "Layers": image.layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>() },
         "Manifest": { "Digest": image.manifest_digest, "MediaType": image.manifest_media_type },
         "Layers": layers,

@@ -11,6 +11,7 @@ mod files;
 mod filters;
 #[path = "../common/format.rs"]
 mod format;
+mod history;
 mod images;
 mod lifecycle;
 mod logs;
@@ -18,8 +19,10 @@ mod network;
 mod observe;
 #[path = "../common/progress.rs"]
 mod progress;
+mod prune;
 mod registry;
 mod runflags;
+mod save;
 #[path = "../common/shell.rs"]
 mod shell;
 mod system;
@@ -52,23 +55,19 @@ enum Command {
     Images(images::ImagesArgs),
     /// Load images from a `docker save` archive or an OCI archive (tar, optionally compressed)
     Load {
-        /// Archive to read
+        /// Archive to read (default: standard input; - is standard input)
         #[arg(short, long)]
-        input: PathBuf,
+        input: Option<PathBuf>,
         /// Suppress the progress output
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Save images to a `docker save` archive or an OCI archive (standard output by default)
+    Save(save::SaveArgs),
+    /// Show the history of an image: its build steps and the size of each one's layer
+    History(history::HistoryArgs),
     /// Import a root filesystem tarball (file, URL or - for stdin) as a one-layer image
-    Import {
-        /// The tarball: a file, an http(s) URL, or - for standard input
-        source: String,
-        /// Name for the image, NAME[:TAG]
-        reference: Option<String>,
-        /// Print only the image id
-        #[arg(short, long)]
-        quiet: bool,
-    },
+    Import(images::ImportArgs),
     /// Pull an image from a registry, or from an OCI layout (`oci:DIR[:REF]`)
     Pull(registry::PullArgs),
     /// Push an image to a registry
@@ -187,15 +186,23 @@ struct InfoArgs {
 enum ImageCommand {
     /// List images
     Ls(images::ImagesArgs),
-    /// Remove unreferenced blobs and layers (same as `racker gc`)
-    Prune {
-        /// Only show what would be removed
-        #[arg(long)]
-        dry_run: bool,
-        /// Accepted for docker compatibility; prune never asks
+    /// Remove untagged images (-a: every image no container uses), then their files
+    Prune(prune::ImagePruneArgs),
+    /// Save images to an archive (same as `racker save`)
+    Save(save::SaveArgs),
+    /// Show the history of an image (same as `racker history`)
+    History(history::HistoryArgs),
+    /// Load images from an archive (same as `racker load`)
+    Load {
+        /// Archive to read (default: standard input; - is standard input)
         #[arg(short, long)]
-        force: bool,
+        input: Option<PathBuf>,
+        /// Suppress the progress output
+        #[arg(short, long)]
+        quiet: bool,
     },
+    /// Import a root filesystem tarball as a one-layer image (same as `racker import`)
+    Import(images::ImportArgs),
     /// Remove images
     Rm(RmiArgs),
     /// Show images' configuration and layers as JSON
@@ -235,6 +242,9 @@ enum SystemCommand {
     },
     /// Show what the store holds and what the host offers containers (same as `racker info`)
     Info(InfoArgs),
+    /// Remove stopped containers, unused networks, dangling (-a: unused) images and
+    /// with --volumes unused volumes, then their files
+    Prune(prune::SystemPruneArgs),
 }
 
 impl Command {
@@ -274,10 +284,12 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Man(args) => done(shell::write_man_pages(&Cli::command(), &args.out_dir).map(drop)),
         Command::Images(args) | Command::Image(ImageCommand::Ls(args)) => done(images::list(&open()?, &args)),
-        Command::Load { input, quiet } => done(images::load(&open()?, &input, quiet)),
-        Command::Import { source, reference, quiet } => {
-            done(images::import(&open()?, &source, reference.as_deref(), quiet))
+        Command::Load { input, quiet } | Command::Image(ImageCommand::Load { input, quiet }) => {
+            done(images::load(&open()?, input.as_deref(), quiet))
         }
+        Command::Save(args) | Command::Image(ImageCommand::Save(args)) => done(save::save(&open()?, &args)),
+        Command::History(args) | Command::Image(ImageCommand::History(args)) => done(history::history(&open()?, &args)),
+        Command::Import(args) | Command::Image(ImageCommand::Import(args)) => done(images::import(&open()?, &args)),
         Command::Pull(args) => done(registry::pull(&open()?, &args)),
         Command::Push(args) => done(registry::push(&open()?, &args)),
         Command::Login(args) => done(registry::login(&args)),
@@ -305,9 +317,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Observe(command) => observe::run(&open()?, command),
         Command::Container(command) => observe::run_group(&open()?, command),
-        Command::Gc { dry_run } | Command::Image(ImageCommand::Prune { dry_run, .. }) => {
-            done(images::gc(&open()?, dry_run))
-        }
+        Command::Gc { dry_run } => done(images::gc(&open()?, dry_run)),
+        Command::Image(ImageCommand::Prune(args)) => done(prune::image_prune(&open()?, &args)),
+        Command::System(SystemCommand::Prune(args)) => done(prune::system_prune(&open()?, &args)),
         Command::Volume(command) => done(volumes::run(&open()?, command)),
         Command::System(SystemCommand::Df { format, verbose }) => done(images::disk_usage(&open()?, &format, verbose)),
         Command::Info(args) | Command::System(SystemCommand::Info(args)) => done(system::info(&open()?, &args.format)),

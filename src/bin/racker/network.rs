@@ -41,6 +41,12 @@ pub enum NetworkCommand {
         #[arg(required = true)]
         networks: Vec<String>,
     },
+    /// Remove every network no container uses (the default network stays)
+    Prune {
+        /// Do not ask for confirmation
+        #[arg(short, long)]
+        force: bool,
+    },
 }
 
 /// A network as docker's `network inspect` shows one (the fields that apply).
@@ -112,6 +118,16 @@ pub fn run(store: &Store, command: NetworkCommand) -> Result<()> {
         }
         NetworkCommand::Rm { networks } => {
             crate::containers::each(&networks, |name| network::remove(store, name))?;
+        }
+        NetworkCommand::Prune { force } => {
+            let warning = "WARNING! This will remove all custom networks not used by at least one container.";
+            if !force && !crate::prune::confirmed(warning)? {
+                return Ok(());
+            }
+            let removed = network::prune(store)?;
+            if !removed.is_empty() {
+                outln!("Deleted Networks:\n{}", removed.join("\n"))?;
+            }
         }
         NetworkCommand::Inspect { networks } => {
             let records = networks.iter().map(|n| network::inspect(store, n)).collect::<Result<Vec<_>, _>>()?;

@@ -32,14 +32,31 @@ pub fn manifest(config: Descriptor, layers: Vec<Descriptor>) -> Vec<u8> {
 /// The config of a one-layer image made from a root filesystem for `platform`, with one
 /// history entry; `created` is an RFC 3339 time.
 pub fn rootfs_config(platform: &Platform, diff_id: &Digest, created: &str, created_by: &str, comment: &str) -> Vec<u8> {
+    rootfs_config_with(platform, diff_id, created, created_by, comment, &serde_json::json!({}), None)
+}
+
+/// [`rootfs_config`] with a run configuration (`racker import --change`) and a message
+/// (`--message`), which docker keeps as the image's `comment` as well as the history's.
+pub fn rootfs_config_with(
+    platform: &Platform,
+    diff_id: &Digest,
+    created: &str,
+    created_by: &str,
+    comment: &str,
+    run_config: &serde_json::Value,
+    message: Option<&str>,
+) -> Vec<u8> {
     let mut config = serde_json::json!({
         "created": created,
         "architecture": platform.architecture,
         "os": platform.os,
-        "config": {},
+        "config": run_config,
         "rootfs": { "type": "layers", "diff_ids": [diff_id.to_string()] },
-        "history": [{ "created": created, "created_by": created_by, "comment": comment }],
+        "history": [{ "created": created, "created_by": created_by, "comment": message.unwrap_or(comment) }],
     });
+    if let Some(message) = message {
+        config["comment"] = message.into();
+    }
     if let Some(variant) = &platform.variant {
         config["variant"] = serde_json::Value::String(variant.clone());
     }

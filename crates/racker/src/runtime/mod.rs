@@ -23,6 +23,7 @@ mod files;
 mod flags;
 mod host;
 mod identity;
+mod image_prune;
 mod info;
 mod lifecycle;
 mod limits;
@@ -55,6 +56,7 @@ pub use flags::{
     parse_pids_limit, parse_signal, parse_size, parse_tmpfs, Device, RunFlags, Tmpfs,
 };
 pub use host::{prepare_nspawn_state, runtime_dir, Registration};
+pub use image_prune::{prune_images, ImagePrune};
 pub use info::{CgroupVersion, HostFacts, StoreInfo};
 pub use lifecycle::{
     collect, exec, kill, list, logs, monitor, remove, run_detached, stop, ContainerStatus, ExecOptions,

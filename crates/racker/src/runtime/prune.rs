@@ -56,10 +56,15 @@ impl PruneFilter {
             }
         }
         let labels = super::spec_of(record).map(|s| s.flags.labels).unwrap_or_default();
-        self.labels.iter().all(|l| {
-            let has = labels.get(&l.key).is_some_and(|v| l.value.as_ref().is_none_or(|want| want == v));
-            has != l.negated
-        })
+        self.labels.iter().all(|l| l.passes(labels.get(&l.key).map(String::as_str)))
+    }
+}
+
+impl LabelFilter {
+    /// Whether an object whose label `self.key` has `value` (None: no such label) passes.
+    pub fn passes(&self, value: Option<&str>) -> bool {
+        let has = value.is_some_and(|v| self.value.as_deref().is_none_or(|want| want == v));
+        has != self.negated
     }
 }
 

@@ -57,16 +57,37 @@ impl ArchiveFs {
         let ioerr = |source| SourceError::Io { path: path.to_owned(), source };
         let mut reader = BufReader::with_capacity(1 << 20, File::open(path).map_err(ioerr)?);
         let compression = Compression::sniff(reader.fill_buf().map_err(ioerr)?);
-        let mut file = if compression == Compression::None {
-            reader.into_inner()
+        if compression == Compression::None {
+            return ArchiveFs::index(path, reader.into_inner());
+        }
+        ArchiveFs::spool(reader, path, scratch)
+    }
+
+    /// Reads a whole archive from a stream (standard input for `racker load`) into an
+    /// unnamed temporary file in `scratch`, decompressing it on the way if it is
+    /// compressed: a tar's members are read in any order. `origin` names it in messages.
+    pub fn read_from(reader: impl Read, origin: &Path, scratch: &Path) -> Result<ArchiveFs> {
+        ArchiveFs::spool(BufReader::with_capacity(1 << 20, reader), origin, scratch)
+    }
+
+    fn spool(mut reader: impl BufRead, path: &Path, scratch: &Path) -> Result<ArchiveFs> {
+        let ioerr = |source| SourceError::Io { path: path.to_owned(), source };
+        let compression = Compression::sniff(reader.fill_buf().map_err(ioerr)?);
+        let mut tmp =
+            tempfile::tempfile_in(scratch).map_err(|source| SourceError::Io { path: scratch.to_owned(), source })?;
+        if compression == Compression::None {
+            copy_blaming(&mut reader, &mut tmp, path, scratch)?;
         } else {
-            let mut tmp = tempfile::tempfile_in(scratch)
-                .map_err(|source| SourceError::Io { path: scratch.to_owned(), source })?;
             let mut decompressed =
                 unpack::decompress(reader, compression).map_err(|e| invalid(path.display().to_string(), e))?;
             copy_blaming(&mut decompressed, &mut tmp, path, scratch)?;
-            tmp
-        };
+        }
+        ArchiveFs::index(path, tmp)
+    }
+
+    /// Lists the members of the tar in `file`, which `path` names in messages.
+    fn index(path: &Path, mut file: File) -> Result<ArchiveFs> {
+        let ioerr = |source| SourceError::Io { path: path.to_owned(), source };
         file.seek(SeekFrom::Start(0)).map_err(ioerr)?;
         let mut members = HashMap::new();
         {

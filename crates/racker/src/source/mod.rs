@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 pub use archive::{ArchiveFs, DirFs, LayoutFs};
 pub use oci_layout::import_layout;
-pub use rootfs::{import_rootfs, import_rootfs_stream, History, RootfsInput};
+pub use rootfs::{import_rootfs, import_rootfs_stream, import_rootfs_with, History, ImportOptions, RootfsInput};
 pub use transport::{Layout, LayoutFormat, Transport};
 
 use crate::digest::Digest;
@@ -57,11 +57,31 @@ pub fn load_archive(
     progress: std::sync::Arc<dyn crate::progress::Progress>,
 ) -> Result<Vec<Imported>> {
     let fs = ArchiveFs::open(path, &store.root().join("ingest"))?;
+    load_from(store, &fs, progress)
+}
+
+/// `racker load` from a stream (standard input): the archive is spooled to a temporary
+/// file first, since a tar's members are read in any order.
+pub fn load_archive_stream(
+    store: &Store,
+    reader: impl io::Read,
+    origin: &std::path::Path,
+    progress: std::sync::Arc<dyn crate::progress::Progress>,
+) -> Result<Vec<Imported>> {
+    let fs = ArchiveFs::read_from(reader, origin, &store.root().join("ingest"))?;
+    load_from(store, &fs, progress)
+}
+
+fn load_from(
+    store: &Store,
+    fs: &ArchiveFs,
+    progress: std::sync::Arc<dyn crate::progress::Progress>,
+) -> Result<Vec<Imported>> {
     if fs.exists("manifest.json") {
-        docker_archive::import(store, &fs, progress)
+        docker_archive::import(store, fs, progress)
     } else if fs.exists("index.json") {
-        import_layout(store, &fs, None, &[], progress)
+        import_layout(store, fs, None, &[], progress)
     } else {
-        Err(SourceError::UnknownArchive { path: path.to_owned() })
+        Err(SourceError::UnknownArchive { path: fs.origin().to_owned() })
     }
 }

@@ -88,6 +88,13 @@ pub fn import_layout(
         if names.is_empty() {
             names = default_names.to_vec();
         }
+        // `load` gives no default: a ref name alone (`foo:1`, `latest`) is named as podman
+        // names it, `localhost/foo:1`, `localhost/latest:latest`.
+        if names.is_empty() {
+            if let Some(name) = annotation(desc, REF_NAME) {
+                names.push(Reference::parse_local(&name).map_err(|e| invalid(&what, e))?);
+            }
+        }
         let manifest = resolve_platform(fs, desc, &Platform::host())?;
         let ingest = store.ingest()?.with_progress(progress.clone());
         let image = import_manifest(&ingest, fs, &manifest, names.clone())?;

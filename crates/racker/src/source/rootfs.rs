@@ -82,12 +82,31 @@ pub fn import_rootfs(
     names: Vec<Reference>,
     progress: Arc<dyn Progress>,
 ) -> Result<Digest> {
+    import_rootfs_with(store, input, names, &ImportOptions::default(), progress)
+}
+
+/// What `racker import` sets beside the file system: `--change`'s run configuration
+/// (the config's `config` section) and `--message`.
+#[derive(Clone, Debug, Default)]
+pub struct ImportOptions {
+    pub run_config: Option<serde_json::Value>,
+    pub message: Option<String>,
+}
+
+/// [`import_rootfs`] with a run configuration and a message.
+pub fn import_rootfs_with(
+    store: &Store,
+    input: &RootfsInput,
+    names: Vec<Reference>,
+    options: &ImportOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<Digest> {
     let source = input.describe();
     let (reader, len) = input.open()?;
     progress.begin("import", "Importing", len);
     let mut reader = ProgressReader::new(reader, "import", &*progress);
     let history = History { created_by: "racker import".into(), comment: format!("Imported from {source}") };
-    let id = import_rootfs_stream(store, &mut reader, &history, names, progress.clone())?;
+    let id = import_stream(store, &mut reader, &history, options, names, progress.clone())?;
     progress.end("import", &format!("Imported {}", id.short()));
     Ok(id)
 }
@@ -109,11 +128,29 @@ pub fn import_rootfs_stream(
     names: Vec<Reference>,
     progress: Arc<dyn Progress>,
 ) -> Result<Digest> {
+    import_stream(store, reader, history, &ImportOptions::default(), names, progress)
+}
+
+fn import_stream(
+    store: &Store,
+    reader: &mut dyn Read,
+    history: &History,
+    options: &ImportOptions,
+    names: Vec<Reference>,
+    progress: Arc<dyn Progress>,
+) -> Result<Digest> {
     let ingest = store.ingest()?.with_progress(progress);
     let layer = ingest.put_layer(reader, None, None, None)?;
     let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
-    let config_bytes =
-        synthesize::rootfs_config(&Platform::host(), &layer.diff_id, &created, &history.created_by, &history.comment);
+    let config_bytes = synthesize::rootfs_config_with(
+        &Platform::host(),
+        &layer.diff_id,
+        &created,
+        &history.created_by,
+        &history.comment,
+        options.run_config.as_ref().unwrap_or(&serde_json::json!({})),
+        options.message.as_deref(),
+    );
     let config_blob = ingest.put_blob_bytes(&config_bytes, MediaType::ImageConfig.as_ref())?;
     let manifest = synthesize::manifest((&config_blob).into(), vec![(&layer.blob).into()]);
     let manifest_blob = ingest.put_blob_bytes(&manifest, MediaType::ImageManifest.as_ref())?;

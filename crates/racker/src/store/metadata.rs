@@ -320,6 +320,12 @@ impl Db {
                 return Ok(id);
             }
         }
+        // A short name also finds `localhost/NAME`, where imports and loads put it (podman).
+        if let Some(Ok(local)) = Reference::local_alternative(name_or_id) {
+            if let Some(id) = self.lookup_reference(&local)? {
+                return Ok(id);
+            }
+        }
         let hex = name_or_id.strip_prefix("sha256:").unwrap_or(name_or_id);
         if !hex.is_empty() && hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
             let mut stmt =
@@ -376,10 +382,18 @@ impl Db {
     pub(crate) fn remove(&mut self, name_or_id: &str, force: bool) -> Result<Removal> {
         let id = self.resolve(name_or_id)?;
         // Was the image named by a reference (rather than by its id)?
-        let name = match Reference::parse(name_or_id) {
+        let mut name = match Reference::parse(name_or_id) {
             Ok(r) if self.lookup_reference(&r)?.as_ref() == Some(&id) => Some(r),
             _ => None,
         };
+        // `rmi app:1` for `localhost/app:1`, as resolve finds it.
+        if name.is_none() {
+            if let Some(Ok(local)) = Reference::local_alternative(name_or_id) {
+                if self.lookup_reference(&local)?.as_ref() == Some(&id) {
+                    name = Some(local);
+                }
+            }
+        }
         let path = self.path.clone();
         let e = move |source| StoreError::Database { path: path.clone(), source };
         let tx = self.write()?;

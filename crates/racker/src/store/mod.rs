@@ -27,6 +27,7 @@ mod gc;
 mod ingest;
 mod metadata;
 mod missing;
+mod save;
 mod volumes;
 
 use std::fs::{self, File};
@@ -45,6 +46,7 @@ pub use containers::{ContainerRecord, ContainerState, Leader};
 pub use gc::{DiskUsage, GcReport};
 pub use ingest::{BlobInfo, Ingest, LayerInfo, NewImage};
 pub use metadata::{ImageRecord, ImageSummary, LayerRecord, Removal};
+pub use save::{save, ArchiveFormat, SaveImage};
 pub use volumes::{is_valid_volume_name, VolumeRecord};
 
 /// The on-disk format version this build reads and writes (store-format.md).

@@ -408,6 +408,23 @@ pub fn remove(store: &Store, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// `racker network prune` (and `system prune`): removes every network but the default
+/// one that no container, running or not, is on. Returns the names removed.
+pub fn prune(store: &Store) -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for record in recorded(store)? {
+        if record.name == DEFAULT_NETWORK {
+            continue;
+        }
+        match remove(store, &record.name) {
+            Ok(()) => removed.push(record.name),
+            Err(RuntimeError::Network(e)) if matches!(*e, NetworkError::InUse { .. } | NetworkError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(removed)
+}
+
 /// Fails unless the network `spec` names exists (or is the default one, made on use).
 pub(crate) fn check(store: &Store, network: &Network) -> Result<()> {
     if let Network::Named(name) = network {
