@@ -245,6 +245,8 @@ fn import_from_stdin_and_bad_input_errors() {
     let err = store.fails(&["load", "-i", fixture("rootfs/rootfs.tar").to_str().expect("utf-8")]);
     assert!(err.contains("racker import"), "a rootfs given to load names the fix: {err}");
     let err = store.fails(&["inspect", "nosuchimage"]);
+    assert!(err.contains("No such object: nosuchimage"), "{err}");
+    let err = store.fails(&["image", "inspect", "nosuchimage"]);
     assert!(err.contains("No such image: nosuchimage"), "{err}");
 }
 
