@@ -12,6 +12,31 @@ use serde_json::json;
 use crate::common::images;
 use crate::common::{self, debian_store, err, out, require_root, TempStore};
 
+/// Turns br_netfilter's `bridge-nf-call-iptables` off while it lives (where the module
+/// is loaded) and back as it was when dropped: bridged frames then skip the host's
+/// conntrack, as on hosts without the module.
+struct BridgeNetfilterOff(Option<String>);
+
+const BRIDGE_NF: &str = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+
+impl BridgeNetfilterOff {
+    fn new() -> BridgeNetfilterOff {
+        let was = std::fs::read_to_string(BRIDGE_NF).ok();
+        if was.is_some() {
+            std::fs::write(BRIDGE_NF, "0").expect("switching bridge-nf-call-iptables off");
+        }
+        BridgeNetfilterOff(was)
+    }
+}
+
+impl Drop for BridgeNetfilterOff {
+    fn drop(&mut self) {
+        if let Some(was) = &self.0 {
+            let _ = std::fs::write(BRIDGE_NF, was.trim());
+        }
+    }
+}
+
 /// A store with the busybox image as `bb`, exposing 80/tcp (for `-P`).
 fn store_exposing_80() -> (TempStore, tempfile::TempDir) {
     require_root();
@@ -198,8 +223,31 @@ fn containers_on_a_user_network_reach_each_other_by_name() {
     assert!(rows.iter().any(|r| r["Name"] == "backend" && r["Subnet"] == "10.91.7.0/24"), "{ls}");
     assert!(rows.iter().any(|r| r["Name"] == "private"), "the default network is listed: {ls}");
 
-    store.ok(&["run", "-d", "--name", "srv", "--network", "backend", "bb", "sh", "-c", &httpd("by-name")]);
+    let port = free_port().to_string();
+    store.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "srv",
+        "--network",
+        "backend",
+        "-p",
+        &format!("{port}:80"),
+        "bb",
+        "sh",
+        "-c",
+        &httpd("by-name"),
+    ]);
     store.ok(&["run", "-d", "--name", "peer", "--network", "backend", "bb", "sleep", "1000"]);
+    // A peer reaches the server's published port through the host's address too (the
+    // bridge's, here): hairpin NAT, as docker's. With br_netfilter's conntrack of bridged
+    // frames off, as on a host without it: only racker's own rules make the reply return.
+    let _plain_bridge = BridgeNetfilterOff::new();
+    let hairpin = format!(
+        "i=0; until timeout 2 wget -qO- http://10.91.7.1:{port}/ || [ $i -gt 20 ]; do sleep 0.1; i=$((i+1)); done"
+    );
+    assert_eq!(store.ok(&["exec", "peer", "sh", "-c", &hairpin]), "by-name\n");
+    drop(_plain_bridge);
     // The client reaches the server by name; the server's hosts file lists the peer
     // that joined after it (rewritten in place, seen through its bind mount).
     let o = store.run(&[

@@ -2,9 +2,11 @@
 //! of its own so that it comes and goes whole (one `nft -f` transaction), without
 //! rule handles:
 //!
-//! - per network `rk-<net>-post` (postrouting): masquerade what leaves the subnet, and
-//!   what the host sends from 127.0.0.0/8 to a published port (its replies must come
-//!   back to the host, not to the container's own loopback);
+//! - per network `rk-<net>-post` (postrouting): masquerade what leaves the subnet, what
+//!   the host sends from 127.0.0.0/8 to a published port (its replies must come back to
+//!   the host, not to the container's own loopback), and what a container of the subnet
+//!   sends to a published port of another (hairpin: the reply must come back through
+//!   the host, whose address the sender talked to);
 //! - per container with published ports `rk-<net>-<ctr>-pre` and `-out` (prerouting for
 //!   what arrives, output for what the host itself sends): DNAT to the container.
 //!
@@ -78,6 +80,7 @@ pub fn add_network(net: &str, bridge: &str, subnet: &str) -> Result<(), NetworkE
         &[
             format!("ip saddr {subnet} ip daddr != {subnet} masquerade"),
             format!("ip saddr 127.0.0.0/8 oifname \"{bridge}\" masquerade"),
+            format!("ip saddr {subnet} ip daddr {subnet} ct status dnat masquerade"),
         ],
     ))
 }
