@@ -433,9 +433,14 @@ pub fn remove(store: &Store, names: &[String], force: bool) -> Result<()> {
     each(names, |n| runtime::remove(store, n, force))
 }
 
-/// Applies `f` to every name, printing each as docker does; fails if any failed. One
-/// name's failure is the error itself: one line.
+/// [`each_of`] for containers.
 pub fn each(names: &[String], f: impl Fn(&str) -> racker::runtime::Result<()>) -> Result<()> {
+    each_of("containers", names, f)
+}
+
+/// Applies `f` to every name of `kind` ("volumes", ...), printing each as docker does;
+/// fails if any failed. One name's failure is the error itself: one line.
+pub fn each_of(kind: &str, names: &[String], f: impl Fn(&str) -> racker::runtime::Result<()>) -> Result<()> {
     if let [name] = names {
         f(name)?;
         outln!("{name}")?;
@@ -452,7 +457,7 @@ pub fn each(names: &[String], f: impl Fn(&str) -> racker::runtime::Result<()>) -
         }
     }
     if failed > 0 {
-        anyhow::bail!("{failed} of {} containers failed", names.len());
+        anyhow::bail!("{failed} of {} {kind} failed", names.len());
     }
     Ok(())
 }

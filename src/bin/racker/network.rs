@@ -117,7 +117,7 @@ pub fn run(store: &Store, command: NetworkCommand) -> Result<()> {
             }
         }
         NetworkCommand::Rm { networks } => {
-            crate::containers::each(&networks, |name| network::remove(store, name))?;
+            crate::containers::each_of("networks", &networks, |name| network::remove(store, name))?;
         }
         NetworkCommand::Prune { force } => {
             let warning = "WARNING! This will remove all custom networks not used by at least one container.";

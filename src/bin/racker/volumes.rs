@@ -98,19 +98,7 @@ pub fn run(store: &Store, command: VolumeCommand) -> Result<()> {
             outln!("{}", serde_json::to_string_pretty(&found)?)?;
         }
         VolumeCommand::Rm { volumes, force } => {
-            let mut failed = None;
-            for name in &volumes {
-                match runtime::remove_volume(store, name, force) {
-                    Ok(()) => outln!("{name}")?,
-                    Err(e) => {
-                        errln!("Error: {e}");
-                        failed = Some(anyhow::Error::from(e));
-                    }
-                }
-            }
-            if let Some(e) = failed {
-                return Err(e.context("some volumes could not be removed"));
-            }
+            crate::containers::each_of("volumes", &volumes, |name| runtime::remove_volume(store, name, force))?
         }
         VolumeCommand::Prune { force: _ } => {
             let removed = runtime::prune_volumes(store)?;
