@@ -118,7 +118,11 @@ fn image_templates_and_filters_print_as_dockers() {
     let row = store.ok(&["images", "--format", "{{.ID}}|{{.CreatedAt}}|{{.Size}}|{{.Digest}}", "localhost/fmt/base"]);
     let size = store.ok(&["images", "--format", "json", "localhost/fmt/base"]);
     let size: Value = serde_json::from_str(size.trim()).expect("a JSON line");
-    assert_eq!(row, format!("{id}|2024-01-01 00:00:00 +0000 UTC|{}|<none>\n", size["Size"].as_str().expect("size")));
+    // .Digest is the manifest's whether or not --digests is given, as docker's.
+    let digest = store.ok(&["images", "--digests", "--format", "{{.Digest}}", "localhost/fmt/base"]);
+    assert!(digest.starts_with("sha256:"), "{digest}");
+    let expected = format!("{id}|2024-01-01 00:00:00 +0000 UTC|{}|{digest}", size["Size"].as_str().expect("size"));
+    assert_eq!(row, expected);
     assert_eq!(store.ok(&["images", "--format", "{{upper .Tag}} {{lower \"AB\"}}", "localhost/fmt/base"]), "1 ab\n");
     let json_row = store.ok(&["images", "--format", "{{json .}}", "localhost/fmt/base"]);
     assert_eq!(serde_json::from_str::<Value>(json_row.trim()).expect("JSON"), size, "{{{{json .}}}} is --format json");
@@ -164,6 +168,14 @@ fn inspect_templates_render_against_the_inspect_json() {
     assert_eq!(default[0]["Id"], full);
     let image = store.ok(&["image", "inspect", "-f", "{{.Id}} {{len .Layers}}", "localhost/fmt/base:1"]);
     assert_eq!(image, format!("{full} 1\n"));
+    // An image without a command still has docker's Config keys: empty, not missing.
+    let unset = store.ok(&[
+        "inspect",
+        "-f",
+        "{{.Config.Cmd}}|{{.Config.Entrypoint}}|{{.Config.WorkingDir}}|",
+        "localhost/fmt/imported:v1",
+    ]);
+    assert_eq!(unset, "[]|[]||\n");
     let bad = usage_error(&store, &["inspect", "-f", "{{.Config", "localhost/fmt/base:1"]);
     assert!(bad.contains("invalid format template \"{{.Config\""), "{bad}");
     let bad = usage_error(&store, &["image", "inspect", "-f", "{{if}}", "localhost/fmt/base:1"]);

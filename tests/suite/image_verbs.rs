@@ -196,7 +196,7 @@ fn save_streams_to_a_pipe_and_refuses_a_terminal_and_load_reads_standard_input()
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         common::err(&out),
-        "Error: loading from standard input: standard input: not a docker save archive or an OCI archive (it has neither manifest.json nor index.json); for a plain root filesystem tarball use `racker import`\n"
+        "Error: loading from standard input: not a docker save archive or an OCI archive (it has neither manifest.json nor index.json); for a plain root filesystem tarball use `racker import`\n"
     );
 
     // A terminal on standard output: refused before anything is written, as docker does.
@@ -270,6 +270,10 @@ fn history_shows_the_configs_steps_with_layer_sizes_in_dockers_columns() {
     assert_eq!(json[1]["Size"], "0B");
     assert_eq!(json[2]["CreatedBy"], "/bin/sh -c #(nop) ADD file:busybox in / ");
 
+    // -H=false: sizes in bytes, as docker's.
+    let raw = store.ok(&["history", "-H=false", "a:1"]);
+    assert!(raw.lines().nth(2).is_some_and(|l| l.split_whitespace().any(|c| c == "0")), "{raw}");
+    assert!(!raw.contains("0B") && !raw.contains("ago"), "{raw}");
     assert_eq!(store.fails(&["history", "nosuch"]), "Error: No such image: nosuch\n");
 }
 

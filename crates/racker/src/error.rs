@@ -5,12 +5,17 @@ use std::error::Error;
 
 /// `err` and its causes on one line, joined by `": "`, each cause once: a cause whose
 /// text its parents already quote (library errors include their source in their own
-/// message) is left out, and so is an empty one.
+/// message) is left out, and so is an empty one; a cause that begins with what its
+/// parent ends with ("loading F" and "F: not found") says it once.
 pub fn chain(err: &dyn Error) -> String {
     let mut text = String::new();
     let mut next = Some(err);
     while let Some(cause) = next {
-        let part = cause.to_string();
+        let whole = cause.to_string();
+        let part = match whole.split_once(": ") {
+            Some((head, rest)) if !head.is_empty() && text.ends_with(head) => rest.to_owned(),
+            _ => whole,
+        };
         if !text.contains(&part) {
             if !text.is_empty() {
                 text.push_str(": ");
@@ -52,7 +57,13 @@ mod tests {
     #[test]
     fn a_cause_its_parent_quotes_appears_once() {
         assert_eq!(chain(&layers(&["reading a: denied", "denied"])), "reading a: denied");
-        assert_eq!(chain(&layers(&["outer", "outer: inner", "inner"])), "outer: outer: inner");
+        assert_eq!(chain(&layers(&["outer", "outer: inner", "inner"])), "outer: inner");
+    }
+
+    #[test]
+    fn a_name_the_parent_ends_with_is_said_once() {
+        assert_eq!(chain(&layers(&["loading /x.tar", "/x.tar: no such file"])), "loading /x.tar: no such file");
+        assert_eq!(chain(&layers(&["loading /x.tar", "/y.tar: no such file"])), "loading /x.tar: /y.tar: no such file");
     }
 
     #[test]

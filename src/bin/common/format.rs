@@ -32,19 +32,26 @@ pub fn since(created: Option<&str>) -> String {
         return "N/A".into();
     };
     let secs = (Utc::now() - then.with_timezone(&Utc)).num_seconds().max(0);
-    let text = match secs {
+    format!("{} ago", human_duration(secs))
+}
+
+/// docker's `units.HumanDuration`: whole seconds and minutes, hours rounded.
+fn human_duration(secs: i64) -> String {
+    let minutes = secs / 60;
+    let hours = (secs + 1800) / 3600;
+    match secs {
         s if s < 1 => "Less than a second".to_owned(),
+        1 => "1 second".to_owned(),
         s if s < 60 => format!("{s} seconds"),
-        s if s < 120 => "About a minute".to_owned(),
-        s if s < 3600 => format!("{} minutes", s / 60),
-        s if s < 7200 => "About an hour".to_owned(),
-        s if s < 48 * 3600 => format!("{} hours", s / 3600),
-        s if s < 14 * 86400 => format!("{} days", s / 86400),
-        s if s < 60 * 86400 => format!("{} weeks", s / (7 * 86400)),
-        s if s < 730 * 86400 => format!("{} months", s / (30 * 86400)),
+        _ if minutes == 1 => "About a minute".to_owned(),
+        _ if minutes < 60 => format!("{minutes} minutes"),
+        _ if hours == 1 => "About an hour".to_owned(),
+        _ if hours < 48 => format!("{hours} hours"),
+        _ if hours < 24 * 7 * 2 => format!("{} days", hours / 24),
+        _ if hours < 24 * 30 * 2 => format!("{} weeks", hours / 24 / 7),
+        _ if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
         s => format!("{} years", s / (365 * 86400)),
-    };
-    format!("{text} ago")
+    }
 }
 
 #[cfg(test)]
@@ -58,5 +65,29 @@ mod tests {
         assert_eq!(human_size(1200), "1.2kB");
         assert_eq!(human_size(5_590_000), "5.59MB");
         assert_eq!(human_size(117_000_000), "117MB");
+    }
+
+    #[test]
+    fn durations_like_docker() {
+        let cases = [
+            (0, "Less than a second"),
+            (1, "1 second"),
+            (59, "59 seconds"),
+            (60, "About a minute"),
+            (119, "About a minute"),
+            (120, "2 minutes"),
+            (3599, "59 minutes"),
+            (3600, "About an hour"),
+            (5399, "About an hour"),
+            (5400, "2 hours"),
+            (47 * 3600, "47 hours"),
+            (48 * 3600, "2 days"),
+            (14 * 86400, "2 weeks"),
+            (60 * 86400, "2 months"),
+            (730 * 86400, "2 years"),
+        ];
+        for (secs, text) in cases {
+            assert_eq!(human_duration(secs), text, "{secs} s");
+        }
     }
 }

@@ -18,6 +18,9 @@ pub struct HistoryArgs {
     /// Only show image ids (`<missing>` for steps below the top, as docker)
     #[arg(short, long)]
     quiet: bool,
+    /// Sizes and dates for people (`-H=false`: bytes and RFC 3339 times, as docker)
+    #[arg(short = 'H', long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    human: bool,
     /// table, json, or a Go template: '{{.ID}}', 'table {{.CreatedBy}}\t{{.Size}}' (see the README)
     #[arg(long, default_value = "table", value_name = "FORMAT")]
     format: Format,
@@ -93,13 +96,11 @@ pub fn history(store: &Store, args: &HistoryArgs) -> Result<()> {
     for (id, step) in ids.zip(&steps) {
         let created_by = step.created_by.replace('\t', " ");
         let shown = if args.no_trunc { created_by.clone() } else { ellipsis(&created_by, 45) };
-        cells.push(vec![
-            id.clone(),
-            since(step.created.as_deref()),
-            shown,
-            human_size(step.size),
-            step.comment.clone(),
-        ]);
+        let (created, size) = match args.human {
+            true => (since(step.created.as_deref()), human_size(step.size)),
+            false => (step.created.clone().unwrap_or_default(), step.size.to_string()),
+        };
+        cells.push(vec![id.clone(), created, shown, size, step.comment.clone()]);
         rows.push(serde_json::json!({
             "ID": id, "CreatedAt": go_time(step.created.as_deref()), "CreatedSince": since(step.created.as_deref()),
             "CreatedBy": created_by, "Size": human_size(step.size), "Comment": step.comment,

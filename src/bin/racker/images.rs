@@ -101,8 +101,7 @@ pub fn list(store: &Store, args: &ImagesArgs) -> Result<()> {
             // Loaded and imported images have no registry's digest: their manifest's, as podman.
             let digest = match image.digests.iter().find(|(r, _)| *r == repo) {
                 Some((_, d)) => d.to_string(),
-                None if args.digests => store.image(&image.id)?.manifest_digest.to_string(),
-                None => "<none>".into(),
+                None => store.image(&image.id)?.manifest_digest.to_string(),
             };
             json.push(serde_json::json!({
                 "ID": id, "Repository": repo_shown, "Tag": tag, "Digest": digest,
@@ -307,7 +306,7 @@ pub fn image_json(store: &Store, name: &str) -> Result<serde_json::Value> {
             repo_digests.push(local);
         }
     }
-    let run_config = config.get("config").cloned().unwrap_or(serde_json::Value::Null);
+    let run_config = docker_config(config.get("config"));
     let text = |key: &str| config.get(key).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
     let lower: Vec<String> =
         image.layers.iter().rev().skip(1).map(|l| store.layer_dir(l.layer_id).display().to_string()).collect();
@@ -336,6 +335,23 @@ pub fn image_json(store: &Store, name: &str) -> Result<serde_json::Value> {
         "Layers": layers,
         "OciConfig": config,
     }))
+}
+
+/// The image's run config with every key docker's typed `Config` always has, so that
+/// templates such as `{{.Config.Cmd}}` print `[]` for an image without one, as docker's do.
+fn docker_config(config: Option<&serde_json::Value>) -> serde_json::Value {
+    let mut full = serde_json::json!({
+        "User": "", "ExposedPorts": {}, "Env": [], "Entrypoint": [], "Cmd": [], "Volumes": {},
+        "WorkingDir": "", "Labels": {}, "StopSignal": "", "OnBuild": [],
+    });
+    if let (Some(serde_json::Value::Object(given)), serde_json::Value::Object(all)) = (config, &mut full) {
+        for (key, value) in given {
+            if !value.is_null() {
+                all.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    full
 }
 
 pub fn gc(store: &Store, dry_run: bool) -> Result<()> {

@@ -15,8 +15,9 @@ const GIT_COMMIT: Option<&str> = option_env!("RACKER_GIT_COMMIT");
 /// `racker version`. There is no server: one block, with the Rust toolchain racker
 /// needs where docker names its Go version.
 pub fn version(format: &Format) -> Result<()> {
-    let os = std::env::consts::OS;
-    let arch = std::env::consts::ARCH;
+    // docker's (Go's) names: linux/amd64.
+    let platform = racker::oci::Platform::host();
+    let (os, arch) = (platform.os.as_str(), platform.architecture.as_str());
     let mut value = serde_json::json!({
         "Version": env!("CARGO_PKG_VERSION"),
         "RustVersion": env!("CARGO_PKG_RUST_VERSION"),
@@ -35,7 +36,7 @@ pub fn version(format: &Format) -> Result<()> {
     }
     outln!("racker:")?;
     outln!(" Version:       {}", env!("CARGO_PKG_VERSION"))?;
-    outln!(" Rust version:  {} or later", env!("CARGO_PKG_RUST_VERSION"))?;
+    outln!(" Rust version:  {} (the oldest toolchain that builds it)", env!("CARGO_PKG_RUST_VERSION"))?;
     if let Some(commit) = GIT_COMMIT {
         outln!(" Git commit:    {commit}")?;
     }
