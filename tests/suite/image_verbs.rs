@@ -524,7 +524,7 @@ fn import_takes_changes_and_a_message_and_names_like_podman() {
     let err = store.fails(&["import", "-c", "RUN make", rootfs, "bad:1"]);
     assert_eq!(
         err,
-        "Error: invalid change \"RUN make\": supported: ENV, LABEL, CMD, ENTRYPOINT, WORKDIR, USER, EXPOSE\n"
+        "Error: invalid change \"RUN make\": supported: ENV, LABEL, CMD, ENTRYPOINT, WORKDIR, USER, EXPOSE, VOLUME, STOPSIGNAL, ONBUILD\n"
     );
     assert_eq!(ids(&store).len(), 1, "a refused change imports nothing");
 }

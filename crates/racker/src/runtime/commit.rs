@@ -288,7 +288,28 @@ pub fn apply_change(section: &mut serde_json::Value, change: &str) -> Result<(),
                 object_at(section, "ExposedPorts").insert(port, serde_json::json!({}));
             }
         }
-        _ => return Err(bad("supported: ENV, LABEL, CMD, ENTRYPOINT, WORKDIR, USER, EXPOSE")),
+        "VOLUME" => {
+            let paths: Vec<String> = if args.starts_with('[') {
+                serde_json::from_str(args).map_err(|_| bad("expected a JSON array of strings"))?
+            } else {
+                args.split_whitespace().map(str::to_owned).collect()
+            };
+            for path in paths {
+                object_at(section, "Volumes").insert(path, serde_json::json!({}));
+            }
+        }
+        "STOPSIGNAL" => section["StopSignal"] = args.into(),
+        "ONBUILD" => {
+            if !section["OnBuild"].is_array() {
+                section["OnBuild"] = serde_json::json!([]);
+            }
+            section["OnBuild"].as_array_mut().expect("made an array above").push(args.into());
+        }
+        _ => {
+            return Err(bad(
+                "supported: ENV, LABEL, CMD, ENTRYPOINT, WORKDIR, USER, EXPOSE, VOLUME, STOPSIGNAL, ONBUILD",
+            ))
+        }
     }
     Ok(())
 }
@@ -345,6 +366,10 @@ mod tests {
             "USER app",
             "LABEL org.example.a=1 b=\"x y\"",
             "EXPOSE 80 53/udp",
+            "VOLUME /data /cache",
+            "VOLUME [\"/logs\"]",
+            "STOPSIGNAL SIGINT",
+            "ONBUILD RUN make",
         ] {
             apply_change(&mut section, change).unwrap();
         }
@@ -358,6 +383,9 @@ mod tests {
                 "User": "app",
                 "Labels": {"org.example.a": "1", "b": "x y"},
                 "ExposedPorts": {"80/tcp": {}, "53/udp": {}},
+                "Volumes": {"/data": {}, "/cache": {}, "/logs": {}},
+                "StopSignal": "SIGINT",
+                "OnBuild": ["RUN make"],
             })
         );
         for bad in ["RUN true", "CMD", "CMD [1]", "LABEL novalue"] {
