@@ -245,7 +245,7 @@ fn ps_templates_and_filters_print_as_dockers() {
     assert!(virt.ends_with(')') && !image_size.trim().is_empty(), "{size}");
 
     let key = usage_error(&store, &["ps", "-f", "colour=red"]);
-    assert_eq!(key, "Error: invalid filter 'colour': valid filters are ancestor, before, exited, id, label, name, network, publish, since, status, volume\n");
+    assert_eq!(key, "Error: invalid filter 'colour': valid filters are ancestor, before, exited, expose, id, label, name, network, publish, since, status, volume\n");
     let status = usage_error(&store, &["ps", "-f", "status=sleeping"]);
     assert!(status.contains("status=sleeping"), "{status}");
     usage_error(&store, &["ps", "--format", "{{.Names"]);

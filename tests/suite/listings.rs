@@ -31,6 +31,15 @@ impl Drop for Kept<'_> {
     }
 }
 
+/// Removes an image when the test ends, passed or failed.
+struct RemoveImage<'a>(&'a TempStore, &'static str);
+
+impl Drop for RemoveImage<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.run(&["rmi", self.1]);
+    }
+}
+
 /// Runs racker and expects a usage error: exit 125 and one line on standard error.
 fn usage_error(store: &TempStore, args: &[&str]) -> String {
     let out = store.run(args);
@@ -115,7 +124,7 @@ fn filters_of_ps_volumes_and_networks_and_their_inspect_templates() {
     let (store, _layout) = busybox_store();
     let kept = Kept {
         store: &store,
-        containers: &["flt-a", "flt-b", "flt-c"],
+        containers: &["flt-a", "flt-b", "flt-c", "flt-d"],
         volumes: &["flt-data", "flt-spare"],
         networks: &["flt-net"],
     };
@@ -144,6 +153,15 @@ fn filters_of_ps_volumes_and_networks_and_their_inspect_templates() {
     assert_eq!(ps(&["publish=79-81"]), ["flt-c"]);
     assert_eq!(ps(&["publish=80/udp"]), Vec::<String>::new());
     assert_eq!(ps(&["publish=8080"]), Vec::<String>::new(), "the container's port, as docker");
+    // expose=: what the image exposes, and what the container publishes.
+    store.ok(&["commit", "-c", "EXPOSE 9000/udp", "flt-a", "flt-exposing:1"]);
+    let _image = RemoveImage(&store, "flt-exposing:1");
+    store.ok(&["create", "--name", "flt-d", "flt-exposing:1", "true"]);
+    assert_eq!(ps(&["expose=9000/udp"]), ["flt-d"]);
+    assert_eq!(ps(&["expose=9000"]), Vec::<String>::new(), "tcp unless named");
+    assert_eq!(ps(&["expose=80"]), ["flt-c"]);
+    assert_eq!(ps(&["expose=80", "expose=8999-9001/udp"]), ["flt-c", "flt-d"]);
+    store.ok(&["rm", "flt-d"]);
     assert!(usage_error(&store, &["ps", "-f", "before=nope"]).contains("No such container: nope"));
     assert!(usage_error(&store, &["ps", "-f", "publish=http"]).contains("publish=http"));
 
