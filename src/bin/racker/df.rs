@@ -310,3 +310,25 @@ fn verbose_report(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(size: u64, reclaimable: u64) -> Row {
+        Row { kind: "Images", total: 1, active: 0, size, reclaimable }
+    }
+
+    #[test]
+    fn reclaimable_carries_dockers_share_in_percent() {
+        assert_eq!(row(0, 0).reclaimable_text(), "0B");
+        assert_eq!(row(1000, 400).reclaimable_text(), "400B (40%)");
+        assert_eq!(row(3000, 1000).reclaimable_text(), "1kB (33%)");
+        assert_eq!(row(5000, 5000).reclaimable_text(), "5kB (100%)");
+        let json = row(1000, 0).json();
+        assert_eq!(json["TotalCount"], "1");
+        assert_eq!(json["Active"], "0");
+        assert_eq!(json["Size"], "1kB");
+        assert_eq!(json["Reclaimable"], "0B (0%)");
+    }
+}

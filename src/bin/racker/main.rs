@@ -241,12 +241,13 @@ struct InspectArgs {
 
 #[derive(Subcommand)]
 enum SystemCommand {
-    /// Show the store's disk usage and how much sharing saves
+    /// Show disk usage: images, containers, volumes (docker's rows), then the store's
+    /// layers and blobs and how much sharing saves
     Df {
-        /// table, json, or a Go template: '{{.ID}}', 'table {{.ID}}\t{{.Name}}' (see the README)
+        /// table, json, or a Go template: '{{.Type}}', 'table {{.Type}}\t{{.Reclaimable}}' (see the README)
         #[arg(long, default_value = "table", value_name = "FORMAT")]
         format: Format,
-        /// List each volume with its size and how many containers use it
+        /// List each image, container and volume with its size
         #[arg(short, long)]
         verbose: bool,
     },
