@@ -57,7 +57,12 @@ fn words(text: &str) -> Vec<Vec<String>> {
 #[test]
 fn system_df_prints_dockers_rows_and_sections() {
     let (store, _layout) = busybox_store();
-    let kept = Kept { store: &store, containers: &["df-user"], volumes: &["df-data", "df-spare"], networks: &[] };
+    let kept = Kept {
+        store: &store,
+        containers: &["df-user", "df-wrote", "df-runs"],
+        volumes: &["df-data", "df-spare"],
+        networks: &[],
+    };
     store.ok(&["create", "--name", "df-user", "-v", "df-data:/data", "bb", "true"]);
     store.ok(&["volume", "create", "df-spare"]);
     // 4000 bytes in the volume no container uses: all of it reclaimable.
@@ -114,6 +119,23 @@ fn system_df_prints_dockers_rows_and_sections() {
     assert_eq!(json["Containers"][0]["Names"], "df-user", "{json}");
     assert_eq!(json["Volumes"][1]["Name"], "df-spare", "{json}");
     assert_eq!(json["Volumes"][1]["Size"], "4kB", "{json}");
+
+    // A running container is active; what a stopped one wrote is reclaimable.
+    store.ok(&["run", "--name", "df-wrote", "bb", "sh", "-c", "head -c 50000 /dev/zero > /written"]);
+    store.ok(&["run", "-d", "--name", "df-runs", "bb", "sleep", "1000"]);
+    let wrote: u64 = {
+        let json: Value =
+            serde_json::from_str(store.ok(&["system", "df", "--format", "json"]).lines().nth(1).expect("row"))
+                .expect("JSON");
+        assert_eq!((&json["TotalCount"], &json["Active"]), (&"3".into(), &"1".into()), "{json}");
+        json["ReclaimableBytes"].as_u64().expect("bytes")
+    };
+    assert!((50_000..60_000).contains(&wrote), "the stopped container's 50000 bytes: {wrote}");
+    let verbose = store.ok(&["system", "df", "-v", "--format", "json"]);
+    let json: Value = serde_json::from_str(&verbose).expect("JSON");
+    let wrote_row = json["Containers"].as_array().into_iter().flatten().find(|c| c["Names"] == "df-wrote");
+    assert!(wrote_row.is_some_and(|c| c["Status"].as_str().is_some_and(|s| s.starts_with("Exited (0)"))), "{verbose}");
+    store.ok(&["rm", "-f", "df-runs", "df-wrote"]);
 
     drop(kept);
     store.assert_clean();
