@@ -80,6 +80,15 @@ fn bash_completes_subcommands_and_never_internal_ones() {
     }
 }
 
+/// Removes a container when the test ends, passed or failed.
+struct RemoveOnDrop<'a>(&'a TempStore, &'static str);
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.run(&["rm", "-f", self.1]);
+    }
+}
+
 #[test]
 fn bash_completes_image_names_from_the_store() {
     common::require_root();
@@ -112,10 +121,34 @@ fn bash_completes_image_names_from_the_store() {
         &[RACKER, "--root", root, "rmi", ""],
         &[RACKER, "--root", root, "rmi", "bb:latest", ""],
         &[RACKER, "--root", root, "image", "rm", ""],
+        &[RACKER, "--root", root, "history", ""],
+        &[RACKER, "--root", root, "save", "-o", "out.tar", ""],
+        &[RACKER, "--root", root, "image", "history", ""],
+        &[RACKER, "--root", root, "image", "save", ""],
+        &[RACKER, "--root", root, "image", "inspect", ""],
+        &[RACKER, "--root", root, "image", "tag", ""],
+        &[RACKER, "--root", root, "image", "tag", "bb:latest", ""],
     ] {
         assert_eq!(sorted(complete(dir.path(), &bash, words)), names, "image names for {:?}", &words[3..]);
     }
     assert_eq!(complete(dir.path(), &bash, &[RACKER, "--root", root, "run", "b"]), ["bb:latest"]);
+    assert_eq!(complete(dir.path(), &bash, &[RACKER, "--root", root, "history", "b"]), ["bb:latest"]);
+    // An image is expected: no subcommand names (`load`, `ls`) for what is typed.
+    let offered = complete(dir.path(), &bash, &[RACKER, "--root", root, "image", "tag", "lo"]);
+    let expected: Vec<&String> = names.iter().filter(|n| n.starts_with("lo")).collect();
+    assert_eq!(offered.iter().collect::<Vec<_>>(), expected, "racker image tag lo<TAB>");
+    // Container names where a container is expected, from `racker ps -a`.
+    store.ok(&["create", "--name", "compl-web", "bb", "true"]);
+    let _remove = RemoveOnDrop(&store, "compl-web");
+    for words in [
+        &[RACKER, "--root", root, "start", ""][..],
+        &[RACKER, "--root", root, "rm", "-f", ""],
+        &[RACKER, "--root", root, "logs", "compl"],
+        &[RACKER, "--root", root, "container", "stop", ""],
+    ] {
+        assert_eq!(complete(dir.path(), &bash, words), ["compl-web"], "container names for {:?}", &words[3..]);
+    }
+    assert_eq!(store.ok(&["rm", "compl-web"]), "compl-web\n");
     // bash splits the word at ':' and replaces only what follows the last one.
     assert_eq!(complete(dir.path(), &bash, &[RACKER, "--root", root, "rmi", "bb", ":", "la"]), ["latest"]);
     // Not where something else is expected: the command after the image, an option's value.

@@ -282,7 +282,7 @@ fn containers_on_a_user_network_reach_each_other_by_name() {
     assert!(e.contains("in use by container srv"), "a stopped container keeps its network: {e}");
     store.ok(&["rm", "srv"]);
     assert_eq!(store.ok(&["network", "rm", "backend"]), "backend\n");
-    assert!(!store.ok(&["network", "ls", "-q"]).contains("backend"));
+    assert!(!store.ok(&["network", "ls", "--format", "{{.Name}}"]).contains("backend"));
     let e = store.fails(&["network", "rm", "private"]);
     assert!(e.contains("default private network"), "{e}");
     store.assert_clean();

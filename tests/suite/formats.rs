@@ -257,7 +257,7 @@ fn ps_templates_and_filters_print_as_dockers() {
     assert!(virt.ends_with(')') && !image_size.trim().is_empty(), "{size}");
 
     let key = usage_error(&store, &["ps", "-f", "colour=red"]);
-    assert_eq!(key, "Error: invalid filter 'colour': valid filters are ancestor, exited, id, label, name, status\n");
+    assert_eq!(key, "Error: invalid filter 'colour': valid filters are ancestor, before, exited, expose, id, label, name, network, publish, since, status, volume\n");
     let status = usage_error(&store, &["ps", "-f", "status=sleeping"]);
     assert!(status.contains("status=sleeping"), "{status}");
     usage_error(&store, &["ps", "--format", "{{.Names"]);
@@ -307,7 +307,7 @@ fn volume_network_df_version_and_info_take_templates() {
     assert!(table.starts_with("NETWORK ID   NAME\n"), "{table}");
 
     let df = store.ok(&["system", "df", "--format", "{{.Type}}: {{.TotalCount}}"]);
-    assert_eq!(df, "Images: 0\nLayers: 0\nBlobs: 0\nLocal Volumes: 1\n");
+    assert_eq!(df, "Images: 0\nContainers: 0\nLocal Volumes: 1\nLayers: 0\nBlobs: 0\n");
     let df = store.ok(&["system", "df", "--format", "table {{.Type}}\\t{{.Reclaimable}}"]);
     assert!(df.starts_with("TYPE            RECLAIMABLE\n"), "{df}");
     assert_eq!(store.ok(&["version", "--format", "{{.Version}}"]), format!("{}\n", env!("CARGO_PKG_VERSION")));

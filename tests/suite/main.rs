@@ -25,6 +25,7 @@ mod fixtures;
 mod formats;
 mod hostile_registry;
 mod image_verbs;
+mod listings;
 mod local_users;
 mod postroj_cache_cli;
 mod postroj_checks;

@@ -120,10 +120,20 @@ fn images_sharing_a_layer_store_it_once_and_df_shows_the_sharing() {
     assert_eq!(store.files("layers").len(), 4);
     let blob_files = store.files("blobs/sha256").len() as i64;
     assert_eq!(blob_files, store.count("blobs"));
-    let df: serde_json::Value =
-        serde_json::from_str(&store.ok(&["system", "df", "--format", "json"])).expect("df prints JSON");
-    assert_eq!(df["images"], 2);
-    assert_eq!(df["layers"], 4);
+    // docker's rows, one JSON object a line; racker's exact figures on its Layers row.
+    let rows: BTreeMap<String, serde_json::Value> = store
+        .ok(&["system", "df", "--format", "json"])
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("df prints JSON lines"))
+        .map(|row| (row["Type"].as_str().expect("a Type").to_owned(), row))
+        .collect();
+    assert_eq!(rows["Images"]["TotalCount"], "2");
+    assert_eq!(rows["Layers"]["TotalCount"], "4");
+    let df = serde_json::json!({
+        "images_size": rows["Layers"]["ImagesLogicalBytes"], "layers_size": rows["Layers"]["SizeBytes"],
+        "blobs_size": rows["Blobs"]["SizeBytes"], "shared_size": rows["Layers"]["SharedBytes"],
+        "dedupe_ratio": rows["Layers"]["DedupeRatio"],
+    });
     // What the two layouts are made of implies the figures: each image counts all its
     // blobs and unpacked layers, the store holds each once.
     let parts = [layout_parts("whiteouts"), layout_parts("shared")];

@@ -1,30 +1,71 @@
-//! `racker completion SHELL`: clap_complete's script, and for bash image names where a
-//! command takes one (`racker run <TAB>`, `racker rmi <TAB>`), as docker's completion
-//! offers them. clap's script is static; a wrapper around its function asks
+//! `racker completion SHELL`: clap_complete's script, and for bash image and container
+//! names where a command takes one (`racker run <TAB>`, `racker rmi <TAB>`, `racker stop
+//! <TAB>`), as docker's completion offers them. clap's script is static; a wrapper around its function asks
 //! `racker images` at the moment of completion.
 
 use std::fmt::Write as _;
 
 use crate::shell::{self, Shell};
 
-/// Where an image name is expected: the first argument only, or every argument.
+/// Where a name is expected: the first argument only, or every argument.
 #[derive(Clone, Copy)]
 enum Takes {
     First,
     All,
 }
 
-/// The subcommands that take image names (those that exist in this racker).
-const IMAGE_ARGS: &[(&str, Takes)] = &[
-    ("run", Takes::First),
-    ("create", Takes::First),
-    ("container run", Takes::First),
-    ("container create", Takes::First),
-    ("tag", Takes::First),
-    ("push", Takes::First),
-    ("rmi", Takes::All),
-    ("image rm", Takes::All),
-    ("image inspect", Takes::All),
+/// What is named there: an image (from `racker images`) or a container (`racker ps -a`).
+#[derive(Clone, Copy)]
+enum Kind {
+    Image,
+    Container,
+}
+
+/// The subcommands that take image or container names (those that exist in this racker
+/// are completed; the others are skipped).
+const NAME_ARGS: &[(&str, Takes, Kind)] = &[
+    ("run", Takes::First, Kind::Image),
+    ("create", Takes::First, Kind::Image),
+    ("container run", Takes::First, Kind::Image),
+    ("container create", Takes::First, Kind::Image),
+    ("tag", Takes::All, Kind::Image),
+    ("push", Takes::First, Kind::Image),
+    ("history", Takes::First, Kind::Image),
+    ("save", Takes::All, Kind::Image),
+    ("rmi", Takes::All, Kind::Image),
+    ("image rm", Takes::All, Kind::Image),
+    ("image inspect", Takes::All, Kind::Image),
+    ("image history", Takes::First, Kind::Image),
+    ("image save", Takes::All, Kind::Image),
+    ("image tag", Takes::All, Kind::Image),
+    ("image push", Takes::First, Kind::Image),
+    ("start", Takes::All, Kind::Container),
+    ("stop", Takes::All, Kind::Container),
+    ("restart", Takes::All, Kind::Container),
+    ("kill", Takes::All, Kind::Container),
+    ("rm", Takes::All, Kind::Container),
+    ("pause", Takes::All, Kind::Container),
+    ("unpause", Takes::All, Kind::Container),
+    ("wait", Takes::All, Kind::Container),
+    ("inspect", Takes::All, Kind::Container),
+    ("stats", Takes::All, Kind::Container),
+    ("logs", Takes::First, Kind::Container),
+    ("exec", Takes::First, Kind::Container),
+    ("attach", Takes::First, Kind::Container),
+    ("top", Takes::First, Kind::Container),
+    ("diff", Takes::First, Kind::Container),
+    ("export", Takes::First, Kind::Container),
+    ("port", Takes::First, Kind::Container),
+    ("rename", Takes::First, Kind::Container),
+    ("commit", Takes::First, Kind::Container),
+    ("container start", Takes::All, Kind::Container),
+    ("container stop", Takes::All, Kind::Container),
+    ("container restart", Takes::All, Kind::Container),
+    ("container kill", Takes::All, Kind::Container),
+    ("container rm", Takes::All, Kind::Container),
+    ("container inspect", Takes::All, Kind::Container),
+    ("container logs", Takes::First, Kind::Container),
+    ("container exec", Takes::First, Kind::Container),
 ];
 
 /// The script for `shell`; bash's completes image names too.
@@ -62,14 +103,18 @@ fn bash_image_names(cmd: &clap::Command) -> String {
     let mut valued = format!("        \"\") echo '{}' ;;\n", valued_options(&cmd));
     let mut groups = Vec::new();
     let mut takes = String::new();
-    for (path, how) in IMAGE_ARGS {
+    for (path, how, kind) in NAME_ARGS {
         let Some(sub) = find(&cmd, path) else { continue };
         let _ = writeln!(valued, "        \"{path}\") echo '{}' ;;", valued_options(sub));
         let how = match how {
             Takes::First => "first",
             Takes::All => "all",
         };
-        let _ = writeln!(takes, "        \"{path}\") echo {how} ;;");
+        let kind = match kind {
+            Kind::Image => "image",
+            Kind::Container => "container",
+        };
+        let _ = writeln!(takes, "        \"{path}\") echo {how} {kind} ;;");
         if let Some((group, _)) = path.split_once(' ') {
             if !groups.contains(&group) {
                 let _ = writeln!(
@@ -84,7 +129,8 @@ fn bash_image_names(cmd: &clap::Command) -> String {
     let groups = groups.join(" ");
     format!(
         r#"
-# {name}: image names where a command takes one, from `{name} images` (added to clap's script).
+# {name}: image and container names where a command takes one, from `{name} images` and
+# `{name} ps -a` (added to clap's script).
 __{name}_valued_options() {{
     case "$1" in
 {valued}    esac
@@ -136,14 +182,20 @@ __{name}_complete_images() {{
         fi
     done
     [[ -n $skip ]] && return 0
-    case "$(__{name}_image_args "$path")" in
+    local how kind
+    read -r how kind <<< "$(__{name}_image_args "$path")"
+    case "$how" in
         first) ((args == 0)) || return 0 ;;
         all) ;;
         *) return 0 ;;
     esac
-    local images
-    images=$("${{words[0]}}" "${{root[@]}}" images 2>/dev/null | awk 'NR > 1 && $1 != "<none>" {{ print $1 ":" $2 }}')
-    COMPREPLY=($(compgen -W "$images" -- "$cur"))
+    local names
+    if [[ $kind == container ]]; then
+        names=$("${{words[0]}}" "${{root[@]}}" ps -a --format '{{{{.Names}}}}' 2>/dev/null)
+    else
+        names=$("${{words[0]}}" "${{root[@]}}" images 2>/dev/null | awk 'NR > 1 && $1 != "<none>" {{ print $1 ":" $2 }}')
+    fi
+    COMPREPLY=($(compgen -W "$names" -- "$cur"))
     # bash replaces only the part of the word after its last ':'.
     if [[ $cur == *:* && $COMP_WORDBREAKS == *:* ]]; then
         local prefix=${{cur%"${{cur##*:}}"}}

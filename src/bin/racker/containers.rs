@@ -189,7 +189,9 @@ pub struct PsArgs {
     /// Do not truncate ids and commands
     #[arg(long)]
     no_trunc: bool,
-    /// status=, name=REGEX, id=PREFIX, ancestor=IMAGE, label=KEY[=VALUE], exited=CODE
+    /// status=, name=REGEX, id=PREFIX, ancestor=IMAGE, label=KEY[=VALUE], exited=CODE,
+    /// before=CONTAINER, since=CONTAINER, network=NAME, volume=NAME, publish=PORT[/PROTO],
+    /// expose=PORT[/PROTO]
     /// (repeat: the same key is any of, different keys all of)
     #[arg(short, long = "filter", value_name = "FILTER")]
     filter: Vec<String>,
@@ -208,7 +210,48 @@ pub struct PsArgs {
 }
 
 /// docker's `ps --filter` keys, and the states `status=` takes.
-const PS_FILTERS: [&str; 6] = ["ancestor", "exited", "id", "label", "name", "status"];
+const PS_FILTERS: [&str; 12] = [
+    "ancestor", "before", "exited", "expose", "id", "label", "name", "network", "publish", "since", "status", "volume",
+];
+
+/// The ports an image exposes (its config's `ExposedPorts`); none when it cannot be read.
+fn image_exposed(store: &Store, image: &racker::digest::Digest) -> Vec<runtime::PortMapping> {
+    let config = store
+        .image(image)
+        .ok()
+        .and_then(|i| store.read_blob(&i.config_digest).ok())
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    config.map(|c| runtime::network::exposed(&c)).unwrap_or_default()
+}
+
+/// Whether any of `ports` is in one of `ranges` (none given: every container passes).
+fn in_ranges(ranges: &[(u16, u16, runtime::Protocol)], ports: &[runtime::PortMapping]) -> bool {
+    ranges.is_empty()
+        || ports.iter().any(|p| {
+            ranges.iter().any(|(start, end, proto)| p.protocol == *proto && (*start..=*end).contains(&p.container_port))
+        })
+}
+
+/// `before=`/`since=`: the named container's creation time (an unknown one is an error).
+fn created_of(store: &Store, filters: &Filters, key: &str) -> Result<Vec<String>, UsageError> {
+    filters
+        .values(key)
+        .iter()
+        .map(|name| {
+            store.container(name).map(|c| c.created).map_err(|_| UsageError(format!("No such container: {name}")))
+        })
+        .collect()
+}
+
+/// `publish=PORT[/PROTO]` or `START-END[/PROTO]`: the container ports and protocol.
+fn port_filter(key: &str, value: &str) -> Result<(u16, u16, runtime::Protocol), UsageError> {
+    let bad = || UsageError(format!("invalid filter '{key}={value}': expected PORT[/tcp|udp] or START-END[/tcp|udp]"));
+    let (ports, proto) = value.split_once('/').unwrap_or((value, "tcp"));
+    let proto: runtime::Protocol = proto.parse().map_err(|_| bad())?;
+    let (start, end) = ports.split_once('-').unwrap_or((ports, ports));
+    let (start, end) = (start.parse().map_err(|_| bad())?, end.parse().map_err(|_| bad())?);
+    Ok((start, end, proto))
+}
 const STATES: [&str; 7] = ["created", "restarting", "running", "removing", "paused", "exited", "dead"];
 
 /// docker's column names of the `ps` fields, for `--format 'table …'`.
@@ -227,7 +270,7 @@ const PS_HEADERS: [(&str, &str); 12] = [
     ("Size", "SIZE"),
 ];
 
-fn status_text(c: &runtime::ContainerStatus) -> String {
+pub fn status_text(c: &runtime::ContainerStatus) -> String {
     let r = &c.record;
     match (c.running, r.state) {
         (true, _) if c.paused => format!("Up {} (Paused)", since(Some(&r.created)).trim_end_matches(" ago")),
@@ -264,6 +307,24 @@ pub fn ps(store: &Store, args: &PsArgs) -> Result<()> {
         .iter()
         .map(|c| c.parse::<i32>().map_err(|_| UsageError(format!("invalid filter 'exited={c}': not an exit code"))))
         .collect::<Result<Vec<_>, _>>()?;
+    let before = created_of(store, &filters, "before")?;
+    let since_created = created_of(store, &filters, "since")?;
+    let published =
+        filters.values("publish").iter().map(|p| port_filter("publish", p)).collect::<Result<Vec<_>, _>>()?;
+    let exposed = filters.values("expose").iter().map(|p| port_filter("expose", p)).collect::<Result<Vec<_>, _>>()?;
+    let mut image_ports: std::collections::HashMap<String, Vec<runtime::PortMapping>> = Default::default();
+    // network=: a network's name or ID; docker's `bridge` is racker's default network.
+    let networks: Vec<String> = filters
+        .values("network")
+        .iter()
+        .map(|n| {
+            if n == "bridge" {
+                runtime::network::DEFAULT_NETWORK.to_owned()
+            } else {
+                crate::network::name_of(store, n)
+            }
+        })
+        .collect();
     // ancestor=: the images named (an unknown one matches no container).
     let ancestors: Vec<_> = filters.values("ancestor").iter().filter_map(|a| store.resolve(a).ok()).collect();
     let summaries = store.images()?;
@@ -296,11 +357,28 @@ pub fn ps(store: &Store, args: &PsArgs) -> Result<()> {
             (false, _, ContainerState::Restarting) => "restarting",
             (false, _, _) => "exited",
         };
+        // expose=: what the image exposes and what the container publishes, as docker's.
+        let exposes: Vec<runtime::PortMapping> = if exposed.is_empty() {
+            Vec::new()
+        } else {
+            let image =
+                image_ports.entry(r.image_id.to_string()).or_insert_with(|| image_exposed(store, &r.image_id)).clone();
+            image.into_iter().chain(spec.ports.iter().cloned()).collect()
+        };
         let keep = filters.pass("status", |s| s == state)
             && filters.pass("id", |p| r.id.starts_with(p))
             && (names.is_empty() || names.iter().any(|n| n.is_match(&r.name) || n.is_match(&format!("/{}", r.name))))
             && (!filters.has("ancestor") || ancestors.contains(&r.image_id))
             && filters.pass("label", |l| label_matches(l, &spec.flags.labels))
+            && (before.is_empty() || before.iter().any(|t| r.created < *t))
+            && (since_created.is_empty() || since_created.iter().any(|t| r.created > *t))
+            && (networks.is_empty() || networks.contains(&String::from(spec.network.clone())))
+            && filters.pass("volume", |v| {
+                spec.flags.volumes.iter().any(|m| m.name == v || m.target == v)
+                    || spec.binds.iter().any(|b| b.target == v)
+            })
+            && in_ranges(&published, &spec.ports)
+            && in_ranges(&exposed, &exposes)
             && (exited.is_empty() || (state == "exited" && r.exit_code.is_some_and(|code| exited.contains(&code))));
         if !keep || limit.is_some_and(|n| shown >= n) {
             continue;

@@ -7,6 +7,7 @@ mod cli;
 mod completion;
 mod containers;
 mod curated;
+mod df;
 mod files;
 mod filters;
 #[path = "../common/format.rs"]
@@ -207,6 +208,15 @@ enum ImageCommand {
     Rm(RmiArgs),
     /// Show images' configuration and layers as JSON
     Inspect(InspectArgs),
+    /// Give an image another name (same as `racker tag`)
+    Tag {
+        /// The image to name: NAME[:TAG] or id
+        source: String,
+        /// The new name, NAME[:TAG]
+        target: String,
+    },
+    /// Push an image to a registry (same as `racker push`)
+    Push(registry::PushArgs),
 }
 
 #[derive(clap::Args)]
@@ -231,12 +241,13 @@ struct InspectArgs {
 
 #[derive(Subcommand)]
 enum SystemCommand {
-    /// Show the store's disk usage and how much sharing saves
+    /// Show disk usage: images, containers, volumes (docker's rows), then the store's
+    /// layers and blobs and how much sharing saves
     Df {
-        /// table, json, or a Go template: '{{.ID}}', 'table {{.ID}}\t{{.Name}}' (see the README)
+        /// table, json, or a Go template: '{{.Type}}', 'table {{.Type}}\t{{.Reclaimable}}' (see the README)
         #[arg(long, default_value = "table", value_name = "FORMAT")]
         format: Format,
-        /// List each volume with its size and how many containers use it
+        /// List each image, container and volume with its size
         #[arg(short, long)]
         verbose: bool,
     },
@@ -291,7 +302,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::History(args) | Command::Image(ImageCommand::History(args)) => done(history::history(&open()?, &args)),
         Command::Import(args) | Command::Image(ImageCommand::Import(args)) => done(images::import(&open()?, &args)),
         Command::Pull(args) => done(registry::pull(&open()?, &args)),
-        Command::Push(args) => done(registry::push(&open()?, &args)),
+        Command::Push(args) | Command::Image(ImageCommand::Push(args)) => done(registry::push(&open()?, &args)),
         Command::Login(args) => done(registry::login(&args)),
         Command::Logout(args) => done(registry::logout(&args)),
         Command::Run(args) => containers::run(&open()?, &cli.root, *args),
@@ -307,7 +318,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Network(command) => done(network::run(&open()?, command)),
         Command::Port { container, port } => done(network::port(&open()?, &container, port.as_deref())),
         Command::ContainerMonitor { id } => Ok(racker::runtime::monitor(&open()?, &id).unwrap_or(125)),
-        Command::Tag { source, target } => done(images::tag(&open()?, &source, &target)),
+        Command::Tag { source, target } | Command::Image(ImageCommand::Tag { source, target }) => {
+            done(images::tag(&open()?, &source, &target))
+        }
         Command::Rmi(args) | Command::Image(ImageCommand::Rm(args)) => {
             done(images::remove(&open()?, &args.images, args.force))
         }
@@ -321,7 +334,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Image(ImageCommand::Prune(args)) => done(prune::image_prune(&open()?, &args)),
         Command::System(SystemCommand::Prune(args)) => done(prune::system_prune(&open()?, &args)),
         Command::Volume(command) => done(volumes::run(&open()?, command)),
-        Command::System(SystemCommand::Df { format, verbose }) => done(images::disk_usage(&open()?, &format, verbose)),
+        Command::System(SystemCommand::Df { format, verbose }) => done(df::disk_usage(&open()?, &format, verbose)),
         Command::Info(args) | Command::System(SystemCommand::Info(args)) => done(system::info(&open()?, &args.format)),
         Command::Version { format } => done(system::version(&format)),
     }

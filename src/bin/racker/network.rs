@@ -5,7 +5,9 @@ use racker::runtime::network::{self, NetworkRecord};
 use racker::runtime::Protocol;
 use racker::store::Store;
 
+use crate::filters::Filters;
 use crate::format::table;
+use crate::template::UsageError;
 use crate::Format;
 
 #[derive(clap::Subcommand)]
@@ -24,9 +26,16 @@ pub enum NetworkCommand {
         /// table, json, or a Go template: '{{.ID}}', 'table {{.ID}}\t{{.Name}}' (see the README)
         #[arg(long, default_value = "table", value_name = "FORMAT")]
         format: Format,
-        /// Only show names
+        /// Only show IDs
         #[arg(short, long)]
         quiet: bool,
+        /// Do not truncate IDs (racker's are ten digits: always whole)
+        #[arg(long)]
+        no_trunc: bool,
+        /// name=PART, id=PART, driver=bridge, type=custom|builtin (repeat: the same key is
+        /// any of, different keys all of)
+        #[arg(short, long = "filter", value_name = "FILTER")]
+        filter: Vec<String>,
     },
     /// Remove networks (refused while a container uses one)
     #[command(alias = "remove")]
@@ -37,6 +46,9 @@ pub enum NetworkCommand {
     },
     /// Show networks as JSON, with their containers
     Inspect {
+        /// A Go template rendered for each network ('{{.Name}}', '{{json .IPAM}}')
+        #[arg(short, long, value_name = "TEMPLATE")]
+        format: Option<String>,
         /// Networks, by name
         #[arg(required = true)]
         networks: Vec<String>,
@@ -50,7 +62,7 @@ pub enum NetworkCommand {
 }
 
 /// A network as docker's `network inspect` shows one (the fields that apply).
-fn network_json(r: &NetworkRecord) -> serde_json::Value {
+pub fn network_json(r: &NetworkRecord) -> serde_json::Value {
     let containers: serde_json::Map<String, serde_json::Value> = r
         .containers
         .iter()
@@ -77,17 +89,48 @@ fn network_json(r: &NetworkRecord) -> serde_json::Value {
     })
 }
 
+/// A network's name from its name or its ID (as `network ls -q` prints them): a name
+/// wins, then the one network whose ID starts with `name`; else `name` itself, for the
+/// library to say it is not found.
+pub fn name_of(store: &Store, name: &str) -> String {
+    let Ok(all) = network::list(store) else { return name.to_owned() };
+    if all.iter().any(|r| r.name == name) {
+        return name.to_owned();
+    }
+    match all.iter().filter(|r| r.id.starts_with(name)).collect::<Vec<_>>()[..] {
+        [one] if !name.is_empty() => one.name.clone(),
+        _ => name.to_owned(),
+    }
+}
+
 pub fn run(store: &Store, command: NetworkCommand) -> Result<()> {
     match command {
         NetworkCommand::Create { subnet, name } => {
             let record = network::create(store, &name, subnet.as_deref())?;
             outln!("{}", record.id)?;
         }
-        NetworkCommand::Ls { format, quiet } => {
-            let all = network::list(store)?;
+        NetworkCommand::Ls { format, quiet, no_trunc: _, filter } => {
+            let filters = Filters::parse(&filter, &["driver", "id", "name", "type"])?;
+            for kind in filters.values("type") {
+                if kind != "custom" && kind != "builtin" {
+                    return Err(
+                        UsageError(format!("invalid filter 'type={kind}': valid types are custom, builtin")).into()
+                    );
+                }
+            }
+            let all: Vec<NetworkRecord> = network::list(store)?
+                .into_iter()
+                .filter(|r| {
+                    let kind = if r.name == network::DEFAULT_NETWORK { "builtin" } else { "custom" };
+                    filters.pass("name", |n| r.name.contains(n))
+                        && filters.pass("id", |i| r.id.contains(i))
+                        && filters.pass("driver", |d| d == "bridge")
+                        && filters.pass("type", |t| t == kind)
+                })
+                .collect();
             if quiet {
                 for r in &all {
-                    outln!("{}", r.name)?;
+                    outln!("{}", r.id)?;
                 }
             } else {
                 let json: Vec<serde_json::Value> = all
@@ -95,29 +138,22 @@ pub fn run(store: &Store, command: NetworkCommand) -> Result<()> {
                     .map(|r| {
                         serde_json::json!({"ID": r.id, "Name": r.name, "Driver": "bridge", "Scope": "local",
                             "Subnet": r.subnet.to_string(), "Gateway": r.gateway.to_string(), "Bridge": r.bridge,
-                            "Containers": r.containers.len(), "CreatedAt": r.created})
+                            "Containers": r.containers.len(), "CreatedAt": r.created, "Internal": false,
+                            "IPv6": false, "Labels": ""})
                     })
                     .collect();
                 let headers = [("ID", "NETWORK ID")];
                 crate::template::print_rows(&format, &headers, &json, || {
                     let rows: Vec<Vec<String>> = all
                         .iter()
-                        .map(|r| {
-                            vec![
-                                r.id.clone(),
-                                r.name.clone(),
-                                "bridge".into(),
-                                r.subnet.to_string(),
-                                r.containers.len().to_string(),
-                            ]
-                        })
+                        .map(|r| vec![r.id.clone(), r.name.clone(), "bridge".into(), "local".into()])
                         .collect();
-                    table(&["NETWORK ID", "NAME", "DRIVER", "SUBNET", "CONTAINERS"], &rows)
+                    table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], &rows)
                 })?;
             }
         }
         NetworkCommand::Rm { networks } => {
-            crate::containers::each_of("networks", &networks, |name| network::remove(store, name))?;
+            crate::containers::each_of("networks", &networks, |name| network::remove(store, &name_of(store, name)))?;
         }
         NetworkCommand::Prune { force } => {
             let warning = "WARNING! This will remove all custom networks not used by at least one container.";
@@ -129,10 +165,12 @@ pub fn run(store: &Store, command: NetworkCommand) -> Result<()> {
                 outln!("Deleted Networks:\n{}", removed.join("\n"))?;
             }
         }
-        NetworkCommand::Inspect { networks } => {
-            let records = networks.iter().map(|n| network::inspect(store, n)).collect::<Result<Vec<_>, _>>()?;
+        NetworkCommand::Inspect { format, networks } => {
+            let template = crate::template::inspect_template(format.as_deref())?;
+            let records =
+                networks.iter().map(|n| network::inspect(store, &name_of(store, n))).collect::<Result<Vec<_>, _>>()?;
             let json: Vec<serde_json::Value> = records.iter().map(network_json).collect();
-            outln!("{}", serde_json::to_string_pretty(&json)?)?;
+            crate::template::print_objects(template.as_ref(), &json)?;
         }
     }
     Ok(())

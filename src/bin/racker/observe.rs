@@ -69,17 +69,20 @@ pub enum ObserveCommand {
 pub enum ObjectType {
     Container,
     Image,
+    Network,
+    Volume,
 }
 
 #[derive(clap::Args)]
 pub struct InspectArgs {
-    /// Only this kind of object (default: a container, else an image, as docker)
+    /// Only this kind of object (default: a container, else an image, a network, a
+    /// volume, in docker's order)
     #[arg(long = "type", value_enum)]
     kind: Option<ObjectType>,
     /// A Go template rendered for each object ('{{.State.Status}}', '{{json .Config}}')
     #[arg(short, long, value_name = "TEMPLATE")]
     format: Option<String>,
-    /// Containers or images, by name or id (prefix)
+    /// Containers, images, networks or volumes, by name (or id prefix)
     #[arg(required = true)]
     names: Vec<String>,
 }
@@ -413,22 +416,19 @@ pub fn inspect(store: &Store, args: &InspectArgs) -> Result<i32> {
     let mut found = Vec::new();
     let mut missing = 0;
     for name in &args.names {
-        let container = match args.kind {
-            Some(ObjectType::Image) => None,
-            _ => store.container(name).ok(),
-        };
-        let object = match (container, args.kind) {
-            (Some(record), _) => {
-                let mut json = container_json(store, &record);
-                crate::network::add_to_inspect(store, &record, &mut json).map(|()| json).map_err(|e| format!("{e:#}"))
+        let object = match args.kind {
+            Some(ObjectType::Container) => match store.container(name) {
+                Ok(record) => inspect_container(store, &record),
+                Err(_) => Err(format!("No such container: {name}")),
+            },
+            Some(ObjectType::Image) => crate::images::image_json(store, name).map_err(|e| format!("{e:#}")),
+            Some(ObjectType::Network) => runtime::network::inspect(store, &crate::network::name_of(store, name))
+                .map(|r| crate::network::network_json(&r))
+                .map_err(|e| format!("{e:#}")),
+            Some(ObjectType::Volume) => {
+                store.volume(name).map(|v| crate::volumes::json(&v)).map_err(|e| format!("{e:#}"))
             }
-            (None, Some(ObjectType::Container)) => Err(format!("No such container: {name}")),
-            // Neither a container nor an image, as docker words it.
-            (None, None) if matches!(store.resolve(name), Err(racker::store::StoreError::ImageNotFound(_))) => {
-                Err(format!("No such object: {name}"))
-            }
-            // Not a container: the image's lookup says why it is no image either.
-            (None, _) => crate::images::image_json(store, name).map_err(|e| format!("{e:#}")),
+            None => inspect_any(store, name),
         };
         match object {
             Ok(json) => found.push(json),
@@ -440,6 +440,30 @@ pub fn inspect(store: &Store, args: &InspectArgs) -> Result<i32> {
     }
     crate::template::print_objects(template.as_ref(), &found)?;
     Ok(if missing > 0 { 1 } else { 0 })
+}
+
+/// A container's inspect JSON, with its network.
+fn inspect_container(store: &Store, record: &racker::store::ContainerRecord) -> Result<serde_json::Value, String> {
+    let mut json = container_json(store, record);
+    crate::network::add_to_inspect(store, record, &mut json).map(|()| json).map_err(|e| format!("{e:#}"))
+}
+
+/// The first object named `name` in docker's order: a container, an image, a network,
+/// a volume; an image that exists but cannot be read says why.
+fn inspect_any(store: &Store, name: &str) -> Result<serde_json::Value, String> {
+    if let Ok(record) = store.container(name) {
+        return inspect_container(store, &record);
+    }
+    if !matches!(store.resolve(name), Err(racker::store::StoreError::ImageNotFound(_))) {
+        return crate::images::image_json(store, name).map_err(|e| format!("{e:#}"));
+    }
+    if let Ok(record) = runtime::network::inspect(store, &crate::network::name_of(store, name)) {
+        return Ok(crate::network::network_json(&record));
+    }
+    if let Ok(volume) = store.volume(name) {
+        return Ok(crate::volumes::json(&volume));
+    }
+    Err(format!("No such object: {name}"))
 }
 
 /// docker's container JSON: the run flags (`runflags::container_json`), and the

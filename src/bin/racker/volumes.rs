@@ -7,6 +7,7 @@ use anyhow::Result;
 use racker::runtime;
 use racker::store::{Store, VolumeRecord};
 
+use crate::filters::{boolean, label_matches, Filters};
 use crate::format::{human_size, table};
 use crate::Format;
 
@@ -29,9 +30,16 @@ pub enum VolumeCommand {
         /// table, json, or a Go template: '{{.ID}}', 'table {{.ID}}\t{{.Name}}' (see the README)
         #[arg(long, default_value = "table", value_name = "FORMAT")]
         format: Format,
+        /// name=PART, label=KEY[=VALUE], dangling=true|false (no container uses it),
+        /// driver=local (repeat: the same key is any of, different keys all of)
+        #[arg(short, long = "filter", value_name = "FILTER")]
+        filter: Vec<String>,
     },
     /// Show volumes as JSON
     Inspect {
+        /// A Go template rendered for each volume ('{{.Mountpoint}}', '{{json .Labels}}')
+        #[arg(short, long, value_name = "TEMPLATE")]
+        format: Option<String>,
         /// Volumes, by name
         #[arg(required = true)]
         volumes: Vec<String>,
@@ -54,7 +62,7 @@ pub enum VolumeCommand {
     },
 }
 
-fn json(v: &VolumeRecord) -> serde_json::Value {
+pub fn json(v: &VolumeRecord) -> serde_json::Value {
     serde_json::json!({
         "CreatedAt": v.created,
         "Driver": "local",
@@ -78,8 +86,21 @@ pub fn run(store: &Store, command: VolumeCommand) -> Result<()> {
             let (volume, _) = store.create_volume(&name, &labels)?;
             outln!("{}", volume.name)?;
         }
-        VolumeCommand::Ls { quiet, format } => {
-            let volumes = store.volumes()?;
+        VolumeCommand::Ls { quiet, format, filter } => {
+            let filters = Filters::parse(&filter, &["dangling", "driver", "label", "name"])?;
+            let dangling =
+                filters.values("dangling").iter().map(|d| boolean("dangling", d)).collect::<Result<Vec<_>, _>>()?;
+            let mut volumes = Vec::new();
+            for v in store.volumes()? {
+                let unused = dangling.is_empty() || runtime::volume_users(store, &v.name)?.is_empty();
+                if filters.pass("name", |n| v.name.contains(n))
+                    && filters.pass("label", |l| label_matches(l, &v.labels))
+                    && filters.pass("driver", |d| d == "local")
+                    && (dangling.is_empty() || dangling.contains(&unused))
+                {
+                    volumes.push(v);
+                }
+            }
             if quiet {
                 for v in &volumes {
                     outln!("{}", v.name)?;
@@ -92,10 +113,11 @@ pub fn run(store: &Store, command: VolumeCommand) -> Result<()> {
                 })?;
             }
         }
-        VolumeCommand::Inspect { volumes } => {
+        VolumeCommand::Inspect { format, volumes } => {
+            let template = crate::template::inspect_template(format.as_deref())?;
             let found: Vec<serde_json::Value> =
                 volumes.iter().map(|n| store.volume(n).map(|v| json(&v))).collect::<Result<_, _>>()?;
-            outln!("{}", serde_json::to_string_pretty(&found)?)?;
+            crate::template::print_objects(template.as_ref(), &found)?;
         }
         VolumeCommand::Rm { volumes, force } => {
             crate::containers::each_of("volumes", &volumes, |name| runtime::remove_volume(store, name, force))?

@@ -35,6 +35,12 @@ pub struct DiskUsage {
     pub shared_size: u64,
     /// Bytes of layers and blobs that no image uses (what gc would reclaim).
     pub reclaimable_size: u64,
+    /// Layers no image uses, and their bytes (part of `reclaimable_size`).
+    pub unused_layers: u64,
+    pub unused_layers_size: u64,
+    /// Blobs no image uses, and their bytes (the rest of `reclaimable_size`).
+    pub unused_blobs: u64,
+    pub unused_blobs_size: u64,
     /// Logical bytes (every image's layers and blobs) per physical byte stored.
     pub dedupe_ratio: f64,
 }
@@ -199,8 +205,11 @@ impl Store {
                 "SELECT SUM(size) FROM blobs WHERE digest IN
                    (SELECT blob_digest FROM image_layers GROUP BY blob_digest HAVING COUNT(DISTINCT image_id) > 1)",
             )?;
-            du.reclaimable_size = query_u64(c, &format!("SELECT SUM(size) FROM ({UNREFERENCED_BLOBS})"))?
-                + query_u64(c, &format!("SELECT SUM(size) FROM ({UNREFERENCED_LAYERS})"))?;
+            du.unused_blobs = query_u64(c, &format!("SELECT COUNT(*) FROM ({UNREFERENCED_BLOBS})"))?;
+            du.unused_blobs_size = query_u64(c, &format!("SELECT SUM(size) FROM ({UNREFERENCED_BLOBS})"))?;
+            du.unused_layers = query_u64(c, &format!("SELECT COUNT(*) FROM ({UNREFERENCED_LAYERS})"))?;
+            du.unused_layers_size = query_u64(c, &format!("SELECT SUM(size) FROM ({UNREFERENCED_LAYERS})"))?;
+            du.reclaimable_size = du.unused_blobs_size + du.unused_layers_size;
             // Logical: each image counted with all its layers and blobs; physical: stored once.
             let logical = du.images_size
                 + query_u64(
