@@ -12,7 +12,8 @@
 #                  call filter: most of systemd-nspawn's start is compiling its filter)
 #                  All share the host's network, as racker does by default.
 #                  racker create + start -a + rm of the same command: the lifecycle verbs
-#                  against run --rm (target <= 1.0 plus the two extra process starts)
+#                  against run + rm, the same work (the container's writes kept on disk,
+#                  which run --rm keeps on a tmpfs; target <= 1.1: one more process start)
 #                  racker run --rm --network=private: the same command on a private network
 #                  (a namespace, veth and bridge made and removed per run)
 #   boot cycle     racker run --rm IMG systemctl is-active systemd-journald, booting the
@@ -80,6 +81,12 @@ racker_create_start() {
     "$racker" --root "$work/store" rm "$name" >/dev/null
 }
 
+racker_run_kept() {
+  local name="bench-$RANDOM$RANDOM"
+  "$racker" --root "$work/store" run --boot=false --name "$name" bench:debian /bin/true &&
+    "$racker" --root "$work/store" rm "$name" >/dev/null
+}
+
 nspawn_true() {
   systemd-nspawn -q --register=no --keep-unit --link-journal=no --volatile=overlay -D "$work/rootfs" /bin/true
 }
@@ -91,6 +98,7 @@ podman_true() { # extra podman run options
 round() {
   time_run "command racker" "$racker" --root "$work/store" run --rm --boot=false bench:debian /bin/true
   time_run "command nspawn" nspawn_true
+  time_run "command run+rm" racker_run_kept
   time_run "command create+start" racker_create_start
   time_run "command private-net" "$racker" --root "$work/store" run --rm --boot=false --network=private bench:debian /bin/true
   ((${#podman[@]} == 0)) || time_run "command podman" podman_true
@@ -110,15 +118,18 @@ for ((i = 1; i <= runs; i++)); do round; done
 
 printf '\ncontainer cycles on Debian bookworm + systemd, %d runs each after a warm-up round, ms\n' "$runs"
 ((${#podman[@]})) || echo "podman: not installed (apt-get install podman runc), not measured"
-print_medians "command racker" "command nspawn" "command create+start" "command private-net" "command podman" "cmd racker-unconf" "cmd podman-unconf" \
+print_medians "command racker" "command nspawn" "command run+rm" "command create+start" "command private-net" "command podman" "cmd racker-unconf" "cmd podman-unconf" \
   "boot racker" "boot same-work" "boot racker-min" "boot same-work-min" "boot as-users-do"
 echo
 echo "ratios of medians:"
 if ok "command racker" && ok "command nspawn"; then
   echo "command: racker / bare nspawn = $(ratio "${med[command racker]}" "${med[command nspawn]}")x (target <= 1.1)"
 fi
-if ok "command racker" && ok "command create+start"; then
-  echo "command: racker create + start -a + rm / run --rm = $(ratio "${med[command create+start]}" "${med[command racker]}")x (target <= 1.1)"
+if ok "command run+rm" && ok "command create+start"; then
+  echo "command: racker create + start -a + rm / run + rm (both keep the writes on disk) = $(ratio "${med[command create+start]}" "${med[command run+rm]}")x (target <= 1.1)"
+fi
+if ok "command racker" && ok "command run+rm"; then
+  echo "command: run + rm / run --rm (writes on disk, not tmpfs) = $(ratio "${med[command run+rm]}" "${med[command racker]}")x"
 fi
 if ok "command racker" && ok "command private-net"; then
   echo "command: run --rm --network=private / host network = $(ratio "${med[command private-net]}" "${med[command racker]}")x"
