@@ -141,6 +141,9 @@ pub fn restart(store: &Store, name: &str, timeout: Option<Duration>, monitor: Co
 /// `racker wait`: blocks until the container has ended and its end is recorded, then
 /// returns its exit status. Waits on its owner's (or else its leader's) pidfd.
 pub fn wait(store: &Store, name: &str) -> Result<i32> {
+    // Between its owner's end and the record of it (or a restart's handover) the record
+    // can say neither running nor ended for a moment: look again, for a bounded time.
+    let settle = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let record = store.container(name)?;
         let owner = record
@@ -163,6 +166,12 @@ pub fn wait(store: &Store, name: &str) -> Result<i32> {
                     name: record.name,
                     what: "runs without its owner: use rm -f or gc".into(),
                 });
+            }
+            None if record.state != ContainerState::Exited
+                && record.exit_code.is_none()
+                && std::time::Instant::now() < settle =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
             }
             None => return Ok(record.exit_code.unwrap_or(-1)),
         }
