@@ -19,6 +19,9 @@ pub const INIT_BINARY: &str = "/usr/bin/tini-static";
 /// Where `--init` puts it in the container (docker's path).
 pub const INIT_PATH: &str = "/dev/init";
 
+/// Seconds a stop waits between SIGTERM and SIGKILL without `--stop-timeout`, as docker.
+pub const DEFAULT_STOP_TIMEOUT: u64 = 10;
+
 /// The flags as stored with the container (every field defaults: older records load).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
@@ -399,6 +402,10 @@ pub(crate) fn nspawn_args(spec: &RunSpec, registration: Registration) -> Vec<Str
     }
     if registration == Registration::Machined {
         args.extend(flags.limits.unit_properties());
+        // `machinectl terminate` and the host's shutdown stop the machine's scope as
+        // `racker stop` would: SIGTERM, then SIGKILL after the container's stop timeout
+        // (systemd's own default, 90 s, is not docker's).
+        args.push(format!("--property=TimeoutStopSec={}", flags.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT)));
         // machined's scope has a device allowlist: the node and its permissions join it.
         for device in &flags.devices {
             args.push(format!("--property=DeviceAllow={} {}", device.host.display(), device.permissions));
@@ -518,6 +525,7 @@ mod tests {
         assert!(!direct.iter().any(|a| a.starts_with("--property=")), "limits are racker's own cgroup's: {direct:?}");
         let machined = nspawn_args(&spec, Registration::Machined);
         assert!(machined.contains(&"--property=MemoryMax=67108864".to_owned()), "{machined:?}");
+        assert!(machined.contains(&"--property=TimeoutStopSec=10".to_owned()), "{machined:?}");
         assert_eq!(init_argv(&spec), ["/dev/init", "--"]);
         let booted = RunSpec { boot: true, ..spec };
         assert!(init_argv(&booted).is_empty());

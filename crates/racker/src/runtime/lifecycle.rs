@@ -165,6 +165,9 @@ pub fn monitor(store: &Store, id: &str) -> Result<i32> {
         .and_then(|fd| fd.parse::<i32>().ok())
         .map(|fd| unsafe { UnixStream::from_raw_fd(fd) });
     let record = store.container(id)?;
+    if Registration::detect() == Registration::Machined {
+        leave_callers_unit(id);
+    }
     // The monitor owns the container from here on, also while it starts: `gc` leaves a
     // container alone while its owner lives.
     store.set_container_state(id, ContainerState::Created, None, None)?;
@@ -191,6 +194,19 @@ pub fn monitor(store: &Store, id: &str) -> Result<i32> {
         store.set_container_state(id, ContainerState::Exited, None, Some(code))?;
     }
     result
+}
+
+/// Moves the monitor (and the nspawn it starts) into a scope of its own, out of the unit
+/// of whoever ran racker: a service running `racker run -d` ends when racker returns, and
+/// the container must not end with it. Without the scope it still runs, tied to that unit.
+fn leave_callers_unit(id: &str) {
+    let scope = super::systemd::monitor_scope(id);
+    let entered = super::systemd::SystemBus::connect().and_then(|bus| {
+        bus.enter_new_scope(&scope, std::process::id(), &format!("racker container {}", &id[..12.min(id.len())]))
+    });
+    if let Err(e) = entered {
+        tracing::warn!("container {id}: no scope of its own ({e}): it ends with the unit that started it");
+    }
 }
 
 /// Runs the container until it ends for good: again after each end as its `--restart`
@@ -431,7 +447,8 @@ pub fn stop(store: &Store, name: &str, timeout: Option<Duration>) -> Result<()> 
     let record = match running(store, name) {
         Ok((record, spec, leader)) => {
             super::start::thaw(&record);
-            let timeout = timeout.unwrap_or(Duration::from_secs(spec.flags.stop_timeout.unwrap_or(10)));
+            let timeout = timeout
+                .unwrap_or(Duration::from_secs(spec.flags.stop_timeout.unwrap_or(super::flags::DEFAULT_STOP_TIMEOUT)));
             let polite = match (spec.boot, spec.flags.stop_signal) {
                 // SAFETY: 38 is a valid real-time signal number on Linux.
                 (true, _) => unsafe { Signal::from_raw_unchecked(SIGRTMIN_PLUS_4) },

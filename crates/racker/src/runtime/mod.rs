@@ -39,6 +39,7 @@ pub mod rootfs;
 mod run;
 mod spec;
 mod start;
+mod systemd;
 mod usage;
 mod volumes;
 
@@ -112,6 +113,8 @@ pub enum RuntimeError {
     Export { name: String, source: crate::snapshot::diff::DiffError },
     #[error(transparent)]
     Network(Box<network::NetworkError>),
+    #[error(transparent)]
+    Bus(#[from] systemd::BusError),
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
     #[error(transparent)]
