@@ -63,6 +63,11 @@ fn info_reports_the_store_and_the_host_as_their_own_tools_do() {
     assert_eq!(info["CgroupVersion"], cgroup, "{info}");
     let pid1 = std::fs::read_to_string("/proc/1/comm").expect("/proc/1/comm");
     assert_eq!(info["SystemdPid1"], pid1.trim() == "systemd", "{info}");
+    // The path racker takes, and why (the systemd host's own test checks the other one).
+    let path = if pid1.trim() == "systemd" { "machined" } else { "direct" };
+    assert_eq!(info["Registration"], path, "{info}");
+    let why = info["RegistrationReason"].as_str().expect("a reason");
+    assert!(why.contains(pid1.trim()), "the reason names PID 1: {why}");
     assert_eq!(info["KernelVersion"], tool("uname", &["-r"]), "{info}");
     assert_eq!(info["NCPU"], tool("nproc", &[]).parse::<u64>().expect("nproc"), "{info}");
     assert_eq!(info["NspawnVersion"], tool("systemd-nspawn", &["--version"]), "{info}");

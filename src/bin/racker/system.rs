@@ -77,7 +77,11 @@ pub fn info(store: &Store, format: &Format) -> Result<()> {
         format!("Cgroup Version: {}", host.cgroup_version.as_str()),
         format!("systemd as PID 1: {}", yes(host.systemd_pid1)),
         format!("machined: {}", yes(host.machined)),
-        format!("Registration: {}", serde_json::to_value(host.registration)?.as_str().unwrap_or_default()),
+        format!(
+            "Registration: {} ({})",
+            serde_json::to_value(host.registration)?.as_str().unwrap_or_default(),
+            host.registration_reason
+        ),
         format!("systemd-nspawn: {}", host.nspawn_version.clone().unwrap_or_else(|| "not found".into())),
         format!("Kernel Version: {}", known(&host.kernel_version)),
         format!("Operating System: {}", known(&host.operating_system)),

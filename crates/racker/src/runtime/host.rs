@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 
 use super::{Result, RuntimeError};
 
+/// The system bus's socket, where machined and systemd answer.
+const SYSTEM_BUS: &str = "/run/dbus/system_bus_socket";
+
 /// How containers relate to the host's systemd.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -19,14 +22,21 @@ impl Registration {
     /// Machined when systemd is PID 1 and the system bus's socket exists (the bus starts
     /// machined on demand); nothing asks machined itself, so this costs two file checks.
     pub fn detect() -> Registration {
-        let systemd_host = Path::new("/run/systemd/system").is_dir()
-            && std::fs::read_to_string("/proc/1/comm").is_ok_and(|c| c.trim() == "systemd");
-        let bus = Path::new("/run/dbus/system_bus_socket").exists();
-        if systemd_host && bus {
-            Registration::Machined
-        } else {
-            Registration::Direct
+        Registration::detect_why().0
+    }
+
+    /// [`Registration::detect`], with why, as `racker info` tells it.
+    pub fn detect_why() -> (Registration, String) {
+        let init = std::fs::read_to_string("/proc/1/comm").map(|c| c.trim().to_owned()).unwrap_or_default();
+        if init != "systemd" || !Path::new("/run/systemd/system").is_dir() {
+            let why = format!("PID 1 is {init:?}, not systemd: no machined, containers run in cgroups of racker's");
+            return (Registration::Direct, why);
         }
+        if !Path::new(SYSTEM_BUS).exists() {
+            return (Registration::Direct, format!("systemd is PID 1 but {SYSTEM_BUS} is missing: no machined"));
+        }
+        let why = "systemd is PID 1 with a system bus: machined registers containers, systemd scopes hold them";
+        (Registration::Machined, why.into())
     }
 
     pub fn nspawn_args(self) -> &'static [&'static str] {

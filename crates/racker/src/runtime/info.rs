@@ -66,6 +66,8 @@ pub struct HostFacts {
     pub machined: bool,
     /// How racker registers containers ([`Registration::detect`]).
     pub registration: Registration,
+    /// Why that way: what racker found on the host.
+    pub registration_reason: String,
     pub cgroup_version: CgroupVersion,
     /// The first line of `systemd-nspawn --version`, absent when it cannot run.
     pub nspawn_version: Option<String>,
@@ -85,11 +87,12 @@ pub struct HostFacts {
 impl HostFacts {
     pub fn detect() -> HostFacts {
         let read = |p: &str| std::fs::read_to_string(p).ok();
-        let registration = Registration::detect();
+        let (registration, registration_reason) = Registration::detect_why();
         HostFacts {
             systemd_pid1: read("/proc/1/comm").is_some_and(|c| c.trim() == "systemd"),
             machined: registration == Registration::Machined,
             registration,
+            registration_reason,
             cgroup_version: CgroupVersion::detect(),
             nspawn_version: nspawn_version(),
             kernel_version: read("/proc/sys/kernel/osrelease").map(|r| r.trim().to_owned()),
