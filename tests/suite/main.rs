@@ -39,5 +39,6 @@ mod run_flags;
 mod snapshot;
 mod store;
 mod system_info;
+mod systemd_host;
 mod terminals;
 mod unpack;

@@ -145,3 +145,13 @@ pub fn debian_rootfs_tarball() -> PathBuf {
 pub fn debian_minbase_tarball() -> PathBuf {
     cached_debian_tarball("RACKER_TEST_DEBIAN_MINBASE", "/var/cache/racker-test/bookworm-minbase.tar", None)
 }
+
+/// A systemd host: Debian bookworm with systemd, machined (systemd-container) and what
+/// racker drives on a host (`RACKER_TEST_SYSTEMD_HOST` to use another tarball).
+pub fn debian_systemd_host_tarball() -> PathBuf {
+    cached_debian_tarball(
+        "RACKER_TEST_SYSTEMD_HOST",
+        "/var/cache/racker-test/bookworm-systemd-host.tar",
+        Some("systemd,systemd-sysv,dbus,systemd-container,ca-certificates,iproute2,nftables,procps"),
+    )
+}

@@ -10,6 +10,7 @@ pub mod images;
 pub mod locks;
 pub mod postroj;
 pub mod registry;
+pub mod systemd_host;
 pub mod tree;
 
 use std::collections::BTreeSet;
@@ -219,6 +220,27 @@ impl TempStore {
             }
         }
         cmd
+    }
+
+    /// The command line that runs `program` (racker or postroj) on this store with
+    /// `args` and the environment [`Self::cmd`] gives it: for running it elsewhere (a
+    /// systemd host, a service).
+    pub fn argv(&self, program: &str, args: &[&str]) -> Vec<String> {
+        let mut argv = vec![
+            "env".to_owned(),
+            format!("REGISTRY_AUTH_FILE={}", self.auth_file().display()),
+            format!("POSTROJ_APT_CACHE={}", self.apt_cache().display()),
+            program.to_owned(),
+            "--root".to_owned(),
+            self.root().display().to_string(),
+        ];
+        argv.extend(args.iter().map(|a| (*a).to_owned()));
+        argv
+    }
+
+    /// The store's private directory beside it: credentials and postroj's cache.
+    pub fn private_dir(&self) -> &Path {
+        self.auth.path()
     }
 
     /// Runs racker with `args`; returns the output whatever the exit status.
