@@ -7,32 +7,11 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 
-use crate::common::postroj::{build_deb, err, out, postroj, probe_store, FileServer};
+use crate::common::postroj::{build_deb, build_web_package, err, out, postroj, probe_store, FileServer};
 
 /// The port the test package's service listens on inside the container (the host's
 /// network: containers share it).
 const SERVICE_PORT: u16 = 18471;
-
-/// Builds `racker-probe-web_1.0_all.deb` in `dir`: busybox httpd as a systemd service on
-/// [`SERVICE_PORT`], serving one page.
-fn build_web_package(dir: &Path) -> PathBuf {
-    let busybox = std::fs::read("/bin/busybox").expect("busybox-static");
-    let unit = format!(
-        "[Unit]\nDescription=racker probe web\n\n[Service]\n\
-         ExecStart=/usr/lib/racker-probe-web/busybox httpd -f -p 127.0.0.1:{SERVICE_PORT} -h /usr/share/racker-probe-web/www\n\n\
-         [Install]\nWantedBy=multi-user.target\n"
-    );
-    build_deb(
-        dir,
-        "racker-probe-web",
-        "busybox httpd as a systemd service, for postroj's tests",
-        &[
-            ("usr/lib/racker-probe-web/busybox", &busybox, 0o755),
-            ("usr/share/racker-probe-web/www/index.html", b"<h1>probed</h1>\n", 0o644),
-            ("lib/systemd/system/racker-probe-web.service", unit.as_bytes(), 0o644),
-        ],
-    )
-}
 
 /// A registries.conf that sends docker.io to a port nothing listens on.
 fn refusing_registries_conf(dir: &Path) -> PathBuf {
@@ -65,7 +44,7 @@ fn a_package_from_a_url_installs_its_unit_serves_http_and_is_downloaded_once() {
     let store = probe_store();
     let cache = tempfile::tempdir().expect("cache");
     let served = tempfile::tempdir().expect("served");
-    build_web_package(served.path());
+    build_web_package(served.path(), SERVICE_PORT);
     let server = FileServer::start(served.path());
     let package = server.url("racker-probe-web_1.0_all.deb");
     let service = format!("http://localhost:{SERVICE_PORT}/");

@@ -95,6 +95,27 @@ impl Deb<'_> {
     }
 }
 
+/// Builds `racker-probe-web_1.0_all.deb` in `dir`: busybox httpd as a systemd service on
+/// 127.0.0.1:`port`, serving one page.
+pub fn build_web_package(dir: &Path, port: u16) -> PathBuf {
+    let busybox = std::fs::read("/bin/busybox").expect("busybox-static");
+    let unit = format!(
+        "[Unit]\nDescription=racker probe web\n\n[Service]\n\
+         ExecStart=/usr/lib/racker-probe-web/busybox httpd -f -p 127.0.0.1:{port} -h /usr/share/racker-probe-web/www\n\n\
+         [Install]\nWantedBy=multi-user.target\n"
+    );
+    build_deb(
+        dir,
+        "racker-probe-web",
+        "busybox httpd as a systemd service, for postroj's tests",
+        &[
+            ("usr/lib/racker-probe-web/busybox", &busybox, 0o755),
+            ("usr/share/racker-probe-web/www/index.html", b"<h1>probed</h1>\n", 0o644),
+            ("lib/systemd/system/racker-probe-web.service", unit.as_bytes(), 0o644),
+        ],
+    )
+}
+
 /// Builds `NAME_1.0_all.deb` in `dir` with dpkg-deb, of `files` (path, contents, mode).
 pub fn build_deb(dir: &Path, name: &str, description: &str, files: &[(&str, &[u8], u32)]) -> PathBuf {
     Deb { name, version: "1.0", description, files, control: &[] }.build(dir)

@@ -108,6 +108,9 @@ impl SystemdHost {
         let options = format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display());
         let status = Command::new("mount").args(["-t", "overlay", "overlay", "-o", &options]).arg(&root).status();
         assert!(status.is_ok_and(|s| s.success()), "mounting the host's root");
+        // What an installed Debian has and mmdebstrap does not write: localhost resolves.
+        std::fs::write(root.join("etc/hosts"), "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+            .expect("the host's /etc/hosts");
         let name = format!("rkhost-{}", &dir.path().file_name().expect("name").to_string_lossy()[20..]);
         let name = name.to_lowercase().replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "");
         let bin = Path::new(env!("CARGO_BIN_EXE_racker")).parent().expect("bin dir").to_owned();
@@ -264,12 +267,16 @@ impl SystemdHost {
     }
 
     /// Nothing of racker's is left in the host: no machine registered, no scope of
-    /// racker's or of a machine, no mount of `store`'s.
+    /// racker's or of a machine, no mount of `store`'s. A scope goes once systemd sees
+    /// it empty, a moment after its last process: give that up to 10 s.
     pub fn assert_clean(&self, store: &TempStore) {
         assert_eq!(self.machines(), Vec::<String>::new(), "machines left registered");
-        let units: Vec<String> =
-            [self.units("machine-*"), self.units("racker-*")].concat().into_iter().filter(|u| !u.is_empty()).collect();
-        assert!(units.is_empty(), "units left behind: {units:?}");
+        let units = || [self.units("machine-*"), self.units("racker-*")].concat();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !units().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(units(), Vec::<String>::new(), "units left behind");
         assert_eq!(self.mounts_below(store.root()), Vec::<String>::new(), "mounts left in the host");
     }
 }

@@ -432,6 +432,13 @@ fn end_processes(record: &ContainerRecord) -> Result<()> {
         let _ = signal_leader(leader.pid as i32, Signal::KILL);
         wait_exit(Some(leader.pid), KILL_TIMEOUT);
     }
+    // On a systemd host the container's cgroup is its machine's scope: what a killed
+    // nspawn left there is machined's to end.
+    if Registration::detect() == Registration::Machined {
+        super::systemd::SystemBus::connect()
+            .and_then(|bus| bus.kill_machine(&record.name, &record.id, KILL_TIMEOUT))
+            .map_err(|e| RuntimeError::Left { name: record.name.clone(), what: format!("not ended: {e}") })?;
+    }
     cgroup_of(record)
         .kill_all(KILL_TIMEOUT)
         .map_err(|e| RuntimeError::Left { name: record.name.clone(), what: format!("not ended: cgroup {e}") })

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use zbus::blocking::{Connection, Proxy};
-use zbus::zvariant::{OwnedObjectPath, Value};
+use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
 
 /// A call on the system bus that failed: which call, and D-Bus's answer.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +26,7 @@ impl BusError {
 type Service = (&'static str, &'static str, &'static str);
 
 const SYSTEMD: Service = ("org.freedesktop.systemd1", "/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager");
+const MACHINED: Service = ("org.freedesktop.machine1", "/org/freedesktop/machine1", "org.freedesktop.machine1.Manager");
 
 /// How long systemd may take to move a process into a new scope.
 const SCOPE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -72,6 +73,74 @@ impl SystemBus {
         }
         Err(BusError::of("StartTransientUnit")(zbus::Error::Failure(format!("{unit} never held {pid}"))))
     }
+}
+
+impl SystemBus {
+    /// Ends machine `name` when it is container `id` (nspawn's `--uuid` is the id's first
+    /// 32 digits; a machine of that name with another UUID is someone else's and left
+    /// alone): SIGKILL to every process in its scope (`KillMachine`, as `machinectl kill
+    /// -s KILL`), then waits, at most `timeout`, until machined has let it go. Returns
+    /// whether there was such a machine. On a systemd host the machine's scope is the
+    /// container's cgroup: this ends what a killed nspawn or racker left behind.
+    pub fn kill_machine(&self, name: &str, id: &str, timeout: Duration) -> Result<bool, BusError> {
+        let ours = || -> Result<bool, BusError> {
+            Ok(self.machine_id(name)?.is_some_and(|m| m.len() == 32 && id.starts_with(&m)))
+        };
+        if !ours()? {
+            return Ok(false);
+        }
+        let sigkill = rustix::process::Signal::KILL.as_raw();
+        let killed = self.manager(MACHINED)?.call::<_, _, ()>("KillMachine", &(name, "all", sigkill));
+        match killed {
+            Err(e) if is_no_such_machine(&e) => return Ok(true),
+            other => other.map_err(BusError::of("KillMachine"))?,
+        }
+        let deadline = Instant::now() + timeout;
+        while ours()? {
+            if Instant::now() >= deadline {
+                let still = format!("machine {name} still registered {}s after SIGKILL", timeout.as_secs());
+                return Err(BusError::of("KillMachine")(zbus::Error::Failure(still)));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(true)
+    }
+
+    /// The UUID of machine `name` in hex digits, None if machined knows no such machine.
+    fn machine_id(&self, name: &str) -> Result<Option<String>, BusError> {
+        let path: OwnedObjectPath = match self.manager(MACHINED)?.call("GetMachine", &(name,)) {
+            Ok(path) => path,
+            Err(e) if is_no_such_machine(&e) => return Ok(None),
+            Err(e) => return Err(BusError::of("GetMachine")(e)),
+        };
+        // Properties.Get itself: a proxy's property cache would watch a machine that may
+        // be gone a moment later.
+        let properties = Proxy::new(&self.connection, MACHINED.0, path, "org.freedesktop.DBus.Properties")
+            .map_err(BusError::of("org.freedesktop.DBus.Properties"))?;
+        match properties.call::<_, _, OwnedValue>("Get", &("org.freedesktop.machine1.Machine", "Id")) {
+            Ok(uuid) => {
+                let bytes = Vec::<u8>::try_from(uuid).unwrap_or_default();
+                Ok(Some(bytes.iter().map(|b| format!("{b:02x}")).collect()))
+            }
+            // Gone between the two questions.
+            Err(e) if is_error(&e, "org.freedesktop.DBus.Error.UnknownObject") => Ok(None),
+            Err(e) => Err(BusError::of("the machine's Id")(e)),
+        }
+    }
+}
+
+/// Whether `e` is D-Bus error `name`.
+fn is_error(e: &zbus::Error, name: &str) -> bool {
+    match e {
+        zbus::Error::MethodError(error, ..) => error.as_str() == name,
+        zbus::Error::FDO(fdo) => zbus::DBusError::name(fdo.as_ref()).as_str() == name,
+        _ => false,
+    }
+}
+
+/// machined's answer for a name it does not know.
+fn is_no_such_machine(e: &zbus::Error) -> bool {
+    is_error(e, "org.freedesktop.machine1.NoSuchMachine")
 }
 
 /// The scope of a detached container's monitor: `racker-<id>.scope`, beside the
