@@ -114,8 +114,6 @@ pub enum RuntimeError {
     #[error(transparent)]
     Network(Box<network::NetworkError>),
     #[error(transparent)]
-    Bus(#[from] systemd::BusError),
-    #[error(transparent)]
     Snapshot(#[from] SnapshotError),
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -73,9 +73,7 @@ impl SystemBus {
         }
         Err(BusError::of("StartTransientUnit")(zbus::Error::Failure(format!("{unit} never held {pid}"))))
     }
-}
 
-impl SystemBus {
     /// Ends machine `name` when it is container `id` (nspawn's `--uuid` is the id's first
     /// 32 digits; a machine of that name with another UUID is someone else's and left
     /// alone): SIGKILL to every process in its scope (`KillMachine`, as `machinectl kill
