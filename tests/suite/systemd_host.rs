@@ -8,11 +8,12 @@ use crate::common::postroj::{build_web_package, probe_store};
 use crate::common::systemd_host::SystemdHost;
 use crate::common::{busybox_store, err, images, out, registry::Registry, TempStore};
 
-/// Polls `done` (a question to the host: each costs a process or two) every 200 ms.
-fn wait_for(secs: u64, what: &str, mut done: impl FnMut() -> bool) {
+/// Polls `done` (a question to the host: each costs a process or two) every 200 ms; on
+/// timeout, fails with what the host's systemd and machined say.
+fn wait_for(host: &SystemdHost, secs: u64, what: &str, mut done: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
     while !done() {
-        assert!(std::time::Instant::now() < deadline, "{what} (waited {secs} s)");
+        assert!(std::time::Instant::now() < deadline, "{what} (waited {secs} s)\n{}", host.diagnose());
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -131,7 +132,7 @@ fn machinectl_terminate_is_seen_as_stopped() {
     let host = SystemdHost::boot(&store);
     host.racker_ok(&store, &["run", "-d", "--name", "term", "bb", "sleep", "1000"]);
     host.ok(&["machinectl", "terminate", "term"]);
-    wait_for(60, "racker ps never saw the terminated container stop", || {
+    wait_for(&host, 60, "racker ps never saw the terminated container stop", || {
         host.racker_ok(&store, &["ps", "-a", "--format", "{{.Names}} {{.State}}"]).contains("term exited")
     });
     assert!(!host.machines().contains(&"term".to_owned()));
@@ -172,7 +173,7 @@ fn killed_racker_and_nspawn_leave_nothing_rm_f_does_not_end() {
         .scope(&store.argv(env!("CARGO_BIN_EXE_racker"), &["run", "--name", "fg", "bb", "sleep", "1000"]))
         .spawn()
         .expect("racker run in the host");
-    wait_for(60, "the container never registered", || host.machines().contains(&"fg".to_owned()));
+    wait_for(&host, 60, "the container never registered", || host.machines().contains(&"fg".to_owned()));
     let racker =
         host.ok(&["pgrep", "-o", "-f", "-x", &format!(".*racker --root {} run --name fg.*", store.root().display())]);
     host.ok(&["kill", "-KILL", racker.trim()]);
@@ -182,7 +183,7 @@ fn killed_racker_and_nspawn_leave_nothing_rm_f_does_not_end() {
     let nspawn = host.ok(&["pgrep", "-o", "-x", "systemd-nspawn"]);
     host.ok(&["kill", "-KILL", nspawn.trim()]);
     host.racker_ok(&store, &["rm", "-f", "fg"]);
-    wait_for(30, "the killed container's machine stayed registered", || host.machines().is_empty());
+    wait_for(&host, 30, "the killed container's machine stayed registered", || host.machines().is_empty());
     host.assert_clean(&store);
     drop(host);
     store.assert_clean();

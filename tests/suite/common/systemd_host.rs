@@ -180,6 +180,10 @@ impl SystemdHost {
         panic!("the systemd host {} did not boot in {BOOT_TIMEOUT:?} (state {state:?})", self.name);
     }
 
+    pub fn leader_pid(&self) -> i32 {
+        self.leader
+    }
+
     /// `args` in the host's namespaces, as a process of the host's root (outside any
     /// unit of its systemd: use [`Self::scope`] or [`Self::service`] for racker).
     pub fn command<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
@@ -222,11 +226,29 @@ impl SystemdHost {
         let out = self.racker(store, args);
         assert!(
             out.status.success(),
-            "racker {args:?} in the systemd host failed: {}{}",
+            "racker {args:?} in the systemd host failed ({}): {}{}\n{}",
+            out.status,
             super::err(&out),
-            super::out(&out)
+            super::out(&out),
+            self.diagnose()
         );
         super::out(&out)
+    }
+
+    /// What the host's machined and systemd say, for a failing test's message: its
+    /// machines, racker's and machined's units, their cgroups and the journal's end.
+    pub fn diagnose(&self) -> String {
+        let ask = |args: &[&str]| {
+            let o = self.command(args).output().map(|o| super::out(&o) + &super::err(&o));
+            format!("$ {}\n{}", args.join(" "), o.unwrap_or_else(|e| e.to_string()))
+        };
+        [
+            ask(&["machinectl", "list", "--no-pager"]),
+            ask(&["systemctl", "list-units", "--all", "--no-pager", "machine-*", "racker-*"]),
+            ask(&["systemd-cgls", "--no-pager", "-u", "machine.slice"]),
+            ask(&["journalctl", "--no-pager", "-n", "60"]),
+        ]
+        .join("\n")
     }
 
     /// `machinectl list` of the host: the names of the machines machined knows.

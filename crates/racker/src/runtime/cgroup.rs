@@ -5,7 +5,7 @@
 //! processes from another's. So nspawn is started in `<caller's cgroup>/racker-<id>`, and
 //! the tree is the container: its processes are found, ended and waited for through it,
 //! from any racker process, by the paths recorded with the container. (With machined,
-//! nspawn gets a scope.)
+//! the container's machine scope is its cgroup, systemd's to make and remove.)
 // unsafe: pre_exec, to join the cgroup between fork and exec.
 #![allow(unsafe_code)]
 
@@ -25,6 +25,9 @@ pub struct ContainerCgroup {
     /// `unified/` on hybrid hosts) and v1 `name=systemd` where it exists. nspawn moves the
     /// container by its path in one of them and mirrors it into the other.
     dirs: Vec<PathBuf>,
+    /// Made and removed by racker; not a machine's scope, which systemd makes when
+    /// machined registers the container and removes once it is empty.
+    owned: bool,
 }
 
 /// Processes of a container that would not end, or a cgroup that would not go.
@@ -44,13 +47,21 @@ impl ContainerCgroup {
 
     /// The cgroup at `dirs` (as recorded with its container), whether or not it exists.
     pub fn at(dirs: Vec<PathBuf>) -> ContainerCgroup {
-        ContainerCgroup { dirs }
+        ContainerCgroup { dirs, owned: true }
+    }
+
+    /// The scope machined's systemd puts machine `machine` in
+    /// (`machine.slice/machine-<escaped name>.scope`), in each hierarchy systemd tracks it.
+    pub fn of_machine(machine: &str) -> ContainerCgroup {
+        let scope = format!("machine.slice/machine-{}.scope", unit_name_escape(machine));
+        let (v2, named) = hierarchies();
+        ContainerCgroup { dirs: v2.into_iter().chain(named).map(|root| root.join(&scope)).collect(), owned: false }
     }
 
     /// Creates the cgroup at `dirs`, or None where that fails (nspawn then does as it
     /// would without racker).
     pub fn create(dirs: &[PathBuf]) -> Option<ContainerCgroup> {
-        let cgroup = ContainerCgroup { dirs: dirs.to_vec() };
+        let cgroup = ContainerCgroup::at(dirs.to_vec());
         for dir in dirs {
             if let Err(e) = std::fs::create_dir(dir) {
                 tracing::debug!("no cgroup of its own for the container: {}: {e}", dir.display());
@@ -185,6 +196,9 @@ impl ContainerCgroup {
     /// Removes the cgroup and what nspawn and the container's systemd made below it,
     /// deepest first; once the container's processes are gone, nothing holds them.
     pub fn remove(&self) -> Result<(), CgroupLeft> {
+        if !self.owned {
+            return Ok(());
+        }
         let mut failed = None;
         for dir in &self.dirs {
             let mut tree = Vec::new();
@@ -288,17 +302,39 @@ fn own_cgroups() -> Vec<PathBuf> {
             (parts.next()? == wanted).then(|| parts.next()).flatten().map(|p| p.trim_end_matches('/'))
         })
     };
-    let mounted = |dir: &str| Path::new(dir).join("cgroup.procs").exists();
+    let (v2, named) = hierarchies();
     let mut dirs = Vec::new();
-    if let Some(path) = path_of("") {
-        if let Some(mount) = [ROOT.to_owned(), format!("{ROOT}/unified")].into_iter().find(|m| mounted(m)) {
-            dirs.push(PathBuf::from(format!("{mount}{path}")));
-        }
+    if let (Some(path), Some(root)) = (path_of(""), v2) {
+        dirs.push(PathBuf::from(format!("{}{path}", root.display())));
     }
-    if let (Some(path), true) = (path_of("name=systemd"), mounted(&format!("{ROOT}/systemd"))) {
-        dirs.push(PathBuf::from(format!("{ROOT}/systemd{path}")));
+    if let (Some(path), Some(root)) = (path_of("name=systemd"), named) {
+        dirs.push(PathBuf::from(format!("{}{path}", root.display())));
     }
     dirs
+}
+
+/// Where the hierarchies systemd tools use are mounted: cgroup2 (at the root, or at
+/// `unified/` on hybrid hosts) and v1 `name=systemd`, where they are.
+fn hierarchies() -> (Option<PathBuf>, Option<PathBuf>) {
+    let mounted = |dir: &Path| dir.join("cgroup.procs").exists();
+    let v2 = [PathBuf::from(ROOT), Path::new(ROOT).join("unified")].into_iter().find(|m| mounted(m));
+    let named = Some(Path::new(ROOT).join("systemd")).filter(|m| mounted(m));
+    (v2, named)
+}
+
+/// A name as systemd escapes it into a unit name (`unit_name_escape`): `-`, `\` and
+/// what a unit name cannot hold as `\xNN`, a leading `.` too.
+fn unit_name_escape(name: &str) -> String {
+    let mut escaped = String::new();
+    for (i, b) in name.bytes().enumerate() {
+        let kept = b.is_ascii_alphanumeric() || b == b':' || b == b'_' || (b == b'.' && i > 0);
+        match (b, kept) {
+            (b'/', _) => escaped.push('-'),
+            (_, true) => escaped.push(b as char),
+            (_, false) => escaped.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    escaped
 }
 
 /// `dir` and the directories below it, parents before children.
@@ -317,6 +353,19 @@ mod tests {
     use super::ContainerCgroup;
     use std::process::{Child, Command};
     use std::time::Duration;
+
+    #[test]
+    fn machine_names_escape_as_systemd_escapes_them() {
+        assert_eq!(super::unit_name_escape("web"), "web");
+        assert_eq!(super::unit_name_escape("web-1.example"), "web\\x2d1.example");
+        assert_eq!(super::unit_name_escape(".x_y:z"), "\\x2ex_y:z");
+        let scope = ContainerCgroup::of_machine("racker-ab12");
+        assert!(
+            scope.dirs.iter().all(|d| d.ends_with("machine.slice/machine-racker\\x2dab12.scope")),
+            "{:?}",
+            scope.dirs
+        );
+    }
 
     /// A cgroup for one test with a shell and its background child in it; whatever is
     /// left is killed and removed when it is dropped, also when the test fails.

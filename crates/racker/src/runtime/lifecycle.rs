@@ -16,8 +16,8 @@ use super::attach::InputRelay;
 use super::machine::{Console, Machine, SignalForwarder};
 use super::restart::{self, Backoff};
 use super::run::{
-    cgroup_of, check_command, discard, discard_or_warn, exit_code, prepare, DiscardUnlessKept, DEFAULT_BOOT_TIMEOUT,
-    KILL_TIMEOUT,
+    cgroup_of, check_command, discard, discard_or_warn, exit_code, machine_of, prepare, DiscardUnlessKept,
+    DEFAULT_BOOT_TIMEOUT, KILL_TIMEOUT,
 };
 use super::{nspawn, rootfs, runtime_dir, spec_of, Registration, Result, RunRequest, RunSpec, RuntimeError};
 use crate::snapshot;
@@ -436,7 +436,7 @@ fn end_processes(record: &ContainerRecord) -> Result<()> {
     // nspawn left there is machined's to end.
     if Registration::detect() == Registration::Machined {
         super::systemd::SystemBus::connect()
-            .and_then(|bus| bus.kill_machine(&record.name, &record.id, KILL_TIMEOUT))
+            .and_then(|bus| bus.kill_machine(&machine_of(record), &record.id, KILL_TIMEOUT))
             .map_err(|e| RuntimeError::Left { name: record.name.clone(), what: format!("not ended: {e}") })?;
     }
     cgroup_of(record)

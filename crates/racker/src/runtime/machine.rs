@@ -85,7 +85,7 @@ impl Machine {
         runtime_dir: &Path,
         console: Console,
     ) -> Result<Machine> {
-        let machine = nspawn::machine_name(name, id);
+        let machine = spec.machine.clone().unwrap_or_else(|| nspawn::machine_name(name, id));
         let notify = NotifySocket::bind(runtime_dir, id)?;
         let mut spec = spec.clone();
         spec.binds.extend(super::identity::binds(&spec, rootfs, runtime_dir, id)?);

@@ -109,6 +109,7 @@ fn make(store: &Store, image: &str, request: &RunRequest, detached: bool, mounte
     spec.boot_target = request.boot_target.clone();
     spec.rootfs = Some(snap.rootfs.clone());
     spec.boot_timeout = Some(request.boot_timeout.as_secs());
+    spec.machine = Some(super::nspawn::machine_name(&name, &id));
     if Registration::detect() == Registration::Direct {
         spec.cgroup = ContainerCgroup::paths_for(&id);
         spec.cgroup.extend(super::limits::controller_dirs(&id, &spec.flags)?);
@@ -172,10 +173,20 @@ pub(super) const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The container's cgroup, from its record (or, for a record from before racker recorded
 /// it, where this process would have made it).
 pub(crate) fn cgroup_of(record: &ContainerRecord) -> ContainerCgroup {
-    match spec_of(record).map(|s| s.cgroup).filter(|dirs| !dirs.is_empty()) {
-        Some(dirs) => ContainerCgroup::at(dirs),
-        None => ContainerCgroup::at(ContainerCgroup::paths_for(&record.id)),
+    match spec_of(record) {
+        Some(spec) if !spec.cgroup.is_empty() => ContainerCgroup::at(spec.cgroup),
+        // Made on a machined host: its processes are in its machine's scope, also those
+        // of a run whose racker was killed before it recorded anything of them.
+        Some(RunSpec { machine: Some(machine), .. }) => ContainerCgroup::of_machine(&machine),
+        _ => ContainerCgroup::at(ContainerCgroup::paths_for(&record.id)),
     }
+}
+
+/// The name machined knows container `record` by.
+pub(crate) fn machine_of(record: &ContainerRecord) -> String {
+    spec_of(record)
+        .and_then(|spec| spec.machine)
+        .unwrap_or_else(|| super::nspawn::machine_name(&record.name, &record.id))
 }
 
 /// Removes a container: ends whatever of it still runs, then its snapshot (and mounts),

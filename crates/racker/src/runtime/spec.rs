@@ -178,6 +178,11 @@ pub struct RunSpec {
     /// machined): where every process of the container is found, by any racker process.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cgroup: Vec<PathBuf>,
+    /// Its machine name (nspawn's `--machine`), fixed when it is made: a container renamed
+    /// later is still found by machined, and with machined its cgroup is that machine's
+    /// scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
     /// docker's common run flags (capabilities, limits, ...): see flags.rs.
     #[serde(default)]
     pub flags: RunFlags,
@@ -365,6 +370,7 @@ impl RunSpec {
             root_pending: false,
             boot_timeout: None,
             cgroup: Vec::new(),
+            machine: None,
             flags: opts.flags.clone(),
         })
     }
