@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use racker::runtime::{rootfs, Booted, RuntimeError};
 use racker::snapshot::{Driver, SnapshotError};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::catalog::PackageManager;
 
@@ -96,7 +96,7 @@ impl From<RuntimeError> for EffectsError {
 }
 
 /// What kind of file a path is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     File,
@@ -264,7 +264,7 @@ impl Image {
 }
 
 /// A file the step added or changed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEffect {
     pub path: String,
     #[serde(rename = "type")]
@@ -273,7 +273,7 @@ pub struct FileEffect {
     pub mode: String,
     pub size: u64,
     /// A symbolic link's target.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
 }
 
@@ -290,7 +290,7 @@ impl FileEffect {
 }
 
 /// A user or group the step created.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
     pub name: String,
     /// The uid or gid.
@@ -298,7 +298,7 @@ pub struct Account {
 }
 
 /// What one step did to the system.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Effects {
     /// Which step: `install foo_1.0_all.deb`, `upgrade to foo_2.0_all.deb`.
     pub step: String,

@@ -19,6 +19,8 @@ pub mod deps;
 pub mod effects;
 pub mod layer;
 pub mod lifecycle;
+pub mod matrix;
+pub mod merge;
 pub mod mirror;
 pub mod package;
 pub mod probe;

@@ -117,19 +117,36 @@ pub type StepLog<'a> = &'a (dyn Fn(&str, &Case) + Sync);
 /// Probes `images` with up to `jobs` at once; the report lists them in the given order.
 /// Each worker opens its own connection to the store at `store_root`.
 pub fn probe_all(store_root: &Path, images: &[&CuratedImage], spec: &ProbeSpec, jobs: usize, log: StepLog) -> Report {
-    let suites = racker::pool::run_ordered(images, jobs, None, |_, image| match Store::open(store_root) {
-        Ok(store) => probe_image(&store, image, spec, log),
-        Err(e) => {
-            let mut suite = Suite::new(image.label);
-            suite.push(Case::error("boot", Duration::ZERO, format!("opening the store: {e}"), ""));
-            suite
-        }
-    });
+    let probes: Vec<Probe> = images.iter().map(|&image| Probe { image, spec, title: image.label.to_owned() }).collect();
     let mut report = Report::new();
-    for suite in suites.into_iter().flatten() {
+    for suite in probe_matrix(store_root, &probes, jobs, log) {
         report.push(suite);
     }
     report
+}
+
+/// One cell of a matrix to probe: an image, what to probe in it, and the title its
+/// progress lines carry.
+pub struct Probe<'a> {
+    pub image: &'a CuratedImage,
+    pub spec: &'a ProbeSpec,
+    pub title: String,
+}
+
+/// Probes `probes` with up to `jobs` at once; their suites come in the given order.
+pub fn probe_matrix(store_root: &Path, probes: &[Probe], jobs: usize, log: StepLog) -> Vec<Suite> {
+    let suites = racker::pool::run_ordered(probes, jobs, None, |_, probe| {
+        let log = |_: &str, case: &Case| log(&probe.title, case);
+        match Store::open(store_root) {
+            Ok(store) => probe_image(&store, probe.image, probe.spec, &log),
+            Err(e) => {
+                let mut suite = Suite::new(probe.image.label);
+                suite.push(Case::error("boot", Duration::ZERO, format!("opening the store: {e}"), ""));
+                suite
+            }
+        }
+    });
+    suites.into_iter().flatten().collect()
 }
 
 /// Probes one image: its provisioned image must be in the store (`postroj pull`).

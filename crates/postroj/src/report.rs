@@ -13,25 +13,42 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use quick_xml::events::{BytesDecl, BytesText, Event};
 use quick_xml::Writer;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::check::CheckOutcome;
 use super::effects::Effects;
+use super::matrix::{Cell, Shard};
 
-/// Everything one `pkgprobe` run found.
-#[derive(Clone, Debug, Serialize)]
+/// Everything one `pkgprobe` run found (read back by `report merge`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
     /// The host the probe ran on (JUnit's `hostname`).
     pub hostname: String,
     pub timestamp: DateTime<Utc>,
     pub suites: Vec<Suite>,
+    /// The part of the matrix this run was (`--shard`), none for a whole run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
+    /// The whole matrix a shard was split from, so that a merge can name what a missing
+    /// shard would have run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matrix: Vec<Cell>,
 }
 
-/// The checks of one image.
-#[derive(Clone, Debug, Serialize)]
+/// The checks of one cell of the matrix: an image, and the package probed in it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Suite {
     /// The image's label (`debian-bookworm`).
     pub image: String,
+    /// The probed package's file name, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+    /// What was done with it (`install`, `purge`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// The host that ran it, where it differs from the report's (a merged report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
     /// When the image's checks started.
     pub timestamp: DateTime<Utc>,
     pub cases: Vec<Case>,
@@ -44,21 +61,21 @@ pub struct Suite {
 }
 
 /// One check and how it went.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Case {
     /// What was checked: `boot`, `unit foo.service`, …; its first word is the check's kind.
     pub name: String,
-    #[serde(rename = "time", serialize_with = "serialize_secs")]
+    #[serde(rename = "time", serialize_with = "serialize_secs", deserialize_with = "deserialize_secs")]
     pub duration: Duration,
     #[serde(flatten)]
     pub outcome: Outcome,
     /// What the check saw beyond its outcome (response headers, say): JUnit's `<system-out>`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
 }
 
 /// How a check went. In JSON, `result` names the variant.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "lowercase")]
 pub enum Outcome {
     /// The check passed; `detail` says what was seen (`HTTP 200 OK`).
@@ -179,7 +196,21 @@ impl Counts {
 
 impl Suite {
     pub fn new(image: impl Into<String>) -> Suite {
-        Suite { image: image.into(), timestamp: Utc::now(), cases: Vec::new(), effects: None, kept: None }
+        Suite {
+            image: image.into(),
+            package: None,
+            mode: None,
+            hostname: None,
+            timestamp: Utc::now(),
+            cases: Vec::new(),
+            effects: None,
+            kept: None,
+        }
+    }
+
+    /// The cell of the matrix this suite probed.
+    pub fn cell(&self) -> Cell {
+        Cell { image: self.image.clone(), package: self.package.clone(), mode: self.mode.clone() }
     }
 
     pub fn push(&mut self, case: Case) {
@@ -229,7 +260,19 @@ impl Default for Report {
 impl Report {
     /// An empty report, stamped now, on this host.
     pub fn new() -> Report {
-        Report { hostname: hostname(), timestamp: Utc::now(), suites: Vec::new() }
+        Report { hostname: hostname(), timestamp: Utc::now(), suites: Vec::new(), shard: None, matrix: Vec::new() }
+    }
+
+    /// How `suite` is named in tables and JUnit: its image, and its package and mode
+    /// where the matrix (or the report's suites) has several.
+    pub fn title(&self, suite: &Suite) -> String {
+        let cell = suite.cell();
+        let cells: Vec<Cell> = match self.matrix.is_empty() {
+            true => self.suites.iter().map(Suite::cell).collect(),
+            false => self.matrix.clone(),
+        };
+        let varies = |part: fn(&Cell) -> &Option<String>| cells.iter().any(|c| part(c) != part(&cell));
+        cell.title(varies(|c| &c.package), varies(|c| &c.mode))
     }
 
     pub fn push(&mut self, suite: Suite) {
@@ -245,9 +288,11 @@ impl Report {
     }
 
     /// Whether the probe passed, which decides the exit status: every suite passed and
-    /// at least one check ran (an empty report proves nothing).
+    /// at least one check ran (an empty report proves nothing, but for a shard that was
+    /// dealt no cell of its matrix).
     pub fn passed(&self) -> bool {
-        self.counts().tests > 0 && self.suites.iter().all(Suite::passed)
+        let nothing_to_do = self.shard.is_some() && self.suites.is_empty();
+        (self.counts().tests > 0 || nothing_to_do) && self.suites.iter().all(Suite::passed)
     }
 
     /// The summary for people: a table of image, check, result and time, then the
@@ -261,21 +306,16 @@ impl Report {
                     Outcome::Skipped { reason } => format!("skipped ({})", one_line(reason)),
                     outcome => outcome.word().to_owned(),
                 };
-                rows.push(vec![
-                    suite.image.clone(),
-                    case.name.clone(),
-                    result,
-                    format!("{:.1} s", secs(case.duration)),
-                ]);
+                rows.push(vec![self.title(suite), case.name.clone(), result, format!("{:.1} s", secs(case.duration))]);
             }
         }
         let mut out = racker::table::table(&["IMAGE", "CHECK", "RESULT", "TIME"], &rows);
         for suite in &self.suites {
             let phases: Vec<String> =
                 suite.phases().iter().map(|(phase, time)| format!("{phase} {:.2} s", secs(*time))).collect();
-            let _ = writeln!(out, "\n{} phases: {}", suite.image, phases.join(", "));
+            let _ = writeln!(out, "\n{} phases: {}", self.title(suite), phases.join(", "));
             if let Some(effects) = &suite.effects {
-                let _ = writeln!(out, "\n{} effects of {}:", suite.image, effects.step);
+                let _ = writeln!(out, "\n{} effects of {}:", self.title(suite), effects.step);
                 for line in effects.render_text().lines() {
                     let _ = writeln!(out, "  {line}");
                 }
@@ -285,7 +325,7 @@ impl Report {
                     out,
                     "\n{}: container {name} kept running: racker exec {name} COMMAND to look into it, \
                      racker rm -f {name} to remove it",
-                    suite.image
+                    self.title(suite)
                 );
             }
         }
@@ -294,7 +334,7 @@ impl Report {
                 let (Outcome::Failed { message, details } | Outcome::Error { message, details }) = &case.outcome else {
                     continue;
                 };
-                let _ = writeln!(out, "\n{} / {}: {}", suite.image, case.name, message);
+                let _ = writeln!(out, "\n{} / {}: {}", self.title(suite), case.name, message);
                 for line in details.lines() {
                     let _ = writeln!(out, "    {line}");
                 }
@@ -320,6 +360,12 @@ impl Report {
         #[derive(Serialize)]
         struct SuiteView<'a> {
             image: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            package: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            mode: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            hostname: Option<&'a str>,
             timestamp: &'a DateTime<Utc>,
             passed: bool,
             #[serde(serialize_with = "serialize_secs")]
@@ -343,6 +389,10 @@ impl Report {
             time: Duration,
             #[serde(flatten)]
             counts: Counts,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            shard: Option<Shard>,
+            #[serde(skip_serializing_if = "<[Cell]>::is_empty")]
+            matrix: &'a [Cell],
             suites: Vec<SuiteView<'a>>,
         }
         let view = ReportView {
@@ -351,11 +401,16 @@ impl Report {
             timestamp: &self.timestamp,
             time: self.duration(),
             counts: self.counts(),
+            shard: self.shard,
+            matrix: &self.matrix,
             suites: self
                 .suites
                 .iter()
                 .map(|suite| SuiteView {
                     image: &suite.image,
+                    package: suite.package.as_deref(),
+                    mode: suite.mode.as_deref(),
+                    hostname: suite.hostname.as_deref(),
                     timestamp: &suite.timestamp,
                     cases: &suite.cases,
                     passed: suite.passed(),
@@ -409,8 +464,8 @@ impl Report {
             (c.tests.to_string(), c.failures.to_string(), c.errors.to_string(), c.skipped.to_string());
         let time = format!("{:.3}", secs(suite.duration()));
         let timestamp = junit_timestamp(&suite.timestamp);
-        let name = xml_safe(&suite.image);
-        let hostname = xml_safe(&self.hostname);
+        let name = xml_safe(&self.title(suite));
+        let hostname = xml_safe(suite.hostname.as_deref().unwrap_or(&self.hostname));
         let classname = format!("postroj.pkgprobe.{name}");
         let element = w.create_element("testsuite").with_attributes([
             ("name", name.as_str()),
@@ -555,6 +610,12 @@ fn junit_timestamp(t: &DateTime<Utc>) -> String {
 /// Durations as seconds (a float), as JUnit and most JSON consumers expect.
 pub(crate) fn serialize_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64((d.as_secs_f64() * 1000.0).round() / 1000.0)
+}
+
+/// Seconds (a float) back into a duration; what is not a number of seconds is refused.
+fn deserialize_secs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let secs = f64::deserialize(d)?;
+    Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
 }
 
 /// Phases as a JSON object of seconds, in the order they ran.
