@@ -79,6 +79,75 @@ pub struct PullArgs {
     /// Suppress progress and build output
     #[arg(short, long)]
     quiet: bool,
+    #[command(flatten)]
+    shared: SharedRegistry,
+}
+
+/// Where a team's machines share their curated images (`postroj push`).
+#[derive(clap::Args, Clone, Default)]
+pub struct SharedRegistry {
+    /// Pull missing curated images as `postroj push` stored them in REGISTRY
+    /// (REGISTRY/postroj/LABEL:latest) instead of building them
+    #[arg(long, env = "POSTROJ_REGISTRY", value_name = "REGISTRY")]
+    pub from_registry: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub struct PushArgs {
+    /// Labels or aliases of curated images in the store
+    #[arg(required = true, value_name = "LABEL")]
+    labels: Vec<String>,
+    /// The registry (HOST[:PORT][/PATH]) they go to, as REGISTRY/postroj/LABEL:latest
+    #[arg(value_name = "REGISTRY")]
+    registry: String,
+    /// Suppress progress output
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+/// Where `image` is kept in the shared `registry`.
+fn shared_name(registry: &str, image: &CuratedImage) -> String {
+    format!("{}/postroj/{}:latest", registry.trim_end_matches('/'), image.label)
+}
+
+/// `postroj push`: curated images, as provisioned in the store, to a registry that other
+/// machines pull them from (`--from-registry`).
+pub fn push(store: &Store, args: &PushArgs) -> Result<()> {
+    let images: Vec<&'static CuratedImage> = args.labels.iter().map(|l| catalog::find(l)).collect::<Result<_, _>>()?;
+    for image in &images {
+        if store.resolve(&image.local_name()).is_err() {
+            bail!("{}: not in the store: postroj pull {} first", image.label, image.label);
+        }
+    }
+    for image in images {
+        let target = racker::reference::Reference::parse(&shared_name(&args.registry, image))?;
+        let opts = racker::registry::PushOptions::default();
+        let progress = crate::progress::for_stderr(args.quiet);
+        let digest = racker::registry::push(store, &image.local_name(), &target, &opts, progress)?;
+        outln!("{target}@{digest}")?;
+    }
+    Ok(())
+}
+
+/// Pulls `images` from the shared `registry` and names them as curated images.
+pub fn pull_shared(
+    store: &Store,
+    images: &[&'static CuratedImage],
+    registry: &str,
+    quiet: bool,
+) -> Result<Vec<Digest>> {
+    let mut ids = Vec::new();
+    for image in images {
+        let reference = racker::reference::Reference::parse(&shared_name(registry, image))?;
+        let opts = racker::registry::PullOptions::default();
+        let pulled = racker::registry::pull(store, &reference, &opts, crate::progress::for_stderr(quiet))?;
+        store.tag(&pulled.id.to_string(), &image.local_name())?;
+        if !quiet {
+            errln!("{}: pulled from {reference}", image.label);
+        }
+        ids.push(pulled.id);
+    }
+    Ok(ids)
 }
 
 pub fn pull(store: &Store, args: &PullArgs) -> Result<()> {
@@ -97,6 +166,13 @@ pub fn pull(store: &Store, args: &PullArgs) -> Result<()> {
         SourceArg::Registry => SourceChoice::Registry,
         SourceArg::Mirror => SourceChoice::Mirror,
     };
+    if let Some(registry) = &args.shared.from_registry {
+        pull_shared(store, &images, registry, args.quiet)?;
+        for image in &images {
+            outln!("{}", image.local_name())?;
+        }
+        return Ok(());
+    }
     pull_images(store, &images, source, args.force, args.quiet, true).map(drop)
 }
 

@@ -11,8 +11,10 @@ mod images;
 mod probe;
 #[path = "../common/progress.rs"]
 mod progress;
+mod report;
 #[path = "../common/shell.rs"]
 mod shell;
+mod submit;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +42,9 @@ enum Command {
     ListImages(images::ListArgs),
     /// Pull curated images into the store, provisioned with systemd
     Pull(images::PullArgs),
+    /// Push curated images from the store to a registry, for other machines to pull
+    /// (postroj pull --from-registry)
+    Push(images::PushArgs),
     /// Install a package in booted containers of curated images (pulled first if missing) and check its units and network services
     Pkgprobe(probe::PkgprobeArgs),
     /// Check that the curated images in the store work
@@ -47,6 +52,12 @@ enum Command {
     /// List and remove pkgprobe's dependency layers and apt cache
     #[command(subcommand)]
     Cache(cache::CacheCommand),
+    /// Work with pkgprobe reports: merge the reports of a matrix's shards
+    #[command(subcommand)]
+    Report(report::ReportCommand),
+    /// Run a pkgprobe matrix on a batch scheduler (Slurm), sharded, and follow it
+    #[command(subcommand)]
+    Submit(submit::SubmitCommand),
     /// Print a shell completion script (bash, zsh, fish) to standard output
     Completion(shell::CompletionArgs),
     /// Write man pages: postroj.1 and one per subcommand (postroj-pull.1, ...)
@@ -62,6 +73,12 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             return Ok(0);
         }
         Command::Man(args) => return shell::write_man_pages(&Cli::command(), &args.out_dir).map(|_| 0),
+        // Reports are files: no store, no root.
+        Command::Report(command) => return report::run(command),
+        // The tasks need root, on the nodes; submitting does not.
+        Command::Submit(command) => {
+            return submit::run(command, &submit::Postroj { root: &cli.root, apt_cache: &cli.apt_cache })
+        }
         _ => {}
     }
     cli::require_root("postroj")?;
@@ -70,10 +87,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::ListImages(args) => images::list(&store, &args).map(|()| 0),
         Command::Pull(args) => images::pull(&store, &args).map(|()| 0),
+        Command::Push(args) => images::push(&store, &args).map(|()| 0),
         Command::Pkgprobe(args) => probe::pkgprobe(&store, &cli.apt_cache, &args),
         Command::Selftest(args) => probe::selftest(&store, &cli.apt_cache, &args),
         Command::Cache(command) => cache::run(&store, &cli.apt_cache, &command).map(|()| 0),
-        Command::Completion(_) | Command::Man(_) => Ok(0),
+        Command::Completion(_) | Command::Man(_) | Command::Report(_) | Command::Submit(_) => Ok(0),
     }
 }
 

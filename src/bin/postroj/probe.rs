@@ -9,8 +9,9 @@ use postroj::catalog::{self, CuratedImage};
 use postroj::check::Target;
 use postroj::deps::layer as deplayer;
 use postroj::lifecycle::Mode;
+use postroj::matrix::{Cell, Shard};
 use postroj::package::{self, Package, PackageCache};
-use postroj::probe::{self, Dependencies, ProbeSpec};
+use postroj::probe::{self, Dependencies, Probe, ProbeSpec};
 use postroj::provision::SourceChoice;
 use postroj::report::{Case, Outcome, Report};
 use racker::store::Store;
@@ -47,6 +48,8 @@ pub struct RunArgs {
     /// No progress lines on standard error
     #[arg(short, long)]
     quiet: bool,
+    #[command(flatten)]
+    shared: crate::images::SharedRegistry,
 }
 
 #[derive(clap::Args)]
@@ -54,20 +57,26 @@ pub struct PkgprobeArgs {
     /// Curated image label (see list-images); repeat for a matrix
     #[arg(long = "image", required = true, value_name = "LABEL")]
     images: Vec<String>,
-    /// The package to install: a URL (downloaded once, cached) or a file
-    #[arg(long, value_name = "URL|PATH")]
-    package: Option<String>,
+    /// The package to install: a URL (downloaded once, cached) or a file; repeat for a
+    /// matrix (each image × each package)
+    #[arg(long = "package", value_name = "URL|PATH")]
+    packages: Vec<String>,
     /// What to do with the package: install it; purge it after the checks and fail on
-    /// what it leaves behind; upgrade to it from --from; or install it twice
-    #[arg(long, value_enum, default_value_t, requires = "package")]
-    mode: ModeArg,
+    /// what it leaves behind; upgrade to it from --from; or install it twice; repeat
+    /// for a matrix (each image × package × mode)
+    #[arg(long = "mode", value_enum, requires = "packages")]
+    modes: Vec<ModeArg>,
     /// The older package that --mode upgrade installs first: a URL or a file, as --package
-    #[arg(long, value_name = "URL|PATH", requires = "package")]
+    #[arg(long, value_name = "URL|PATH", requires = "packages")]
     from: Option<String>,
     /// Report what the install did: files added, changed and removed, units enabled,
     /// users and groups created, conffiles
-    #[arg(long, requires = "package")]
+    #[arg(long, requires = "packages")]
     effects: bool,
+    /// Run only shard K of N of the matrix (image × package × mode), for many machines
+    /// (Slurm array tasks, CI matrix jobs): `postroj report merge` joins their JSON reports
+    #[arg(long, value_name = "K/N")]
+    shard: Option<Shard>,
     /// Leave the container of a failed probe running (racker exec NAME to look into it,
     /// racker rm -f NAME to remove it)
     #[arg(long)]
@@ -111,7 +120,7 @@ pub struct PkgprobeArgs {
     run: RunArgs,
 }
 
-#[derive(Clone, Copy, Debug, Default, clap::ValueEnum, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, clap::ValueEnum, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ModeArg {
     /// Install, then check
     #[default]
@@ -148,24 +157,19 @@ pub enum Selftest {
 
 pub fn pkgprobe(store: &Store, apt_cache: &Path, args: &PkgprobeArgs) -> Result<i32> {
     let images = labels(&args.images)?;
-    // Checked before anything is pulled or downloaded.
-    let from = match (args.mode, &args.from) {
-        (ModeArg::Upgrade, None) => anyhow::bail!("--mode upgrade needs --from, the package it upgrades from"),
-        (ModeArg::Upgrade, Some(from)) => Some(from),
-        (_, Some(_)) => anyhow::bail!("--from is the package --mode upgrade upgrades from: give --mode upgrade"),
-        (_, None) => None,
+    let matrix = Matrix::of(&images, args)?;
+    let mine = match args.shard {
+        Some(shard) => shard.cells(&matrix.cells),
+        None => (0..matrix.cells.len()).collect(),
     };
-    let pulled = pull_missing(store, &images, args.run.quiet)?;
-    let package = match &args.package {
-        Some(source) => Some(fetch_package(source, &images, args)?),
-        None => None,
-    };
-    let mode = match (args.mode, from) {
-        (ModeArg::Upgrade, Some(from)) => Mode::Upgrade { from: fetch_package(from, &images, args)? },
-        (ModeArg::Purge, _) => Mode::Purge,
-        (ModeArg::Reinstall, _) => Mode::Reinstall,
-        (ModeArg::Install | ModeArg::Upgrade, _) => Mode::Install,
-    };
+    let cells: Vec<&Cell> = mine.iter().map(|&i| &matrix.cells[i]).collect();
+    if let (Some(shard), false) = (args.shard, args.run.quiet) {
+        errln!("shard {shard}: {} of the matrix's {} probes", cells.len(), matrix.cells.len());
+    }
+    // What this shard probes, and nothing more, is pulled and downloaded.
+    let wanted: Vec<&'static CuratedImage> =
+        images.iter().copied().filter(|i| cells.iter().any(|c| c.image == i.label)).collect();
+    let pulled = pull_missing(store, &wanted, &args.run)?;
     let network_timeout = Duration::try_from_secs_f64(args.network_timeout)
         .with_context(|| format!("--network-timeout {}: give seconds, such as 5 or 0.5", args.network_timeout))?;
     let dependencies = if args.no_cache {
@@ -182,8 +186,8 @@ pub fn pkgprobe(store: &Store, apt_cache: &Path, args: &PkgprobeArgs) -> Result<
             recommends: args.install_recommends,
         })
     };
-    let spec = ProbeSpec {
-        package,
+    let base = ProbeSpec {
+        package: None,
         requires: vec![],
         dependencies,
         units: args.units.clone(),
@@ -193,11 +197,145 @@ pub fn pkgprobe(store: &Store, apt_cache: &Path, args: &PkgprobeArgs) -> Result<
         container_network: args.container_network.clone(),
         boot_timeout: Duration::from_secs(args.run.boot_timeout),
         full_boot: args.full_boot,
-        mode,
+        mode: Mode::Install,
         effects: args.effects,
         keep_on_failure: args.keep_on_failure,
     };
-    run_probes(store, &images, &spec, &pulled, &args.run)
+    // One spec per package and mode this shard probes, each package fetched once.
+    let mut fetched: Vec<(String, Package)> = Vec::new();
+    let mut specs: Vec<(Variant, ProbeSpec)> = Vec::new();
+    for cell in &cells {
+        let key = (cell.package.clone(), cell.mode.clone());
+        if specs.iter().any(|(k, _)| *k == key) {
+            continue;
+        }
+        let mut spec = base.clone();
+        if let Some(name) = &cell.package {
+            let source = matrix.source(name);
+            let package = match fetched.iter().find(|(s, _)| s == source) {
+                Some((_, package)) => package.clone(),
+                None => {
+                    let package = fetch_package(source, &wanted, args)?;
+                    fetched.push((source.to_owned(), package.clone()));
+                    package
+                }
+            };
+            spec.package = Some(package);
+            spec.mode = match (cell.mode.as_deref(), &args.from) {
+                (Some("upgrade"), Some(from)) => Mode::Upgrade { from: fetch_package(from, &wanted, args)? },
+                (Some("purge"), _) => Mode::Purge,
+                (Some("reinstall"), _) => Mode::Reinstall,
+                _ => Mode::Install,
+            };
+        }
+        specs.push((key, spec));
+    }
+    let probes: Vec<Probe> = cells
+        .iter()
+        .map(|cell| {
+            let image = images.iter().copied().find(|i| i.label == cell.image);
+            let spec = specs.iter().find(|(k, _)| *k == (cell.package.clone(), cell.mode.clone())).map(|(_, s)| s);
+            match (image, spec) {
+                (Some(image), Some(spec)) => Ok(Probe { image, spec, title: matrix.title(cell) }),
+                _ => Err(anyhow::anyhow!("{cell}: not a cell of this matrix")),
+            }
+        })
+        .collect::<Result<_>>()?;
+    let mut report = Report::new();
+    for (cell, mut suite) in
+        cells.iter().zip(probe::probe_matrix(store.root(), &probes, args.run.jobs as usize, &step_log(args.run.quiet)))
+    {
+        suite.package = cell.package.clone();
+        suite.mode = cell.mode.clone();
+        report.push(suite);
+    }
+    if let Some(shard) = args.shard {
+        report.shard = Some(shard);
+        report.matrix = matrix.cells.clone();
+    }
+    finish(report, &pulled, &args.run)
+}
+
+/// What the probes of a matrix differ in beside the image: the package and the mode.
+type Variant = (Option<String>, Option<String>);
+
+/// Checks pkgprobe arguments as `pkgprobe` would before it pulls or downloads anything
+/// (labels, modes); the number of probes of the matrix.
+pub fn check(args: &PkgprobeArgs) -> Result<usize> {
+    Ok(Matrix::of(&labels(&args.images)?, args)?.cells.len())
+}
+
+/// The cells of a pkgprobe command line, in the order its arguments give them (image ×
+/// package × mode), and where each package comes from.
+struct Matrix {
+    cells: Vec<Cell>,
+    /// Each package's name in the cells (its file name) and its source (URL or path).
+    packages: Vec<(String, String)>,
+    /// The matrix has more than one package, or more than one mode: titles name them.
+    several: (bool, bool),
+}
+
+impl Matrix {
+    /// Checked before anything is pulled or downloaded.
+    fn of(images: &[&'static CuratedImage], args: &PkgprobeArgs) -> Result<Matrix> {
+        let mut modes: Vec<ModeArg> = Vec::new();
+        for mode in &args.modes {
+            if !modes.contains(mode) {
+                modes.push(*mode);
+            }
+        }
+        if modes.is_empty() && !args.packages.is_empty() {
+            modes.push(ModeArg::Install);
+        }
+        let upgrade = modes.contains(&ModeArg::Upgrade);
+        match (upgrade, &args.from) {
+            (true, None) => anyhow::bail!("--mode upgrade needs --from, the package it upgrades from"),
+            (true, Some(_)) if args.packages.len() > 1 => {
+                anyhow::bail!("--mode upgrade probes one --package (the upgrade from --from): give one")
+            }
+            (false, Some(_)) => {
+                anyhow::bail!("--from is the package --mode upgrade upgrades from: give --mode upgrade")
+            }
+            _ => {}
+        }
+        let mut packages: Vec<(String, String)> = Vec::new();
+        for source in &args.packages {
+            let name = source.trim_end_matches('/').rsplit('/').next().unwrap_or(source).to_owned();
+            match packages.iter().find(|(n, _)| *n == name) {
+                Some((_, s)) if s == source => continue,
+                Some(_) => anyhow::bail!("--package {source}: another --package has the file name {name}: rename one"),
+                None => packages.push((name, source.clone())),
+            }
+        }
+        let mode_name = |m: &ModeArg| clap::ValueEnum::to_possible_value(m).map(|v| v.get_name().to_owned());
+        let mut cells = Vec::new();
+        for image in images {
+            if packages.is_empty() {
+                cells.push(Cell { image: image.label.to_owned(), package: None, mode: None });
+            }
+            for (name, _) in &packages {
+                for mode in &modes {
+                    cells.push(Cell {
+                        image: image.label.to_owned(),
+                        package: Some(name.clone()),
+                        mode: mode_name(mode),
+                    });
+                }
+            }
+        }
+        let several = (packages.len() > 1, modes.len() > 1);
+        Ok(Matrix { cells, packages, several })
+    }
+
+    fn source<'a>(&'a self, name: &'a str) -> &'a str {
+        self.packages.iter().find(|(n, _)| n == name).map_or(name, |(_, s)| s.as_str())
+    }
+
+    /// A cell's name in progress lines: its image, and its package and mode where the
+    /// matrix has several.
+    fn title(&self, cell: &Cell) -> String {
+        cell.title(self.several.0, self.several.1)
+    }
 }
 
 pub fn selftest(store: &Store, apt_cache: &Path, args: &SelftestArgs) -> Result<i32> {
@@ -208,7 +346,7 @@ pub fn selftest(store: &Store, apt_cache: &Path, args: &SelftestArgs) -> Result<
         (present, Vec::new())
     } else {
         let images = labels(&args.images)?;
-        let pulled = pull_missing(store, &images, args.run.quiet)?;
+        let pulled = pull_missing(store, &images, &args.run)?;
         (images, pulled)
     };
     let test = match args.test {
@@ -267,7 +405,8 @@ struct Pulled {
 }
 
 /// Pulls the images the store does not have yet, as `postroj pull` would (the cold cycle).
-fn pull_missing(store: &Store, images: &[&'static CuratedImage], quiet: bool) -> Result<Vec<Pulled>> {
+fn pull_missing(store: &Store, images: &[&'static CuratedImage], run: &RunArgs) -> Result<Vec<Pulled>> {
+    let quiet = run.quiet;
     let names: Vec<String> = images.iter().map(|i| i.local_name()).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let mut pulled = Vec::new();
@@ -281,7 +420,10 @@ fn pull_missing(store: &Store, images: &[&'static CuratedImage], quiet: bool) ->
         let mut ids = Vec::new();
         for image in missing {
             let started = Instant::now();
-            ids.extend(crate::images::pull_images(store, &[image], SourceChoice::Auto, false, quiet, false)?);
+            ids.extend(match &run.shared.from_registry {
+                Some(registry) => crate::images::pull_shared(store, &[image], registry, quiet)?,
+                None => crate::images::pull_images(store, &[image], SourceChoice::Auto, false, quiet, false)?,
+            });
             pulled.push(Pulled { label: image.label, took: started.elapsed() });
         }
         anyhow::Ok(ids)
@@ -301,17 +443,6 @@ fn fetch_package(source: &str, images: &[&CuratedImage], args: &PkgprobeArgs) ->
     Ok(package)
 }
 
-fn run_probes(
-    store: &Store,
-    images: &[&CuratedImage],
-    spec: &ProbeSpec,
-    pulled: &[Pulled],
-    run: &RunArgs,
-) -> Result<i32> {
-    let report = probe::probe_all(store.root(), images, spec, run.jobs as usize, &step_log(run.quiet));
-    finish(report, pulled, run)
-}
-
 /// The progress line of each finished step, unless `quiet`.
 fn step_log(quiet: bool) -> impl Fn(&str, &Case) + Sync {
     move |label: &str, case: &Case| {
@@ -329,7 +460,7 @@ fn finish(mut report: Report, pulled: &[Pulled], run: &RunArgs) -> Result<i32> {
             suite.prepend(Case::passed("pull", pull.took, "pulled into the store"));
         }
     }
-    write_report(&report, run)?;
+    write_report(&report, run.format, run.output.as_deref())?;
     // Said even with --quiet: the container runs on until someone removes it.
     for suite in &report.suites {
         if let Some(name) = &suite.kept {
@@ -353,13 +484,14 @@ fn describe(case: &Case) -> String {
     }
 }
 
-fn write_report(report: &Report, run: &RunArgs) -> Result<()> {
-    let text = match run.format {
+/// Writes `report` in `format` to `output`, or to standard output.
+pub fn write_report(report: &Report, format: ReportFormat, output: Option<&Path>) -> Result<()> {
+    let text = match format {
         ReportFormat::Table => report.render_text(),
         ReportFormat::Json => report.render_json(),
         ReportFormat::Junit => report.render_junit(),
     };
-    match &run.output {
+    match output {
         Some(path) => std::fs::write(path, text.as_bytes()).with_context(|| format!("writing {}", path.display())),
         None => Ok(crate::cli::print(&text)?),
     }
