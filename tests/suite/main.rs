@@ -33,6 +33,7 @@ mod postroj_depcache;
 mod postroj_modes;
 mod postroj_probe;
 mod postroj_pull;
+mod postroj_shards;
 mod registry;
 mod run;
 mod run_flags;

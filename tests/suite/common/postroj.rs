@@ -163,3 +163,40 @@ impl Drop for FileServer {
         let _ = self.child.wait();
     }
 }
+
+/// Two packages for a matrix: `racker-good` installs, `racker-bad`'s postinst fails.
+pub fn matrix_packages(dir: &Path) -> [PathBuf; 2] {
+    let good = build_deb(
+        dir,
+        "racker-good",
+        "a package that installs, for postroj's tests",
+        &[("usr/share/racker-good/data", b"good\n", 0o644)],
+    );
+    let bad = Deb {
+        name: "racker-bad",
+        version: "1.0",
+        description: "a package whose postinst fails, for postroj's tests",
+        files: &[("usr/share/racker-bad/data", b"bad\n", 0o644)],
+        control: &[("postinst", "#!/bin/sh\necho racker-bad refuses >&2\nexit 1\n")],
+    }
+    .build(dir);
+    [good, bad]
+}
+
+/// A JSON report's verdicts without its times: each suite (image, package, mode) with
+/// the name and result of each of its cases.
+pub fn verdicts(report: &serde_json::Value) -> Vec<(String, Vec<(String, String)>)> {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    let mut suites: Vec<(String, Vec<(String, String)>)> = report["suites"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no suites in {report}"))
+        .iter()
+        .map(|s| {
+            let title = format!("{} {} {}", text(&s["image"]), text(&s["package"]), text(&s["mode"]));
+            let cases = s["cases"].as_array().map(Vec::as_slice).unwrap_or_default();
+            (title, cases.iter().map(|c| (text(&c["name"]), text(&c["result"]))).collect())
+        })
+        .collect();
+    suites.sort();
+    suites
+}
