@@ -1,6 +1,7 @@
 //! pkgprobe matrices split into shards (`--shard K/N`) and joined again (`report merge`),
 //! on the real Debian image under two labels with two packages built here: the merged
-//! report says what the whole run says; a missing shard and a duplicate are named.
+//! report says what the whole run says; a missing shard and a duplicate are named. And
+//! curated images shared through a registry (`push`, `--from-registry`).
 
 use std::path::Path;
 
@@ -96,4 +97,44 @@ fn shards_of_a_matrix_merge_into_the_verdicts_of_the_whole_run() {
     assert_eq!(o.status.code(), Some(2), "{}", err(&o));
     assert!(err(&o).contains("junk.json"), "{}", err(&o));
     store.assert_clean();
+}
+
+#[test]
+fn workers_pull_pushed_curated_images_instead_of_building_them() {
+    let built = probe_store();
+    let registry = crate::common::registry::Registry::start();
+    let addr = registry.addr();
+    let o =
+        built.postroj().args(["push", "-q", "debian-bookworm", "debian-trixie", &addr]).output().expect("postroj push");
+    assert!(o.status.success(), "push: {}", err(&o));
+    assert_eq!(out(&o).lines().count(), 2, "one pushed reference per label: {}", out(&o));
+    assert!(out(&o).starts_with(&format!("{addr}/postroj/debian-bookworm:latest@sha256:")), "{}", out(&o));
+    let id =
+        |store: &crate::common::TempStore, name: &str| store.ok(&["image", "inspect", "--format", "{{.Id}}", name]);
+    // A worker's empty store: pkgprobe pulls what it lacks from the shared registry.
+    let worker = crate::common::TempStore::new();
+    let cache = tempfile::tempdir().expect("cache");
+    let o = worker
+        .postroj()
+        .env("POSTROJ_PACKAGE_CACHE", cache.path())
+        .env("POSTROJ_REGISTRY", &addr)
+        .args(["pkgprobe", "--image=debian-trixie", "--check-unit=systemd-journald", "--format=json"])
+        .output()
+        .expect("postroj pkgprobe");
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", out(&o), err(&o));
+    assert!(err(&o).contains(&format!("pulled from {addr}/postroj/debian-trixie:latest")), "{}", err(&o));
+    let report: Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(report["suites"][0]["cases"][0]["name"], "pull", "the pull is the probe's first case");
+    let trixie = "localhost/postroj/debian-trixie:latest";
+    assert_eq!(id(&worker, trixie), id(&built, trixie), "the same image, not a rebuilt one");
+    // And `postroj pull --from-registry`, which names what it pulled.
+    let o = worker.postroj().args(["pull", "-q", "--from-registry", &addr, "debian-bookworm"]).output().expect("pull");
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(out(&o), "localhost/postroj/debian-bookworm:latest\n");
+    // An image the registry does not have is an error naming it.
+    let o = worker.postroj().args(["pull", "--from-registry", &addr, "ubuntu-noble"]).output().expect("pull");
+    assert!(!o.status.success());
+    assert!(err(&o).contains("postroj/ubuntu-noble"), "{}", err(&o));
+    worker.assert_clean();
+    built.assert_clean();
 }
