@@ -10,6 +10,7 @@ pub mod images;
 pub mod locks;
 pub mod postroj;
 pub mod registry;
+pub mod slurm;
 pub mod systemd_host;
 pub mod tree;
 
