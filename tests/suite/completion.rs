@@ -73,9 +73,10 @@ fn bash_completes_subcommands_and_never_internal_ones() {
     assert!(shells.iter().any(|w| w == "zsh"), "racker completion <TAB>: {shells:?}");
 
     let postroj = script(POSTROJ, "bash");
-    assert_eq!(complete(dir.path(), &postroj, &[POSTROJ, "pu"]), ["pull"], "postroj pu<TAB>");
+    assert_eq!(complete(dir.path(), &postroj, &[POSTROJ, "pu"]), ["pull", "push"], "postroj pu<TAB>");
+    assert_eq!(complete(dir.path(), &postroj, &[POSTROJ, "su"]), ["submit"], "postroj su<TAB>");
     let all = complete(dir.path(), &postroj, &[POSTROJ, ""]);
-    for want in ["pkgprobe", "list-images", "cache", "completion", "man"] {
+    for want in ["pkgprobe", "list-images", "cache", "report", "submit", "completion", "man"] {
         assert!(all.iter().any(|w| w == want), "postroj <TAB> does not offer {want}: {all:?}");
     }
 }
