@@ -12,6 +12,8 @@
 # into a fresh directory on a tmpfs and one on the disk ($BENCH_WORK):
 #
 #   racker         racker --root DIR pull
+#   racker-in-place  the same with RACKER_FILE_OBJECTS=off: every file written in place,
+#                  no file objects (racker / racker-in-place is what the objects cost)
 #   skopeo+umoci   skopeo copy docker://… oci:DIR/layout:img && umoci unpack   (gzip only:
 #                  umoci 0.4.7 cannot read zstd layers)
 #   podman         podman --root DIR … pull   (if podman and runc or crun are installed:
@@ -221,6 +223,9 @@ settle() { sync; }
 racker_pull() { # root ref
   "$racker" --root "$1" pull -q "$2"
 }
+racker_in_place() { # root ref: every file written in place, no file objects
+  RACKER_FILE_OBJECTS=off "$racker" --root "$1" pull -q "$2"
+}
 skopeo_umoci() { # dir ref
   skopeo copy -q --src-tls-verify=false "docker://$2" "oci:$1/layout:img" &&
     umoci unpack --image "$1/layout:img" "$1/bundle" >/dev/null
@@ -253,13 +258,14 @@ timed() {
 }
 
 formats=(gzip zstd)
-tools=(racker skopeo+umoci podman)
+tools=(racker racker-in-place skopeo+umoci podman)
 round() {
   local f ref m
   for f in "${formats[@]}"; do
     ref=$registry/bench:$f
     for m in "${media[@]}"; do
       [[ -n "$racker_missing" ]] || timed racker "$f" "$m" racker_pull "$work/$m/racker" "$ref"
+      [[ -n "$racker_missing" ]] || timed racker-in-place "$f" "$m" racker_in_place "$work/$m/racker-in-place" "$ref"
       [[ $f != gzip ]] || timed skopeo+umoci "$f" "$m" skopeo_umoci "$work/$m/skopeo" "$ref"
       [[ -z "$podman_runtime" ]] || timed podman "$f" "$m" podman_pull "$work/$m/podman" "$ref"
     done
@@ -294,7 +300,7 @@ for f in "${formats[@]}"; do
   echo
   print_medians "${keys[@]}"
   printf '%-30s %8s %8s\n' "ratios of medians" "${media[@]}"
-  for peer in skopeo+umoci podman floor; do
+  for peer in racker-in-place skopeo+umoci podman floor; do
     line=$(printf '%-30s' "$f racker / $peer")
     shown=
     for m in "${media[@]}"; do
