@@ -199,7 +199,9 @@ fn a_store_an_older_racker_left_world_readable_is_tightened_by_the_next_command(
         let in_layer =
             path.starts_with(root.join("layers")) && path.components().count() > root.components().count() + 2;
         let in_snapshot = path.starts_with(root.join("snapshots")) && path != root.join("snapshots");
-        if in_layer || in_snapshot || entry.file_type().is_symlink() {
+        // File objects carry the image's modes too (and are the layers' files).
+        let in_objects = path.starts_with(root.join("objects")) && path != root.join("objects");
+        if in_layer || in_snapshot || in_objects || entry.file_type().is_symlink() {
             continue; // the image's own modes
         }
         let loose = if entry.file_type().is_dir() { 0o755 } else { 0o644 };

@@ -27,6 +27,7 @@ mod hostile_registry;
 mod image_verbs;
 mod listings;
 mod local_users;
+mod objects;
 mod postroj_cache_cli;
 mod postroj_checks;
 mod postroj_depcache;

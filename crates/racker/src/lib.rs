@@ -13,6 +13,7 @@
 pub mod digest;
 pub mod error;
 pub mod http;
+pub mod objects;
 pub mod oci;
 pub mod pool;
 pub mod private;

@@ -203,6 +203,12 @@ pub fn disk_usage(store: &Store, format: &Format, verbose: bool) -> Result<()> {
     json[3]["SharedBytes"] = du.shared_size.into();
     json[3]["ImagesLogicalBytes"] = du.images_size.into();
     json[3]["DedupeRatio"] = du.dedupe_ratio.into();
+    let objects = &du.objects;
+    json[3]["FileObjects"] = objects.objects.into();
+    json[3]["FileObjectsStoredBytes"] = objects.stored.into();
+    json[3]["FileObjectsLogicalBytes"] = objects.logical.into();
+    json[3]["SharedFiles"] =
+        objects.top.iter().map(|o| serde_json::json!({"Object": o.name, "Size": o.size, "Links": o.links})).collect();
     crate::template::print_rows(format, &headers, &json, || {
         let cells: Vec<Vec<String>> = rows.iter().map(Row::cells).collect();
         let mut text = table(&["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"], &cells);
@@ -213,12 +219,29 @@ pub fn disk_usage(store: &Store, format: &Format, verbose: bool) -> Result<()> {
 
 /// racker's lines under the table: what the store shares and how well it dedupes.
 fn footer(du: &racker::store::DiskUsage) -> String {
-    format!(
-        "\nShared between images: {}\nReclaimable by gc: {}\nDedupe ratio: {:.2}x (images' logical size per byte stored)\n",
+    let o = &du.objects;
+    let files_ratio = if o.stored == 0 { 1.0 } else { o.logical as f64 / o.stored as f64 };
+    let mut text = format!(
+        "\nShared between images: {}\nReclaimable by gc: {}\nDedupe ratio: {:.2}x (images' logical size per byte stored)\n\
+         File objects: {} files, {} in layers stored as {} ({files_ratio:.2}x)\n",
         human_size(du.shared_size),
         human_size(du.reclaimable_size),
-        du.dedupe_ratio
-    )
+        du.dedupe_ratio,
+        o.objects,
+        human_size(o.logical),
+        human_size(o.stored),
+    );
+    for shared in o.top.iter().take(5) {
+        let saved = shared.size * shared.links.saturating_sub(1);
+        text.push_str(&format!(
+            "  {} {} in {} layer files ({} saved)\n",
+            &shared.name[..12.min(shared.name.len())],
+            human_size(shared.size),
+            shared.links,
+            human_size(saved)
+        ));
+    }
+    text
 }
 
 /// `df -v`: docker's three sections, or one JSON document of them.

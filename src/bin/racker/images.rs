@@ -372,6 +372,9 @@ pub fn gc(store: &Store, dry_run: bool) -> Result<()> {
     for leftover in &report.leftovers {
         outln!("{verb} leftover: {leftover}")?;
     }
+    if report.objects > 0 {
+        outln!("{verb} {} file objects no layer links", report.objects)?;
+    }
     outln!("Total reclaimed space: {}", human_size(report.reclaimed_bytes))?;
     Ok(())
 }

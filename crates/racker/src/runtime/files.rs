@@ -2,7 +2,6 @@
 //! (its root as a tar). Both work on running and stopped containers; a stopped one's
 //! root is mounted only for as long as `export` reads it, and `diff` needs no mount.
 
-use std::collections::BTreeSet;
 use std::io::Write;
 
 use super::start::with_root;
@@ -60,8 +59,11 @@ pub fn export(store: &Store, name: &str, out: &mut dyn Write) -> Result<()> {
             what: format!("not frozen for the export: {e}"),
         })?;
     }
+    let objects_dir = store.root().join(crate::objects::DIR);
+    let objects =
+        crate::objects::inodes(&objects_dir).map_err(|source| RuntimeError::Io { path: objects_dir, source })?;
     let written = with_root(store, &record, |rootfs| {
-        diff::write_layer(rootfs, &BTreeSet::new(), out)
+        diff::write_tree(rootfs, &objects, out)
             .map(drop)
             .map_err(|source| RuntimeError::Export { name: record.name.clone(), source })
     });

@@ -236,7 +236,7 @@ impl BtrfsSnapshotter {
 
     /// Applies the image's layer blobs, base first, deleting what whiteouts name.
     fn apply_layers(image: &ImageLayers, dest: &Path) -> Result<()> {
-        let opts = UnpackOptions { whiteouts: WhiteoutMode::Delete, allow_devices: true };
+        let opts = UnpackOptions { whiteouts: WhiteoutMode::Delete, allow_devices: true, objects: None };
         for layer in &image.layers {
             let layer_err =
                 |source| SnapshotError::Layer { image: image.id.clone(), blob: layer.blob_digest.clone(), source };

@@ -16,7 +16,7 @@
 //! unchanged writes stores nothing new. Symbolic links are never followed; sockets are
 //! left out, as docker does.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -58,8 +58,20 @@ const OPAQUE_MARKER: &str = ".wh..wh..opq";
 /// Paths in `skip` (relative, without a trailing slash) are left out with everything
 /// below them: what the runtime wrote to run the container is not the container's change.
 pub fn write_layer<W: Write>(upper: &Path, skip: &BTreeSet<String>, out: W) -> Result<(DiffStats, W)> {
+    write(upper, skip, &HashSet::new(), out)
+}
+
+/// Writes the tar of the whole tree `root` (a container's root, `export`) to `out`. Files
+/// whose inode number is in `objects` are the store's shared file objects (seen through
+/// overlayfs): each of their names is written as a file of its own, not as a hard link to
+/// another name that happens to share the object.
+pub fn write_tree<W: Write>(root: &Path, objects: &HashSet<u64>, out: W) -> Result<(DiffStats, W)> {
+    write(root, &BTreeSet::new(), objects, out)
+}
+
+fn write<W: Write>(upper: &Path, skip: &BTreeSet<String>, objects: &HashSet<u64>, out: W) -> Result<(DiffStats, W)> {
     let mut writer =
-        Writer { builder: tar::Builder::new(out), links: HashMap::new(), stats: DiffStats::default(), skip };
+        Writer { builder: tar::Builder::new(out), links: HashMap::new(), stats: DiffStats::default(), skip, objects };
     writer.dir_entries(upper, "")?;
     let output_err = |source| DiffError::Output { path: upper.to_owned(), source };
     let out = writer.builder.into_inner().map_err(output_err)?;
@@ -69,6 +81,8 @@ pub fn write_layer<W: Write>(upper: &Path, skip: &BTreeSet<String>, out: W) -> R
 struct Writer<'s, W: Write> {
     builder: tar::Builder<W>,
     skip: &'s BTreeSet<String>,
+    /// Inode numbers of shared file objects: never written as hard links.
+    objects: &'s HashSet<u64>,
     /// (device, inode) of files with several names → the first name written.
     links: HashMap<(u64, u64), String>,
     stats: DiffStats,
@@ -129,7 +143,7 @@ impl<W: Write> Writer<'_, W> {
             }
             return self.dir_entries(path, &dir_name);
         }
-        if meta.nlink() > 1 {
+        if meta.nlink() > 1 && !self.objects.contains(&meta.ino()) {
             let key = (meta.dev(), meta.ino());
             if let Some(first) = self.links.get(&key).cloned() {
                 let mut header = header_from(&meta, tar::EntryType::Link);

@@ -124,6 +124,8 @@ impl Store {
                 .map_err(|source| StoreError::Unpack { blob: what.clone(), source })?;
             let tar = unpack::decompress(BufReader::with_capacity(1 << 20, file), compression)
                 .map_err(|source| StoreError::Unpack { blob: what.clone(), source })?;
+            // In place, not through the objects: what an unclean reboot left of them is
+            // not trusted here.
             let options = UnpackOptions { allow_devices: true, ..UnpackOptions::default() };
             let stats = unpack::apply_tar(tar, &fresh, &options)
                 .map_err(|source| StoreError::Unpack { blob: what.clone(), source })?;

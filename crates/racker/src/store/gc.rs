@@ -17,6 +17,8 @@ pub struct GcReport {
     pub layers: Vec<String>,
     /// Files and directories no row names: leftovers of crashed operations.
     pub leftovers: Vec<String>,
+    /// File objects no layer links any more (see [`crate::objects`]).
+    pub objects: u64,
     pub reclaimed_bytes: u64,
 }
 
@@ -43,12 +45,17 @@ pub struct DiskUsage {
     pub unused_blobs_size: u64,
     /// Logical bytes (every image's layers and blobs) per physical byte stored.
     pub dedupe_ratio: f64,
+    /// Files stored once across layers (see [`crate::objects`]): read from `objects/`.
+    pub objects: crate::objects::Sharing,
 }
 
 const UNREFERENCED_BLOBS: &str = "SELECT digest, size FROM blobs WHERE digest NOT IN (
     SELECT config_digest FROM images UNION SELECT manifest_digest FROM images UNION SELECT blob_digest FROM image_layers)";
 const UNREFERENCED_LAYERS: &str =
     "SELECT id, diff_id, size FROM layers WHERE diff_id NOT IN (SELECT diff_id FROM image_layers)";
+
+/// How many of the most shared file objects `system df` names.
+const TOP_SHARED: usize = 10;
 
 /// Apparent size of a file or tree, for reporting what leftovers held.
 pub(crate) fn tree_size(path: &Path) -> u64 {
@@ -179,6 +186,16 @@ impl Store {
                 }
             }
         }
+        // Last, with the layers gone: objects that only objects/ still links. (A dry run
+        // counts those unlinked now, not those the layers above would set free.)
+        let objects = self.root.join(crate::objects::DIR);
+        for (path, size) in crate::objects::unlinked(&objects).map_err(io_err(&objects))? {
+            report.objects += 1;
+            report.reclaimed_bytes += size;
+            if !dry_run {
+                remove_path(&path)?;
+            }
+        }
         Ok(report)
     }
 
@@ -222,6 +239,9 @@ impl Store {
             du.dedupe_ratio = if physical == 0 { 1.0 } else { logical as f64 / physical as f64 };
             Ok(du)
         };
-        q().map_err(db.err())
+        let mut du = q().map_err(db.err())?;
+        let objects = self.root.join(crate::objects::DIR);
+        du.objects = crate::objects::sharing(&objects, TOP_SHARED).map_err(io_err(&objects))?;
+        Ok(du)
     }
 }

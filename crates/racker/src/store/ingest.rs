@@ -144,7 +144,12 @@ impl<'s> Ingest<'s> {
             seq: AtomicU64::new(0),
             progress: Arc::new(Silent),
             // Images carry device nodes (a debootstrapped /dev); as root, docker keeps them too.
-            unpack_options: UnpackOptions { allow_devices: true, ..UnpackOptions::default() },
+            // Their files go to the store's objects, each stored once.
+            unpack_options: UnpackOptions {
+                allow_devices: true,
+                objects: crate::objects::enabled().then(|| store.root.join(crate::objects::DIR)),
+                ..UnpackOptions::default()
+            },
         })
     }
 

@@ -113,7 +113,7 @@ pub fn layer_dir(root: &Path, id: i64) -> PathBuf {
 }
 
 /// The store's directories, made at open.
-const DIRS: [&str; 7] = ["", "blobs", "blobs/sha256", "layers", "ingest", "containers", "volumes"];
+const DIRS: [&str; 8] = ["", "blobs", "blobs/sha256", "layers", "objects", "ingest", "containers", "volumes"];
 /// What else sits at the top of a store, tightened at open where it exists.
 const OTHER_DIRS: [&str; 4] = ["snapshots", "btrfs", "btrfs/images", "btrfs/containers"];
 const FILES: [&str; 7] =

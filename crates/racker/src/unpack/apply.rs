@@ -18,6 +18,7 @@ use tar::EntryType;
 use super::extensions::{ExtensionError, Extensions, ReadError};
 use super::{UnpackError, UnpackOptions, UnpackStats, WhiteoutMode};
 use crate::digest::HashingReader;
+use crate::objects::{self, ObjectMeta, Objects};
 
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
@@ -53,9 +54,19 @@ pub fn apply_tar_at<R: Read>(
     opts: &UnpackOptions,
     owner: Option<(u32, u32)>,
 ) -> Result<UnpackStats, UnpackError> {
+    let objects = match &opts.objects {
+        Some(dir) => Some(Objects::open(dir).map_err(|e| UnpackError::Io {
+            entry: ".".into(),
+            action: "opening the object directory",
+            source: e,
+        })?),
+        None => None,
+    };
     let mut applier = Applier {
         root,
         opts,
+        objects,
+        shared: 0,
         owner,
         cache: None,
         added: HashSet::new(),
@@ -91,7 +102,7 @@ pub fn apply_tar_at<R: Read>(
     applier.set_dir_times()?;
     let (diff_id, tar_size) =
         archive.into_inner().finish().map_err(|e| corrupt("reading the end of the tar stream", e))?;
-    Ok(UnpackStats { diff_id, tar_size, size: applier.size, files: applier.files })
+    Ok(UnpackStats { diff_id, tar_size, size: applier.size, files: applier.files, shared: applier.shared })
 }
 
 /// Why an archive path is refused.
@@ -149,6 +160,11 @@ struct Applier<'o> {
     /// The destination directory, opened once; every path is resolved beneath it.
     root: OwnedFd,
     opts: &'o UnpackOptions,
+    /// Where regular files are stored once (see [`crate::objects`]); None when the caller
+    /// gave none or the file system has no `O_TMPFILE`.
+    objects: Option<Objects>,
+    /// Files linked to an object that existed.
+    shared: u64,
     /// The owner every entry gets, whatever the tar says.
     owner: Option<(u32, u32)>,
     /// The last parent directory resolved (an `O_PATH` fd) and its archive path: tars
@@ -299,6 +315,16 @@ impl Applier<'_> {
         }
 
         match kind {
+            Kind::File if self.objects.is_some() && entry.size() >= objects::MIN_SIZE => {
+                match objects::tmpfile(parent).map_err(|e| io_err(es, "creating file", e))? {
+                    Some(fd) => self.object(entry, fd, parent, name, &meta, es)?,
+                    None => {
+                        // No O_TMPFILE here: every file in place from now on.
+                        self.objects = None;
+                        return self.create(entry, parent, name, rel, Kind::File, meta, es);
+                    }
+                }
+            }
             Kind::File => {
                 let fd = rfs::openat(
                     parent,
@@ -308,30 +334,8 @@ impl Applier<'_> {
                 )
                 .map_err(|e| io_err(es, "creating file", e))?;
                 let mut file = File::from(fd);
-                let mut written = 0u64;
-                loop {
-                    let n = match entry.read(&mut self.buf) {
-                        Ok(0) => break,
-                        Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(corrupt(&format!("reading the contents of {es:?}"), e)),
-                    };
-                    file.write_all(&self.buf[..n]).map_err(|e| UnpackError::Io {
-                        entry: es.into(),
-                        action: "writing file",
-                        source: e,
-                    })?;
-                    written += n as u64;
-                }
-                self.size += written;
-                // chown before chmod: chown clears setuid/setgid; xattrs after chown too,
-                // which clears security.capability.
-                rfs::fchown(&file, Some(meta.uid), Some(meta.gid)).map_err(|e| io_err(es, "changing owner", e))?;
-                rfs::fchmod(&file, meta.mode).map_err(|e| io_err(es, "changing mode", e))?;
-                for (k, v) in &meta.xattrs {
-                    rfs::fsetxattr(&file, k, v, XattrFlags::empty()).map_err(|e| io_err(es, "setting an xattr", e))?;
-                }
-                rfs::futimens(&file, &meta.times()).map_err(|e| io_err(es, "setting times", e))?;
+                self.write_contents(entry, &mut file, None, es)?;
+                file_meta(file.as_fd(), &meta, es)?;
             }
             Kind::Dir => {
                 rfs::mkdirat(parent, name, Mode::from_raw_mode(0o700))
@@ -359,6 +363,65 @@ impl Applier<'_> {
         }
         self.files += 1;
         self.mark_added(rel);
+        Ok(())
+    }
+
+    /// Writes the entry's contents to `file`, feeding `hasher` too.
+    fn write_contents<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        file: &mut File,
+        mut hasher: Option<&mut blake3::Hasher>,
+        es: &str,
+    ) -> Result<(), UnpackError> {
+        loop {
+            let n = match entry.read(&mut self.buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(corrupt(&format!("reading the contents of {es:?}"), e)),
+            };
+            file.write_all(&self.buf[..n]).map_err(|e| UnpackError::Io {
+                entry: es.into(),
+                action: "writing file",
+                source: e,
+            })?;
+            if let Some(hasher) = hasher.as_deref_mut() {
+                hasher.update(&self.buf[..n]);
+            }
+            self.size += n as u64;
+        }
+    }
+
+    /// A regular file as an object: written to the `O_TMPFILE` `fd` (hashed as it is
+    /// written), its metadata set, then linked at `parent`/`name` through the object.
+    fn object<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        fd: OwnedFd,
+        parent: BorrowedFd<'_>,
+        name: &[u8],
+        meta: &Meta,
+        es: &str,
+    ) -> Result<(), UnpackError> {
+        let mut file = File::from(fd);
+        let mut hasher = blake3::Hasher::new();
+        self.write_contents(entry, &mut file, Some(&mut hasher), es)?;
+        file_meta(file.as_fd(), meta, es)?;
+        let object = objects::name(
+            &hasher.finalize(),
+            &ObjectMeta {
+                mode: meta.mode.as_raw_mode(),
+                uid: meta.uid.as_raw(),
+                gid: meta.gid.as_raw(),
+                mtime: (meta.mtime.tv_sec, meta.mtime.tv_nsec),
+                xattrs: &meta.xattrs,
+            },
+        );
+        let objects = self.objects.as_ref().ok_or_else(|| bad(es, "no object directory".into()))?;
+        if objects.link(file.as_fd(), &object, parent, name).map_err(|e| io_err(es, "linking its object", e))? {
+            self.shared += 1;
+        }
         Ok(())
     }
 
@@ -528,6 +591,17 @@ impl Applier<'_> {
         }
         Ok(())
     }
+}
+
+/// A regular file's owner, mode, xattrs and times. chown before chmod: chown clears
+/// setuid/setgid; xattrs after chown too, which clears security.capability.
+fn file_meta(file: BorrowedFd<'_>, meta: &Meta, es: &str) -> Result<(), UnpackError> {
+    rfs::fchown(file, Some(meta.uid), Some(meta.gid)).map_err(|e| io_err(es, "changing owner", e))?;
+    rfs::fchmod(file, meta.mode).map_err(|e| io_err(es, "changing mode", e))?;
+    for (k, v) in &meta.xattrs {
+        rfs::fsetxattr(file, k, v, XattrFlags::empty()).map_err(|e| io_err(es, "setting an xattr", e))?;
+    }
+    rfs::futimens(file, &meta.times()).map_err(|e| io_err(es, "setting times", e))
 }
 
 fn set_dir_meta(fd: BorrowedFd<'_>, meta: &Meta, es: &str) -> Result<(), UnpackError> {
@@ -808,7 +882,7 @@ mod tests {
     #[test]
     fn delete_mode_applies_whiteouts_in_place() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = UnpackOptions { whiteouts: WhiteoutMode::Delete, allow_devices: false };
+        let opts = UnpackOptions { whiteouts: WhiteoutMode::Delete, allow_devices: false, objects: None };
         let lower = tar(&[
             "a/",
             "a/keep",

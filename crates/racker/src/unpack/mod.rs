@@ -44,12 +44,15 @@ pub struct UnpackOptions {
     /// Whether character and block devices from the tar are created. FIFOs are always
     /// allowed, and so are the whiteout devices racker makes itself.
     pub allow_devices: bool,
+    /// The store's `objects/`: regular files are stored there once and linked (see
+    /// [`crate::objects`]); None writes every file in place.
+    pub objects: Option<std::path::PathBuf>,
 }
 
 impl Default for UnpackOptions {
     /// Overlay whiteouts, no devices: the cautious choice.
     fn default() -> Self {
-        UnpackOptions { whiteouts: WhiteoutMode::Overlay, allow_devices: false }
+        UnpackOptions { whiteouts: WhiteoutMode::Overlay, allow_devices: false, objects: None }
     }
 }
 
@@ -65,6 +68,8 @@ pub struct UnpackStats {
     /// Number of file system objects created (files, directories, links, nodes and
     /// whiteout devices; not directories that already existed).
     pub files: u64,
+    /// Regular files linked to an object another layer had stored already.
+    pub shared: u64,
 }
 
 /// Why a layer could not be unpacked. Every variant names what it is about, so that a

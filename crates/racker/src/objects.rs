@@ -1,0 +1,277 @@
+//! File objects: each regular file of an unpacked layer (above [`MIN_SIZE`]) is stored
+//! once, as `objects/<2 hex>/<62 hex>` in the store, and every layer directory that holds
+//! it is a hard link to that one inode, as ostree's bare repositories and composefs's
+//! object stores do. Identical files across layers and images then take their space once
+//! on disk and once in the page cache.
+//!
+//! An object's name is the blake3 of its content *and* of the metadata an inode carries
+//! (mode, owner, mtime, xattrs): a shared inode never changes a file's metadata, so two
+//! files share only where they are the same in everything `stat` and `getxattr` see.
+//! Overlayfs copies a lower file up before the first write, so no container ever
+//! modifies an object.
+//!
+//! The applier writes a file as an `O_TMPFILE` in its layer directory, hashing it as it
+//! writes, sets its metadata, and then links it: to the object if one exists, else into
+//! `objects/` first and from there. Nothing is ever half-linked: a file is either a link
+//! to a complete object or not there. An object that only `objects/` holds (link count
+//! 1: its layers are gone, or an unpack crashed) is garbage that `gc` removes.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
+use rustix::io::Errno;
+
+/// Files smaller than this are written as they are: below a few blocks the inode and the
+/// directory entry cost more than sharing saves.
+pub const MIN_SIZE: u64 = 1024;
+
+/// The store's `objects/` directory.
+pub const DIR: &str = "objects";
+
+/// `RACKER_FILE_OBJECTS=off` unpacks new layers without objects, every file in place: for
+/// benchmarks of the difference, and file systems where hard links are unwelcome.
+pub const ENV: &str = "RACKER_FILE_OBJECTS";
+
+/// Whether new layers get file objects (see [`ENV`]).
+pub fn enabled() -> bool {
+    std::env::var(ENV).map_or(true, |v| v != "off")
+}
+
+/// What an object's name is made of beside its content.
+pub struct ObjectMeta<'a> {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: (i64, i64),
+    pub xattrs: &'a [(Vec<u8>, Vec<u8>)],
+}
+
+/// An object's name: blake3 over a version tag, the content's blake3 and the metadata.
+pub fn name(content: &blake3::Hash, meta: &ObjectMeta<'_>) -> String {
+    let mut key = blake3::Hasher::new();
+    key.update(b"racker-object-1\0");
+    key.update(content.as_bytes());
+    key.update(&meta.mode.to_le_bytes());
+    key.update(&meta.uid.to_le_bytes());
+    key.update(&meta.gid.to_le_bytes());
+    key.update(&meta.mtime.0.to_le_bytes());
+    key.update(&meta.mtime.1.to_le_bytes());
+    let mut xattrs: Vec<&(Vec<u8>, Vec<u8>)> = meta.xattrs.iter().collect();
+    xattrs.sort();
+    for (k, v) in xattrs {
+        key.update(&(k.len() as u64).to_le_bytes());
+        key.update(k);
+        key.update(&(v.len() as u64).to_le_bytes());
+        key.update(v);
+    }
+    key.finalize().to_hex().to_string()
+}
+
+/// `<2 hex>/<62 hex>`: the object's path below `objects/`.
+fn relative(name: &str) -> (&str, String) {
+    let (fan, _) = name.split_at(2);
+    (fan, format!("{fan}/{}", &name[2..]))
+}
+
+/// The store's object directory, opened.
+#[derive(Debug)]
+pub struct Objects {
+    dir: OwnedFd,
+}
+
+impl Objects {
+    /// Opens `dir` (`objects/` of a store), making it (mode 0700) if it is missing.
+    pub fn open(dir: &Path) -> io::Result<Objects> {
+        crate::private::dir(dir)?;
+        let dir = rfs::open(dir, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+        Ok(Objects { dir })
+    }
+
+    /// Makes `name` in `parent` the object `object`: the existing one, or `file` (an
+    /// `O_TMPFILE` with its content and metadata in place) stored as that object first.
+    /// Returns whether the object existed.
+    pub fn link(
+        &self,
+        file: BorrowedFd<'_>,
+        object: &str,
+        parent: BorrowedFd<'_>,
+        name: &[u8],
+    ) -> rustix::io::Result<bool> {
+        let (fan, path) = relative(object);
+        loop {
+            match rfs::linkat(&self.dir, &path, parent, name, AtFlags::empty()) {
+                Ok(()) => return Ok(true),
+                Err(Errno::NOENT) => {}
+                // The object has as many links as the file system allows (65000 on
+                // ext4): this copy stays a file of its own.
+                Err(Errno::MLINK) => {
+                    rfs::linkat(file, "", parent, name, AtFlags::EMPTY_PATH)?;
+                    return Ok(false);
+                }
+                Err(e) => return Err(e),
+            }
+            match rfs::mkdirat(&self.dir, fan, Mode::from_raw_mode(0o700)) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => return Err(e),
+            }
+            match rfs::linkat(file, "", &self.dir, &path, AtFlags::EMPTY_PATH) {
+                Ok(()) => {
+                    rfs::linkat(&self.dir, &path, parent, name, AtFlags::empty())?;
+                    return Ok(false);
+                }
+                // Another unpack stored it first: link to that one.
+                Err(Errno::EXIST) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// An `O_TMPFILE` for a file's content in `parent`; None where the file system has none
+/// (the file is then written as it is).
+pub fn tmpfile(parent: impl AsFd) -> rustix::io::Result<Option<OwnedFd>> {
+    match rfs::openat(parent, ".", OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC, Mode::from_raw_mode(0o600)) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// How much the objects share: files stored once and linked from layers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Sharing {
+    /// Objects in the store.
+    pub objects: u64,
+    /// Their bytes, each counted once: what the disk holds.
+    pub stored: u64,
+    /// Their bytes counted once per layer file that links them: what the layers would
+    /// take without objects.
+    pub logical: u64,
+    /// The objects most layer files share (bytes saved = size × (links − 1)), largest first.
+    pub top: Vec<SharedObject>,
+}
+
+/// One object and how often layers link it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SharedObject {
+    pub name: String,
+    pub size: u64,
+    /// Layer files linking it.
+    pub links: u64,
+}
+
+/// Every object below `dir` with its size and link count (the `objects/` entry included).
+fn each(dir: &Path, mut f: impl FnMut(PathBuf, String, &std::fs::Metadata)) -> io::Result<()> {
+    let fans = match std::fs::read_dir(dir) {
+        Ok(fans) => fans,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for fan in fans {
+        let fan = fan?;
+        if !fan.file_type()?.is_dir() {
+            continue; // not racker's
+        }
+        let prefix = fan.file_name().to_string_lossy().into_owned();
+        for object in std::fs::read_dir(fan.path())? {
+            let object = object?;
+            let meta = object.metadata()?;
+            f(object.path(), format!("{prefix}{}", object.file_name().to_string_lossy()), &meta);
+        }
+    }
+    Ok(())
+}
+
+/// What the objects below `dir` share, with the `top` most shared.
+pub fn sharing(dir: &Path, top: usize) -> io::Result<Sharing> {
+    let mut sharing = Sharing::default();
+    let mut all = Vec::new();
+    each(dir, |_, name, meta| {
+        let links = meta.nlink().saturating_sub(1);
+        sharing.objects += 1;
+        sharing.stored += meta.size();
+        sharing.logical += meta.size() * links;
+        all.push(SharedObject { name, size: meta.size(), links });
+    })?;
+    all.sort_by_key(|o| std::cmp::Reverse(o.size * o.links.saturating_sub(1)));
+    sharing.top = all.into_iter().filter(|o| o.links > 1).take(top).collect();
+    Ok(sharing)
+}
+
+/// Objects below `dir` that no layer links any more (link count 1): their paths and
+/// sizes. Only safe to remove while nothing can link them (gc's exclusive lock).
+pub fn unlinked(dir: &Path) -> io::Result<Vec<(PathBuf, u64)>> {
+    let mut found = Vec::new();
+    each(dir, |path, _, meta| {
+        if meta.nlink() <= 1 {
+            found.push((path, meta.size()));
+        }
+    })?;
+    Ok(found)
+}
+
+/// The inode numbers of the objects below `dir`: a walk of a container's root that meets
+/// one of them met a shared object, not a hard link the image made (overlayfs shows a
+/// lower file's own inode number, under its own device number).
+pub fn inodes(dir: &Path) -> io::Result<std::collections::HashSet<u64>> {
+    let mut found = std::collections::HashSet::new();
+    each(dir, |_, _, meta| {
+        found.insert(meta.ino());
+    })?;
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    fn meta(mode: u32, xattrs: &[(Vec<u8>, Vec<u8>)]) -> ObjectMeta<'_> {
+        ObjectMeta { mode, uid: 0, gid: 0, mtime: (1_700_000_000, 0), xattrs }
+    }
+
+    #[test]
+    fn names_cover_content_and_every_bit_of_metadata_but_not_xattr_order() {
+        let content = blake3::hash(b"data");
+        let a = [(b"user.a".to_vec(), b"1".to_vec()), (b"user.b".to_vec(), b"2".to_vec())];
+        let b = [a[1].clone(), a[0].clone()];
+        assert_eq!(name(&content, &meta(0o644, &a)), name(&content, &meta(0o644, &b)));
+        assert_ne!(name(&content, &meta(0o644, &a)), name(&content, &meta(0o644, &[])));
+        assert_ne!(name(&content, &meta(0o644, &[])), name(&content, &meta(0o4644, &[])));
+        assert_ne!(name(&content, &meta(0o644, &[])), name(&blake3::hash(b"other"), &meta(0o644, &[])));
+        let owned = ObjectMeta { uid: 1000, ..meta(0o644, &[]) };
+        assert_ne!(name(&content, &meta(0o644, &[])), name(&content, &owned));
+        assert_eq!(name(&content, &meta(0o644, &[])).len(), 64);
+    }
+
+    /// Writes `bytes` as an O_TMPFILE in `dir` and links it as `file` through `objects`.
+    fn store(objects: &Objects, dir: &Path, file: &str, bytes: &[u8]) -> bool {
+        let parent = rfs::open(dir, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).expect("dir");
+        let fd = tmpfile(&parent).expect("tmpfile").expect("O_TMPFILE on the test's file system");
+        let mut f = std::fs::File::from(fd);
+        f.write_all(bytes).expect("write");
+        let object = name(&blake3::hash(bytes), &meta(0o600, &[]));
+        objects.link(f.as_fd(), &object, parent.as_fd(), file.as_bytes()).expect("link")
+    }
+
+    #[test]
+    fn the_second_file_links_the_first_ones_object_and_sharing_counts_it() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let objects = Objects::open(&root.path().join(DIR)).expect("objects");
+        assert!(!store(&objects, root.path(), "a", b"same"), "a new object");
+        assert!(store(&objects, root.path(), "b", b"same"), "linked to the existing one");
+        assert!(!store(&objects, root.path(), "c", b"other"));
+        let ino = |f: &str| std::fs::metadata(root.path().join(f)).expect("stat").ino();
+        assert_eq!(ino("a"), ino("b"));
+        assert_ne!(ino("a"), ino("c"));
+        let shared = sharing(&root.path().join(DIR), 5).expect("sharing");
+        assert_eq!((shared.objects, shared.stored, shared.logical), (2, 9, 13));
+        assert_eq!(shared.top.len(), 1, "only the object two files link");
+        std::fs::remove_file(root.path().join("c")).expect("rm");
+        let unlinked = unlinked(&root.path().join(DIR)).expect("unlinked");
+        assert_eq!(unlinked.iter().map(|(_, size)| *size).collect::<Vec<_>>(), [5], "the object of c only");
+    }
+}

@@ -1,0 +1,175 @@
+//! File objects: identical files of different layers and images are one inode in the
+//! store (objects/), a container's write never reaches it, `system df` shows the
+//! sharing, `export` writes each name as a file of its own, and gc removes objects no
+//! layer links. Real images pulled from OCI layouts into real stores.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+
+use crate::common::{images, TempStore};
+use crate::fixturegen::{build_tar, dir, file, gzip, sha256_hex, Layer, MT_GZIP};
+
+/// 8 KiB that both images carry at `srv/shared.dat`, with the same mode and owner.
+fn shared_bytes() -> Vec<u8> {
+    (0..8192u32).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+/// A layer with the shared file (twice, under two names), a copy of it under another
+/// mode, a small file, and `marker` to make each layer its own.
+fn layer(marker: &[u8]) -> Layer {
+    let shared = shared_bytes();
+    let tar = build_tar(&[
+        dir(b"srv/", 0o755),
+        file(b"srv/shared.dat", 0o644, &shared),
+        file(b"srv/copy.dat", 0o644, &shared),
+        file(b"srv/private.dat", 0o600, &shared),
+        file(b"srv/small", 0o644, b"below the threshold\n"),
+        file(b"srv/marker", 0o644, marker),
+    ])
+    .expect("tar");
+    Layer { blob: gzip(&tar).expect("gzip"), media_type: MT_GZIP, tar }
+}
+
+/// Pulls an image of busybox and `top` into `store` as `name`.
+fn add(store: &TempStore, name: &str, top: Layer) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let location =
+        images::write_layout(dir.path(), &images::image(&[images::busybox_layer(), top], images::busybox_config()));
+    store.ok(&["pull", "-q", &location]);
+    let row: serde_json::Value =
+        serde_json::from_str(store.ok(&["images", "--format", "json", "--no-trunc"]).lines().next().expect("an image"))
+            .expect("json");
+    let pulled = format!("{}:{}", row["Repository"].as_str().expect("repo"), row["Tag"].as_str().expect("tag"));
+    store.ok(&["tag", &pulled, name]);
+    store.ok(&["rmi", &pulled]);
+    dir
+}
+
+/// Every `srv/NAME` of the store's layer directories.
+fn layer_files(store: &TempStore, name: &str) -> Vec<PathBuf> {
+    let layers = store.root().join("layers");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&layers)
+        .expect("layers/")
+        .flatten()
+        .map(|e| e.path().join("srv").join(name))
+        .filter(|p| p.exists())
+        .collect();
+    found.sort();
+    found
+}
+
+fn inode(path: &Path) -> (u64, u64) {
+    let meta = std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (meta.ino(), meta.nlink())
+}
+
+fn objects(store: &TempStore) -> usize {
+    walkdir::WalkDir::new(store.root().join("objects"))
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .count()
+}
+
+#[test]
+fn identical_files_of_two_images_are_one_object_that_containers_cannot_change() {
+    let store = TempStore::new();
+    let _one = add(&store, "one", layer(b"one"));
+    let _two = add(&store, "two", layer(b"two"));
+
+    // One inode for the four names (two per image), linked from objects/ too.
+    let shared: Vec<(u64, u64)> =
+        layer_files(&store, "shared.dat").iter().chain(&layer_files(&store, "copy.dat")).map(|p| inode(p)).collect();
+    assert_eq!(shared.len(), 4, "two layers, two names each");
+    assert!(shared.iter().all(|i| i.0 == shared[0].0), "one inode: {shared:?}");
+    assert_eq!(shared[0].1, 5, "four layer names and the object");
+    // Another mode is another object: a shared inode never changes a file's metadata.
+    let private: BTreeSet<u64> = layer_files(&store, "private.dat").iter().map(|p| inode(p).0).collect();
+    assert_eq!(private.len(), 1);
+    assert!(!private.contains(&shared[0].0));
+    for path in layer_files(&store, "private.dat") {
+        assert_eq!(std::fs::metadata(&path).expect("stat").mode() & 0o7777, 0o600);
+    }
+    // Small files are written as they are.
+    assert!(layer_files(&store, "small").iter().all(|p| inode(p).1 == 1));
+    // busybox (one layer, both images) and three objects of the top layers.
+    assert_eq!(objects(&store), 3, "busybox, shared.dat, private.dat");
+
+    // A container's write is its own: overlayfs copies the file up.
+    store.ok(&["run", "--rm", "one", "sh", "-c", "echo changed >> /srv/shared.dat"]);
+    store.ok(&["create", "--name", "writer", "one", "sh", "-c", "echo changed >> /srv/shared.dat"]);
+    store.ok(&["start", "-a", "writer"]);
+    let sum = store.ok(&["run", "--rm", "two", "sha256sum", "/srv/shared.dat"]);
+    assert!(sum.starts_with(&sha256_hex(&shared_bytes())), "image two unchanged: {sum}");
+    let sum = store.ok(&["run", "--rm", "one", "sha256sum", "/srv/copy.dat"]);
+    assert!(sum.starts_with(&sha256_hex(&shared_bytes())), "the other name in image one unchanged: {sum}");
+    for path in layer_files(&store, "shared.dat") {
+        assert_eq!(std::fs::read(&path).expect("read"), shared_bytes(), "{} unchanged", path.display());
+    }
+    // export writes each name as a file of its own, not as hard links between them.
+    let tar = store.cmd().args(["export", "writer"]).output().expect("export").stdout;
+    let mut archive = tar::Archive::new(&tar[..]);
+    let kinds: Vec<(String, tar::EntryType)> = archive
+        .entries()
+        .expect("tar")
+        .flatten()
+        .map(|e| (e.path().expect("path").display().to_string(), e.header().entry_type()))
+        .filter(|(p, _)| p.starts_with("srv/"))
+        .collect();
+    assert!(kinds.iter().filter(|(p, _)| p.ends_with(".dat")).all(|(_, k)| *k == tar::EntryType::Regular), "{kinds:?}");
+    store.ok(&["rm", "writer"]);
+
+    // system df: what the objects hold once, and what the layers would hold without them.
+    let df: Vec<serde_json::Value> = store
+        .ok(&["system", "df", "--format", "json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let layers = df.iter().find(|r| r["Type"] == "Layers").expect("Layers row");
+    let stored = layers["FileObjectsStoredBytes"].as_u64().expect("stored");
+    let logical = layers["FileObjectsLogicalBytes"].as_u64().expect("logical");
+    assert_eq!(layers["FileObjects"], 3);
+    assert!(logical >= stored + 3 * 8192, "four names of one 8 KiB object, two of another: {stored} / {logical}");
+    assert!(layers["SharedFiles"][0]["Links"].as_u64().is_some_and(|n| n >= 4), "{}", layers["SharedFiles"]);
+    assert!(store.ok(&["system", "df"]).contains("File objects: 3 files"));
+
+    // Objects go with the last layer that links them (rmi frees at once, as gc does).
+    store.ok(&["rmi", "two"]);
+    assert_eq!(objects(&store), 3, "image one still links all three");
+    store.ok(&["rmi", "one"]);
+    assert_eq!(objects(&store), 0);
+    // What an unpack killed after storing an object leaves (injected: the kill cannot be
+    // timed): an object no layer links, which gc removes.
+    let fan = store.root().join("objects").join("00");
+    std::fs::create_dir_all(&fan).expect("mkdir");
+    std::fs::write(fan.join("1".repeat(62)), shared_bytes()).expect("write");
+    let gc = store.ok(&["gc"]);
+    assert!(gc.contains("Deleted 1 file objects no layer links"), "{gc}");
+    assert_eq!(objects(&store), 0);
+    store.assert_clean();
+}
+
+#[test]
+fn unpacks_of_one_file_in_parallel_end_with_one_object() {
+    let store = TempStore::new();
+    // Eight images whose top layers hold the same file, pulled at once.
+    let layouts: Vec<(tempfile::TempDir, String)> = (0..8)
+        .map(|i| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let marker = format!("{i}");
+            let location =
+                images::write_layout(dir.path(), &images::image(&[layer(marker.as_bytes())], images::busybox_config()));
+            (dir, location)
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for (_, location) in &layouts {
+            s.spawn(|| store.ok(&["pull", "-q", location]));
+        }
+    });
+    let inodes: BTreeSet<u64> = layer_files(&store, "shared.dat").iter().map(|p| inode(p).0).collect();
+    assert_eq!(layer_files(&store, "shared.dat").len(), 8);
+    assert_eq!(inodes.len(), 1, "one object, whoever stored it first");
+    store.assert_clean();
+}
