@@ -102,28 +102,28 @@ impl Objects {
     ) -> rustix::io::Result<bool> {
         let (fan, path) = relative(object);
         loop {
+            // Stored as the object first: two calls for a new object and for a known one.
+            match rfs::linkat(file, "", &self.dir, &path, AtFlags::EMPTY_PATH) {
+                Ok(()) => {
+                    rfs::linkat(&self.dir, &path, parent, name, AtFlags::empty())?;
+                    return Ok(false);
+                }
+                Err(Errno::NOENT) => match rfs::mkdirat(&self.dir, fan, Mode::from_raw_mode(0o700)) {
+                    Ok(()) | Err(Errno::EXIST) => continue,
+                    Err(e) => return Err(e),
+                },
+                // Another layer stored it: link to that one (this file is dropped).
+                Err(Errno::EXIST) => {}
+                Err(e) => return Err(e),
+            }
             match rfs::linkat(&self.dir, &path, parent, name, AtFlags::empty()) {
                 Ok(()) => return Ok(true),
-                Err(Errno::NOENT) => {}
                 // The object has as many links as the file system allows (65000 on
                 // ext4): this copy stays a file of its own.
                 Err(Errno::MLINK) => {
                     rfs::linkat(file, "", parent, name, AtFlags::EMPTY_PATH)?;
                     return Ok(false);
                 }
-                Err(e) => return Err(e),
-            }
-            match rfs::mkdirat(&self.dir, fan, Mode::from_raw_mode(0o700)) {
-                Ok(()) | Err(Errno::EXIST) => {}
-                Err(e) => return Err(e),
-            }
-            match rfs::linkat(file, "", &self.dir, &path, AtFlags::EMPTY_PATH) {
-                Ok(()) => {
-                    rfs::linkat(&self.dir, &path, parent, name, AtFlags::empty())?;
-                    return Ok(false);
-                }
-                // Another unpack stored it first: link to that one.
-                Err(Errno::EXIST) => continue,
                 Err(e) => return Err(e),
             }
         }
