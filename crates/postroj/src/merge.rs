@@ -82,8 +82,9 @@ pub fn merge(reports: Vec<(String, Report)>, count: Option<u32>) -> Result<Merge
         }
     }
     // Matrix order, with a case for every cell that did not run.
+    let ran: std::collections::HashSet<Cell> = suites.iter().map(Suite::cell).collect();
     for (cell, shard) in matrix.iter().zip(&assigned) {
-        if suites.iter().any(|s| &s.cell() == cell) {
+        if ran.contains(cell) {
             continue;
         }
         let why = match present.contains(&shard.index) {
@@ -92,8 +93,8 @@ pub fn merge(reports: Vec<(String, Report)>, count: Option<u32>) -> Result<Merge
         };
         suites.push(missing(cell, why));
     }
-    let position = |suite: &Suite| matrix.iter().position(|c| *c == suite.cell()).unwrap_or(usize::MAX);
-    suites.sort_by_key(position);
+    let position: std::collections::HashMap<&Cell, usize> = matrix.iter().enumerate().map(|(i, c)| (c, i)).collect();
+    suites.sort_by_cached_key(|suite| position.get(&suite.cell()).copied().unwrap_or(usize::MAX));
     merged.suites = suites;
     Ok(Merged { report: merged, problems })
 }

@@ -263,16 +263,16 @@ impl Report {
         Report { hostname: hostname(), timestamp: Utc::now(), suites: Vec::new(), shard: None, matrix: Vec::new() }
     }
 
-    /// How `suite` is named in tables and JUnit: its image, and its package and mode
-    /// where the matrix (or the report's suites) has several.
-    pub fn title(&self, suite: &Suite) -> String {
-        let cell = suite.cell();
+    /// How each suite is named in tables and JUnit, in order: its image, and its package
+    /// and mode where the matrix (or the report's suites) has several.
+    pub fn titles(&self) -> Vec<String> {
         let cells: Vec<Cell> = match self.matrix.is_empty() {
             true => self.suites.iter().map(Suite::cell).collect(),
             false => self.matrix.clone(),
         };
-        let varies = |part: fn(&Cell) -> &Option<String>| cells.iter().any(|c| part(c) != part(&cell));
-        cell.title(varies(|c| &c.package), varies(|c| &c.mode))
+        let varies = |part: fn(&Cell) -> Option<&String>| cells.iter().any(|c| part(c) != cells.first().and_then(part));
+        let (package, mode) = (varies(|c| c.package.as_ref()), varies(|c| c.mode.as_ref()));
+        self.suites.iter().map(|s| s.cell().title(package, mode)).collect()
     }
 
     pub fn push(&mut self, suite: Suite) {
@@ -298,24 +298,25 @@ impl Report {
     /// The summary for people: a table of image, check, result and time, then the
     /// reasons of every failure and error, then one line of counts.
     pub fn render_text(&self) -> String {
+        let titles = self.titles();
         let mut rows = Vec::new();
-        for suite in &self.suites {
+        for (suite, title) in self.suites.iter().zip(&titles) {
             for case in &suite.cases {
                 let result = match &case.outcome {
                     Outcome::Passed { detail } if !detail.is_empty() => format!("passed ({})", one_line(detail)),
                     Outcome::Skipped { reason } => format!("skipped ({})", one_line(reason)),
                     outcome => outcome.word().to_owned(),
                 };
-                rows.push(vec![self.title(suite), case.name.clone(), result, format!("{:.1} s", secs(case.duration))]);
+                rows.push(vec![title.clone(), case.name.clone(), result, format!("{:.1} s", secs(case.duration))]);
             }
         }
         let mut out = racker::table::table(&["IMAGE", "CHECK", "RESULT", "TIME"], &rows);
-        for suite in &self.suites {
+        for (suite, title) in self.suites.iter().zip(&titles) {
             let phases: Vec<String> =
                 suite.phases().iter().map(|(phase, time)| format!("{phase} {:.2} s", secs(*time))).collect();
-            let _ = writeln!(out, "\n{} phases: {}", self.title(suite), phases.join(", "));
+            let _ = writeln!(out, "\n{} phases: {}", title, phases.join(", "));
             if let Some(effects) = &suite.effects {
-                let _ = writeln!(out, "\n{} effects of {}:", self.title(suite), effects.step);
+                let _ = writeln!(out, "\n{} effects of {}:", title, effects.step);
                 for line in effects.render_text().lines() {
                     let _ = writeln!(out, "  {line}");
                 }
@@ -325,16 +326,16 @@ impl Report {
                     out,
                     "\n{}: container {name} kept running: racker exec {name} COMMAND to look into it, \
                      racker rm -f {name} to remove it",
-                    self.title(suite)
+                    title
                 );
             }
         }
-        for suite in &self.suites {
+        for (suite, title) in self.suites.iter().zip(&titles) {
             for case in &suite.cases {
                 let (Outcome::Failed { message, details } | Outcome::Error { message, details }) = &case.outcome else {
                     continue;
                 };
-                let _ = writeln!(out, "\n{} / {}: {}", self.title(suite), case.name, message);
+                let _ = writeln!(out, "\n{} / {}: {}", title, case.name, message);
                 for line in details.lines() {
                     let _ = writeln!(out, "    {line}");
                 }
@@ -454,17 +455,20 @@ impl Report {
                 ("time", time.as_str()),
                 ("timestamp", timestamp.as_str()),
             ])
-            .write_inner_content(|w| self.suites.iter().try_for_each(|suite| self.write_suite(w, suite)))?;
+            .write_inner_content(|w| {
+                let titles = self.titles();
+                self.suites.iter().zip(&titles).try_for_each(|(suite, title)| self.write_suite(w, suite, title))
+            })?;
         Ok(())
     }
 
-    fn write_suite(&self, w: &mut Writer<Vec<u8>>, suite: &Suite) -> std::io::Result<()> {
+    fn write_suite(&self, w: &mut Writer<Vec<u8>>, suite: &Suite, title: &str) -> std::io::Result<()> {
         let c = suite.counts();
         let (tests, failures, errors, skipped) =
             (c.tests.to_string(), c.failures.to_string(), c.errors.to_string(), c.skipped.to_string());
         let time = format!("{:.3}", secs(suite.duration()));
         let timestamp = junit_timestamp(&suite.timestamp);
-        let name = xml_safe(&self.title(suite));
+        let name = xml_safe(title);
         let hostname = xml_safe(suite.hostname.as_deref().unwrap_or(&self.hostname));
         let classname = format!("postroj.pkgprobe.{name}");
         let element = w.create_element("testsuite").with_attributes([
