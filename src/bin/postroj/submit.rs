@@ -138,7 +138,11 @@ fn submit(args: &SlurmArgs, postroj: &Postroj) -> Result<()> {
         )?;
         return Ok(());
     }
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating the job directory {}", dir.display()))?;
+    if dir.join(JOBS_FILE).exists() {
+        bail!("{} holds a submitted matrix already: give another --job-dir", dir.display());
+    }
+    // The reports hold journal lines and package details: root's, as racker's files are.
+    racker::private::dir(&dir).with_context(|| format!("creating the job directory {}", dir.display()))?;
     let array_script = dir.join("pkgprobe.sbatch");
     let merge_script = dir.join("merge.sbatch");
     std::fs::write(&array_script, &scripts.array).with_context(|| format!("writing {}", array_script.display()))?;
@@ -196,6 +200,14 @@ impl Scripts {
         let common =
             format!("{exe} --root {} --apt-cache {}", q(path_str(postroj.root)?)?, q(path_str(postroj.apt_cache)?)?);
         let dir_q = q(path_str(dir)?)?;
+        // Each option is a `#SBATCH` line of its own: a line break would start a command.
+        let one_line = |what: &str, value: &str| match value.contains(['\n', '\r']) {
+            true => Err(anyhow::anyhow!(
+                "{what} {value:?}: a line break in it would end the #SBATCH line; give it on one line"
+            )),
+            false => Ok(()),
+        };
+        one_line("--job-dir", path_str(dir)?)?;
         let mut options = Vec::new();
         if let Some(partition) = &args.partition {
             options.push(format!("--partition={partition}"));
@@ -204,6 +216,9 @@ impl Scripts {
             options.push(format!("--time={time}"));
         }
         options.extend(args.sbatch_args.iter().cloned());
+        for option in &options {
+            one_line("sbatch option", option)?;
+        }
         let directives = |name: &str, output: &str| {
             let mut lines =
                 vec![format!("#SBATCH --job-name={name}"), format!("#SBATCH --output={}", dir.join(output).display())];
