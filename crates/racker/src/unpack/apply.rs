@@ -66,7 +66,6 @@ pub fn apply_tar_at<R: Read>(
         root,
         opts,
         objects,
-        shared: 0,
         owner,
         cache: None,
         added: HashSet::new(),
@@ -102,7 +101,7 @@ pub fn apply_tar_at<R: Read>(
     applier.set_dir_times()?;
     let (diff_id, tar_size) =
         archive.into_inner().finish().map_err(|e| corrupt("reading the end of the tar stream", e))?;
-    Ok(UnpackStats { diff_id, tar_size, size: applier.size, files: applier.files, shared: applier.shared })
+    Ok(UnpackStats { diff_id, tar_size, size: applier.size, files: applier.files })
 }
 
 /// Why an archive path is refused.
@@ -163,8 +162,6 @@ struct Applier<'o> {
     /// Where regular files are stored once (see [`crate::objects`]); None when the caller
     /// gave none or the file system has no `O_TMPFILE`.
     objects: Option<Objects>,
-    /// Files linked to an object that existed.
-    shared: u64,
     /// The owner every entry gets, whatever the tar says.
     owner: Option<(u32, u32)>,
     /// The last parent directory resolved (an `O_PATH` fd) and its archive path: tars
@@ -419,9 +416,7 @@ impl Applier<'_> {
             },
         );
         let objects = self.objects.as_ref().ok_or_else(|| bad(es, "no object directory".into()))?;
-        if objects.link(file.as_fd(), &object, parent, name).map_err(|e| io_err(es, "linking its object", e))? {
-            self.shared += 1;
-        }
+        objects.link(file.as_fd(), &object, parent, name).map_err(|e| io_err(es, "linking its object", e))?;
         Ok(())
     }
 

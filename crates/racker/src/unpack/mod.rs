@@ -68,8 +68,6 @@ pub struct UnpackStats {
     /// Number of file system objects created (files, directories, links, nodes and
     /// whiteout devices; not directories that already existed).
     pub files: u64,
-    /// Regular files linked to an object another layer had stored already.
-    pub shared: u64,
 }
 
 /// Why a layer could not be unpacked. Every variant names what it is about, so that a
