@@ -128,6 +128,16 @@ impl Objects {
             }
         }
     }
+
+    /// Takes back an object that a failed unpack stored, so that it goes now rather than
+    /// with the next gc: unless another layer linked it meanwhile (more links than the
+    /// object's own and the failed layer's). Best effort: gc removes what stays.
+    pub fn forget(&self, object: &str) {
+        let (_, path) = relative(object);
+        if rfs::statat(&self.dir, &path, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| st.st_nlink <= 2) {
+            let _ = rfs::unlinkat(&self.dir, &path, AtFlags::empty());
+        }
+    }
 }
 
 /// An `O_TMPFILE` for a file's content in `parent`; None where the file system has none

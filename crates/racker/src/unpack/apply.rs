@@ -16,6 +16,7 @@ use rustix::io::Errno;
 use tar::EntryType;
 
 use super::extensions::{ExtensionError, Extensions, ReadError};
+use super::handoff;
 use super::{UnpackError, UnpackOptions, UnpackStats, WhiteoutMode};
 use crate::digest::HashingReader;
 use crate::objects::{self, ObjectMeta, Objects};
@@ -62,10 +63,11 @@ pub fn apply_tar_at<R: Read>(
         })?),
         None => None,
     };
-    let mut applier = Applier {
+    let applier = Applier {
         root,
         opts,
         objects,
+        stored: Vec::new(),
         owner,
         cache: None,
         added: HashSet::new(),
@@ -74,34 +76,16 @@ pub fn apply_tar_at<R: Read>(
         files: 0,
         buf: vec![0; 128 * 1024],
     };
-    let mut archive = tar::Archive::new(HashingReader::new(tar));
-    // Raw entries: extension headers are read here, by length (see `extensions`).
-    let entries = archive.entries().map_err(|e| corrupt("reading the first entry", e))?.raw(true);
-    let mut ext = Extensions::default();
-    for entry in entries {
-        let mut entry = entry.map_err(|e| corrupt("reading the next entry", e))?;
-        let etype = entry.header().entry_type();
-        let size = entry.header().size().map_err(|e| corrupt("reading an entry's size", e))?;
-        let read = match etype {
-            EntryType::XHeader => ext.read_pax(&mut entry, size),
-            EntryType::GNULongName => ext.read_gnu(&mut entry, size, false),
-            EntryType::GNULongLink => ext.read_gnu(&mut entry, size, true),
-            // Global records (e.g. git archive's comment) say nothing racker applies.
-            EntryType::XGlobalHeader => Ok(()),
-            _ => {
-                applier.apply(&mut entry, &std::mem::take(&mut ext))?;
-                continue;
-            }
-        };
-        read.map_err(|e| extension_err(&entry, e))?;
-    }
-    if !ext.is_empty() {
-        return Err(corrupt("reading the end of the tar stream", io::Error::other(ExtensionError::Dangling)));
-    }
-    applier.set_dir_times()?;
-    let (diff_id, tar_size) =
-        archive.into_inner().finish().map_err(|e| corrupt("reading the end of the tar stream", e))?;
-    Ok(UnpackStats { diff_id, tar_size, size: applier.size, files: applier.files })
+    // The stream is read (and hashed: the diff_id) here, and applied on a thread of its own.
+    let mut tar = HashingReader::new(tar);
+    let (pump, chunks) = handoff::channel();
+    let (size, files) = std::thread::scope(|s| {
+        let applying = s.spawn(move || applier.apply_all(chunks));
+        pump.run(&mut tar);
+        applying.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })?;
+    let (diff_id, tar_size) = tar.finish().map_err(|e| corrupt("reading the end of the tar stream", e))?;
+    Ok(UnpackStats { diff_id, tar_size, size, files })
 }
 
 /// Why an archive path is refused.
@@ -162,6 +146,8 @@ struct Applier<'o> {
     /// Where regular files are stored once (see [`crate::objects`]); None when the caller
     /// gave none or the file system has no `O_TMPFILE`.
     objects: Option<Objects>,
+    /// Objects this unpack stored: taken back if it fails.
+    stored: Vec<String>,
     /// The owner every entry gets, whatever the tar says.
     owner: Option<(u32, u32)>,
     /// The last parent directory resolved (an `O_PATH` fd) and its archive path: tars
@@ -180,6 +166,49 @@ struct Applier<'o> {
 }
 
 impl Applier<'_> {
+    /// Applies every entry of `tar` and reads it to its end (the trailing zero blocks
+    /// belong to the diff_id); returns the bytes and entries made.
+    fn apply_all(mut self, tar: impl Read) -> Result<(u64, u64), UnpackError> {
+        let applied = self.apply_entries(tar);
+        if applied.is_err() {
+            if let Some(objects) = &self.objects {
+                self.stored.iter().for_each(|name| objects.forget(name));
+            }
+        }
+        applied
+    }
+
+    fn apply_entries(&mut self, tar: impl Read) -> Result<(u64, u64), UnpackError> {
+        let mut archive = tar::Archive::new(tar);
+        // Raw entries: extension headers are read here, by length (see `extensions`).
+        let entries = archive.entries().map_err(|e| corrupt("reading the first entry", e))?.raw(true);
+        let mut ext = Extensions::default();
+        for entry in entries {
+            let mut entry = entry.map_err(|e| corrupt("reading the next entry", e))?;
+            let etype = entry.header().entry_type();
+            let size = entry.header().size().map_err(|e| corrupt("reading an entry's size", e))?;
+            let read = match etype {
+                EntryType::XHeader => ext.read_pax(&mut entry, size),
+                EntryType::GNULongName => ext.read_gnu(&mut entry, size, false),
+                EntryType::GNULongLink => ext.read_gnu(&mut entry, size, true),
+                // Global records (e.g. git archive's comment) say nothing racker applies.
+                EntryType::XGlobalHeader => Ok(()),
+                _ => {
+                    self.apply(&mut entry, &std::mem::take(&mut ext))?;
+                    continue;
+                }
+            };
+            read.map_err(|e| extension_err(&entry, e))?;
+        }
+        if !ext.is_empty() {
+            return Err(corrupt("reading the end of the tar stream", io::Error::other(ExtensionError::Dangling)));
+        }
+        self.set_dir_times()?;
+        io::copy(&mut archive.into_inner(), &mut io::sink())
+            .map_err(|e| corrupt("reading the end of the tar stream", e))?;
+        Ok((self.size, self.files))
+    }
+
     fn apply<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>, ext: &Extensions) -> Result<(), UnpackError> {
         let raw = ext.path(&entry.header().path_bytes()).to_vec();
         let es = String::from_utf8_lossy(&raw).into_owned();
@@ -416,7 +445,9 @@ impl Applier<'_> {
             },
         );
         let objects = self.objects.as_ref().ok_or_else(|| bad(es, "no object directory".into()))?;
-        objects.link(file.as_fd(), &object, parent, name).map_err(|e| io_err(es, "linking its object", e))?;
+        if !objects.link(file.as_fd(), &object, parent, name).map_err(|e| io_err(es, "linking its object", e))? {
+            self.stored.push(object);
+        }
         Ok(())
     }
 

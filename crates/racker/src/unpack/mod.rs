@@ -14,6 +14,7 @@
 mod apply;
 mod compression;
 mod extensions;
+mod handoff;
 
 use std::io;
 
