@@ -7,8 +7,9 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
+use crate::common::diskfull::SmallStore;
 use crate::common::{images, TempStore};
-use crate::fixturegen::{build_tar, dir, file, gzip, sha256_hex, Layer, MT_GZIP};
+use crate::fixturegen::{build_tar, dir, file, gzip, gzip_fast, random_bytes, sha256_hex, Layer, MT_GZIP};
 
 /// 8 KiB that both images carry at `srv/shared.dat`, with the same mode and owner.
 fn shared_bytes() -> Vec<u8> {
@@ -171,5 +172,165 @@ fn unpacks_of_one_file_in_parallel_end_with_one_object() {
     let inodes: BTreeSet<u64> = layer_files(&store, "shared.dat").iter().map(|p| inode(p).0).collect();
     assert_eq!(layer_files(&store, "shared.dat").len(), 8);
     assert_eq!(inodes.len(), 1, "one object, whoever stored it first");
+    store.assert_clean();
+}
+
+/// `racker system fsck` with its exit code and stdout.
+fn fsck(store: &TempStore, args: &[&str]) -> (Option<i32>, String) {
+    let out = store.run(&[&["system", "fsck"], args].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.trim().is_empty(), "fsck {args:?} wrote to stderr: {stderr}");
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Flips one byte of `path` in place: bit rot, as the disk would do it.
+fn rot(path: &Path) {
+    use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(path).expect("open");
+    let mut byte = [0u8];
+    f.seek(SeekFrom::Start(100)).expect("seek");
+    f.read_exact(&mut byte).expect("read");
+    f.seek(SeekFrom::Start(100)).expect("seek");
+    f.write_all(&[byte[0] ^ 0xff]).expect("write");
+}
+
+#[test]
+fn fsck_finds_damaged_objects_and_repair_rebuilds_the_layers_that_link_them() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let store = TempStore::new();
+    let _one = add(&store, "one", layer(b"one"));
+    let _two = add(&store, "two", layer(b"two"));
+    let (code, out) = fsck(&store, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("no damage"), "{out}");
+
+    // The shared file rots on the disk (through one layer's name: it is the one inode),
+    // and someone chmods one layer's private.dat, which is every layer's.
+    rot(&layer_files(&store, "shared.dat")[0]);
+    let private = &layer_files(&store, "private.dat")[0];
+    std::fs::set_permissions(private, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let (code, out) = fsck(&store, &[]);
+    assert_eq!(code, Some(1), "damage found: {out}");
+    let report: serde_json::Value =
+        serde_json::from_str(&fsck(&store, &["--format", "json"]).1).expect("fsck --format json");
+    let problems = report["Problems"].as_array().expect("Problems");
+    let whats: Vec<&str> = problems.iter().map(|p| p["What"].as_str().expect("What")).collect();
+    assert_eq!(whats.iter().filter(|w| w.starts_with("file object ")).count(), 2, "{whats:?}");
+    assert_eq!(whats.iter().filter(|w| w.starts_with("layer sha256:")).count(), 2, "both top layers: {whats:?}");
+    for layer in problems.iter().filter(|p| p["What"].as_str().is_some_and(|w| w.starts_with("layer"))) {
+        let damage = layer["Damage"].as_str().expect("Damage");
+        assert!(damage.contains("/srv/shared.dat") && damage.contains("/srv/private.dat"), "{damage}");
+        assert_eq!(layer["Images"].as_array().map(Vec::len), Some(1), "{layer}");
+    }
+    assert!(out.contains("racker system fsck --repair"), "says how to repair: {out}");
+
+    let (code, out) = fsck(&store, &["--repair"]);
+    assert_eq!(code, Some(0), "all repaired: {out}");
+    assert_eq!(out.matches("repaired: rebuilt from blob sha256:").count(), 2, "{out}");
+    assert_eq!(fsck(&store, &[]).0, Some(0));
+    for path in layer_files(&store, "shared.dat") {
+        assert_eq!(std::fs::read(&path).expect("read"), shared_bytes(), "{} whole again", path.display());
+    }
+    for path in layer_files(&store, "private.dat") {
+        assert_eq!(std::fs::metadata(&path).expect("stat").mode() & 0o7777, 0o600, "{}", path.display());
+    }
+    let shared: BTreeSet<u64> = layer_files(&store, "shared.dat").iter().map(|p| inode(p).0).collect();
+    assert_eq!(shared.len(), 1, "the rebuilt layers share the file again");
+    let sum = store.ok(&["run", "--rm", "two", "sha256sum", "/srv/shared.dat"]);
+    assert!(sum.starts_with(&sha256_hex(&shared_bytes())), "{sum}");
+
+    // A layer whose blob is damaged too cannot be rebuilt: fsck says what to do instead.
+    let blob = store.root().join("blobs/sha256").join(sha256_hex(&layer(b"one").blob));
+    rot(&blob);
+    rot(&layer_files(&store, "shared.dat")[0]);
+    let (code, out) = fsck(&store, &["--repair"]);
+    assert_eq!(code, Some(1), "damage remains: {out}");
+    assert!(out.contains(&format!("blob sha256:{}", sha256_hex(&layer(b"one").blob))), "{out}");
+    assert_eq!(out.matches("NOT repaired").count(), 1, "image one's layer: {out}");
+    assert!(out.contains("racker rmi") && out.contains("racker gc"), "names the way out: {out}");
+    assert!(!blob.exists(), "the damaged blob is removed");
+    // Which, followed, leaves a whole store.
+    store.ok(&["rmi", "one"]);
+    store.ok(&["gc"]);
+    let _again = add(&store, "one", layer(b"one"));
+    assert_eq!(fsck(&store, &[]).0, Some(0));
+    let sum = store.ok(&["run", "--rm", "one", "sha256sum", "/srv/shared.dat"]);
+    assert!(sum.starts_with(&sha256_hex(&shared_bytes())), "{sum}");
+    store.assert_clean();
+}
+
+/// A layer of `count` distinct files of 4 KiB (objects each) and the shared file.
+fn many_files_layer(count: usize, seed: u64) -> Layer {
+    let contents: Vec<(Vec<u8>, Vec<u8>)> =
+        (0..count).map(|i| (format!("data/{i:05}.bin").into_bytes(), random_bytes(seed + i as u64, 4096))).collect();
+    let shared = shared_bytes();
+    let mut entries = vec![dir(b"data/", 0o755), file(b"data/shared.dat", 0o644, &shared)];
+    entries.extend(contents.iter().map(|(path, bytes)| file(path, 0o644, bytes)));
+    let tar = build_tar(&entries).expect("tar");
+    Layer { blob: gzip_fast(&tar).expect("gzip"), media_type: MT_GZIP, tar }
+}
+
+#[test]
+fn a_pull_killed_at_any_point_leaves_no_half_linked_object() {
+    let store = TempStore::new();
+    let layout = tempfile::tempdir().expect("tempdir");
+    let location = images::write_layout(
+        layout.path(),
+        &images::image(&[images::busybox_layer(), many_files_layer(4000, 1)], images::busybox_config()),
+    );
+    // How long a whole pull takes here, to spread the kills over it.
+    let scratch = TempStore::new();
+    let started = std::time::Instant::now();
+    scratch.ok(&["pull", "-q", &location]);
+    let whole = started.elapsed();
+    scratch.assert_clean();
+    drop(scratch);
+
+    for k in 1..=6u32 {
+        let mut pull = store.cmd().args(["pull", "-q", &location]).spawn().expect("racker pull");
+        std::thread::sleep(whole * k / 7);
+        let _ = pull.kill(); // SIGKILL; it may have finished
+        let _ = pull.wait();
+        // Every object there is whole, whatever the kill interrupted.
+        let (code, out) = fsck(&store, &[]);
+        assert_eq!(code, Some(0), "after a kill at {k}/7 of a pull: {out}");
+        store.ok(&["gc"]);
+        assert!(store.files("ingest").is_empty(), "gc left ingest/: {:?}", store.files("ingest"));
+        let unlinked = walkdir::WalkDir::new(store.root().join("objects"))
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_type().is_file() && e.metadata().is_ok_and(|m| m.nlink() == 1))
+            .count();
+        assert_eq!(unlinked, 0, "gc leaves no object that no layer links");
+        // A pull the kill missed: removed, so the next one does the work again.
+        if let Some(id) = store.ok(&["images", "-q"]).lines().next() {
+            store.ok(&["rmi", "-f", id]);
+            store.ok(&["gc"]);
+        }
+    }
+    store.ok(&["pull", "-q", &location]);
+    assert_eq!(fsck(&store, &[]).0, Some(0));
+    let id = store.ok(&["images", "-q"]).lines().next().expect("the image").to_owned();
+    let out = store.ok(&["run", "--rm", &id, "sh", "-c", "cat /data/*.bin | wc -c"]);
+    assert_eq!(out.trim(), (4000 * 4096).to_string());
+    store.assert_clean();
+}
+
+#[test]
+fn a_full_disk_mid_unpack_takes_back_the_objects_it_stored() {
+    // 40 MiB of distinct 4 KiB files: the tar is staged as the blob, then the files fill the disk.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tarball = dir.path().join("many-files.tar");
+    let tar = many_files_layer(10_000, 7).tar;
+    std::fs::write(&tarball, &tar).expect("writing the tarball");
+    let store = SmallStore::new();
+    let args = ["import", tarball.to_str().expect("utf-8"), "many:files"];
+    store.assert_runs_out_of_space(&args);
+    assert_eq!(fsck(&store, &[]).0, Some(0));
+    store.make_room();
+    store.ok(&args);
+    assert_eq!(fsck(&store, &[]).0, Some(0));
+    let objects = objects(&store);
+    assert_eq!(objects, 10_001, "each file an object");
     store.assert_clean();
 }

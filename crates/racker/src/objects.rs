@@ -21,7 +21,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 /// Files smaller than this are written as they are: below a few blocks the inode and the
@@ -231,6 +231,78 @@ pub fn inodes(dir: &Path) -> io::Result<std::collections::HashSet<u64>> {
     each(dir, |_, _, meta| {
         found.insert(meta.ino());
     })?;
+    Ok(found)
+}
+
+/// An object whose content or metadata no longer match its name: its bytes rotted on
+/// the disk, or something wrote to or `chmod`ed a layer file (and so every layer's).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Damaged {
+    pub name: String,
+    #[serde(skip)]
+    pub path: PathBuf,
+    #[serde(skip)]
+    pub ino: u64,
+    /// Why: the name its content and metadata have now, or what could not be read.
+    pub reason: String,
+}
+
+/// Re-hashes every object below `dir` (content, mode, owner, mtime, xattrs) against its
+/// name. Returns how many it checked and the damaged ones.
+pub fn verify(dir: &Path) -> io::Result<(u64, Vec<Damaged>)> {
+    let mut checked = 0;
+    let mut damaged = Vec::new();
+    each(dir, |path, name, meta| {
+        checked += 1;
+        let reason = match rehash(&path) {
+            Ok(found) if found == name => return,
+            Ok(found) => format!("its content or metadata now make it {found}"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return, // gc removed it meanwhile
+            Err(e) => format!("unreadable: {e}"),
+        };
+        damaged.push(Damaged { name, path, ino: meta.ino(), reason });
+    })?;
+    Ok((checked, damaged))
+}
+
+/// The name the file at `path` has by its content and metadata now.
+fn rehash(path: &Path) -> io::Result<String> {
+    let fd = rfs::open(path, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+    let st = rfs::fstat(&fd)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(io::Error::other("not a regular file"));
+    }
+    let xattrs = xattrs(fd.as_fd())?;
+    let mut content = blake3::Hasher::new();
+    content.update_reader(std::fs::File::from(fd))?;
+    let meta = ObjectMeta {
+        mode: st.st_mode & 0o7777,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        mtime: (st.st_mtime, st.st_mtime_nsec as i64),
+        xattrs: &xattrs,
+    };
+    Ok(name(&content.finalize(), &meta))
+}
+
+/// Every extended attribute of `fd`, as the applier set them.
+fn xattrs(fd: BorrowedFd<'_>) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut list = vec![0u8; 1024];
+    let len = loop {
+        match rfs::flistxattr(fd, &mut list[..]) {
+            Ok(n) => break n,
+            Err(Errno::RANGE) => list.resize(rfs::flistxattr_query(fd)?.max(list.len() * 2), 0),
+            Err(Errno::NOTSUP) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let mut found = Vec::new();
+    for key in list[..len].split(|b| *b == 0).filter(|k| !k.is_empty()) {
+        let mut value = vec![0u8; rfs::fgetxattr_query(fd, key)?];
+        let n = rfs::fgetxattr(fd, key, &mut value[..])?;
+        value.truncate(n);
+        found.push((key.to_vec(), value));
+    }
     Ok(found)
 }
 

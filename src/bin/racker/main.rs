@@ -12,6 +12,7 @@ mod files;
 mod filters;
 #[path = "../common/format.rs"]
 mod format;
+mod fsck;
 mod history;
 mod images;
 mod lifecycle;
@@ -253,6 +254,15 @@ enum SystemCommand {
     },
     /// Show what the store holds and what the host offers containers (same as `racker info`)
     Info(InfoArgs),
+    /// Check every blob, file object and layer against its digest; exit 1 while damage remains
+    Fsck {
+        /// Remove what is damaged and rebuild the layers it broke from their blobs
+        #[arg(long)]
+        repair: bool,
+        /// table, json, or a Go template: '{{len .Problems}}' (see the README)
+        #[arg(long, default_value = "table", value_name = "FORMAT")]
+        format: Format,
+    },
     /// Remove stopped containers, unused networks, dangling (-a: unused) images and
     /// with --volumes unused volumes, then their files
     Prune(prune::SystemPruneArgs),
@@ -335,6 +345,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::System(SystemCommand::Prune(args)) => done(prune::system_prune(&open()?, &args)),
         Command::Volume(command) => done(volumes::run(&open()?, command)),
         Command::System(SystemCommand::Df { format, verbose }) => done(df::disk_usage(&open()?, &format, verbose)),
+        Command::System(SystemCommand::Fsck { repair, format }) => fsck::fsck(&open()?, repair, &format),
         Command::Info(args) | Command::System(SystemCommand::Info(args)) => done(system::info(&open()?, &args.format)),
         Command::Version { format } => done(system::version(&format)),
     }

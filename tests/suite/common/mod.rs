@@ -365,6 +365,13 @@ impl TempStore {
         for area in ["blobs/sha256", "layers", "ingest"] {
             out.push_str(&format!("{area}: {:?}\n", self.files(area)));
         }
+        let objects: BTreeSet<String> = walkdir::WalkDir::new(self.root().join("objects"))
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_type().is_file())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        out.push_str(&format!("objects: {objects:?}\n"));
         if self.root().join("racker.db").exists() {
             let db = self.db();
             for table in ["blobs", "layers", "images", "image_layers", "tags", "repo_digests"] {

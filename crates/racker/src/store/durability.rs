@@ -13,7 +13,7 @@ use std::path::Path;
 
 use rustix::fs::FlockOperation;
 
-use super::{io_err, ImageRecord, Result, Store, StoreError};
+use super::{io_err, ImageRecord, LayerRecord, Result, Store, StoreError};
 use crate::digest::Digest;
 use crate::unpack::{self, Compression, UnpackOptions};
 
@@ -107,45 +107,56 @@ impl Store {
                 continue; // another process rebuilt it meanwhile
             }
             tracing::warn!(diff_id = %layer.diff_id, "rebuilding a layer written before the last reboot from its blob");
-            let fresh = self.root.join("ingest").join(format!(".rebuild-{}-{}", layer.layer_id, std::process::id()));
-            let _ = fs::remove_dir_all(&fresh);
-            fs::create_dir_all(&fresh).map_err(io_err(&fresh))?;
-            let scratch = RemoveUnlessKept(Some(&fresh));
-            let blob = self.blob_path(&layer.blob_digest);
-            let what = layer.blob_digest.to_string();
-            if !self.blob_is_whole(&layer.blob_digest)? {
-                return Err(StoreError::Invalid {
-                    what: format!("layer {what}"),
-                    reason: "its blob lost data in an unclean reboot; remove the image and pull it again".into(),
-                });
-            }
-            let file = File::open(&blob).map_err(io_err(&blob))?;
-            let compression = Compression::from_media_type(&layer.media_type)
-                .map_err(|source| StoreError::Unpack { blob: what.clone(), source })?;
-            let tar = unpack::decompress(BufReader::with_capacity(1 << 20, file), compression)
-                .map_err(|source| StoreError::Unpack { blob: what.clone(), source })?;
             // In place, not through the objects: what an unclean reboot left of them is
             // not trusted here.
-            let options = UnpackOptions { allow_devices: true, ..UnpackOptions::default() };
-            let stats = unpack::apply_tar(tar, &fresh, &options)
-                .map_err(|source| StoreError::Unpack { blob: what.clone(), source })?;
-            super::blobs::check(&format!("layer {what} (uncompressed)"), Some(&layer.diff_id), &stats.diff_id)?;
-            let dir = File::open(&fresh).map_err(io_err(&fresh))?;
-            rustix::fs::syncfs(&dir).map_err(|e| io_err(&fresh)(e.into()))?;
-            scratch.keep();
-            let target = self.layer_dir(layer.layer_id);
-            let old = self.root.join("ingest").join(format!(".old-{}-{}", layer.layer_id, std::process::id()));
-            if target.exists() {
-                fs::rename(&target, &old).map_err(io_err(&target))?;
-            }
-            fs::rename(&fresh, &target).map_err(io_err(&target))?;
-            let _ = fs::remove_dir_all(&old);
+            self.rebuild_layer(&layer, false)?;
             let db = self.db();
             db.conn
                 .execute("UPDATE layers SET unsynced_boot = NULL WHERE id = ?1", [layer.layer_id])
                 .map_err(db.err())?;
         }
         Ok(image)
+    }
+
+    /// Unpacks `layer` again from its blob (checked whole first) and puts it in place of
+    /// its directory; with `objects`, its files link the store's file objects.
+    pub(crate) fn rebuild_layer(&self, layer: &LayerRecord, objects: bool) -> Result<()> {
+        let fresh = self.root.join("ingest").join(format!(".rebuild-{}-{}", layer.layer_id, std::process::id()));
+        let _ = fs::remove_dir_all(&fresh);
+        fs::create_dir_all(&fresh).map_err(io_err(&fresh))?;
+        let scratch = RemoveUnlessKept(Some(&fresh));
+        let blob = self.blob_path(&layer.blob_digest);
+        let what = layer.blob_digest.to_string();
+        if !self.blob_is_whole(&layer.blob_digest)? {
+            return Err(StoreError::Invalid {
+                what: format!("layer {what}"),
+                reason: "its blob lost data in an unclean reboot; remove the image and pull it again".into(),
+            });
+        }
+        let file = File::open(&blob).map_err(io_err(&blob))?;
+        let compression = Compression::from_media_type(&layer.media_type)
+            .map_err(|source| StoreError::Unpack { blob: what.clone(), source })?;
+        let tar = unpack::decompress(BufReader::with_capacity(1 << 20, file), compression)
+            .map_err(|source| StoreError::Unpack { blob: what.clone(), source })?;
+        let options = UnpackOptions {
+            allow_devices: true,
+            objects: objects.then(|| self.root.join(crate::objects::DIR)),
+            ..UnpackOptions::default()
+        };
+        let stats = unpack::apply_tar(tar, &fresh, &options)
+            .map_err(|source| StoreError::Unpack { blob: what.clone(), source })?;
+        super::blobs::check(&format!("layer {what} (uncompressed)"), Some(&layer.diff_id), &stats.diff_id)?;
+        let dir = File::open(&fresh).map_err(io_err(&fresh))?;
+        rustix::fs::syncfs(&dir).map_err(|e| io_err(&fresh)(e.into()))?;
+        scratch.keep();
+        let target = self.layer_dir(layer.layer_id);
+        let old = self.root.join("ingest").join(format!(".old-{}-{}", layer.layer_id, std::process::id()));
+        if target.exists() {
+            fs::rename(&target, &old).map_err(io_err(&target))?;
+        }
+        fs::rename(&fresh, &target).map_err(io_err(&target))?;
+        let _ = fs::remove_dir_all(&old);
+        Ok(())
     }
 }
 

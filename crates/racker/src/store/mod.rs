@@ -23,6 +23,7 @@
 mod blobs;
 mod containers;
 mod durability;
+mod fsck;
 mod gc;
 mod ingest;
 mod metadata;
@@ -43,6 +44,7 @@ use crate::reference::ReferenceError;
 use crate::unpack::UnpackError;
 
 pub use containers::{ContainerRecord, ContainerState, Leader};
+pub use fsck::{FsckReport, Problem, Repair};
 pub use gc::{DiskUsage, GcReport};
 pub use ingest::{BlobInfo, Ingest, LayerInfo, NewImage};
 pub use metadata::{ImageRecord, ImageSummary, LayerRecord, Removal};
