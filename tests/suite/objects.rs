@@ -334,3 +334,30 @@ fn a_full_disk_mid_unpack_takes_back_the_objects_it_stored() {
     assert_eq!(objects, 10_001, "each file an object");
     store.assert_clean();
 }
+
+#[test]
+fn objects_from_before_an_unclean_reboot_are_checked_before_a_new_layer_links_them() {
+    let store = TempStore::new();
+    let _one = add(&store, "one", layer(b"one"));
+    let marker = store.root().join("unsettled-objects");
+    assert!(marker.exists(), "the boot of unsettled objects is recorded");
+    // What an unclean reboot leaves (injected: a test cannot reboot): image one's layers
+    // and the objects were written in an earlier boot that no syncfs settled, and the
+    // shared file lost data on the way to the disk.
+    std::fs::write(&marker, "an-earlier-boot").expect("marker");
+    store.db().execute("UPDATE layers SET unsynced_boot = 'an-earlier-boot'", []).expect("update");
+    rot(&layer_files(&store, "shared.dat")[0]);
+
+    // A new image with the same file gets a whole one, not a link to the damaged object.
+    let _two = add(&store, "two", layer(b"two"));
+    let sum = store.ok(&["run", "--rm", "two", "sha256sum", "/srv/shared.dat"]);
+    assert!(sum.starts_with(&sha256_hex(&shared_bytes())), "{sum}");
+    // Image one's layers are rebuilt from their blobs before they are used.
+    let sum = store.ok(&["run", "--rm", "one", "sha256sum", "/srv/shared.dat"]);
+    assert!(sum.starts_with(&sha256_hex(&shared_bytes())), "{sum}");
+    assert_eq!(fsck(&store, &[]).0, Some(0));
+    // gc's syncfs settles them all.
+    store.ok(&["gc"]);
+    assert!(!marker.exists(), "settled: nothing to check after the next reboot");
+    store.assert_clean();
+}

@@ -8,13 +8,14 @@
 //! rebuilt from its blob. `gc` settles the current boot's rows with one syncfs.
 
 use std::fs::{self, File};
-use std::io::BufReader;
+use std::io::{self, BufReader, Write as _};
 use std::path::Path;
 
 use rustix::fs::FlockOperation;
 
 use super::{io_err, ImageRecord, LayerRecord, Result, Store, StoreError};
 use crate::digest::Digest;
+use crate::objects;
 use crate::unpack::{self, Compression, UnpackOptions};
 
 /// This boot's id, as the kernel gives it (empty if unreadable: every row then looks
@@ -22,6 +23,9 @@ use crate::unpack::{self, Compression, UnpackOptions};
 pub(crate) fn boot_id() -> String {
     fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_owned()).unwrap_or_default()
 }
+
+/// The file that names the boot whose new file objects no syncfs has covered yet.
+pub(super) const UNSETTLED_OBJECTS: &str = "unsettled-objects";
 
 impl Store {
     /// Makes the layers written in this boot durable (one syncfs) and records it.
@@ -38,6 +42,12 @@ impl Store {
             .map_err(db.err())?;
         // Closing does not checkpoint (metadata.rs): fold the WAL into the database here.
         db.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(db.err())?;
+        // Every file object is on the disk now (gc holds the store alone: none is being written).
+        let marker = self.root.join(UNSETTLED_OBJECTS);
+        match fs::remove_file(&marker) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(&marker)(e)),
+            _ => {}
+        }
         Ok(settled)
     }
 
@@ -156,6 +166,49 @@ impl Store {
         }
         fs::rename(&fresh, &target).map_err(io_err(&target))?;
         let _ = fs::remove_dir_all(&old);
+        Ok(())
+    }
+
+    /// Whether layers unpacked now may link the file objects (call holding the shared
+    /// lock). Objects outlive boots: one written in a boot that ended before gc's syncfs
+    /// may have lost data that never reached the disk, so the first unpack after such a
+    /// boot must [`check_objects`](Self::check_objects) first. Otherwise this boot is
+    /// recorded (durably, before any object of it can be on the disk) for the next one.
+    pub(crate) fn objects_trusted(&self) -> Result<bool> {
+        let marker = self.root.join(UNSETTLED_OBJECTS);
+        let boot = boot_id();
+        match fs::read_to_string(&marker) {
+            Ok(written) => Ok(!boot.is_empty() && written.trim() == boot),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let tmp = marker.with_extension(std::process::id().to_string());
+                let mut file = crate::private::create_file(&tmp, true).map_err(io_err(&tmp))?;
+                file.write_all(boot.as_bytes()).and_then(|()| file.sync_all()).map_err(io_err(&tmp))?;
+                fs::rename(&tmp, &marker).map_err(io_err(&marker))?;
+                File::open(&self.root).and_then(|d| d.sync_all()).map_err(io_err(&self.root))?;
+                Ok(true)
+            }
+            Err(e) => Err(io_err(&marker)(e)),
+        }
+    }
+
+    /// Re-hashes every file object after an unclean reboot (holding the store alone) and
+    /// removes the damaged ones; the layers that linked them were written in that boot,
+    /// so they are rebuilt from their blobs when next used ([`ready_image`](Self::ready_image)).
+    pub(crate) fn check_objects(&self) -> Result<()> {
+        let _lock = self.lock(FlockOperation::LockExclusive)?;
+        let marker = self.root.join(UNSETTLED_OBJECTS);
+        let boot = boot_id();
+        if fs::read_to_string(&marker).is_ok_and(|written| !boot.is_empty() && written.trim() == boot) {
+            return Ok(()); // another process checked them meanwhile
+        }
+        tracing::warn!("checking the file objects written before an unclean reboot");
+        let dir = self.root.join(objects::DIR);
+        let (_, damaged) = objects::verify(&dir).map_err(io_err(&dir))?;
+        for object in damaged {
+            tracing::warn!(object = %object.name, reason = %object.reason, "removing a damaged file object");
+            fs::remove_file(&object.path).map_err(io_err(&object.path))?;
+        }
+        fs::remove_file(&marker).map_err(io_err(&marker))?;
         Ok(())
     }
 }

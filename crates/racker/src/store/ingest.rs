@@ -120,10 +120,18 @@ impl<R: Read, W: Write> Read for TeeReader<R, W> {
 
 impl<'s> Ingest<'s> {
     pub(super) fn begin(store: &'s Store) -> Result<Self> {
-        let lock = store.lock(FlockOperation::LockShared)?.ok_or_else(|| StoreError::Invalid {
-            what: "store lock".into(),
-            reason: "a blocking lock returned without being held".into(),
-        })?;
+        let objects = crate::objects::enabled().then(|| store.root.join(crate::objects::DIR));
+        let lock = loop {
+            let lock = store.lock(FlockOperation::LockShared)?.ok_or_else(|| StoreError::Invalid {
+                what: "store lock".into(),
+                reason: "a blocking lock returned without being held".into(),
+            })?;
+            if objects.is_none() || store.objects_trusted()? {
+                break lock;
+            }
+            drop(lock);
+            store.check_objects()?;
+        };
         // The directory becomes visible only once locked: others take an unlocked one
         // for the leftover of a dead operation (hidden names are never adopted).
         let name = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
@@ -145,11 +153,7 @@ impl<'s> Ingest<'s> {
             progress: Arc::new(Silent),
             // Images carry device nodes (a debootstrapped /dev); as root, docker keeps them too.
             // Their files go to the store's objects, each stored once.
-            unpack_options: UnpackOptions {
-                allow_devices: true,
-                objects: crate::objects::enabled().then(|| store.root.join(crate::objects::DIR)),
-                ..UnpackOptions::default()
-            },
+            unpack_options: UnpackOptions { allow_devices: true, objects, ..UnpackOptions::default() },
         })
     }
 

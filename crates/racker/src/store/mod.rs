@@ -118,8 +118,16 @@ pub fn layer_dir(root: &Path, id: i64) -> PathBuf {
 const DIRS: [&str; 8] = ["", "blobs", "blobs/sha256", "layers", "objects", "ingest", "containers", "volumes"];
 /// What else sits at the top of a store, tightened at open where it exists.
 const OTHER_DIRS: [&str; 4] = ["snapshots", "btrfs", "btrfs/images", "btrfs/containers"];
-const FILES: [&str; 7] =
-    ["racker.db", "racker.db-wal", "racker.db-shm", "racker.db-journal", "lock", "store-version", "btrfs/lock"];
+const FILES: [&str; 8] = [
+    "racker.db",
+    "racker.db-wal",
+    "racker.db-shm",
+    "racker.db-journal",
+    "lock",
+    "store-version",
+    "btrfs/lock",
+    durability::UNSETTLED_OBJECTS,
+];
 
 /// Makes the store's directories 0700 and its files 0600 (store-format.md, "Modes"):
 /// creates what is missing, tightens what an older racker left 0755 or 0644. Only the
