@@ -34,10 +34,16 @@ fn layer(marker: &[u8]) -> Layer {
 
 /// Pulls an image of busybox and `top` into `store` as `name`.
 fn add(store: &TempStore, name: &str, top: Layer) -> tempfile::TempDir {
+    add_with(store, name, top, "on")
+}
+
+/// [`add`], with `RACKER_FILE_OBJECTS` set to `objects` for the pull.
+fn add_with(store: &TempStore, name: &str, top: Layer, objects: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let location =
         images::write_layout(dir.path(), &images::image(&[images::busybox_layer(), top], images::busybox_config()));
-    store.ok(&["pull", "-q", &location]);
+    let pull = store.cmd().env("RACKER_FILE_OBJECTS", objects).args(["pull", "-q", &location]).output().expect("pull");
+    assert!(pull.status.success(), "pull: {}", String::from_utf8_lossy(&pull.stderr));
     let row: serde_json::Value =
         serde_json::from_str(store.ok(&["images", "--format", "json", "--no-trunc"]).lines().next().expect("an image"))
             .expect("json");
@@ -359,5 +365,34 @@ fn objects_from_before_an_unclean_reboot_are_checked_before_a_new_layer_links_th
     // gc's syncfs settles them all.
     store.ok(&["gc"]);
     assert!(!marker.exists(), "settled: nothing to check after the next reboot");
+    store.assert_clean();
+}
+
+#[test]
+fn dedupe_turns_the_layers_of_a_store_from_before_objects_into_shared_objects() {
+    let store = TempStore::new();
+    // Layers as a racker before objects unpacked them: every file in place.
+    let _one = add_with(&store, "one", layer(b"one"), "off");
+    let _two = add_with(&store, "two", layer(b"two"), "off");
+    assert_eq!(objects(&store), 0);
+    assert!(layer_files(&store, "shared.dat").iter().all(|p| inode(p).1 == 1));
+
+    let out = store.ok(&["system", "dedupe"]);
+    assert!(out.starts_with("Stored 7 files of 3 layers"), "busybox, 2 x (shared, copy, private): {out}");
+    assert!(out.contains("4 of them shared"), "copy.dat of one, and all three of two: {out}");
+    // As if unpacked with objects: one inode for the four names, another for the 0600 copies.
+    let shared: Vec<(u64, u64)> =
+        layer_files(&store, "shared.dat").iter().chain(&layer_files(&store, "copy.dat")).map(|p| inode(p)).collect();
+    assert!(shared.iter().all(|i| *i == (shared[0].0, 5)), "{shared:?}");
+    for path in layer_files(&store, "private.dat") {
+        assert_eq!(std::fs::metadata(&path).expect("stat").mode() & 0o7777, 0o600);
+        assert_eq!(std::fs::read(&path).expect("read"), shared_bytes());
+    }
+    assert!(layer_files(&store, "small").iter().all(|p| inode(p).1 == 1), "small files stay");
+    assert_eq!(objects(&store), 3);
+    assert!(store.ok(&["system", "dedupe"]).starts_with("Stored 0 files"), "nothing left to do");
+    assert_eq!(fsck(&store, &[]).0, Some(0));
+    let sum = store.ok(&["run", "--rm", "two", "sha256sum", "/srv/private.dat"]);
+    assert!(sum.starts_with(&sha256_hex(&shared_bytes())), "{sum}");
     store.assert_clean();
 }

@@ -129,6 +129,35 @@ impl Objects {
         }
     }
 
+    /// Makes `name` in `parent`, a layer file written without objects, the object
+    /// `object` (the name of its content and metadata): the file itself becomes the
+    /// object, or is replaced by the object that exists. Returns whether it existed.
+    /// For the migration of layers unpacked before objects, under gc's exclusive lock.
+    pub fn adopt(&self, parent: BorrowedFd<'_>, name: &[u8], object: &str) -> rustix::io::Result<bool> {
+        // Beside the fan-out directories, where no layer's name can be.
+        let swap = format!(".adopt-{}", std::process::id());
+        let (fan, path) = relative(object);
+        loop {
+            match rfs::linkat(parent, name, &self.dir, &path, AtFlags::empty()) {
+                Ok(()) => return Ok(false),
+                Err(Errno::NOENT) => match rfs::mkdirat(&self.dir, fan, Mode::from_raw_mode(0o700)) {
+                    Ok(()) | Err(Errno::EXIST) => continue,
+                    Err(e) => return Err(e),
+                },
+                Err(Errno::EXIST) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        let _ = rfs::unlinkat(&self.dir, &swap, AtFlags::empty());
+        match rfs::linkat(&self.dir, &path, &self.dir, &swap, AtFlags::empty()) {
+            Ok(()) => {}
+            Err(Errno::MLINK) => return Ok(false), // as many links as allowed: stays a file of its own
+            Err(e) => return Err(e),
+        }
+        rfs::renameat(&self.dir, &swap, parent, name)?;
+        Ok(true)
+    }
+
     /// Takes back an object that a failed unpack stored, so that it goes now rather than
     /// with the next gc: unless another layer linked it meanwhile (more links than the
     /// object's own and the failed layer's). Best effort: gc removes what stays.
@@ -265,8 +294,8 @@ pub fn verify(dir: &Path) -> io::Result<(u64, Vec<Damaged>)> {
     Ok((checked, damaged))
 }
 
-/// The name the file at `path` has by its content and metadata now.
-fn rehash(path: &Path) -> io::Result<String> {
+/// The object name the file at `path` has by its content and metadata now.
+pub fn rehash(path: &Path) -> io::Result<String> {
     let fd = rfs::open(path, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
     let st = rfs::fstat(&fd)?;
     if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {

@@ -1,9 +1,11 @@
 //! `racker system fsck`: the store checked against the names it stores things by, and
-//! with `--repair` put right (see `racker::store::Store::fsck`).
+//! with `--repair` put right (see `racker::store::Store::fsck`); `racker system dedupe`,
+//! the migration of older layers to file objects.
 
 use anyhow::Result;
 use racker::store::{Repair, Store};
 
+use crate::format::human_size;
 use crate::Format;
 
 /// Prints what fsck found; exits 1 while damage remains (found without `--repair`, or
@@ -45,4 +47,17 @@ pub fn fsck(store: &Store, repair: bool, format: &Format) -> Result<i32> {
         outln!("Run `racker system fsck --repair` to remove what is damaged and rebuild the layers it broke")?;
     }
     Ok(code)
+}
+
+/// `racker system dedupe`.
+pub fn dedupe(store: &Store) -> Result<()> {
+    let report = store.dedupe()?;
+    outln!(
+        "Stored {} files of {} layers as file objects, {} of them shared with others: {} reclaimed",
+        report.files,
+        report.layers,
+        report.shared,
+        human_size(report.reclaimed_bytes)
+    )?;
+    Ok(())
 }

@@ -254,6 +254,9 @@ enum SystemCommand {
     },
     /// Show what the store holds and what the host offers containers (same as `racker info`)
     Info(InfoArgs),
+    /// Store the files of layers unpacked without file objects (by an older racker, or
+    /// with RACKER_FILE_OBJECTS=off) as objects, identical ones once
+    Dedupe,
     /// Check every blob, file object and layer against its digest; exit 1 while damage remains
     Fsck {
         /// Remove what is damaged and rebuild the layers it broke from their blobs
@@ -346,6 +349,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Volume(command) => done(volumes::run(&open()?, command)),
         Command::System(SystemCommand::Df { format, verbose }) => done(df::disk_usage(&open()?, &format, verbose)),
         Command::System(SystemCommand::Fsck { repair, format }) => fsck::fsck(&open()?, repair, &format),
+        Command::System(SystemCommand::Dedupe) => done(fsck::dedupe(&open()?)),
         Command::Info(args) | Command::System(SystemCommand::Info(args)) => done(system::info(&open()?, &args.format)),
         Command::Version { format } => done(system::version(&format)),
     }

@@ -22,6 +22,7 @@
 
 mod blobs;
 mod containers;
+mod dedupe;
 mod durability;
 mod fsck;
 mod gc;
@@ -44,6 +45,7 @@ use crate::reference::ReferenceError;
 use crate::unpack::UnpackError;
 
 pub use containers::{ContainerRecord, ContainerState, Leader};
+pub use dedupe::DedupeReport;
 pub use fsck::{FsckReport, Problem, Repair};
 pub use gc::{DiskUsage, GcReport};
 pub use ingest::{BlobInfo, Ingest, LayerInfo, NewImage};
