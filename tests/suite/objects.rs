@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
+use crate::common::btrfs::{BtrfsLoop, MountSweep};
 use crate::common::diskfull::SmallStore;
 use crate::common::{images, TempStore};
 use crate::fixturegen::{build_tar, dir, file, gzip, gzip_fast, random_bytes, sha256_hex, Layer, MT_GZIP};
@@ -395,4 +396,48 @@ fn dedupe_turns_the_layers_of_a_store_from_before_objects_into_shared_objects() 
     let sum = store.ok(&["run", "--rm", "two", "sha256sum", "/srv/private.dat"]);
     assert!(sum.starts_with(&sha256_hex(&shared_bytes())), "{sum}");
     store.assert_clean();
+}
+
+/// Where the data of `path` lies on its device (`filefrag -v`: the extents' physical
+/// offsets): two files that share extents list the same.
+fn extents(path: &Path) -> Vec<String> {
+    let out = crate::common::btrfs::run(std::process::Command::new("filefrag").arg("-v").arg(path));
+    let physical: Vec<String> = out
+        .lines()
+        .filter(|l| l.trim_start().split(':').next().is_some_and(|n| n.trim().parse::<u32>().is_ok()))
+        .filter_map(|l| l.split(':').nth(2).map(|p| p.trim().to_owned()))
+        .collect();
+    assert!(!physical.is_empty(), "no extents in: {out}");
+    physical
+}
+
+#[test]
+fn a_btrfs_image_subvolume_shares_its_files_extents_with_the_objects() {
+    crate::common::require_root();
+    let fs = BtrfsLoop::new();
+    let _sweep = MountSweep(vec![fs.path().to_owned()]);
+    let store = TempStore::at(fs.path());
+    let _one = add(&store, "one", layer(b"one"));
+    // The image's subvolume is built when a container first needs it.
+    let sum = store.ok(&["run", "--rm", "one", "sha256sum", "/srv/shared.dat"]);
+    assert!(sum.starts_with(&sha256_hex(&shared_bytes())), "{sum}");
+    let id = store.ok(&["images", "-q", "--no-trunc"]).trim().trim_start_matches("sha256:").to_owned();
+    let subvolume = store.root().join("btrfs/images").join(&id);
+    sync();
+    for name in ["shared.dat", "private.dat"] {
+        let file = subvolume.join("srv").join(name);
+        assert_ne!(inode(&file).0, inode(&layer_files(&store, name)[0]).0, "a file of its own, not a link");
+        assert_eq!(extents(&file), extents(&layer_files(&store, name)[0]), "{name}: the object's extents");
+    }
+    assert_eq!(std::fs::metadata(subvolume.join("srv/private.dat")).expect("stat").mode() & 0o7777, 0o600);
+    // A container's write to it is its own (a snapshot of the subvolume: copy on write).
+    store.ok(&["run", "--rm", "one", "sh", "-c", "echo changed >> /srv/shared.dat"]);
+    assert_eq!(std::fs::read(layer_files(&store, "shared.dat")[0].clone()).expect("read"), shared_bytes());
+    assert_eq!(std::fs::read(subvolume.join("srv/shared.dat")).expect("read"), shared_bytes());
+    fs.assert_clean(&store);
+}
+
+fn sync() {
+    let status = std::process::Command::new("sync").status().expect("sync");
+    assert!(status.success());
 }

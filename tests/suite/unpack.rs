@@ -15,8 +15,10 @@ use racker::unpack::{apply_tar, decompress, Compression, UnpackError, UnpackOpti
 
 use crate::fixturegen;
 
-const OVERLAY: UnpackOptions = UnpackOptions { whiteouts: WhiteoutMode::Overlay, allow_devices: true, objects: None };
-const DELETE: UnpackOptions = UnpackOptions { whiteouts: WhiteoutMode::Delete, allow_devices: true, objects: None };
+const OVERLAY: UnpackOptions =
+    UnpackOptions { whiteouts: WhiteoutMode::Overlay, allow_devices: true, objects: None, reflink: false };
+const DELETE: UnpackOptions =
+    UnpackOptions { whiteouts: WhiteoutMode::Delete, allow_devices: true, objects: None, reflink: false };
 
 fn require_root() {
     assert!(
@@ -161,7 +163,7 @@ fn base_layer_keeps_all_metadata() {
 fn devices_are_refused_unless_allowed() {
     require_root();
     let tmp = tempfile::tempdir().unwrap();
-    let opts = UnpackOptions { whiteouts: WhiteoutMode::Overlay, allow_devices: false, objects: None };
+    let opts = UnpackOptions { whiteouts: WhiteoutMode::Overlay, allow_devices: false, objects: None, reflink: false };
     let err = unpack("base.tar", tmp.path(), &opts).unwrap_err();
     assert!(matches!(&err, UnpackError::DeviceNotAllowed { entry } if entry == "dev/null-ish"), "{err}");
 }

@@ -158,6 +158,12 @@ impl Objects {
         Ok(true)
     }
 
+    /// The object `object`, opened for reading, if the store has it.
+    pub fn open_object(&self, object: &str) -> Option<OwnedFd> {
+        let (_, path) = relative(object);
+        rfs::openat(&self.dir, &path, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()).ok()
+    }
+
     /// Takes back an object that a failed unpack stored, so that it goes now rather than
     /// with the next gc: unless another layer linked it meanwhile (more links than the
     /// object's own and the failed layer's). Best effort: gc removes what stays.

@@ -416,7 +416,7 @@ fn pipe_through(source: Source, name: &str, dir: OwnedFd, owner: Option<(u32, u3
 
 /// Applies the tar `input` to the directory `dir`.
 fn apply(input: impl Read, dir: OwnedFd, owner: Option<(u32, u32)>, shown: &str) -> Result<()> {
-    let opts = UnpackOptions { whiteouts: WhiteoutMode::Plain, allow_devices: false, objects: None };
+    let opts = UnpackOptions { whiteouts: WhiteoutMode::Plain, allow_devices: false, objects: None, reflink: false };
     apply_tar_at(input, dir, &opts, owner)
         .map(drop)
         .map_err(|e| RuntimeError::Invalid { what: format!("copy to {shown}"), reason: e.to_string() })

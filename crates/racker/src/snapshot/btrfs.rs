@@ -185,6 +185,8 @@ fn delete(parent: &Path, name: &str) -> Result<bool> {
 /// Btrfs snapshots of images, kept in the store at `root` (which must be on btrfs).
 pub struct BtrfsSnapshotter {
     images: PathBuf,
+    /// The store's file objects, whose extents image subvolumes share.
+    objects: PathBuf,
     containers: PathBuf,
     lock: PathBuf,
 }
@@ -198,7 +200,8 @@ impl BtrfsSnapshotter {
         for dir in [&base, &images, &containers] {
             crate::private::dir(dir).map_err(io_err(dir, "creating"))?;
         }
-        Ok(BtrfsSnapshotter { images, containers, lock: base.join("lock") })
+        let objects = store_root.join(crate::objects::DIR);
+        Ok(BtrfsSnapshotter { images, objects, containers, lock: base.join("lock") })
     }
 
     fn lock(&self, op: FlockOperation) -> Result<Lock> {
@@ -219,7 +222,7 @@ impl BtrfsSnapshotter {
         let tmp = self.images.join(&tmp_name);
         delete(&self.images, &tmp_name)?; // a dead build of an earlier process with our pid
         subvol_create(&self.images, &tmp_name)?;
-        let built = Self::apply_layers(image, &tmp).and_then(|()| {
+        let built = self.apply_layers(image, &tmp).and_then(|()| {
             set_readonly(&tmp)?;
             let fd = open_dir(&tmp)?;
             rustix::fs::syncfs(&fd).map_err(|e| io_err(&tmp, "syncfs")(e.into()))?;
@@ -235,8 +238,14 @@ impl BtrfsSnapshotter {
     }
 
     /// Applies the image's layer blobs, base first, deleting what whiteouts name.
-    fn apply_layers(image: &ImageLayers, dest: &Path) -> Result<()> {
-        let opts = UnpackOptions { whiteouts: WhiteoutMode::Delete, allow_devices: true, objects: None };
+    fn apply_layers(&self, image: &ImageLayers, dest: &Path) -> Result<()> {
+        // The files share their extents with the store's identical file objects.
+        let opts = UnpackOptions {
+            whiteouts: WhiteoutMode::Delete,
+            allow_devices: true,
+            objects: Some(self.objects.clone()),
+            reflink: true,
+        };
         for layer in &image.layers {
             let layer_err =
                 |source| SnapshotError::Layer { image: image.id.clone(), blob: layer.blob_digest.clone(), source };

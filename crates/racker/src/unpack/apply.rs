@@ -341,6 +341,14 @@ impl Applier<'_> {
         }
 
         match kind {
+            Kind::File if self.objects.is_some() && self.opts.reflink && entry.size() >= objects::MIN_SIZE => {
+                let mut file = File::from(create_file(parent, name).map_err(|e| io_err(es, "creating file", e))?);
+                let mut hasher = blake3::Hasher::new();
+                self.write_contents(entry, &mut file, Some(&mut hasher), es)?;
+                // Before the metadata: a clone sets the file's times.
+                self.clone_object(&file, &object_name(&hasher, &meta));
+                file_meta(file.as_fd(), &meta, es)?;
+            }
             Kind::File if self.objects.is_some() && entry.size() >= objects::MIN_SIZE => {
                 match objects::tmpfile(parent).map_err(|e| io_err(es, "creating file", e))? {
                     Some(fd) => self.object(entry, fd, parent, name, &meta, es)?,
@@ -352,14 +360,7 @@ impl Applier<'_> {
                 }
             }
             Kind::File => {
-                let fd = rfs::openat(
-                    parent,
-                    name,
-                    OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )
-                .map_err(|e| io_err(es, "creating file", e))?;
-                let mut file = File::from(fd);
+                let mut file = File::from(create_file(parent, name).map_err(|e| io_err(es, "creating file", e))?);
                 self.write_contents(entry, &mut file, None, es)?;
                 file_meta(file.as_fd(), &meta, es)?;
             }
@@ -434,21 +435,22 @@ impl Applier<'_> {
         let mut hasher = blake3::Hasher::new();
         self.write_contents(entry, &mut file, Some(&mut hasher), es)?;
         file_meta(file.as_fd(), meta, es)?;
-        let object = objects::name(
-            &hasher.finalize(),
-            &ObjectMeta {
-                mode: meta.mode.as_raw_mode(),
-                uid: meta.uid.as_raw(),
-                gid: meta.gid.as_raw(),
-                mtime: (meta.mtime.tv_sec, meta.mtime.tv_nsec),
-                xattrs: &meta.xattrs,
-            },
-        );
+        let object = object_name(&hasher, meta);
         let objects = self.objects.as_ref().ok_or_else(|| bad(es, "no object directory".into()))?;
         if !objects.link(file.as_fd(), &object, parent, name).map_err(|e| io_err(es, "linking its object", e))? {
             self.stored.push(object);
         }
         Ok(())
+    }
+
+    /// Makes `file` share the extents of the object `object`, if the store has it and the
+    /// file system can (else the file keeps the bytes just written).
+    fn clone_object(&self, file: &File, object: &str) {
+        if let Some(objects) = &self.objects {
+            if let Some(source) = objects.open_object(object) {
+                let _ = rfs::ioctl_ficlone(file, &source);
+            }
+        }
     }
 
     /// Owner, mode, xattrs of a directory now; its mtime at the end.
@@ -621,6 +623,30 @@ impl Applier<'_> {
 
 /// A regular file's owner, mode, xattrs and times. chown before chmod: chown clears
 /// setuid/setgid; xattrs after chown too, which clears security.capability.
+/// A new regular file at `parent`/`name`, for writing.
+fn create_file(parent: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<OwnedFd> {
+    rfs::openat(
+        parent,
+        name,
+        OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+}
+
+/// The object name of content hashed by `hasher` with the entry's metadata.
+fn object_name(hasher: &blake3::Hasher, meta: &Meta) -> String {
+    objects::name(
+        &hasher.finalize(),
+        &ObjectMeta {
+            mode: meta.mode.as_raw_mode(),
+            uid: meta.uid.as_raw(),
+            gid: meta.gid.as_raw(),
+            mtime: (meta.mtime.tv_sec, meta.mtime.tv_nsec),
+            xattrs: &meta.xattrs,
+        },
+    )
+}
+
 fn file_meta(file: BorrowedFd<'_>, meta: &Meta, es: &str) -> Result<(), UnpackError> {
     rfs::fchown(file, Some(meta.uid), Some(meta.gid)).map_err(|e| io_err(es, "changing owner", e))?;
     rfs::fchmod(file, meta.mode).map_err(|e| io_err(es, "changing mode", e))?;
@@ -908,7 +934,8 @@ mod tests {
     #[test]
     fn delete_mode_applies_whiteouts_in_place() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = UnpackOptions { whiteouts: WhiteoutMode::Delete, allow_devices: false, objects: None };
+        let opts =
+            UnpackOptions { whiteouts: WhiteoutMode::Delete, allow_devices: false, objects: None, reflink: false };
         let lower = tar(&[
             "a/",
             "a/keep",

@@ -48,12 +48,17 @@ pub struct UnpackOptions {
     /// The store's `objects/`: regular files are stored there once and linked (see
     /// [`crate::objects`]); None writes every file in place.
     pub objects: Option<std::path::PathBuf>,
+    /// With `objects`: each file is written in place and then cloned (`FICLONE`) from the
+    /// identical object, where there is one, instead of linked to it: it shares the
+    /// object's extents but not its inode. For trees whose files get written (btrfs image
+    /// subvolumes, whose snapshots containers write to); stores no object itself.
+    pub reflink: bool,
 }
 
 impl Default for UnpackOptions {
     /// Overlay whiteouts, no devices: the cautious choice.
     fn default() -> Self {
-        UnpackOptions { whiteouts: WhiteoutMode::Overlay, allow_devices: false, objects: None }
+        UnpackOptions { whiteouts: WhiteoutMode::Overlay, allow_devices: false, objects: None, reflink: false }
     }
 }
 
