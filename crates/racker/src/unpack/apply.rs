@@ -166,8 +166,8 @@ struct Applier<'o> {
 }
 
 impl Applier<'_> {
-    /// Applies every entry of `tar` and reads it to its end (the trailing zero blocks
-    /// belong to the diff_id); returns the bytes and entries made.
+    /// [`apply_entries`](Self::apply_entries); if that fails, the objects it stored are
+    /// taken back (a full disk leaves none behind).
     fn apply_all(mut self, tar: impl Read) -> Result<(u64, u64), UnpackError> {
         let applied = self.apply_entries(tar);
         if applied.is_err() {
@@ -178,6 +178,8 @@ impl Applier<'_> {
         applied
     }
 
+    /// Applies every entry of `tar` and reads it to its end (the trailing zero blocks
+    /// belong to the diff_id); returns the bytes and entries made.
     fn apply_entries(&mut self, tar: impl Read) -> Result<(u64, u64), UnpackError> {
         let mut archive = tar::Archive::new(tar);
         // Raw entries: extension headers are read here, by length (see `extensions`).
@@ -621,8 +623,6 @@ impl Applier<'_> {
     }
 }
 
-/// A regular file's owner, mode, xattrs and times. chown before chmod: chown clears
-/// setuid/setgid; xattrs after chown too, which clears security.capability.
 /// A new regular file at `parent`/`name`, for writing.
 fn create_file(parent: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<OwnedFd> {
     rfs::openat(
@@ -647,6 +647,8 @@ fn object_name(hasher: &blake3::Hasher, meta: &Meta) -> String {
     )
 }
 
+/// A regular file's owner, mode, xattrs and times. chown before chmod: chown clears
+/// setuid/setgid; xattrs after chown too, which clears security.capability.
 fn file_meta(file: BorrowedFd<'_>, meta: &Meta, es: &str) -> Result<(), UnpackError> {
     rfs::fchown(file, Some(meta.uid), Some(meta.gid)).map_err(|e| io_err(es, "changing owner", e))?;
     rfs::fchmod(file, meta.mode).map_err(|e| io_err(es, "changing mode", e))?;
