@@ -18,7 +18,7 @@ fn shared_bytes() -> Vec<u8> {
 }
 
 /// A layer with the shared file (twice, under two names), a copy of it under another
-/// mode, a small file, and `marker` to make each layer its own.
+/// mode, a small file, an empty one, and `marker` to make each layer its own.
 fn layer(marker: &[u8]) -> Layer {
     let shared = shared_bytes();
     let tar = build_tar(&[
@@ -26,7 +26,8 @@ fn layer(marker: &[u8]) -> Layer {
         file(b"srv/shared.dat", 0o644, &shared),
         file(b"srv/copy.dat", 0o644, &shared),
         file(b"srv/private.dat", 0o600, &shared),
-        file(b"srv/small", 0o644, b"below the threshold\n"),
+        file(b"srv/small", 0o644, b"twenty bytes of data"),
+        file(b"srv/empty", 0o644, b""),
         file(b"srv/marker", 0o644, marker),
     ])
     .expect("tar");
@@ -43,12 +44,13 @@ fn add_with(store: &TempStore, name: &str, top: Layer, objects: &str) -> tempfil
     let dir = tempfile::tempdir().expect("tempdir");
     let location =
         images::write_layout(dir.path(), &images::image(&[images::busybox_layer(), top], images::busybox_config()));
+    let names = || -> BTreeSet<String> {
+        store.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]).lines().map(str::to_owned).collect()
+    };
+    let before = names();
     let pull = store.cmd().env("RACKER_FILE_OBJECTS", objects).args(["pull", "-q", &location]).output().expect("pull");
     assert!(pull.status.success(), "pull: {}", String::from_utf8_lossy(&pull.stderr));
-    let row: serde_json::Value =
-        serde_json::from_str(store.ok(&["images", "--format", "json", "--no-trunc"]).lines().next().expect("an image"))
-            .expect("json");
-    let pulled = format!("{}:{}", row["Repository"].as_str().expect("repo"), row["Tag"].as_str().expect("tag"));
+    let pulled = names().difference(&before).next().expect("the pulled image's name").clone();
     store.ok(&["tag", &pulled, name]);
     store.ok(&["rmi", &pulled]);
     dir
@@ -100,9 +102,11 @@ fn identical_files_of_two_images_are_one_object_that_containers_cannot_change() 
         assert_eq!(std::fs::metadata(&path).expect("stat").mode() & 0o7777, 0o600);
     }
     // Small files are written as they are.
-    assert!(layer_files(&store, "small").iter().all(|p| inode(p).1 == 1));
+    // Small files too (each would take a block of its own); empty ones have nothing to share.
+    assert!(layer_files(&store, "small").iter().all(|p| inode(p).1 == 3), "two layers and the object");
+    assert!(layer_files(&store, "empty").iter().all(|p| inode(p).1 == 1));
     // busybox (one layer, both images) and three objects of the top layers.
-    assert_eq!(objects(&store), 3, "busybox, shared.dat, private.dat");
+    assert_eq!(objects(&store), 11, "busybox's 6 files, shared.dat, private.dat, small, two markers");
 
     // A container's write is its own: overlayfs copies the file up.
     store.ok(&["run", "--rm", "one", "sh", "-c", "echo changed >> /srv/shared.dat"]);
@@ -137,14 +141,14 @@ fn identical_files_of_two_images_are_one_object_that_containers_cannot_change() 
     let layers = df.iter().find(|r| r["Type"] == "Layers").expect("Layers row");
     let stored = layers["FileObjectsStoredBytes"].as_u64().expect("stored");
     let logical = layers["FileObjectsLogicalBytes"].as_u64().expect("logical");
-    assert_eq!(layers["FileObjects"], 3);
+    assert_eq!(layers["FileObjects"], 11);
     assert!(logical >= stored + 3 * 8192, "four names of one 8 KiB object, two of another: {stored} / {logical}");
     assert!(layers["SharedFiles"][0]["Links"].as_u64().is_some_and(|n| n >= 4), "{}", layers["SharedFiles"]);
-    assert!(store.ok(&["system", "df"]).contains("File objects: 3 files"));
+    assert!(store.ok(&["system", "df"]).contains("File objects: 11 files"));
 
     // Objects go with the last layer that links them (rmi frees at once, as gc does).
     store.ok(&["rmi", "two"]);
-    assert_eq!(objects(&store), 3, "image one still links all three");
+    assert_eq!(objects(&store), 10, "image one links all but image two's marker");
     store.ok(&["rmi", "one"]);
     assert_eq!(objects(&store), 0);
     // What an unpack killed after storing an object leaves (injected: the kill cannot be
@@ -379,8 +383,11 @@ fn dedupe_turns_the_layers_of_a_store_from_before_objects_into_shared_objects() 
     assert!(layer_files(&store, "shared.dat").iter().all(|p| inode(p).1 == 1));
 
     let out = store.ok(&["system", "dedupe"]);
-    assert!(out.starts_with("Stored 7 files of 3 layers"), "busybox, 2 x (shared, copy, private): {out}");
-    assert!(out.contains("4 of them shared"), "copy.dat of one, and all three of two: {out}");
+    assert!(
+        out.starts_with("Stored 16 files of 3 layers"),
+        "busybox's 6, 2 x (shared, copy, private, small, marker): {out}"
+    );
+    assert!(out.contains("5 of them shared"), "copy.dat of one, and all but the marker of two: {out}");
     // As if unpacked with objects: one inode for the four names, another for the 0600 copies.
     let shared: Vec<(u64, u64)> =
         layer_files(&store, "shared.dat").iter().chain(&layer_files(&store, "copy.dat")).map(|p| inode(p)).collect();
@@ -389,8 +396,8 @@ fn dedupe_turns_the_layers_of_a_store_from_before_objects_into_shared_objects() 
         assert_eq!(std::fs::metadata(&path).expect("stat").mode() & 0o7777, 0o600);
         assert_eq!(std::fs::read(&path).expect("read"), shared_bytes());
     }
-    assert!(layer_files(&store, "small").iter().all(|p| inode(p).1 == 1), "small files stay");
-    assert_eq!(objects(&store), 3);
+    assert!(layer_files(&store, "empty").iter().all(|p| inode(p).1 == 1), "empty files stay");
+    assert_eq!(objects(&store), 11);
     assert!(store.ok(&["system", "dedupe"]).starts_with("Stored 0 files"), "nothing left to do");
     assert_eq!(fsck(&store, &[]).0, Some(0));
     let sum = store.ok(&["run", "--rm", "two", "sha256sum", "/srv/private.dat"]);

@@ -1,4 +1,4 @@
-//! File objects: each regular file of an unpacked layer (above [`MIN_SIZE`]) is stored
+//! File objects: each regular file of an unpacked layer (of [`MIN_SIZE`] or more) is stored
 //! once, as `objects/<2 hex>/<62 hex>` in the store, and every layer directory that holds
 //! it is a hard link to that one inode, as ostree's bare repositories and composefs's
 //! object stores do. Identical files across layers and images then take their space once
@@ -24,9 +24,10 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
-/// Files smaller than this are written as they are: below a few blocks the inode and the
-/// directory entry cost more than sharing saves.
-pub const MIN_SIZE: u64 = 1024;
+/// Files smaller than this are written as they are. Every file with data is an object:
+/// the smallest takes a block of its own per copy (4 KiB on ext4 and tmpfs), and a Debian
+/// root has thousands; an empty file has nothing to share.
+pub const MIN_SIZE: u64 = 1;
 
 /// The store's `objects/` directory.
 pub const DIR: &str = "objects";
