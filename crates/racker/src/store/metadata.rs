@@ -1,6 +1,7 @@
 //! The metadata database: the one source of truth for which images, tags, layers and
 //! blobs exist. Foreign keys are the reference graph that gc walks.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -370,13 +371,12 @@ impl Db {
     }
 
     pub(crate) fn set_tag(&mut self, repository: &str, tag: &str, id: &Digest) -> Result<()> {
-        self.conn
-            .execute(
-                "INSERT OR REPLACE INTO tags (repository, tag, image_id) VALUES (?1, ?2, ?3)",
-                params![repository, tag, id.to_string()],
-            )
-            .map_err(self.err())?;
-        Ok(())
+        put_tag(&self.conn, repository, tag, id).map_err(self.err())
+    }
+
+    /// Records that `repository@digest` names image `id`, replacing what it named before.
+    pub(crate) fn set_repo_digest(&self, repository: &str, digest: &Digest, id: &Digest) -> Result<()> {
+        put_repo_digest(&self.conn, repository, digest, id).map_err(self.err())
     }
 
     pub(crate) fn remove(&mut self, name_or_id: &str, force: bool) -> Result<Removal> {
@@ -439,6 +439,24 @@ impl Db {
     }
 }
 
+/// Points `repository:tag` at image `id` (on the connection or in a transaction).
+fn put_tag(conn: &Connection, repository: &str, tag: &str, id: &Digest) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO tags (repository, tag, image_id) VALUES (?1, ?2, ?3)",
+        params![repository, tag, id.to_string()],
+    )?;
+    Ok(())
+}
+
+/// Points `repository@digest` at image `id` (on the connection or in a transaction).
+fn put_repo_digest(conn: &Connection, repository: &str, digest: &Digest, id: &Digest) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO repo_digests (repository, manifest_digest, image_id) VALUES (?1, ?2, ?3)",
+        params![repository, digest.to_string(), id.to_string()],
+    )?;
+    Ok(())
+}
+
 /// Removes every tag and repo digest of an image, returning the names as docker prints them.
 fn untag_all(tx: &Transaction<'_>, id: &Digest) -> rusqlite::Result<Vec<String>> {
     let mut names = Vec::new();
@@ -465,5 +483,49 @@ fn display_reference(r: &Reference) -> String {
         (_, Some(d)) => format!("{}@{d}", r.familiar_name()),
         (Some(t), None) => format!("{}:{t}", r.familiar_name()),
         (None, None) => r.familiar_name(),
+    }
+}
+
+/// A volume's row: its name, when it was made and its labels.
+pub(crate) struct VolumeRow {
+    pub name: String,
+    pub created: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Volume rows: that a volume exists, when it was made and its labels (a JSON object).
+impl Db {
+    /// Records volume `name` unless it exists; whether it was recorded now.
+    pub(crate) fn insert_volume(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<bool> {
+        let made = self
+            .conn
+            .execute(
+                "INSERT OR IGNORE INTO volumes (name, created, labels) VALUES (?1, ?2, ?3)",
+                params![name, now(), serde_json::to_string(labels).unwrap_or_default()],
+            )
+            .map_err(self.err())?;
+        Ok(made == 1)
+    }
+
+    /// Every volume's name, creation time and labels, by name.
+    pub(crate) fn volumes(&self) -> Result<Vec<VolumeRow>> {
+        let mut stmt =
+            self.conn.prepare("SELECT name, created, labels FROM volumes ORDER BY name").map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(self.err())?;
+        let row = |(name, created, labels): (String, String, String)| VolumeRow {
+            name,
+            created,
+            labels: serde_json::from_str(&labels).unwrap_or_default(),
+        };
+        Ok(rows.into_iter().map(row).collect())
+    }
+
+    /// Forgets volume `name`; whether it was recorded.
+    pub(crate) fn delete_volume(&self, name: &str) -> Result<bool> {
+        let deleted = self.conn.execute("DELETE FROM volumes WHERE name = ?1", [name]).map_err(self.err())?;
+        Ok(deleted > 0)
     }
 }
