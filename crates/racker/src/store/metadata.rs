@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
-use super::{Result, StoreError};
+use super::{ContainerRecord, ContainerState, Leader, Result, StoreError};
 use crate::digest::Digest;
 use crate::reference::Reference;
 
@@ -206,6 +206,12 @@ impl Db {
 
     pub(crate) fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
         move |source| StoreError::Database { path: self.path.clone(), source }
+    }
+
+    /// [`err`](Self::err) that does not borrow the connection, for use beside a transaction.
+    fn err_owned(&self) -> impl Fn(rusqlite::Error) -> StoreError {
+        let path = self.path.clone();
+        move |source| StoreError::Database { path: path.clone(), source }
     }
 
     /// A write transaction that waits for other writers instead of failing later.
@@ -527,5 +533,165 @@ impl Db {
     pub(crate) fn delete_volume(&self, name: &str) -> Result<bool> {
         let deleted = self.conn.execute("DELETE FROM volumes WHERE name = ?1", [name]).map_err(self.err())?;
         Ok(deleted > 0)
+    }
+}
+
+const CONTAINER_COLUMNS: &str =
+    "id, name, image_id, snapshotter, spec, state, pid, monitor_pid, exit_code, created, finished, pid_start, restart_count";
+
+/// A container row as read with [`CONTAINER_COLUMNS`].
+fn container_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ContainerRecord> {
+    let spec: String = r.get(4)?;
+    let state: String = r.get(5)?;
+    Ok(ContainerRecord {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        image_id: digest_col(r, 2)?,
+        snapshotter: r.get(3)?,
+        spec: serde_json::from_str(&spec).unwrap_or(serde_json::Value::Null),
+        state: ContainerState::parse(&state),
+        leader: match (r.get(6)?, r.get(11)?) {
+            (Some(pid), Some(start)) => Some(Leader { pid, start }),
+            _ => None,
+        },
+        monitor_pid: r.get(7)?,
+        exit_code: r.get(8)?,
+        created: r.get(9)?,
+        finished: r.get(10)?,
+        restart_count: r.get(12)?,
+    })
+}
+
+/// The id of the container called `name`, if any: names are unique.
+fn container_named(conn: &Connection, name: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row("SELECT id FROM containers WHERE name = ?1", [name], |r| r.get(0)).optional()
+}
+
+/// [`StoreError::NameInUse`] for a name container `other` holds.
+fn name_in_use(name: &str, other: &str) -> StoreError {
+    StoreError::NameInUse { name: name.to_owned(), id: other[..12.min(other.len())].to_owned() }
+}
+
+/// Container rows. Names are claimed in a write transaction, so that two racker
+/// processes cannot both take one.
+impl Db {
+    /// Records a new container, `created`, owned by process `owner`; fails if the name is taken.
+    pub(crate) fn insert_container(
+        &mut self,
+        id: &str,
+        name: &str,
+        image_id: &Digest,
+        snapshotter: &str,
+        spec: &serde_json::Value,
+        owner: u32,
+    ) -> Result<()> {
+        let e = self.err_owned();
+        let tx = self.write()?;
+        if let Some(other) = container_named(&tx, name).map_err(&e)? {
+            return Err(name_in_use(name, &other));
+        }
+        tx.execute(
+            &format!(
+                "INSERT INTO containers ({CONTAINER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, 'created', NULL, ?6, NULL, ?7, NULL, NULL, 0)"
+            ),
+            params![id, name, image_id.to_string(), snapshotter, spec.to_string(), owner, now()],
+        )
+        .map_err(&e)?;
+        tx.commit().map_err(e)
+    }
+
+    /// Records container `id`'s state, leader, owner process and (if given) exit code and
+    /// end; back in `created`, it has not been restarted.
+    pub(crate) fn set_container_state(
+        &self,
+        id: &str,
+        state: ContainerState,
+        leader: Option<Leader>,
+        owner: u32,
+        exit_code: Option<i32>,
+        finished: Option<String>,
+    ) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE containers SET state = ?2, pid = ?3, pid_start = ?4, monitor_pid = ?5,
+                 exit_code = COALESCE(?6, exit_code), finished = COALESCE(?7, finished),
+                 restart_count = CASE ?2 WHEN 'created' THEN 0 ELSE restart_count END WHERE id = ?1",
+                params![id, state.as_str(), leader.map(|l| l.pid), leader.map(|l| l.start), owner, exit_code, finished],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Records that container `id` ended with `exit_code` and is `restarting`, for the
+    /// `restarts`th time.
+    pub(crate) fn set_container_restarting(&self, id: &str, exit_code: i32, restarts: u32) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE containers SET state = 'restarting', pid = NULL, pid_start = NULL, exit_code = ?2,
+                 finished = ?3, restart_count = ?4 WHERE id = ?1",
+                params![id, exit_code, now(), restarts],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Records process `owner_pid` as container `id`'s owner (`monitor_pid`).
+    pub(crate) fn set_container_owner(&self, id: &str, owner_pid: i64) -> Result<()> {
+        self.conn
+            .execute("UPDATE containers SET monitor_pid = ?2 WHERE id = ?1", params![id, owner_pid])
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Replaces container `id`'s spec.
+    pub(crate) fn set_container_spec(&self, id: &str, spec: &serde_json::Value) -> Result<()> {
+        self.conn
+            .execute("UPDATE containers SET spec = ?2 WHERE id = ?1", params![id, spec.to_string()])
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Every container, newest first.
+    pub(crate) fn containers(&self) -> Result<Vec<ContainerRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT {CONTAINER_COLUMNS} FROM containers ORDER BY created DESC"))
+            .map_err(self.err())?;
+        let rows = stmt.query_map([], container_row).and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
+        rows.map_err(self.err())
+    }
+
+    /// Up to two containers whose name or id is `name_or_id`, or whose id starts with it
+    /// if it is hex: two say it is ambiguous.
+    pub(crate) fn containers_matching(&self, name_or_id: &str) -> Result<Vec<ContainerRecord>> {
+        // A NUL starts no id: what is not hex is no prefix.
+        let prefix = if name_or_id.bytes().all(|b| b.is_ascii_hexdigit()) { name_or_id } else { "\u{0}" };
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT {CONTAINER_COLUMNS} FROM containers WHERE name = ?1 OR id = ?1 OR id LIKE ?2 || '%' LIMIT 2"
+            ))
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![name_or_id, prefix], container_row)
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
+        rows.map_err(self.err())
+    }
+
+    /// Gives container `id` the name `new`; fails if another container has it.
+    pub(crate) fn rename_container(&mut self, id: &str, new: &str) -> Result<()> {
+        let e = self.err_owned();
+        let tx = self.write()?;
+        if let Some(other) = container_named(&tx, new).map_err(&e)? {
+            return Err(name_in_use(new, &other));
+        }
+        tx.execute("UPDATE containers SET name = ?2 WHERE id = ?1", params![id, new]).map_err(&e)?;
+        tx.commit().map_err(e)
+    }
+
+    /// Forgets container `id`.
+    pub(crate) fn delete_container(&self, id: &str) -> Result<()> {
+        self.conn.execute("DELETE FROM containers WHERE id = ?1", [id]).map_err(self.err())?;
+        Ok(())
     }
 }
