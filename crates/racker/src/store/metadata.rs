@@ -695,3 +695,52 @@ impl Db {
         Ok(())
     }
 }
+
+/// Durability marks: a blob or layer row names the boot its file was written in
+/// (`unsynced_boot`) until that file is known to be on disk (durability.rs).
+impl Db {
+    /// Clears the mark of every blob and layer written in `boot`, now synced; how many
+    /// layers it cleared.
+    pub(crate) fn mark_boot_synced(&self, boot: &str) -> Result<usize> {
+        self.conn
+            .execute("UPDATE blobs SET unsynced_boot = NULL WHERE unsynced_boot = ?1", [boot])
+            .map_err(self.err())?;
+        self.conn.execute("UPDATE layers SET unsynced_boot = NULL WHERE unsynced_boot = ?1", [boot]).map_err(self.err())
+    }
+
+    /// Folds the WAL into the database file and empties it (closing does not, see `setup`).
+    pub(crate) fn checkpoint(&self) -> Result<()> {
+        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(self.err())
+    }
+
+    /// The boot blob `digest` was written in, unsynced: None without a row, `Some(None)`
+    /// once it is known durable.
+    pub(crate) fn blob_unsynced_boot(&self, digest: &Digest) -> Result<Option<Option<String>>> {
+        self.conn
+            .query_row("SELECT unsynced_boot FROM blobs WHERE digest = ?1", [digest.to_string()], |r| r.get(0))
+            .optional()
+            .map_err(self.err())
+    }
+
+    /// The boot layer `id` was written in, unless it is known durable.
+    pub(crate) fn layer_unsynced_boot(&self, id: i64) -> Result<Option<String>> {
+        self.conn
+            .prepare_cached("SELECT unsynced_boot FROM layers WHERE id = ?1")
+            .and_then(|mut stmt| stmt.query_row([id], |r| r.get(0)))
+            .map_err(self.err())
+    }
+
+    /// Records that blob `digest`'s file is durable.
+    pub(crate) fn mark_blob_synced(&self, digest: &Digest) -> Result<()> {
+        self.conn
+            .execute("UPDATE blobs SET unsynced_boot = NULL WHERE digest = ?1", [digest.to_string()])
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Records that layer `id`'s tree is durable.
+    pub(crate) fn mark_layer_synced(&self, id: i64) -> Result<()> {
+        self.conn.execute("UPDATE layers SET unsynced_boot = NULL WHERE id = ?1", [id]).map_err(self.err())?;
+        Ok(())
+    }
+}
