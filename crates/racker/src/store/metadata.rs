@@ -1,13 +1,13 @@
 //! The metadata database: the one source of truth for which images, tags, layers and
 //! blobs exist. Foreign keys are the reference graph that gc walks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
-use super::{ContainerRecord, ContainerState, Leader, Result, StoreError};
+use super::{ContainerRecord, ContainerState, DiskUsage, Leader, Result, StoreError};
 use crate::digest::Digest;
 use crate::reference::Reference;
 
@@ -742,5 +742,123 @@ impl Db {
     pub(crate) fn mark_layer_synced(&self, id: i64) -> Result<()> {
         self.conn.execute("UPDATE layers SET unsynced_boot = NULL WHERE id = ?1", [id]).map_err(self.err())?;
         Ok(())
+    }
+}
+
+const UNREFERENCED_BLOBS: &str = "SELECT digest, size FROM blobs WHERE digest NOT IN (
+    SELECT config_digest FROM images UNION SELECT manifest_digest FROM images UNION SELECT blob_digest FROM image_layers)";
+const UNREFERENCED_LAYERS: &str =
+    "SELECT id, diff_id, size FROM layers WHERE diff_id NOT IN (SELECT diff_id FROM image_layers)";
+
+/// A blob row no image reaches.
+pub(crate) struct UnusedBlob {
+    pub digest: String,
+    pub size: u64,
+}
+
+/// A layer row no image reaches.
+pub(crate) struct UnusedLayer {
+    pub id: i64,
+    pub diff_id: String,
+    pub size: u64,
+}
+
+/// What gc's transaction saw: the rows no image reaches, and the file names of the
+/// rows that stay (blob hex digests, layer ids), to tell leftovers from live files.
+pub(crate) struct Sweep {
+    pub blobs: Vec<UnusedBlob>,
+    pub layers: Vec<UnusedLayer>,
+    pub live_blobs: HashSet<String>,
+    pub live_layers: HashSet<String>,
+}
+
+fn query_u64(conn: &Connection, sql: &str) -> rusqlite::Result<u64> {
+    conn.query_row(sql, [], |r| r.get::<_, Option<u64>>(0)).map(|v| v.unwrap_or(0))
+}
+
+/// What gc reads and removes: images are the roots.
+impl Db {
+    /// Finds the rows no image reaches in one write transaction and, with `delete`,
+    /// removes them in it (without, the transaction is rolled back: a dry run).
+    pub(crate) fn sweep(&mut self, delete: bool) -> Result<Sweep> {
+        let e = self.err_owned();
+        let tx = self.write()?;
+        let blobs = {
+            let mut stmt = tx.prepare(UNREFERENCED_BLOBS).map_err(&e)?;
+            let rows = stmt
+                .query_map([], |r| Ok(UnusedBlob { digest: r.get(0)?, size: r.get(1)? }))
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(&e)?;
+            rows
+        };
+        let layers = {
+            let mut stmt = tx.prepare(UNREFERENCED_LAYERS).map_err(&e)?;
+            let rows = stmt
+                .query_map([], |r| Ok(UnusedLayer { id: r.get(0)?, diff_id: r.get(1)?, size: r.get(2)? }))
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(&e)?;
+            rows
+        };
+        if delete {
+            for blob in &blobs {
+                tx.execute("DELETE FROM blobs WHERE digest = ?1", [&blob.digest]).map_err(&e)?;
+            }
+            for layer in &layers {
+                tx.execute("DELETE FROM layers WHERE id = ?1", [layer.id]).map_err(&e)?;
+            }
+        }
+        let names = |sql: &str| -> Result<HashSet<String>> {
+            let mut stmt = tx.prepare(sql).map_err(&e)?;
+            let rows = stmt.query_map([], |r| r.get(0)).and_then(|rows| rows.collect::<rusqlite::Result<_>>());
+            rows.map_err(&e)
+        };
+        let live_blobs = names("SELECT substr(digest, 8) FROM blobs")?;
+        let live_layers = names("SELECT CAST(id AS TEXT) FROM layers")?;
+        if delete {
+            tx.commit().map_err(&e)?;
+        }
+        Ok(Sweep { blobs, layers, live_blobs, live_layers })
+    }
+
+    /// `system df`'s sizes, as the rows give them (the objects are gc.rs's to count).
+    pub(crate) fn disk_usage(&self) -> Result<DiskUsage> {
+        let c = &self.conn;
+        let q = || -> rusqlite::Result<DiskUsage> {
+            let mut du = DiskUsage {
+                images: query_u64(c, "SELECT COUNT(*) FROM images")?,
+                images_size: query_u64(c, "SELECT SUM(size) FROM images")?,
+                layers: query_u64(c, "SELECT COUNT(*) FROM layers")?,
+                layers_size: query_u64(c, "SELECT SUM(size) FROM layers")?,
+                blobs: query_u64(c, "SELECT COUNT(*) FROM blobs")?,
+                blobs_size: query_u64(c, "SELECT SUM(size) FROM blobs")?,
+                ..DiskUsage::default()
+            };
+            du.shared_size = query_u64(
+                c,
+                "SELECT SUM(size) FROM layers WHERE diff_id IN
+                   (SELECT diff_id FROM image_layers GROUP BY diff_id HAVING COUNT(DISTINCT image_id) > 1)",
+            )? + query_u64(
+                c,
+                "SELECT SUM(size) FROM blobs WHERE digest IN
+                   (SELECT blob_digest FROM image_layers GROUP BY blob_digest HAVING COUNT(DISTINCT image_id) > 1)",
+            )?;
+            du.unused_blobs = query_u64(c, &format!("SELECT COUNT(*) FROM ({UNREFERENCED_BLOBS})"))?;
+            du.unused_blobs_size = query_u64(c, &format!("SELECT SUM(size) FROM ({UNREFERENCED_BLOBS})"))?;
+            du.unused_layers = query_u64(c, &format!("SELECT COUNT(*) FROM ({UNREFERENCED_LAYERS})"))?;
+            du.unused_layers_size = query_u64(c, &format!("SELECT SUM(size) FROM ({UNREFERENCED_LAYERS})"))?;
+            du.reclaimable_size = du.unused_blobs_size + du.unused_layers_size;
+            // Logical: each image counted with all its layers and blobs; physical: stored once.
+            let logical = du.images_size
+                + query_u64(
+                    c,
+                    "SELECT SUM(b.size) FROM (SELECT DISTINCT image_id, blob_digest AS d FROM image_layers
+                       UNION SELECT id, config_digest FROM images UNION SELECT id, manifest_digest FROM images) u
+                     JOIN blobs b ON b.digest = u.d",
+                )?;
+            let physical = du.layers_size + du.blobs_size - du.reclaimable_size;
+            du.dedupe_ratio = if physical == 0 { 1.0 } else { logical as f64 / physical as f64 };
+            Ok(du)
+        };
+        q().map_err(self.err())
     }
 }
