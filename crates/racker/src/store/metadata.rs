@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
-use super::{ContainerRecord, ContainerState, DiskUsage, Leader, Result, StoreError};
-use crate::digest::Digest;
+use super::{BlobInfo, ContainerRecord, ContainerState, DiskUsage, Leader, NewImage, Result, StoreError};
+use crate::digest::{chain_ids, Digest};
 use crate::reference::Reference;
+use crate::unpack::UnpackStats;
 
 /// Schema migrations; `PRAGMA user_version` counts how many have been applied.
 const MIGRATIONS: &[&str] = &[
@@ -223,10 +224,7 @@ impl Db {
     }
 
     pub(crate) fn layer_id(&self, diff_id: &Digest) -> Result<Option<i64>> {
-        self.conn
-            .query_row("SELECT id FROM layers WHERE diff_id = ?1", [diff_id.to_string()], |r| r.get(0))
-            .optional()
-            .map_err(self.err())
+        layer_id(&self.conn, diff_id).map_err(self.err())
     }
 
     pub(crate) fn images(&self) -> Result<Vec<ImageSummary>> {
@@ -443,6 +441,12 @@ impl Db {
         tx.commit().map_err(e)?;
         Ok(removal)
     }
+}
+
+/// The `layers.id` of the layer with `diff_id`, if it is stored (on the connection or in
+/// a transaction).
+fn layer_id(conn: &Connection, diff_id: &Digest) -> rusqlite::Result<Option<i64>> {
+    conn.query_row("SELECT id FROM layers WHERE diff_id = ?1", [diff_id.to_string()], |r| r.get(0)).optional()
 }
 
 /// Points `repository:tag` at image `id` (on the connection or in a transaction).
@@ -861,4 +865,146 @@ impl Db {
         };
         q().map_err(self.err())
     }
+}
+
+/// What [`Db::commit_image`] records: the image, what its config says of it, and the
+/// blobs and layers this operation brings (marked with `boot` until synced).
+pub(crate) struct ImageRows<'a> {
+    pub id: &'a Digest,
+    pub image: &'a NewImage,
+    pub created: Option<String>,
+    pub architecture: Option<String>,
+    pub os: Option<String>,
+    pub new_blobs: Vec<&'a BlobInfo>,
+    pub new_layers: Vec<&'a UnpackStats>,
+    pub boot: &'a str,
+}
+
+/// A layer row [`Db::commit_image`] made: its tree goes to `layers/<id>`.
+pub(crate) struct NewLayerRow<'a> {
+    pub diff_id: &'a Digest,
+    pub id: i64,
+}
+
+/// Adding an image: all its rows in one write transaction.
+impl Db {
+    /// Records an image with its blobs, layers and names in one transaction. `place`
+    /// puts the files in place (given the layer rows made, which name their
+    /// directories) before the rows are committed: no committed row lacks its file, and
+    /// a failure leaves only files no row names, which gc removes.
+    pub(crate) fn commit_image(
+        &mut self,
+        rows: &ImageRows<'_>,
+        place: impl FnOnce(&[NewLayerRow<'_>]) -> Result<()>,
+    ) -> Result<()> {
+        let e = self.err_owned();
+        let tx = self.write()?;
+        let now = now();
+        for blob in &rows.new_blobs {
+            insert_new_blob(&tx, blob, &now, rows.boot).map_err(&e)?;
+        }
+        let image = rows.image;
+        // Blobs that were already present may predate their row (a crash between
+        // rename and commit); make sure every referenced blob has one.
+        for blob in [&image.manifest, &image.config].into_iter().chain(image.layers.iter().map(|l| &l.blob)) {
+            insert_blob_unless_known(&tx, blob, &now).map_err(&e)?;
+        }
+        let mut made = Vec::new();
+        for layer in &rows.new_layers {
+            // Another operation may have been first; our copy goes with the staging dir.
+            if layer_id(&tx, &layer.diff_id).map_err(&e)?.is_none() {
+                let id = insert_layer(&tx, layer, &now, rows.boot).map_err(&e)?;
+                made.push(NewLayerRow { diff_id: &layer.diff_id, id });
+            }
+        }
+        if insert_image(&tx, rows, &now).map_err(&e)? {
+            insert_image_layers(&tx, rows.id, image).map_err(&e)?;
+        }
+        for r in &image.tags {
+            if let Some(tag) = r.tag() {
+                put_tag(&tx, &r.name(), tag, rows.id).map_err(&e)?;
+            }
+        }
+        for r in &image.repo_digests {
+            if let Some(digest) = r.digest() {
+                put_repo_digest(&tx, &r.name(), digest, rows.id).map_err(&e)?;
+            }
+        }
+        place(&made)?;
+        tx.commit().map_err(e)
+    }
+}
+
+/// A row for a blob this operation staged, marked with `boot`; a row already there
+/// takes the mark too, as its file may be the one just written.
+fn insert_new_blob(tx: &Transaction<'_>, blob: &BlobInfo, now: &str, boot: &str) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO blobs (digest, size, media_type, added, unsynced_boot) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(digest) DO UPDATE SET unsynced_boot = excluded.unsynced_boot",
+        params![blob.digest.to_string(), blob.size, blob.media_type, now, boot],
+    )?;
+    Ok(())
+}
+
+/// A row for a blob the store has, unless it has one.
+fn insert_blob_unless_known(tx: &Transaction<'_>, blob: &BlobInfo, now: &str) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT OR IGNORE INTO blobs (digest, size, media_type, added) VALUES (?1, ?2, ?3, ?4)",
+        params![blob.digest.to_string(), blob.size, blob.media_type, now],
+    )?;
+    Ok(())
+}
+
+/// A new layer row; its `layers.id`.
+fn insert_layer(tx: &Transaction<'_>, layer: &UnpackStats, now: &str, boot: &str) -> rusqlite::Result<i64> {
+    tx.execute(
+        "INSERT INTO layers (diff_id, size, files, added, unsynced_boot) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![layer.diff_id.to_string(), layer.size, layer.files, now, boot],
+    )?;
+    Ok(tx.last_insert_rowid())
+}
+
+/// The image's row, its size the sum of its layers'; false if the image was there.
+fn insert_image(tx: &Transaction<'_>, rows: &ImageRows<'_>, now: &str) -> rusqlite::Result<bool> {
+    let mut size = 0u64;
+    for layer in &rows.image.layers {
+        let s: u64 =
+            tx.query_row("SELECT size FROM layers WHERE diff_id = ?1", [layer.diff_id.to_string()], |r| r.get(0))?;
+        size += s;
+    }
+    let inserted = tx.execute(
+        "INSERT OR IGNORE INTO images (id, config_digest, manifest_digest, manifest_media_type, created, architecture, os, size, added)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            rows.id.to_string(),
+            rows.image.config.digest.to_string(),
+            rows.image.manifest.digest.to_string(),
+            rows.image.manifest.media_type,
+            rows.created,
+            rows.architecture,
+            rows.os,
+            size,
+            now
+        ],
+    )?;
+    Ok(inserted == 1)
+}
+
+/// The image's layers in order, base first, each with its chain id.
+fn insert_image_layers(tx: &Transaction<'_>, id: &Digest, image: &NewImage) -> rusqlite::Result<()> {
+    let diff_ids: Vec<Digest> = image.layers.iter().map(|l| l.diff_id.clone()).collect();
+    for (position, (layer, chain_id)) in image.layers.iter().zip(chain_ids(&diff_ids)).enumerate() {
+        tx.execute(
+            "INSERT INTO image_layers (image_id, position, blob_digest, media_type, diff_id, chain_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                id.to_string(),
+                position,
+                layer.blob.digest.to_string(),
+                layer.blob.media_type,
+                layer.diff_id.to_string(),
+                chain_id.to_string()
+            ],
+        )?;
+    }
+    Ok(())
 }
