@@ -1,5 +1,7 @@
-//! The metadata database: the one source of truth for which images, tags, layers and
-//! blobs exist. Foreign keys are the reference graph that gc walks.
+//! The metadata database: the one source of truth for which images, tags, layers,
+//! blobs, containers and volumes exist. Foreign keys are the reference graph that gc
+//! walks. Every query of the store is here, behind typed methods on [`Db`], each in the
+//! transaction it needs: the other modules move files and call these.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -146,7 +148,7 @@ pub struct Removal {
 }
 
 pub(crate) struct Db {
-    pub(crate) conn: Connection,
+    conn: Connection,
     path: PathBuf,
 }
 
@@ -205,7 +207,7 @@ impl Db {
         tx.commit()
     }
 
-    pub(crate) fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+    fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
         move |source| StoreError::Database { path: self.path.clone(), source }
     }
 
@@ -216,11 +218,9 @@ impl Db {
     }
 
     /// A write transaction that waits for other writers instead of failing later.
-    pub(crate) fn write(&mut self) -> Result<Transaction<'_>> {
-        let path = self.path.clone();
-        self.conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|source| StoreError::Database { path, source })
+    fn write(&mut self) -> Result<Transaction<'_>> {
+        let e = self.err_owned();
+        self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(e)
     }
 
     pub(crate) fn layer_id(&self, diff_id: &Digest) -> Result<Option<i64>> {
@@ -398,15 +398,14 @@ impl Db {
                 }
             }
         }
-        let path = self.path.clone();
-        let e = move |source| StoreError::Database { path: path.clone(), source };
+        let e = self.err_owned();
         let tx = self.write()?;
         let key = id.to_string();
         let user: Option<String> = tx
             .query_row("SELECT name FROM containers WHERE image_id = ?1 LIMIT 1", [&key], |r| r.get(0))
             .optional()
-            .map_err(e.clone())?;
-        let count = |sql: &str| -> Result<usize> { tx.query_row(sql, [&key], |r| r.get(0)).map_err(e.clone()) };
+            .map_err(&e)?;
+        let count = |sql: &str| -> Result<usize> { tx.query_row(sql, [&key], |r| r.get(0)).map_err(&e) };
         let mut removal = Removal::default();
         match &name {
             Some(r) => {
@@ -419,7 +418,7 @@ impl Db {
                         tx.execute("DELETE FROM tags WHERE repository = ?1 AND tag = ?2", params![r.name(), r.tag()])
                     }
                 }
-                .map_err(e.clone())?;
+                .map_err(&e)?;
                 removal.untagged.push(display_reference(r));
             }
             None => {
@@ -434,8 +433,8 @@ impl Db {
             if let Some(container) = user {
                 return Err(StoreError::ImageUsedByContainer { id: id.short().to_owned(), container });
             }
-            removal.untagged.extend(untag_all(&tx, &id).map_err(e.clone())?);
-            tx.execute("DELETE FROM images WHERE id = ?1", [&key]).map_err(e.clone())?;
+            removal.untagged.extend(untag_all(&tx, &id).map_err(&e)?);
+            tx.execute("DELETE FROM images WHERE id = ?1", [&key]).map_err(&e)?;
             removal.deleted = Some(id.clone());
         }
         tx.commit().map_err(e)?;
