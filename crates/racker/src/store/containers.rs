@@ -2,8 +2,6 @@
 //! live in the store's database so that names are unique across racker processes and
 //! an image a container uses cannot be removed under it.
 
-use rusqlite::{params, OptionalExtension};
-
 use super::metadata::now;
 use super::{Result, Store, StoreError};
 use crate::digest::Digest;
@@ -19,7 +17,8 @@ pub enum ContainerState {
 }
 
 impl ContainerState {
-    fn as_str(self) -> &'static str {
+    /// How the database spells it.
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             ContainerState::Created => "created",
             ContainerState::Running => "running",
@@ -27,7 +26,7 @@ impl ContainerState {
             ContainerState::Exited => "exited",
         }
     }
-    fn parse(s: &str) -> ContainerState {
+    pub(super) fn parse(s: &str) -> ContainerState {
         match s {
             "running" => ContainerState::Running,
             "created" => ContainerState::Created,
@@ -68,31 +67,6 @@ pub struct ContainerRecord {
     pub restart_count: i64,
 }
 
-fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<ContainerRecord> {
-    let image: String = r.get(2)?;
-    let spec: String = r.get(4)?;
-    let state: String = r.get(5)?;
-    Ok(ContainerRecord {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        image_id: image
-            .parse()
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e)))?,
-        snapshotter: r.get(3)?,
-        spec: serde_json::from_str(&spec).unwrap_or(serde_json::Value::Null),
-        state: ContainerState::parse(&state),
-        leader: match (r.get(6)?, r.get(11)?) {
-            (Some(pid), Some(start)) => Some(Leader { pid, start }),
-            _ => None,
-        },
-        monitor_pid: r.get(7)?,
-        exit_code: r.get(8)?,
-        created: r.get(9)?,
-        finished: r.get(10)?,
-        restart_count: r.get(12)?,
-    })
-}
-
 /// Docker's rule for container names (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`; one character is
 /// enough, as in podman): names end up in paths, machine and unit names, so nothing that
 /// could climb out of a directory or be mistaken for an option gets in.
@@ -101,9 +75,6 @@ pub fn is_valid_container_name(name: &str) -> bool {
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
-
-const COLUMNS: &str =
-    "id, name, image_id, snapshotter, spec, state, pid, monitor_pid, exit_code, created, finished, pid_start, restart_count";
 
 impl Store {
     /// Records a new container; fails if the name is taken.
@@ -118,24 +89,7 @@ impl Store {
         if !is_valid_container_name(name) {
             return Err(StoreError::InvalidContainerName { name: name.to_owned() });
         }
-        let mut db = self.db();
-        let tx = db.write()?;
-        let path = self.root.join("racker.db");
-        let e = |source| StoreError::Database { path: path.clone(), source };
-        let taken: Option<String> =
-            tx.query_row("SELECT id FROM containers WHERE name = ?1", [name], |r| r.get(0)).optional().map_err(e)?;
-        if let Some(other) = taken {
-            return Err(StoreError::NameInUse { name: name.to_owned(), id: other[..12.min(other.len())].to_owned() });
-        }
-        tx.execute(
-            &format!(
-                "INSERT INTO containers ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, 'created', NULL, ?6, NULL, ?7, NULL, NULL, 0)"
-            ),
-            params![id, name, image_id.to_string(), snapshotter, spec.to_string(), std::process::id(), now()],
-        )
-        .map_err(e)?;
-        tx.commit().map_err(e)?;
-        drop(db);
+        self.db().insert_container(id, name, image_id, snapshotter, spec, std::process::id())?;
         self.container(id)
     }
 
@@ -150,82 +104,35 @@ impl Store {
     ) -> Result<()> {
         let db = self.db();
         let finished = (state == ContainerState::Exited).then(now);
-        db.conn
-            .execute(
-                "UPDATE containers SET state = ?2, pid = ?3, pid_start = ?4, monitor_pid = ?5,
-                 exit_code = COALESCE(?6, exit_code), finished = COALESCE(?7, finished),
-                 restart_count = CASE ?2 WHEN 'created' THEN 0 ELSE restart_count END WHERE id = ?1",
-                params![
-                    id,
-                    state.as_str(),
-                    leader.map(|l| l.pid),
-                    leader.map(|l| l.start),
-                    std::process::id(),
-                    exit_code,
-                    finished
-                ],
-            )
-            .map_err(db.err())?;
-        Ok(())
+        db.set_container_state(id, state, leader, std::process::id(), exit_code, finished)
     }
 
     /// Records that container `id` ended with `exit_code` and that its monitor will start
     /// it again: state `restarting`, its `restarts` since it was last started by the user.
     pub fn note_container_restart(&self, id: &str, exit_code: i32, restarts: u32) -> Result<()> {
-        let db = self.db();
-        db.conn
-            .execute(
-                "UPDATE containers SET state = 'restarting', pid = NULL, pid_start = NULL, exit_code = ?2,
-                 finished = ?3, restart_count = ?4 WHERE id = ?1",
-                params![id, exit_code, now(), restarts],
-            )
-            .map_err(db.err())?;
-        Ok(())
+        self.db().set_container_restarting(id, exit_code, restarts)
     }
 
     /// Hands the container to another owner process (`monitor_pid`): the process whose
     /// life is the container's, once the one that started it is gone (a kept probe
     /// container's systemd-nspawn). `gc` leaves a container alone while its owner lives.
     pub fn set_container_owner(&self, id: &str, owner_pid: i64) -> Result<()> {
-        let db = self.db();
-        db.conn
-            .execute("UPDATE containers SET monitor_pid = ?2 WHERE id = ?1", params![id, owner_pid])
-            .map_err(db.err())?;
-        Ok(())
+        self.db().set_container_owner(id, owner_pid)
     }
 
     /// Stores what the container runs, once it is known.
     pub fn update_container_spec(&self, id: &str, spec: &serde_json::Value) -> Result<()> {
-        let db = self.db();
-        db.conn
-            .execute("UPDATE containers SET spec = ?2 WHERE id = ?1", params![id, spec.to_string()])
-            .map_err(db.err())?;
-        Ok(())
+        self.db().set_container_spec(id, spec)
     }
 
     /// All containers, newest first.
     pub fn containers(&self) -> Result<Vec<ContainerRecord>> {
-        let db = self.db();
-        let mut stmt =
-            db.conn.prepare(&format!("SELECT {COLUMNS} FROM containers ORDER BY created DESC")).map_err(db.err())?;
-        let rows = stmt.query_map([], record).and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
-        rows.map_err(db.err())
+        self.db().containers()
     }
 
     /// A container by name, id or unique id prefix.
     pub fn container(&self, name_or_id: &str) -> Result<ContainerRecord> {
-        let db = self.db();
-        let mut stmt = db
-            .conn
-            .prepare(&format!(
-                "SELECT {COLUMNS} FROM containers WHERE name = ?1 OR id = ?1 OR id LIKE ?2 || '%' LIMIT 2"
-            ))
-            .map_err(db.err())?;
-        let prefix = if name_or_id.bytes().all(|b| b.is_ascii_hexdigit()) { name_or_id } else { "\u{0}" };
-        let found = stmt
-            .query_map(params![name_or_id, prefix], record)
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(db.err())?;
+        let found = self.db().containers_matching(name_or_id)?;
         match found.as_slice() {
             [one] => Ok(one.clone()),
             [] => Err(StoreError::ContainerNotFound(name_or_id.to_owned())),
@@ -242,25 +149,12 @@ impl Store {
         if !is_valid_container_name(new) {
             return Err(StoreError::InvalidContainerName { name: new.to_owned() });
         }
-        let mut db = self.db();
-        let tx = db.write()?;
-        let path = self.root.join("racker.db");
-        let e = |source| StoreError::Database { path: path.clone(), source };
-        let taken: Option<String> =
-            tx.query_row("SELECT id FROM containers WHERE name = ?1", [new], |r| r.get(0)).optional().map_err(e)?;
-        if let Some(other) = taken {
-            return Err(StoreError::NameInUse { name: new.to_owned(), id: other[..12.min(other.len())].to_owned() });
-        }
-        tx.execute("UPDATE containers SET name = ?2 WHERE id = ?1", params![id, new]).map_err(e)?;
-        tx.commit().map_err(e)?;
-        Ok(())
+        self.db().rename_container(id, new)
     }
 
     /// Forgets a container (its snapshot is the runtime's to remove first).
     pub fn remove_container(&self, id: &str) -> Result<()> {
-        let db = self.db();
-        db.conn.execute("DELETE FROM containers WHERE id = ?1", [id]).map_err(db.err())?;
-        Ok(())
+        self.db().delete_container(id)
     }
 }
 

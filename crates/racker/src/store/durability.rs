@@ -34,14 +34,9 @@ impl Store {
         let root = File::open(&self.root).map_err(io_err(&self.root))?;
         rustix::fs::syncfs(&root).map_err(|e| io_err(&self.root)(e.into()))?;
         let db = self.db();
-        let boot = boot_id();
-        db.conn.execute("UPDATE blobs SET unsynced_boot = NULL WHERE unsynced_boot = ?1", [&boot]).map_err(db.err())?;
-        let settled = db
-            .conn
-            .execute("UPDATE layers SET unsynced_boot = NULL WHERE unsynced_boot = ?1", [&boot])
-            .map_err(db.err())?;
+        let settled = db.mark_boot_synced(&boot_id())?;
         // Closing does not checkpoint (metadata.rs): fold the WAL into the database here.
-        db.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(db.err())?;
+        db.checkpoint()?;
         // Every file object is on the disk now (gc holds the store alone: none is being written).
         let marker = self.root.join(UNSETTLED_OBJECTS);
         match fs::remove_file(&marker) {
@@ -56,14 +51,7 @@ impl Store {
     /// and removed if its bytes no longer match its name.
     pub(crate) fn blob_is_whole(&self, digest: &Digest) -> Result<bool> {
         let boot = boot_id();
-        let row: Option<Option<String>> = {
-            let db = self.db();
-            db.conn
-                .query_row("SELECT unsynced_boot FROM blobs WHERE digest = ?1", [digest.to_string()], |r| r.get(0))
-                .map(Some)
-                .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(None) } else { Err(e) })
-                .map_err(db.err())?
-        };
+        let row = self.db().blob_unsynced_boot(digest)?;
         match row {
             Some(None) => return Ok(true),
             Some(Some(written)) if written == boot && !boot.is_empty() => return Ok(true),
@@ -73,10 +61,7 @@ impl Store {
         let found =
             File::open(&path).and_then(|f| crate::digest::HashingReader::new(f).finish()).map_err(io_err(&path))?.0;
         if &found == digest {
-            let db = self.db();
-            db.conn
-                .execute("UPDATE blobs SET unsynced_boot = NULL WHERE digest = ?1", [digest.to_string()])
-                .map_err(db.err())?;
+            self.db().mark_blob_synced(digest)?;
             return Ok(true);
         }
         tracing::warn!(%digest, "a blob written before the last reboot lost data; it will be fetched again");
@@ -91,10 +76,9 @@ impl Store {
         let boot = boot_id();
         let stale: Vec<_> = {
             let db = self.db();
-            let mut stmt = db.conn.prepare("SELECT unsynced_boot FROM layers WHERE id = ?1").map_err(db.err())?;
             let mut stale = Vec::new();
             for layer in &image.layers {
-                let written: Option<String> = stmt.query_row([layer.layer_id], |r| r.get(0)).map_err(db.err())?;
+                let written = db.layer_unsynced_boot(layer.layer_id)?;
                 if written.is_some_and(|b| b != boot || boot.is_empty()) {
                     stale.push(layer.clone());
                 }
@@ -107,12 +91,7 @@ impl Store {
         // Rare (the first use after an unclean reboot): hold the store alone.
         let _lock = self.lock(FlockOperation::LockExclusive)?;
         for layer in stale {
-            let still: Option<String> = {
-                let db = self.db();
-                db.conn
-                    .query_row("SELECT unsynced_boot FROM layers WHERE id = ?1", [layer.layer_id], |r| r.get(0))
-                    .map_err(db.err())?
-            };
+            let still = self.db().layer_unsynced_boot(layer.layer_id)?;
             if !still.is_some_and(|b| b != boot || boot.is_empty()) {
                 continue; // another process rebuilt it meanwhile
             }
@@ -120,10 +99,7 @@ impl Store {
             // In place, not through the objects: what an unclean reboot left of them is
             // not trusted here.
             self.rebuild_layer(&layer, false)?;
-            let db = self.db();
-            db.conn
-                .execute("UPDATE layers SET unsynced_boot = NULL WHERE id = ?1", [layer.layer_id])
-                .map_err(db.err())?;
+            self.db().mark_layer_synced(layer.layer_id)?;
         }
         Ok(image)
     }

@@ -5,10 +5,9 @@
 use std::fs;
 use std::path::Path;
 
-use rusqlite::Connection;
 use rustix::fs::FlockOperation;
 
-use super::{io_err, Result, Store, StoreError};
+use super::{io_err, Result, Store};
 
 /// What a gc removed (or, in a dry run, would remove).
 #[derive(Debug, Default, serde::Serialize)]
@@ -49,11 +48,6 @@ pub struct DiskUsage {
     pub objects: crate::objects::Sharing,
 }
 
-const UNREFERENCED_BLOBS: &str = "SELECT digest, size FROM blobs WHERE digest NOT IN (
-    SELECT config_digest FROM images UNION SELECT manifest_digest FROM images UNION SELECT blob_digest FROM image_layers)";
-const UNREFERENCED_LAYERS: &str =
-    "SELECT id, diff_id, size FROM layers WHERE diff_id NOT IN (SELECT diff_id FROM image_layers)";
-
 /// How many of the most shared file objects `system df` names.
 const TOP_SHARED: usize = 10;
 
@@ -77,10 +71,6 @@ fn remove_path(path: &Path) -> Result<()> {
     result.map_err(io_err(path))
 }
 
-fn query_u64(conn: &Connection, sql: &str) -> rusqlite::Result<u64> {
-    conn.query_row(sql, [], |r| r.get::<_, Option<u64>>(0)).map(|v| v.unwrap_or(0))
-}
-
 impl Store {
     /// Removes everything no image references, waiting for operations in progress.
     pub fn gc(&self, dry_run: bool) -> Result<GcReport> {
@@ -101,69 +91,23 @@ impl Store {
 
     fn sweep(&self, dry_run: bool) -> Result<GcReport> {
         let mut report = GcReport::default();
-        let mut db = self.db();
-        let path = self.root.join("racker.db");
-        let dberr = |source| StoreError::Database { path: path.clone(), source };
-        let tx = db.write()?;
-        let (blobs, layers) = {
-            let mut stmt = tx.prepare(UNREFERENCED_BLOBS).map_err(dberr)?;
-            let blobs = stmt
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))
-                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-                .map_err(dberr)?;
-            let mut stmt = tx.prepare(UNREFERENCED_LAYERS).map_err(dberr)?;
-            let layers = stmt
-                .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, u64>(2)?)))
-                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-                .map_err(dberr)?;
-            (blobs, layers)
-        };
-        for (digest, size) in &blobs {
-            if !dry_run {
-                tx.execute("DELETE FROM blobs WHERE digest = ?1", [digest]).map_err(dberr)?;
-            }
-            report.blobs.push(digest.clone());
-            report.reclaimed_bytes += size;
+        let rows = self.db().sweep(!dry_run)?;
+        for blob in &rows.blobs {
+            report.blobs.push(blob.digest.clone());
+            report.reclaimed_bytes += blob.size;
         }
-        for (id, diff_id, size) in &layers {
-            if !dry_run {
-                tx.execute("DELETE FROM layers WHERE id = ?1", [id]).map_err(dberr)?;
-            }
-            report.layers.push(diff_id.clone());
-            report.reclaimed_bytes += size;
+        for layer in &rows.layers {
+            report.layers.push(layer.diff_id.clone());
+            report.reclaimed_bytes += layer.size;
         }
-        // Names of everything that stays, to find files no row names.
-        let live_blobs: std::collections::HashSet<String> = {
-            let mut stmt = tx.prepare("SELECT substr(digest, 8) FROM blobs").map_err(dberr)?;
-            let rows = stmt
-                .query_map([], |r| r.get(0))
-                .and_then(|rows| rows.collect::<rusqlite::Result<_>>())
-                .map_err(dberr)?;
-            rows
-        };
-        let live_layers: std::collections::HashSet<String> = {
-            let mut stmt = tx.prepare("SELECT CAST(id AS TEXT) FROM layers").map_err(dberr)?;
-            let rows = stmt
-                .query_map([], |r| r.get(0))
-                .and_then(|rows| rows.collect::<rusqlite::Result<_>>())
-                .map_err(dberr)?;
-            rows
-        };
-        if !dry_run {
-            tx.commit().map_err(dberr)?;
-        } else {
-            drop(tx);
-        }
-        drop(db);
 
         // Rows are gone; now the files. Known garbage is counted above, the rest here.
         let dropped_blobs: std::collections::HashSet<&str> =
-            blobs.iter().map(|(d, _)| d.trim_start_matches("sha256:")).collect();
-        let dropped_layers: std::collections::HashSet<String> =
-            layers.iter().map(|(id, _, _)| id.to_string()).collect();
+            rows.blobs.iter().map(|b| b.digest.trim_start_matches("sha256:")).collect();
+        let dropped_layers: std::collections::HashSet<String> = rows.layers.iter().map(|l| l.id.to_string()).collect();
         let keep = |area: &str, name: &str| match area {
-            "blobs/sha256" => live_blobs.contains(name) && !dropped_blobs.contains(name),
-            "layers" => live_layers.contains(name) && !dropped_layers.contains(name),
+            "blobs/sha256" => rows.live_blobs.contains(name) && !dropped_blobs.contains(name),
+            "layers" => rows.live_layers.contains(name) && !dropped_layers.contains(name),
             _ => false,
         };
         for area in ["blobs/sha256", "layers", "ingest"] {
@@ -201,45 +145,7 @@ impl Store {
 
     /// Sizes of what the store holds, from the database.
     pub fn disk_usage(&self) -> Result<DiskUsage> {
-        let db = self.db();
-        let c = &db.conn;
-        let q = || -> rusqlite::Result<DiskUsage> {
-            let mut du = DiskUsage {
-                images: query_u64(c, "SELECT COUNT(*) FROM images")?,
-                images_size: query_u64(c, "SELECT SUM(size) FROM images")?,
-                layers: query_u64(c, "SELECT COUNT(*) FROM layers")?,
-                layers_size: query_u64(c, "SELECT SUM(size) FROM layers")?,
-                blobs: query_u64(c, "SELECT COUNT(*) FROM blobs")?,
-                blobs_size: query_u64(c, "SELECT SUM(size) FROM blobs")?,
-                ..DiskUsage::default()
-            };
-            du.shared_size = query_u64(
-                c,
-                "SELECT SUM(size) FROM layers WHERE diff_id IN
-                   (SELECT diff_id FROM image_layers GROUP BY diff_id HAVING COUNT(DISTINCT image_id) > 1)",
-            )? + query_u64(
-                c,
-                "SELECT SUM(size) FROM blobs WHERE digest IN
-                   (SELECT blob_digest FROM image_layers GROUP BY blob_digest HAVING COUNT(DISTINCT image_id) > 1)",
-            )?;
-            du.unused_blobs = query_u64(c, &format!("SELECT COUNT(*) FROM ({UNREFERENCED_BLOBS})"))?;
-            du.unused_blobs_size = query_u64(c, &format!("SELECT SUM(size) FROM ({UNREFERENCED_BLOBS})"))?;
-            du.unused_layers = query_u64(c, &format!("SELECT COUNT(*) FROM ({UNREFERENCED_LAYERS})"))?;
-            du.unused_layers_size = query_u64(c, &format!("SELECT SUM(size) FROM ({UNREFERENCED_LAYERS})"))?;
-            du.reclaimable_size = du.unused_blobs_size + du.unused_layers_size;
-            // Logical: each image counted with all its layers and blobs; physical: stored once.
-            let logical = du.images_size
-                + query_u64(
-                    c,
-                    "SELECT SUM(b.size) FROM (SELECT DISTINCT image_id, blob_digest AS d FROM image_layers
-                       UNION SELECT id, config_digest FROM images UNION SELECT id, manifest_digest FROM images) u
-                     JOIN blobs b ON b.digest = u.d",
-                )?;
-            let physical = du.layers_size + du.blobs_size - du.reclaimable_size;
-            du.dedupe_ratio = if physical == 0 { 1.0 } else { logical as f64 / physical as f64 };
-            Ok(du)
-        };
-        let mut du = q().map_err(db.err())?;
+        let mut du = self.db().disk_usage()?;
         let objects = self.root.join(crate::objects::DIR);
         du.objects = crate::objects::sharing(&objects, TOP_SHARED).map_err(io_err(&objects))?;
         Ok(du)

@@ -11,12 +11,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use oci_spec::image::{Descriptor, MediaType};
-use rusqlite::params;
 use rustix::fs::FlockOperation;
 
-use super::metadata::now;
+use super::metadata::{ImageRows, NewLayerRow};
 use super::{blobs, io_err, Result, Store, StoreError, StoreLock};
-use crate::digest::{chain_ids, Digest, HashingReader};
+use crate::digest::{Digest, HashingReader};
 use crate::progress::{Progress, ProgressReader, Silent};
 use crate::reference::Reference;
 use crate::unpack::{self, Compression, UnpackOptions, UnpackStats};
@@ -405,125 +404,46 @@ impl<'s> Ingest<'s> {
             })?;
         let text = |key: &str| config.get(key).and_then(|v| v.as_str()).map(str::to_owned);
         let id = image.config.digest.clone();
-        let diff_ids: Vec<Digest> = image.layers.iter().map(|l| l.diff_id.clone()).collect();
 
         let staged = std::mem::take(&mut *self.staged());
         // Nothing is synced here (on ext4 even one fsync flushes every dirty page of the
         // whole unpack): new rows carry the boot they were written in, and a later boot
         // checks them before trusting them, unless gc settled them (durability.rs).
         let boot = super::durability::boot_id();
-        let root = self.store.root.clone();
-        let mut db = self.store.db();
-        let tx = db.write()?;
-        let dberr = |source| StoreError::Database { path: root.join("racker.db"), source };
-        let now = now();
-        for (digest, staged_blob) in &staged.blobs {
-            blobs::publish(&self.dir.join("blobs").join(digest.hex()), &root, digest)?;
-            tx.execute(
-                "INSERT INTO blobs (digest, size, media_type, added, unsynced_boot) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT(digest) DO UPDATE SET unsynced_boot = excluded.unsynced_boot",
-                params![digest.to_string(), staged_blob.size, staged_blob.media_type, now, boot],
-            )
-            .map_err(dberr)?;
+        let rows = ImageRows {
+            id: &id,
+            image: &image,
+            created: text("created"),
+            architecture: text("architecture"),
+            os: text("os"),
+            new_blobs: staged.blobs.values().collect(),
+            new_layers: staged.layers.values().map(|(_, stats)| stats).collect(),
+            boot: &boot,
+        };
+        self.store.db().commit_image(&rows, |new_layers| self.place(&staged, new_layers))?;
+        Ok(id)
+    }
+
+    /// Moves the staged blobs and the trees of `new_layers` to their names in the store,
+    /// and syncs the directories that name them.
+    fn place(&self, staged: &Staged, new_layers: &[NewLayerRow<'_>]) -> Result<()> {
+        let root = &self.store.root;
+        for digest in staged.blobs.keys() {
+            blobs::publish(&self.dir.join("blobs").join(digest.hex()), root, digest)?;
         }
-        // Blobs that were already present may predate their row (a crash between
-        // rename and commit); make sure every referenced blob has one.
-        for blob in [&image.manifest, &image.config].into_iter().chain(image.layers.iter().map(|l| &l.blob)) {
-            tx.execute(
-                "INSERT OR IGNORE INTO blobs (digest, size, media_type, added) VALUES (?1, ?2, ?3, ?4)",
-                params![blob.digest.to_string(), blob.size, blob.media_type, now],
-            )
-            .map_err(dberr)?;
-        }
-        let layers_dir = root.join("layers");
-        for (diff_id, (dir, stats)) in &staged.layers {
-            let exists: Option<i64> = tx
-                .query_row("SELECT id FROM layers WHERE diff_id = ?1", [diff_id.to_string()], |r| r.get(0))
-                .map(Some)
-                .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(None) } else { Err(e) })
-                .map_err(dberr)?;
-            if exists.is_some() {
-                continue; // another operation was first; our copy goes with the staging dir
-            }
-            tx.execute(
-                "INSERT INTO layers (diff_id, size, files, added, unsynced_boot) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![diff_id.to_string(), stats.size, stats.files, now, boot],
-            )
-            .map_err(dberr)?;
-            let target = layers_dir.join(tx.last_insert_rowid().to_string());
+        for layer in new_layers {
+            let Some((dir, _)) = staged.layers.get(layer.diff_id) else { continue };
+            let target = self.store.layer_dir(layer.id);
             // A directory left at this id by a crashed commit is garbage: no row names it.
             if target.exists() {
                 fs::remove_dir_all(&target).map_err(io_err(&target))?;
             }
             fs::rename(dir, &target).map_err(io_err(&target))?;
         }
-        for d in [root.join("blobs").join(Digest::ALGORITHM), layers_dir] {
+        for d in [root.join("blobs").join(Digest::ALGORITHM), root.join("layers")] {
             File::open(&d).and_then(|f| f.sync_all()).map_err(io_err(&d))?;
         }
-
-        let size: u64 = {
-            let mut size = 0u64;
-            for diff_id in &diff_ids {
-                let s: u64 = tx
-                    .query_row("SELECT size FROM layers WHERE diff_id = ?1", [diff_id.to_string()], |r| r.get(0))
-                    .map_err(dberr)?;
-                size += s;
-            }
-            size
-        };
-        let inserted = tx
-            .execute(
-                "INSERT OR IGNORE INTO images (id, config_digest, manifest_digest, manifest_media_type, created, architecture, os, size, added)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![
-                    id.to_string(),
-                    image.config.digest.to_string(),
-                    image.manifest.digest.to_string(),
-                    image.manifest.media_type,
-                    text("created"),
-                    text("architecture"),
-                    text("os"),
-                    size,
-                    now
-                ],
-            )
-            .map_err(dberr)?;
-        if inserted == 1 {
-            for (position, (layer, chain_id)) in image.layers.iter().zip(chain_ids(&diff_ids)).enumerate() {
-                tx.execute(
-                    "INSERT INTO image_layers (image_id, position, blob_digest, media_type, diff_id, chain_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![
-                        id.to_string(),
-                        position,
-                        layer.blob.digest.to_string(),
-                        layer.blob.media_type,
-                        layer.diff_id.to_string(),
-                        chain_id.to_string()
-                    ],
-                )
-                .map_err(dberr)?;
-            }
-        }
-        for r in &image.tags {
-            if let Some(tag) = r.tag() {
-                tx.execute(
-                    "INSERT OR REPLACE INTO tags (repository, tag, image_id) VALUES (?1, ?2, ?3)",
-                    params![r.name(), tag, id.to_string()],
-                )
-                .map_err(dberr)?;
-            }
-        }
-        for r in &image.repo_digests {
-            if let Some(digest) = r.digest() {
-                tx.execute(
-                    "INSERT OR REPLACE INTO repo_digests (repository, manifest_digest, image_id) VALUES (?1, ?2, ?3)",
-                    params![r.name(), digest.to_string(), id.to_string()],
-                )
-                .map_err(dberr)?;
-            }
-        }
-        tx.commit().map_err(dberr)?;
-        Ok(id)
+        Ok(())
     }
 }
 

@@ -254,14 +254,7 @@ impl Store {
 
     /// Records that `repository@digest` names the image `id` (after a push, as docker does).
     pub fn add_repo_digest(&self, repository: &str, digest: &Digest, id: &Digest) -> Result<()> {
-        let db = self.db();
-        db.conn
-            .execute(
-                "INSERT OR REPLACE INTO repo_digests (repository, manifest_digest, image_id) VALUES (?1, ?2, ?3)",
-                rusqlite::params![repository, digest.to_string(), id.to_string()],
-            )
-            .map_err(db.err())?;
-        Ok(())
+        self.db().set_repo_digest(repository, digest, id)
     }
 
     /// Removes a name or an image, as `docker rmi` does: a tag is untagged, and the image

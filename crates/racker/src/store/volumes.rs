@@ -6,9 +6,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
 
-use rusqlite::params;
-
-use super::metadata::now;
+use super::metadata::VolumeRow;
 use super::{io_err, Result, Store, StoreError};
 
 /// A named volume as `volume inspect` shows it.
@@ -36,12 +34,12 @@ impl Store {
         self.root.join("volumes").join(name)
     }
 
-    fn volume_record(&self, name: String, created: String, labels: &str) -> VolumeRecord {
+    fn volume_record(&self, row: VolumeRow) -> VolumeRecord {
         VolumeRecord {
-            mountpoint: self.volume_dir(&name).join("_data"),
-            name,
-            created,
-            labels: serde_json::from_str(labels).unwrap_or_default(),
+            mountpoint: self.volume_dir(&row.name).join("_data"),
+            name: row.name,
+            created: row.created,
+            labels: row.labels,
         }
     }
 
@@ -63,27 +61,14 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(io_err(&data)(e)),
         }
-        let db = self.db();
-        let made = db
-            .conn
-            .execute(
-                "INSERT OR IGNORE INTO volumes (name, created, labels) VALUES (?1, ?2, ?3)",
-                params![name, now(), serde_json::to_string(labels).unwrap_or_default()],
-            )
-            .map_err(db.err())?;
-        drop(db);
-        Ok((self.volume(name)?, made == 1))
+        let made = self.db().insert_volume(name, labels)?;
+        Ok((self.volume(name)?, made))
     }
 
     /// All volumes, by name.
     pub fn volumes(&self) -> Result<Vec<VolumeRecord>> {
-        let db = self.db();
-        let mut stmt = db.conn.prepare("SELECT name, created, labels FROM volumes ORDER BY name").map_err(db.err())?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(db.err())?;
-        Ok(rows.into_iter().map(|(n, c, l)| self.volume_record(n, c, &l)).collect())
+        let rows = self.db().volumes()?;
+        Ok(rows.into_iter().map(|row| self.volume_record(row)).collect())
     }
 
     /// One volume by its name.
@@ -103,9 +88,7 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
             Err(e) => return Err(io_err(&dir)(e)),
         };
-        let db = self.db();
-        let deleted = db.conn.execute("DELETE FROM volumes WHERE name = ?1", [name]).map_err(db.err());
-        drop(db);
+        let deleted = self.db().delete_volume(name);
         let gone = match deleted {
             Ok(gone) => gone,
             Err(e) => {
@@ -115,7 +98,7 @@ impl Store {
                 return Err(e);
             }
         };
-        if gone == 0 {
+        if !gone {
             if moved {
                 let _ = fs::rename(&aside, &dir);
             }
