@@ -119,6 +119,8 @@ impl Objects {
             }
             match rfs::linkat(&self.dir, &path, parent, name, AtFlags::empty()) {
                 Ok(()) => return Ok(true),
+                // Taken back by the unpack that stored it (its layer was dropped): store ours.
+                Err(Errno::NOENT) => continue,
                 // The object has as many links as the file system allows (65000 on
                 // ext4): this copy stays a file of its own.
                 Err(Errno::MLINK) => {
@@ -165,12 +167,13 @@ impl Objects {
         rfs::openat(&self.dir, &path, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()).ok()
     }
 
-    /// Takes back an object that a failed unpack stored, so that it goes now rather than
-    /// with the next gc: unless another layer linked it meanwhile (more links than the
-    /// object's own and the failed layer's). Best effort: gc removes what stays.
-    pub fn forget(&self, object: &str) {
+    /// Takes back an object that an unpack stored for a layer that is not kept, so that
+    /// it goes now rather than with the next gc: unless it has more than `links` links
+    /// (the object's own, and the dropped layer's if that is still there), that is,
+    /// another layer linked it meanwhile. Best effort: gc removes what stays.
+    pub fn forget(&self, object: &str, links: u64) {
         let (_, path) = relative(object);
-        if rfs::statat(&self.dir, &path, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| st.st_nlink <= 2) {
+        if rfs::statat(&self.dir, &path, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| st.st_nlink <= links) {
             let _ = rfs::unlinkat(&self.dir, &path, AtFlags::empty());
         }
     }

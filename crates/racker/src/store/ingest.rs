@@ -79,6 +79,9 @@ pub struct Ingest<'s> {
     seq: AtomicU64,
     progress: Arc<dyn Progress>,
     unpack_options: UnpackOptions,
+    /// The file objects this operation's unpacks stored: taken back at the end unless a
+    /// committed layer links them.
+    stored_objects: Mutex<Vec<String>>,
 }
 
 /// Copies everything read from `inner` to `out`. A failed write poisons it: the bytes
@@ -153,6 +156,7 @@ impl<'s> Ingest<'s> {
             // Images carry device nodes (a debootstrapped /dev); as root, docker keeps them too.
             // Their files go to the store's objects, each stored once.
             unpack_options: UnpackOptions { allow_devices: true, objects, ..UnpackOptions::default() },
+            stored_objects: Mutex::default(),
         })
     }
 
@@ -369,7 +373,11 @@ impl<'s> Ingest<'s> {
         let dir = self.scratch("layer");
         fs::create_dir(&dir).map_err(io_err(&dir))?;
         match unpack::apply_tar(tar, &dir, &self.unpack_options) {
-            Ok(stats) => Ok((dir, stats)),
+            Ok(mut stats) => {
+                let stored = std::mem::take(&mut stats.stored);
+                self.stored_objects.lock().unwrap_or_else(|p| p.into_inner()).extend(stored);
+                Ok((dir, stats))
+            }
             Err(source) => {
                 let _ = fs::remove_dir_all(&dir);
                 match source {
@@ -448,9 +456,16 @@ impl<'s> Ingest<'s> {
 }
 
 impl Drop for Ingest<'_> {
-    /// Whatever was not committed (or was dropped at commit as a duplicate) goes.
+    /// Whatever was not committed (or was dropped at commit as a duplicate) goes, and
+    /// with it the file objects only its layers linked.
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.dir);
+        let stored = std::mem::take(self.stored_objects.get_mut().unwrap_or_else(|p| p.into_inner()));
+        if let (Some(dir), false) = (&self.unpack_options.objects, stored.is_empty()) {
+            if let Ok(objects) = crate::objects::Objects::open(dir) {
+                stored.iter().for_each(|name| objects.forget(name, 1));
+            }
+        }
     }
 }
 

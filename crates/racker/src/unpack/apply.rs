@@ -79,13 +79,13 @@ pub fn apply_tar_at<R: Read>(
     // The stream is read (and hashed: the diff_id) here, and applied on a thread of its own.
     let mut tar = HashingReader::new(tar);
     let (pump, chunks) = handoff::channel();
-    let (size, files) = std::thread::scope(|s| {
+    let (size, files, stored) = std::thread::scope(|s| {
         let applying = s.spawn(move || applier.apply_all(chunks));
         pump.run(&mut tar);
         applying.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })?;
     let (diff_id, tar_size) = tar.finish().map_err(|e| corrupt("reading the end of the tar stream", e))?;
-    Ok(UnpackStats { diff_id, tar_size, size, files })
+    Ok(UnpackStats { diff_id, tar_size, size, files, stored })
 }
 
 /// Why an archive path is refused.
@@ -168,14 +168,18 @@ struct Applier<'o> {
 impl Applier<'_> {
     /// [`apply_entries`](Self::apply_entries); if that fails, the objects it stored are
     /// taken back (a full disk leaves none behind).
-    fn apply_all(mut self, tar: impl Read) -> Result<(u64, u64), UnpackError> {
-        let applied = self.apply_entries(tar);
-        if applied.is_err() {
-            if let Some(objects) = &self.objects {
-                self.stored.iter().for_each(|name| objects.forget(name));
+    /// Returns the bytes and entries made and the objects stored.
+    fn apply_all(mut self, tar: impl Read) -> Result<(u64, u64, Vec<String>), UnpackError> {
+        match self.apply_entries(tar) {
+            Ok((size, files)) => Ok((size, files, self.stored)),
+            Err(e) => {
+                if let Some(objects) = &self.objects {
+                    // Linked by the object's own name and this layer's, which goes.
+                    self.stored.iter().for_each(|name| objects.forget(name, 2));
+                }
+                Err(e)
             }
         }
-        applied
     }
 
     /// Applies every entry of `tar` and reads it to its end (the trailing zero blocks

@@ -74,6 +74,9 @@ pub struct UnpackStats {
     /// Number of file system objects created (files, directories, links, nodes and
     /// whiteout devices; not directories that already existed).
     pub files: u64,
+    /// The file objects this unpack stored (new to the store): a caller that does not
+    /// keep the layer takes them back ([`crate::objects::Objects::forget`]).
+    pub stored: Vec<String>,
 }
 
 /// Why a layer could not be unpacked. Every variant names what it is about, so that a
