@@ -156,7 +156,10 @@ fn identical_files_of_two_images_are_one_object_that_containers_cannot_change() 
     let fan = store.root().join("objects").join("00");
     std::fs::create_dir_all(&fan).expect("mkdir");
     std::fs::write(fan.join("1".repeat(62)), shared_bytes()).expect("write");
+    // And what one killed between its link beside the fan-out directories and the rename.
+    std::fs::hard_link(fan.join("1".repeat(62)), store.root().join("objects/.link-99-0")).expect("link");
     let gc = store.ok(&["gc"]);
+    assert!(gc.contains("Deleted leftover: objects/.link-99-0"), "{gc}");
     assert!(gc.contains("Deleted 1 file objects no layer links"), "{gc}");
     assert_eq!(objects(&store), 0);
     store.assert_clean();

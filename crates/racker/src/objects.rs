@@ -10,16 +10,17 @@
 //! Overlayfs copies a lower file up before the first write, so no container ever
 //! modifies an object.
 //!
-//! The applier writes a file as an `O_TMPFILE` in its layer directory, hashing it as it
-//! writes, sets its metadata, and then links it: to the object if one exists, else into
-//! `objects/` first and from there. Nothing is ever half-linked: a file is either a link
-//! to a complete object or not there. An object that only `objects/` holds (link count
+//! The applier writes a file in its layer directory, hashing it as it writes, sets its
+//! metadata, and then links it into `objects/` under its name, or, where that object
+//! exists, replaces it by a link to the object. Nothing is ever half-linked: an object is
+//! complete before it has its name, and a layer's name always has the whole content. An object that only `objects/` holds (link count
 //! 1: its layers are gone, or an unpack crashed) is garbage that `gc` removes.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
@@ -77,6 +78,19 @@ fn relative(name: &str) -> (&str, String) {
     (fan, format!("{fan}/{}", &name[2..]))
 }
 
+/// What [`Objects::link`] made of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Linked {
+    /// The file is the object now: new to the store.
+    Stored,
+    /// The file is a link to the object another layer stored.
+    Shared,
+    /// The file stays a file of its own: the object has as many links as allowed.
+    Own,
+    /// The file stays a file of its own: this file system has no hard links.
+    Unsupported,
+}
+
 /// The store's object directory, opened.
 #[derive(Debug)]
 pub struct Objects {
@@ -91,74 +105,44 @@ impl Objects {
         Ok(Objects { dir })
     }
 
-    /// Makes `name` in `parent` the object `object`: the existing one, or `file` (an
-    /// `O_TMPFILE` with its content and metadata in place) stored as that object first.
-    /// Returns whether the object existed.
-    pub fn link(
-        &self,
-        file: BorrowedFd<'_>,
-        object: &str,
-        parent: BorrowedFd<'_>,
-        name: &[u8],
-    ) -> rustix::io::Result<bool> {
-        let (fan, path) = relative(object);
-        loop {
-            // Stored as the object first: two calls for a new object and for a known one.
-            match rfs::linkat(file, "", &self.dir, &path, AtFlags::EMPTY_PATH) {
-                Ok(()) => {
-                    rfs::linkat(&self.dir, &path, parent, name, AtFlags::empty())?;
-                    return Ok(false);
-                }
-                Err(Errno::NOENT) => match rfs::mkdirat(&self.dir, fan, Mode::from_raw_mode(0o700)) {
-                    Ok(()) | Err(Errno::EXIST) => continue,
-                    Err(e) => return Err(e),
-                },
-                // Another layer stored it: link to that one (this file is dropped).
-                Err(Errno::EXIST) => {}
-                Err(e) => return Err(e),
-            }
-            match rfs::linkat(&self.dir, &path, parent, name, AtFlags::empty()) {
-                Ok(()) => return Ok(true),
-                // Taken back by the unpack that stored it (its layer was dropped): store ours.
-                Err(Errno::NOENT) => continue,
-                // The object has as many links as the file system allows (65000 on
-                // ext4): this copy stays a file of its own.
-                Err(Errno::MLINK) => {
-                    rfs::linkat(file, "", parent, name, AtFlags::EMPTY_PATH)?;
-                    return Ok(false);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Makes `name` in `parent`, a layer file written without objects, the object
-    /// `object` (the name of its content and metadata): the file itself becomes the
-    /// object, or is replaced by the object that exists. Returns whether it existed.
-    /// For the migration of layers unpacked before objects, under gc's exclusive lock.
-    pub fn adopt(&self, parent: BorrowedFd<'_>, name: &[u8], object: &str) -> rustix::io::Result<bool> {
-        // Beside the fan-out directories, where no layer's name can be.
-        let swap = format!(".adopt-{}", std::process::id());
+    /// Makes `name` in `parent`, a complete file (content and metadata in place), the
+    /// object `object`: stored as it (one call, what a first pull does), or, where
+    /// another layer stored it first, replaced by a link to that one (the link is made
+    /// beside the fan-out directories, where no layer's name can be, and renamed over
+    /// the file, so the name never lacks its content). Unpacks link their files so, and
+    /// `racker system dedupe` the files of layers unpacked without objects.
+    pub fn link(&self, parent: BorrowedFd<'_>, name: &[u8], object: &str) -> rustix::io::Result<Linked> {
+        static SWAPS: AtomicU64 = AtomicU64::new(0);
         let (fan, path) = relative(object);
         loop {
             match rfs::linkat(parent, name, &self.dir, &path, AtFlags::empty()) {
-                Ok(()) => return Ok(false),
+                Ok(()) => return Ok(Linked::Stored),
                 Err(Errno::NOENT) => match rfs::mkdirat(&self.dir, fan, Mode::from_raw_mode(0o700)) {
                     Ok(()) | Err(Errno::EXIST) => continue,
                     Err(e) => return Err(e),
                 },
-                Err(Errno::EXIST) => break,
+                Err(Errno::EXIST) => {}
+                // A file system without hard links: the file stays as it is.
+                Err(Errno::PERM | Errno::OPNOTSUPP) => return Ok(Linked::Unsupported),
                 Err(e) => return Err(e),
             }
+            let swap = format!(".link-{}-{}", std::process::id(), SWAPS.fetch_add(1, Ordering::Relaxed));
+            match rfs::linkat(&self.dir, &path, &self.dir, &swap, AtFlags::empty()) {
+                Ok(()) => {}
+                // Taken back meanwhile by the unpack that stored it (its layer was dropped).
+                Err(Errno::NOENT) => continue,
+                // As many links as the file system allows (65000 on ext4): stays its own.
+                Err(Errno::MLINK) => return Ok(Linked::Own),
+                Err(e) => return Err(e),
+            }
+            return match rfs::renameat(&self.dir, &swap, parent, name) {
+                Ok(()) => Ok(Linked::Shared),
+                Err(e) => {
+                    let _ = rfs::unlinkat(&self.dir, &swap, AtFlags::empty());
+                    Err(e)
+                }
+            };
         }
-        let _ = rfs::unlinkat(&self.dir, &swap, AtFlags::empty());
-        match rfs::linkat(&self.dir, &path, &self.dir, &swap, AtFlags::empty()) {
-            Ok(()) => {}
-            Err(Errno::MLINK) => return Ok(false), // as many links as allowed: stays a file of its own
-            Err(e) => return Err(e),
-        }
-        rfs::renameat(&self.dir, &swap, parent, name)?;
-        Ok(true)
     }
 
     /// The object `object`, opened for reading, if the store has it.
@@ -176,16 +160,6 @@ impl Objects {
         if rfs::statat(&self.dir, &path, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| st.st_nlink <= links) {
             let _ = rfs::unlinkat(&self.dir, &path, AtFlags::empty());
         }
-    }
-}
-
-/// An `O_TMPFILE` for a file's content in `parent`; None where the file system has none
-/// (the file is then written as it is).
-pub fn tmpfile(parent: impl AsFd) -> rustix::io::Result<Option<OwnedFd>> {
-    match rfs::openat(parent, ".", OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC, Mode::from_raw_mode(0o600)) {
-        Ok(fd) => Ok(Some(fd)),
-        Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL) => Ok(None),
-        Err(e) => Err(e),
     }
 }
 
@@ -248,6 +222,25 @@ pub fn sharing(dir: &Path, top: usize) -> io::Result<Sharing> {
     all.sort_by_key(|o| std::cmp::Reverse(o.size * o.links.saturating_sub(1)));
     sharing.top = all.into_iter().filter(|o| o.links > 1).take(top).collect();
     Ok(sharing)
+}
+
+/// The links [`Objects::link`] makes beside the fan-out directories and renames at once:
+/// one that is still there was left by a killed unpack, and keeps its object alive.
+/// Their names in `dir`, for gc (under its exclusive lock, none is in use).
+pub fn swaps(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with(".link-") && !entry.file_type()?.is_dir() {
+            found.push(PathBuf::from(entry.file_name()));
+        }
+    }
+    Ok(found)
 }
 
 /// Objects below `dir` that no layer links any more (link count 1): their paths and
@@ -368,23 +361,23 @@ mod tests {
         assert_eq!(name(&content, &meta(0o644, &[])).len(), 64);
     }
 
-    /// Writes `bytes` as an O_TMPFILE in `dir` and links it as `file` through `objects`.
-    fn store(objects: &Objects, dir: &Path, file: &str, bytes: &[u8]) -> bool {
-        let parent = rfs::open(dir, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).expect("dir");
-        let fd = tmpfile(&parent).expect("tmpfile").expect("O_TMPFILE on the test's file system");
-        let mut f = std::fs::File::from(fd);
+    /// Writes `bytes` as `file` in `dir` and links it through `objects`.
+    fn store(objects: &Objects, dir: &Path, file: &str, bytes: &[u8]) -> Linked {
+        let mut f = std::fs::File::create(dir.join(file)).expect("create");
         f.write_all(bytes).expect("write");
-        let object = name(&blake3::hash(bytes), &meta(0o600, &[]));
-        objects.link(f.as_fd(), &object, parent.as_fd(), file.as_bytes()).expect("link")
+        f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000)).expect("mtime");
+        let parent = rfs::open(dir, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).expect("dir");
+        let object = rehash(&dir.join(file)).expect("rehash");
+        objects.link(parent.as_fd(), file.as_bytes(), &object).expect("link")
     }
 
     #[test]
     fn the_second_file_links_the_first_ones_object_and_sharing_counts_it() {
         let root = tempfile::tempdir().expect("tempdir");
         let objects = Objects::open(&root.path().join(DIR)).expect("objects");
-        assert!(!store(&objects, root.path(), "a", b"same"), "a new object");
-        assert!(store(&objects, root.path(), "b", b"same"), "linked to the existing one");
-        assert!(!store(&objects, root.path(), "c", b"other"));
+        assert_eq!(store(&objects, root.path(), "a", b"same"), Linked::Stored, "a new object");
+        assert_eq!(store(&objects, root.path(), "b", b"same"), Linked::Shared, "linked to the existing one");
+        assert_eq!(store(&objects, root.path(), "c", b"other"), Linked::Stored);
         let ino = |f: &str| std::fs::metadata(root.path().join(f)).expect("stat").ino();
         assert_eq!(ino("a"), ino("b"));
         assert_ne!(ino("a"), ino("c"));

@@ -13,7 +13,7 @@ use std::path::Path;
 use rustix::fs::FlockOperation;
 
 use super::{io_err, Result, Store};
-use crate::objects::{self, Objects};
+use crate::objects::{self, Linked, Objects};
 
 /// What `dedupe` did.
 #[derive(Debug, Default, serde::Serialize)]
@@ -65,9 +65,9 @@ fn adopt_tree(objects: &Objects, dir: &Path, report: &mut DedupeReport) -> io::R
             continue;
         }
         let object = objects::rehash(&entry.path())?;
-        let existed = objects.adopt(parent.as_fd(), entry.file_name().as_bytes(), &object)?;
-        report.files += 1;
-        if existed {
+        let linked = objects.link(parent.as_fd(), entry.file_name().as_bytes(), &object)?;
+        report.files += u64::from(matches!(linked, Linked::Stored | Linked::Shared));
+        if linked == Linked::Shared {
             report.shared += 1;
             report.reclaimed_bytes += meta.len();
         }

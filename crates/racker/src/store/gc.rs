@@ -133,6 +133,12 @@ impl Store {
         // Last, with the layers gone: objects that only objects/ still links. (A dry run
         // counts those unlinked now, not those the layers above would set free.)
         let objects = self.root.join(crate::objects::DIR);
+        for swap in crate::objects::swaps(&objects).map_err(io_err(&objects))? {
+            report.leftovers.push(format!("{}/{}", crate::objects::DIR, swap.display()));
+            if !dry_run {
+                remove_path(&objects.join(swap))?;
+            }
+        }
         for (path, size) in crate::objects::unlinked(&objects).map_err(io_err(&objects))? {
             report.objects += 1;
             report.reclaimed_bytes += size;

@@ -19,7 +19,7 @@ use super::extensions::{ExtensionError, Extensions, ReadError};
 use super::handoff;
 use super::{UnpackError, UnpackOptions, UnpackStats, WhiteoutMode};
 use crate::digest::HashingReader;
-use crate::objects::{self, ObjectMeta, Objects};
+use crate::objects::{self, Linked, ObjectMeta, Objects};
 
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
@@ -144,7 +144,7 @@ struct Applier<'o> {
     root: OwnedFd,
     opts: &'o UnpackOptions,
     /// Where regular files are stored once (see [`crate::objects`]); None when the caller
-    /// gave none or the file system has no `O_TMPFILE`.
+    /// gave none or the file system has no hard links.
     objects: Option<Objects>,
     /// Objects this unpack stored: taken back if it fails.
     stored: Vec<String>,
@@ -356,14 +356,8 @@ impl Applier<'_> {
                 file_meta(file.as_fd(), &meta, es)?;
             }
             Kind::File if self.objects.is_some() && entry.size() >= objects::MIN_SIZE => {
-                match objects::tmpfile(parent).map_err(|e| io_err(es, "creating file", e))? {
-                    Some(fd) => self.object(entry, fd, parent, name, &meta, es)?,
-                    None => {
-                        // No O_TMPFILE here: every file in place from now on.
-                        self.objects = None;
-                        return self.create(entry, parent, name, rel, Kind::File, meta, es);
-                    }
-                }
+                let fd = create_file(parent, name).map_err(|e| io_err(es, "creating file", e))?;
+                self.object(entry, fd, parent, name, &meta, es)?;
             }
             Kind::File => {
                 let mut file = File::from(create_file(parent, name).map_err(|e| io_err(es, "creating file", e))?);
@@ -426,8 +420,8 @@ impl Applier<'_> {
         }
     }
 
-    /// A regular file as an object: written to the `O_TMPFILE` `fd` (hashed as it is
-    /// written), its metadata set, then linked at `parent`/`name` through the object.
+    /// A regular file as an object: written to `fd`, the new `parent`/`name` (hashed as
+    /// it is written), its metadata set, then linked as its object (see [`Objects::link`]).
     fn object<R: Read>(
         &mut self,
         entry: &mut tar::Entry<'_, R>,
@@ -443,8 +437,11 @@ impl Applier<'_> {
         file_meta(file.as_fd(), meta, es)?;
         let object = object_name(&hasher, meta);
         let objects = self.objects.as_ref().ok_or_else(|| bad(es, "no object directory".into()))?;
-        if !objects.link(file.as_fd(), &object, parent, name).map_err(|e| io_err(es, "linking its object", e))? {
-            self.stored.push(object);
+        match objects.link(parent, name, &object).map_err(|e| io_err(es, "linking its object", e))? {
+            Linked::Stored => self.stored.push(object),
+            Linked::Shared | Linked::Own => {}
+            // No hard links here: every file in place from now on.
+            Linked::Unsupported => self.objects = None,
         }
         Ok(())
     }
