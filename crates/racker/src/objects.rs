@@ -13,8 +13,9 @@
 //! The applier writes a file in its layer directory, hashing it as it writes, sets its
 //! metadata, and then links it into `objects/` under its name, or, where that object
 //! exists, replaces it by a link to the object. Nothing is ever half-linked: an object is
-//! complete before it has its name, and a layer's name always has the whole content. An object that only `objects/` holds (link count
-//! 1: its layers are gone, or an unpack crashed) is garbage that `gc` removes.
+//! complete before it has its name, and a layer's name always has the whole content. An
+//! object that only `objects/` holds (link count 1: its layers are gone, or an unpack
+//! crashed) is garbage that `gc` removes.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -186,14 +187,18 @@ pub struct SharedObject {
     pub links: u64,
 }
 
+/// The entries of `dir`, none if it does not exist (a store from before objects).
+fn entries(dir: &Path) -> io::Result<impl Iterator<Item = io::Result<std::fs::DirEntry>>> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => Ok(Some(entries).into_iter().flatten()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None.into_iter().flatten()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Every object below `dir` with its size and link count (the `objects/` entry included).
 fn each(dir: &Path, mut f: impl FnMut(PathBuf, String, &std::fs::Metadata)) -> io::Result<()> {
-    let fans = match std::fs::read_dir(dir) {
-        Ok(fans) => fans,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    for fan in fans {
+    for fan in entries(dir)? {
         let fan = fan?;
         if !fan.file_type()?.is_dir() {
             continue; // not racker's
@@ -228,13 +233,8 @@ pub fn sharing(dir: &Path, top: usize) -> io::Result<Sharing> {
 /// one that is still there was left by a killed unpack, and keeps its object alive.
 /// Their names in `dir`, for gc (under its exclusive lock, none is in use).
 pub fn swaps(dir: &Path) -> io::Result<Vec<PathBuf>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
     let mut found = Vec::new();
-    for entry in entries {
+    for entry in entries(dir)? {
         let entry = entry?;
         if entry.file_name().to_string_lossy().starts_with(".link-") && !entry.file_type()?.is_dir() {
             found.push(PathBuf::from(entry.file_name()));

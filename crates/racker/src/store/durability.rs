@@ -156,10 +156,10 @@ impl Store {
         match fs::read_to_string(&marker) {
             Ok(written) => Ok(!boot.is_empty() && written.trim() == boot),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let tmp = marker.with_extension(std::process::id().to_string());
-                let mut file = crate::private::create_file(&tmp, true).map_err(io_err(&tmp))?;
-                file.write_all(boot.as_bytes()).and_then(|()| file.sync_all()).map_err(io_err(&tmp))?;
-                fs::rename(&tmp, &marker).map_err(io_err(&marker))?;
+                // Written in place: a crash that leaves it partial only makes the next
+                // boot check the objects.
+                let mut file = crate::private::create_file(&marker, true).map_err(io_err(&marker))?;
+                file.write_all(boot.as_bytes()).and_then(|()| file.sync_all()).map_err(io_err(&marker))?;
                 File::open(&self.root).and_then(|d| d.sync_all()).map_err(io_err(&self.root))?;
                 Ok(true)
             }

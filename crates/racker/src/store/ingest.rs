@@ -429,6 +429,9 @@ impl<'s> Ingest<'s> {
             boot: &boot,
         };
         self.store.db().commit_image(&rows, |new_layers| self.place(&staged, new_layers))?;
+        // The committed layers link their objects now. (A layer the store already had
+        // from before objects is dropped with its new objects: gc collects those.)
+        self.stored_objects.lock().unwrap_or_else(|p| p.into_inner()).clear();
         Ok(id)
     }
 
@@ -457,7 +460,7 @@ impl<'s> Ingest<'s> {
 
 impl Drop for Ingest<'_> {
     /// Whatever was not committed (or was dropped at commit as a duplicate) goes, and
-    /// with it the file objects only its layers linked.
+    /// after a failure the file objects only its layers linked.
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.dir);
         let stored = std::mem::take(self.stored_objects.get_mut().unwrap_or_else(|p| p.into_inner()));

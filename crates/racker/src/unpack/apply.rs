@@ -347,22 +347,24 @@ impl Applier<'_> {
         }
 
         match kind {
-            Kind::File if self.objects.is_some() && self.opts.reflink && entry.size() >= objects::MIN_SIZE => {
-                let mut file = File::from(create_file(parent, name).map_err(|e| io_err(es, "creating file", e))?);
-                let mut hasher = blake3::Hasher::new();
-                self.write_contents(entry, &mut file, Some(&mut hasher), es)?;
-                // Before the metadata: a clone sets the file's times.
-                self.clone_object(&file, &object_name(&hasher, &meta));
-                file_meta(file.as_fd(), &meta, es)?;
-            }
-            Kind::File if self.objects.is_some() && entry.size() >= objects::MIN_SIZE => {
-                let fd = create_file(parent, name).map_err(|e| io_err(es, "creating file", e))?;
-                self.object(entry, fd, parent, name, &meta, es)?;
-            }
             Kind::File => {
                 let mut file = File::from(create_file(parent, name).map_err(|e| io_err(es, "creating file", e))?);
-                self.write_contents(entry, &mut file, None, es)?;
-                file_meta(file.as_fd(), &meta, es)?;
+                // An object's content is hashed as it is written: no second pass.
+                let as_object = self.objects.is_some() && entry.size() >= objects::MIN_SIZE;
+                let mut hasher = as_object.then(blake3::Hasher::new);
+                self.write_contents(entry, &mut file, hasher.as_mut(), es)?;
+                match hasher.map(|h| object_name(&h, &meta)) {
+                    Some(object) if self.opts.reflink => {
+                        // Before the metadata: a clone sets the file's times.
+                        self.clone_object(&file, &object);
+                        file_meta(file.as_fd(), &meta, es)?;
+                    }
+                    Some(object) => {
+                        file_meta(file.as_fd(), &meta, es)?;
+                        self.link_object(parent, name, object, es)?;
+                    }
+                    None => file_meta(file.as_fd(), &meta, es)?,
+                }
             }
             Kind::Dir => {
                 rfs::mkdirat(parent, name, Mode::from_raw_mode(0o700))
@@ -420,22 +422,14 @@ impl Applier<'_> {
         }
     }
 
-    /// A regular file as an object: written to `fd`, the new `parent`/`name` (hashed as
-    /// it is written), its metadata set, then linked as its object (see [`Objects::link`]).
-    fn object<R: Read>(
+    /// Makes the complete file `parent`/`name` the object `object` (see [`Objects::link`]).
+    fn link_object(
         &mut self,
-        entry: &mut tar::Entry<'_, R>,
-        fd: OwnedFd,
         parent: BorrowedFd<'_>,
         name: &[u8],
-        meta: &Meta,
+        object: String,
         es: &str,
     ) -> Result<(), UnpackError> {
-        let mut file = File::from(fd);
-        let mut hasher = blake3::Hasher::new();
-        self.write_contents(entry, &mut file, Some(&mut hasher), es)?;
-        file_meta(file.as_fd(), meta, es)?;
-        let object = object_name(&hasher, meta);
         let objects = self.objects.as_ref().ok_or_else(|| bad(es, "no object directory".into()))?;
         match objects.link(parent, name, &object).map_err(|e| io_err(es, "linking its object", e))? {
             Linked::Stored => self.stored.push(object),
